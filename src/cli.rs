@@ -1,0 +1,181 @@
+//! The command line: `run`, `check`, `mesh init`. Exit codes: 0 success, 2 bad usage or
+//! bad config, 1 runtime failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, LogLevel};
+use crate::node::Node;
+
+/// `proxy`: an overlay mesh for TCP over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "proxy", version, about)]
+pub struct Cli {
+    /// Node config file (same as `proxy run -c FILE`).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// What to do; without one, run a node from `-c FILE` or `config.yaml`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Run {
+        /// Node config file.
+        #[arg(short = 'c', long = "config", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a node config and print every problem with its key and line.
+    Check {
+        /// Node config file.
+        #[arg(short = 'c', long = "config", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Make and manage a mesh.
+    Mesh {
+        /// The mesh subcommand.
+        #[command(subcommand)]
+        command: MeshCommand,
+    },
+}
+
+/// `proxy mesh ...`
+#[derive(Debug, Subcommand)]
+pub enum MeshCommand {
+    /// Make a mesh CA and a certificate and key per node.
+    Init {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Comma-separated node ids, e.g. `a,b,c`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Run { config }) => run(&config),
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Mesh { command: MeshCommand::Init { dir, nodes } }) => mesh_init(&dir, &nodes),
+        None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok (node `{}`, {} listeners, {} peers, {} routes)",
+                path.display(),
+                c.common.node_id,
+                c.listeners.len(),
+                c.peers.len(),
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} problem(s)", path.display(), errors.errors.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn mesh_init(dir: &Path, nodes: &[String]) -> ExitCode {
+    match crate::pki::init_mesh(dir, nodes) {
+        Ok(written) => {
+            for f in &written.files {
+                println!("wrote {}", f.display());
+            }
+            println!("private keys (*.key) are mode 0600; keep them off version control");
+            ExitCode::SUCCESS
+        }
+        Err(e @ (crate::pki::PkiError::InvalidNodeId(_) | crate::pki::PkiError::Exists(_))) => {
+            eprintln!("proxy mesh init: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("proxy mesh init: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("proxy: refusing to start: {} problem(s) in {}", errors.errors.len(), path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("proxy: common.log_file: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_node(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_node(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    for l in node.listeners() {
+        tracing::info!(listener = %l.name, addr = %l.addr, "listening");
+    }
+    wait_for_signal().await?;
+    let report = node.shutdown().await;
+    tracing::info!(open = report.open_at_start, reset = report.reset_at_deadline, "shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) -> std::io::Result<()> {
+    let level = match config.common.log_level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error | LogLevel::Fatal => tracing::Level::ERROR,
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
+    match &config.common.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}

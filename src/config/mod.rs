@@ -1,0 +1,263 @@
+//! Node configuration: YAML parsed with unknown keys denied, then validated across
+//! fields, then turned into the typed [`Config`] the node runs on.
+//!
+//! Invariant: a [`Config`] value has passed every check (names unique, addresses and
+//! durations parsed, routes refer to known listeners and peers, certificate files exist),
+//! so the node can bind sockets without re-checking anything here.
+
+mod duration;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::core::policy::ExitPolicy;
+
+pub use duration::parse_duration;
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config was read from (for messages); `None` when built in code.
+    pub source: Option<PathBuf>,
+    /// This node's identity and logging settings (`common`).
+    pub common: CommonConfig,
+    /// TCP listeners that accept application connections.
+    pub listeners: Vec<ListenerConfig>,
+    /// The scheduler client's settings, when a scheduler is configured.
+    pub scheduler: Option<SchedulerClientConfig>,
+    /// Peer nodes this node links to.
+    pub peers: Vec<PeerConfig>,
+    /// Routes that map an accepted connection to its target and exit node.
+    pub routes: Vec<RouteConfig>,
+    /// This node's QUIC endpoint and its certificates.
+    pub mesh: MeshConfig,
+    /// Resource limits and timeouts for flows.
+    pub limits: Limits,
+    /// What this node will dial for flows that arrive from the mesh.
+    pub exit_policy: ExitPolicy,
+}
+
+/// The `common` section.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// This node's id; must match the id in its certificate.
+    pub node_id: String,
+    /// Free-form region label, e.g. `eu-central`.
+    pub region: String,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// Append logs to this file instead of standard error.
+    pub log_file: Option<PathBuf>,
+    /// Admin HTTP address (loopback by default).
+    pub admin_addr: SocketAddr,
+}
+
+/// The seed's five log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything, including per-flow detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something is off but the node carries on.
+    Warn,
+    /// A flow or link failed.
+    Error,
+    /// Only what stops the node.
+    Fatal,
+}
+
+/// One TCP listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique listener name; routes match on it.
+    pub name: String,
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+}
+
+/// The `scheduler` section (used from the scheduler issue on; validated now).
+#[derive(Debug, Clone)]
+pub struct SchedulerClientConfig {
+    /// `host:port` of the scheduler's QUIC endpoint.
+    pub address: String,
+    /// Time allowed for one connection attempt.
+    pub connect_timeout: Duration,
+    /// Time allowed for one request.
+    pub request_timeout: Duration,
+    /// Pause between failed attempts.
+    pub retry_interval: Duration,
+    /// Attempts at the fast pace before slowing down.
+    pub max_retries: u32,
+    /// Interval between heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+/// One peer node.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The peer's node id (its certificate must name it).
+    pub name: String,
+    /// `host:port` of the peer's QUIC endpoint; `None` for a peer that only dials in.
+    pub address: Option<String>,
+    /// Transport; only QUIC exists (`tcp` is accepted as an alias).
+    pub transport: PeerTransport,
+    /// The peer's region label, when known.
+    pub region: Option<String>,
+}
+
+/// How a peer link is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// QUIC, the only transport today.
+    Quic,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique route name.
+    pub name: String,
+    /// Which accepted connections the route applies to.
+    pub matcher: RouteMatch,
+    /// `host:port` targets dialed by the exit node; several are balanced round robin.
+    pub targets: Vec<String>,
+    /// The node that dials the target; `None` means this node.
+    pub exit: Option<String>,
+}
+
+/// How a route selects connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// Connections accepted on the listener bound to this port.
+    Port(u16),
+    /// Connections accepted on the listener with this name.
+    Listener(String),
+}
+
+/// The `mesh` section: this node's QUIC endpoint.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// UDP address of the QUIC endpoint.
+    pub bind: SocketAddr,
+    /// Address other nodes should dial, when it differs from `bind`.
+    pub advertise: Option<String>,
+    /// PEM certificate chain naming this node.
+    pub cert: PathBuf,
+    /// PEM private key for `cert`.
+    pub key: PathBuf,
+    /// PEM certificate of the mesh CA.
+    pub ca: PathBuf,
+    /// Directory for state (instruction cache and the like).
+    pub data_dir: PathBuf,
+    /// QUIC keepalive interval on peer links.
+    pub keepalive_interval: Duration,
+    /// A peer link with no traffic (keepalives included) for this long is dead.
+    pub link_idle_timeout: Duration,
+    /// First re-dial delay after a lost link (grows exponentially, full jitter).
+    pub redial_min: Duration,
+    /// Largest re-dial delay.
+    pub redial_max: Duration,
+    /// QUIC receive window per stream, in bytes.
+    pub stream_window: u64,
+    /// QUIC receive window per connection, in bytes.
+    pub connection_window: u64,
+    /// QUIC send window per connection, in bytes.
+    pub send_window: u64,
+    /// UDP socket send and receive buffer size, in bytes.
+    pub udp_buffer: usize,
+}
+
+/// Limits and timeouts for flows.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest stream header accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// A header must arrive completely within this time.
+    pub header_timeout: Duration,
+    /// Concurrent flow streams a peer may open to this node.
+    pub max_streams_per_peer: u32,
+    /// Concurrent flows on this node; beyond it flows are refused as `overloaded`.
+    pub max_flows: usize,
+    /// Time allowed to connect to a target.
+    pub connect_timeout: Duration,
+    /// A flow with no bytes either way for this long is reset.
+    pub idle_timeout: Duration,
+    /// After one direction finishes, the other must finish within this time.
+    pub half_closed_timeout: Duration,
+    /// On shutdown, flows may finish for this long before they are reset.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 4096,
+            header_timeout: Duration::from_secs(5),
+            max_streams_per_peer: 4096,
+            max_flows: 65_536,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            half_closed_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key path, e.g. `routes[1].match.listener`.
+    pub key: String,
+    /// 1-based line, where the parser gives one.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a config file, in file order where known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file the errors are about.
+    pub file: String,
+    /// The problems; never empty.
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match e.line {
+                Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, e.key, e.message)?,
+                None => write!(f, "{}: {}: {}", self.file, e.key, e.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads, parses and validates a node config file. Relative paths inside it are taken
+/// relative to the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        errors: vec![ConfigError { key: "(file)".into(), line: None, message: format!("cannot read: {e}") }],
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut config = parse(&text, base).map_err(|errors| ConfigErrors { file, errors })?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Parses and validates config text; relative paths are resolved against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let raw = raw::parse(text)?;
+    validate::validate(raw, base_dir)
+}

@@ -1,0 +1,8 @@
+//! The core: pure logic with no I/O, no tokio and no quinn. It takes inputs (bytes, the
+//! time, random numbers) and returns decisions; the `node` shell carries them out.
+
+pub mod backoff;
+pub mod link_rule;
+pub mod policy;
+pub mod route;
+pub mod wire;

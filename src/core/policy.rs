@@ -1,0 +1,320 @@
+//! Exit policy: which `host:port` targets this node dials for flows that arrive from the
+//! mesh. The default is to deny everything, so a node is never an open relay.
+//!
+//! The check runs on the address actually dialed, after name resolution: an IP rule
+//! (`10.0.0.0/8`, `192.0.2.7:443`) is matched against the resolved address, and a name
+//! rule (`db.internal:5432`, `*.svc.local:*`) against the name the flow asked for. Port 0
+//! and unspecified addresses (`0.0.0.0`, `::`) are refused whatever the rules say, and an
+//! IPv4-mapped IPv6 address is matched as the IPv4 address it carries.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// The set of allow rules; an address is allowed when any rule matches it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitPolicy {
+    rules: Vec<AllowRule>,
+}
+
+/// One allow rule: a host part and a port range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    host: HostPattern,
+    ports: PortRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Cidr(Cidr),
+    /// A lower-case DNS name, exact.
+    Name(String),
+    /// `*.suffix`: any name that ends in `.suffix` (lower-case, without the dot).
+    Suffix(String),
+}
+
+/// An IP network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// An inclusive port range; `1..=65535` means any port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PortRange {
+    low: u16,
+    high: u16,
+}
+
+const ANY_PORT: PortRange = PortRange { low: 1, high: u16::MAX };
+
+impl ExitPolicy {
+    /// A policy that allows nothing (the default).
+    pub fn deny_all() -> Self {
+        Self::default()
+    }
+
+    /// Parses allow patterns; on failure returns `(index, message)` for every bad one.
+    pub fn parse(patterns: &[String]) -> Result<Self, Vec<(usize, String)>> {
+        let mut rules = Vec::with_capacity(patterns.len());
+        let mut errors = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            match AllowRule::parse(p) {
+                Ok(rule) => rules.push(rule),
+                Err(message) => errors.push((i, message)),
+            }
+        }
+        if errors.is_empty() { Ok(Self { rules }) } else { Err(errors) }
+    }
+
+    /// True when the policy has no rules (denies everything).
+    pub fn is_deny_all(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether this node may dial `addr`, reached by resolving `requested_host`.
+    pub fn allows(&self, requested_host: &str, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
+            return false;
+        }
+        let name = normalize_name(requested_host);
+        self.rules.iter().any(|r| r.matches(&name, ip, addr.port()))
+    }
+}
+
+impl AllowRule {
+    /// Parses one pattern: `CIDR`, `IP`, `CIDR:PORTS`, `[V6CIDR]:PORTS`, `NAME:PORTS`,
+    /// `*.NAME:PORTS`, where PORTS is a port, `LOW-HIGH` or `*`.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let p = pattern.trim();
+        if p.is_empty() {
+            return Err("empty pattern".into());
+        }
+        let (host, port) = split_host_port(p);
+        let ports = match port {
+            Some(s) => parse_ports(s)?,
+            None => ANY_PORT,
+        };
+        if let Some(cidr) = parse_cidr(host)? {
+            return Ok(Self { host: HostPattern::Cidr(cidr), ports });
+        }
+        if port.is_none() {
+            return Err(format!("`{p}`: a name needs a port (`{p}:443` or `{p}:*`)"));
+        }
+        let name = normalize_name(host);
+        if let Some(suffix) = name.strip_prefix("*.") {
+            check_name(suffix, p)?;
+            return Ok(Self { host: HostPattern::Suffix(suffix.to_string()), ports });
+        }
+        check_name(&name, p)?;
+        Ok(Self { host: HostPattern::Name(name), ports })
+    }
+
+    fn matches(&self, name: &str, ip: IpAddr, port: u16) -> bool {
+        if port < self.ports.low || port > self.ports.high {
+            return false;
+        }
+        match &self.host {
+            HostPattern::Cidr(c) => c.contains(ip),
+            HostPattern::Name(n) => n == name,
+            HostPattern::Suffix(s) => name.len() > s.len() + 1 && name.ends_with(s.as_str()) && {
+                let dot = name.len() - s.len() - 1;
+                name.as_bytes()[dot] == b'.'
+            },
+        }
+    }
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Cidr(c) => write!(f, "{}/{}", c.addr, c.prefix)?,
+            HostPattern::Name(n) => write!(f, "{n}")?,
+            HostPattern::Suffix(s) => write!(f, "*.{s}")?,
+        }
+        if self.ports == ANY_PORT {
+            write!(f, ":*")
+        } else if self.ports.low == self.ports.high {
+            write!(f, ":{}", self.ports.low)
+        } else {
+            write!(f, ":{}-{}", self.ports.low, self.ports.high)
+        }
+    }
+}
+
+impl Cidr {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = prefix % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+/// Splits `host:port`, `[v6]:port`, a bare v6 address (no port) or a bare host.
+fn split_host_port(p: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = p.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').or(Some(tail)).filter(|s| !s.is_empty())),
+            None => (p, None),
+        };
+    }
+    if p.matches(':').count() > 1 {
+        return (p, None);
+    }
+    match p.rsplit_once(':') {
+        Some((h, port)) => (h, Some(port)),
+        None => (p, None),
+    }
+}
+
+fn parse_ports(s: &str) -> Result<PortRange, String> {
+    if s == "*" {
+        return Ok(ANY_PORT);
+    }
+    let parse_one = |t: &str| -> Result<u16, String> {
+        match t.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("`{s}` is not a port (1-65535, `LOW-HIGH` or `*`)")),
+            Ok(n) => Ok(n),
+        }
+    };
+    let (low, high) = match s.split_once('-') {
+        Some((l, h)) => (parse_one(l)?, parse_one(h)?),
+        None => {
+            let n = parse_one(s)?;
+            (n, n)
+        }
+    };
+    if low > high {
+        return Err(format!("port range `{s}` is empty"));
+    }
+    Ok(PortRange { low, high })
+}
+
+/// `Ok(None)` when `host` is not an IP or CIDR at all (so it may be a name).
+fn parse_cidr(host: &str) -> Result<Option<Cidr>, String> {
+    let (addr, prefix) = match host.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (host, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        return match prefix {
+            Some(_) => Err(format!("`{host}` is not a CIDR")),
+            None => Ok(None),
+        };
+    };
+    let addr = addr.to_canonical();
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("`{host}`: prefix must be 0-{max}")),
+        },
+    };
+    Ok(Some(Cidr { addr, prefix }))
+}
+
+fn check_name(name: &str, pattern: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok { Ok(()) } else { Err(format!("`{pattern}` is neither an IP, a CIDR nor a host name")) }
+}
+
+fn normalize_name(host: &str) -> String {
+    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(p: &[&str]) -> ExitPolicy {
+        ExitPolicy::parse(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid")
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket addr")
+    }
+
+    #[test]
+    fn default_policy_denies_everything() {
+        let p = ExitPolicy::deny_all();
+        assert!(!p.allows("10.0.0.1", sa("10.0.0.1:80")));
+        assert!(!p.allows("127.0.0.1", sa("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn cidr_rule_matches_resolved_address_and_port() {
+        let p = policy(&["10.0.0.0/8:443", "192.168.1.7"]);
+        assert!(p.allows("x", sa("10.200.3.4:443")));
+        assert!(!p.allows("x", sa("10.200.3.4:80")));
+        assert!(!p.allows("x", sa("11.0.0.1:443")));
+        assert!(p.allows("x", sa("192.168.1.7:22")));
+        assert!(!p.allows("x", sa("192.168.1.8:22")));
+    }
+
+    #[test]
+    fn mapped_ipv6_is_checked_as_ipv4() {
+        let p = policy(&["10.0.0.0/8"]);
+        assert!(p.allows("x", sa("[::ffff:10.1.2.3]:80")));
+        assert!(!policy(&["192.0.2.0/24"]).allows("x", sa("[::ffff:127.0.0.1]:80")));
+    }
+
+    #[test]
+    fn port_zero_and_unspecified_are_always_refused() {
+        let p = policy(&["0.0.0.0/0", "::/0"]);
+        assert!(!p.allows("x", sa("1.2.3.4:0")));
+        assert!(!p.allows("x", sa("0.0.0.0:80")));
+        assert!(!p.allows("x", sa("[::]:80")));
+        assert!(p.allows("x", sa("1.2.3.4:80")));
+    }
+
+    #[test]
+    fn name_rules_match_the_requested_name() {
+        let p = policy(&["db.internal:5432", "*.svc.local:8000-8100"]);
+        assert!(p.allows("DB.internal.", sa("10.0.0.1:5432")));
+        assert!(!p.allows("db.internal", sa("10.0.0.1:5433")));
+        assert!(p.allows("a.svc.local", sa("10.0.0.1:8050")));
+        assert!(!p.allows("svc.local", sa("10.0.0.1:8050")));
+        assert!(!p.allows("asvc.local", sa("10.0.0.1:8050")));
+    }
+
+    #[test]
+    fn ipv6_rules_parse_with_and_without_brackets() {
+        let p = policy(&["[2001:db8::/32]:443", "fd00::/8"]);
+        assert!(p.allows("x", sa("[2001:db8::1]:443")));
+        assert!(!p.allows("x", sa("[2001:db9::1]:443")));
+        assert!(p.allows("x", sa("[fd12::1]:1")));
+    }
+
+    #[test]
+    fn bad_patterns_are_reported_with_their_index() {
+        let bad: Vec<String> =
+            ["10.0.0.0/8", "10.0.0.0/33", "host", "h:0", "h:9-3", "a b:1", ""].iter().map(|s| s.to_string()).collect();
+        let errs = ExitPolicy::parse(&bad).expect_err("invalid");
+        let idx: Vec<usize> = errs.iter().map(|e| e.0).collect();
+        assert_eq!(idx, vec![1, 2, 3, 4, 5, 6]);
+    }
+}

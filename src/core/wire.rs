@@ -1,0 +1,463 @@
+//! The stream header that opens every flow stream, and the reply the far end sends back.
+//!
+//! Header on the wire: `MAGIC` (4 bytes), `VERSION` (1 byte), body length (u16, big
+//! endian), then the bincode body ([`FlowHeader`]). Reply: `VERSION` (1 byte), body length
+//! (u16, big endian), then the bincode body ([`Reply`]).
+//!
+//! Decoding is pure and capped: the declared length is checked against the caller's limit
+//! before a byte of the body is looked at, bincode runs with a hard allocation limit, and
+//! every field is checked (hop count, node id syntax, no id twice, target syntax) before a
+//! header is handed out. Application bytes may follow the header in the same packet; the
+//! decoder reports how many bytes the header took so the rest can be forwarded.
+
+use bincode::{Decode, Encode};
+
+/// First bytes of every flow stream.
+pub const MAGIC: [u8; 4] = *b"PRXY";
+/// Wire version of the header and reply.
+pub const VERSION: u8 = 1;
+/// Bytes before the header body: magic, version, length.
+pub const HEADER_PREFIX_LEN: usize = 7;
+/// Bytes before the reply body: version, length.
+pub const REPLY_PREFIX_LEN: usize = 3;
+/// Largest reply body accepted.
+pub const MAX_REPLY_BODY: usize = 1024;
+/// Longest node id (a DNS label).
+pub const MAX_NODE_ID_LEN: usize = 63;
+/// Longest `host:port` target.
+pub const MAX_TARGET_LEN: usize = 261;
+/// Longest free-text detail in a refusal.
+const MAX_DETAIL_LEN: usize = 512;
+
+/// bincode with a hard cap, so a forged length prefix inside the body cannot make the
+/// decoder allocate more than the body could hold.
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_big_endian().with_limit::<65_536>()
+}
+
+/// Which part of a multipath flow a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Subflow {
+    /// This subflow's index, from 0.
+    pub index: u8,
+    /// How many subflows the flow has.
+    pub count: u8,
+}
+
+/// The body of a stream header.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FlowHeader {
+    /// Flow id chosen by the origin; unique per origin.
+    pub flow_id: u64,
+    /// Node id of the origin.
+    pub origin: String,
+    /// Nodes still to go after the node that receives this header; the last one is the
+    /// exit. Empty: the receiver is the exit.
+    pub hops: Vec<String>,
+    /// `host:port` the exit dials.
+    pub target: String,
+    /// The multipath subflow this stream carries, if any.
+    pub subflow: Option<Subflow>,
+}
+
+/// Limits applied while decoding a header.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    /// Largest header in bytes, prefix included.
+    pub max_header_bytes: usize,
+    /// Largest number of nodes on a path (origin and exit included).
+    pub max_hops: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self { max_header_bytes: 4096, max_hops: 16 }
+    }
+}
+
+/// Why a header was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The stream does not start with [`MAGIC`].
+    #[error("bad magic: not a flow stream")]
+    BadMagic,
+    /// A version this node does not speak.
+    #[error("unsupported header version {0}")]
+    UnsupportedVersion(u8),
+    /// The declared length exceeds the limit.
+    #[error("header of {0} bytes exceeds the limit of {1}")]
+    TooLong(usize, usize),
+    /// The body is not a valid bincode [`FlowHeader`], or has trailing bytes.
+    #[error("malformed header body: {0}")]
+    Malformed(String),
+    /// More nodes on the path than allowed.
+    #[error("path of {0} nodes exceeds the hop limit of {1}")]
+    HopLimit(usize, usize),
+    /// A node id appears twice on the path.
+    #[error("node `{0}` appears twice on the path")]
+    Loop(String),
+    /// A node id or target is not well formed.
+    #[error("invalid {0}")]
+    InvalidField(&'static str),
+}
+
+/// Outcome of feeding bytes to [`decode_header`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<T> {
+    /// At least this many bytes in total are needed before decoding can finish.
+    NeedMore(usize),
+    /// A complete value, and how many bytes of the input it took.
+    Complete(T, usize),
+}
+
+/// Encodes a header with its prefix.
+pub fn encode_header(header: &FlowHeader) -> Result<Vec<u8>, HeaderError> {
+    let body = bincode::encode_to_vec(header, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    let len = u16::try_from(body.len()).map_err(|_| HeaderError::TooLong(body.len(), u16::MAX as usize))?;
+    let mut out = Vec::with_capacity(HEADER_PREFIX_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a header from the start of `buf`, which may hold only part of it.
+pub fn decode_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<FlowHeader>, HeaderError> {
+    let magic_seen = buf.len().min(MAGIC.len());
+    if buf[..magic_seen] != MAGIC[..magic_seen] {
+        return Err(HeaderError::BadMagic);
+    }
+    if buf.len() < HEADER_PREFIX_LEN {
+        return Ok(Decoded::NeedMore(HEADER_PREFIX_LEN));
+    }
+    if buf[4] != VERSION {
+        return Err(HeaderError::UnsupportedVersion(buf[4]));
+    }
+    let total = HEADER_PREFIX_LEN + usize::from(u16::from_be_bytes([buf[5], buf[6]]));
+    if total > limits.max_header_bytes {
+        return Err(HeaderError::TooLong(total, limits.max_header_bytes));
+    }
+    if buf.len() < total {
+        return Ok(Decoded::NeedMore(total));
+    }
+    let body = &buf[HEADER_PREFIX_LEN..total];
+    let (header, used): (FlowHeader, usize) =
+        bincode::decode_from_slice(body, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(HeaderError::Malformed(format!("{} trailing bytes", body.len() - used)));
+    }
+    check_header(&header, limits)?;
+    Ok(Decoded::Complete(header, total))
+}
+
+fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError> {
+    // The path is origin, (this node), hops...; count this node too.
+    let nodes = h.hops.len() + 2;
+    if nodes > limits.max_hops {
+        return Err(HeaderError::HopLimit(nodes, limits.max_hops));
+    }
+    if !is_valid_node_id(&h.origin) {
+        return Err(HeaderError::InvalidField("origin node id"));
+    }
+    for (i, hop) in h.hops.iter().enumerate() {
+        if !is_valid_node_id(hop) {
+            return Err(HeaderError::InvalidField("hop node id"));
+        }
+        if *hop == h.origin || h.hops[..i].contains(hop) {
+            return Err(HeaderError::Loop(hop.clone()));
+        }
+    }
+    if !is_valid_target(&h.target) {
+        return Err(HeaderError::InvalidField("target"));
+    }
+    if let Some(s) = h.subflow
+        && (s.count == 0 || s.index >= s.count)
+    {
+        return Err(HeaderError::InvalidField("subflow"));
+    }
+    Ok(())
+}
+
+/// Whether `id` is a valid node id: 1 to 63 of `[a-z0-9-]`, not starting or ending with
+/// `-` (node ids are DNS names in certificates).
+pub fn is_valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID_LEN
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Whether `target` looks like `host:port` or `[v6]:port` with printable host
+/// characters and a port from 1 to 65535.
+pub fn is_valid_target(target: &str) -> bool {
+    if target.len() > MAX_TARGET_LEN {
+        return false;
+    }
+    let Some((host, port)) = target.rsplit_once(':') else { return false };
+    let port_ok = matches!(port.parse::<u16>(), Ok(p) if p != 0);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    port_ok
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// Why a flow was refused; carried in the reply and counted per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum RefuseReason {
+    /// No route or no connection to the next hop.
+    NoRoute,
+    /// The node does not relay flows.
+    RelayNotAllowed,
+    /// The exit policy does not allow the target.
+    Policy,
+    /// The target could not be resolved or connected.
+    TargetUnreachable,
+    /// The path is longer than the hop limit.
+    HopLimit,
+    /// A node appears twice on the path.
+    Loop,
+    /// Too many flows or streams.
+    Overloaded,
+    /// The stream header was malformed, too long or too slow.
+    BadHeader,
+    /// The node is shutting down.
+    Draining,
+}
+
+impl RefuseReason {
+    /// Every reason, in counter order.
+    pub const ALL: [RefuseReason; 9] = [
+        Self::NoRoute,
+        Self::RelayNotAllowed,
+        Self::Policy,
+        Self::TargetUnreachable,
+        Self::HopLimit,
+        Self::Loop,
+        Self::Overloaded,
+        Self::BadHeader,
+        Self::Draining,
+    ];
+
+    /// Stable snake_case name, used in logs, stats and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::RelayNotAllowed => "relay_not_allowed",
+            Self::Policy => "policy",
+            Self::TargetUnreachable => "target_unreachable",
+            Self::HopLimit => "hop_limit",
+            Self::Loop => "loop",
+            Self::Overloaded => "overloaded",
+            Self::BadHeader => "bad_header",
+            Self::Draining => "draining",
+        }
+    }
+
+    /// Position in [`RefuseReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<&HeaderError> for RefuseReason {
+    fn from(e: &HeaderError) -> Self {
+        match e {
+            HeaderError::HopLimit(..) => Self::HopLimit,
+            HeaderError::Loop(_) => Self::Loop,
+            _ => Self::BadHeader,
+        }
+    }
+}
+
+/// The far end's answer to a header.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Reply {
+    /// The exit connected to the target; bytes flow.
+    Opened,
+    /// The flow was refused.
+    Refused {
+        /// Why.
+        reason: RefuseReason,
+        /// The node that refused.
+        hop: String,
+        /// Human-readable detail for the log.
+        detail: String,
+    },
+}
+
+impl Reply {
+    /// A refusal from `hop`, with the detail capped to a loggable length.
+    pub fn refused(reason: RefuseReason, hop: &str, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if detail.len() > MAX_DETAIL_LEN {
+            let mut cut = MAX_DETAIL_LEN;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+        }
+        Self::Refused { reason, hop: hop.to_string(), detail }
+    }
+}
+
+/// Encodes a reply with its prefix.
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    // A reply is a few hundred bytes at most (capped detail, node id), so it always fits.
+    let body = bincode::encode_to_vec(reply, bincode_config()).unwrap_or_default();
+    let len = u16::try_from(body.len()).unwrap_or(0);
+    let mut out = Vec::with_capacity(REPLY_PREFIX_LEN + body.len());
+    out.push(VERSION);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body[..usize::from(len)]);
+    out
+}
+
+/// Decodes a reply from the start of `buf`.
+pub fn decode_reply(buf: &[u8]) -> Result<Decoded<Reply>, HeaderError> {
+    if buf.is_empty() {
+        return Ok(Decoded::NeedMore(REPLY_PREFIX_LEN));
+    }
+    if buf[0] != VERSION {
+        return Err(HeaderError::UnsupportedVersion(buf[0]));
+    }
+    if buf.len() < REPLY_PREFIX_LEN {
+        return Ok(Decoded::NeedMore(REPLY_PREFIX_LEN));
+    }
+    let total = REPLY_PREFIX_LEN + usize::from(u16::from_be_bytes([buf[1], buf[2]]));
+    if total - REPLY_PREFIX_LEN > MAX_REPLY_BODY {
+        return Err(HeaderError::TooLong(total, MAX_REPLY_BODY + REPLY_PREFIX_LEN));
+    }
+    if buf.len() < total {
+        return Ok(Decoded::NeedMore(total));
+    }
+    let body = &buf[REPLY_PREFIX_LEN..total];
+    let (reply, used): (Reply, usize) =
+        bincode::decode_from_slice(body, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(HeaderError::Malformed(format!("{} trailing bytes in reply", body.len() - used)));
+    }
+    Ok(Decoded::Complete(reply, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FlowHeader {
+        FlowHeader {
+            flow_id: 42,
+            origin: "a".into(),
+            hops: vec!["b".into(), "c".into()],
+            target: "10.0.0.1:80".into(),
+            subflow: None,
+        }
+    }
+
+    #[test]
+    fn header_round_trips_with_trailing_application_bytes() {
+        let mut bytes = encode_header(&header()).expect("encode");
+        let len = bytes.len();
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let d = decode_header(&bytes, &HeaderLimits::default()).expect("decode");
+        assert_eq!(d, Decoded::Complete(header(), len));
+    }
+
+    #[test]
+    fn every_prefix_of_a_header_asks_for_more() {
+        let bytes = encode_header(&header()).expect("encode");
+        for cut in 0..bytes.len() {
+            match decode_header(&bytes[..cut], &HeaderLimits::default()) {
+                Ok(Decoded::NeedMore(n)) => assert!(n > cut && n <= bytes.len()),
+                other => panic!("prefix {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected_from_the_first_byte() {
+        assert_eq!(decode_header(b"G", &HeaderLimits::default()), Err(HeaderError::BadMagic));
+        assert_eq!(decode_header(b"GET / HTTP/1.1", &HeaderLimits::default()), Err(HeaderError::BadMagic));
+    }
+
+    #[test]
+    fn oversized_declared_length_is_rejected_before_the_body_arrives() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::TooLong(5007, 4096)));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut bytes = encode_header(&header()).expect("encode");
+        bytes[4] = 9;
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::UnsupportedVersion(9)));
+    }
+
+    #[test]
+    fn header_that_names_a_node_twice_is_a_loop() {
+        let mut h = header();
+        h.hops = vec!["b".into(), "c".into(), "b".into()];
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::Loop("b".into())));
+        h.hops = vec!["a".into()];
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::Loop("a".into())));
+    }
+
+    #[test]
+    fn seventeen_node_path_exceeds_the_hop_limit() {
+        let mut h = header();
+        h.hops = (0..15).map(|i| format!("n{i}")).collect();
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::HopLimit(17, 16)));
+    }
+
+    #[test]
+    fn forged_vector_length_inside_the_body_does_not_allocate() {
+        let mut body = bincode::encode_to_vec(7u64, bincode_config()).expect("encode");
+        body.push(1);
+        body.push(b'a');
+        body.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        assert!(matches!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::Malformed(_))));
+    }
+
+    #[test]
+    fn invalid_fields_are_rejected() {
+        for (origin, target) in [("A", "h:1"), ("a\n", "h:1"), ("a", "h:0"), ("a", "h"), ("a", "h\u{1b}:80")] {
+            let mut h = header();
+            h.origin = origin.into();
+            h.target = target.into();
+            let bytes = encode_header(&h).expect("encode");
+            assert!(matches!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::InvalidField(_))));
+        }
+    }
+
+    #[test]
+    fn reply_round_trips_and_caps_detail() {
+        let r = Reply::refused(RefuseReason::Policy, "b", "x".repeat(5000));
+        let bytes = encode_reply(&r);
+        match decode_reply(&bytes).expect("decode") {
+            Decoded::Complete(Reply::Refused { reason, hop, detail }, n) => {
+                assert_eq!((reason, hop.as_str(), detail.len(), n), (RefuseReason::Policy, "b", 512, bytes.len()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = encode_reply(&Reply::Opened);
+        assert_eq!(decode_reply(&ok[..1]), Ok(Decoded::NeedMore(REPLY_PREFIX_LEN)));
+        assert_eq!(decode_reply(&ok), Ok(Decoded::Complete(Reply::Opened, ok.len())));
+    }
+
+    #[test]
+    fn refuse_reason_indices_match_the_table() {
+        for (i, r) in RefuseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! `proxy`: an overlay mesh for TCP. Local applications connect over plain TCP to a node;
+//! nodes carry each flow as a stream on persistent, mutually authenticated QUIC links.
+//!
+//! Layout: [`core`] is pure logic (wire codecs, routing, backoff, policy) with no I/O;
+//! [`node`] is the tokio shell that owns sockets and tasks; [`config`], [`tls`] and
+//! [`pki`] load and make what a node needs; [`cli`] is the command line.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod node;
+pub mod pki;
+pub mod tls;
+
+pub use node::Node;

@@ -1,0 +1,126 @@
+//! Keeps peer links up: one dial loop per peer with an address (exponential backoff with
+//! full jitter), one accept loop for the endpoint, and a stream server per connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::Connection;
+use tracing::{debug, info, warn};
+
+use crate::core::backoff::Backoff;
+use crate::core::link_rule::Initiator;
+use crate::node::Shared;
+use crate::node::exit;
+use crate::node::peers::LINK_UNKNOWN_PEER;
+use crate::tls;
+
+/// A link that lived shorter than this counts as a failed attempt for the backoff, so a
+/// peer that accepts and then closes at once is not hammered.
+const STABLE_LINK: Duration = Duration::from_secs(5);
+
+/// Dials `peer` at `address` whenever no live link exists, until shutdown.
+pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
+    let mesh = &shared.config.mesh;
+    let mut backoff = Backoff::new(mesh.redial_min, mesh.redial_max);
+    let mut draining = shared.draining.clone();
+    loop {
+        if *draining.borrow() {
+            return;
+        }
+        if let Some(conn) = shared.pool.current(&peer) {
+            let since = Instant::now();
+            tokio::select! {
+                _ = conn.closed() => {}
+                _ = crate::node::wait_true(&mut draining) => return,
+            }
+            if since.elapsed() >= STABLE_LINK {
+                backoff.reset();
+                continue;
+            }
+        } else {
+            match dial(&shared, &peer, &address).await {
+                Ok(conn) => {
+                    info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
+                    if shared.pool.install(&peer, conn.clone(), Initiator::Local) {
+                        tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn));
+                    }
+                    continue;
+                }
+                Err(e) => warn!(peer = %peer, %address, error = %e, attempt = backoff.failures() + 1, "dial failed"),
+            }
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        debug!(peer = %peer, ?delay, "re-dial after backoff");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = crate::node::wait_true(&mut draining) => return,
+        }
+    }
+}
+
+async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Connection> {
+    let timeout = shared.config.limits.connect_timeout;
+    let addr = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+        .await
+        .map_err(|_| anyhow::anyhow!("resolving timed out"))??
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("resolves to no address"))?;
+    let connecting = shared.endpoint.connect(addr, peer)?;
+    let conn = tokio::time::timeout(timeout, connecting).await.map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+    // webpki already checked the server name; this guards against a multi-name certificate.
+    match tls::peer_node_id(&conn) {
+        Some(id) if id == peer => Ok(conn),
+        other => {
+            conn.close(LINK_UNKNOWN_PEER, b"wrong node id");
+            anyhow::bail!("peer certificate names {other:?}, expected `{peer}`")
+        }
+    }
+}
+
+/// Accepts incoming links until the endpoint closes.
+pub async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        if *shared.draining.borrow() {
+            incoming.refuse();
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%remote, error = %e, "incoming handshake failed");
+                    return;
+                }
+            };
+            let id = match tls::peer_node_id(&conn) {
+                Some(id) if id != shared.config.common.node_id && shared.pool.is_known(&id) => id,
+                other => {
+                    warn!(%remote, node = ?other.map(|s| crate::node::log_escape(&s)), "refused link from an unknown node");
+                    conn.close(LINK_UNKNOWN_PEER, b"unknown node");
+                    return;
+                }
+            };
+            info!(peer = %id, %remote, "link up (accepted)");
+            if shared.pool.install(&id, conn.clone(), Initiator::Remote) {
+                serve_streams(shared, id, conn).await;
+            }
+        });
+    }
+}
+
+/// Accepts flow streams the peer opens on `conn` until the connection closes.
+pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection) {
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(exit::handle_stream(shared.clone(), peer.clone(), send, recv));
+            }
+            Err(e) => {
+                info!(peer = %peer, reason = %e, "link closed");
+                return;
+            }
+        }
+    }
+}

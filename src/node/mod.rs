@@ -1,0 +1,255 @@
+//! The node shell: owns the sockets and tasks, and carries out what the core decides.
+//!
+//! One QUIC endpoint (peer links, both directions), one TCP listener per configured
+//! listener, one dial loop per peer with an address. Every flow is a task holding a
+//! [`FlowGuard`], which holds a permit of the node's flow semaphore: the number of flows
+//! is bounded, and shutdown waits for the permits to come back.
+
+pub mod endpoint;
+pub mod exit;
+pub mod links;
+pub mod listener;
+pub mod origin;
+pub mod peers;
+pub mod splice;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::core::route::RouteTable;
+use crate::core::wire::HeaderLimits;
+use crate::tls::TlsIdentity;
+use peers::{PeerInfo, PeerPool};
+use splice::{FlowEnd, SpliceTimeouts};
+use stats::{Counters, Stats};
+
+/// State shared by every task of a node.
+pub struct Shared {
+    config: Config,
+    routes: RouteTable,
+    route_names: Vec<String>,
+    pool: PeerPool,
+    endpoint: quinn::Endpoint,
+    counters: Arc<Counters>,
+    flow_permits: Arc<Semaphore>,
+    draining: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+    flow_ids: AtomicU64,
+    header_limits: HeaderLimits,
+    timeouts: SpliceTimeouts,
+}
+
+impl Shared {
+    fn id(&self) -> &str {
+        &self.config.common.node_id
+    }
+
+    fn new_flow_id(&self) -> u64 {
+        self.flow_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Held by every flow task: counts the flow as open and holds its permit.
+pub struct FlowGuard {
+    counters: Arc<Counters>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl FlowGuard {
+    /// A guard, or `None` when the node is at its flow limit.
+    fn try_new(shared: &Shared) -> Option<Self> {
+        let permit = shared.flow_permits.clone().try_acquire_owned().ok()?;
+        shared.counters.flows_current.fetch_add(1, Ordering::Relaxed);
+        Some(Self { counters: shared.counters.clone(), _permit: permit })
+    }
+
+    /// Counts how the flow ended.
+    fn finish(self, end: &FlowEnd) {
+        match end {
+            FlowEnd::Completed => debug!("flow completed"),
+            FlowEnd::Refused { .. } => {}
+            other => {
+                self.counters.flows_reset.fetch_add(1, Ordering::Relaxed);
+                debug!(end = ?other, "flow reset");
+            }
+        }
+    }
+}
+
+impl Drop for FlowGuard {
+    fn drop(&mut self) {
+        self.counters.flows_current.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A bound listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerInfo {
+    /// The listener's name.
+    pub name: String,
+    /// The address it is bound to (the real port when the config said 0).
+    pub addr: SocketAddr,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Flows open when shutdown began.
+    pub open_at_start: u64,
+    /// Flows that were still open at the deadline and were reset.
+    pub reset_at_deadline: u64,
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    listeners: Vec<ListenerInfo>,
+    draining_tx: watch::Sender<bool>,
+    force_tx: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Starts a node: loads its certificates, binds the endpoint and listeners, starts
+    /// dialing peers. Fails before serving anything if a socket or file is unusable.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let m = &config.mesh;
+        let identity = TlsIdentity::load(&m.cert, &m.key, &m.ca, &config.common.node_id)?;
+        Self::start_with_identity(config, identity).await
+    }
+
+    /// Starts a node with an identity already in memory.
+    pub async fn start_with_identity(config: Config, identity: TlsIdentity) -> anyhow::Result<Node> {
+        let transport = Arc::new(endpoint::transport_config(&config.mesh, &config.limits));
+        let socket = endpoint::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
+            .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
+        let endpoint = endpoint::build(&identity, transport, socket)?;
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let tcp = TcpListener::bind(l.bind)
+                .await
+                .with_context(|| format!("listeners.{}: cannot bind TCP {}", l.name, l.bind))?;
+            bound.push((l.name.clone(), tcp));
+        }
+        let listeners: Vec<ListenerInfo> = bound
+            .iter()
+            .map(|(name, l)| Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()? }))
+            .collect::<std::io::Result<_>>()?;
+        let ports: Vec<(String, u16)> = listeners.iter().map(|l| (l.name.clone(), l.addr.port())).collect();
+        let (draining_tx, draining) = watch::channel(false);
+        let (force_tx, force) = watch::channel(false);
+        let limits = &config.limits;
+        let shared = Arc::new(Shared {
+            routes: RouteTable::new(&config, &ports),
+            route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
+            pool: PeerPool::new(&config.common.node_id, &config.peers),
+            endpoint,
+            counters: Arc::new(Counters::new(config.routes.len())),
+            flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
+            draining,
+            force,
+            flow_ids: AtomicU64::new(rand::random::<u64>() >> 1),
+            header_limits: HeaderLimits { max_header_bytes: limits.max_header_bytes, max_hops: 16 },
+            timeouts: SpliceTimeouts {
+                idle: limits.idle_timeout,
+                half_closed: limits.half_closed_timeout,
+                reply: limits.header_timeout + limits.connect_timeout + Duration::from_secs(5),
+            },
+            config,
+        });
+        tokio::spawn(links::accept_loop(shared.clone()));
+        for (peer, address) in shared.pool.dialable() {
+            tokio::spawn(links::dial_loop(shared.clone(), peer, address));
+        }
+        for (name, tcp) in bound {
+            tokio::spawn(listener::accept_loop(shared.clone(), name, tcp));
+        }
+        info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, "node started");
+        Ok(Node { shared, listeners, draining_tx, force_tx })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        self.shared.id()
+    }
+
+    /// The UDP address of the QUIC endpoint.
+    pub fn mesh_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// The bound listeners.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners.clone()
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn stats(&self) -> Stats {
+        stats::snapshot(self.shared.id(), &self.shared.counters, &self.shared.route_names)
+    }
+
+    /// A snapshot of every configured peer and its link.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.pool.snapshot()
+    }
+
+    /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
+    pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
+        self.shared.pool.connection(peer, timeout).await.is_ok()
+    }
+
+    /// Graceful shutdown: stop accepting, let open flows finish until the drain deadline,
+    /// reset the rest, close the links.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let max = self.shared.config.limits.max_flows as u32;
+        let open_at_start = self.shared.counters.flows_current.load(Ordering::Relaxed);
+        let _ = self.draining_tx.send(true);
+        info!(open = open_at_start, "draining");
+        let deadline = self.shared.config.limits.drain_timeout;
+        let drained = tokio::time::timeout(deadline, self.shared.flow_permits.acquire_many(max)).await;
+        let mut reset_at_deadline = 0;
+        if drained.is_err() {
+            reset_at_deadline = self.shared.counters.flows_current.load(Ordering::Relaxed);
+            warn!(open = reset_at_deadline, "drain deadline passed; resetting open flows");
+            let _ = self.force_tx.send(true);
+            // Give the resets a moment to reach the peers before the links close.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.flow_permits.acquire_many(max)).await;
+        }
+        self.shared.pool.close_all();
+        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.endpoint.wait_idle()).await;
+        info!("stopped");
+        ShutdownReport { open_at_start, reset_at_deadline }
+    }
+
+    /// Stops at once without draining (a crash, for tests): links close, flows die.
+    pub fn abort(self) {
+        let _ = self.draining_tx.send(true);
+        let _ = self.force_tx.send(true);
+        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"abort");
+    }
+}
+
+/// Waits until a shutdown flag turns true (or its sender is gone).
+pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Escapes and caps a string that came from the network before it is logged.
+pub fn log_escape(s: &str) -> String {
+    const CAP: usize = 256;
+    let mut out: String = s.chars().take(CAP).flat_map(char::escape_debug).collect();
+    if s.chars().count() > CAP {
+        out.push_str("...");
+    }
+    out
+}

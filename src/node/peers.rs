@@ -1,0 +1,194 @@
+//! The peer pool: at most one live QUIC connection per configured peer.
+//!
+//! Invariant: a slot holds the one connection this node uses for new flows to that peer.
+//! When a second connection for the same peer appears (both sides dialed at once, or the
+//! peer restarted), [`crate::core::link_rule`] decides which one stays, the same way on
+//! both nodes, and the other is closed with [`LINK_DUPLICATE`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, VarInt};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::PeerConfig;
+use crate::core::link_rule::{self, Initiator};
+
+/// Connection close code: a duplicate link lost the tie-break.
+pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
+/// Connection close code: the peer is not one of this node's peers.
+pub const LINK_UNKNOWN_PEER: VarInt = VarInt::from_u32(2);
+/// Connection close code: the node is shutting down.
+pub const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
+
+#[derive(Clone)]
+struct Link {
+    conn: Connection,
+    initiator: Initiator,
+    since: Instant,
+}
+
+struct Slot {
+    address: Option<String>,
+    region: Option<String>,
+    link: watch::Sender<Option<Link>>,
+}
+
+/// Why no connection to a peer is available.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer is not configured.
+    #[error("`{0}` is not a known peer")]
+    Unknown(String),
+    /// No live connection appeared within the wait.
+    #[error("no link to `{0}`")]
+    Down(String),
+}
+
+/// What the admin API and `Node::peers()` show for one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub id: String,
+    /// Its configured address, if any.
+    pub address: Option<String>,
+    /// Its region, if configured.
+    pub region: Option<String>,
+    /// Whether a live connection exists.
+    pub connected: bool,
+    /// `local` when this node dialed the connection, `remote` when the peer did.
+    pub initiator: Option<&'static str>,
+    /// Smoothed round-trip time, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Packets lost over packets sent on the connection.
+    pub loss: Option<f64>,
+    /// Seconds since the connection was established.
+    pub connected_secs: Option<u64>,
+    /// The peer's address as seen on the connection.
+    pub remote_addr: Option<String>,
+}
+
+/// The set of peer connections of one node.
+pub struct PeerPool {
+    local_id: String,
+    slots: HashMap<String, Slot>,
+}
+
+impl PeerPool {
+    /// A pool for the configured peers, none connected yet.
+    pub fn new(local_id: &str, peers: &[PeerConfig]) -> Self {
+        let slots = peers
+            .iter()
+            .map(|p| {
+                let slot = Slot {
+                    address: p.address.clone(),
+                    region: p.region.clone(),
+                    link: watch::Sender::new(None),
+                };
+                (p.name.clone(), slot)
+            })
+            .collect();
+        Self { local_id: local_id.to_string(), slots }
+    }
+
+    /// Whether `id` is a configured peer.
+    pub fn is_known(&self, id: &str) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    /// Configured peers that have an address to dial.
+    pub fn dialable(&self) -> Vec<(String, String)> {
+        self.slots.iter().filter_map(|(id, s)| s.address.clone().map(|a| (id.clone(), a))).collect()
+    }
+
+    /// The live connection to `id`, if any.
+    pub fn current(&self, id: &str) -> Option<Connection> {
+        let slot = self.slots.get(id)?;
+        let link = slot.link.borrow();
+        link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| l.conn.clone())
+    }
+
+    /// The live connection to `id`, waiting up to `wait` for one to come up.
+    pub async fn connection(&self, id: &str, wait: Duration) -> Result<Connection, PeerError> {
+        let slot = self.slots.get(id).ok_or_else(|| PeerError::Unknown(id.to_string()))?;
+        if let Some(c) = self.current(id) {
+            return Ok(c);
+        }
+        let mut rx = slot.link.subscribe();
+        let live = |l: &Option<Link>| l.as_ref().is_some_and(|l| l.conn.close_reason().is_none());
+        match tokio::time::timeout(wait, rx.wait_for(live)).await {
+            Ok(Ok(link)) => link.as_ref().map(|l| l.conn.clone()).ok_or_else(|| PeerError::Down(id.to_string())),
+            _ => Err(PeerError::Down(id.to_string())),
+        }
+    }
+
+    /// Offers a newly established connection; returns whether it is now the peer's link.
+    /// The losing connection (new or old) is closed.
+    pub fn install(&self, peer: &str, conn: Connection, initiator: Initiator) -> bool {
+        let Some(slot) = self.slots.get(peer) else {
+            conn.close(LINK_UNKNOWN_PEER, b"unknown node");
+            return false;
+        };
+        let mut replaced = None;
+        let installed = slot.link.send_if_modified(|cur| {
+            let replace = match cur {
+                None => true,
+                Some(l) => link_rule::new_replaces_existing(
+                    &self.local_id,
+                    peer,
+                    l.initiator,
+                    l.conn.close_reason().is_none(),
+                    initiator,
+                ),
+            };
+            if replace {
+                replaced = cur.replace(Link { conn: conn.clone(), initiator, since: Instant::now() });
+            }
+            replace
+        });
+        if let Some(old) = replaced {
+            old.conn.close(LINK_DUPLICATE, b"duplicate link");
+        }
+        if !installed {
+            conn.close(LINK_DUPLICATE, b"duplicate link");
+        }
+        installed
+    }
+
+    /// Closes every link (shutdown).
+    pub fn close_all(&self) {
+        for slot in self.slots.values() {
+            if let Some(l) = slot.link.borrow().as_ref() {
+                l.conn.close(LINK_SHUTDOWN, b"shutdown");
+            }
+        }
+    }
+
+    /// A snapshot of every peer, sorted by id.
+    pub fn snapshot(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self.slots.iter().map(|(id, slot)| peer_info(id, slot)).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
+    let link = slot.link.borrow();
+    let live = link.as_ref().filter(|l| l.conn.close_reason().is_none());
+    let stats = live.map(|l| l.conn.stats());
+    PeerInfo {
+        id: id.to_string(),
+        address: slot.address.clone(),
+        region: slot.region.clone(),
+        connected: live.is_some(),
+        initiator: live.map(|l| match l.initiator {
+            Initiator::Local => "local",
+            Initiator::Remote => "remote",
+        }),
+        rtt_ms: live.map(|l| l.conn.rtt().as_secs_f64() * 1000.0),
+        loss: stats.map(|s| s.path.lost_packets as f64 / s.path.sent_packets.max(1) as f64),
+        connected_secs: live.map(|l| l.since.elapsed().as_secs()),
+        remote_addr: live.map(|l| l.conn.remote_address().to_string()),
+    }
+}

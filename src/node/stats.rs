@@ -1,0 +1,129 @@
+//! A node's counters: lock-free atomics updated on the data path, read as snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::core::wire::RefuseReason;
+
+/// Live counters of one node.
+#[derive(Debug)]
+pub struct Counters {
+    /// Flows open now (any role).
+    pub flows_current: AtomicU64,
+    /// Flows accepted from local applications since start.
+    pub flows_originated: AtomicU64,
+    /// Flows that arrived from the mesh and exited here.
+    pub flows_exited: AtomicU64,
+    /// Flows from local applications that exited here (plain TCP proxy).
+    pub flows_local: AtomicU64,
+    /// Bytes read from TCP sockets (applications and targets).
+    pub bytes_in: AtomicU64,
+    /// Bytes written to TCP sockets (applications and targets).
+    pub bytes_out: AtomicU64,
+    /// Flows this node originated that were refused, by reason (any hop refused).
+    pub refused_at_origin: [AtomicU64; RefuseReason::ALL.len()],
+    /// Flows arriving from the mesh that this node refused, by reason.
+    pub refused_inbound: [AtomicU64; RefuseReason::ALL.len()],
+    /// Flows that ended with a reset or timeout instead of a clean close.
+    pub flows_reset: AtomicU64,
+    /// Matches per route, in config order.
+    pub route_matches: Vec<AtomicU64>,
+}
+
+impl Counters {
+    /// Counters for a node with `routes` routes.
+    pub fn new(routes: usize) -> Self {
+        Self {
+            flows_current: AtomicU64::new(0),
+            flows_originated: AtomicU64::new(0),
+            flows_exited: AtomicU64::new(0),
+            flows_local: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            refused_at_origin: Default::default(),
+            refused_inbound: Default::default(),
+            flows_reset: AtomicU64::new(0),
+            route_matches: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts a refusal learned at the origin.
+    pub fn refused_origin(&self, reason: RefuseReason) {
+        self.refused_at_origin[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal of an inbound flow.
+    pub fn refused_here(&self, reason: RefuseReason) {
+        self.refused_inbound[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A point-in-time copy of a node's counters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// This node's id.
+    pub node_id: String,
+    /// Flows open now.
+    pub flows_current: u64,
+    /// Flows accepted from local applications since start.
+    pub flows_originated: u64,
+    /// Flows from the mesh that exited here.
+    pub flows_exited: u64,
+    /// Local flows that exited here.
+    pub flows_local: u64,
+    /// Bytes read from TCP sockets.
+    pub bytes_in: u64,
+    /// Bytes written to TCP sockets.
+    pub bytes_out: u64,
+    /// Flows ended by a reset or timeout.
+    pub flows_reset: u64,
+    /// Refusals of flows this node originated, by reason name (only non-zero ones).
+    pub refused_at_origin: Vec<(String, u64)>,
+    /// Refusals of inbound flows, by reason name (only non-zero ones).
+    pub refused_inbound: Vec<(String, u64)>,
+    /// Matches per route name.
+    pub route_matches: Vec<(String, u64)>,
+}
+
+impl Stats {
+    /// Refusals at the origin for `reason`.
+    pub fn refused_at_origin(&self, reason: RefuseReason) -> u64 {
+        lookup(&self.refused_at_origin, reason.as_str())
+    }
+
+    /// Inbound refusals for `reason`.
+    pub fn refused_inbound(&self, reason: RefuseReason) -> u64 {
+        lookup(&self.refused_inbound, reason.as_str())
+    }
+}
+
+fn lookup(list: &[(String, u64)], key: &str) -> u64 {
+    list.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v)
+}
+
+/// Takes a snapshot; `route_names` in config order.
+pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let by_reason = |arr: &[AtomicU64]| {
+        RefuseReason::ALL
+            .iter()
+            .zip(arr)
+            .filter(|(_, v)| load(v) > 0)
+            .map(|(r, v)| (r.as_str().to_string(), load(v)))
+            .collect()
+    };
+    Stats {
+        node_id: node_id.to_string(),
+        flows_current: load(&c.flows_current),
+        flows_originated: load(&c.flows_originated),
+        flows_exited: load(&c.flows_exited),
+        flows_local: load(&c.flows_local),
+        bytes_in: load(&c.bytes_in),
+        bytes_out: load(&c.bytes_out),
+        flows_reset: load(&c.flows_reset),
+        refused_at_origin: by_reason(&c.refused_at_origin),
+        refused_inbound: by_reason(&c.refused_inbound),
+        route_matches: route_names.iter().cloned().zip(c.route_matches.iter().map(load)).collect(),
+    }
+}

@@ -1,0 +1,144 @@
+//! The mesh's certificates: a CA, and one certificate per node that names the node id as
+//! its DNS subject alternative name, valid for both TLS client and server use, because
+//! every node both dials and accepts.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// How long a CA made by `mesh init` is valid.
+const CA_LIFETIME_DAYS: i64 = 3650;
+/// How long a node certificate made by `mesh init` is valid.
+pub const NODE_CERT_LIFETIME_DAYS: i64 = 365;
+
+/// Errors making or writing certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters or key.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file already exists and would be overwritten.
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+    /// The node id cannot be put in a certificate.
+    #[error("invalid node id `{0}`: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")]
+    InvalidNodeId(String),
+}
+
+/// A mesh CA: its certificate and signing key.
+pub struct MeshCa {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+/// A PEM certificate and its PEM private key.
+pub struct IssuedCert {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+impl MeshCa {
+    /// Makes a new CA with a fresh key.
+    pub fn generate(name: &str) -> Result<Self, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(CA_LIFETIME_DAYS);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA key, PEM.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Issues a certificate for `node_id`, valid for `days`, with a fresh key.
+    pub fn issue_node_cert(&self, node_id: &str, days: i64) -> Result<IssuedCert, PkiError> {
+        if !crate::core::wire::is_valid_node_id(node_id) {
+            return Err(PkiError::InvalidNodeId(node_id.to_string()));
+        }
+        let mut params = CertificateParams::new(vec![node_id.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, node_id);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(days);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+/// What `mesh init` wrote.
+#[derive(Debug)]
+pub struct WrittenFiles {
+    /// Every file, in the order written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Makes a mesh in `dir`: `ca.crt`, `ca.key` and `<node>.crt`, `<node>.key` per node.
+/// Keys are written mode 0600. Refuses to overwrite an existing CA.
+pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError> {
+    if let Some(bad) = nodes.iter().find(|n| !crate::core::wire::is_valid_node_id(n)) {
+        return Err(PkiError::InvalidNodeId(bad.clone()));
+    }
+    fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+    let ca_path = dir.join("ca.crt");
+    if ca_path.exists() {
+        return Err(PkiError::Exists(ca_path));
+    }
+    let ca = MeshCa::generate("proxy mesh CA")?;
+    let mut files = Vec::new();
+    write_file(&ca_path, &ca.cert_pem(), false, &mut files)?;
+    write_file(&dir.join("ca.key"), &ca.key_pem(), true, &mut files)?;
+    for node in nodes {
+        let issued = ca.issue_node_cert(node, NODE_CERT_LIFETIME_DAYS)?;
+        write_file(&dir.join(format!("{node}.crt")), &issued.cert_pem, false, &mut files)?;
+        write_file(&dir.join(format!("{node}.key")), &issued.key_pem, true, &mut files)?;
+    }
+    Ok(WrittenFiles { files })
+}
+
+/// Writes a file; a secret is created mode 0600 before any byte is written.
+pub fn write_file(path: &Path, contents: &str, secret: bool, log: &mut Vec<PathBuf>) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    log.push(path.to_path_buf());
+    Ok(())
+}

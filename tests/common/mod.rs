@@ -1,0 +1,284 @@
+//! Test harness: a mesh CA in a temp dir, nodes started in-process on port 0, and TCP
+//! servers (echo, sink, banner) with checksums.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proxy::Node;
+use proxy::pki::MeshCa;
+use ring::digest::{Context, SHA256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A temp directory with a CA and node certificates.
+pub struct Mesh {
+    pub dir: PathBuf,
+    pub ca: MeshCa,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Mesh {
+    /// A fresh mesh with certificates for `nodes`.
+    pub fn new(nodes: &[&str]) -> Mesh {
+        let dir = std::env::temp_dir().join(format!(
+            "proxy-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca = MeshCa::generate("test CA").expect("ca");
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem()).expect("write ca");
+        let mesh = Mesh { dir, ca };
+        for n in nodes {
+            mesh.issue(n, n);
+        }
+        mesh
+    }
+
+    /// Writes `<file>.crt`/`<file>.key` for a certificate naming `node_id`.
+    pub fn issue(&self, file: &str, node_id: &str) {
+        let c = self.ca.issue_node_cert(node_id, 1).expect("issue");
+        std::fs::write(self.dir.join(format!("{file}.crt")), c.cert_pem).expect("write crt");
+        std::fs::write(self.dir.join(format!("{file}.key")), c.key_pem).expect("write key");
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Options for one test node's YAML.
+pub struct NodeSpec<'a> {
+    pub id: &'a str,
+    /// Certificate file stem (defaults to the id).
+    pub cert: Option<&'a str>,
+    pub mesh_bind: String,
+    /// `(name, address)`; address may be empty for accept-only peers.
+    pub peers: Vec<(&'a str, String)>,
+    /// `(listener name, target, exit)`: a listener on 127.0.0.1:0 and a route from it.
+    pub routes: Vec<(&'a str, String, Option<&'a str>)>,
+    pub allow: Vec<String>,
+    /// Extra lines for the `limits` section, e.g. `header_timeout: "500ms"`.
+    pub limits: Vec<String>,
+}
+
+impl<'a> NodeSpec<'a> {
+    pub fn new(id: &'a str) -> Self {
+        NodeSpec {
+            id,
+            cert: None,
+            mesh_bind: "127.0.0.1:0".into(),
+            peers: vec![],
+            routes: vec![],
+            allow: vec![],
+            limits: vec![],
+        }
+    }
+
+    pub fn yaml(&self) -> String {
+        let cert = self.cert.unwrap_or(self.id);
+        let mut y = format!("common:\n  node_id: {}\n  region: test\n  log_level: warn\n", self.id);
+        y += "listeners:\n";
+        if self.routes.is_empty() {
+            y += "  []\n";
+        }
+        for (name, _, _) in &self.routes {
+            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:0\"\n");
+        }
+        y += "peers:\n";
+        if self.peers.is_empty() {
+            y += "  []\n";
+        }
+        for (name, addr) in &self.peers {
+            y += &format!("  - name: {name}\n");
+            if !addr.is_empty() {
+                y += &format!("    address: \"{addr}\"\n");
+            }
+        }
+        y += "routes:\n";
+        if self.routes.is_empty() {
+            y += "  []\n";
+        }
+        for (name, target, exit) in &self.routes {
+            y += &format!("  - name: {name}\n    match: {{ listener: {name} }}\n    target: \"{target}\"\n");
+            if let Some(e) = exit {
+                y += &format!("    exit: {e}\n");
+            }
+        }
+        y += &format!(
+            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"5s\"\n",
+            self.mesh_bind
+        );
+        if !self.limits.is_empty() {
+            y += "limits:\n";
+            for l in &self.limits {
+                y += &format!("  {l}\n");
+            }
+        }
+        y += "exit_policy:\n  allow:\n";
+        if self.allow.is_empty() {
+            y += "    []\n";
+        }
+        for a in &self.allow {
+            y += &format!("    - \"{a}\"\n");
+        }
+        y
+    }
+
+    pub async fn start(&self, mesh: &Mesh) -> Node {
+        let path = mesh.path(&format!("{}-{}.yaml", self.id, COUNTER.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&path, self.yaml()).expect("write config");
+        let config = proxy::config::load(&path).unwrap_or_else(|e| panic!("config:\n{e}\n{}", self.yaml()));
+        Node::start(config).await.expect("node start")
+    }
+}
+
+/// Starts exit node `b` (allowing `allow`) and origin node `a` whose route `in` goes to
+/// `target` through `b`. Waits for the link.
+pub async fn two_nodes(mesh: &Mesh, target: SocketAddr, allow: &str, limits: &[&str]) -> (Node, Node) {
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec![allow.to_string()];
+    b.limits = limits.iter().map(|s| s.to_string()).collect();
+    let b = b.start(mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", target.to_string(), Some("b"))];
+    a.limits = limits.iter().map(|s| s.to_string()).collect();
+    let a = a.start(mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b did not come up");
+    (a, b)
+}
+
+pub fn listener_addr(node: &Node, name: &str) -> SocketAddr {
+    node.listeners().into_iter().find(|l| l.name == name).expect("listener").addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so both ends can agree on content.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `len` pattern bytes; returns their SHA-256.
+pub async fn send_pattern<W: AsyncWriteExt + Unpin>(w: &mut W, seed: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut p = Pattern::new(seed);
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        p.fill(&mut buf[..n]);
+        ctx.update(&buf[..n]);
+        w.write_all(&buf[..n]).await?;
+        left -= n;
+    }
+    Ok(ctx.finish().as_ref().to_vec())
+}
+
+/// Reads to EOF; returns the byte count and SHA-256.
+pub async fn read_all_hash<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(usize, Vec<u8>)> {
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((total, ctx.finish().as_ref().to_vec()));
+        }
+        ctx.update(&buf[..n]);
+        total += n;
+    }
+}
+
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&SHA256, data).as_ref().to_vec()
+}
+
+/// An echo server: copies every connection back to itself, half-close aware.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP connection through `addr`.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.set_nodelay(true);
+    s
+}
+
+/// Reads until EOF or error: `Ok(bytes)` on a clean EOF, `Err(kind)` on a reset.
+pub async fn read_to_end_or_error(s: &mut TcpStream) -> Result<Vec<u8>, std::io::ErrorKind> {
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out).await {
+        Ok(_) => Ok(out),
+        Err(e) => Err(e.kind()),
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Closes a socket with an RST.
+pub fn reset(s: TcpStream) {
+    proxy::node::splice::reset_tcp(s);
+}
+
+/// A bare QUIC client endpoint presenting the certificate `<file>.crt` of `mesh` (or of
+/// another CA's directory), for tests that play a hostile or foreign peer.
+pub fn raw_client(cert: &Path, key: &Path, ca: &Path) -> quinn::Endpoint {
+    let read = |p: &Path| std::fs::read_to_string(p).expect("read pem");
+    let identity = proxy::tls::TlsIdentity::from_pem(&read(cert), &read(key), &read(ca)).expect("identity");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let client = quinn::ClientConfig::new(std::sync::Arc::new(identity.quic_client_config().expect("client tls")));
+    ep.set_default_client_config(client);
+    ep
+}
+
+/// Waits until `f` is true, polling, up to `timeout`.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}

@@ -1,0 +1,194 @@
+//! Flows through two nodes on loopback: bytes, half-close, reset, concurrency, refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::core::wire::RefuseReason;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_each_way_at_once_arrive_byte_exact() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let server_task = tokio::spawn(async move {
+        let (s, _) = server.accept().await.expect("accept");
+        let (mut r, mut w) = s.into_split();
+        let sent = tokio::spawn(async move {
+            let h = send_pattern(&mut w, 2, 64 * MIB).await.expect("server send");
+            w.shutdown().await.expect("server shutdown");
+            h
+        });
+        let got = read_all_hash(&mut r).await.expect("server read");
+        (got, sent.await.expect("join"))
+    });
+    let client = connect(listener_addr(&a, "in")).await;
+    let (mut r, mut w) = client.into_split();
+    let sent = tokio::spawn(async move {
+        let h = send_pattern(&mut w, 1, 64 * MIB).await.expect("client send");
+        w.shutdown().await.expect("client shutdown");
+        h
+    });
+    let (client_got_len, client_got) = read_all_hash(&mut r).await.expect("client read");
+    let client_sent = sent.await.expect("join");
+    let ((server_got_len, server_got), server_sent) = server_task.await.expect("server");
+    assert_eq!(server_got_len, 64 * MIB);
+    assert_eq!(client_got_len, 64 * MIB);
+    assert_eq!(server_got, client_sent, "client->server bytes differ");
+    assert_eq!(client_got, server_sent, "server->client bytes differ");
+    let stats = a.stats();
+    assert_eq!(stats.flows_originated, 1);
+    assert_eq!(stats.flows_reset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_from_client_then_server_replies_after_eof() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.expect("accept");
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).await.expect("read to eof");
+        let reply = format!("got {} bytes, sha {:02x?}", req.len(), &sha256(&req)[..4]);
+        s.write_all(reply.as_bytes()).await.expect("reply");
+        s.shutdown().await.expect("shutdown");
+    });
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let request = vec![7u8; 100_000];
+    c.write_all(&request).await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let reply = read_to_end_or_error(&mut c).await.expect("clean eof");
+    let expected = format!("got 100000 bytes, sha {:02x?}", &sha256(&request)[..4]);
+    assert_eq!(String::from_utf8_lossy(&reply), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_that_speaks_first_and_half_closes_reaches_the_client() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.expect("accept");
+        s.write_all(b"220 banner\r\n").await.expect("banner");
+        s.shutdown().await.expect("server half-close");
+        // The server's read side stays open: the client can still talk after our FIN.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"QUIT\r\n");
+    });
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let mut banner = [0u8; 12];
+    c.read_exact(&mut banner).await.expect("banner");
+    assert_eq!(&banner, b"220 banner\r\n");
+    let mut eof = [0u8; 1];
+    assert_eq!(c.read(&mut eof).await.expect("eof"), 0, "server FIN must arrive as EOF");
+    c.write_all(b"QUIT\r\n").await.expect("write after peer half-close");
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reset_reaches_the_server_as_a_reset() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let c = connect(listener_addr(&a, "in")).await;
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut c = c;
+    c.write_all(b"hello").await.expect("write");
+    let mut hello = [0u8; 5];
+    s.read_exact(&mut hello).await.expect("hello");
+    reset(c);
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "server must see a reset, not a clean EOF");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reset_reaches_the_client_as_a_reset() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    c.write_all(b"hello").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut hello = [0u8; 5];
+    s.read_exact(&mut hello).await.expect("hello");
+    s.write_all(b"partial answer").await.expect("partial");
+    reset(s);
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "client must see a reset, not a clean EOF");
+    assert_eq!(a.stats().flows_reset, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_flows_each_arrive_byte_exact() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let (a, b) = two_nodes(&mesh, echo, "127.0.0.1/32", &[]).await;
+    let entry = listener_addr(&a, "in");
+    let mut tasks = Vec::new();
+    for i in 0..1000u64 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect(entry).await;
+            let (mut r, mut w) = c.into_split();
+            let len = 8 * 1024 + (i as usize % 7) * 1000;
+            let writer = tokio::spawn(async move {
+                let h = send_pattern(&mut w, i, len).await.expect("send");
+                w.shutdown().await.expect("shutdown");
+                h
+            });
+            let (got_len, got) = read_all_hash(&mut r).await.expect("read");
+            let sent = writer.await.expect("join");
+            (got_len == len && got == sent, i)
+        }));
+    }
+    let mut bad = Vec::new();
+    for t in tasks {
+        let (ok, i) = tokio::time::timeout(Duration::from_secs(120), t).await.expect("in time").expect("join");
+        if !ok {
+            bad.push(i);
+        }
+    }
+    assert!(bad.is_empty(), "flows with wrong bytes: {bad:?}");
+    assert_eq!(a.stats().flows_originated, 1000);
+    assert_eq!(b.stats().flows_exited, 1000);
+    assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_policy_refusal_closes_the_client_and_is_counted() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    // b allows only another address, so the echo server's address is refused.
+    let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let _ = c.write_all(b"must not arrive").await;
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "client must be closed without data: {r:?}");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::Policy), 1);
+    assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
+    assert_eq!(b.stats().flows_exited, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_target_is_refused_with_its_reason() {
+    let mesh = Mesh::new(&["a", "b"]);
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+    let (a, b) = two_nodes(&mesh, closed, "127.0.0.1/32", &[]).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::TargetUnreachable), 1);
+    assert_eq!(b.stats().refused_inbound(RefuseReason::TargetUnreachable), 1);
+}

@@ -1,0 +1,151 @@
+//! Peer links: mutual authentication, one connection per pair, re-dial after loss.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::core::wire::RefuseReason;
+use tokio::io::AsyncWriteExt;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn echo_once(entry: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let c = connect(entry).await;
+    let (mut r, mut w) = c.into_split();
+    w.write_all(payload).await.expect("write");
+    w.shutdown().await.expect("shutdown");
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut out).await.expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_is_rejected() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let rogue = Mesh::new(&["a"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    let b = b.start(&mesh).await;
+    // The rogue "a" trusts the real CA (so it would accept b), but its own cert is foreign.
+    let ep = raw_client(&rogue.path("a.crt"), &rogue.path("a.key"), &mesh.path("ca.crt"));
+    let result = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await;
+    if let Ok(conn) = result {
+        // TLS 1.3: the client may finish before the server checks its certificate.
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        assert!(closed.is_ok(), "server must close a link with a foreign client certificate");
+    }
+    assert!(!b.peers()[0].connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_rejected_by_the_dialer() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let rogue = Mesh::new(&["b"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    let b = b.start(&rogue).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    let a = a.start(&mesh).await;
+    assert!(!a.wait_for_link("b", Duration::from_secs(2)).await, "a linked to a peer from another CA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_naming_another_node_is_rejected_both_ways() {
+    let mesh = Mesh::new(&["a", "b", "c", "x"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    let b = b.start(&mesh).await;
+    // Incoming: a valid mesh certificate, but for a node b does not know.
+    let ep = raw_client(&mesh.path("x.crt"), &mesh.path("x.key"), &mesh.path("ca.crt"));
+    if let Ok(conn) = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await {
+        let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("closed");
+        assert!(reason.to_string().contains("unknown node"), "{reason}");
+    }
+    // Outgoing: a believes b lives where c does; c's certificate does not name b.
+    let mut c = NodeSpec::new("c");
+    c.peers = vec![("a", String::new())];
+    let c = c.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", c.mesh_addr().expect("addr").to_string())];
+    let a = a.start(&mesh).await;
+    assert!(!a.wait_for_link("b", Duration::from_secs(2)).await, "a accepted c's certificate as b");
+    assert!(!c.peers()[0].connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_certificate_names_another_id_refuses_to_start() {
+    let mesh = Mesh::new(&["b"]);
+    let mut a = NodeSpec::new("a");
+    a.cert = Some("b");
+    let path = mesh.path("wrong.yaml");
+    std::fs::write(&path, a.yaml()).expect("write");
+    let config = proxy::config::load(&path).expect("config is valid");
+    let err = proxy::Node::start(config).await.err().expect("must refuse");
+    assert!(err.to_string().contains("this node is `a`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_leave_exactly_one_link_dialed_by_the_smaller_id() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let mut b = NodeSpec::new("b");
+    b.mesh_bind = format!("127.0.0.1:{pb}");
+    b.peers = vec![("a", format!("127.0.0.1:{pa}"))];
+    b.allow = vec!["127.0.0.1/32".into()];
+    let mut a = NodeSpec::new("a");
+    a.mesh_bind = format!("127.0.0.1:{pa}");
+    a.peers = vec![("b", format!("127.0.0.1:{pb}"))];
+    a.routes = vec![("in", echo.to_string(), Some("b"))];
+    let (a, b) = tokio::join!(a.start(&mesh), b.start(&mesh));
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    assert!(b.wait_for_link("a", Duration::from_secs(10)).await);
+    let settled = eventually(Duration::from_secs(10), || {
+        a.peers()[0].initiator == Some("local") && b.peers()[0].initiator == Some("remote")
+    })
+    .await;
+    assert!(settled, "a: {:?}\nb: {:?}", a.peers(), b.peers());
+    // Stable: still the same single link a moment later, and it carries flows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.peers()[0].initiator, Some("local"));
+    assert_eq!(b.peers()[0].initiator, Some("remote"));
+    assert_eq!(echo_once(listener_addr(&a, "in"), b"both ways").await, b"both ways");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_link_is_redialed_when_the_peer_comes_back() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let spec_b = |bind: String| {
+        let mut b = NodeSpec::new("b");
+        b.mesh_bind = bind;
+        b.peers = vec![("a", String::new())];
+        b.allow = vec!["127.0.0.1/32".into()];
+        b
+    };
+    let b = spec_b("127.0.0.1:0".into()).start(&mesh).await;
+    let b_addr = b.mesh_addr().expect("addr");
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b_addr.to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("b"))];
+    a.limits = vec!["connect_timeout: \"1s\"".into()];
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    assert_eq!(echo_once(listener_addr(&a, "in"), b"before").await, b"before");
+
+    b.abort();
+    assert!(eventually(Duration::from_secs(10), || !a.peers()[0].connected).await, "a did not notice b died");
+    // While b is down, a new flow is refused (no route), and the client is closed.
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let r = read_to_end_or_error(&mut c).await;
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::NoRoute), 1);
+
+    let _b2 = spec_b(b_addr.to_string()).start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "a did not re-dial b");
+    assert_eq!(echo_once(listener_addr(&a, "in"), b"after").await, b"after");
+}
