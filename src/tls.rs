@@ -81,7 +81,8 @@ impl TlsIdentity {
     /// Builds the identity from PEM text (tests and embedding).
     pub fn from_pem(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Self, TlsError> {
         let chain = certs_from_pem(cert_pem.as_bytes(), "(certificate)")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| pem_err(Path::new("(key)"), e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| pem_err(Path::new("(key)"), e))?;
         let mut roots = RootCertStore::empty();
         for c in certs_from_pem(ca_pem.as_bytes(), "(ca)")? {
             roots.add(c)?;
@@ -98,7 +99,8 @@ impl TlsIdentity {
     /// The QUIC server crypto: requires a client certificate from the mesh CA.
     pub fn quic_server_config(&self) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
         let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone()).build()?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone()).build()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -148,7 +150,8 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<String> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Pem { path: path.display().to_string(), message: e.to_string() })
+    std::fs::read(path)
+        .map_err(|e| TlsError::Pem { path: path.display().to_string(), message: e.to_string() })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

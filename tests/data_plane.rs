@@ -108,7 +108,8 @@ async fn client_reset_reaches_the_server_as_a_reset() {
     let mut hello = [0u8; 5];
     s.read_exact(&mut hello).await.expect("hello");
     reset(c);
-    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "server must see a reset, not a clean EOF");
 }
 
@@ -125,7 +126,8 @@ async fn server_reset_reaches_the_client_as_a_reset() {
     s.read_exact(&mut hello).await.expect("hello");
     s.write_all(b"partial answer").await.expect("partial");
     reset(s);
-    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "client must see a reset, not a clean EOF");
     assert_eq!(a.stats().flows_reset, 1);
 }
@@ -154,7 +156,8 @@ async fn thousand_concurrent_flows_each_arrive_byte_exact() {
     }
     let mut bad = Vec::new();
     for t in tasks {
-        let (ok, i) = tokio::time::timeout(Duration::from_secs(120), t).await.expect("in time").expect("join");
+        let (ok, i) =
+            tokio::time::timeout(Duration::from_secs(120), t).await.expect("in time").expect("join");
         if !ok {
             bad.push(i);
         }
@@ -173,7 +176,8 @@ async fn exit_policy_refusal_closes_the_client_and_is_counted() {
     let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
     let mut c = connect(listener_addr(&a, "in")).await;
     let _ = c.write_all(b"must not arrive").await;
-    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
     assert!(r.as_ref().map_or(true, |v| v.is_empty()), "client must be closed without data: {r:?}");
     assert_eq!(a.stats().refused_at_origin(RefuseReason::Policy), 1);
     assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
@@ -187,7 +191,8 @@ async fn unreachable_target_is_refused_with_its_reason() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
     let (a, b) = two_nodes(&mesh, closed, "127.0.0.1/32", &[]).await;
     let mut c = connect(listener_addr(&a, "in")).await;
-    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
     assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
     assert_eq!(a.stats().refused_at_origin(RefuseReason::TargetUnreachable), 1);
     assert_eq!(b.stats().refused_inbound(RefuseReason::TargetUnreachable), 1);

@@ -20,7 +20,13 @@ async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
 }
 
 fn header_for(target: std::net::SocketAddr) -> Vec<u8> {
-    let h = FlowHeader { flow_id: 9, origin: "a".into(), hops: vec![], target: target.to_string(), subflow: None };
+    let h = FlowHeader {
+        flow_id: 9,
+        origin: "a".into(),
+        hops: vec![],
+        target: target.to_string(),
+        subflow: None,
+    };
     wire::encode_header(&h).expect("encode")
 }
 
@@ -91,10 +97,7 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
     let b = b.start(&mesh).await;
     let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
     let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
-    let cases = [
-        (vec!["c", "d", "c"], RefuseReason::Loop),
-        (vec!["c"], RefuseReason::RelayNotAllowed),
-    ];
+    let cases = [(vec!["c", "d", "c"], RefuseReason::Loop), (vec!["c"], RefuseReason::RelayNotAllowed)];
     for (hops, expected) in cases {
         let h = FlowHeader {
             flow_id: 1,
@@ -111,7 +114,13 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
         }
     }
     let distinct: Vec<String> = (0..15).map(|i| format!("n{i}")).collect();
-    let h = FlowHeader { flow_id: 2, origin: "a".into(), hops: distinct, target: "127.0.0.1:9".into(), subflow: None };
+    let h = FlowHeader {
+        flow_id: 2,
+        origin: "a".into(),
+        hops: distinct,
+        target: "127.0.0.1:9".into(),
+        subflow: None,
+    };
     let (mut s, mut r) = conn.open_bi().await.expect("open");
     s.write_all(&wire::encode_header(&h).expect("encode")).await.expect("write");
     match read_reply(&mut r).await {

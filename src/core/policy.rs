@@ -118,10 +118,12 @@ impl AllowRule {
         match &self.host {
             HostPattern::Cidr(c) => c.contains(ip),
             HostPattern::Name(n) => n == name,
-            HostPattern::Suffix(s) => name.len() > s.len() + 1 && name.ends_with(s.as_str()) && {
-                let dot = name.len() - s.len() - 1;
-                name.as_bytes()[dot] == b'.'
-            },
+            HostPattern::Suffix(s) => {
+                name.len() > s.len() + 1 && name.ends_with(s.as_str()) && {
+                    let dot = name.len() - s.len() - 1;
+                    name.as_bytes()[dot] == b'.'
+                }
+            }
         }
     }
 }
@@ -311,8 +313,10 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_reported_with_their_index() {
-        let bad: Vec<String> =
-            ["10.0.0.0/8", "10.0.0.0/33", "host", "h:0", "h:9-3", "a b:1", ""].iter().map(|s| s.to_string()).collect();
+        let bad: Vec<String> = ["10.0.0.0/8", "10.0.0.0/33", "host", "h:0", "h:9-3", "a b:1", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let errs = ExitPolicy::parse(&bad).expect_err("invalid");
         let idx: Vec<usize> = errs.iter().map(|e| e.0).collect();
         assert_eq!(idx, vec![1, 2, 3, 4, 5, 6]);

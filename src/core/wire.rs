@@ -112,7 +112,8 @@ pub enum Decoded<T> {
 
 /// Encodes a header with its prefix.
 pub fn encode_header(header: &FlowHeader) -> Result<Vec<u8>, HeaderError> {
-    let body = bincode::encode_to_vec(header, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    let body = bincode::encode_to_vec(header, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     let len = u16::try_from(body.len()).map_err(|_| HeaderError::TooLong(body.len(), u16::MAX as usize))?;
     let mut out = Vec::with_capacity(HEADER_PREFIX_LEN + body.len());
     out.extend_from_slice(&MAGIC);
@@ -142,8 +143,8 @@ pub fn decode_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<FlowHe
         return Ok(Decoded::NeedMore(total));
     }
     let body = &buf[HEADER_PREFIX_LEN..total];
-    let (header, used): (FlowHeader, usize) =
-        bincode::decode_from_slice(body, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    let (header, used): (FlowHeader, usize) = bincode::decode_from_slice(body, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(HeaderError::Malformed(format!("{} trailing bytes", body.len() - used)));
     }
@@ -333,8 +334,8 @@ pub fn decode_reply(buf: &[u8]) -> Result<Decoded<Reply>, HeaderError> {
         return Ok(Decoded::NeedMore(total));
     }
     let body = &buf[REPLY_PREFIX_LEN..total];
-    let (reply, used): (Reply, usize) =
-        bincode::decode_from_slice(body, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    let (reply, used): (Reply, usize) = bincode::decode_from_slice(body, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(HeaderError::Malformed(format!("{} trailing bytes in reply", body.len() - used)));
     }
@@ -430,12 +431,16 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_rejected() {
-        for (origin, target) in [("A", "h:1"), ("a\n", "h:1"), ("a", "h:0"), ("a", "h"), ("a", "h\u{1b}:80")] {
+        for (origin, target) in [("A", "h:1"), ("a\n", "h:1"), ("a", "h:0"), ("a", "h"), ("a", "h\u{1b}:80")]
+        {
             let mut h = header();
             h.origin = origin.into();
             h.target = target.into();
             let bytes = encode_header(&h).expect("encode");
-            assert!(matches!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::InvalidField(_))));
+            assert!(matches!(
+                decode_header(&bytes, &HeaderLimits::default()),
+                Err(HeaderError::InvalidField(_))
+            ));
         }
     }
 
@@ -445,7 +450,10 @@ mod tests {
         let bytes = encode_reply(&r);
         match decode_reply(&bytes).expect("decode") {
             Decoded::Complete(Reply::Refused { reason, hop, detail }, n) => {
-                assert_eq!((reason, hop.as_str(), detail.len(), n), (RefuseReason::Policy, "b", 512, bytes.len()));
+                assert_eq!(
+                    (reason, hop.as_str(), detail.len(), n),
+                    (RefuseReason::Policy, "b", 512, bytes.len())
+                );
             }
             other => panic!("{other:?}"),
         }

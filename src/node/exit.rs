@@ -81,7 +81,10 @@ async fn exit_flow(
 }
 
 /// Reads the header within the deadline; returns it and the bytes that followed it.
-async fn read_header(shared: &Shared, recv: &mut RecvStream) -> Result<(FlowHeader, Bytes), (RefuseReason, String)> {
+async fn read_header(
+    shared: &Shared,
+    recv: &mut RecvStream,
+) -> Result<(FlowHeader, Bytes), (RefuseReason, String)> {
     let limits = shared.header_limits;
     let read = async {
         let mut buf: Vec<u8> = Vec::new();
@@ -95,7 +98,9 @@ async fn read_header(shared: &Shared, recv: &mut RecvStream) -> Result<(FlowHead
             match recv.read_chunk(room, true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return Err((RefuseReason::BadHeader, "stream ended inside the header".into())),
-                Err(e) => return Err((RefuseReason::BadHeader, format!("stream failed inside the header: {e}"))),
+                Err(e) => {
+                    return Err((RefuseReason::BadHeader, format!("stream failed inside the header: {e}")));
+                }
             }
         }
     };
@@ -114,7 +119,8 @@ fn limits_timeout(shared: &Shared) -> std::time::Duration {
 async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
     let timeout = shared.config.limits.connect_timeout;
     let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
-    let resolved: Vec<SocketAddr> = match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await {
+    let resolved: Vec<SocketAddr> = match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await
+    {
         Ok(Ok(addrs)) => addrs.collect(),
         Ok(Err(e)) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
         Err(_) => return Err((RefuseReason::TargetUnreachable, "resolving timed out".into())),
@@ -140,7 +146,13 @@ async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (Refuse
 }
 
 /// Sends a refusal, finishes the stream and stops reading it.
-async fn refuse(shared: &Shared, send: &mut SendStream, recv: &mut RecvStream, reason: RefuseReason, detail: &str) {
+async fn refuse(
+    shared: &Shared,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    reason: RefuseReason,
+    detail: &str,
+) {
     shared.counters.refused_here(reason);
     let reply = wire::encode_reply(&Reply::refused(reason, &shared.config.common.node_id, detail));
     let _ = recv.stop(codes::REFUSED);

@@ -46,7 +46,9 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
                     }
                     continue;
                 }
-                Err(e) => warn!(peer = %peer, %address, error = %e, attempt = backoff.failures() + 1, "dial failed"),
+                Err(e) => {
+                    warn!(peer = %peer, %address, error = %e, attempt = backoff.failures() + 1, "dial failed")
+                }
             }
         }
         let delay = backoff.next_delay(rand::random::<f64>());
@@ -66,7 +68,9 @@ async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Conn
         .next()
         .ok_or_else(|| anyhow::anyhow!("resolves to no address"))?;
     let connecting = shared.endpoint.connect(addr, peer)?;
-    let conn = tokio::time::timeout(timeout, connecting).await.map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+    let conn = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
     // webpki already checked the server name; this guards against a multi-name certificate.
     match tls::peer_node_id(&conn) {
         Some(id) if id == peer => Ok(conn),

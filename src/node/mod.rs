@@ -222,7 +222,8 @@ impl Node {
             warn!(open = reset_at_deadline, "drain deadline passed; resetting open flows");
             let _ = self.force_tx.send(true);
             // Give the resets a moment to reach the peers before the links close.
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.flow_permits.acquire_many(max)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.flow_permits.acquire_many(max))
+                .await;
         }
         self.shared.pool.close_all();
         self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");

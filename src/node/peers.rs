@@ -118,7 +118,9 @@ impl PeerPool {
         let mut rx = slot.link.subscribe();
         let live = |l: &Option<Link>| l.as_ref().is_some_and(|l| l.conn.close_reason().is_none());
         match tokio::time::timeout(wait, rx.wait_for(live)).await {
-            Ok(Ok(link)) => link.as_ref().map(|l| l.conn.clone()).ok_or_else(|| PeerError::Down(id.to_string())),
+            Ok(Ok(link)) => {
+                link.as_ref().map(|l| l.conn.clone()).ok_or_else(|| PeerError::Down(id.to_string()))
+            }
             _ => Err(PeerError::Down(id.to_string())),
         }
     }

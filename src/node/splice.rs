@@ -112,11 +112,18 @@ struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     half_closed_ms: AtomicU64,
+    /// Wakes the watchdog when a half-close brings its deadline forward.
+    half_closed: tokio::sync::Notify,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { start: Instant::now(), last_ms: AtomicU64::new(0), half_closed_ms: AtomicU64::new(u64::MAX) }
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            half_closed_ms: AtomicU64::new(u64::MAX),
+            half_closed: tokio::sync::Notify::new(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -128,7 +135,15 @@ impl Activity {
     }
 
     fn half_close(&self) {
-        let _ = self.half_closed_ms.compare_exchange(u64::MAX, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        let first = self.half_closed_ms.compare_exchange(
+            u64::MAX,
+            self.now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if first.is_ok() {
+            self.half_closed.notify_one();
+        }
     }
 
     /// The next deadline and what it is for.
@@ -190,7 +205,10 @@ pub fn reset_tcp(tcp: TcpStream) {
 async fn watchdog(activity: &Activity, t: &SpliceTimeouts) -> &'static str {
     loop {
         let (deadline, reason) = activity.deadline(t);
-        tokio::time::sleep_until(deadline).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = activity.half_closed.notified() => continue,
+        }
         let (again, _) = activity.deadline(t);
         if again <= Instant::now() {
             return reason;
@@ -289,7 +307,12 @@ async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
     }
 }
 
-async fn write_tcp(tcp: &TcpStream, mut bytes: &[u8], activity: &Activity, counters: &Counters) -> Result<(), FlowEnd> {
+async fn write_tcp(
+    tcp: &TcpStream,
+    mut bytes: &[u8],
+    activity: &Activity,
+    counters: &Counters,
+) -> Result<(), FlowEnd> {
     while !bytes.is_empty() {
         tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
         match tcp.try_write(bytes) {

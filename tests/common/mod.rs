@@ -184,7 +184,11 @@ impl Pattern {
 }
 
 /// Writes `len` pattern bytes; returns their SHA-256.
-pub async fn send_pattern<W: AsyncWriteExt + Unpin>(w: &mut W, seed: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub async fn send_pattern<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    seed: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut p = Pattern::new(seed);
     let mut ctx = Context::new(&SHA256);
     let mut buf = vec![0u8; 64 * 1024];
@@ -266,7 +270,8 @@ pub fn raw_client(cert: &Path, key: &Path, ca: &Path) -> quinn::Endpoint {
     let read = |p: &Path| std::fs::read_to_string(p).expect("read pem");
     let identity = proxy::tls::TlsIdentity::from_pem(&read(cert), &read(key), &read(ca)).expect("identity");
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    let client = quinn::ClientConfig::new(std::sync::Arc::new(identity.quic_client_config().expect("client tls")));
+    let client =
+        quinn::ClientConfig::new(std::sync::Arc::new(identity.quic_client_config().expect("client tls")));
     ep.set_default_client_config(client);
     ep
 }

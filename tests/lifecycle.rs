@@ -1,0 +1,180 @@
+//! Limits, timeouts, backpressure and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::core::wire::RefuseReason;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_beyond_the_exit_limit_are_refused_as_overloaded() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    b.limits = vec!["max_flows: 2".into()];
+    let b = b.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("b"))];
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    let entry = listener_addr(&a, "in");
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut c = connect(entry).await;
+        c.write_all(&[i]).await.expect("write");
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).await.expect("echo");
+        open.push(c);
+    }
+    let mut third = connect(entry).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut third))
+        .await
+        .expect("in time");
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
+    assert_eq!(b.stats().refused_inbound(RefuseReason::Overloaded), 1);
+    // Closing one frees a slot.
+    drop(open.pop());
+    let freed = eventually(Duration::from_secs(5), || b.stats().flows_current == 1).await;
+    assert!(freed, "{:?}", b.stats());
+    let mut again = connect(entry).await;
+    again.write_all(b"x").await.expect("write");
+    let mut one = [0u8; 1];
+    again.read_exact(&mut one).await.expect("echo after a slot freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_beyond_the_per_peer_stream_limit_wait_then_are_refused() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let limits = ["max_streams_per_peer: 2", "connect_timeout: \"500ms\""];
+    let (a, _b) = two_nodes(&mesh, echo, "127.0.0.1/32", &limits).await;
+    let entry = listener_addr(&a, "in");
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut c = connect(entry).await;
+        c.write_all(&[i]).await.expect("write");
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).await.expect("echo");
+        open.push(c);
+    }
+    let mut third = connect(entry).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut third))
+        .await
+        .expect("in time");
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flow_is_reset_after_the_idle_timeout() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &["idle_timeout: \"1s\""]).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    c.write_all(b"hi").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    assert!(matches!(r, Err(std::io::ErrorKind::ConnectionReset)), "server side: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_flow_is_reset_after_the_half_closed_timeout() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let limits = ["half_closed_timeout: \"1s\"", "idle_timeout: \"60s\""];
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &limits).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    c.write_all(b"request").await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let (_s, _) = server.accept().await.expect("accept");
+    // The server never answers and never closes.
+    let started = std::time::Instant::now();
+    let r =
+        tokio::time::timeout(Duration::from_secs(20), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    assert!(started.elapsed() < Duration::from_secs(15), "reset came from the half-closed timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_stops_the_sender_and_buffering_stays_bounded() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let c = connect(listener_addr(&a, "in")).await;
+    let (mut s, _) = server.accept().await.expect("accept");
+    let (_r, mut w) = c.into_split();
+    // Write until the writes stall for a while: the server is not reading.
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(700), w.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break,
+        }
+        assert!(written < 256 * 1024 * 1024, "sender was never slowed down");
+    }
+    // Kernel socket buffers on four sockets plus the 4 MiB QUIC stream window: far below
+    // 64 MiB. Without backpressure the sender would have run on.
+    assert!(written < 64 * 1024 * 1024, "{written} bytes buffered");
+    let in_flight = a.stats().bytes_in - b.stats().bytes_out;
+    assert!(in_flight <= 16 * 1024 * 1024, "{in_flight} bytes held between the nodes");
+    // The reader catches up and every byte arrives.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < written {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("data")
+            .expect("read");
+        assert!(n > 0, "EOF after {got} of {written}");
+        got += n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_lets_flows_finish_then_resets_the_rest() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &["drain_timeout: \"1500ms\""]).await;
+    let entry = listener_addr(&a, "in");
+    // Flow 1 finishes during the drain; flow 2 never does.
+    let mut finishing = connect(entry).await;
+    finishing.write_all(b"one").await.expect("write");
+    let (mut s1, _) = server.accept().await.expect("accept 1");
+    let mut stuck = connect(entry).await;
+    stuck.write_all(b"two").await.expect("write");
+    let (_s2, _) = server.accept().await.expect("accept 2");
+    let shutdown = tokio::spawn(a.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(entry).await.is_err(), "listener still accepting while draining");
+    let mut one = [0u8; 3];
+    s1.read_exact(&mut one).await.expect("read");
+    s1.write_all(b"reply during drain").await.expect("write");
+    s1.shutdown().await.expect("shutdown");
+    finishing.shutdown().await.expect("client half-close");
+    let got = read_to_end_or_error(&mut finishing).await.expect("flow 1 completes cleanly");
+    assert_eq!(got, b"reply during drain");
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut stuck))
+        .await
+        .expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "the unfinished flow must be reset");
+    let report =
+        tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("in time").expect("join");
+    assert_eq!((report.open_at_start, report.reset_at_deadline), (2, 1));
+}
