@@ -47,7 +47,8 @@ fn signal_and_wait(child: &mut Child, sig: &str) -> Option<i32> {
 #[test]
 fn mesh_init_writes_a_ca_and_node_certificates_with_private_keys_0600() {
     let dir = temp("init");
-    let out = proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a,b,c"]).output().expect("run");
+    let out =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a,b,c"]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for f in ["ca.crt", "ca.key", "a.crt", "a.key", "b.crt", "b.key", "c.crt", "c.key"] {
@@ -61,10 +62,12 @@ fn mesh_init_writes_a_ca_and_node_certificates_with_private_keys_0600() {
     // The certificate names its node, and chains to the CA (TlsIdentity checks both).
     let id = proxy::tls::TlsIdentity::load(&dir.join("b.crt"), &dir.join("b.key"), &dir.join("ca.crt"), "b");
     assert!(id.is_ok(), "{:?}", id.err());
-    let wrong = proxy::tls::TlsIdentity::load(&dir.join("b.crt"), &dir.join("b.key"), &dir.join("ca.crt"), "a");
+    let wrong =
+        proxy::tls::TlsIdentity::load(&dir.join("b.crt"), &dir.join("b.key"), &dir.join("ca.crt"), "a");
     assert!(wrong.is_err());
     // A second init into the same directory refuses to overwrite the CA.
-    let again = proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "d"]).output().expect("run");
+    let again =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "d"]).output().expect("run");
     assert_eq!(again.status.code(), Some(2));
     let bad = proxy().args(["mesh", "init", "--dir"]).arg(dir.join("x")).args(["--nodes", "Bad_Id"]).output();
     assert_eq!(bad.expect("run").status.code(), Some(2));
@@ -76,8 +79,11 @@ fn bad_usage_and_bad_config_exit_2_without_starting() {
     let dir = temp("usage");
     assert_eq!(proxy().arg("frobnicate").output().expect("run").status.code(), Some(2));
     let cfg = dir.join("bad.yaml");
-    std::fs::write(&cfg, "common: { node_id: a, region: r }\nmesh: { cert: no.crt, key: no.key, ca: no.crt }\n")
-        .expect("write");
+    std::fs::write(
+        &cfg,
+        "common: { node_id: a, region: r }\nmesh: { cert: no.crt, key: no.key, ca: no.crt }\n",
+    )
+    .expect("write");
     let out = proxy().args(["run", "-c"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -104,14 +110,13 @@ fn write_config(dir: &Path, node: &str, body: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_carry_a_flow_and_exit_0_on_sigterm() {
     let dir = temp("run");
-    let init = proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a,b"]).output().expect("init");
+    let init =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a,b"]).output().expect("init");
     assert!(init.status.success());
     let echo = echo_server().await;
     let (ua, ub, ta) = (free_port(true), free_port(true), free_port(false));
-    let b_body = format!(
-        "peers: [ {{ name: a }} ]\nexit_policy: {{ allow: [\"127.0.0.1:{}\"] }}",
-        echo.port()
-    );
+    let b_body =
+        format!("peers: [ {{ name: a }} ]\nexit_policy: {{ allow: [\"127.0.0.1:{}\"] }}", echo.port());
     let a_body = format!(
         "listeners: [ {{ name: web, bind: \"127.0.0.1:{ta}\" }} ]\npeers: [ {{ name: b, address: \"127.0.0.1:{ub}\" }} ]\nroutes: [ {{ name: web, match: {{ listener: web }}, target: \"{echo}\", exit: b }} ]"
     );
@@ -123,7 +128,8 @@ async fn two_processes_carry_a_flow_and_exit_0_on_sigterm() {
         let check = proxy().arg("check").arg("-c").arg(cfg).output().expect("check");
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     }
-    let spawn = |cfg: &Path| proxy().args(["run", "-c"]).arg(cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    let spawn =
+        |cfg: &Path| proxy().args(["run", "-c"]).arg(cfg).stderr(Stdio::null()).spawn().expect("spawn");
     let mut b = spawn(&b_cfg);
     let mut a = spawn(&a_cfg);
     let entry: std::net::SocketAddr = format!("127.0.0.1:{ta}").parse().expect("addr");

@@ -197,3 +197,35 @@ async fn unreachable_target_is_refused_with_its_reason() {
     assert_eq!(a.stats().refused_at_origin(RefuseReason::TargetUnreachable), 1);
     assert_eq!(b.stats().refused_inbound(RefuseReason::TargetUnreachable), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_exit_balances_flows_round_robin_over_its_targets() {
+    let mesh = Mesh::new(&["a"]);
+    let (l1, l2) = (
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let (t1, t2) = (l1.local_addr().expect("addr"), l2.local_addr().expect("addr"));
+    // Each target names itself, so the client sees which one it reached.
+    for (l, name) in [(l1, b"one".as_slice()), (l2, b"two".as_slice())] {
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name).await;
+            }
+        });
+    }
+    let yaml = format!(
+        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: lb, match: {{ listener: in }}, target: [\"{t1}\", \"{t2}\"] }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
+    );
+    let config = proxy::config::parse(&yaml, &mesh.dir).expect("config");
+    let a = proxy::Node::start(config).await.expect("start");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect(listener_addr(&a, "in")).await;
+        c.shutdown().await.expect("shutdown");
+        seen.push(String::from_utf8(read_to_end_or_error(&mut c).await.expect("read")).expect("utf8"));
+    }
+    assert_eq!(seen, ["one", "two", "one", "two"]);
+    assert_eq!(a.stats().flows_local, 4);
+    assert_eq!(a.stats().route_matches, vec![("lb".to_string(), 4)]);
+}

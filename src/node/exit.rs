@@ -104,14 +104,10 @@ async fn read_header(
             }
         }
     };
-    match tokio::time::timeout(limits_timeout(shared), read).await {
+    match tokio::time::timeout(shared.config.limits.header_timeout, read).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::BadHeader, "header did not arrive in time".into())),
     }
-}
-
-fn limits_timeout(shared: &Shared) -> std::time::Duration {
-    shared.config.limits.header_timeout
 }
 
 /// Resolves the target, keeps the addresses the exit policy allows, and connects to the

@@ -28,6 +28,8 @@ use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
 const CHUNK: usize = 64 * 1024;
+/// Stream chunks gathered into one TCP write.
+const GATHER: usize = 16;
 /// Reads shorter than this are copied out so the 64 KiB buffer can be reused.
 const SMALL_READ: usize = 4 * 1024;
 
@@ -274,9 +276,16 @@ async fn stream_to_tcp(
             write_tcp(tcp, &rest, activity, counters).await?;
         }
     }
+    // Chunks arrive about one QUIC packet each; gathering several per writev saves a
+    // syscall per packet on bulk flows.
+    let mut chunks: [Bytes; GATHER] = Default::default();
     loop {
-        match recv.read_chunk(CHUNK, true).await {
-            Ok(Some(chunk)) => write_tcp(tcp, &chunk.bytes, activity, counters).await?,
+        match recv.read_chunks(&mut chunks).await {
+            Ok(Some(n)) => {
+                let written = write_tcp_vectored(tcp, &mut chunks[..n], activity, counters).await;
+                chunks[..n].iter_mut().for_each(|c| *c = Bytes::new());
+                written?;
+            }
             Ok(None) => {
                 activity.half_close();
                 let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
@@ -320,6 +329,40 @@ async fn write_tcp(
                 activity.touch();
                 counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(FlowEnd::TcpReset),
+        }
+    }
+    Ok(())
+}
+
+async fn write_tcp_vectored(
+    tcp: &TcpStream,
+    mut chunks: &mut [Bytes],
+    activity: &Activity,
+    counters: &Counters,
+) -> Result<(), FlowEnd> {
+    use bytes::Buf;
+    while !chunks.is_empty() {
+        if chunks[0].is_empty() {
+            chunks = &mut chunks[1..];
+            continue;
+        }
+        tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
+        let slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+        match tcp.try_write_vectored(&slices) {
+            Ok(mut n) => {
+                activity.touch();
+                counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                while n > 0 {
+                    let take = n.min(chunks[0].len());
+                    chunks[0].advance(take);
+                    n -= take;
+                    if chunks[0].is_empty() {
+                        chunks = &mut chunks[1..];
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Err(FlowEnd::TcpReset),

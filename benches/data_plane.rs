@@ -1,0 +1,446 @@
+//! Data-plane benchmark: `cargo bench --bench data_plane`.
+//!
+//! Measures, in one run on loopback: direct TCP, a bare quinn stream with the node's own
+//! transport tuning, and one flow through two `proxy` nodes (real processes of the built
+//! binary). For each: bulk throughput, 64-byte round trip p50/p99, and new-flow time to
+//! the first echoed byte. Prints the ratios to the baselines, then the node's RSS with
+//! 10,000 idle flows open.
+//!
+//! Environment: `BENCH_BULK_MIB` (default 1024), `BENCH_RTT_ROUNDS` (default 10000),
+//! `BENCH_NEW_FLOWS` (default 1000), `BENCH_IDLE_FLOWS` (default 10000).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use proxy::pki::MeshCa;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 64 * 1024;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Figures {
+    gbit: f64,
+    rtt_p50: Duration,
+    rtt_p99: Duration,
+    new_flow_p50: Duration,
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(i).copied().unwrap_or_default()
+}
+
+/// A TCP sink: counts each connection's bytes to EOF and reports the count.
+async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut n = 0u64;
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                let _ = tx.send(n);
+            });
+        }
+    });
+    Ok((addr, rx))
+}
+
+/// A TCP echo server.
+async fn echo_server() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy_buf(&mut tokio::io::BufReader::with_capacity(CHUNK, &mut r), &mut w)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Bulk, round trip and new flow over TCP to `entry` (direct, or a node's listener),
+/// with the sink and echo targets behind it.
+async fn tcp_figures(
+    bulk_entry: SocketAddr,
+    sink: &mut mpsc::UnboundedReceiver<u64>,
+    echo_entry: SocketAddr,
+    bulk: u64,
+) -> Result<Figures> {
+    let payload = vec![0xa5u8; CHUNK];
+    let mut s = tcp_connect(bulk_entry).await?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bulk {
+        s.write_all(&payload).await?;
+        sent += CHUNK as u64;
+    }
+    s.shutdown().await?;
+    let got = sink.recv().await.context("sink closed")?;
+    let secs = start.elapsed().as_secs_f64();
+    if got != sent {
+        bail!("sink got {got} of {sent} bytes");
+    }
+    let mut e = tcp_connect(echo_entry).await?;
+    let rtts = round_trips(&mut e).await?;
+    let mut flows = Vec::new();
+    for _ in 0..env_usize("BENCH_NEW_FLOWS", 1000) {
+        let t = Instant::now();
+        let mut c = tcp_connect(echo_entry).await?;
+        c.write_all(b"x").await?;
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).await?;
+        flows.push(t.elapsed());
+    }
+    Ok(figures(sent, secs, rtts, flows))
+}
+
+async fn round_trips<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> Result<Vec<Duration>> {
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..500 {
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+    }
+    let mut out = Vec::new();
+    for _ in 0..env_usize("BENCH_RTT_ROUNDS", 10_000) {
+        let t = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+fn figures(bytes: u64, secs: f64, mut rtts: Vec<Duration>, mut flows: Vec<Duration>) -> Figures {
+    Figures {
+        gbit: bytes as f64 * 8.0 / secs / 1e9,
+        rtt_p50: percentile(&mut rtts, 0.5),
+        rtt_p99: percentile(&mut rtts, 0.99),
+        new_flow_p50: percentile(&mut flows, 0.5),
+    }
+}
+
+/// A bare quinn stream between two endpoints with the node's tuning.
+async fn quinn_figures(dir: &Path, bulk: u64) -> Result<Figures> {
+    let config = node_config_for_tuning(dir)?;
+    let transport = Arc::new(proxy::node::endpoint::transport_config(&config.mesh, &config.limits));
+    let identity = |n: &str| -> Result<proxy::tls::TlsIdentity> {
+        Ok(proxy::tls::TlsIdentity::load(
+            &dir.join(format!("{n}.crt")),
+            &dir.join(format!("{n}.key")),
+            &dir.join("ca.crt"),
+            n,
+        )?)
+    };
+    let server_sock = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+    let server = proxy::node::endpoint::build(&identity("b")?, transport.clone(), server_sock)?;
+    let client_sock = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+    let client = proxy::node::endpoint::build(&identity("a")?, transport, client_sock)?;
+    let server_addr = server.local_addr()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    tokio::spawn(async move {
+        let Some(incoming) = server.accept().await else { return };
+        let Ok(conn) = incoming.await else { return };
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // First byte says what to do: 's' sink, 'e' echo.
+                let Ok(Some(first)) = recv.read_chunk(1, true).await else { return };
+                if first.bytes.as_ref() == b"s" {
+                    let mut n = 0u64;
+                    while let Ok(Some(c)) = recv.read_chunk(CHUNK, true).await {
+                        n += c.bytes.len() as u64;
+                    }
+                    let _ = tx.send(n);
+                } else {
+                    while let Ok(Some(c)) = recv.read_chunk(CHUNK, true).await {
+                        if send.write_chunk(c.bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    let conn = client.connect(server_addr, "b")?.await?;
+    let payload = Bytes::from(vec![0xa5u8; CHUNK]);
+    let (mut send, _recv) = conn.open_bi().await?;
+    send.write_all(b"s").await?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bulk {
+        send.write_chunk(payload.clone()).await?;
+        sent += CHUNK as u64;
+    }
+    send.finish()?;
+    let got = rx.recv().await.context("quinn sink")?;
+    let secs = start.elapsed().as_secs_f64();
+    if got != sent {
+        bail!("quinn sink got {got} of {sent}");
+    }
+    let (mut s, mut r) = conn.open_bi().await?;
+    s.write_all(b"e").await?;
+    let mut joined = tokio::io::join(&mut r, &mut s);
+    let rtts = round_trips(&mut joined).await?;
+    let mut flows = Vec::new();
+    for _ in 0..env_usize("BENCH_NEW_FLOWS", 1000) {
+        let t = Instant::now();
+        let (mut s, mut r) = conn.open_bi().await?;
+        s.write_all(b"ex").await?;
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).await?;
+        flows.push(t.elapsed());
+        let _ = s.finish();
+    }
+    Ok(figures(sent, secs, rtts, flows))
+}
+
+fn node_config_for_tuning(dir: &Path) -> Result<proxy::config::Config> {
+    let yaml = "common: { node_id: a, region: bench }\nmesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
+    proxy::config::parse(yaml, dir).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// A node process; killed on drop.
+struct NodeProcess(Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl NodeProcess {
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    }
+}
+
+fn start_node(dir: &Path, id: &str, yaml: &str) -> Result<NodeProcess> {
+    let path = dir.join(format!("{id}.yaml"));
+    std::fs::write(&path, yaml)?;
+    let child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    Ok(NodeProcess(child))
+}
+
+fn free_port(udp: bool) -> Result<u16> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+    })
+}
+
+const LIMITS: &str = "limits: { max_streams_per_peer: 30000, max_flows: 100000 }\n";
+
+/// Starts b (exit) and a (origin, listeners `bulk` and `echo`).
+async fn start_pair(
+    dir: &Path,
+    sink: SocketAddr,
+    echo: SocketAddr,
+) -> Result<(NodeProcess, NodeProcess, SocketAddr, SocketAddr)> {
+    let (ub, tb, te) = (free_port(true)?, free_port(false)?, free_port(false)?);
+    let b = format!(
+        "common: {{ node_id: b, region: bench, log_level: warn }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"127.0.0.1:{ub}\", cert: b.crt, key: b.key, ca: ca.crt }}\n{LIMITS}exit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
+    );
+    let a = format!(
+        "common: {{ node_id: a, region: bench, log_level: warn }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:{tb}\" }}, {{ name: echo, bind: \"127.0.0.1:{te}\" }} ]\npeers: [ {{ name: b, address: \"127.0.0.1:{ub}\" }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n{LIMITS}"
+    );
+    let nb = start_node(dir, "b", &b)?;
+    let na = start_node(dir, "a", &a)?;
+    let echo_entry: SocketAddr = format!("127.0.0.1:{te}").parse()?;
+    // Ready when an echo crosses both nodes.
+    for _ in 0..200 {
+        if let Ok(mut c) = tcp_connect(echo_entry).await {
+            let mut one = [0u8; 1];
+            if c.write_all(b"r").await.is_ok() && c.read_exact(&mut one).await.is_ok() {
+                return Ok((na, nb, format!("127.0.0.1:{tb}").parse()?, echo_entry));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nodes did not come up")
+}
+
+/// Starts b and a in this process; returns them and a's `bulk` and `echo` entries.
+async fn start_pair_in_process(
+    dir: &Path,
+    sink: SocketAddr,
+    echo: SocketAddr,
+) -> Result<(proxy::Node, proxy::Node)> {
+    let b = format!(
+        "common: {{ node_id: b, region: bench, log_level: warn }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\n{LIMITS}exit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
+    );
+    let b = proxy::Node::start(proxy::config::parse(&b, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?).await?;
+    let a = format!(
+        "common: {{ node_id: a, region: bench, log_level: warn }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:0\" }}, {{ name: echo, bind: \"127.0.0.1:0\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n{LIMITS}",
+        b.mesh_addr()?
+    );
+    let a = proxy::Node::start(proxy::config::parse(&a, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?).await?;
+    if !a.wait_for_link("b", Duration::from_secs(10)).await {
+        bail!("link a-b did not come up");
+    }
+    Ok((a, b))
+}
+
+fn entry(node: &proxy::Node, name: &str) -> Result<SocketAddr> {
+    node.listeners().into_iter().find(|l| l.name == name).map(|l| l.addr).context("listener")
+}
+
+/// Opens `n` idle flows through the nodes; returns RSS growth per flow of a and b.
+async fn idle_flow_memory(
+    a: &NodeProcess,
+    b: &NodeProcess,
+    echo_entry: SocketAddr,
+    n: usize,
+) -> Result<(u64, u64, u64, u64)> {
+    let (a0, b0) = (a.rss_kib()?, b.rss_kib()?);
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = tcp_connect(echo_entry).await?;
+        c.write_all(b"i").await?;
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).await?;
+        open.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a1, b1) = (a.rss_kib()?, b.rss_kib()?);
+    drop(open);
+    Ok((a0, a1, b0, b1))
+}
+
+fn row(name: &str, f: &Figures) {
+    println!(
+        "{name:<22} {:>8.2} Gbit/s {:>9.1} µs {:>9.1} µs {:>9.1} µs",
+        f.gbit,
+        f.rtt_p50.as_secs_f64() * 1e6,
+        f.rtt_p99.as_secs_f64() * 1e6,
+        f.new_flow_p50.as_secs_f64() * 1e6
+    );
+}
+
+fn make_mesh() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = MeshCa::generate("bench CA")?;
+    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+    for n in ["a", "b"] {
+        let c = ca.issue_node_cert(n, 1)?;
+        std::fs::write(dir.join(format!("{n}.crt")), c.cert_pem)?;
+        std::fs::write(dir.join(format!("{n}.key")), c.key_pem)?;
+    }
+    Ok(dir)
+}
+
+fn main() -> Result<()> {
+    // 10,000 flows need ~40,000 descriptors across this process and the nodes.
+    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 200_000, 200_000);
+    let _ = rlimit::increase_nofile_limit(200_000);
+    let dir = make_mesh()?;
+    let result = run_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_all(dir: &Path) -> Result<()> {
+    let bulk = env_usize("BENCH_BULK_MIB", 1024) as u64 * 1024 * 1024;
+    println!("proxy data-plane benchmark: {} MiB bulk, loopback, both nodes in this process", bulk >> 20);
+    // Two runtimes: two worker threads use both cores (throughput); one thread keeps a
+    // round trip on one core, free of the virtual machine's idle-CPU wake-up latency,
+    // which otherwise dominates microsecond figures here.
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    multi.block_on(suite("tokio, 2 worker threads", dir, bulk))?;
+    let single = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    single.block_on(suite("tokio, 1 thread (client, servers and both nodes share it)", dir, bulk))?;
+    let n = env_usize("BENCH_IDLE_FLOWS", 10_000);
+    if n > 0 {
+        multi.block_on(memory(dir, n))?;
+    }
+    Ok(())
+}
+
+async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
+    let (sink, mut sink_rx) = sink_server().await?;
+    let echo = echo_server().await?;
+    println!();
+    println!("{title}");
+    println!("{:<22} {:>15} {:>12} {:>12} {:>12}", "", "bulk", "rtt64 p50", "rtt64 p99", "new flow p50");
+    let direct = tcp_figures(sink, &mut sink_rx, echo, bulk).await?;
+    row("direct TCP", &direct);
+    let quinn = quinn_figures(dir, bulk).await?;
+    row("bare quinn stream", &quinn);
+    let (na, nb) = start_pair_in_process(dir, sink, echo).await?;
+    let through = tcp_figures(entry(&na, "bulk")?, &mut sink_rx, entry(&na, "echo")?, bulk).await?;
+    row("proxy, 2 nodes", &through);
+    na.shutdown().await;
+    nb.shutdown().await;
+    let ratio = |x: f64, y: f64| x / y;
+    println!(
+        "  bulk: proxy / bare quinn = {:.2} (aim >= 0.65); proxy / direct TCP = {:.2}",
+        ratio(through.gbit, quinn.gbit),
+        ratio(through.gbit, direct.gbit)
+    );
+    println!(
+        "  rtt64 p50: proxy / bare quinn = {:.2} (aim <= 1.5); p99: {:.2}",
+        ratio(through.rtt_p50.as_secs_f64(), quinn.rtt_p50.as_secs_f64()),
+        ratio(through.rtt_p99.as_secs_f64(), quinn.rtt_p99.as_secs_f64())
+    );
+    println!(
+        "  new flow p50: proxy / direct TCP connect+first byte = {:.2} (aim <= 3); bare quinn new stream / direct = {:.2}",
+        ratio(through.new_flow_p50.as_secs_f64(), direct.new_flow_p50.as_secs_f64()),
+        ratio(quinn.new_flow_p50.as_secs_f64(), direct.new_flow_p50.as_secs_f64())
+    );
+    Ok(())
+}
+
+/// RSS of two node processes before and after `n` idle flows.
+async fn memory(dir: &Path, n: usize) -> Result<()> {
+    let (sink, _sink_rx) = sink_server().await?;
+    let echo = echo_server().await?;
+    let (a, b, _, echo_entry) = start_pair(dir, sink, echo).await?;
+    let (a0, a1, b0, b1) = idle_flow_memory(&a, &b, echo_entry, n).await?;
+    let per = |x0: u64, x1: u64| (x1.saturating_sub(x0)) as f64 / n as f64;
+    println!();
+    println!("memory, {n} idle flows through two node processes (aim < 16 KiB/flow):");
+    println!("  node a (origin): RSS {a0} -> {a1} KiB, {:.1} KiB/flow", per(a0, a1));
+    println!("  node b (exit):   RSS {b0} -> {b1} KiB, {:.1} KiB/flow", per(b0, b1));
+    Ok(())
+}
