@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use proxy::pki::MeshCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 const CHUNK: usize = 64 * 1024;
@@ -43,7 +43,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 /// A TCP sink: counts each connection's bytes to EOF and reports the count.
 async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let l = proxy::node::listener::bind("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -67,7 +67,7 @@ async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
 
 /// A TCP echo server.
 async fn echo_server() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let l = proxy::node::listener::bind("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {

@@ -123,11 +123,7 @@ fn run(path: &Path) -> ExitCode {
         eprintln!("proxy: common.log_file: {e}");
         return ExitCode::from(2);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("PROXY_WORKER_THREADS").ok().and_then(|v| v.parse().ok()) {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("proxy: cannot start the runtime: {e}");

@@ -140,9 +140,7 @@ async fn a_lost_link_is_redialed_when_the_peer_comes_back() {
     b.abort();
     assert!(eventually(Duration::from_secs(10), || !a.peers()[0].connected).await, "a did not notice b died");
     // While b is down, a new flow is refused (no route), and the client is closed.
-    let mut c = connect(listener_addr(&a, "in")).await;
-    let r = read_to_end_or_error(&mut c).await;
-    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "{r:?}");
+    expect_refused(listener_addr(&a, "in"), b"while down").await;
     assert_eq!(a.stats().refused_at_origin(RefuseReason::NoRoute), 1);
 
     let _b2 = spec_b(b_addr.to_string()).start(&mesh).await;

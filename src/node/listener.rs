@@ -3,10 +3,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
 
 use crate::node::{Shared, origin};
+
+/// Accept queue length: a burst of connections must queue in the kernel rather than
+/// overflow it, which with SYN cookies ends in resets the node never sees.
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// Accepts on `listener` until the node starts draining.
 pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListener) {

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
@@ -135,8 +134,7 @@ impl Node {
         let endpoint = endpoint::build(&identity, transport, socket)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let tcp = TcpListener::bind(l.bind)
-                .await
+            let tcp = listener::bind(l.bind)
                 .with_context(|| format!("listeners.{}: cannot bind TCP {}", l.name, l.bind))?;
             bound.push((l.name.clone(), tcp));
         }

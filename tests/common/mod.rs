@@ -11,7 +11,7 @@ use proxy::Node;
 use proxy::pki::MeshCa;
 use ring::digest::{Context, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A temp directory with a CA and node certificates.
 pub struct Mesh {
@@ -136,6 +136,9 @@ impl<'a> NodeSpec<'a> {
     }
 
     pub async fn start(&self, mesh: &Mesh) -> Node {
+        if std::env::var("PROXY_TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).try_init();
+        }
         let path = mesh.path(&format!("{}-{}.yaml", self.id, COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&path, self.yaml()).expect("write config");
         let config = proxy::config::load(&path).unwrap_or_else(|e| panic!("config:\n{e}\n{}", self.yaml()));
@@ -224,7 +227,7 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 
 /// An echo server: copies every connection back to itself, half-close aware.
 pub async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = proxy::node::listener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -240,10 +243,14 @@ pub async fn echo_server() -> SocketAddr {
 }
 
 /// A TCP connection through `addr`.
-pub async fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).await.expect("connect");
-    let _ = s.set_nodelay(true);
-    s
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> impl std::future::Future<Output = TcpStream> {
+    let caller = std::panic::Location::caller();
+    async move {
+        let s = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect from {caller}: {e}"));
+        let _ = s.set_nodelay(true);
+        s
+    }
 }
 
 /// Reads until EOF or error: `Ok(bytes)` on a clean EOF, `Err(kind)` on a reset.
@@ -286,4 +293,16 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Connects to `entry`, sends `payload` and expects the node to refuse the flow: the
+/// connection is reset or closed without a byte of response (a reset may even arrive
+/// before the connect completes).
+pub async fn expect_refused(entry: SocketAddr, payload: &[u8]) {
+    let Ok(mut c) = TcpStream::connect(entry).await else { return };
+    let _ = c.write_all(payload).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c))
+        .await
+        .expect("refused in time");
+    assert!(r.as_ref().map_or(true, |v| v.is_empty()), "refused flow delivered data: {r:?}");
 }
