@@ -13,10 +13,7 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_at_once_arrive_byte_exact() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
     let server_task = tokio::spawn(async move {
         let (s, _) = server.accept().await.expect("accept");
         let (mut r, mut w) = s.into_split();
@@ -49,10 +46,7 @@ async fn sixty_four_mib_each_way_at_once_arrive_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_from_client_then_server_replies_after_eof() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
     tokio::spawn(async move {
         let (mut s, _) = server.accept().await.expect("accept");
         let mut req = Vec::new();
@@ -72,10 +66,7 @@ async fn half_close_from_client_then_server_replies_after_eof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_that_speaks_first_and_half_closes_reaches_the_client() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
     tokio::spawn(async move {
         let (mut s, _) = server.accept().await.expect("accept");
         s.write_all(b"220 banner\r\n").await.expect("banner");
@@ -97,10 +88,7 @@ async fn server_that_speaks_first_and_half_closes_reaches_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reset_reaches_the_server_as_a_reset() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
     let c = connect(listener_addr(&a, "in")).await;
     let (mut s, _) = server.accept().await.expect("accept");
     let mut c = c;
@@ -115,10 +103,7 @@ async fn client_reset_reaches_the_server_as_a_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_reset_reaches_the_client_as_a_reset() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
     let mut c = connect(listener_addr(&a, "in")).await;
     c.write_all(b"hello").await.expect("write");
     let (mut s, _) = server.accept().await.expect("accept");

@@ -24,14 +24,7 @@ async fn flows_beyond_the_exit_limit_are_refused_as_overloaded() {
     let a = a.start(&mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
     let entry = listener_addr(&a, "in");
-    let mut open = Vec::new();
-    for i in 0..2u8 {
-        let mut c = connect(entry).await;
-        c.write_all(&[i]).await.expect("write");
-        let mut one = [0u8; 1];
-        c.read_exact(&mut one).await.expect("echo");
-        open.push(c);
-    }
+    let mut open = vec![open_echoed_flow(entry, 1).await, open_echoed_flow(entry, 2).await];
     expect_refused(entry, b"third").await;
     assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
     assert_eq!(b.stats().refused_inbound(RefuseReason::Overloaded), 1);
@@ -39,10 +32,7 @@ async fn flows_beyond_the_exit_limit_are_refused_as_overloaded() {
     drop(open.pop());
     let freed = eventually(Duration::from_secs(5), || b.stats().flows_current == 1).await;
     assert!(freed, "{:?}", b.stats());
-    let mut again = connect(entry).await;
-    again.write_all(b"x").await.expect("write");
-    let mut one = [0u8; 1];
-    again.read_exact(&mut one).await.expect("echo after a slot freed");
+    open.push(open_echoed_flow(entry, 3).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,24 +42,14 @@ async fn flows_beyond_the_per_peer_stream_limit_wait_then_are_refused() {
     let limits = ["max_streams_per_peer: 2", "connect_timeout: \"500ms\""];
     let (a, _b) = two_nodes(&mesh, echo, "127.0.0.1/32", &limits).await;
     let entry = listener_addr(&a, "in");
-    let mut open = Vec::new();
-    for i in 0..2u8 {
-        let mut c = connect(entry).await;
-        c.write_all(&[i]).await.expect("write");
-        let mut one = [0u8; 1];
-        c.read_exact(&mut one).await.expect("echo");
-        open.push(c);
-    }
+    let _open = [open_echoed_flow(entry, 1).await, open_echoed_flow(entry, 2).await];
     expect_refused(entry, b"third").await;
     assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flow_is_reset_after_the_idle_timeout() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &["idle_timeout: \"1s\""]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&["idle_timeout: \"1s\""]).await;
     let mut c = connect(listener_addr(&a, "in")).await;
     c.write_all(b"hi").await.expect("write");
     let (mut s, _) = server.accept().await.expect("accept");
@@ -102,10 +82,7 @@ async fn a_half_closed_flow_is_reset_after_the_half_closed_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_stops_the_sender_and_buffering_stays_bounded() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, b) = two_nodes(&mesh, target, "127.0.0.1/32", &[]).await;
+    let PairWithServer { server, a, b, mesh: _mesh } = pair_with_server(&[]).await;
     let c = connect(listener_addr(&a, "in")).await;
     let (mut s, _) = server.accept().await.expect("accept");
     let (_r, mut w) = c.into_split();
@@ -140,10 +117,8 @@ async fn a_slow_reader_stops_the_sender_and_buffering_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting_lets_flows_finish_then_resets_the_rest() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = server.local_addr().expect("addr");
-    let (a, _b) = two_nodes(&mesh, target, "127.0.0.1/32", &["drain_timeout: \"1500ms\""]).await;
+    let PairWithServer { server, a, b: _b, mesh: _mesh } =
+        pair_with_server(&["drain_timeout: \"1500ms\""]).await;
     let entry = listener_addr(&a, "in");
     // Flow 1 finishes during the drain; flow 2 never does.
     let mut finishing = connect(entry).await;

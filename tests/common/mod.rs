@@ -306,3 +306,31 @@ pub async fn expect_refused(entry: SocketAddr, payload: &[u8]) {
         .expect("refused in time");
     assert!(r.as_ref().map_or(true, |v| v.is_empty()), "refused flow delivered data: {r:?}");
 }
+
+/// A flow through `entry` to an echo target, proven open by one echoed byte.
+pub async fn open_echoed_flow(entry: SocketAddr, byte: u8) -> TcpStream {
+    let mut c = connect(entry).await;
+    c.write_all(&[byte]).await.expect("write");
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).await.expect("echo");
+    assert_eq!(one[0], byte);
+    c
+}
+
+/// Two linked nodes whose route `in` on `a` exits at `b` to a TCP server the test drives.
+pub struct PairWithServer {
+    /// Keeps the certificates alive for the nodes' lifetime.
+    pub mesh: Mesh,
+    /// The target behind `b`.
+    pub server: tokio::net::TcpListener,
+    pub a: Node,
+    pub b: Node,
+}
+
+pub async fn pair_with_server(limits: &[&str]) -> PairWithServer {
+    let mesh = Mesh::new(&["a", "b"]);
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (a, b) = two_nodes(&mesh, target, "127.0.0.1/32", limits).await;
+    PairWithServer { mesh, server, a, b }
+}
