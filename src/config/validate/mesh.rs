@@ -1,0 +1,149 @@
+//! The `mesh` and `limits` sections: addresses, certificate files, timers, windows.
+
+use super::*;
+use crate::config::{Limits, MeshConfig};
+use crate::core::policy::ExitPolicy;
+
+impl Checker<'_> {
+    pub(super) fn mesh(&mut self, raw: &raw::RawMesh, base: &Path) -> Option<MeshConfig> {
+        let bind = self.socket_addr("mesh.bind", raw.bind.as_deref(), DEFAULT_MESH_BIND);
+        let advertise = self.host_port("mesh.advertise", raw.advertise.as_deref());
+        let cert = self.existing_file("mesh.cert", raw.cert.as_deref(), base);
+        let key = self.existing_file("mesh.key", raw.key.as_deref(), base);
+        let ca = self.existing_file("mesh.ca", raw.ca.as_deref(), base);
+        let data_dir =
+            self.required("mesh.data_dir", Some(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)));
+        let timers = self.mesh_timers(raw);
+        let windows = self.mesh_windows(raw);
+        let (keepalive_interval, link_idle_timeout, redial_min, redial_max) = timers?;
+        let (stream_window, connection_window, send_window, udp_buffer) = windows?;
+        Some(MeshConfig {
+            bind: bind?,
+            advertise: advertise?,
+            cert: cert?,
+            key: key?,
+            ca: ca?,
+            data_dir: base.join(data_dir?),
+            keepalive_interval,
+            link_idle_timeout,
+            redial_min,
+            redial_max,
+            stream_window,
+            connection_window,
+            send_window,
+            udp_buffer,
+        })
+    }
+
+    fn mesh_timers(&mut self, raw: &raw::RawMesh) -> Option<(Duration, Duration, Duration, Duration)> {
+        let keepalive = self.duration(
+            "mesh.keepalive_interval",
+            raw.keepalive_interval.as_deref(),
+            Duration::from_secs(5),
+        );
+        let idle = self.duration(
+            "mesh.link_idle_timeout",
+            raw.link_idle_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let redial_min =
+            self.duration("mesh.redial_min", raw.redial_min.as_deref(), Duration::from_millis(100));
+        let redial_max = self.duration("mesh.redial_max", raw.redial_max.as_deref(), Duration::from_secs(30));
+        let (keepalive, idle, redial_min, redial_max) = (keepalive?, idle?, redial_min?, redial_max?);
+        let mut ok = Some(());
+        if idle <= keepalive {
+            // Otherwise a quiet but healthy link is declared dead between two keepalives.
+            ok = self.check(
+                "mesh.link_idle_timeout",
+                Err(format!("must be longer than mesh.keepalive_interval ({keepalive:?}), is {idle:?}")),
+            );
+        }
+        if redial_min > redial_max {
+            ok = self.check(
+                "mesh.redial_min",
+                Err(format!("must not exceed mesh.redial_max ({redial_max:?}), is {redial_min:?}")),
+            );
+        }
+        ok.map(|()| (keepalive, idle, redial_min, redial_max))
+    }
+
+    fn mesh_windows(&mut self, raw: &raw::RawMesh) -> Option<(u64, u64, u64, usize)> {
+        let window = (1, QUIC_VARINT_MAX);
+        let stream = self.count("mesh.stream_window", raw.stream_window, 4 * MIB, window);
+        let connection = self.count("mesh.connection_window", raw.connection_window, 16 * MIB, window);
+        let send = self.count("mesh.send_window", raw.send_window, 16 * MIB, window);
+        let udp = self.count("mesh.udp_buffer", raw.udp_buffer, 4 * MIB, (1, UDP_BUFFER_MAX));
+        let (stream, connection) = (stream?, connection?);
+        if stream > connection {
+            // One stream could never use its window: the connection's would stop it first.
+            return self.check(
+                "mesh.stream_window",
+                Err(format!("must not exceed mesh.connection_window ({connection}), is {stream}")),
+            );
+        }
+        let (send, udp) = (send?, udp?);
+        let udp = self.check(
+            "mesh.udp_buffer",
+            usize::try_from(udp).map_err(|_| "too large for this platform".to_owned()),
+        )?;
+        Some((stream, connection, send, udp))
+    }
+
+    pub(super) fn limits(&mut self, raw: Option<&raw::RawLimits>) -> Option<Limits> {
+        let d = Limits::default();
+        let Some(raw) = raw else { return Some(d) };
+        let max_header_bytes = self.count(
+            "limits.max_header_bytes",
+            raw.max_header_bytes,
+            d.max_header_bytes as u64,
+            (64, 65_535),
+        );
+        let header_timeout =
+            self.duration("limits.header_timeout", raw.header_timeout.as_deref(), d.header_timeout);
+        let max_streams = self.count(
+            "limits.max_streams_per_peer",
+            raw.max_streams_per_peer,
+            d.max_streams_per_peer.into(),
+            (1, u32::MAX.into()),
+        );
+        let max_flows =
+            self.count("limits.max_flows", raw.max_flows, d.max_flows as u64, (1, usize::MAX as u64));
+        let connect_timeout =
+            self.duration("limits.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout);
+        let idle_timeout = self.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);
+        let half_closed_timeout = self.duration(
+            "limits.half_closed_timeout",
+            raw.half_closed_timeout.as_deref(),
+            d.half_closed_timeout,
+        );
+        let drain_timeout =
+            self.duration("limits.drain_timeout", raw.drain_timeout.as_deref(), d.drain_timeout);
+        Some(Limits {
+            // The ranges checked above make these conversions lossless.
+            max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
+            header_timeout: header_timeout?,
+            max_streams_per_peer: u32::try_from(max_streams?).ok()?,
+            max_flows: usize::try_from(max_flows?).ok()?,
+            connect_timeout: connect_timeout?,
+            idle_timeout: idle_timeout?,
+            half_closed_timeout: half_closed_timeout?,
+            drain_timeout: drain_timeout?,
+        })
+    }
+
+    pub(super) fn exit_policy(&mut self, allow: Option<&[String]>) -> Option<ExitPolicy> {
+        let allow = allow.unwrap_or_default();
+        if allow.is_empty() {
+            return Some(ExitPolicy::deny_all());
+        }
+        match ExitPolicy::parse(allow) {
+            Ok(policy) => Some(policy),
+            Err(problems) => {
+                for (i, message) in problems {
+                    self.error(format!("exit_policy.allow[{i}]"), message);
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Checks a [`RawConfig`] field by field and across fields, and builds the typed
+//! [`Config`].
+//!
+//! Every check runs even after one fails, so a single `proxy check` lists every problem
+//! in the file. A section is built only from values that passed; the typed config is
+//! returned only when nothing failed at all.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawConfig, RawMatch, RawRoute, RawTargets};
+use super::{
+    CommonConfig, Config, ConfigError, ListenerConfig, LogLevel, PeerConfig, PeerTransport, RouteConfig,
+    RouteMatch, SchedulerClientConfig, parse_duration,
+};
+
+const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
+const DEFAULT_MESH_BIND: &str = "0.0.0.0:7800";
+const DEFAULT_DATA_DIR: &str = "data";
+const MIB: u64 = 1024 * 1024;
+/// QUIC encodes flow-control windows as variable-length integers of at most 62 bits;
+/// quinn refuses larger values when the endpoint is built, which is too late.
+const QUIC_VARINT_MAX: u64 = (1 << 62) - 1;
+/// Socket buffer sizes go to `setsockopt` as a C `int`.
+const UDP_BUFFER_MAX: u64 = i32::MAX as u64;
+
+/// Validates `raw` and builds the typed [`Config`]. Relative paths (`cert`, `key`, `ca`,
+/// `data_dir`, `log_file`) are resolved against `base_dir`, and the certificate files
+/// must exist. On failure returns every problem found, in file order.
+pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut check = Checker { text: &raw.text, errors: Vec::new(), bad_route_match: false };
+    let node_id = raw.common.node_id.as_deref().unwrap_or_default();
+    let common = check.common(&raw.common, base_dir);
+    let listeners = check.listeners(&raw.listeners);
+    let scheduler = match &raw.scheduler {
+        None => Some(None),
+        Some(s) => check.scheduler(s).map(Some),
+    };
+    let peers = check.peers(&raw.peers, node_id);
+    let routes = check.routes(&raw, node_id);
+    check.unrouted_listeners(&raw);
+    let mesh = check.mesh(&raw.mesh, base_dir);
+    let limits = check.limits(raw.limits.as_ref());
+    let exit_policy = check.exit_policy(raw.exit_policy.as_ref().map(|p| p.allow.as_slice()));
+    let mut errors = check.errors;
+    if !errors.is_empty() {
+        // Stable: errors without a line, or on the same line, keep the order of checks.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(errors);
+    }
+    let config = (|| {
+        Some(Config {
+            source: None,
+            common: common?,
+            listeners: listeners?,
+            scheduler: scheduler?,
+            peers: peers?,
+            routes: routes?,
+            mesh: mesh?,
+            limits: limits?,
+            exit_policy: exit_policy?,
+        })
+    })();
+    // Every `None` above comes with an error, so this cannot fail; say so rather than
+    // panic if a future check forgets to report.
+    config.ok_or_else(|| {
+        vec![ConfigError {
+            key: "(config)".into(),
+            line: None,
+            message: "internal error: a section failed without saying why".into(),
+        }]
+    })
+}
+
+/// Collects errors while the checks run.
+struct Checker<'a> {
+    /// The config text, to find the line of a key.
+    text: &'a str,
+    errors: Vec<ConfigError>,
+    /// Some route's `match` was refused, so which listeners are routed is unknown.
+    bad_route_match: bool,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let line = raw::line_of(self.text, &key);
+        self.errors.push(ConfigError { key, line, message: message.into() });
+    }
+
+    /// Records `result`'s error under `key`; the value when it passed.
+    fn check<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.error(key, message)).ok()
+    }
+
+    /// A required, non-blank string.
+    fn required<'v>(&mut self, key: impl Into<String>, value: Option<&'v str>) -> Option<&'v str> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Some(v),
+            Some(_) => self.check(key, Err("must not be empty".into())),
+            None => self.check(key, Err("is required".into())),
+        }
+    }
+
+    /// An optional socket address (`IP:port`), `default` when absent.
+    fn socket_addr(
+        &mut self,
+        key: impl Into<String>,
+        value: Option<&str>,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let value = value.unwrap_or(default);
+        let parsed = value.parse::<SocketAddr>().map_err(|_| {
+            format!("`{value}` is not an IP:port address (write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")")
+        });
+        self.check(key, parsed)
+    }
+
+    /// An optional `host:port`: `Some(None)` when absent, `None` when invalid.
+    fn host_port(&mut self, key: impl Into<String>, value: Option<&str>) -> Option<Option<String>> {
+        match value {
+            None => Some(None),
+            Some(v) => self.check(key, check_host_port(v).map(|()| Some(v.to_owned()))),
+        }
+    }
+
+    /// An optional positive duration, `default` when absent.
+    fn duration(
+        &mut self,
+        key: impl Into<String>,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let parsed = parse_duration(value)
+            .and_then(|d| if d.is_zero() { Err("must be greater than zero".to_owned()) } else { Ok(d) });
+        self.check(key, parsed)
+    }
+
+    /// An optional count in `min..=max`, `default` when absent.
+    fn count(
+        &mut self,
+        key: impl Into<String>,
+        value: Option<u64>,
+        default: u64,
+        (min, max): (u64, u64),
+    ) -> Option<u64> {
+        let value = value.unwrap_or(default);
+        let checked = if value < min {
+            Err(if min == 1 {
+                "must be greater than zero".to_owned()
+            } else {
+                format!("must be at least {min}")
+            })
+        } else if value > max {
+            Err(format!("must be at most {max}"))
+        } else {
+            Ok(value)
+        };
+        self.check(key, checked)
+    }
+
+    /// A required path to an existing file, resolved against `base`.
+    fn existing_file(&mut self, key: &str, value: Option<&str>, base: &Path) -> Option<PathBuf> {
+        let path = base.join(self.required(key, value)?);
+        if path.is_file() {
+            Some(path)
+        } else if path.exists() {
+            self.check(key, Err(format!("`{}` is not a file", path.display())))
+        } else {
+            self.check(key, Err(format!("file not found: `{}`", path.display())))
+        }
+    }
+
+    /// Reports every name used more than once in a list section.
+    fn duplicates<'n>(&mut self, section: &str, names: impl Iterator<Item = Option<&'n str>>) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.enumerate() {
+            let Some(name) = name else { continue };
+            if let Some(first) = seen.get(name) {
+                self.error(
+                    format!("{section}[{i}].name"),
+                    format!("duplicate name `{name}` (also {section}[{first}])"),
+                );
+            } else {
+                seen.insert(name, i);
+            }
+        }
+    }
+}
+
+impl Checker<'_> {
+    fn common(&mut self, raw: &raw::RawCommon, base: &Path) -> Option<CommonConfig> {
+        let node_id = self.required("common.node_id", raw.node_id.as_deref());
+        let node_id = node_id.and_then(|id| self.check("common.node_id", check_node_id(id)));
+        let region = self.required("common.region", raw.region.as_deref());
+        let log_level =
+            self.check("common.log_level", parse_log_level(raw.log_level.as_deref().unwrap_or("info")));
+        let log_file = match raw.log_file.as_deref() {
+            None => Some(None),
+            Some(file) => self.required("common.log_file", Some(file)).map(|f| Some(base.join(f))),
+        };
+        let admin_addr = self.socket_addr("common.admin_addr", raw.admin_addr.as_deref(), DEFAULT_ADMIN_ADDR);
+        Some(CommonConfig {
+            node_id: node_id?.to_owned(),
+            region: region?.to_owned(),
+            log_level: log_level?,
+            log_file: log_file?,
+            admin_addr: admin_addr?,
+        })
+    }
+
+    fn listeners(&mut self, raw: &[raw::RawListener]) -> Option<Vec<ListenerConfig>> {
+        self.duplicates("listeners", raw.iter().map(|l| l.name.as_deref()));
+        let mut out = Vec::new();
+        let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+        for (i, listener) in raw.iter().enumerate() {
+            let name = self.required(format!("listeners[{i}].name"), listener.name.as_deref());
+            let key = format!("listeners[{i}].bind");
+            let bind = match self.required(key.clone(), listener.bind.as_deref()) {
+                Some(b) => self.socket_addr(key.clone(), Some(b), ""),
+                None => None,
+            };
+            if let Some(addr) = bind.filter(|a| a.port() != 0) {
+                // Two listeners on one address would fail at bind time; say so now.
+                match bound.get(&addr) {
+                    Some(first) => {
+                        self.error(key, format!("address {addr} is already bound by listeners[{first}]"))
+                    }
+                    None => {
+                        bound.insert(addr, i);
+                    }
+                }
+            }
+            if let (Some(name), Some(bind)) = (name, bind) {
+                out.push(ListenerConfig { name: name.to_owned(), bind });
+            }
+        }
+        (out.len() == raw.len()).then_some(out)
+    }
+
+    fn scheduler(&mut self, raw: &raw::RawScheduler) -> Option<SchedulerClientConfig> {
+        let address = self.required("scheduler.address", raw.address.as_deref());
+        let address = address.and_then(|a| self.host_port("scheduler.address", Some(a))).flatten();
+        let connect_timeout = self.duration(
+            "scheduler.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let request_timeout = self.duration(
+            "scheduler.request_timeout",
+            raw.request_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        let retry_interval =
+            self.duration("scheduler.retry_interval", raw.retry_interval.as_deref(), Duration::from_secs(2));
+        let heartbeat_interval = self.duration(
+            "scheduler.heartbeat_interval",
+            raw.heartbeat_interval.as_deref(),
+            Duration::from_secs(10),
+        );
+        Some(SchedulerClientConfig {
+            address: address?,
+            connect_timeout: connect_timeout?,
+            request_timeout: request_timeout?,
+            retry_interval: retry_interval?,
+            max_retries: raw.max_retries.unwrap_or(5),
+            heartbeat_interval: heartbeat_interval?,
+        })
+    }
+
+    fn peers(&mut self, raw: &[raw::RawPeer], node_id: &str) -> Option<Vec<PeerConfig>> {
+        self.duplicates("peers", raw.iter().map(|p| p.name.as_deref()));
+        let mut out = Vec::new();
+        for (i, peer) in raw.iter().enumerate() {
+            let key = format!("peers[{i}].name");
+            let name = self.required(key.clone(), peer.name.as_deref());
+            let name = name.and_then(|n| self.check(key.clone(), check_node_id(n)));
+            if name.is_some_and(|n| n == node_id) {
+                self.error(key, format!("`{node_id}` is this node's own id; a node is not its own peer"));
+            }
+            let address = self.host_port(format!("peers[{i}].address"), peer.address.as_deref());
+            let transport = self.check(format!("peers[{i}].type"), parse_transport(peer.kind.as_deref()));
+            let region = match peer.region.as_deref() {
+                None => Some(None),
+                Some(r) => self.required(format!("peers[{i}].region"), Some(r)).map(|r| Some(r.to_owned())),
+            };
+            if let (Some(name), Some(address), Some(transport), Some(region)) =
+                (name, address, transport, region)
+            {
+                out.push(PeerConfig { name: name.to_owned(), address, transport, region });
+            }
+        }
+        (out.len() == raw.len()).then_some(out)
+    }
+}
+
+/// A node id is used as a DNS name in certificates: 1 to 63 characters of `[a-z0-9-]`,
+/// not starting or ending with `-`.
+fn check_node_id(id: &str) -> Result<&str, String> {
+    if id.is_empty() || id.len() > 63 {
+        return Err(format!("`{id}` must be 1 to 63 characters long"));
+    }
+    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!("`{id}` contains `{bad}`; a node id uses only a-z, 0-9 and `-`"));
+    }
+    if id.starts_with('-') || id.ends_with('-') {
+        return Err(format!("`{id}` must not start or end with `-`"));
+    }
+    Ok(id)
+}
+
+fn parse_log_level(level: &str) -> Result<LogLevel, String> {
+    match level {
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warn" => Ok(LogLevel::Warn),
+        "error" => Ok(LogLevel::Error),
+        "fatal" => Ok(LogLevel::Fatal),
+        other => Err(format!("unknown log level `{other}` (expected debug, info, warn, error or fatal)")),
+    }
+}
+
+fn parse_transport(kind: Option<&str>) -> Result<PeerTransport, String> {
+    match kind {
+        // `tcp` is the seed's name; it means the same link until a TCP fallback exists.
+        None | Some("quic") | Some("tcp") => Ok(PeerTransport::Quic),
+        Some(other) => {
+            Err(format!("unknown peer type `{other}` (expected quic; tcp is accepted as an alias)"))
+        }
+    }
+}
+
+/// Checks `host:port` where host is a hostname, an IPv4 address or a bracketed IPv6
+/// address, and port is in 1..65535.
+fn check_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, port) = rest.split_once("]:").ok_or_else(|| format!("`{s}` is not [IPv6]:port"))?;
+        v6.parse::<Ipv6Addr>().map_err(|_| format!("`{v6}` is not an IPv6 address"))?;
+        (None, port)
+    } else {
+        let (host, port) =
+            s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not host:port (the port is missing)"))?;
+        if host.contains(':') {
+            return Err(format!("`{s}`: write an IPv6 address in brackets, as [addr]:port"));
+        }
+        (Some(host), port)
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => {}
+        _ => return Err(format!("`{s}`: port `{port}` is not in 1..65535")),
+    }
+    host.map_or(Ok(()), |h| check_host(h).map_err(|e| format!("`{s}`: {e}")))
+}
+
+/// A hostname (labels of letters, digits, `-` and `_`) or an IPv4 address. A name whose
+/// last label is all digits is neither (it is a mistyped address such as `10.0.0.256`).
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("the host is missing".into());
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.len() > 253 {
+        return Err("the host name is longer than 253 characters".into());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let last_numeric = host.rsplit('.').next().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
+    if !host.split('.').all(label_ok) || last_numeric {
+        return Err(format!("`{host}` is not a valid host name or IPv4 address"));
+    }
+    Ok(())
+}
+
+impl RawTargets {
+    fn len(&self) -> usize {
+        match self {
+            RawTargets::One(_) => 1,
+            RawTargets::Many(v) => v.len(),
+        }
+    }
+}
+
+mod mesh;
+mod routes;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Route checks: names, matches, targets, exits, and what this version does not support.
+
+use super::*;
+
+/// What a route may refer to: the names and ports the rest of the file defines.
+struct RouteContext<'a> {
+    node_id: &'a str,
+    listener_names: HashSet<&'a str>,
+    listener_ports: HashSet<u16>,
+    peer_names: HashSet<&'a str>,
+}
+
+impl<'a> RouteContext<'a> {
+    fn new(raw: &'a RawConfig, node_id: &'a str) -> Self {
+        Self {
+            node_id,
+            listener_names: raw.listeners.iter().filter_map(|l| l.name.as_deref()).collect(),
+            listener_ports: listener_ports(raw).collect(),
+            peer_names: raw.peers.iter().filter_map(|p| p.name.as_deref()).collect(),
+        }
+    }
+}
+
+/// The nonzero ports of listeners whose bind address parses.
+fn listener_ports(raw: &RawConfig) -> impl Iterator<Item = u16> + '_ {
+    raw.listeners
+        .iter()
+        .filter_map(|l| l.bind.as_deref()?.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|&p| p != 0)
+}
+
+impl Checker<'_> {
+    pub(super) fn routes(&mut self, raw: &RawConfig, node_id: &str) -> Option<Vec<RouteConfig>> {
+        self.duplicates("routes", raw.routes.iter().map(|r| r.name.as_deref()));
+        let ctx = RouteContext::new(raw, node_id);
+        let out: Vec<RouteConfig> =
+            raw.routes.iter().enumerate().filter_map(|(i, r)| self.route(i, r, &ctx)).collect();
+        (out.len() == raw.routes.len()).then_some(out)
+    }
+
+    fn route(&mut self, i: usize, raw: &RawRoute, ctx: &RouteContext<'_>) -> Option<RouteConfig> {
+        let name = self.required(format!("routes[{i}].name"), raw.name.as_deref());
+        let matcher = self.route_match(i, raw.matcher.as_ref(), ctx);
+        self.bad_route_match |= matcher.is_none();
+        let targets = self.route_targets(i, raw.target.as_ref(), ctx);
+        let exit = match raw.exit.as_deref() {
+            // Naming this node as the exit is the same as leaving `exit` out.
+            Some(exit) if exit == ctx.node_id => Some(None),
+            Some(exit) if ctx.peer_names.contains(exit) => Some(Some(exit.to_owned())),
+            Some(exit) => self.check(
+                format!("routes[{i}].exit"),
+                Err(format!("`{exit}` is neither this node (`{}`) nor a configured peer", ctx.node_id)),
+            ),
+            None => Some(None),
+        };
+        self.route_unsupported(i, raw)?;
+        Some(RouteConfig { name: name?.to_owned(), matcher: matcher?, targets: targets?, exit: exit? })
+    }
+
+    fn route_match(
+        &mut self,
+        i: usize,
+        raw: Option<&RawMatch>,
+        ctx: &RouteContext<'_>,
+    ) -> Option<RouteMatch> {
+        let key = format!("routes[{i}].match");
+        match raw.map(|m| (m.port, m.listener.as_deref())) {
+            None | Some((None, None)) => self.check(key, Err("give one of `port` or `listener`".into())),
+            Some((Some(_), Some(_))) => {
+                self.check(key, Err("give exactly one of `port` or `listener`, not both".into()))
+            }
+            Some((Some(port), None)) => {
+                let port = u16::try_from(port).ok().filter(|&p| p != 0);
+                let port = self.check(
+                    format!("{key}.port"),
+                    port.ok_or_else(|| "port must be in 1..65535".to_owned()),
+                )?;
+                let known = ctx.listener_ports.contains(&port);
+                let known = known.then_some(port).ok_or_else(|| format!("no listener binds port {port}"));
+                self.check(format!("{key}.port"), known).map(RouteMatch::Port)
+            }
+            Some((None, Some(name))) => {
+                let known = ctx.listener_names.contains(name);
+                let known =
+                    known.then(|| name.to_owned()).ok_or_else(|| format!("no listener named `{name}`"));
+                self.check(format!("{key}.listener"), known).map(RouteMatch::Listener)
+            }
+        }
+    }
+
+    fn route_targets(
+        &mut self,
+        i: usize,
+        raw: Option<&RawTargets>,
+        ctx: &RouteContext<'_>,
+    ) -> Option<Vec<String>> {
+        let key = format!("routes[{i}].target");
+        let keyed: Vec<(String, &String)> = match raw {
+            None => return self.check(key, Err("is required".into())),
+            Some(RawTargets::One(target)) => vec![(key, target)],
+            Some(RawTargets::Many(targets)) if targets.is_empty() => {
+                return self.check(key, Err("must list at least one host:port".into()));
+            }
+            Some(RawTargets::Many(targets)) => {
+                targets.iter().enumerate().map(|(j, t)| (format!("{key}[{j}]"), t)).collect()
+            }
+        };
+        let mut out = Vec::new();
+        for (key, target) in keyed {
+            let checked = if !target.contains(':') && ctx.peer_names.contains(target.as_str()) {
+                Err("proxy-chain targets (`target: <peer>`) are not supported by this version yet; \
+                     use `exit: <peer>` with a host:port target"
+                    .to_owned())
+            } else {
+                check_host_port(target)
+            };
+            out.extend(self.check(key, checked).map(|()| target.clone()));
+        }
+        (out.len() == raw.map_or(0, RawTargets::len)).then_some(out)
+    }
+
+    /// Refuses the parts of the route contract this version does not carry out yet, so
+    /// that a config that asks for them fails loudly instead of being half obeyed.
+    fn route_unsupported(&mut self, i: usize, raw: &RawRoute) -> Option<()> {
+        let mut ok = Some(());
+        if raw.via.as_ref().is_some_and(|v| !v.is_empty()) {
+            ok = self.check(
+                format!("routes[{i}].via"),
+                Err("multi-hop `via` is not supported by this version yet".into()),
+            );
+        }
+        if raw.paths.as_ref().is_some_and(|p| !p.is_empty()) {
+            ok = self.check(
+                format!("routes[{i}].paths"),
+                Err("`paths` is not supported by this version yet".into()),
+            );
+        }
+        if raw.multipath == Some(true) {
+            ok = self.check(
+                format!("routes[{i}].multipath"),
+                Err("`multipath: true` is not supported by this version yet".into()),
+            );
+        }
+        ok
+    }
+
+    /// A listener no route matches would accept connections only to refuse them.
+    /// Checked only when every route's `match` is valid.
+    pub(super) fn unrouted_listeners(&mut self, raw: &RawConfig) {
+        if self.bad_route_match {
+            // A broken `match` already has its error; blaming the listener it was
+            // probably meant for as well would only be noise.
+            return;
+        }
+        for (i, listener) in raw.listeners.iter().enumerate() {
+            let port = listener.bind.as_deref().and_then(|b| b.parse::<SocketAddr>().ok()).map(|a| a.port());
+            let matched = raw.routes.iter().filter_map(|r| r.matcher.as_ref()).any(|m| match m {
+                RawMatch { listener: Some(name), port: None } => {
+                    listener.name.as_deref() == Some(name.as_str())
+                }
+                RawMatch { port: Some(p), listener: None } => {
+                    port.is_some_and(|lp| lp != 0 && i64::from(lp) == *p)
+                }
+                _ => false,
+            });
+            if !matched {
+                self.error(format!("listeners[{i}]"), "no route matches this listener");
+            }
+        }
+    }
+}

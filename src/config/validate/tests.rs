@@ -1,0 +1,294 @@
+use super::*;
+use crate::config::Limits;
+
+/// The fixtures directory: its `certs/` holds placeholder files, enough for
+/// validation, which only checks that certificate files exist.
+fn base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+const VALID: &str = "\
+common:
+  node_id: a
+  region: eu
+listeners:
+  - name: web
+    bind: \"127.0.0.1:8080\"
+peers:
+  - name: b
+    address: \"10.0.0.2:7800\"
+routes:
+  - name: r1
+    match: { listener: web }
+    target: \"10.0.0.5:80\"
+    exit: b
+mesh:
+  cert: certs/node-cert.placeholder
+  key: certs/node-key.placeholder
+  ca: certs/ca-cert.placeholder
+";
+
+fn run(text: &str) -> Result<Config, Vec<ConfigError>> {
+    validate(raw::parse(text)?, &base())
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match run(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Asserts that some error has `key` and a message containing `needle`.
+fn assert_has(errors: &[ConfigError], key: &str, needle: &str) {
+    assert!(
+        errors.iter().any(|e| e.key == key && e.message.contains(needle)),
+        "no error `{key}: ...{needle}...` in {errors:#?}"
+    );
+}
+
+/// `VALID` with its first occurrence of `from` replaced.
+fn with(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "`{from}` is not in VALID");
+    VALID.replacen(from, to, 1)
+}
+
+#[test]
+fn a_valid_config_gets_every_default() {
+    let config = run(VALID).expect("VALID is valid");
+    assert_eq!(config.common.log_level, LogLevel::Info);
+    assert_eq!(config.common.admin_addr, "127.0.0.1:9901".parse().expect("addr"));
+    assert_eq!(config.mesh.bind, "0.0.0.0:7800".parse().expect("addr"));
+    assert_eq!(config.mesh.data_dir, base().join("data"));
+    assert_eq!(config.mesh.cert, base().join("certs/node-cert.placeholder"));
+    assert_eq!(config.mesh.keepalive_interval, Duration::from_secs(5));
+    assert_eq!(config.mesh.link_idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.mesh.redial_min, Duration::from_millis(100));
+    assert_eq!(config.mesh.redial_max, Duration::from_secs(30));
+    assert_eq!((config.mesh.stream_window, config.mesh.connection_window), (4 * MIB, 16 * MIB));
+    assert_eq!((config.mesh.send_window, config.mesh.udp_buffer), (16 * MIB, 4 << 20));
+    assert_eq!(config.limits.max_header_bytes, Limits::default().max_header_bytes);
+    assert!(config.scheduler.is_none());
+    assert_eq!(config.peers[0].transport, PeerTransport::Quic);
+    assert_eq!(config.routes[0].matcher, RouteMatch::Listener("web".into()));
+    assert_eq!(config.routes[0].targets, vec!["10.0.0.5:80".to_owned()]);
+    assert_eq!(config.routes[0].exit.as_deref(), Some("b"));
+}
+
+#[test]
+fn paths_resolve_against_the_base_unless_absolute() {
+    let ca = base().join("certs/ca-cert.placeholder");
+    let text = with("ca: certs/ca-cert.placeholder", &format!("ca: {}\n  data_dir: state", ca.display()))
+        .replacen("  region: eu", "  region: eu\n  log_file: logs/a.log", 1);
+    let config = run(&text).expect("valid");
+    assert_eq!(config.mesh.ca, ca);
+    assert_eq!(config.mesh.data_dir, base().join("state"));
+    assert_eq!(config.common.log_file, Some(base().join("logs/a.log")));
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = with("node_id: a", "node_id: A_1\n  log_level: loud").replacen("exit: b", "exit: z", 1);
+    let errors = errors(&text);
+    assert_has(&errors, "common.node_id", "contains `A`");
+    assert_has(&errors, "common.log_level", "unknown log level `loud`");
+    assert_has(&errors, "routes[0].exit", "neither this node");
+    let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![Some(2), Some(3), Some(15)]);
+}
+
+#[test]
+fn node_ids_follow_dns_label_rules() {
+    for good in ["a", "node-1", "0", &"x".repeat(63)] {
+        assert!(check_node_id(good).is_ok(), "{good}");
+    }
+    for bad in ["", "A", "a_b", "a.b", "-a", "a-", &"x".repeat(64)] {
+        assert!(check_node_id(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn common_requires_id_and_region_and_a_valid_admin_addr() {
+    let text = with("  node_id: a\n  region: eu", "  region: \" \"\n  admin_addr: localhost:9901");
+    let errors = errors(&text);
+    assert_has(&errors, "common.node_id", "is required");
+    assert_has(&errors, "common.region", "must not be empty");
+    assert_has(&errors, "common.admin_addr", "not an IP:port");
+}
+
+#[test]
+fn peers_are_checked_for_names_types_and_addresses() {
+    let peers = "  - name: b\n    type: tcp\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n";
+    let text = with("  - name: b\n    address: \"10.0.0.2:7800\"\n", peers);
+    let errors = errors(&text);
+    assert_has(&errors, "peers[1].name", "duplicate name `b` (also peers[0])");
+    assert_has(&errors, "peers[2].name", "this node's own id");
+    assert_has(&errors, "peers[3].type", "unknown peer type `udp`");
+    assert_has(&errors, "peers[3].address", "not in 1..65535");
+    assert!(!errors.iter().any(|e| e.key == "peers[0].type"), "tcp is an alias: {errors:#?}");
+}
+
+#[test]
+fn a_route_match_needs_exactly_one_known_selector() {
+    let both = errors(&with("{ listener: web }", "{ listener: web, port: 8080 }"));
+    assert_has(&both, "routes[0].match", "not both");
+    let neither = errors(&with("{ listener: web }", "{}"));
+    assert_has(&neither, "routes[0].match", "give one of");
+    let unknown = errors(&with("{ listener: web }", "{ listener: api }"));
+    assert_has(&unknown, "routes[0].match.listener", "no listener named `api`");
+    let unbound = errors(&with("{ listener: web }", "{ port: 9090 }"));
+    assert_has(&unbound, "routes[0].match.port", "no listener binds port 9090");
+    let zero = errors(&with("{ listener: web }", "{ port: 0 }"));
+    assert_has(&zero, "routes[0].match.port", "1..65535");
+    assert!(run(&with("{ listener: web }", "{ port: 8080 }")).is_ok());
+}
+
+#[test]
+fn route_targets_are_host_port_strings() {
+    let list = run(&with("\"10.0.0.5:80\"", "[\"10.0.0.5:80\", \"db.internal:5432\", \"[::1]:80\"]"));
+    assert_eq!(list.expect("valid").routes[0].targets.len(), 3);
+    let bad = errors(&with("\"10.0.0.5:80\"", "[\"10.0.0.5:80\", \"10.0.0.256:80\", \"::1:80\"]"));
+    assert_has(&bad, "routes[0].target[1]", "not a valid host name");
+    assert_has(&bad, "routes[0].target[2]", "brackets");
+    assert_has(&errors(&with("\"10.0.0.5:80\"", "[]")), "routes[0].target", "at least one");
+    assert_has(&errors(&with("\"10.0.0.5:80\"", "example.com")), "routes[0].target", "port is missing");
+    assert_has(&errors(&with("    target: \"10.0.0.5:80\"\n", "")), "routes[0].target", "is required");
+}
+
+#[test]
+fn a_peer_name_as_target_is_the_unsupported_proxy_chain() {
+    let errors = errors(&with("\"10.0.0.5:80\"", "b"));
+    assert_has(&errors, "routes[0].target", "proxy-chain targets (`target: <peer>`) are not supported");
+}
+
+#[test]
+fn exit_is_this_node_or_a_peer() {
+    let config = run(&with("exit: b", "exit: a")).expect("own id is a valid exit");
+    assert_eq!(config.routes[0].exit, None);
+    assert_has(
+        &errors(&with("exit: b", "exit: c")),
+        "routes[0].exit",
+        "neither this node (`a`) nor a configured peer",
+    );
+}
+
+#[test]
+fn multi_hop_and_multipath_are_refused_for_now() {
+    let text = with("exit: b", "exit: b\n    via: [b]\n    paths: [[b]]\n    multipath: true");
+    let errors = errors(&text);
+    assert_has(&errors, "routes[0].via", "multi-hop `via` is not supported by this version yet");
+    assert_has(&errors, "routes[0].paths", "`paths` is not supported");
+    assert_has(&errors, "routes[0].multipath", "not supported");
+    assert!(run(&with("exit: b", "exit: b\n    via: []\n    multipath: false")).is_ok());
+}
+
+#[test]
+fn listeners_need_unique_names_addresses_and_a_route() {
+    let listeners = "  - name: web\n    bind: \"127.0.0.1:8080\"\n  - name: web\n    bind: \"127.0.0.1:8080\"\n  - name: api\n    bind: \"127.0.0.1:80800\"\n";
+    let text = with("  - name: web\n    bind: \"127.0.0.1:8080\"\n", listeners);
+    let errors = errors(&text);
+    assert_has(&errors, "listeners[1].name", "duplicate name `web`");
+    assert_has(&errors, "listeners[1].bind", "already bound by listeners[0]");
+    assert_has(&errors, "listeners[2].bind", "not an IP:port");
+    assert_has(&errors, "listeners[2]", "no route matches this listener");
+}
+
+#[test]
+fn a_broken_match_does_not_also_blame_its_listener() {
+    let errors = errors(&with("{ listener: web }", "{ listener: wbe }"));
+    assert_has(&errors, "routes[0].match.listener", "no listener named `wbe`");
+    assert!(!errors.iter().any(|e| e.key == "listeners[0]"), "{errors:#?}");
+}
+
+#[test]
+fn route_names_are_unique() {
+    let route = "  - name: r1\n    match: { port: 8080 }\n    target: \"x:1\"\nmesh:";
+    assert_has(&errors(&with("mesh:", route)), "routes[1].name", "duplicate name `r1` (also routes[0])");
+}
+
+#[test]
+fn mesh_certificates_must_exist() {
+    let errors = errors(&with("key: certs/node-key.placeholder", "key: certs/missing.key").replacen(
+        "  ca: certs/ca-cert.placeholder\n",
+        "",
+        1,
+    ));
+    assert_has(&errors, "mesh.key", "file not found");
+    assert_has(&errors, "mesh.ca", "is required");
+    assert_has(
+        &self::errors(&with("cert: certs/node-cert.placeholder", "cert: certs")),
+        "mesh.cert",
+        "is not a file",
+    );
+}
+
+#[test]
+fn mesh_timers_and_windows_are_consistent() {
+    let extra = "ca: certs/ca-cert.placeholder\n  keepalive_interval: 30s\n  redial_min: 1m\n  stream_window: 32000000\n  send_window: 0\n  udp_buffer: 4294967296\n  advertise: nohost";
+    let errors = errors(&with("ca: certs/ca-cert.placeholder", extra));
+    assert_has(&errors, "mesh.link_idle_timeout", "must be longer than mesh.keepalive_interval");
+    assert_has(&errors, "mesh.redial_min", "must not exceed mesh.redial_max");
+    assert_has(&errors, "mesh.stream_window", "must not exceed mesh.connection_window");
+    assert_has(&errors, "mesh.send_window", "greater than zero");
+    assert_has(&errors, "mesh.udp_buffer", "must be at most");
+    assert_has(&errors, "mesh.advertise", "port is missing");
+    assert!(!errors.iter().any(|e| e.key == "mesh.ca"), "{errors:#?}");
+}
+
+#[test]
+fn durations_must_parse_and_be_positive() {
+    let limits = "limits:\n  idle_timeout: 0s\n  drain_timeout: 30\n  header_timeout: 1.5s\nmesh:";
+    let errors = errors(&with("mesh:", limits));
+    assert_has(&errors, "limits.idle_timeout", "greater than zero");
+    assert_has(&errors, "limits.drain_timeout", "no unit");
+    assert!(!errors.iter().any(|e| e.key == "limits.header_timeout"), "{errors:#?}");
+}
+
+#[test]
+fn limits_are_range_checked_and_default_per_field() {
+    let limits = "limits:\n  max_header_bytes: 10\n  max_flows: 0\n  max_streams_per_peer: 5000000000\nmesh:";
+    let errors = errors(&with("mesh:", limits));
+    assert_has(&errors, "limits.max_header_bytes", "at least 64");
+    assert_has(&errors, "limits.max_flows", "greater than zero");
+    assert_has(&errors, "limits.max_streams_per_peer", "at most");
+    let config = run(&with("mesh:", "limits:\n  max_flows: 10\nmesh:")).expect("valid");
+    assert_eq!(config.limits.max_flows, 10);
+    assert_eq!(config.limits.drain_timeout, Limits::default().drain_timeout);
+}
+
+#[test]
+fn the_scheduler_section_needs_an_address() {
+    let text = with("mesh:", "scheduler:\n  heartbeat_interval: 1s\nmesh:");
+    assert_has(&errors(&text), "scheduler.address", "is required");
+    let text = with("mesh:", "scheduler:\n  address: sched.example:7900\n  max_retries: 0\nmesh:");
+    let scheduler = run(&text).expect("valid").scheduler.expect("present");
+    assert_eq!(scheduler.address, "sched.example:7900");
+    assert_eq!(scheduler.max_retries, 0);
+    assert_eq!(scheduler.connect_timeout, Duration::from_secs(5));
+    assert_eq!(scheduler.heartbeat_interval, Duration::from_secs(10));
+}
+
+#[test]
+fn exit_policy_errors_name_the_pattern_index() {
+    let text = with("mesh:", "exit_policy:\n  allow: [\"10.0.0.0/8\", \"10.0.0.0/99\"]\nmesh:");
+    let errors = errors(&text);
+    assert!(errors.iter().any(|e| e.key == "exit_policy.allow[1]"), "{errors:#?}");
+    assert!(!errors.iter().any(|e| e.key == "exit_policy.allow[0]"), "{errors:#?}");
+}
+
+#[test]
+fn validation_errors_carry_the_line_of_their_key() {
+    let errors = errors(&with("{ listener: web }", "\n      listener: api"));
+    let error = errors.iter().find(|e| e.key == "routes[0].match.listener").expect("reported");
+    assert_eq!(error.line, Some(13));
+}
+
+#[test]
+fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
+    for good in ["a:1", "db.internal:5432", "10.0.0.1:65535", "[::1]:80", "under_score.example:80"] {
+        assert_eq!(check_host_port(good), Ok(()), "{good}");
+    }
+    for bad in ["a", ":80", "a:", "a:0", "a:65536", "[::1]80", "[zz]:80", "-a:1", "a..b:1", "1.2.3.4.5:80"] {
+        assert!(check_host_port(bad).is_err(), "{bad}");
+    }
+}
