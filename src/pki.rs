@@ -112,8 +112,14 @@ pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError>
     }
     fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
     let ca_path = dir.join("ca.crt");
-    if ca_path.exists() {
-        return Err(PkiError::Exists(ca_path));
+    let mut planned = vec![ca_path.clone(), dir.join("ca.key")];
+    for node in nodes {
+        planned.push(dir.join(format!("{node}.crt")));
+        planned.push(dir.join(format!("{node}.key")));
+    }
+    // Nothing is written unless nothing would be overwritten.
+    if let Some(existing) = planned.into_iter().find(|p| p.exists()) {
+        return Err(PkiError::Exists(existing));
     }
     let ca = MeshCa::generate("proxy mesh CA")?;
     let mut files = Vec::new();
@@ -127,11 +133,12 @@ pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError>
     Ok(WrittenFiles { files })
 }
 
-/// Writes a file; a secret is created mode 0600 before any byte is written.
+/// Writes a new file (never an existing one); a secret is created mode 0600 before any
+/// byte is written, so it is never readable by others, not even briefly.
 pub fn write_file(path: &Path, contents: &str, secret: bool, log: &mut Vec<PathBuf>) -> Result<(), PkiError> {
     let err = |source| PkiError::Write { path: path.to_path_buf(), source };
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if secret {
         use std::os::unix::fs::OpenOptionsExt;

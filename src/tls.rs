@@ -37,7 +37,7 @@ pub enum TlsError {
     /// quinn refused the TLS config.
     #[error("QUIC TLS setup: {0}")]
     Quic(String),
-    /// This node's own certificate does not name its configured node id.
+    /// This node's own certificate does not name exactly its configured node id.
     #[error("certificate {path} names {found:?}, but this node is `{expected}`")]
     WrongIdentity {
         /// The certificate file.
@@ -68,7 +68,8 @@ impl TlsIdentity {
             roots.add(c)?;
         }
         let found = chain.first().map(node_ids_in_cert).unwrap_or_default();
-        if !found.iter().any(|f| f == node_id) {
+        // Peers accept a certificate only when it names exactly one node, so require the same.
+        if found != [node_id] {
             return Err(TlsError::WrongIdentity {
                 path: cert.display().to_string(),
                 expected: node_id.to_string(),

@@ -5,6 +5,17 @@
 //! keeps the same one, whatever order they arrived in: the connection opened by the node
 //! with the smaller id wins; between two opened by the same node (a restart), the newer
 //! wins, because the older one belongs to a process that is gone.
+//!
+//! One more case: a node dials only while it holds no live link. So when the peer dials
+//! us although we have held the preferred link for longer than [`SETTLE`], the peer has
+//! lost that link (it restarted, or its side timed out) and ours is stale, even if our
+//! side has not noticed yet: the new connection wins. Simultaneous dials at start-up
+//! complete within milliseconds of each other, well inside [`SETTLE`].
+
+use std::time::Duration;
+
+/// How long after a link is established a dial from the peer still counts as simultaneous.
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,19 +26,27 @@ pub enum Initiator {
     Remote,
 }
 
-/// Whether a newly established connection should replace the one already held.
-/// `existing_alive` is false when the held connection has already closed.
-pub fn new_replaces_existing(
-    local_id: &str,
-    peer_id: &str,
-    existing: Initiator,
-    existing_alive: bool,
-    new: Initiator,
-) -> bool {
-    if !existing_alive || existing == new {
+/// The link already held for a peer, as the rule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Existing {
+    /// Who opened it.
+    pub initiator: Initiator,
+    /// Whether it is still open.
+    pub alive: bool,
+    /// How long ago it was established.
+    pub age: Duration,
+}
+
+/// Whether a newly established connection opened by `new` should replace `existing`.
+pub fn new_replaces_existing(local_id: &str, peer_id: &str, existing: Existing, new: Initiator) -> bool {
+    if !existing.alive || existing.initiator == new {
         return true;
     }
     let preferred = if local_id < peer_id { Initiator::Local } else { Initiator::Remote };
+    if new == Initiator::Remote && existing.age > SETTLE {
+        // The peer dialed although we hold a settled link: it has lost that link.
+        return true;
+    }
     new == preferred
 }
 
@@ -36,12 +55,16 @@ mod tests {
     use super::*;
     use Initiator::*;
 
+    fn fresh(initiator: Initiator) -> Existing {
+        Existing { initiator, alive: true, age: Duration::from_millis(5) }
+    }
+
     #[test]
     fn both_sides_keep_the_connection_dialed_by_the_smaller_id() {
         // Connection X dialed by "a", Y dialed by "b". On a: X is Local, Y is Remote.
         // On b: X is Remote, Y is Local. Try both arrival orders on both sides.
         let keep_on = |me: &str, peer: &str, first: Initiator, second: Initiator| {
-            if new_replaces_existing(me, peer, first, true, second) { second } else { first }
+            if new_replaces_existing(me, peer, fresh(first), second) { second } else { first }
         };
         assert_eq!(keep_on("a", "b", Local, Remote), Local);
         assert_eq!(keep_on("a", "b", Remote, Local), Local);
@@ -51,7 +74,18 @@ mod tests {
 
     #[test]
     fn same_initiator_or_dead_existing_means_the_new_one_wins() {
-        assert!(new_replaces_existing("b", "a", Remote, true, Remote));
-        assert!(new_replaces_existing("a", "b", Local, false, Remote));
+        assert!(new_replaces_existing("b", "a", fresh(Remote), Remote));
+        let dead = Existing { alive: false, ..fresh(Local) };
+        assert!(new_replaces_existing("a", "b", dead, Remote));
+    }
+
+    #[test]
+    fn a_peer_that_redials_a_settled_link_has_lost_it() {
+        let settled = Existing { age: SETTLE + Duration::from_millis(1), ..fresh(Local) };
+        // a holds the link it dialed; b dials again: b lost it, so b's new link wins on a.
+        assert!(new_replaces_existing("a", "b", settled, Remote));
+        // Our own re-dial never displaces a settled preferred link we did not lose.
+        let settled_remote = Existing { age: SETTLE * 2, ..fresh(Remote) };
+        assert!(!new_replaces_existing("b", "a", settled_remote, Local));
     }
 }

@@ -72,6 +72,21 @@ impl ExitPolicy {
         self.rules.is_empty()
     }
 
+    /// Whether some rule could allow `host:port` before it is resolved: an IP literal is
+    /// checked exactly; a name only needs a name rule that matches it or an IP rule for the
+    /// port. Used to avoid resolving names that no rule could ever allow.
+    pub fn may_allow(&self, host: &str, port: u16) -> bool {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.allows(host, SocketAddr::new(ip, port));
+        }
+        let name = normalize_name(host);
+        port != 0
+            && self.rules.iter().any(|r| match r.host {
+                HostPattern::Cidr(_) => r.ports.contains(port),
+                _ => r.matches(&name, IpAddr::from([0, 0, 0, 0]), port),
+            })
+    }
+
     /// Whether this node may dial `addr`, reached by resolving `requested_host`.
     pub fn allows(&self, requested_host: &str, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
@@ -112,7 +127,7 @@ impl AllowRule {
     }
 
     fn matches(&self, name: &str, ip: IpAddr, port: u16) -> bool {
-        if port < self.ports.low || port > self.ports.high {
+        if !self.ports.contains(port) {
             return false;
         }
         match &self.host {
@@ -142,6 +157,12 @@ impl fmt::Display for AllowRule {
         } else {
             write!(f, ":{}-{}", self.ports.low, self.ports.high)
         }
+    }
+}
+
+impl PortRange {
+    fn contains(&self, port: u16) -> bool {
+        self.low <= port && port <= self.high
     }
 }
 
@@ -301,6 +322,18 @@ mod tests {
         assert!(p.allows("a.svc.local", sa("10.0.0.1:8050")));
         assert!(!p.allows("svc.local", sa("10.0.0.1:8050")));
         assert!(!p.allows("asvc.local", sa("10.0.0.1:8050")));
+    }
+
+    #[test]
+    fn names_are_only_worth_resolving_when_a_rule_could_allow_them() {
+        assert!(!ExitPolicy::deny_all().may_allow("db.internal", 5432));
+        let p = policy(&["db.internal:5432", "10.0.0.0/8:443"]);
+        assert!(p.may_allow("db.internal", 5432));
+        assert!(!p.may_allow("other.internal", 5432));
+        assert!(p.may_allow("other.internal", 443), "may resolve into 10/8");
+        assert!(p.may_allow("10.1.1.1", 443));
+        assert!(!p.may_allow("127.0.0.1", 443));
+        assert!(!p.may_allow("db.internal", 0));
     }
 
     #[test]

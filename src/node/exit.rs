@@ -14,19 +14,22 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
-use crate::node::splice::{self, Prelude, codes};
+use crate::node::splice::{self, FlowEnd, Prelude, codes};
+use crate::node::tcp_io;
 use crate::node::{FlowGuard, Shared, log_escape};
 
 /// Handles one stream opened by `peer`.
 pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStream, mut recv: RecvStream) {
-    let Some(guard) = FlowGuard::try_new(&shared) else {
-        refuse(&shared, &mut send, &mut recv, RefuseReason::Overloaded, "flow limit reached").await;
-        return;
-    };
+    // Draining first: while draining, shutdown takes every permit that comes free, so the
+    // flow limit would otherwise hide the real reason.
     if *shared.draining.borrow() {
         refuse(&shared, &mut send, &mut recv, RefuseReason::Draining, "node is shutting down").await;
         return;
     }
+    let Some(guard) = FlowGuard::try_new(&shared) else {
+        refuse(&shared, &mut send, &mut recv, RefuseReason::Overloaded, "flow limit reached").await;
+        return;
+    };
     let (header, rest) = match read_header(&shared, &mut recv).await {
         Ok(h) => h,
         Err((reason, detail)) => {
@@ -61,8 +64,12 @@ async fn exit_flow(
             return;
         }
     };
-    if send.write_chunk(Bytes::from(wire::encode_reply(&Reply::Opened))).await.is_err() {
-        splice::abort(tcp, &mut send, &mut recv, codes::PEER_RESET);
+    tcp_io::arm_reset_on_drop(&tcp);
+    let opened = Bytes::from(wire::encode_reply(&Reply::Opened));
+    let limit = shared.config.limits.connect_timeout;
+    if !matches!(tokio::time::timeout(limit, send.write_chunk(opened)).await, Ok(Ok(()))) {
+        splice::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
+        guard.finish(&FlowEnd::TimedOut("reply"));
         return;
     }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
@@ -111,15 +118,36 @@ async fn read_header(
 }
 
 /// Resolves the target, keeps the addresses the exit policy allows, and connects to the
-/// first that answers.
+/// first that answers, all within one `connect_timeout`. A name is resolved only when some
+/// rule could allow it, so a deny-all node never looks up names peers send it.
 async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
-    let timeout = shared.config.limits.connect_timeout;
-    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
-    let resolved: Vec<SocketAddr> = match tokio::time::timeout(timeout, tokio::net::lookup_host(target)).await
-    {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(e)) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
-        Err(_) => return Err((RefuseReason::TargetUnreachable, "resolving timed out".into())),
+    let policy = &shared.config.exit_policy;
+    let (host, port) = split_target(target);
+    if !policy.may_allow(host, port) {
+        return Err((RefuseReason::Policy, format!("exit policy does not allow {}", log_escape(target))));
+    }
+    let budget = shared.config.limits.connect_timeout;
+    match tokio::time::timeout(budget, resolve_and_connect(shared, target, host)).await {
+        Ok(r) => r,
+        Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
+    }
+}
+
+fn split_target(target: &str) -> (&str, u16) {
+    match target.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse().unwrap_or(0)),
+        None => (target, 0),
+    }
+}
+
+async fn resolve_and_connect(
+    shared: &Shared,
+    target: &str,
+    host: &str,
+) -> Result<TcpStream, (RefuseReason, String)> {
+    let resolved: Vec<SocketAddr> = match tokio::net::lookup_host(target).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
     };
     let allowed: Vec<SocketAddr> =
         resolved.iter().copied().filter(|a| shared.config.exit_policy.allows(host, *a)).collect();
@@ -129,13 +157,12 @@ async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (Refuse
     }
     let mut last = String::new();
     for addr in allowed {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: connect timed out"),
+            Err(e) => last = format!("{addr}: {e}"),
         }
     }
     Err((RefuseReason::TargetUnreachable, last))
@@ -151,11 +178,16 @@ async fn refuse(
 ) {
     shared.counters.refused_here(reason);
     let reply = wire::encode_reply(&Reply::refused(reason, &shared.config.common.node_id, detail));
-    let _ = recv.stop(codes::REFUSED);
-    // Bounded: a peer that never reads must not hold this task.
+    // The reply goes out before the stop, so an opener still uploading learns why.
     let write = async {
         send.write_all(&reply).await.ok()?;
         send.finish().ok()
     };
-    let _ = tokio::time::timeout(shared.config.limits.header_timeout, write).await;
+    // Bounded: a peer that never reads must not hold this task.
+    let sent = tokio::time::timeout(shared.config.limits.header_timeout, write).await;
+    let _ = recv.stop(codes::REFUSED);
+    if !matches!(sent, Ok(Some(()))) {
+        // Never leave a partial reply looking like a finished stream.
+        let _ = send.reset(codes::REFUSED);
+    }
 }

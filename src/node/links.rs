@@ -62,11 +62,25 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
 
 async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Connection> {
     let timeout = shared.config.limits.connect_timeout;
-    let addr = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+    let resolved: Vec<std::net::SocketAddr> = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
         .await
         .map_err(|_| anyhow::anyhow!("resolving timed out"))??
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("resolves to no address"))?;
+        .collect();
+    // An endpoint bound to IPv4 cannot reach IPv6 addresses (a `[::]` bind reaches both).
+    let local = shared.endpoint.local_addr()?;
+    let usable = resolved.into_iter().filter(|a| local.is_ipv6() || a.is_ipv4());
+    let mut last = anyhow::anyhow!("resolves to no usable address");
+    for addr in usable {
+        match dial_addr(shared, peer, addr).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = e.context(addr.to_string()),
+        }
+    }
+    Err(last)
+}
+
+async fn dial_addr(shared: &Shared, peer: &str, addr: std::net::SocketAddr) -> anyhow::Result<Connection> {
+    let timeout = shared.config.limits.connect_timeout;
     let connecting = shared.endpoint.connect(addr, peer)?;
     let conn = tokio::time::timeout(timeout, connecting)
         .await

@@ -7,12 +7,15 @@
 
 pub mod endpoint;
 pub mod exit;
+pub mod flow_timer;
 pub mod links;
 pub mod listener;
+pub mod local_splice;
 pub mod origin;
 pub mod peers;
 pub mod splice;
 pub mod stats;
+pub mod tcp_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +31,9 @@ use crate::config::Config;
 use crate::core::route::RouteTable;
 use crate::core::wire::HeaderLimits;
 use crate::tls::TlsIdentity;
+use flow_timer::FlowTimeouts;
 use peers::{PeerInfo, PeerPool};
-use splice::{FlowEnd, SpliceTimeouts};
+use splice::FlowEnd;
 use stats::{Counters, Stats};
 
 /// State shared by every task of a node.
@@ -45,7 +49,7 @@ pub struct Shared {
     force: watch::Receiver<bool>,
     flow_ids: AtomicU64,
     header_limits: HeaderLimits,
-    timeouts: SpliceTimeouts,
+    timeouts: FlowTimeouts,
 }
 
 impl Shared {
@@ -66,14 +70,14 @@ pub struct FlowGuard {
 
 impl FlowGuard {
     /// A guard, or `None` when the node is at its flow limit.
-    fn try_new(shared: &Shared) -> Option<Self> {
+    pub(crate) fn try_new(shared: &Shared) -> Option<Self> {
         let permit = shared.flow_permits.clone().try_acquire_owned().ok()?;
         shared.counters.flows_current.fetch_add(1, Ordering::Relaxed);
         Some(Self { counters: shared.counters.clone(), _permit: permit })
     }
 
     /// Counts how the flow ended.
-    fn finish(self, end: &FlowEnd) {
+    pub(crate) fn finish(self, end: &FlowEnd) {
         match end {
             FlowEnd::Completed => debug!("flow completed"),
             FlowEnd::Refused { .. } => {}
@@ -157,10 +161,15 @@ impl Node {
             force,
             flow_ids: AtomicU64::new(rand::random::<u64>() >> 1),
             header_limits: HeaderLimits { max_header_bytes: limits.max_header_bytes, max_hops: 16 },
-            timeouts: SpliceTimeouts {
+            timeouts: FlowTimeouts {
                 idle: limits.idle_timeout,
                 half_closed: limits.half_closed_timeout,
-                reply: limits.header_timeout + limits.connect_timeout + Duration::from_secs(5),
+                // The exit has header_timeout to read the header and connect_timeout to
+                // reach the target; the margin covers the path's round trips.
+                reply: limits
+                    .header_timeout
+                    .saturating_add(limits.connect_timeout)
+                    .saturating_add(Duration::from_secs(5)),
             },
             config,
         });

@@ -10,22 +10,26 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::route::Exit;
 use crate::core::wire::{self, FlowHeader, RefuseReason};
+use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
+use crate::node::tcp_io::{self, reset_tcp};
 use crate::node::{FlowGuard, Shared};
 
 /// Routes and carries one accepted application connection.
 pub async fn handle_connection(shared: Arc<Shared>, listener: String, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
+    // From here on, any way this task ends short of completion closes with an RST.
+    tcp_io::arm_reset_on_drop(&tcp);
     let Some(guard) = FlowGuard::try_new(&shared) else {
         shared.counters.refused_origin(RefuseReason::Overloaded);
         warn!(listener = %listener, "refused a connection: flow limit reached");
-        splice::reset_tcp(tcp);
+        reset_tcp(tcp);
         return;
     };
     let Some((index, route)) = shared.routes.for_listener(&listener) else {
         shared.counters.refused_origin(RefuseReason::NoRoute);
         warn!(listener = %listener, "refused a connection: no route");
-        splice::reset_tcp(tcp);
+        reset_tcp(tcp);
         return;
     };
     let c = &shared.counters;
@@ -56,18 +60,18 @@ async fn via_peer(shared: &Shared, tcp: TcpStream, peer: &str, target: String, f
     let conn = match shared.pool.connection(peer, limits.connect_timeout).await {
         Ok(c) => c,
         Err(e) => {
-            splice::reset_tcp(tcp);
+            reset_tcp(tcp);
             return refused(RefuseReason::NoRoute, e.to_string());
         }
     };
     let (mut send, mut recv) = match tokio::time::timeout(limits.connect_timeout, conn.open_bi()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            splice::reset_tcp(tcp);
+            reset_tcp(tcp);
             return refused(RefuseReason::NoRoute, format!("link to `{peer}` failed: {e}"));
         }
         Err(_) => {
-            splice::reset_tcp(tcp);
+            reset_tcp(tcp);
             return refused(RefuseReason::Overloaded, format!("no stream to `{peer}` available in time"));
         }
     };
@@ -80,9 +84,18 @@ async fn via_peer(shared: &Shared, tcp: TcpStream, peer: &str, target: String, f
             return refused(RefuseReason::BadHeader, e.to_string());
         }
     };
-    if let Err(e) = send.write_chunk(Bytes::from(bytes)).await {
-        splice::abort(tcp, &mut send, &mut recv, splice::codes::PEER_RESET);
-        return FlowEnd::LinkLost(e.to_string());
+    // The header normally fits the stream window at once; a link whose window is used up by
+    // stalled flows must not hold this flow forever.
+    match tokio::time::timeout(limits.connect_timeout, send.write_chunk(Bytes::from(bytes))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            splice::abort(tcp, &mut send, &mut recv, splice::codes::PEER_RESET);
+            return FlowEnd::LinkLost(e.to_string());
+        }
+        Err(_) => {
+            splice::abort(tcp, &mut send, &mut recv, splice::codes::TIMEOUT);
+            return refused(RefuseReason::Overloaded, format!("link to `{peer}` has no send window"));
+        }
     }
     splice::splice(
         tcp,
@@ -97,44 +110,18 @@ async fn via_peer(shared: &Shared, tcp: TcpStream, peer: &str, target: String, f
 }
 
 /// This node is the exit: a plain TCP proxy to the target.
-async fn local_exit(shared: &Shared, mut tcp: TcpStream, target: &str) -> FlowEnd {
+async fn local_exit(shared: &Shared, tcp: TcpStream, target: &str) -> FlowEnd {
     let timeout = shared.config.limits.connect_timeout;
-    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            splice::reset_tcp(tcp);
-            return FlowEnd::Refused {
-                reason: RefuseReason::TargetUnreachable,
-                hop: shared.id().to_string(),
-                detail: format!("{target}: {e}"),
-            };
+    let detail = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+        Ok(Ok(upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            shared.counters.flows_local.fetch_add(1, Ordering::Relaxed);
+            return splice_tcp(tcp, upstream, shared.timeouts, shared.counters.clone(), shared.force.clone())
+                .await;
         }
-        Err(_) => {
-            splice::reset_tcp(tcp);
-            return FlowEnd::Refused {
-                reason: RefuseReason::TargetUnreachable,
-                hop: shared.id().to_string(),
-                detail: format!("{target}: connect timed out"),
-            };
-        }
+        Ok(Err(e)) => format!("{target}: {e}"),
+        Err(_) => format!("{target}: connect timed out"),
     };
-    let _ = upstream.set_nodelay(true);
-    shared.counters.flows_local.fetch_add(1, Ordering::Relaxed);
-    let mut force = shared.force.clone();
-    let copied = tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut upstream, 64 * 1024, 64 * 1024) => r.ok(),
-        _ = crate::node::wait_true(&mut force) => None,
-    };
-    match copied {
-        Some((up, down)) => {
-            shared.counters.bytes_in.fetch_add(up + down, Ordering::Relaxed);
-            shared.counters.bytes_out.fetch_add(up + down, Ordering::Relaxed);
-            FlowEnd::Completed
-        }
-        None => {
-            splice::reset_tcp(tcp);
-            splice::reset_tcp(upstream);
-            FlowEnd::TcpReset
-        }
-    }
+    reset_tcp(tcp);
+    FlowEnd::Refused { reason: RefuseReason::TargetUnreachable, hop: shared.id().to_string(), detail }
 }

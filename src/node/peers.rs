@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::PeerConfig;
-use crate::core::link_rule::{self, Initiator};
+use crate::core::link_rule::{self, Existing, Initiator};
 
 /// Connection close code: a duplicate link lost the tie-break.
 pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
@@ -132,17 +132,22 @@ impl PeerPool {
             conn.close(LINK_UNKNOWN_PEER, b"unknown node");
             return false;
         };
+        // A handshake that finished after its connection died must not displace a live one.
+        if conn.close_reason().is_some() {
+            return false;
+        }
         let mut replaced = None;
         let installed = slot.link.send_if_modified(|cur| {
             let replace = match cur {
                 None => true,
-                Some(l) => link_rule::new_replaces_existing(
-                    &self.local_id,
-                    peer,
-                    l.initiator,
-                    l.conn.close_reason().is_none(),
-                    initiator,
-                ),
+                Some(l) => {
+                    let existing = Existing {
+                        initiator: l.initiator,
+                        alive: l.conn.close_reason().is_none(),
+                        age: l.since.elapsed(),
+                    };
+                    link_rule::new_replaces_existing(&self.local_id, peer, existing, initiator)
+                }
             };
             if replace {
                 replaced = cur.replace(Link { conn: conn.clone(), initiator, since: Instant::now() });

@@ -4,9 +4,11 @@
 //! - TCP end of stream becomes a stream finish, and a stream finish becomes a TCP write
 //!   shutdown; the flow is complete only when both directions finished.
 //! - Any error, timeout or forced shutdown resets *both* sides: the QUIC stream is reset
-//!   and stopped, and the TCP socket is closed with `SO_LINGER 0` (an RST). quinn finishes a
-//!   dropped `SendStream` cleanly, so the streams are owned here, outside the copy futures,
-//!   and reset explicitly after those futures are dropped: a cut flow never looks complete.
+//!   and stopped, and the TCP socket is closed with an RST. quinn finishes a dropped
+//!   `SendStream` cleanly, so the streams are owned here, outside the copy futures, and
+//!   reset explicitly after those futures are dropped: a cut flow never looks complete.
+//! - A completed flow is held until the peer acknowledged all its bytes, so a shutdown
+//!   that closes the link right after cannot drop its tail.
 //! - Memory is bounded per flow: each direction holds at most one chunk (64 KiB) of its
 //!   own, and buffers are only allocated while a socket is readable, so an idle flow holds
 //!   none. Backpressure is the QUIC stream window on one side and the TCP socket buffer on
@@ -14,20 +16,20 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::core::wire::{self, Decoded, RefuseReason, Reply};
+use crate::node::flow_timer::{Activity, FlowTimeouts};
 use crate::node::stats::Counters;
+use crate::node::tcp_io;
 
-/// Largest chunk moved in one step.
-const CHUNK: usize = 64 * 1024;
+/// Largest chunk read from TCP in one step.
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// Stream chunks gathered into one TCP write.
 const GATHER: usize = 16;
 /// Reads shorter than this are copied out so the 64 KiB buffer can be reused.
@@ -46,17 +48,6 @@ pub mod codes {
     pub const REFUSED: VarInt = VarInt::from_u32(4);
     /// The far side reset the stream, passed on.
     pub const PEER_RESET: VarInt = VarInt::from_u32(5);
-}
-
-/// Timeouts that apply to a spliced flow.
-#[derive(Debug, Clone, Copy)]
-pub struct SpliceTimeouts {
-    /// No bytes either way for this long resets the flow.
-    pub idle: Duration,
-    /// After one direction finished, the other must finish within this.
-    pub half_closed: Duration,
-    /// The opener waits this long for the reply.
-    pub reply: Duration,
 }
 
 /// What happens on the stream-to-TCP side before plain copying starts.
@@ -89,7 +80,7 @@ pub enum FlowEnd {
     PeerReset(u64),
     /// The peer link was lost.
     LinkLost(String),
-    /// Idle or half-closed timeout.
+    /// Idle, half-closed or reply timeout.
     TimedOut(&'static str),
     /// Forced shutdown.
     Aborted,
@@ -109,58 +100,6 @@ impl FlowEnd {
     }
 }
 
-/// Tracks when a flow last moved bytes and when it became half-closed.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-    half_closed_ms: AtomicU64,
-    /// Wakes the watchdog when a half-close brings its deadline forward.
-    half_closed: tokio::sync::Notify,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            half_closed_ms: AtomicU64::new(u64::MAX),
-            half_closed: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn half_close(&self) {
-        let first = self.half_closed_ms.compare_exchange(
-            u64::MAX,
-            self.now_ms(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        if first.is_ok() {
-            self.half_closed.notify_one();
-        }
-    }
-
-    /// The next deadline and what it is for.
-    fn deadline(&self, t: &SpliceTimeouts) -> (Instant, &'static str) {
-        let idle = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + t.idle;
-        match self.half_closed_ms.load(Ordering::Relaxed) {
-            u64::MAX => (idle, "idle"),
-            ms => {
-                let half = self.start + Duration::from_millis(ms) + t.half_closed;
-                if half < idle { (half, "half-closed") } else { (idle, "idle") }
-            }
-        }
-    }
-}
-
 /// Splices `tcp` and the stream until both directions finish, or resets both sides on
 /// any failure. `force` turning true aborts the flow (shutdown deadline).
 pub async fn splice(
@@ -168,10 +107,11 @@ pub async fn splice(
     mut send: SendStream,
     mut recv: RecvStream,
     prelude: Prelude,
-    timeouts: SpliceTimeouts,
+    timeouts: FlowTimeouts,
     counters: Arc<Counters>,
     mut force: watch::Receiver<bool>,
 ) -> FlowEnd {
+    tcp_io::arm_reset_on_drop(&tcp);
     let activity = Activity::new();
     let end = {
         let up = tcp_to_stream(&tcp, &mut send, &activity, &counters);
@@ -181,11 +121,19 @@ pub async fn splice(
                 Ok(_) => FlowEnd::Completed,
                 Err(end) => end,
             },
-            reason = watchdog(&activity, &timeouts) => FlowEnd::TimedOut(reason),
+            reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
+            _ = tcp_io::error_reported(&tcp) => FlowEnd::TcpReset,
             _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    if end != FlowEnd::Completed {
+    if end == FlowEnd::Completed {
+        let mut force = force.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(timeouts.half_closed, send.stopped()) => {}
+            _ = crate::node::wait_true(&mut force) => {}
+        }
+        tcp_io::disarm_reset_on_drop(&tcp);
+    } else {
         abort(tcp, &mut send, &mut recv, end.reset_code());
     }
     end
@@ -195,27 +143,7 @@ pub async fn splice(
 pub fn abort(tcp: TcpStream, send: &mut SendStream, recv: &mut RecvStream, code: VarInt) {
     let _ = send.reset(code);
     let _ = recv.stop(code);
-    reset_tcp(tcp);
-}
-
-/// Closes a TCP connection with an RST instead of a FIN.
-pub fn reset_tcp(tcp: TcpStream) {
-    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
-    drop(tcp);
-}
-
-async fn watchdog(activity: &Activity, t: &SpliceTimeouts) -> &'static str {
-    loop {
-        let (deadline, reason) = activity.deadline(t);
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = activity.half_closed.notified() => continue,
-        }
-        let (again, _) = activity.deadline(t);
-        if again <= Instant::now() {
-            return reason;
-        }
-    }
+    tcp_io::reset_tcp(tcp);
 }
 
 async fn tcp_to_stream(
@@ -249,7 +177,16 @@ async fn tcp_to_stream(
                     } else {
                         buf.split().freeze()
                     };
-                    send.write_chunk(chunk).await.map_err(write_error)?;
+                    match send.write_chunk(chunk).await {
+                        Ok(()) => {}
+                        // A refusing node stops our upload and then sends its reply: stop
+                        // sending and let the other direction read why (bounded by the
+                        // reply timeout and the watchdog).
+                        Err(WriteError::Stopped(code)) if code == codes::REFUSED => {
+                            std::future::pending().await
+                        }
+                        Err(e) => return Err(write_error(e)),
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(FlowEnd::TcpReset),
@@ -264,16 +201,16 @@ async fn stream_to_tcp(
     prelude: Prelude,
     activity: &Activity,
     counters: &Counters,
-    reply_timeout: Duration,
+    reply_timeout: std::time::Duration,
 ) -> Result<(), FlowEnd> {
     match prelude {
         Prelude::Nothing => {}
-        Prelude::WriteFirst(bytes) => write_tcp(tcp, &bytes, activity, counters).await?,
+        Prelude::WriteFirst(bytes) => tcp_io::write_all(tcp, &bytes, activity, counters).await?,
         Prelude::ExpectReply => {
             let rest = tokio::time::timeout(reply_timeout, read_reply(recv))
                 .await
                 .map_err(|_| FlowEnd::TimedOut("reply"))??;
-            write_tcp(tcp, &rest, activity, counters).await?;
+            tcp_io::write_all(tcp, &rest, activity, counters).await?;
         }
     }
     // Chunks arrive about one QUIC packet each; gathering several per writev saves a
@@ -282,14 +219,13 @@ async fn stream_to_tcp(
     loop {
         match recv.read_chunks(&mut chunks).await {
             Ok(Some(n)) => {
-                let written = write_tcp_vectored(tcp, &mut chunks[..n], activity, counters).await;
+                let written = tcp_io::write_all_vectored(tcp, &mut chunks[..n], activity, counters).await;
                 chunks[..n].iter_mut().for_each(|c| *c = Bytes::new());
                 written?;
             }
             Ok(None) => {
                 activity.half_close();
-                let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
-                return Ok(());
+                return tcp_io::shutdown_write(tcp);
             }
             Err(e) => return Err(read_error(e)),
         }
@@ -314,61 +250,6 @@ async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
             Err(e) => return Err(read_error(e)),
         }
     }
-}
-
-async fn write_tcp(
-    tcp: &TcpStream,
-    mut bytes: &[u8],
-    activity: &Activity,
-    counters: &Counters,
-) -> Result<(), FlowEnd> {
-    while !bytes.is_empty() {
-        tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
-        match tcp.try_write(bytes) {
-            Ok(n) => {
-                activity.touch();
-                counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                bytes = &bytes[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(FlowEnd::TcpReset),
-        }
-    }
-    Ok(())
-}
-
-async fn write_tcp_vectored(
-    tcp: &TcpStream,
-    mut chunks: &mut [Bytes],
-    activity: &Activity,
-    counters: &Counters,
-) -> Result<(), FlowEnd> {
-    use bytes::Buf;
-    while !chunks.is_empty() {
-        if chunks[0].is_empty() {
-            chunks = &mut chunks[1..];
-            continue;
-        }
-        tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
-        let slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
-        match tcp.try_write_vectored(&slices) {
-            Ok(mut n) => {
-                activity.touch();
-                counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                while n > 0 {
-                    let take = n.min(chunks[0].len());
-                    chunks[0].advance(take);
-                    n -= take;
-                    if chunks[0].is_empty() {
-                        chunks = &mut chunks[1..];
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(FlowEnd::TcpReset),
-        }
-    }
-    Ok(())
 }
 
 fn read_error(e: ReadError) -> FlowEnd {

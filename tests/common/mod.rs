@@ -268,7 +268,7 @@ pub fn path_str(p: &Path) -> String {
 
 /// Closes a socket with an RST.
 pub fn reset(s: TcpStream) {
-    proxy::node::splice::reset_tcp(s);
+    proxy::node::tcp_io::reset_tcp(s);
 }
 
 /// A bare QUIC client endpoint presenting the certificate `<file>.crt` of `mesh` (or of

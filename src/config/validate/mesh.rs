@@ -106,8 +106,7 @@ impl Checker<'_> {
             d.max_streams_per_peer.into(),
             (1, u32::MAX.into()),
         );
-        let max_flows =
-            self.count("limits.max_flows", raw.max_flows, d.max_flows as u64, (1, usize::MAX as u64));
+        let max_flows = self.count("limits.max_flows", raw.max_flows, d.max_flows as u64, (1, MAX_FLOWS));
         let connect_timeout =
             self.duration("limits.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout);
         let idle_timeout = self.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);

@@ -20,6 +20,12 @@ const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
 const DEFAULT_MESH_BIND: &str = "0.0.0.0:7800";
 const DEFAULT_DATA_DIR: &str = "data";
 const MIB: u64 = 1024 * 1024;
+/// Longest duration accepted anywhere: deadlines are computed by adding these to instants,
+/// which must never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+/// Most concurrent flows per node: the flow semaphore and the shutdown drain count
+/// permits in a `u32`.
+const MAX_FLOWS: u64 = 1 << 24;
 /// QUIC encodes flow-control windows as variable-length integers of at most 62 bits;
 /// quinn refuses larger values when the endpoint is built, which is too late.
 const QUIC_VARINT_MAX: u64 = (1 << 62) - 1;
@@ -136,8 +142,15 @@ impl Checker<'_> {
         let Some(value) = value else {
             return Some(default);
         };
-        let parsed = parse_duration(value)
-            .and_then(|d| if d.is_zero() { Err("must be greater than zero".to_owned()) } else { Ok(d) });
+        let parsed = parse_duration(value).and_then(|d| {
+            if d.is_zero() {
+                Err("must be greater than zero".to_owned())
+            } else if d > MAX_DURATION {
+                Err("must be at most 30 days".to_owned())
+            } else {
+                Ok(d)
+            }
+        });
         self.check(key, parsed)
     }
 

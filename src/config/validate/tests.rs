@@ -236,6 +236,14 @@ fn mesh_timers_and_windows_are_consistent() {
 }
 
 #[test]
+fn durations_and_flow_limits_are_capped() {
+    let errors = run(&with("mesh:", "limits:\n  idle_timeout: \"800h\"\n  max_flows: 99999999999\nmesh:"))
+        .expect_err("caps");
+    assert_has(&errors, "limits.idle_timeout", "at most 30 days");
+    assert_has(&errors, "limits.max_flows", "");
+}
+
+#[test]
 fn durations_must_parse_and_be_positive() {
     let limits = "limits:\n  idle_timeout: 0s\n  drain_timeout: 30\n  header_timeout: 1.5s\nmesh:";
     let errors = errors(&with("mesh:", limits));

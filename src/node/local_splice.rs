@@ -1,0 +1,76 @@
+//! A flow whose exit is this node: plain TCP to TCP, with the same guarantees as a mesh
+//! flow (half-close both ways, resets passed on, idle and half-closed timeouts, forced
+//! shutdown, no buffer held while idle).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::node::flow_timer::{Activity, FlowTimeouts};
+use crate::node::splice::{CHUNK, FlowEnd};
+use crate::node::stats::Counters;
+use crate::node::tcp_io;
+
+/// Copies between `client` and `upstream` until both directions finish; resets both on
+/// any failure.
+pub async fn splice_tcp(
+    client: TcpStream,
+    upstream: TcpStream,
+    timeouts: FlowTimeouts,
+    counters: Arc<Counters>,
+    mut force: watch::Receiver<bool>,
+) -> FlowEnd {
+    tcp_io::arm_reset_on_drop(&client);
+    tcp_io::arm_reset_on_drop(&upstream);
+    let activity = Activity::new();
+    let end = {
+        let up = copy(&client, &upstream, &activity, &counters);
+        let down = copy(&upstream, &client, &activity, &counters);
+        tokio::select! {
+            r = async { tokio::try_join!(up, down) } => match r {
+                Ok(_) => FlowEnd::Completed,
+                Err(end) => end,
+            },
+            reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
+            _ = tcp_io::error_reported(&client) => FlowEnd::TcpReset,
+            _ = tcp_io::error_reported(&upstream) => FlowEnd::TcpReset,
+            _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
+        }
+    };
+    if end == FlowEnd::Completed {
+        tcp_io::disarm_reset_on_drop(&client);
+        tcp_io::disarm_reset_on_drop(&upstream);
+    }
+    end
+}
+
+async fn copy(
+    from: &TcpStream,
+    to: &TcpStream,
+    activity: &Activity,
+    counters: &Counters,
+) -> Result<(), FlowEnd> {
+    loop {
+        from.readable().await.map_err(|_| FlowEnd::TcpReset)?;
+        let mut buf = Vec::with_capacity(CHUNK);
+        loop {
+            match from.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    activity.half_close();
+                    return tcp_io::shutdown_write(to);
+                }
+                Ok(n) => {
+                    activity.touch();
+                    counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    tcp_io::write_all(to, &buf, activity, counters).await?;
+                    buf.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Err(FlowEnd::TcpReset),
+            }
+        }
+    }
+}
