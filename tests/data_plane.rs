@@ -207,3 +207,19 @@ async fn a_local_exit_balances_flows_round_robin_over_its_targets() {
     assert_eq!(a.stats().flows_local, 4);
     assert_eq!(a.stats().route_matches, vec![("lb".to_string(), 4)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reaches_the_origin_even_while_it_uploads() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
+    let c = connect(listener_addr(&a, "in")).await;
+    let (mut r, mut w) = c.into_split();
+    // Upload far more than the windows hold, so writes are in flight when the refusal lands.
+    let upload = tokio::spawn(async move { send_pattern(&mut w, 5, 32 * MIB).await });
+    let got = tokio::time::timeout(Duration::from_secs(10), read_all_hash(&mut r)).await.expect("in time");
+    assert!(got.map_or(true, |(n, _)| n == 0), "refused flow delivered data");
+    assert!(upload.await.expect("join").is_err(), "the upload must fail, not complete");
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::Policy), 1, "{:?}", a.stats());
+    assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
+}

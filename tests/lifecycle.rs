@@ -145,3 +145,102 @@ async fn shutdown_stops_accepting_lets_flows_finish_then_resets_the_rest() {
         tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("in time").expect("join");
     assert_eq!((report.open_at_start, report.reset_at_deadline), (2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_flow_that_keeps_downloading_is_not_cut() {
+    let limits = ["half_closed_timeout: \"1s\""];
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&limits).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    c.write_all(b"GET /slow").await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let (mut s, _) = server.accept().await.expect("accept");
+    tokio::spawn(async move {
+        // 2.5 s of trickle: longer than the half-closed timeout, never silent for 1 s.
+        for i in 0..10u8 {
+            s.write_all(&[i; 100]).await.expect("trickle");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        s.shutdown().await.expect("fin");
+    });
+    let got = read_to_end_or_error(&mut c).await.expect("clean end");
+    assert_eq!(got.len(), 1000);
+    assert!(got.chunks(100).enumerate().all(|(i, c)| c.iter().all(|b| usize::from(*b) == i)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_a_half_close_reaches_the_server_at_once() {
+    let limits = ["half_closed_timeout: \"60s\""];
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&limits).await;
+    let mut c = connect(listener_addr(&a, "in")).await;
+    c.write_all(b"request").await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut req = Vec::new();
+    s.read_to_end(&mut req).await.expect("request to eof");
+    assert_eq!(req, b"request");
+    // The client gives up: nobody is reading or writing its socket on the node right now.
+    reset(c);
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            // Writing is what makes the server notice a reset peer.
+            if let Err(e) = s.write_all(b"late").await {
+                return e.kind();
+            }
+            if let Err(e) =
+                tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await.unwrap_or(Ok(0))
+            {
+                return e.kind();
+            }
+        }
+    })
+    .await
+    .expect("the reset must arrive long before the half-closed timeout");
+    assert!(matches!(r, std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_exit_flow_is_reset_after_the_idle_timeout() {
+    let mesh = Mesh::new(&["a"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let yaml = format!(
+        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: r, match: {{ listener: in }}, target: \"{target}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\nlimits: {{ idle_timeout: \"1s\" }}\n"
+    );
+    let a = proxy::Node::start(proxy::config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
+    let mut c = connect(listener_addr(&a, "in")).await;
+    let (mut s, _) = server.accept().await.expect("accept");
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(a.stats().flows_reset, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_exit_refuses_new_flows_as_draining() {
+    let limits = ["drain_timeout: \"10s\""];
+    let PairWithServer { server, a, b, mesh: _mesh } = pair_with_server(&limits).await;
+    let entry = listener_addr(&a, "in");
+    // One open flow keeps b draining.
+    let mut open = connect(entry).await;
+    open.write_all(b"x").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut x = [0u8; 1];
+    s.read_exact(&mut x).await.expect("x");
+    let draining = tokio::spawn(b.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    expect_refused(entry, b"during drain").await;
+    assert_eq!(a.stats().refused_at_origin(RefuseReason::Draining), 1);
+    // The open flow still completes, then the drain ends early.
+    s.write_all(b"bye").await.expect("write");
+    s.shutdown().await.expect("fin");
+    open.shutdown().await.expect("fin");
+    assert_eq!(read_to_end_or_error(&mut open).await.expect("clean"), b"bye");
+    drop(s);
+    let report =
+        tokio::time::timeout(Duration::from_secs(8), draining).await.expect("drained early").expect("join");
+    assert_eq!(report.reset_at_deadline, 0);
+}

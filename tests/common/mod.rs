@@ -70,6 +70,8 @@ pub struct NodeSpec<'a> {
     pub allow: Vec<String>,
     /// Extra lines for the `limits` section, e.g. `header_timeout: "500ms"`.
     pub limits: Vec<String>,
+    /// `mesh.link_idle_timeout`.
+    pub link_idle: &'a str,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -82,6 +84,7 @@ impl<'a> NodeSpec<'a> {
             routes: vec![],
             allow: vec![],
             limits: vec![],
+            link_idle: "5s",
         }
     }
 
@@ -116,8 +119,8 @@ impl<'a> NodeSpec<'a> {
             }
         }
         y += &format!(
-            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"5s\"\n",
-            self.mesh_bind
+            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"{}\"\n",
+            self.mesh_bind, self.link_idle
         );
         if !self.limits.is_empty() {
             y += "limits:\n";
@@ -333,4 +336,49 @@ pub async fn pair_with_server(limits: &[&str]) -> PairWithServer {
     let target = server.local_addr().expect("addr");
     let (a, b) = two_nodes(&mesh, target, "127.0.0.1/32", limits).await;
     PairWithServer { mesh, server, a, b }
+}
+
+/// A one-client UDP relay in front of `target` that can be told to drop everything: a
+/// link through it can die silently, the way a crashed host or a cut cable looks.
+pub struct UdpRelay {
+    pub addr: SocketAddr,
+    blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpRelay {
+    pub async fn start(target: SocketAddr) -> UdpRelay {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        back.connect(target).await.expect("connect");
+        let addr = front.local_addr().expect("addr");
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        let (f, b, bh, cl) = (front.clone(), back.clone(), blackhole.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = f.recv_from(&mut buf).await {
+                *cl.lock().expect("lock") = Some(from);
+                if !bh.load(Ordering::Relaxed) {
+                    let _ = b.send(&buf[..n]).await;
+                }
+            }
+        });
+        let bh = blackhole.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = back.recv(&mut buf).await {
+                let to = *client.lock().expect("lock");
+                if let (Some(to), false) = (to, bh.load(Ordering::Relaxed)) {
+                    let _ = front.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        UdpRelay { addr, blackhole }
+    }
+
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::Relaxed);
+    }
 }
