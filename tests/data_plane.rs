@@ -160,8 +160,8 @@ async fn exit_policy_refusal_closes_the_client_and_is_counted() {
     // b allows only another address, so the echo server's address is refused.
     let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
     expect_refused(listener_addr(&a, "in"), b"must not arrive").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::Policy), 1);
-    assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Policy)).await, 1);
+    assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::Policy)).await, 1);
     assert_eq!(b.stats().flows_exited, 0);
 }
 
@@ -172,8 +172,8 @@ async fn unreachable_target_is_refused_with_its_reason() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
     let (a, b) = two_nodes(&mesh, closed, "127.0.0.1/32", &[]).await;
     expect_refused(listener_addr(&a, "in"), b"").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::TargetUnreachable), 1);
-    assert_eq!(b.stats().refused_inbound(RefuseReason::TargetUnreachable), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::TargetUnreachable)).await, 1);
+    assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::TargetUnreachable)).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,13 +213,17 @@ async fn a_refusal_reaches_the_origin_even_while_it_uploads() {
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
     let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
-    let c = connect(listener_addr(&a, "in")).await;
+    // A refusal may even reset the connection before connect() returns.
+    let Ok(c) = tokio::net::TcpStream::connect(listener_addr(&a, "in")).await else {
+        assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Policy)).await, 1);
+        return;
+    };
     let (mut r, mut w) = c.into_split();
     // Upload far more than the windows hold, so writes are in flight when the refusal lands.
     let upload = tokio::spawn(async move { send_pattern(&mut w, 5, 32 * MIB).await });
     let got = tokio::time::timeout(Duration::from_secs(10), read_all_hash(&mut r)).await.expect("in time");
     assert!(got.map_or(true, |(n, _)| n == 0), "refused flow delivered data");
     assert!(upload.await.expect("join").is_err(), "the upload must fail, not complete");
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::Policy), 1, "{:?}", a.stats());
-    assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Policy)).await, 1, "{:?}", a.stats());
+    assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::Policy)).await, 1);
 }

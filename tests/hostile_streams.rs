@@ -72,7 +72,7 @@ async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_workin
             Reply::Opened => panic!("{name} header was accepted"),
         }
     }
-    assert_eq!(b.stats().refused_inbound(RefuseReason::BadHeader), 3);
+    assert_eq!(settled(3, || b.stats().refused_inbound(RefuseReason::BadHeader)).await, 3);
 
     // The good flow still works after all that, on the same connection.
     good_send.write_all(b"ping-2").await.expect("write");

@@ -26,8 +26,8 @@ async fn flows_beyond_the_exit_limit_are_refused_as_overloaded() {
     let entry = listener_addr(&a, "in");
     let mut open = vec![open_echoed_flow(entry, 1).await, open_echoed_flow(entry, 2).await];
     expect_refused(entry, b"third").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
-    assert_eq!(b.stats().refused_inbound(RefuseReason::Overloaded), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Overloaded)).await, 1);
+    assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::Overloaded)).await, 1);
     // Closing one frees a slot.
     drop(open.pop());
     let freed = eventually(Duration::from_secs(5), || b.stats().flows_current == 1).await;
@@ -44,7 +44,7 @@ async fn flows_beyond_the_per_peer_stream_limit_wait_then_are_refused() {
     let entry = listener_addr(&a, "in");
     let _open = [open_echoed_flow(entry, 1).await, open_echoed_flow(entry, 2).await];
     expect_refused(entry, b"third").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::Overloaded), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Overloaded)).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +233,7 @@ async fn a_draining_exit_refuses_new_flows_as_draining() {
     let draining = tokio::spawn(b.shutdown());
     tokio::time::sleep(Duration::from_millis(200)).await;
     expect_refused(entry, b"during drain").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::Draining), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Draining)).await, 1);
     // The open flow still completes, then the drain ends early.
     s.write_all(b"bye").await.expect("write");
     s.shutdown().await.expect("fin");

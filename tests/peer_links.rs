@@ -141,7 +141,7 @@ async fn a_lost_link_is_redialed_when_the_peer_comes_back() {
     assert!(eventually(Duration::from_secs(10), || !a.peers()[0].connected).await, "a did not notice b died");
     // While b is down, a new flow is refused (no route), and the client is closed.
     expect_refused(listener_addr(&a, "in"), b"while down").await;
-    assert_eq!(a.stats().refused_at_origin(RefuseReason::NoRoute), 1);
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::NoRoute)).await, 1);
 
     let _b2 = spec_b(b_addr.to_string()).start(&mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "a did not re-dial b");

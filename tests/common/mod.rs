@@ -382,3 +382,10 @@ impl UdpRelay {
         self.blackhole.store(on, Ordering::Relaxed);
     }
 }
+
+/// A counter's value once it has stopped moving towards `expected` (counters are bumped
+/// just after the application sees the outcome, so a test may look a moment too early).
+pub async fn settled(expected: u64, mut read: impl FnMut() -> u64) -> u64 {
+    let _ = eventually(Duration::from_secs(5), || read() == expected).await;
+    read()
+}
