@@ -334,11 +334,11 @@ async fn idle_flow_memory(
 ) -> Result<(u64, u64, u64, u64)> {
     let (a0, b0) = (a.rss_kib()?, b.rss_kib()?);
     let mut open = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut c = tcp_connect(echo_entry).await?;
-        c.write_all(b"i").await?;
+    for i in 0..n {
+        let mut c = tcp_connect(echo_entry).await.with_context(|| format!("idle flow {i}: connect"))?;
+        c.write_all(b"i").await.with_context(|| format!("idle flow {i}: write"))?;
         let mut one = [0u8; 1];
-        c.read_exact(&mut one).await?;
+        c.read_exact(&mut one).await.with_context(|| format!("idle flow {i}: echo"))?;
         open.push(c);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -371,6 +371,9 @@ fn make_mesh() -> Result<PathBuf> {
 }
 
 fn main() -> Result<()> {
+    if std::env::var("BENCH_ROLE").as_deref() == Ok("echo") {
+        return echo_process();
+    }
     // 10,000 flows need ~40,000 descriptors across this process and the nodes.
     let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 200_000, 200_000);
     let _ = rlimit::increase_nofile_limit(200_000);
@@ -431,10 +434,38 @@ async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
     Ok(())
 }
 
+/// The echo target of the memory run, as its own process: 10,000 flows need 10,000
+/// sockets on the client side and as many on the target side, more than one process may
+/// hold under this machine's descriptor limit.
+fn echo_process() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let addr = echo_server().await?;
+        println!("{}", addr.port());
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+fn start_echo_process() -> Result<(NodeProcess, SocketAddr)> {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe()?)
+        .env("BENCH_ROLE", "echo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("echo stdout")?;
+    let proc = NodeProcess(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let port: u16 = line.trim().parse().context("echo port")?;
+    Ok((proc, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
 /// RSS of two node processes before and after `n` idle flows.
 async fn memory(dir: &Path, n: usize) -> Result<()> {
     let (sink, _sink_rx) = sink_server().await?;
-    let echo = echo_server().await?;
+    let (_echo_process, echo) = start_echo_process()?;
     let (a, b, _, echo_entry) = start_pair(dir, sink, echo).await?;
     let (a0, a1, b0, b1) = idle_flow_memory(&a, &b, echo_entry, n).await?;
     let per = |x0: u64, x1: u64| (x1.saturating_sub(x0)) as f64 / n as f64;

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::node::flow_timer::{Activity, FlowTimeouts};
-use crate::node::splice::{CHUNK, FlowEnd};
+use crate::node::splice::FlowEnd;
 use crate::node::stats::Counters;
 use crate::node::tcp_io;
 
@@ -46,6 +46,9 @@ pub async fn splice_tcp(
     }
     end
 }
+
+/// Read buffer per direction; local exits are not on the mesh's bulk path.
+const CHUNK: usize = 64 * 1024;
 
 async fn copy(
     from: &TcpStream,

@@ -9,7 +9,7 @@
 //!   reset explicitly after those futures are dropped: a cut flow never looks complete.
 //! - A completed flow is held until the peer acknowledged all its bytes, so a shutdown
 //!   that closes the link right after cannot drop its tail.
-//! - Memory is bounded per flow: each direction holds at most one chunk (64 KiB) of its
+//! - Memory is bounded per flow: each direction holds at most one chunk (256 KiB) of its
 //!   own, and buffers are only allocated while a socket is readable, so an idle flow holds
 //!   none. Backpressure is the QUIC stream window on one side and the TCP socket buffer on
 //!   the other: a slow reader stops this loop from reading more.
@@ -29,10 +29,10 @@ use crate::node::stats::Counters;
 use crate::node::tcp_io;
 
 /// Largest chunk read from TCP in one step.
-pub(crate) const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Stream chunks gathered into one TCP write.
 const GATHER: usize = 16;
-/// Reads shorter than this are copied out so the 64 KiB buffer can be reused.
+/// Reads shorter than this are copied out so the read buffer can be reused.
 const SMALL_READ: usize = 4 * 1024;
 
 /// Application error codes used when resetting or stopping flow streams.
