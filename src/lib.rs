@@ -6,6 +6,8 @@
 //! [`pki`] load and make what a node needs; [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod cli;
 pub mod config;

@@ -239,11 +239,18 @@ impl Node {
         ShutdownReport { open_at_start, reset_at_deadline }
     }
 
-    /// Stops at once without draining (a crash, for tests): links close, flows die.
+    /// Stops at once without draining: listeners close, flows are reset, links close.
     pub fn abort(self) {
+        drop(self);
+    }
+}
+
+/// Dropping a node stops it at once (as [`Node::abort`]); [`Node::shutdown`] drains first.
+impl Drop for Node {
+    fn drop(&mut self) {
         let _ = self.draining_tx.send(true);
         let _ = self.force_tx.send(true);
-        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"abort");
+        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"stopped");
     }
 }
 
