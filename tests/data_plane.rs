@@ -14,31 +14,7 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_at_once_arrive_byte_exact() {
     let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
-    let server_task = tokio::spawn(async move {
-        let (s, _) = server.accept().await.expect("accept");
-        let (mut r, mut w) = s.into_split();
-        let sent = tokio::spawn(async move {
-            let h = send_pattern(&mut w, 2, 64 * MIB).await.expect("server send");
-            w.shutdown().await.expect("server shutdown");
-            h
-        });
-        let got = read_all_hash(&mut r).await.expect("server read");
-        (got, sent.await.expect("join"))
-    });
-    let client = connect(listener_addr(&a, "in")).await;
-    let (mut r, mut w) = client.into_split();
-    let sent = tokio::spawn(async move {
-        let h = send_pattern(&mut w, 1, 64 * MIB).await.expect("client send");
-        w.shutdown().await.expect("client shutdown");
-        h
-    });
-    let (client_got_len, client_got) = read_all_hash(&mut r).await.expect("client read");
-    let client_sent = sent.await.expect("join");
-    let ((server_got_len, server_got), server_sent) = server_task.await.expect("server");
-    assert_eq!(server_got_len, 64 * MIB);
-    assert_eq!(client_got_len, 64 * MIB);
-    assert_eq!(server_got, client_sent, "client->server bytes differ");
-    assert_eq!(client_got, server_sent, "server->client bytes differ");
+    exchange_both_ways(listener_addr(&a, "in"), server, 64 * MIB).await;
     let stats = a.stats();
     assert_eq!(stats.flows_originated, 1);
     assert_eq!(stats.flows_reset, 0);
@@ -122,32 +98,7 @@ async fn thousand_concurrent_flows_each_arrive_byte_exact() {
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
     let (a, b) = two_nodes(&mesh, echo, "127.0.0.1/32", &[]).await;
-    let entry = listener_addr(&a, "in");
-    let mut tasks = Vec::new();
-    for i in 0..1000u64 {
-        tasks.push(tokio::spawn(async move {
-            let c = connect(entry).await;
-            let (mut r, mut w) = c.into_split();
-            let len = 8 * 1024 + (i as usize % 7) * 1000;
-            let writer = tokio::spawn(async move {
-                let h = send_pattern(&mut w, i, len).await.expect("send");
-                w.shutdown().await.expect("shutdown");
-                h
-            });
-            let (got_len, got) = read_all_hash(&mut r).await.expect("read");
-            let sent = writer.await.expect("join");
-            (got_len == len && got == sent, i)
-        }));
-    }
-    let mut bad = Vec::new();
-    for t in tasks {
-        let (ok, i) =
-            tokio::time::timeout(Duration::from_secs(120), t).await.expect("in time").expect("join");
-        if !ok {
-            bad.push(i);
-        }
-    }
-    assert!(bad.is_empty(), "flows with wrong bytes: {bad:?}");
+    many_echo_flows(listener_addr(&a, "in"), 1000).await;
     assert_eq!(a.stats().flows_originated, 1000);
     assert_eq!(b.stats().flows_exited, 1000);
     assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0);

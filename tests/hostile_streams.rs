@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use proxy::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
+use proxy::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 
 async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
     let buf = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(4096))
@@ -23,8 +23,9 @@ fn header_for(target: std::net::SocketAddr) -> Vec<u8> {
     let h = FlowHeader {
         flow_id: 9,
         origin: "a".into(),
+        passed: vec![],
         hops: vec![],
-        target: target.to_string(),
+        destination: Destination::Target(target.to_string()),
         subflow: None,
     };
     wire::encode_header(&h).expect("encode")
@@ -97,13 +98,14 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
     let b = b.start(&mesh).await;
     let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
     let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
-    let cases = [(vec!["c", "d", "c"], RefuseReason::Loop), (vec!["c"], RefuseReason::RelayNotAllowed)];
+    let cases = [(vec!["c", "d", "c"], RefuseReason::Loop), (vec!["c"], RefuseReason::NoRoute)];
     for (hops, expected) in cases {
         let h = FlowHeader {
             flow_id: 1,
             origin: "a".into(),
+            passed: vec![],
             hops: hops.iter().map(|s| s.to_string()).collect(),
-            target: "127.0.0.1:9".into(),
+            destination: Destination::Target("127.0.0.1:9".into()),
             subflow: None,
         };
         let (mut s, mut r) = conn.open_bi().await.expect("open");
@@ -117,8 +119,9 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
     let h = FlowHeader {
         flow_id: 2,
         origin: "a".into(),
+        passed: vec![],
         hops: distinct,
-        target: "127.0.0.1:9".into(),
+        destination: Destination::Target("127.0.0.1:9".into()),
         subflow: None,
     };
     let (mut s, mut r) = conn.open_bi().await.expect("open");

@@ -124,9 +124,16 @@ pub struct RouteConfig {
     /// Which accepted connections the route applies to.
     pub matcher: RouteMatch,
     /// `host:port` targets dialed by the exit node; several are balanced round robin.
+    /// Empty for a proxy chain.
     pub targets: Vec<String>,
     /// The node that dials the target; `None` means this node.
     pub exit: Option<String>,
+    /// Static relay paths to the exit (the nodes between this node and the exit), tried in
+    /// order; empty means straight to the exit. `via: [..]` is one path.
+    pub paths: Vec<Vec<String>>,
+    /// The seed's proxy chain (`target: <peer>`): the flow goes to this peer, which routes
+    /// it by its own route for the same port.
+    pub chain: Option<String>,
 }
 
 /// How a route selects connections.
@@ -169,6 +176,8 @@ pub struct MeshConfig {
     pub send_window: u64,
     /// UDP socket send and receive buffer size, in bytes.
     pub udp_buffer: usize,
+    /// Whether this node relays flows for others (it always accepts flows that exit here).
+    pub relay: bool,
 }
 
 /// Limits and timeouts for flows.

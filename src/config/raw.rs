@@ -120,11 +120,11 @@ pub(crate) struct RawRoute {
     pub(crate) target: Option<RawTargets>,
     /// `exit`.
     pub(crate) exit: Option<String>,
-    /// `via` (parsed so that validation can say it is not supported yet).
+    /// `via`: one static relay path.
     pub(crate) via: Option<Vec<String>>,
-    /// `paths` (likewise).
+    /// `paths`: static relay paths, tried in order.
     pub(crate) paths: Option<Vec<Vec<String>>>,
-    /// `multipath` (likewise, when `true`).
+    /// `multipath` (parsed so that validation can say `true` is not supported yet).
     pub(crate) multipath: Option<bool>,
 }
 
@@ -209,6 +209,8 @@ pub(crate) struct RawMesh {
     pub(crate) send_window: Option<u64>,
     /// `udp_buffer`.
     pub(crate) udp_buffer: Option<u64>,
+    /// `relay`.
+    pub(crate) relay: Option<bool>,
 }
 
 /// `limits`.

@@ -1,7 +1,10 @@
-//! Route selection: which route an accepted connection takes, and which of its targets.
+//! Route selection: which route an accepted connection takes, which of its targets, and
+//! which path to its exit.
 //!
 //! Built once from the validated config; lookups take no locks. Targets of a route are
-//! balanced round robin with an atomic cursor.
+//! balanced round robin with an atomic cursor. Path choice is a pure function of which
+//! peer links are up: the first static path whose first relay is reachable, else a direct
+//! link to the exit, else the first path (its link may come up while the flow waits).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,8 +15,44 @@ use crate::config::{Config, RouteMatch};
 pub enum Exit {
     /// This node dials the target itself.
     Local,
-    /// The named peer dials the target.
-    Peer(String),
+    /// Another node dials the target, reached directly or through relays.
+    Remote {
+        /// The exit node.
+        exit: String,
+        /// Static relay paths (nodes between this node and the exit), in order of preference.
+        paths: Vec<Vec<String>>,
+    },
+    /// The seed's proxy chain: the peer routes the flow by its own route for the port.
+    Chain(String),
+}
+
+/// The path a new flow takes: the peer to open the stream to, and the hops the header
+/// names after it (the last is the exit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChosenPath {
+    /// The peer this node opens the stream to.
+    pub first_hop: String,
+    /// The nodes after the first hop; empty when the first hop is the exit.
+    pub hops: Vec<String>,
+}
+
+/// Picks the path to `exit`: the first of `paths` whose first relay `is_up`, else `exit`
+/// directly when it is up, else the first path, else `exit` directly.
+pub fn choose_path(exit: &str, paths: &[Vec<String>], is_up: impl Fn(&str) -> bool) -> ChosenPath {
+    let via = |path: &[String]| {
+        let mut hops: Vec<String> = path[1..].to_vec();
+        hops.push(exit.to_string());
+        ChosenPath { first_hop: path[0].clone(), hops }
+    };
+    let direct = || ChosenPath { first_hop: exit.to_string(), hops: Vec::new() };
+    let mut usable = paths.iter().filter(|p| !p.is_empty());
+    if let Some(path) = usable.clone().find(|p| is_up(&p[0])) {
+        return via(path);
+    }
+    if is_up(exit) {
+        return direct();
+    }
+    usable.next().map_or_else(direct, |p| via(p))
 }
 
 /// One route, ready for lookups.
@@ -45,6 +84,10 @@ impl Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     by_listener: Vec<(String, usize)>,
+    /// Bound port of each listener.
+    by_port: Vec<(u16, String)>,
+    /// Routes that match by port, with their index.
+    port_matches: Vec<(u16, usize)>,
 }
 
 impl RouteTable {
@@ -57,12 +100,22 @@ impl RouteTable {
             .iter()
             .map(|r| Route {
                 name: r.name.clone(),
-                exit: match &r.exit {
-                    Some(e) if e != local => Exit::Peer(e.clone()),
+                exit: match (&r.chain, &r.exit) {
+                    (Some(peer), _) => Exit::Chain(peer.clone()),
+                    (None, Some(e)) if e != local => Exit::Remote { exit: e.clone(), paths: r.paths.clone() },
                     _ => Exit::Local,
                 },
                 targets: r.targets.clone(),
                 cursor: AtomicUsize::new(0),
+            })
+            .collect();
+        let port_matches = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r.matcher {
+                RouteMatch::Port(p) => Some((p, i)),
+                RouteMatch::Listener(_) => None,
             })
             .collect();
         let by_listener = listener_ports
@@ -74,7 +127,18 @@ impl RouteTable {
                 by_name.or_else(by_port).map(|i| (name.clone(), i))
             })
             .collect();
-        Self { routes, by_listener }
+        let by_port = listener_ports.iter().map(|(name, port)| (*port, name.clone())).collect();
+        Self { routes, by_listener, by_port, port_matches }
+    }
+
+    /// The route for a proxy-chain flow asking for `port`: the route of the listener bound
+    /// to that port, else a route that matches the port.
+    pub fn for_port(&self, port: u16) -> Option<(usize, &Route)> {
+        if let Some((_, listener)) = self.by_port.iter().find(|(p, _)| *p == port) {
+            return self.for_listener(listener);
+        }
+        let i = self.port_matches.iter().find(|(p, _)| *p == port).map(|(_, i)| *i)?;
+        self.routes.get(i).map(|r| (i, r))
     }
 
     /// The route for connections accepted on `listener`, with its index.
@@ -86,5 +150,46 @@ impl RouteTable {
     /// All routes, in config order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(p: &[&[&str]]) -> Vec<Vec<String>> {
+        p.iter().map(|path| path.iter().map(|s| s.to_string()).collect()).collect()
+    }
+
+    fn chosen(first: &str, hops: &[&str]) -> ChosenPath {
+        ChosenPath { first_hop: first.into(), hops: hops.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn the_first_path_with_a_live_first_relay_wins() {
+        let p = paths(&[&["b", "c"], &["e"]]);
+        assert_eq!(choose_path("d", &p, |n| n != "b"), chosen("e", &["d"]));
+        assert_eq!(choose_path("d", &p, |_| true), chosen("b", &["c", "d"]));
+    }
+
+    #[test]
+    fn a_direct_link_is_the_fallback_then_the_first_path() {
+        let p = paths(&[&["b", "c"]]);
+        assert_eq!(choose_path("d", &p, |n| n == "d"), chosen("d", &[]));
+        assert_eq!(choose_path("d", &p, |_| false), chosen("b", &["c", "d"]));
+        assert_eq!(choose_path("d", &[], |_| false), chosen("d", &[]));
+    }
+
+    #[test]
+    fn a_chosen_path_never_names_a_node_twice_when_the_config_did_not() {
+        let p = paths(&[&["b", "c", "e"]]);
+        let c = choose_path("d", &p, |_| true);
+        let mut all = vec![c.first_hop.clone()];
+        all.extend(c.hops.iter().cloned());
+        let mut dedup = all.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(all.len(), dedup.len());
+        assert_eq!(c.hops.last().map(String::as_str), Some("d"));
     }
 }

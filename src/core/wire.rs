@@ -44,6 +44,16 @@ pub struct Subflow {
     pub count: u8,
 }
 
+/// Where a flow leaves the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Destination {
+    /// The exit dials this `host:port` (subject to its exit policy).
+    Target(String),
+    /// A proxy chain: the exit routes the flow by its own route for this port, as if the
+    /// application had connected to its listener on that port.
+    RouteByPort(u16),
+}
+
 /// The body of a stream header.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct FlowHeader {
@@ -51,11 +61,14 @@ pub struct FlowHeader {
     pub flow_id: u64,
     /// Node id of the origin.
     pub origin: String,
+    /// Nodes the flow already crossed after the origin, up to and including the sender
+    /// (relays and proxy-chain nodes). With `origin` and `hops` it makes loops detectable.
+    pub passed: Vec<String>,
     /// Nodes still to go after the node that receives this header; the last one is the
     /// exit. Empty: the receiver is the exit.
     pub hops: Vec<String>,
-    /// `host:port` the exit dials.
-    pub target: String,
+    /// What the exit does with the flow.
+    pub destination: Destination,
     /// The multipath subflow this stream carries, if any.
     pub subflow: Option<Subflow>,
 }
@@ -153,24 +166,27 @@ pub fn decode_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<FlowHe
 }
 
 fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError> {
-    // The path is origin, (this node), hops...; count this node too.
-    let nodes = h.hops.len() + 2;
+    // The whole path: origin, passed, (the receiver), hops.
+    let nodes = 1 + h.passed.len() + 1 + h.hops.len();
     if nodes > limits.max_hops {
         return Err(HeaderError::HopLimit(nodes, limits.max_hops));
     }
     if !is_valid_node_id(&h.origin) {
         return Err(HeaderError::InvalidField("origin node id"));
     }
-    for (i, hop) in h.hops.iter().enumerate() {
-        if !is_valid_node_id(hop) {
-            return Err(HeaderError::InvalidField("hop node id"));
+    let rest: Vec<&String> = h.passed.iter().chain(&h.hops).collect();
+    for (i, node) in rest.iter().enumerate() {
+        if !is_valid_node_id(node) {
+            return Err(HeaderError::InvalidField("node id on the path"));
         }
-        if *hop == h.origin || h.hops[..i].contains(hop) {
-            return Err(HeaderError::Loop(hop.clone()));
+        if **node == h.origin || rest[..i].contains(node) {
+            return Err(HeaderError::Loop((*node).clone()));
         }
     }
-    if !is_valid_target(&h.target) {
-        return Err(HeaderError::InvalidField("target"));
+    match &h.destination {
+        Destination::Target(t) if !is_valid_target(t) => return Err(HeaderError::InvalidField("target")),
+        Destination::RouteByPort(0) => return Err(HeaderError::InvalidField("port")),
+        _ => {}
     }
     if let Some(s) = h.subflow
         && (s.count == 0 || s.index >= s.count)
@@ -178,6 +194,20 @@ fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError
         return Err(HeaderError::InvalidField("subflow"));
     }
     Ok(())
+}
+
+impl FlowHeader {
+    /// Whether `node` is already on this flow's path (origin, passed or still to go).
+    pub fn names(&self, node: &str) -> bool {
+        self.origin == node || self.passed.iter().chain(&self.hops).any(|n| n == node)
+    }
+
+    /// The header the next node gets when `me` forwards this flow to `hops[0]`.
+    pub fn onward(&self, me: &str) -> FlowHeader {
+        let mut passed = self.passed.clone();
+        passed.push(me.to_string());
+        FlowHeader { passed, hops: self.hops.iter().skip(1).cloned().collect(), ..self.clone() }
+    }
 }
 
 /// Whether `id` is a valid node id: 1 to 63 of `[a-z0-9-]`, not starting or ending with
@@ -350,8 +380,9 @@ mod tests {
         FlowHeader {
             flow_id: 42,
             origin: "a".into(),
+            passed: vec![],
             hops: vec!["b".into(), "c".into()],
-            target: "10.0.0.1:80".into(),
+            destination: Destination::Target("10.0.0.1:80".into()),
             subflow: None,
         }
     }
@@ -435,13 +466,48 @@ mod tests {
         {
             let mut h = header();
             h.origin = origin.into();
-            h.target = target.into();
+            h.destination = Destination::Target(target.into());
             let bytes = encode_header(&h).expect("encode");
             assert!(matches!(
                 decode_header(&bytes, &HeaderLimits::default()),
                 Err(HeaderError::InvalidField(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_node_already_passed_cannot_come_again() {
+        let mut h = header();
+        h.passed = vec!["x".into()];
+        h.hops = vec!["y".into(), "x".into()];
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(decode_header(&bytes, &HeaderLimits::default()), Err(HeaderError::Loop("x".into())));
+    }
+
+    #[test]
+    fn forwarding_moves_the_sender_from_hops_to_passed() {
+        let mut h = header();
+        h.hops = vec!["c".into(), "d".into()];
+        let onward = h.onward("b");
+        assert_eq!((onward.passed, onward.hops), (vec!["b".to_string()], vec!["d".to_string()]));
+        assert!(h.names("a") && h.names("c") && !h.names("b"));
+    }
+
+    #[test]
+    fn a_proxy_chain_header_names_a_port_and_never_port_zero() {
+        let mut h = header();
+        h.destination = Destination::RouteByPort(8080);
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Ok(Decoded::Complete(h.clone(), bytes.len()))
+        );
+        h.destination = Destination::RouteByPort(0);
+        let bytes = encode_header(&h).expect("encode");
+        assert!(matches!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Err(HeaderError::InvalidField("port"))
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
-use crate::node::exit;
+use crate::node::inbound;
 use crate::node::peers::LINK_UNKNOWN_PEER;
 use crate::tls;
 
@@ -133,7 +133,7 @@ pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection) 
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(exit::handle_stream(shared.clone(), peer.clone(), send, recv));
+                tokio::spawn(inbound::handle_stream(shared.clone(), peer.clone(), send, recv));
             }
             Err(e) => {
                 info!(peer = %peer, reason = %e, "link closed");

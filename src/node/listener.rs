@@ -25,11 +25,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts on `listener` until the node starts draining.
 pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListener) {
     let mut draining = shared.draining.clone();
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, _)) => {
-                    tokio::spawn(origin::handle_connection(shared.clone(), name.clone(), tcp));
+                    tokio::spawn(origin::handle_connection(shared.clone(), name.clone(), port, tcp));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

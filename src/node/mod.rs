@@ -8,13 +8,17 @@
 pub mod endpoint;
 pub mod exit;
 pub mod flow_timer;
+pub mod inbound;
 pub mod links;
 pub mod listener;
 pub mod local_splice;
+pub mod onward;
 pub mod origin;
 pub mod peers;
+pub mod relay;
 pub mod splice;
 pub mod stats;
+pub mod stream_splice;
 pub mod tcp_io;
 
 use std::net::SocketAddr;

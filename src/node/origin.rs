@@ -8,26 +8,26 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::core::route::Exit;
-use crate::core::wire::{self, FlowHeader, RefuseReason};
+use crate::core::route::{Exit, choose_path};
+use crate::core::wire::{Destination, FlowHeader, RefuseReason};
 use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
 use crate::node::tcp_io::{self, reset_tcp};
-use crate::node::{FlowGuard, Shared};
+use crate::node::{FlowGuard, Shared, onward};
 
 /// Routes and carries one accepted application connection.
-pub async fn handle_connection(shared: Arc<Shared>, listener: String, tcp: TcpStream) {
+pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     // From here on, any way this task ends short of completion closes with an RST.
     tcp_io::arm_reset_on_drop(&tcp);
     let Some(guard) = FlowGuard::try_new(&shared) else {
-        shared.counters.refused_origin(RefuseReason::Overloaded);
+        shared.counters.refused_origin(RefuseReason::Overloaded, None);
         warn!(listener = %listener, "refused a connection: flow limit reached");
         reset_tcp(tcp);
         return;
     };
     let Some((index, route)) = shared.routes.for_listener(&listener) else {
-        shared.counters.refused_origin(RefuseReason::NoRoute);
+        shared.counters.refused_origin(RefuseReason::NoRoute, None);
         warn!(listener = %listener, "refused a connection: no route");
         reset_tcp(tcp);
         return;
@@ -38,75 +38,56 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, tcp: TcpSt
     let flow_id = shared.new_flow_id();
     let target = route.next_target().to_string();
     let span = info_span!("flow", id = flow_id, route = %route.name);
+    let me = shared.id().to_string();
+    let header = |hops: Vec<String>, destination| FlowHeader {
+        flow_id,
+        origin: me.clone(),
+        passed: Vec::new(),
+        hops,
+        destination,
+        subflow: None,
+    };
     let end = match &route.exit {
         Exit::Local => local_exit(&shared, tcp, &target).instrument(span.clone()).await,
-        Exit::Peer(peer) => {
-            let peer = peer.clone();
-            via_peer(&shared, tcp, &peer, target, flow_id).instrument(span.clone()).await
+        Exit::Remote { exit, paths } => {
+            let path = choose_path(exit, paths, |n| shared.pool.current(n).is_some());
+            let h = header(path.hops, Destination::Target(target));
+            open_flow(&shared, tcp, &path.first_hop, h).instrument(span.clone()).await
+        }
+        Exit::Chain(peer) => {
+            let h = header(Vec::new(), Destination::RouteByPort(port));
+            open_flow(&shared, tcp, peer, h).instrument(span.clone()).await
         }
     };
     let _enter = span.enter();
     if let FlowEnd::Refused { reason, hop, detail } = &end {
-        shared.counters.refused_origin(*reason);
+        shared.counters.refused_origin(*reason, Some(index));
         info!(reason = reason.as_str(), hop = %crate::node::log_escape(hop), detail = %crate::node::log_escape(detail), "flow refused");
     }
     guard.finish(&end);
 }
 
-/// Opens a stream to `peer`, writes the header and splices without waiting for the reply.
-async fn via_peer(shared: &Shared, tcp: TcpStream, peer: &str, target: String, flow_id: u64) -> FlowEnd {
-    let limits = &shared.config.limits;
-    let refused = |reason, detail: String| FlowEnd::Refused { reason, hop: shared.id().to_string(), detail };
-    let conn = match shared.pool.connection(peer, limits.connect_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
+/// Opens the flow's stream to `first_hop`, writes the header and splices without waiting
+/// for the reply.
+async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: FlowHeader) -> FlowEnd {
+    match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
+        Ok((send, recv)) => {
+            splice::splice(
+                tcp,
+                send,
+                recv,
+                Prelude::ExpectReply,
+                shared.timeouts,
+                shared.counters.clone(),
+                shared.force.clone(),
+            )
+            .await
+        }
+        Err((reason, detail)) => {
             reset_tcp(tcp);
-            return refused(RefuseReason::NoRoute, e.to_string());
-        }
-    };
-    let (mut send, mut recv) = match tokio::time::timeout(limits.connect_timeout, conn.open_bi()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            reset_tcp(tcp);
-            return refused(RefuseReason::NoRoute, format!("link to `{peer}` failed: {e}"));
-        }
-        Err(_) => {
-            reset_tcp(tcp);
-            return refused(RefuseReason::Overloaded, format!("no stream to `{peer}` available in time"));
-        }
-    };
-    let header =
-        FlowHeader { flow_id, origin: shared.id().to_string(), hops: Vec::new(), target, subflow: None };
-    let bytes = match wire::encode_header(&header) {
-        Ok(b) => b,
-        Err(e) => {
-            splice::abort(tcp, &mut send, &mut recv, splice::codes::REFUSED);
-            return refused(RefuseReason::BadHeader, e.to_string());
-        }
-    };
-    // The header normally fits the stream window at once; a link whose window is used up by
-    // stalled flows must not hold this flow forever.
-    match tokio::time::timeout(limits.connect_timeout, send.write_chunk(Bytes::from(bytes))).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            splice::abort(tcp, &mut send, &mut recv, splice::codes::PEER_RESET);
-            return FlowEnd::LinkLost(e.to_string());
-        }
-        Err(_) => {
-            splice::abort(tcp, &mut send, &mut recv, splice::codes::TIMEOUT);
-            return refused(RefuseReason::Overloaded, format!("link to `{peer}` has no send window"));
+            FlowEnd::Refused { reason, hop: shared.id().to_string(), detail }
         }
     }
-    splice::splice(
-        tcp,
-        send,
-        recv,
-        Prelude::ExpectReply,
-        shared.timeouts,
-        shared.counters.clone(),
-        shared.force.clone(),
-    )
-    .await
 }
 
 /// This node is the exit: a plain TCP proxy to the target.

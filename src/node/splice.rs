@@ -252,7 +252,8 @@ async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
     }
 }
 
-fn read_error(e: ReadError) -> FlowEnd {
+/// How a failed stream read ends a flow.
+pub(crate) fn read_error(e: ReadError) -> FlowEnd {
     match e {
         ReadError::Reset(code) => FlowEnd::PeerReset(code.into_inner()),
         ReadError::ConnectionLost(c) => FlowEnd::LinkLost(c.to_string()),
@@ -260,7 +261,8 @@ fn read_error(e: ReadError) -> FlowEnd {
     }
 }
 
-fn write_error(e: WriteError) -> FlowEnd {
+/// How a failed stream write ends a flow.
+pub(crate) fn write_error(e: WriteError) -> FlowEnd {
     match e {
         WriteError::Stopped(code) => FlowEnd::PeerReset(code.into_inner()),
         WriteError::ConnectionLost(c) => FlowEnd::LinkLost(c.to_string()),

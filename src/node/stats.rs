@@ -17,6 +17,10 @@ pub struct Counters {
     pub flows_exited: AtomicU64,
     /// Flows from local applications that exited here (plain TCP proxy).
     pub flows_local: AtomicU64,
+    /// Flows this node relayed (or handed on along a proxy chain).
+    pub flows_relayed: AtomicU64,
+    /// Bytes this node relayed between streams, both directions.
+    pub bytes_relayed: AtomicU64,
     /// Bytes read from TCP sockets (applications and targets).
     pub bytes_in: AtomicU64,
     /// Bytes written to TCP sockets (applications and targets).
@@ -29,6 +33,8 @@ pub struct Counters {
     pub flows_reset: AtomicU64,
     /// Matches per route, in config order.
     pub route_matches: Vec<AtomicU64>,
+    /// Refusals of flows this node originated, per route (config order), by reason.
+    pub route_refusals: Vec<[AtomicU64; RefuseReason::ALL.len()]>,
 }
 
 impl Counters {
@@ -39,18 +45,24 @@ impl Counters {
             flows_originated: AtomicU64::new(0),
             flows_exited: AtomicU64::new(0),
             flows_local: AtomicU64::new(0),
+            flows_relayed: AtomicU64::new(0),
+            bytes_relayed: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             refused_at_origin: Default::default(),
             refused_inbound: Default::default(),
             flows_reset: AtomicU64::new(0),
             route_matches: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+            route_refusals: (0..routes).map(|_| Default::default()).collect(),
         }
     }
 
-    /// Counts a refusal learned at the origin.
-    pub fn refused_origin(&self, reason: RefuseReason) {
+    /// Counts a refusal learned at the origin, for route `route` when known.
+    pub fn refused_origin(&self, reason: RefuseReason, route: Option<usize>) {
         self.refused_at_origin[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(per_route) = route.and_then(|r| self.route_refusals.get(r)) {
+            per_route[reason.index()].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a refusal of an inbound flow.
@@ -72,6 +84,10 @@ pub struct Stats {
     pub flows_exited: u64,
     /// Local flows that exited here.
     pub flows_local: u64,
+    /// Flows relayed or handed on along a proxy chain.
+    pub flows_relayed: u64,
+    /// Bytes relayed between streams.
+    pub bytes_relayed: u64,
     /// Bytes read from TCP sockets.
     pub bytes_in: u64,
     /// Bytes written to TCP sockets.
@@ -84,6 +100,8 @@ pub struct Stats {
     pub refused_inbound: Vec<(String, u64)>,
     /// Matches per route name.
     pub route_matches: Vec<(String, u64)>,
+    /// Refusals per route name, by reason name (only non-zero ones).
+    pub route_refusals: Vec<(String, Vec<(String, u64)>)>,
 }
 
 impl Stats {
@@ -105,7 +123,7 @@ fn lookup(list: &[(String, u64)], key: &str) -> u64 {
 /// Takes a snapshot; `route_names` in config order.
 pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let by_reason = |arr: &[AtomicU64]| {
+    let by_reason = |arr: &[AtomicU64]| -> Vec<(String, u64)> {
         RefuseReason::ALL
             .iter()
             .zip(arr)
@@ -119,11 +137,18 @@ pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
         flows_originated: load(&c.flows_originated),
         flows_exited: load(&c.flows_exited),
         flows_local: load(&c.flows_local),
+        flows_relayed: load(&c.flows_relayed),
+        bytes_relayed: load(&c.bytes_relayed),
         bytes_in: load(&c.bytes_in),
         bytes_out: load(&c.bytes_out),
         flows_reset: load(&c.flows_reset),
         refused_at_origin: by_reason(&c.refused_at_origin),
         refused_inbound: by_reason(&c.refused_inbound),
         route_matches: route_names.iter().cloned().zip(c.route_matches.iter().map(load)).collect(),
+        route_refusals: route_names
+            .iter()
+            .cloned()
+            .zip(c.route_refusals.iter().map(|r| by_reason(r)))
+            .collect(),
     }
 }

@@ -72,6 +72,10 @@ pub struct NodeSpec<'a> {
     pub limits: Vec<String>,
     /// `mesh.link_idle_timeout`.
     pub link_idle: &'a str,
+    /// Relays for every route (`via`).
+    pub via: Vec<&'a str>,
+    /// Extra lines for the `mesh` section, e.g. `relay: false`.
+    pub mesh_extra: Vec<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -85,6 +89,8 @@ impl<'a> NodeSpec<'a> {
             allow: vec![],
             limits: vec![],
             link_idle: "5s",
+            via: vec![],
+            mesh_extra: vec![],
         }
     }
 
@@ -117,11 +123,17 @@ impl<'a> NodeSpec<'a> {
             if let Some(e) = exit {
                 y += &format!("    exit: {e}\n");
             }
+            if !self.via.is_empty() {
+                y += &format!("    via: [{}]\n", self.via.join(", "));
+            }
         }
         y += &format!(
             "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"{}\"\n",
             self.mesh_bind, self.link_idle
         );
+        for l in &self.mesh_extra {
+            y += &format!("  {l}\n");
+        }
         if !self.limits.is_empty() {
             y += "limits:\n";
             for l in &self.limits {
@@ -388,4 +400,60 @@ impl UdpRelay {
 pub async fn settled(expected: u64, mut read: impl FnMut() -> u64) -> u64 {
     let _ = eventually(Duration::from_secs(5), || read() == expected).await;
     read()
+}
+
+/// Sends `len` pattern bytes each way at once through `entry` to the one connection
+/// `server` accepts, and checks the SHA-256 of both directions.
+pub async fn exchange_both_ways(entry: SocketAddr, server: tokio::net::TcpListener, len: usize) {
+    let server_task = tokio::spawn(async move {
+        let (s, _) = server.accept().await.expect("accept");
+        let (mut r, mut w) = s.into_split();
+        let sent = tokio::spawn(async move {
+            let h = send_pattern(&mut w, 2, len).await.expect("server send");
+            w.shutdown().await.expect("server shutdown");
+            h
+        });
+        let got = read_all_hash(&mut r).await.expect("server read");
+        (got, sent.await.expect("join"))
+    });
+    let (mut r, mut w) = connect(entry).await.into_split();
+    let sent = tokio::spawn(async move {
+        let h = send_pattern(&mut w, 1, len).await.expect("client send");
+        w.shutdown().await.expect("client shutdown");
+        h
+    });
+    let (client_got_len, client_got) = read_all_hash(&mut r).await.expect("client read");
+    let client_sent = sent.await.expect("join");
+    let ((server_got_len, server_got), server_sent) = server_task.await.expect("server");
+    assert_eq!((server_got_len, client_got_len), (len, len));
+    assert_eq!(server_got, client_sent, "client->server bytes differ");
+    assert_eq!(client_got, server_sent, "server->client bytes differ");
+}
+
+/// Runs `n` concurrent flows through `entry` to an echo target, each with its own
+/// pattern and length, and checks every one byte for byte.
+pub async fn many_echo_flows(entry: SocketAddr, n: u64) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        tasks.push(tokio::spawn(async move {
+            let (mut r, mut w) = connect(entry).await.into_split();
+            let len = 8 * 1024 + (i as usize % 7) * 1000;
+            let writer = tokio::spawn(async move {
+                let h = send_pattern(&mut w, i, len).await.expect("send");
+                w.shutdown().await.expect("shutdown");
+                h
+            });
+            let (got_len, got) = read_all_hash(&mut r).await.expect("read");
+            (got_len == len && got == writer.await.expect("join"), i)
+        }));
+    }
+    let mut bad = Vec::new();
+    for t in tasks {
+        let (ok, i) =
+            tokio::time::timeout(Duration::from_secs(120), t).await.expect("in time").expect("join");
+        if !ok {
+            bad.push(i);
+        }
+    }
+    assert!(bad.is_empty(), "flows with wrong bytes: {bad:?}");
 }

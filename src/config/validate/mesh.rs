@@ -32,6 +32,7 @@ impl Checker<'_> {
             connection_window,
             send_window,
             udp_buffer,
+            relay: raw.relay.unwrap_or(true),
         })
     }
 

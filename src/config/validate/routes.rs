@@ -43,21 +43,86 @@ impl Checker<'_> {
         let name = self.required(format!("routes[{i}].name"), raw.name.as_deref());
         let matcher = self.route_match(i, raw.matcher.as_ref(), ctx);
         self.bad_route_match |= matcher.is_none();
-        let targets = self.route_targets(i, raw.target.as_ref(), ctx);
-        let exit = match raw.exit.as_deref() {
+        let chain = chain_target(raw, ctx);
+        let targets = match chain {
+            Some(_) => Some(Vec::new()),
+            None => self.route_targets(i, raw.target.as_ref(), ctx),
+        };
+        let paths = self.route_paths(i, raw, ctx)?;
+        let exit = self.route_exit(i, raw, ctx, !paths.is_empty());
+        if chain.is_some() && (raw.exit.is_some() || !paths.is_empty()) {
+            self.error(
+                format!("routes[{i}].target"),
+                "a proxy-chain target (`target: <peer>`) hands the flow to that peer: leave out `exit`, `via` and `paths`",
+            );
+            return None;
+        }
+        self.route_unsupported(i, raw)?;
+        Some(RouteConfig {
+            name: name?.to_owned(),
+            matcher: matcher?,
+            targets: targets?,
+            exit: exit?,
+            paths,
+            chain: chain.map(str::to_owned),
+        })
+    }
+
+    /// `exit`: this node (`None`), a configured peer, or, when the route has relay paths,
+    /// any node the last relay can reach.
+    fn route_exit(
+        &mut self,
+        i: usize,
+        raw: &RawRoute,
+        ctx: &RouteContext<'_>,
+        has_paths: bool,
+    ) -> Option<Option<String>> {
+        let key = format!("routes[{i}].exit");
+        match raw.exit.as_deref() {
+            Some(exit) if exit == ctx.node_id && has_paths => {
+                self.check(key, Err("a route with relay paths must exit at another node".to_owned()))
+            }
             // Naming this node as the exit is the same as leaving `exit` out.
             Some(exit) if exit == ctx.node_id => Some(None),
             Some(exit) if ctx.peer_names.contains(exit) => Some(Some(exit.to_owned())),
+            Some(exit) if has_paths => self.check(key, check_node_id(exit)).map(|e| Some(e.to_owned())),
             Some(exit) => self.check(
-                format!("routes[{i}].exit"),
+                key,
                 Err(format!("`{exit}` is neither this node (`{}`) nor a configured peer", ctx.node_id)),
             ),
+            None if has_paths => {
+                self.check(key, Err("a route with `via` or `paths` needs an `exit`".to_owned()))
+            }
             None => Some(None),
-        };
-        self.route_unsupported(i, raw)?;
-        Some(RouteConfig { name: name?.to_owned(), matcher: matcher?, targets: targets?, exit: exit? })
+        }
     }
 
+    /// `via` (one path) or `paths` (several, tried in order): the relays between this node
+    /// and the exit. Each starts at a configured peer and names no node twice.
+    fn route_paths(&mut self, i: usize, raw: &RawRoute, ctx: &RouteContext<'_>) -> Option<Vec<Vec<String>>> {
+        let (key, paths): (String, Vec<Vec<String>>) = match (&raw.via, &raw.paths) {
+            (Some(via), Some(paths)) if !via.is_empty() && !paths.is_empty() => {
+                return self
+                    .check(format!("routes[{i}].via"), Err("give `via` or `paths`, not both".to_owned()));
+            }
+            (Some(via), _) if !via.is_empty() => (format!("routes[{i}].via"), vec![via.clone()]),
+            (_, Some(paths)) => (format!("routes[{i}].paths"), paths.clone()),
+            _ => return Some(Vec::new()),
+        };
+        let mut ok = true;
+        for (j, path) in paths.iter().enumerate() {
+            let at = if raw.paths.is_some() && raw.via.as_ref().is_none_or(Vec::is_empty) {
+                format!("{key}[{j}]")
+            } else {
+                key.clone()
+            };
+            if let Err(e) = check_path(path, raw.exit.as_deref(), ctx) {
+                self.error(at, e);
+                ok = false;
+            }
+        }
+        ok.then_some(paths)
+    }
     fn route_match(
         &mut self,
         i: usize,
@@ -109,9 +174,7 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for (key, target) in keyed {
             let checked = if !target.contains(':') && ctx.peer_names.contains(target.as_str()) {
-                Err("proxy-chain targets (`target: <peer>`) are not supported by this version yet; \
-                     use `exit: <peer>` with a host:port target"
-                    .to_owned())
+                Err("a proxy-chain target (`target: <peer>`) must be the route's only target".to_owned())
             } else {
                 check_host_port(target)
             };
@@ -123,26 +186,13 @@ impl Checker<'_> {
     /// Refuses the parts of the route contract this version does not carry out yet, so
     /// that a config that asks for them fails loudly instead of being half obeyed.
     fn route_unsupported(&mut self, i: usize, raw: &RawRoute) -> Option<()> {
-        let mut ok = Some(());
-        if raw.via.as_ref().is_some_and(|v| !v.is_empty()) {
-            ok = self.check(
-                format!("routes[{i}].via"),
-                Err("multi-hop `via` is not supported by this version yet".into()),
-            );
-        }
-        if raw.paths.as_ref().is_some_and(|p| !p.is_empty()) {
-            ok = self.check(
-                format!("routes[{i}].paths"),
-                Err("`paths` is not supported by this version yet".into()),
-            );
-        }
         if raw.multipath == Some(true) {
-            ok = self.check(
+            return self.check(
                 format!("routes[{i}].multipath"),
                 Err("`multipath: true` is not supported by this version yet".into()),
             );
         }
-        ok
+        Some(())
     }
 
     /// A listener no route matches would accept connections only to refuse them.
@@ -169,4 +219,32 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// The peer a proxy-chain route hands its flows to: a single target that names a peer.
+fn chain_target<'r>(raw: &'r RawRoute, ctx: &RouteContext<'_>) -> Option<&'r str> {
+    match raw.target.as_ref()? {
+        RawTargets::One(t) if !t.contains(':') && ctx.peer_names.contains(t.as_str()) => Some(t),
+        _ => None,
+    }
+}
+
+/// Most nodes on a path, origin and exit included (the wire's hop limit).
+const MAX_PATH_NODES: usize = 16;
+
+fn check_path(path: &[String], exit: Option<&str>, ctx: &RouteContext<'_>) -> Result<(), String> {
+    let first = path.first().ok_or("a path needs at least one relay")?;
+    if !ctx.peer_names.contains(first.as_str()) {
+        return Err(format!("the first relay `{first}` must be a configured peer"));
+    }
+    if path.len() + 2 > MAX_PATH_NODES {
+        return Err(format!("{} relays make a path longer than {MAX_PATH_NODES} nodes", path.len()));
+    }
+    for (k, node) in path.iter().enumerate() {
+        check_node_id(node)?;
+        if node == ctx.node_id || Some(node.as_str()) == exit || path[..k].contains(node) {
+            return Err(format!("`{node}` appears twice on the path (origin, relays and exit must differ)"));
+        }
+    }
+    Ok(())
 }

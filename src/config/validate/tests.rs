@@ -156,9 +156,14 @@ fn route_targets_are_host_port_strings() {
 }
 
 #[test]
-fn a_peer_name_as_target_is_the_unsupported_proxy_chain() {
-    let errors = errors(&with("\"10.0.0.5:80\"", "b"));
-    assert_has(&errors, "routes[0].target", "proxy-chain targets (`target: <peer>`) are not supported");
+fn a_peer_name_as_the_only_target_is_a_proxy_chain() {
+    let config = run(&with("    target: \"10.0.0.5:80\"\n    exit: b", "    target: b")).expect("chain");
+    assert_eq!(config.routes[0].chain.as_deref(), Some("b"));
+    assert!(config.routes[0].targets.is_empty());
+    let with_exit = errors(&with("\"10.0.0.5:80\"", "b"));
+    assert_has(&with_exit, "routes[0].target", "leave out `exit`, `via` and `paths`");
+    let mixed = errors(&with("\"10.0.0.5:80\"", "[b, \"10.0.0.6:80\"]"));
+    assert_has(&mixed, "routes[0].target[0]", "must be the route's only target");
 }
 
 #[test]
@@ -173,13 +178,37 @@ fn exit_is_this_node_or_a_peer() {
 }
 
 #[test]
-fn multi_hop_and_multipath_are_refused_for_now() {
-    let text = with("exit: b", "exit: b\n    via: [b]\n    paths: [[b]]\n    multipath: true");
-    let errors = errors(&text);
-    assert_has(&errors, "routes[0].via", "multi-hop `via` is not supported by this version yet");
-    assert_has(&errors, "routes[0].paths", "`paths` is not supported");
-    assert_has(&errors, "routes[0].multipath", "not supported");
+fn relay_paths_start_at_a_peer_and_name_no_node_twice() {
+    let config = run(&with("exit: b", "exit: d\n    via: [b, c]")).expect("via");
+    assert_eq!(
+        (config.routes[0].exit.as_deref(), config.routes[0].paths.clone()),
+        (Some("d"), vec![vec!["b".to_string(), "c".to_string()]])
+    );
+    let config = run(&with("exit: b", "exit: d\n    paths: [[b], [b, e]]")).expect("paths");
+    assert_eq!(config.routes[0].paths.len(), 2);
+    let cases = [
+        ("exit: d\n    via: [b]\n    paths: [[b]]", "routes[0].via", "not both"),
+        ("exit: d\n    via: [c]", "routes[0].via", "must be a configured peer"),
+        ("exit: d\n    via: [b, a]", "routes[0].via", "appears twice"),
+        ("exit: d\n    via: [b, d]", "routes[0].via", "appears twice"),
+        ("exit: d\n    paths: [[b], []]", "routes[0].paths[1]", "at least one relay"),
+        ("exit: a\n    via: [b]", "routes[0].exit", "must exit at another node"),
+        ("exit: d", "routes[0].exit", "nor a configured peer"),
+        ("exit: b\n    multipath: true", "routes[0].multipath", "not supported"),
+    ];
+    for (route, key, needle) in cases {
+        assert_has(&errors(&with("exit: b", route)), key, needle);
+    }
+    let long: Vec<String> = (0..15).map(|i| format!("n{i}")).collect();
+    let text = with("exit: b", &format!("exit: d\n    via: [b, {}]", long.join(", ")));
+    assert_has(&errors(&text), "routes[0].via", "longer than 16 nodes");
     assert!(run(&with("exit: b", "exit: b\n    via: []\n    multipath: false")).is_ok());
+}
+
+#[test]
+fn a_route_without_via_needs_no_exit_but_one_with_via_does() {
+    let text = with("    target: \"10.0.0.5:80\"\n    exit: b", "    target: \"10.0.0.5:80\"\n    via: [b]");
+    assert_has(&errors(&text), "routes[0].exit", "needs an `exit`");
 }
 
 #[test]

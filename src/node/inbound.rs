@@ -1,0 +1,111 @@
+//! A flow stream opened by a peer: read and check its header, then hand it to the relay,
+//! the proxy chain or the exit.
+//!
+//! A stream is refused (reply, finish, stop) rather than the connection closed, so one bad
+//! stream never disturbs the other flows on the same link.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream};
+use tracing::{Instrument, info_span, warn};
+
+use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+use crate::node::splice::codes;
+use crate::node::{FlowGuard, Shared, exit, relay};
+
+/// Handles one stream opened by `peer`.
+pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStream, mut recv: RecvStream) {
+    // Draining first: while draining, shutdown takes every permit that comes free, so the
+    // flow limit would otherwise hide the real reason.
+    if *shared.draining.borrow() {
+        refuse(&shared, &mut send, &mut recv, RefuseReason::Draining, "node is shutting down").await;
+        return;
+    }
+    let Some(guard) = FlowGuard::try_new(&shared) else {
+        refuse(&shared, &mut send, &mut recv, RefuseReason::Overloaded, "flow limit reached").await;
+        return;
+    };
+    let (header, rest) = match read_header(&shared, &mut recv).await {
+        Ok(h) => h,
+        Err((reason, detail)) => {
+            warn!(peer = %peer, %detail, "refused a flow stream: bad header");
+            refuse(&shared, &mut send, &mut recv, reason, &detail).await;
+            return;
+        }
+    };
+    if header.names(shared.id()) {
+        let detail = format!("`{}` is already on this flow's path", shared.id());
+        refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
+        return;
+    }
+    let span = info_span!("flow", id = header.flow_id, origin = %header.origin);
+    let flow = async move {
+        match (&header.destination, header.hops.is_empty()) {
+            (_, false) => relay::forward(shared, guard, header, rest, send, recv).await,
+            (Destination::Target(target), true) => {
+                let target = target.clone();
+                exit::exit_flow(shared, guard, &target, rest, send, recv).await
+            }
+            (Destination::RouteByPort(port), true) => {
+                let port = *port;
+                relay::chain(shared, guard, header, port, rest, send, recv).await
+            }
+        }
+    };
+    flow.instrument(span).await;
+}
+
+/// Reads the header within the deadline; returns it and the bytes that followed it.
+async fn read_header(
+    shared: &Shared,
+    recv: &mut RecvStream,
+) -> Result<(FlowHeader, Bytes), (RefuseReason, String)> {
+    let limits = shared.header_limits;
+    let read = async {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            match wire::decode_header(&buf, &limits) {
+                Ok(Decoded::Complete(h, used)) => return Ok((h, Bytes::copy_from_slice(&buf[used..]))),
+                Ok(Decoded::NeedMore(_)) => {}
+                Err(e) => return Err((RefuseReason::from(&e), e.to_string())),
+            }
+            let room = limits.max_header_bytes.saturating_sub(buf.len()).max(1);
+            match recv.read_chunk(room, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err((RefuseReason::BadHeader, "stream ended inside the header".into())),
+                Err(e) => {
+                    return Err((RefuseReason::BadHeader, format!("stream failed inside the header: {e}")));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(shared.config.limits.header_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err((RefuseReason::BadHeader, "header did not arrive in time".into())),
+    }
+}
+
+/// Sends a refusal, finishes the stream and stops reading it.
+pub(crate) async fn refuse(
+    shared: &Shared,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    reason: RefuseReason,
+    detail: &str,
+) {
+    shared.counters.refused_here(reason);
+    let reply = wire::encode_reply(&Reply::refused(reason, &shared.config.common.node_id, detail));
+    // The reply goes out before the stop, so an opener still uploading learns why.
+    let write = async {
+        send.write_all(&reply).await.ok()?;
+        send.finish().ok()
+    };
+    // Bounded: a peer that never reads must not hold this task.
+    let sent = tokio::time::timeout(shared.config.limits.header_timeout, write).await;
+    let _ = recv.stop(codes::REFUSED);
+    if !matches!(sent, Ok(Some(()))) {
+        // Never leave a partial reply looking like a finished stream.
+        let _ = send.reset(codes::REFUSED);
+    }
+}

@@ -1,0 +1,106 @@
+//! A relay's half of a flow: bytes move between the stream from the previous node and
+//! the stream to the next one, both ways, without being looked at.
+//!
+//! Invariants (as for [`crate::node::splice`]):
+//! - a finish crosses as a finish; a reset or stop on either side resets and stops both
+//!   sides, so a cut anywhere on the path reaches both ends as a reset;
+//! - the one exception is a refusal: the next node stops our upload with `REFUSED` and then
+//!   sends its reply, so the upload is stopped upstream too while the reply still passes;
+//! - a relay holds at most one chunk per direction of its own; everything else waits in
+//!   QUIC flow control, so a slow exit slows the origin and relay memory stays bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use quinn::{RecvStream, SendStream, VarInt, WriteError};
+use tokio::sync::watch;
+
+use crate::node::flow_timer::{Activity, FlowTimeouts};
+use crate::node::splice::{FlowEnd, codes, read_error, write_error};
+use crate::node::stats::Counters;
+
+/// Largest chunk moved in one step.
+const CHUNK: usize = 64 * 1024;
+
+/// One side of a relayed flow: the streams to and from one neighbour.
+pub struct StreamPair {
+    /// Towards the neighbour.
+    pub send: SendStream,
+    /// From the neighbour.
+    pub recv: RecvStream,
+}
+
+/// Relays between the previous node (`back`) and the next (`ahead`) until both directions
+/// finish, or resets both on any failure.
+pub async fn splice_streams(
+    mut back: StreamPair,
+    mut ahead: StreamPair,
+    timeouts: FlowTimeouts,
+    counters: Arc<Counters>,
+    mut force: watch::Receiver<bool>,
+) -> FlowEnd {
+    let activity = Activity::new();
+    let end = {
+        let forward = copy(&mut back.recv, &mut ahead.send, &activity, &counters);
+        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters);
+        tokio::select! {
+            r = async { tokio::try_join!(forward, backward) } => match r {
+                Ok(_) => FlowEnd::Completed,
+                Err(end) => end,
+            },
+            reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
+            _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
+        }
+    };
+    if end == FlowEnd::Completed {
+        // Hold the flow until both neighbours acknowledged everything (see splice.rs).
+        let acked = async { tokio::join!(back.send.stopped(), ahead.send.stopped()) };
+        let _ = tokio::time::timeout(timeouts.half_closed, acked).await;
+    } else {
+        let code = match &end {
+            FlowEnd::PeerReset(code) => VarInt::from_u64(*code).unwrap_or(codes::PEER_RESET),
+            FlowEnd::TimedOut(_) => codes::TIMEOUT,
+            FlowEnd::Aborted => codes::SHUTDOWN,
+            _ => codes::PEER_RESET,
+        };
+        for side in [&mut back, &mut ahead] {
+            let _ = side.send.reset(code);
+            let _ = side.recv.stop(code);
+        }
+    }
+    end
+}
+
+/// Copies one direction; a finish is passed on as a finish.
+async fn copy(
+    from: &mut RecvStream,
+    to: &mut SendStream,
+    activity: &Activity,
+    counters: &Counters,
+) -> Result<(), FlowEnd> {
+    loop {
+        match from.read_chunk(CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                activity.touch();
+                let n = chunk.bytes.len() as u64;
+                match to.write_chunk(chunk.bytes).await {
+                    Ok(()) => {
+                        counters.bytes_relayed.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(WriteError::Stopped(code)) if code == codes::REFUSED => {
+                        // Refused ahead: stop the upload behind us too, and let the reply
+                        // travel back on the other direction.
+                        let _ = from.stop(codes::REFUSED);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(write_error(e)),
+                }
+            }
+            Ok(None) => {
+                activity.half_close();
+                return to.finish().map_err(|_| FlowEnd::PeerReset(codes::PEER_RESET.into_inner()));
+            }
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+}

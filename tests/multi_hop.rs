@@ -1,0 +1,313 @@
+//! Source-routed flows over a chain A -> B -> C -> D: bytes, half-close, resets, a relay
+//! dying, refusals with the hop that refused, bounded relay buffering, proxy chains.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use proxy::Node;
+use proxy::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const MIB: usize = 1024 * 1024;
+
+/// A chain A -> B -> C -> D; A's route `in` goes to `target` via B and C, exiting at D.
+struct Chain {
+    _mesh: Mesh,
+    a: Node,
+    b: Node,
+    c: Node,
+    d: Node,
+}
+
+async fn chain(target: SocketAddr, limits: &[&str], mesh_extra: &[&str], c_relays: bool) -> Chain {
+    let mesh = Mesh::new(&["a", "b", "c", "d"]);
+    let lim: Vec<String> = limits.iter().map(|s| s.to_string()).collect();
+    let extra: Vec<String> = mesh_extra.iter().map(|s| s.to_string()).collect();
+    let spec = |id, peers: Vec<(&'static str, String)>| {
+        let mut s = NodeSpec::new(id);
+        s.peers = peers;
+        s.limits = lim.clone();
+        s.mesh_extra = extra.clone();
+        s
+    };
+    let mut d = spec("d", vec![("c", String::new())]);
+    d.allow = vec!["127.0.0.1/32".into()];
+    let d = d.start(&mesh).await;
+    let mut c = spec("c", vec![("b", String::new()), ("d", d.mesh_addr().expect("addr").to_string())]);
+    if !c_relays {
+        c.mesh_extra.push("relay: false".into());
+    }
+    let c = c.start(&mesh).await;
+    let b = spec("b", vec![("a", String::new()), ("c", c.mesh_addr().expect("addr").to_string())]);
+    let b = b.start(&mesh).await;
+    let mut a = spec("a", vec![("b", b.mesh_addr().expect("addr").to_string())]);
+    a.routes = vec![("in", target.to_string(), Some("d"))];
+    a.via = vec!["b", "c"];
+    let a = a.start(&mesh).await;
+    for (node, peer) in [(&a, "b"), (&b, "c"), (&c, "d")] {
+        assert!(node.wait_for_link(peer, Duration::from_secs(10)).await, "{} -> {peer} link", node.id());
+    }
+    Chain { _mesh: mesh, a, b, c, d }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_each_way_cross_three_hops_byte_exact() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    exchange_both_ways(listener_addr(&ch.a, "in"), server, 64 * MIB).await;
+    assert_eq!(
+        (ch.b.stats().flows_relayed, ch.c.stats().flows_relayed, ch.d.stats().flows_exited),
+        (1, 1, 1)
+    );
+    assert!(ch.b.stats().bytes_relayed >= 2 * 64 * MIB as u64);
+    assert_eq!(ch.a.stats().flows_reset + ch.b.stats().flows_reset + ch.d.stats().flows_reset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_flows_cross_three_hops_byte_exact() {
+    let echo = echo_server().await;
+    let ch = chain(echo, &[], &[], true).await;
+    many_echo_flows(listener_addr(&ch.a, "in"), 1000).await;
+    assert_eq!(ch.c.stats().flows_relayed, 1000);
+    assert_eq!(ch.d.stats().flows_exited, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_crosses_every_hop_both_ways() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.expect("accept");
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).await.expect("request to eof");
+        s.write_all(&sha256(&req)).await.expect("reply");
+        s.shutdown().await.expect("fin");
+    });
+    let mut c = connect(listener_addr(&ch.a, "in")).await;
+    let request = vec![3u8; 300_000];
+    c.write_all(&request).await.expect("write");
+    c.shutdown().await.expect("half-close");
+    assert_eq!(read_to_end_or_error(&mut c).await.expect("clean end"), sha256(&request));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_cross_every_hop_both_ways() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    // Client resets: the server sees a reset.
+    let mut c = connect(listener_addr(&ch.a, "in")).await;
+    c.write_all(b"one").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).await.expect("read");
+    reset(c);
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+    // Server resets: the client sees a reset.
+    let mut c = connect(listener_addr(&ch.a, "in")).await;
+    c.write_all(b"two").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    s.read_exact(&mut buf).await.expect("read");
+    s.write_all(b"partial").await.expect("write");
+    reset(s);
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_flow_resets_both_ends() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    let c = connect(listener_addr(&ch.a, "in")).await;
+    let (mut s, _) = {
+        let (_, mut w) = c.into_split();
+        let writer = tokio::spawn(async move {
+            // Keep sending until the path breaks.
+            let chunk = vec![1u8; 16 * 1024];
+            loop {
+                if w.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let accepted = server.accept().await.expect("accept");
+        drop(writer);
+        accepted
+    };
+    let mut some = vec![0u8; 64 * 1024];
+    s.read_exact(&mut some).await.expect("bytes flowing");
+    let Chain { b, .. } = ch;
+    b.abort();
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut s)).await.expect("in time");
+    assert_eq!(r.map(|_| ()), Err(std::io::ErrorKind::ConnectionReset), "the exit side must see a reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_flow_resets_the_client_too() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    let mut c = connect(listener_addr(&ch.a, "in")).await;
+    c.write_all(b"hello").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut five = [0u8; 5];
+    s.read_exact(&mut five).await.expect("read");
+    s.write_all(&vec![2u8; 100_000]).await.expect("write");
+    let Chain { a, c: node_c, .. } = ch;
+    node_c.abort();
+    let r =
+        tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
+    assert_eq!(r.map(|_| ()), Err(std::io::ErrorKind::ConnectionReset), "the client must see a reset");
+    assert_eq!(settled(1, || a.stats().flows_reset).await, 1);
+}
+
+/// Opens a raw stream to `node` as peer "a" with a hand-made header; returns the reply.
+async fn raw_reply(mesh_dir: &std::path::Path, node: &Node, hops: &[&str], target: &str) -> Reply {
+    let ep = raw_client(&mesh_dir.join("a.crt"), &mesh_dir.join("a.key"), &mesh_dir.join("ca.crt"));
+    let conn =
+        ep.connect(node.mesh_addr().expect("addr"), node.id()).expect("connect").await.expect("handshake");
+    let h = FlowHeader {
+        flow_id: 1,
+        origin: "a".into(),
+        passed: vec![],
+        hops: hops.iter().map(|s| s.to_string()).collect(),
+        destination: Destination::Target(target.into()),
+        subflow: None,
+    };
+    let (mut s, mut r) = conn.open_bi().await.expect("open");
+    s.write_all(&wire::encode_header(&h).expect("encode")).await.expect("write");
+    let buf = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(4096))
+        .await
+        .expect("in time")
+        .expect("read");
+    match wire::decode_reply(&buf).expect("reply") {
+        Decoded::Complete(reply, _) => reply,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn refused(reply: Reply) -> (RefuseReason, String) {
+    match reply {
+        Reply::Refused { reason, hop, .. } => (reason, hop),
+        Reply::Opened => panic!("opened"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_are_refused_with_the_reason_and_the_hop_that_refused() {
+    let echo = echo_server().await;
+    let ch = chain(echo, &[], &[], false).await;
+    let dir = ch._mesh.dir.clone();
+    let target = echo.to_string();
+    // Into b, as if from a.
+    let cases: Vec<(Vec<&str>, RefuseReason, &str)> = vec![
+        (vec!["c", "d", "c"], RefuseReason::Loop, "b"),
+        (vec!["c", "b", "d"], RefuseReason::Loop, "b"),
+        (vec!["x", "d"], RefuseReason::NoRoute, "b"),
+        ((0..15).map(|_| "n").collect(), RefuseReason::HopLimit, "b"),
+        // c has relaying disabled: b relays, c refuses.
+        (vec!["c", "d"], RefuseReason::RelayNotAllowed, "c"),
+    ];
+    for (hops, reason, hop) in cases {
+        let got = refused(raw_reply(&dir, &ch.b, &hops, &target).await);
+        assert_eq!(got, (reason, hop.to_string()), "hops {hops:?}");
+    }
+    // c still exits flows that end at it, even with relaying off... it has no exit policy,
+    // so the refusal is a policy one, from c.
+    assert_eq!(
+        refused(raw_reply(&dir, &ch.b, &["c"], &target).await),
+        (RefuseReason::Policy, "c".to_string())
+    );
+    // A refusal by the exit travels back through both relays.
+    let lone = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+    let ch2 = chain(lone, &[], &[], true).await;
+    let got = refused(raw_reply(&ch2._mesh.dir, &ch2.b, &["c", "d"], "10.9.9.9:80").await);
+    assert_eq!(got, (RefuseReason::Policy, "d".to_string()));
+    // And an origin learns the refusal, counted per route.
+    expect_refused(listener_addr(&ch.a, "in"), b"x").await;
+    assert_eq!(settled(1, || ch.a.stats().refused_at_origin(RefuseReason::RelayNotAllowed)).await, 1);
+    let per_route = ch.a.stats().route_refusals;
+    assert_eq!(per_route, vec![("in".to_string(), vec![("relay_not_allowed".to_string(), 1)])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_exit_reader_bounds_what_the_relays_hold() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let window = 256 * 1024;
+    let mesh_extra = [format!("stream_window: {window}")];
+    let extra: Vec<&str> = mesh_extra.iter().map(String::as_str).collect();
+    let ch = chain(server.local_addr().expect("addr"), &[], &extra, true).await;
+    let (_r, mut w) = connect(listener_addr(&ch.a, "in")).await.into_split();
+    let (mut s, _) = {
+        let first = w.write_all(b"start").await;
+        first.expect("write");
+        server.accept().await.expect("accept")
+    };
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(700), w.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break,
+        }
+        assert!(written < 256 * MIB, "the origin was never slowed down");
+    }
+    // Between what the origin read from its application and what the exit wrote to the
+    // target sit three stream windows and a chunk per relay: nothing grows with the
+    // amount sent.
+    let held = ch.a.stats().bytes_in - ch.d.stats().bytes_out;
+    assert!(held <= 3 * window as u64 + 4 * 256 * 1024, "{held} bytes held inside the mesh");
+    let relayed_b = ch.b.stats().bytes_relayed;
+    let relayed_c = ch.c.stats().bytes_relayed;
+    assert!(relayed_b.abs_diff(relayed_c) <= 2 * window as u64, "b {relayed_b} vs c {relayed_c}");
+    // The reader catches up: every byte arrives.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < written + 5 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("data")
+            .expect("read");
+        assert!(n > 0, "EOF after {got}");
+        got += n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_chain_target_hands_the_flow_to_the_peer_and_its_route_for_the_port() {
+    let mesh = Mesh::new(&["a", "b", "c"]);
+    let echo = echo_server().await;
+    // a and b listen on the same port (on 127.0.0.1 and 127.0.0.2): the chain carries the
+    // port, and b routes it by its own route for that port, exiting at c.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut c = NodeSpec::new("c");
+    c.peers = vec![("b", String::new())];
+    c.allow = vec!["127.0.0.1/32".into()];
+    let c = c.start(&mesh).await;
+    let b_yaml = format!(
+        "common: {{ node_id: b, region: t }}\nlisteners: [ {{ name: web, bind: \"127.0.0.2:{port}\" }} ]\npeers: [ {{ name: a }}, {{ name: c, address: \"{}\" }} ]\nroutes: [ {{ name: web-via-c, match: {{ port: {port} }}, target: \"{echo}\", exit: c }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\n",
+        c.mesh_addr().expect("addr")
+    );
+    let b = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await.expect("b");
+    let a_yaml = format!(
+        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: web, bind: \"127.0.0.1:{port}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: to-b, match: {{ listener: web }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
+        b.mesh_addr().expect("addr")
+    );
+    let a = Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await.expect("a");
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    assert!(b.wait_for_link("c", Duration::from_secs(10)).await);
+    let (mut r, mut w) = connect(listener_addr(&a, "web")).await.into_split();
+    let sent = send_pattern(&mut w, 9, MIB).await.expect("send");
+    w.shutdown().await.expect("fin");
+    let (n, got) = read_all_hash(&mut r).await.expect("read");
+    assert_eq!((n, got), (MIB, sent));
+    assert_eq!(b.stats().route_matches, vec![("web-via-c".to_string(), 1)]);
+    assert_eq!((b.stats().flows_relayed, c.stats().flows_exited), (1, 1));
+}
