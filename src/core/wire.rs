@@ -476,6 +476,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_docs_wire_md_encodes_byte_for_byte() {
+        let mut expected = vec![0x50, 0x52, 0x58, 0x59, 0x01, 0x00, 0x17, 0x2a, 0x01, b'a', 0x00];
+        expected.extend_from_slice(&[0x02, 0x01, b'b', 0x01, b'c', 0x00, 0x0b]);
+        expected.extend_from_slice(b"10.0.0.1:80");
+        expected.push(0x00);
+        assert_eq!(encode_header(&header()).expect("encode"), expected);
+        let mut chain = header();
+        chain.destination = Destination::RouteByPort(8080);
+        let body = bincode::encode_to_vec(&chain.destination, bincode_config()).expect("encode");
+        assert_eq!(body, vec![0x01, 0xfb, 0x1f, 0x90]);
+    }
+
+    #[test]
     fn a_node_already_passed_cannot_come_again() {
         let mut h = header();
         h.passed = vec!["x".into()];
