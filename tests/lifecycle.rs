@@ -86,33 +86,15 @@ async fn a_slow_reader_stops_the_sender_and_buffering_stays_bounded() {
     let c = connect(listener_addr(&a, "in")).await;
     let (mut s, _) = server.accept().await.expect("accept");
     let (_r, mut w) = c.into_split();
-    // Write until the writes stall for a while: the server is not reading.
-    let chunk = vec![0u8; 64 * 1024];
-    let mut written = 0usize;
-    loop {
-        match tokio::time::timeout(Duration::from_millis(700), w.write_all(&chunk)).await {
-            Ok(Ok(())) => written += chunk.len(),
-            Ok(Err(e)) => panic!("write failed: {e}"),
-            Err(_) => break,
-        }
-        assert!(written < 256 * 1024 * 1024, "sender was never slowed down");
-    }
+    // The server is not reading.
+    let written = write_until_stalled(&mut w).await;
     // Kernel socket buffers on four sockets plus the 4 MiB QUIC stream window: far below
     // 64 MiB. Without backpressure the sender would have run on.
     assert!(written < 64 * 1024 * 1024, "{written} bytes buffered");
     let in_flight = a.stats().bytes_in - b.stats().bytes_out;
     assert!(in_flight <= 16 * 1024 * 1024, "{in_flight} bytes held between the nodes");
     // The reader catches up and every byte arrives.
-    let mut got = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    while got < written {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("data")
-            .expect("read");
-        assert!(n > 0, "EOF after {got} of {written}");
-        got += n;
-    }
+    read_exactly(&mut s, written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,16 +249,7 @@ async fn a_slow_exit_reader_bounds_what_the_relays_hold() {
         first.expect("write");
         server.accept().await.expect("accept")
     };
-    let chunk = vec![0u8; 64 * 1024];
-    let mut written = 0usize;
-    loop {
-        match tokio::time::timeout(Duration::from_millis(700), w.write_all(&chunk)).await {
-            Ok(Ok(())) => written += chunk.len(),
-            Ok(Err(e)) => panic!("write failed: {e}"),
-            Err(_) => break,
-        }
-        assert!(written < 256 * MIB, "the origin was never slowed down");
-    }
+    let written = write_until_stalled(&mut w).await;
     // Between what the origin read from its application and what the exit wrote to the
     // target sit three stream windows and a chunk per relay: nothing grows with the
     // amount sent.
@@ -268,16 +259,7 @@ async fn a_slow_exit_reader_bounds_what_the_relays_hold() {
     let relayed_c = ch.c.stats().bytes_relayed;
     assert!(relayed_b.abs_diff(relayed_c) <= 2 * window as u64, "b {relayed_b} vs c {relayed_c}");
     // The reader catches up: every byte arrives.
-    let mut got = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    while got < written + 5 {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("data")
-            .expect("read");
-        assert!(n > 0, "EOF after {got}");
-        got += n;
-    }
+    read_exactly(&mut s, written + 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -457,3 +457,32 @@ pub async fn many_echo_flows(entry: SocketAddr, n: u64) {
     }
     assert!(bad.is_empty(), "flows with wrong bytes: {bad:?}");
 }
+
+/// Writes 64 KiB chunks until writes stall for 700 ms (backpressure reached); returns the
+/// bytes written. Fails if the writer is never slowed down.
+pub async fn write_until_stalled<W: AsyncWriteExt + Unpin>(w: &mut W) -> usize {
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(700), w.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => return written,
+        }
+        assert!(written < 256 * 1024 * 1024, "the sender was never slowed down");
+    }
+}
+
+/// Reads exactly `n` bytes (in any chunking), failing on an early end.
+pub async fn read_exactly<R: AsyncReadExt + Unpin>(r: &mut R, n: usize) {
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < n {
+        let k = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf))
+            .await
+            .expect("data")
+            .expect("read");
+        assert!(k > 0, "EOF after {got} of {n}");
+        got += k;
+    }
+}
