@@ -293,3 +293,42 @@ async fn a_proxy_chain_target_hands_the_flow_to_the_peer_and_its_route_for_the_p
     assert_eq!(b.stats().route_matches, vec![("web-via-c".to_string(), 1)]);
     assert_eq!((b.stats().flows_relayed, c.stats().flows_exited), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_cut_link_resets_both_ends_within_the_link_idle_timeout() {
+    let mesh = Mesh::new(&["a", "b", "c"]);
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let mut c = NodeSpec::new("c");
+    c.peers = vec![("b", String::new())];
+    c.allow = vec!["127.0.0.1/32".into()];
+    let c = c.start(&mesh).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("c", c.mesh_addr().expect("addr").to_string())];
+    let b = b.start(&mesh).await;
+    // a reaches b through a UDP relay that can drop everything.
+    let cut = UdpRelay::start(b.mesh_addr().expect("addr")).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", cut.addr.to_string())];
+    a.routes = vec![("in", target.to_string(), Some("c"))];
+    a.via = vec!["b"];
+    a.link_idle = "2s";
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    assert!(b.wait_for_link("c", Duration::from_secs(10)).await);
+    let mut client = connect(listener_addr(&a, "in")).await;
+    client.write_all(b"before the cut").await.expect("write");
+    let (mut s, _) = server.accept().await.expect("accept");
+    let mut buf = [0u8; 14];
+    s.read_exact(&mut buf).await.expect("read");
+    cut.set_blackhole(true);
+    let started = std::time::Instant::now();
+    let (client_end, server_end) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), read_to_end_or_error(&mut client)),
+        tokio::time::timeout(Duration::from_secs(15), read_to_end_or_error(&mut s)),
+    );
+    assert_eq!(client_end.expect("client in time"), Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(server_end.expect("server in time"), Err(std::io::ErrorKind::ConnectionReset));
+    // a's link idles out after 2 s, b's after its 5 s: both well inside the bound.
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+}
