@@ -1,10 +1,11 @@
 //! Data-plane benchmark: `cargo bench --bench data_plane`.
 //!
 //! Measures, in one run on loopback: direct TCP, a bare quinn stream with the node's own
-//! transport tuning, and one flow through two `proxy` nodes (real processes of the built
-//! binary). For each: bulk throughput, 64-byte round trip p50/p99, and new-flow time to
-//! the first echoed byte. Prints the ratios to the baselines, then the node's RSS with
-//! 10,000 idle flows open.
+//! transport tuning, one flow through two `proxy` nodes, and one flow through one, two and
+//! three relays (chains of in-process nodes origin -> relays -> exit). For each: bulk
+//! throughput, 64-byte round trip p50/p99, and new-flow time to the first echoed byte.
+//! Prints the ratios to the baselines and the cost of each extra relay hop, then the RSS of
+//! two node processes with 10,000 idle flows open.
 //!
 //! Environment: `BENCH_BULK_MIB` (default 1024), `BENCH_RTT_ROUNDS` (default 10000),
 //! `BENCH_NEW_FLOWS` (default 1000), `BENCH_IDLE_FLOWS` (default 10000).
@@ -300,25 +301,88 @@ async fn start_pair(
     bail!("nodes did not come up")
 }
 
-/// Starts b and a in this process; returns them and a's `bulk` and `echo` entries.
-async fn start_pair_in_process(
+/// Node ids of an in-process chain, origin first; the mesh has certificates for each.
+const NODE_IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+/// Relay counts measured after the two-node flow.
+const MAX_RELAYS: usize = NODE_IDS.len() - 2;
+
+fn node_yaml(id: &str, peers: &str, extra: &str) -> String {
+    format!(
+        "common: {{ node_id: {id}, region: bench, log_level: warn }}\npeers: [ {peers} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt }}\n{LIMITS}{extra}"
+    )
+}
+
+async fn start_in_process(dir: &Path, yaml: &str) -> Result<proxy::Node> {
+    let config = proxy::config::parse(yaml, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    proxy::Node::start(config).await
+}
+
+/// The origin: listeners `bulk` and `echo`, routed to `sink` and `echo` at the last of
+/// `ids` via the ones between; it dials `ids[1]` at `next`.
+fn origin_yaml(ids: &[&str], next: SocketAddr, sink: SocketAddr, echo: SocketAddr) -> Result<String> {
+    let (first, exit) = (ids.get(1).context("no next hop")?, ids.last().context("no exit")?);
+    let relays = ids.get(1..ids.len() - 1).unwrap_or_default();
+    let via = if relays.is_empty() { String::new() } else { format!(", via: [{}]", relays.join(", ")) };
+    let route = |name: &str, target: SocketAddr| {
+        format!(
+            "  - {{ name: {name}, match: {{ listener: {name} }}, target: \"{target}\", exit: {exit}{via} }}\n"
+        )
+    };
+    let extra = format!(
+        "listeners: [ {{ name: bulk, bind: \"127.0.0.1:0\" }}, {{ name: echo, bind: \"127.0.0.1:0\" }} ]\nroutes:\n{}{}",
+        route("bulk", sink),
+        route("echo", echo)
+    );
+    Ok(node_yaml(ids[0], &format!("{{ name: {first}, address: \"{next}\" }}"), &extra))
+}
+
+/// Starts a chain origin -> `relays` relays -> exit in this process, each node dialing the
+/// next; returns its nodes, origin first. The origin's listeners `bulk` and `echo` lead,
+/// through the relays, to `sink` and `echo`. With no relays this is the two-node pair.
+async fn start_chain(
     dir: &Path,
     sink: SocketAddr,
     echo: SocketAddr,
-) -> Result<(proxy::Node, proxy::Node)> {
-    let b = format!(
-        "common: {{ node_id: b, region: bench, log_level: warn }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\n{LIMITS}exit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
-    );
-    let b = proxy::Node::start(proxy::config::parse(&b, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?).await?;
-    let a = format!(
-        "common: {{ node_id: a, region: bench, log_level: warn }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:0\" }}, {{ name: echo, bind: \"127.0.0.1:0\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n{LIMITS}",
-        b.mesh_addr()?
-    );
-    let a = proxy::Node::start(proxy::config::parse(&a, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?).await?;
-    if !a.wait_for_link("b", Duration::from_secs(10)).await {
-        bail!("link a-b did not come up");
+    relays: usize,
+) -> Result<Vec<proxy::Node>> {
+    let ids = NODE_IDS.get(..relays + 2).with_context(|| format!("at most {MAX_RELAYS} relays"))?;
+    let allow = "exit_policy: { allow: [\"127.0.0.1/32\"] }\n";
+    let exit = node_yaml(ids[relays + 1], &format!("{{ name: {} }}", ids[relays]), allow);
+    // From the exit back to the origin, so each node knows the address of the next.
+    let mut nodes = vec![start_in_process(dir, &exit).await?];
+    for i in (1..=relays).rev() {
+        let next = nodes.last().context("no next node")?.mesh_addr()?;
+        let peers = format!("{{ name: {} }}, {{ name: {}, address: \"{next}\" }}", ids[i - 1], ids[i + 1]);
+        nodes.push(start_in_process(dir, &node_yaml(ids[i], &peers, "")).await?);
     }
-    Ok((a, b))
+    let next = nodes.last().context("no next node")?.mesh_addr()?;
+    nodes.push(start_in_process(dir, &origin_yaml(ids, next, sink, echo)?).await?);
+    nodes.reverse();
+    for (node, peer) in nodes.iter().zip(ids.iter().skip(1)) {
+        if !node.wait_for_link(peer, Duration::from_secs(10)).await {
+            bail!("link {} -> {peer} did not come up", node.id());
+        }
+    }
+    Ok(nodes)
+}
+
+/// Figures for one flow through a chain with `relays` relays; the chain is shut down after.
+async fn chain_figures(
+    dir: &Path,
+    sink: SocketAddr,
+    sink_rx: &mut mpsc::UnboundedReceiver<u64>,
+    echo: SocketAddr,
+    relays: usize,
+    bulk: u64,
+) -> Result<Figures> {
+    let nodes = start_chain(dir, sink, echo, relays).await?;
+    let origin = nodes.first().context("empty chain")?;
+    let f = tcp_figures(entry(origin, "bulk")?, sink_rx, entry(origin, "echo")?, bulk).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    f
 }
 
 fn entry(node: &proxy::Node, name: &str) -> Result<SocketAddr> {
@@ -362,7 +426,7 @@ fn make_mesh() -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let ca = MeshCa::generate("bench CA")?;
     std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    for n in ["a", "b"] {
+    for n in NODE_IDS {
         let c = ca.issue_node_cert(n, 1)?;
         std::fs::write(dir.join(format!("{n}.crt")), c.cert_pem)?;
         std::fs::write(dir.join(format!("{n}.key")), c.key_pem)?;
@@ -385,14 +449,17 @@ fn main() -> Result<()> {
 
 fn run_all(dir: &Path) -> Result<()> {
     let bulk = env_usize("BENCH_BULK_MIB", 1024) as u64 * 1024 * 1024;
-    println!("proxy data-plane benchmark: {} MiB bulk, loopback, both nodes in this process", bulk >> 20);
+    println!(
+        "proxy data-plane benchmark: {} MiB bulk, loopback, all nodes of the proxy rows (2 to 5) in this process",
+        bulk >> 20
+    );
     // Two runtimes: two worker threads use both cores (throughput); one thread keeps a
     // round trip on one core, free of the virtual machine's idle-CPU wake-up latency,
     // which otherwise dominates microsecond figures here.
     let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     multi.block_on(suite("tokio, 2 worker threads", dir, bulk))?;
     let single = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    single.block_on(suite("tokio, 1 thread (client, servers and both nodes share it)", dir, bulk))?;
+    single.block_on(suite("tokio, 1 thread (client, servers and all nodes share it)", dir, bulk))?;
     let n = env_usize("BENCH_IDLE_FLOWS", 10_000);
     if n > 0 {
         multi.block_on(memory(dir, n))?;
@@ -410,12 +477,35 @@ async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
     row("direct TCP", &direct);
     let quinn = quinn_figures(dir, bulk).await?;
     row("bare quinn stream", &quinn);
-    let (na, nb) = start_pair_in_process(dir, sink, echo).await?;
-    let through = tcp_figures(entry(&na, "bulk")?, &mut sink_rx, entry(&na, "echo")?, bulk).await?;
-    row("proxy, 2 nodes", &through);
-    na.shutdown().await;
-    nb.shutdown().await;
-    let ratio = |x: f64, y: f64| x / y;
+    let mut hops = Vec::new();
+    for relays in 0..=MAX_RELAYS {
+        let f = chain_figures(dir, sink, &mut sink_rx, echo, relays, bulk).await?;
+        row(&hop_label(relays), &f);
+        hops.push(f);
+    }
+    pair_ratios(&direct, &quinn, hops.first().context("no two-node figures")?);
+    hop_ratios(&direct, &hops);
+    Ok(())
+}
+
+fn hop_label(relays: usize) -> String {
+    match relays {
+        0 => "proxy, 2 nodes".to_owned(),
+        1 => "proxy, 1 relay".to_owned(),
+        n => format!("proxy, {n} relays"),
+    }
+}
+
+fn ratio(x: f64, y: f64) -> f64 {
+    x / y
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The two-node flow against the baselines.
+fn pair_ratios(direct: &Figures, quinn: &Figures, through: &Figures) {
     println!(
         "  bulk: proxy / bare quinn = {:.2} (aim >= 0.65); proxy / direct TCP = {:.2}",
         ratio(through.gbit, quinn.gbit),
@@ -431,7 +521,36 @@ async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
         ratio(through.new_flow_p50.as_secs_f64(), direct.new_flow_p50.as_secs_f64()),
         ratio(quinn.new_flow_p50.as_secs_f64(), direct.new_flow_p50.as_secs_f64())
     );
-    Ok(())
+}
+
+/// Each relayed flow against the two-node flow (`hops[0]`) and direct TCP, then the cost
+/// of each extra hop against the hop count before it.
+fn hop_ratios(direct: &Figures, hops: &[Figures]) {
+    let Some(pair) = hops.first() else { return };
+    for (relays, f) in hops.iter().enumerate().skip(1) {
+        println!(
+            "  {:<9} bulk / 2 nodes = {:.2}, / direct TCP = {:.2}; rtt64 p50 {:+.1} µs vs 2 nodes; new flow p50 {:.1} µs",
+            format!("{}:", hop_label(relays).trim_start_matches("proxy, ")),
+            ratio(f.gbit, pair.gbit),
+            ratio(f.gbit, direct.gbit),
+            micros(f.rtt_p50) - micros(pair.rtt_p50),
+            micros(f.new_flow_p50)
+        );
+    }
+    let steps: Vec<(f64, f64)> = hops
+        .windows(2)
+        .map(|w| ((1.0 - ratio(w[1].gbit, w[0].gbit)) * 100.0, micros(w[1].rtt_p50) - micros(w[0].rtt_p50)))
+        .collect();
+    let list = |v: Vec<String>| v.join(", ");
+    let worst_bulk = steps.iter().map(|s| s.0).fold(f64::NEG_INFINITY, f64::max);
+    let worst_rtt = steps.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "  per extra hop (1, 2, 3 relays vs one fewer): bulk cost {} % (aim <= 15%: {}); rtt64 p50 cost {} µs (aim <= 100 µs: {})",
+        list(steps.iter().map(|s| format!("{:.1}", s.0)).collect()),
+        if worst_bulk <= 15.0 { "met" } else { "missed" },
+        list(steps.iter().map(|s| format!("{:+.1}", s.1)).collect()),
+        if worst_rtt <= 100.0 { "met" } else { "missed" }
+    );
 }
 
 /// The echo target of the memory run, as its own process: 10,000 flows need 10,000
