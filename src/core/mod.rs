@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod link_rule;
+pub mod pathfind;
 pub mod policy;
 pub mod route;
 pub mod wire;

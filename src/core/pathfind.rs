@@ -1,0 +1,334 @@
+//! Path computation over the mesh graph: pure, deterministic, no I/O.
+//!
+//! The graph is directed (a link's metrics can differ per direction) and holds, per link,
+//! the measured round-trip time, loss rate and throughput. For an objective, every link
+//! gets a cost; the best path minimises the sum of costs (`latency`, `loss`, `balanced`) or
+//! maximises the narrowest link and then minimises latency (`bandwidth`). Alternatives share no relay with the best
+//! path or with each other: each is the best path once the relays already used are
+//! removed. Ties are broken by node index, so the same graph always gives the same paths.
+//!
+//! Cost: one Dijkstra per source gives the best path to every destination
+//! (O(E log V)); alternatives are computed only for the (source, exit) pairs routes use.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+/// Measured quality of one directed link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkMetrics {
+    /// Smoothed round-trip time, in milliseconds.
+    pub rtt_ms: f64,
+    /// Packet loss rate, 0.0 to 1.0.
+    pub loss: f64,
+    /// Throughput the link can carry, in Mbit/s.
+    pub bandwidth_mbps: f64,
+}
+
+/// What "best" means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Lowest sum of round-trip times.
+    Latency,
+    /// Highest delivery probability (product of per-link delivery rates).
+    Loss,
+    /// Widest path: the highest bottleneck throughput; ties by latency.
+    Bandwidth,
+    /// A weighted sum of latency (per ms), loss (per 1% of loss, as `-ln(1-loss)` x 100)
+    /// and narrowness (per `100 / Mbit/s`).
+    Balanced {
+        /// Weight of the latency term.
+        latency: f64,
+        /// Weight of the loss term.
+        loss: f64,
+        /// Weight of the bandwidth term.
+        bandwidth: f64,
+    },
+}
+
+impl Objective {
+    /// The additive cost of a link, or `None` when it is unusable (total loss, no capacity).
+    fn link_cost(&self, m: &LinkMetrics) -> Option<f64> {
+        if !(0.0..1.0).contains(&m.loss) || m.bandwidth_mbps <= 0.0 || !m.rtt_ms.is_finite() || m.rtt_ms < 0.0
+        {
+            return None;
+        }
+        let loss_cost = -(1.0 - m.loss).ln();
+        Some(match *self {
+            Objective::Latency | Objective::Bandwidth => m.rtt_ms,
+            Objective::Loss => loss_cost,
+            Objective::Balanced { latency, loss, bandwidth } => {
+                latency * m.rtt_ms + loss * 100.0 * loss_cost + bandwidth * 100.0 / m.bandwidth_mbps
+            }
+        })
+    }
+}
+
+/// The mesh as a directed graph of node ids and measured links.
+#[derive(Debug, Clone, Default)]
+pub struct MeshGraph {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    links: Vec<Vec<(usize, LinkMetrics)>>,
+}
+
+/// A path from a source to an exit, both included, with its quality.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    /// Node ids from the source to the exit.
+    pub nodes: Vec<String>,
+    /// Sum of link costs (for `bandwidth`: the path's latency).
+    pub cost: f64,
+    /// The narrowest link on the path, in Mbit/s.
+    pub bottleneck_mbps: f64,
+}
+
+/// A path with its share of the traffic, for multipath.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedPath {
+    /// The path.
+    pub path: Path,
+    /// Its share, all shares summing to 1.
+    pub weight: f64,
+}
+
+impl MeshGraph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of `node`, adding it when new.
+    pub fn node(&mut self, node: &str) -> usize {
+        if let Some(&i) = self.index.get(node) {
+            return i;
+        }
+        let i = self.names.len();
+        self.names.push(node.to_string());
+        self.index.insert(node.to_string(), i);
+        self.links.push(Vec::new());
+        i
+    }
+
+    /// Sets (or replaces) the metrics of the directed link `from -> to`.
+    pub fn set_link(&mut self, from: &str, to: &str, metrics: LinkMetrics) {
+        let (f, t) = (self.node(from), self.node(to));
+        let out = &mut self.links[f];
+        match out.iter_mut().find(|(n, _)| *n == t) {
+            Some(entry) => entry.1 = metrics,
+            None => out.push((t, metrics)),
+        }
+    }
+
+    /// Removes the directed link `from -> to` (a dead link).
+    pub fn remove_link(&mut self, from: &str, to: &str) {
+        if let (Some(&f), Some(&t)) = (self.index.get(from), self.index.get(to)) {
+            self.links[f].retain(|(n, _)| *n != t);
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The best path from `source` to `exit` for `objective`.
+    pub fn best_path(&self, source: &str, exit: &str, objective: Objective) -> Option<Path> {
+        let (s, e) = (*self.index.get(source)?, *self.index.get(exit)?);
+        self.path_avoiding(s, e, objective, &vec![false; self.len()])
+    }
+
+    /// Best paths from `source` to every reachable node. One search for additive
+    /// objectives; for `bandwidth`, one per distinct bottleneck width.
+    pub fn best_paths_from(&self, source: &str, objective: Objective) -> Vec<Path> {
+        let Some(&s) = self.index.get(source) else { return Vec::new() };
+        let none = vec![false; self.len()];
+        if objective != Objective::Bandwidth {
+            let tree = self.search(s, objective, &none, 0.0);
+            return (0..self.len()).filter(|&e| e != s).filter_map(|e| self.path_to(&tree, s, e)).collect();
+        }
+        let widths = self.widest(s, &none);
+        let mut out = Vec::new();
+        let mut levels: Vec<f64> = widths.iter().copied().filter(|w| *w > 0.0 && w.is_finite()).collect();
+        levels.sort_by(f64::total_cmp);
+        levels.dedup();
+        for level in levels {
+            let tree = self.search(s, objective, &none, level);
+            let at_level = (0..self.len()).filter(|&e| e != s && widths[e] == level);
+            out.extend(at_level.filter_map(|e| self.path_to(&tree, s, e)));
+        }
+        out
+    }
+
+    /// Up to `max` paths from `source` to `exit` that share no relay, best first, with
+    /// weights: by bottleneck throughput for `bandwidth`, else by inverse cost.
+    pub fn disjoint_paths(
+        &self,
+        source: &str,
+        exit: &str,
+        objective: Objective,
+        max: usize,
+    ) -> Vec<WeightedPath> {
+        let (Some(&s), Some(&e)) = (self.index.get(source), self.index.get(exit)) else { return Vec::new() };
+        let mut banned = vec![false; self.len()];
+        let mut paths = Vec::new();
+        while paths.len() < max {
+            let Some(path) = self.path_avoiding(s, e, objective, &banned) else { break };
+            let relays: Vec<usize> =
+                path.nodes[1..path.nodes.len() - 1].iter().map(|n| self.index[n]).collect();
+            let direct = relays.is_empty();
+            relays.into_iter().for_each(|r| banned[r] = true);
+            paths.push(path);
+            if direct {
+                // The direct link is used; another path would differ only by relays, and
+                // the next search would find the same direct link again.
+                break;
+            }
+        }
+        weigh(paths, objective)
+    }
+
+    /// The best path avoiding `banned` relays. For `bandwidth`: first the widest
+    /// bottleneck, then the lowest latency among paths that keep it (a single search on
+    /// the pair (width, latency) would be wrong: a narrower but faster prefix can still
+    /// be best once the rest of the path is narrower than both).
+    fn path_avoiding(&self, s: usize, e: usize, objective: Objective, banned: &[bool]) -> Option<Path> {
+        let min_width = if objective == Objective::Bandwidth {
+            let w = self.widest(s, banned)[e];
+            if w <= 0.0 {
+                return None;
+            }
+            w
+        } else {
+            0.0
+        };
+        let tree = self.search(s, objective, banned, min_width);
+        self.path_to(&tree, s, e)
+    }
+
+    fn path_to(&self, tree: &Tree, s: usize, e: usize) -> Option<Path> {
+        if s == e || tree.prev[e].is_none() {
+            return None;
+        }
+        let mut nodes = vec![e];
+        let mut at = e;
+        while let Some(p) = tree.prev[at] {
+            nodes.push(p);
+            at = p;
+        }
+        nodes.reverse();
+        Some(Path {
+            nodes: nodes.iter().map(|&i| self.names[i].clone()).collect(),
+            cost: tree.cost[e],
+            bottleneck_mbps: tree.width[e],
+        })
+    }
+
+    /// Dijkstra on the objective's additive cost over links at least `min_width` wide,
+    /// never relaying through `banned` nodes.
+    fn search(&self, s: usize, objective: Objective, banned: &[bool], min_width: f64) -> Tree {
+        let n = self.len();
+        let mut tree = Tree { cost: vec![f64::INFINITY; n], width: vec![0.0; n], prev: vec![None; n] };
+        let mut done = vec![false; n];
+        tree.cost[s] = 0.0;
+        tree.width[s] = f64::INFINITY;
+        let mut heap = BinaryHeap::new();
+        heap.push(Entry { key: -0.0, node: s });
+        while let Some(Entry { node: u, .. }) = heap.pop() {
+            if std::mem::replace(&mut done[u], true) || (u != s && banned[u]) {
+                // A banned node may end a path (the exit) but never relay one.
+                continue;
+            }
+            for &(v, ref m) in &self.links[u] {
+                let Some(c) = objective.link_cost(m).filter(|_| m.bandwidth_mbps >= min_width) else {
+                    continue;
+                };
+                let cost = tree.cost[u] + c;
+                if cost < tree.cost[v] && !done[v] {
+                    tree.cost[v] = cost;
+                    tree.width[v] = tree.width[u].min(m.bandwidth_mbps);
+                    tree.prev[v] = Some(u);
+                    heap.push(Entry { key: -cost, node: v });
+                }
+            }
+        }
+        tree
+    }
+
+    /// The widest bottleneck from `s` to every node (max-min Dijkstra).
+    fn widest(&self, s: usize, banned: &[bool]) -> Vec<f64> {
+        let n = self.len();
+        let mut width = vec![0.0; n];
+        let mut done = vec![false; n];
+        width[s] = f64::INFINITY;
+        let mut heap = BinaryHeap::new();
+        heap.push(Entry { key: f64::INFINITY, node: s });
+        while let Some(Entry { node: u, .. }) = heap.pop() {
+            if std::mem::replace(&mut done[u], true) || (u != s && banned[u]) {
+                continue;
+            }
+            for &(v, ref m) in &self.links[u] {
+                if Objective::Latency.link_cost(m).is_none() {
+                    continue;
+                }
+                let w = width[u].min(m.bandwidth_mbps);
+                if w > width[v] && !done[v] {
+                    width[v] = w;
+                    heap.push(Entry { key: w, node: v });
+                }
+            }
+        }
+        width
+    }
+}
+
+/// Shares: proportional to bottleneck throughput for `bandwidth`, else to `1 / cost`.
+fn weigh(paths: Vec<Path>, objective: Objective) -> Vec<WeightedPath> {
+    let score = |p: &Path| match objective {
+        Objective::Bandwidth => p.bottleneck_mbps,
+        _ => 1.0 / p.cost.max(1e-9),
+    };
+    let total: f64 = paths.iter().map(score).sum();
+    paths
+        .into_iter()
+        .map(|path| {
+            let weight = if total > 0.0 && total.is_finite() { score(&path) / total } else { 0.0 };
+            WeightedPath { path, weight }
+        })
+        .collect()
+}
+
+struct Tree {
+    cost: Vec<f64>,
+    width: Vec<f64>,
+    prev: Vec<Option<usize>>,
+}
+
+/// Heap entry: the largest key comes out first (costs are pushed negated); the lower node
+/// index breaks ties so results are deterministic.
+#[derive(Clone, Copy, PartialEq)]
+struct Entry {
+    key: f64,
+    node: usize,
+}
+
+impl Eq for Entry {}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.total_cmp(&other.key).then(other.node.cmp(&self.node))
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests;
