@@ -131,3 +131,31 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
         Reply::Opened => panic!("17-node path accepted"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_does_not_name_its_sender_is_refused() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    let b = b.start(&mesh).await;
+    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
+    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+    // a claims the flow came from z and never passed a: b would send it back to a.
+    let h = FlowHeader {
+        flow_id: 3,
+        origin: "z".into(),
+        passed: vec![],
+        hops: vec!["a".into()],
+        destination: Destination::Target("127.0.0.1:9".into()),
+        subflow: None,
+    };
+    let (mut s, mut r) = conn.open_bi().await.expect("open");
+    s.write_all(&wire::encode_header(&h).expect("encode")).await.expect("write");
+    match read_reply(&mut r).await {
+        Reply::Refused { reason, hop, .. } => {
+            assert_eq!((reason, hop.as_str()), (RefuseReason::BadHeader, "b"))
+        }
+        Reply::Opened => panic!("accepted a header that hides its sender"),
+    }
+}

@@ -24,7 +24,18 @@ struct Chain {
 }
 
 async fn chain(target: SocketAddr, limits: &[&str], mesh_extra: &[&str], c_relays: bool) -> Chain {
-    let mesh = Mesh::new(&["a", "b", "c", "d"]);
+    chain_with_exit_limits(target, limits, mesh_extra, c_relays, &[]).await
+}
+
+async fn chain_with_exit_limits(
+    target: SocketAddr,
+    limits: &[&str],
+    mesh_extra: &[&str],
+    c_relays: bool,
+    exit_limits: &[&str],
+) -> Chain {
+    // "e" is a probe: a peer of b that only the tests' raw streams use.
+    let mesh = Mesh::new(&["a", "b", "c", "d", "e"]);
     let lim: Vec<String> = limits.iter().map(|s| s.to_string()).collect();
     let extra: Vec<String> = mesh_extra.iter().map(|s| s.to_string()).collect();
     let spec = |id, peers: Vec<(&'static str, String)>| {
@@ -36,13 +47,16 @@ async fn chain(target: SocketAddr, limits: &[&str], mesh_extra: &[&str], c_relay
     };
     let mut d = spec("d", vec![("c", String::new())]);
     d.allow = vec!["127.0.0.1/32".into()];
+    d.limits.extend(exit_limits.iter().map(|s| s.to_string()));
     let d = d.start(&mesh).await;
     let mut c = spec("c", vec![("b", String::new()), ("d", d.mesh_addr().expect("addr").to_string())]);
     if !c_relays {
         c.mesh_extra.push("relay: false".into());
     }
     let c = c.start(&mesh).await;
-    let b = spec("b", vec![("a", String::new()), ("c", c.mesh_addr().expect("addr").to_string())]);
+    let b_peers =
+        vec![("a", String::new()), ("c", c.mesh_addr().expect("addr").to_string()), ("e", String::new())];
+    let b = spec("b", b_peers);
     let b = b.start(&mesh).await;
     let mut a = spec("a", vec![("b", b.mesh_addr().expect("addr").to_string())]);
     a.routes = vec![("in", target.to_string(), Some("d"))];
@@ -63,7 +77,10 @@ async fn sixty_four_mib_each_way_cross_three_hops_byte_exact() {
         (ch.b.stats().flows_relayed, ch.c.stats().flows_relayed, ch.d.stats().flows_exited),
         (1, 1, 1)
     );
-    assert!(ch.b.stats().bytes_relayed >= 2 * 64 * MIB as u64);
+    // Both directions' bytes, plus the exit's reply.
+    let both_ways = 2 * 64 * MIB as u64;
+    let relayed = eventually(Duration::from_secs(5), || ch.b.stats().bytes_relayed >= both_ways).await;
+    assert!(relayed, "{:?}", ch.b.stats());
     assert_eq!(ch.a.stats().flows_reset + ch.b.stats().flows_reset + ch.d.stats().flows_reset, 0);
 }
 
@@ -167,14 +184,27 @@ async fn a_relay_killed_mid_flow_resets_the_client_too() {
     assert_eq!(settled(1, || a.stats().flows_reset).await, 1);
 }
 
-/// Opens a raw stream to `node` as peer "a" with a hand-made header; returns the reply.
+/// Opens a raw stream to `node` as the probe peer "e" with a hand-made header; returns
+/// the reply. (Posing as a real node would replace that node's own link.)
 async fn raw_reply(mesh_dir: &std::path::Path, node: &Node, hops: &[&str], target: &str) -> Reply {
-    let ep = raw_client(&mesh_dir.join("a.crt"), &mesh_dir.join("a.key"), &mesh_dir.join("ca.crt"));
+    raw_reply_as(mesh_dir, "e", node, hops, target).await
+}
+
+/// Opens a raw stream to `node` as peer `me` (the header's origin) and returns the reply.
+async fn raw_reply_as(
+    mesh_dir: &std::path::Path,
+    me: &str,
+    node: &Node,
+    hops: &[&str],
+    target: &str,
+) -> Reply {
+    let file = |ext: &str| mesh_dir.join(format!("{me}.{ext}"));
+    let ep = raw_client(&file("crt"), &file("key"), &mesh_dir.join("ca.crt"));
     let conn =
         ep.connect(node.mesh_addr().expect("addr"), node.id()).expect("connect").await.expect("handshake");
     let h = FlowHeader {
         flow_id: 1,
-        origin: "a".into(),
+        origin: me.into(),
         passed: vec![],
         hops: hops.iter().map(|s| s.to_string()).collect(),
         destination: Destination::Target(target.into()),
@@ -331,4 +361,38 @@ async fn a_silently_cut_link_resets_both_ends_within_the_link_idle_timeout() {
     assert_eq!(server_end.expect("server in time"), Err(std::io::ErrorKind::ConnectionReset));
     // a's link idles out after 2 s, b's after its 5 s: both well inside the bound.
     assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_header_is_read_comes_back_with_the_refusing_hop() {
+    let echo = echo_server().await;
+    let ch = chain_with_exit_limits(echo, &[], &[], true, &["max_flows: 1"]).await;
+    // d's one flow slot is taken: the next flow is refused at d before d reads its header,
+    // and the refusal must come back through c and b naming d.
+    let _held = open_echoed_flow(listener_addr(&ch.a, "in"), 7).await;
+    let reply = raw_reply(&ch._mesh.dir, &ch.b, &["c", "d"], &echo.to_string()).await;
+    assert_eq!(refused(reply), (RefuseReason::Overloaded, "d".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_chain_that_exits_at_the_peer_is_held_to_its_exit_policy() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let (allowed, denied) = (echo_server().await, echo_server().await);
+    let free =
+        || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (p1, p2) = (free(), free());
+    let b_yaml = format!(
+        "common: {{ node_id: b, region: t }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.2:{p1}\" }}, {{ name: no, bind: \"127.0.0.2:{p2}\" }} ]\npeers: [ {{ name: a }} ]\nroutes: [ {{ name: ok, match: {{ port: {p1} }}, target: \"{allowed}\" }}, {{ name: no, match: {{ port: {p2} }}, target: \"{denied}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\nexit_policy: {{ allow: [\"{allowed}\"] }}\n"
+    );
+    let b = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await.expect("b");
+    let a_yaml = format!(
+        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.1:{p1}\" }}, {{ name: no, bind: \"127.0.0.1:{p2}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: ok, match: {{ listener: ok }}, target: b }}, {{ name: no, match: {{ listener: no }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
+        b.mesh_addr().expect("addr")
+    );
+    let a = Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await.expect("a");
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    let _ok = open_echoed_flow(listener_addr(&a, "ok"), 1).await;
+    expect_refused(listener_addr(&a, "no"), b"x").await;
+    assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Policy)).await, 1);
+    assert_eq!(b.stats().refused_inbound(RefuseReason::Policy), 1);
 }

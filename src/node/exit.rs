@@ -70,7 +70,7 @@ pub(crate) async fn reply_and_splice(
 /// Resolves the target, keeps the addresses the exit policy allows, and connects to the
 /// first that answers, all within one `connect_timeout`. A name is resolved only when some
 /// rule could allow it, so a deny-all node never looks up names peers send it.
-async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
+pub(crate) async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
     let policy = &shared.config.exit_policy;
     let (host, port) = split_target(target);
     if !policy.may_allow(host, port) {

@@ -12,7 +12,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, exit, relay};
+use crate::node::{FlowGuard, Shared, exit, log_escape, relay};
 
 /// Handles one stream opened by `peer`.
 pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStream, mut recv: RecvStream) {
@@ -34,6 +34,14 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
             return;
         }
     };
+    // The header must name the peer that sent it as the last node passed (or as the
+    // origin), so no peer can hide itself to bounce a flow back to itself.
+    let sender = header.passed.last().unwrap_or(&header.origin);
+    if *sender != peer {
+        let detail = format!("header names `{}` as its sender, but `{}` sent it", log_escape(sender), peer);
+        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+        return;
+    }
     if header.names(shared.id()) {
         let detail = format!("`{}` is already on this flow's path", shared.id());
         refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
@@ -86,7 +94,7 @@ async fn read_header(
     }
 }
 
-/// Sends a refusal, finishes the stream and stops reading it.
+/// Sends a refusal from this node, finishes the stream and stops reading it.
 pub(crate) async fn refuse(
     shared: &Shared,
     send: &mut SendStream,
@@ -94,8 +102,21 @@ pub(crate) async fn refuse(
     reason: RefuseReason,
     detail: &str,
 ) {
+    refuse_as(shared, send, recv, reason, shared.id(), detail).await;
+}
+
+/// Sends a refusal naming `hop` as the refusing node (this node, or one further along
+/// the path whose refusal this node passes back).
+pub(crate) async fn refuse_as(
+    shared: &Shared,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    reason: RefuseReason,
+    hop: &str,
+    detail: &str,
+) {
     shared.counters.refused_here(reason);
-    let reply = wire::encode_reply(&Reply::refused(reason, &shared.config.common.node_id, detail));
+    let reply = wire::encode_reply(&Reply::refused(reason, hop, detail));
     // The reply goes out before the stop, so an opener still uploading learns why.
     let write = async {
         send.write_all(&reply).await.ok()?;

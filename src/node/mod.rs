@@ -61,6 +61,16 @@ impl Shared {
         &self.config.common.node_id
     }
 
+    /// Timeouts for a flow this node opens with `nodes_ahead` nodes after it: each may
+    /// take up to `connect_timeout` to open the next stream or dial the target, so the
+    /// reply deadline grows with the path.
+    fn timeouts_for(&self, nodes_ahead: usize) -> FlowTimeouts {
+        let limits = &self.config.limits;
+        let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
+        let reply = limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5));
+        FlowTimeouts { reply, ..self.timeouts }
+    }
+
     fn new_flow_id(&self) -> u64 {
         self.flow_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -84,7 +94,7 @@ impl FlowGuard {
     pub(crate) fn finish(self, end: &FlowEnd) {
         match end {
             FlowEnd::Completed => debug!("flow completed"),
-            FlowEnd::Refused { .. } => {}
+            FlowEnd::Refused { .. } | FlowEnd::RefusedAhead => {}
             other => {
                 self.counters.flows_reset.fetch_add(1, Ordering::Relaxed);
                 debug!(end = ?other, "flow reset");

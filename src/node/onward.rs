@@ -2,18 +2,34 @@
 //! proxy-chain nodes alike.
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::{RecvStream, SendStream, WriteError};
 
-use crate::core::wire::{self, FlowHeader, RefuseReason};
+use crate::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
 use crate::node::Shared;
 use crate::node::splice::codes;
 
-/// Why the stream could not be opened, as the reason this node reports.
-pub type OpenError = (RefuseReason, String);
+/// Why the stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError {
+    /// The reason to report.
+    pub reason: RefuseReason,
+    /// The node that refused: `None` for this node, or the next node when it refused
+    /// before our header was even in (flow limit, draining).
+    pub hop: Option<String>,
+    /// Detail for the log.
+    pub detail: String,
+}
+
+impl OpenError {
+    fn here(reason: RefuseReason, detail: String) -> Self {
+        Self { reason, hop: None, detail }
+    }
+}
 
 /// Opens a stream to `next`, writes `header` and then `leading` (bytes that arrived behind
-/// an inbound header), without waiting for any reply. Each wait is bounded by
-/// `limits.connect_timeout`.
+/// an inbound header), without waiting for any reply. The whole of it is bounded by one
+/// `limits.connect_timeout`, so each node on a path adds at most that to the time an
+/// origin waits for its reply.
 pub async fn open_stream(
     shared: &Shared,
     next: &str,
@@ -21,37 +37,54 @@ pub async fn open_stream(
     leading: Bytes,
 ) -> Result<(SendStream, RecvStream), OpenError> {
     let limit = shared.config.limits.connect_timeout;
-    let conn = shared
-        .pool
-        .connection(next, limit)
-        .await
-        .map_err(|e| (RefuseReason::NoRoute, format!("no link to next hop `{next}`: {e}")))?;
-    let (mut send, recv) = match tokio::time::timeout(limit, conn.open_bi()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err((RefuseReason::NoRoute, format!("link to `{next}` failed: {e}"))),
-        Err(_) => return Err((RefuseReason::Overloaded, format!("no stream to `{next}` available in time"))),
+    match tokio::time::timeout(limit, open_within(shared, next, header, leading)).await {
+        Ok(r) => r,
+        Err(_) => Err(OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time"))),
+    }
+}
+
+async fn open_within(
+    shared: &Shared,
+    next: &str,
+    header: &FlowHeader,
+    leading: Bytes,
+) -> Result<(SendStream, RecvStream), OpenError> {
+    let no_link =
+        |e: String| OpenError::here(RefuseReason::NoRoute, format!("no link to next hop `{next}`: {e}"));
+    let limit = shared.config.limits.connect_timeout;
+    let conn = shared.pool.connection(next, limit).await.map_err(|e| no_link(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| no_link(e.to_string()))?;
+    let encoded = match wire::encode_header(header) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = send.reset(codes::REFUSED);
+            return Err(OpenError::here(RefuseReason::BadHeader, e.to_string()));
+        }
     };
-    let encoded = wire::encode_header(header).map_err(|e| (RefuseReason::BadHeader, e.to_string()))?;
     let mut chunks = [Bytes::from(encoded), leading];
-    // The header normally fits the stream window at once; a link whose window is used up
-    // by stalled flows must not hold this flow forever.
-    let written = async {
-        let mut rest: &mut [Bytes] = &mut chunks;
-        while rest.iter().any(|c| !c.is_empty()) {
-            let w = send.write_chunks(rest).await?;
-            rest = &mut rest[w.chunks..];
-        }
-        Ok::<(), quinn::WriteError>(())
-    };
-    match tokio::time::timeout(limit, written).await {
-        Ok(Ok(())) => Ok((send, recv)),
-        Ok(Err(e)) => {
-            let _ = send.reset(codes::PEER_RESET);
-            Err((RefuseReason::NoRoute, format!("link to `{next}` failed: {e}")))
-        }
-        Err(_) => {
-            let _ = send.reset(codes::TIMEOUT);
-            Err((RefuseReason::Overloaded, format!("link to `{next}` has no send window")))
+    let mut rest: &mut [Bytes] = &mut chunks;
+    while rest.iter().any(|c| !c.is_empty()) {
+        match send.write_chunks(rest).await {
+            Ok(w) => rest = &mut rest[w.chunks..],
+            Err(WriteError::Stopped(code)) if code == codes::REFUSED => {
+                // The next node refused before reading our header: pass its reason on.
+                return Err(relayed_refusal(&mut recv, next).await);
+            }
+            Err(e) => {
+                let _ = send.reset(codes::PEER_RESET);
+                return Err(no_link(e.to_string()));
+            }
         }
     }
+    Ok((send, recv))
+}
+
+/// Reads the refusal the next node sent; falls back to a refusal of our own.
+async fn relayed_refusal(recv: &mut RecvStream, next: &str) -> OpenError {
+    if let Ok(buf) = recv.read_to_end(wire::MAX_REPLY_BODY + wire::REPLY_PREFIX_LEN).await
+        && let Ok(Decoded::Complete(Reply::Refused { reason, hop, detail }, _)) = wire::decode_reply(&buf)
+    {
+        return OpenError { reason, hop: Some(hop), detail };
+    }
+    OpenError::here(RefuseReason::NoRoute, format!("`{next}` refused the stream without a reason"))
 }

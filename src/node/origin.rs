@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::route::{Exit, choose_path};
-use crate::core::wire::{Destination, FlowHeader, RefuseReason};
+use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
 use crate::node::tcp_io::{self, reset_tcp};
@@ -20,15 +20,15 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     let _ = tcp.set_nodelay(true);
     // From here on, any way this task ends short of completion closes with an RST.
     tcp_io::arm_reset_on_drop(&tcp);
-    let Some(guard) = FlowGuard::try_new(&shared) else {
-        shared.counters.refused_origin(RefuseReason::Overloaded, None);
-        warn!(listener = %listener, "refused a connection: flow limit reached");
-        reset_tcp(tcp);
-        return;
-    };
     let Some((index, route)) = shared.routes.for_listener(&listener) else {
         shared.counters.refused_origin(RefuseReason::NoRoute, None);
         warn!(listener = %listener, "refused a connection: no route");
+        reset_tcp(tcp);
+        return;
+    };
+    let Some(guard) = FlowGuard::try_new(&shared) else {
+        shared.counters.refused_origin(RefuseReason::Overloaded, Some(index));
+        warn!(listener = %listener, "refused a connection: flow limit reached");
         reset_tcp(tcp);
         return;
     };
@@ -70,6 +70,11 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
 /// Opens the flow's stream to `first_hop`, writes the header and splices without waiting
 /// for the reply.
 async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: FlowHeader) -> FlowEnd {
+    // A proxy chain may go on for as long as the hop limit allows.
+    let nodes_ahead = match header.destination {
+        Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
+        Destination::Target(_) => header.hops.len() + 1,
+    };
     match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
         Ok((send, recv)) => {
             splice::splice(
@@ -77,15 +82,19 @@ async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: Flo
                 send,
                 recv,
                 Prelude::ExpectReply,
-                shared.timeouts,
+                shared.timeouts_for(nodes_ahead),
                 shared.counters.clone(),
                 shared.force.clone(),
             )
             .await
         }
-        Err((reason, detail)) => {
+        Err(e) => {
             reset_tcp(tcp);
-            FlowEnd::Refused { reason, hop: shared.id().to_string(), detail }
+            FlowEnd::Refused {
+                reason: e.reason,
+                hop: e.hop.unwrap_or_else(|| shared.id().to_string()),
+                detail: e.detail,
+            }
         }
     }
 }

@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
-use tokio::net::TcpStream;
 use tracing::info;
 
 use crate::core::route::{Exit, choose_path};
 use crate::core::wire::{Destination, FlowHeader, RefuseReason};
-use crate::node::inbound::refuse;
+use crate::node::inbound::{refuse, refuse_as};
 use crate::node::stream_splice::{StreamPair, splice_streams};
 use crate::node::{FlowGuard, Shared, exit, log_escape, onward};
 
@@ -60,23 +59,27 @@ pub(crate) async fn chain(
     let mut onward = header.onward(shared.id());
     let next = match &route.exit {
         Exit::Local => {
-            // This node's own route names the target, so the exit policy (which governs
-            // targets that others name) does not apply.
-            let limit = shared.config.limits.connect_timeout;
-            match tokio::time::timeout(limit, TcpStream::connect(target.as_str())).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    exit::reply_and_splice(&shared, guard, tcp, rest, send, recv).await;
-                }
-                _ => {
-                    let detail = format!("{target}: not reachable");
-                    refuse(&shared, &mut send, &mut recv, RefuseReason::TargetUnreachable, &detail).await;
+            // Flows from the mesh are held to the exit policy, chain or not: a node is
+            // never an open relay. The detail does not name the route's target.
+            match exit::dial_target(&shared, &target).await {
+                Ok(tcp) => exit::reply_and_splice(&shared, guard, tcp, rest, send, recv).await,
+                Err((reason, _)) => {
+                    let detail = format!("route `{}` for port {port}: {}", route.name, reason.as_str());
+                    refuse(&shared, &mut send, &mut recv, reason, &detail).await;
                 }
             }
             return;
         }
         Exit::Remote { exit, paths } => {
-            let path = choose_path(exit, paths, |n| shared.pool.current(n).is_some());
+            if header.names(exit) {
+                let detail = format!("exit `{exit}` is already on this flow's path");
+                refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
+                return;
+            }
+            // Skip paths through nodes the flow already crossed: they would only be refused.
+            let fresh: Vec<Vec<String>> =
+                paths.iter().filter(|p| !p.iter().any(|n| header.names(n))).cloned().collect();
+            let path = choose_path(exit, &fresh, |n| shared.pool.current(n).is_some());
             onward.hops = path.hops;
             onward.destination = Destination::Target(target);
             path.first_hop
@@ -100,18 +103,21 @@ async fn hand_on(
     rest: Bytes,
     mut back: StreamPair,
 ) {
+    let leading = rest.len() as u64;
     match onward::open_stream(&shared, next, &header, rest).await {
         Ok((send, recv)) => {
             shared.counters.flows_relayed.fetch_add(1, Ordering::Relaxed);
+            shared.counters.bytes_relayed.fetch_add(leading, Ordering::Relaxed);
             let ahead = StreamPair { send, recv };
             let end =
                 splice_streams(back, ahead, shared.timeouts, shared.counters.clone(), shared.force.clone())
                     .await;
             guard.finish(&end);
         }
-        Err((reason, detail)) => {
-            info!(next = %log_escape(next), reason = reason.as_str(), %detail, "refused to relay");
-            refuse(&shared, &mut back.send, &mut back.recv, reason, &detail).await;
+        Err(e) => {
+            info!(next = %log_escape(next), reason = e.reason.as_str(), detail = %log_escape(&e.detail), "refused to relay");
+            let hop = e.hop.as_deref().unwrap_or(shared.id()).to_string();
+            refuse_as(&shared, &mut back.send, &mut back.recv, e.reason, &hop, &e.detail).await;
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
@@ -86,13 +86,15 @@ pub enum FlowEnd {
     Aborted,
     /// The reply was malformed.
     BadReply(String),
+    /// A relay passed back a refusal from further along the path.
+    RefusedAhead,
 }
 
 impl FlowEnd {
     fn reset_code(&self) -> VarInt {
         match self {
             Self::Completed | Self::TcpReset | Self::LinkLost(_) | Self::BadReply(_) => codes::TCP_RESET,
-            Self::Refused { .. } => codes::REFUSED,
+            Self::Refused { .. } | Self::RefusedAhead => codes::REFUSED,
             Self::PeerReset(_) => codes::PEER_RESET,
             Self::TimedOut(_) => codes::TIMEOUT,
             Self::Aborted => codes::SHUTDOWN,
@@ -113,9 +115,13 @@ pub async fn splice(
 ) -> FlowEnd {
     tcp_io::arm_reset_on_drop(&tcp);
     let activity = Activity::new();
+    // Only an opener still waiting for its reply may take a stop with `REFUSED` as "the
+    // reply will say why"; after `Opened` (or on the exit side) it is a failure.
+    let awaiting_reply = AtomicBool::new(matches!(prelude, Prelude::ExpectReply));
     let end = {
-        let up = tcp_to_stream(&tcp, &mut send, &activity, &counters);
-        let down = stream_to_tcp(&mut recv, &tcp, prelude, &activity, &counters, timeouts.reply);
+        let up = tcp_to_stream(&tcp, &mut send, &activity, &counters, &awaiting_reply);
+        let down =
+            stream_to_tcp(&mut recv, &tcp, prelude, &activity, &counters, timeouts.reply, &awaiting_reply);
         tokio::select! {
             r = async { tokio::try_join!(up, down) } => match r {
                 Ok(_) => FlowEnd::Completed,
@@ -126,17 +132,35 @@ pub async fn splice(
             _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
+    let end = match end {
+        FlowEnd::Completed => match acknowledged(&mut send, timeouts, force.clone()).await {
+            Some(code) => FlowEnd::PeerReset(code),
+            None => FlowEnd::Completed,
+        },
+        other => other,
+    };
     if end == FlowEnd::Completed {
-        let mut force = force.clone();
-        tokio::select! {
-            _ = tokio::time::timeout(timeouts.half_closed, send.stopped()) => {}
-            _ = crate::node::wait_true(&mut force) => {}
-        }
         tcp_io::disarm_reset_on_drop(&tcp);
     } else {
         abort(tcp, &mut send, &mut recv, end.reset_code());
     }
     end
+}
+
+/// Waits (bounded) until the peer acknowledged all of a finished stream; returns the stop
+/// code when the peer stopped it instead, which means bytes were not all delivered.
+pub(crate) async fn acknowledged(
+    send: &mut SendStream,
+    timeouts: FlowTimeouts,
+    mut force: watch::Receiver<bool>,
+) -> Option<u64> {
+    tokio::select! {
+        r = tokio::time::timeout(timeouts.half_closed, send.stopped()) => match r {
+            Ok(Ok(Some(code))) => Some(code.into_inner()),
+            _ => None,
+        },
+        _ = crate::node::wait_true(&mut force) => None,
+    }
 }
 
 /// Resets both sides of a flow: stream reset and stopped, TCP closed with an RST.
@@ -151,6 +175,7 @@ async fn tcp_to_stream(
     send: &mut SendStream,
     activity: &Activity,
     counters: &Counters,
+    awaiting_reply: &AtomicBool,
 ) -> Result<(), FlowEnd> {
     loop {
         tcp.readable().await.map_err(|_| FlowEnd::TcpReset)?;
@@ -182,7 +207,9 @@ async fn tcp_to_stream(
                         // A refusing node stops our upload and then sends its reply: stop
                         // sending and let the other direction read why (bounded by the
                         // reply timeout and the watchdog).
-                        Err(WriteError::Stopped(code)) if code == codes::REFUSED => {
+                        Err(WriteError::Stopped(code))
+                            if code == codes::REFUSED && awaiting_reply.load(Ordering::Relaxed) =>
+                        {
                             std::future::pending().await
                         }
                         Err(e) => return Err(write_error(e)),
@@ -202,6 +229,7 @@ async fn stream_to_tcp(
     activity: &Activity,
     counters: &Counters,
     reply_timeout: std::time::Duration,
+    awaiting_reply: &AtomicBool,
 ) -> Result<(), FlowEnd> {
     match prelude {
         Prelude::Nothing => {}
@@ -210,6 +238,7 @@ async fn stream_to_tcp(
             let rest = tokio::time::timeout(reply_timeout, read_reply(recv))
                 .await
                 .map_err(|_| FlowEnd::TimedOut("reply"))??;
+            awaiting_reply.store(false, Ordering::Relaxed);
             tcp_io::write_all(tcp, &rest, activity, counters).await?;
         }
     }

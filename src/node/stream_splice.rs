@@ -10,13 +10,13 @@
 //!   QUIC flow control, so a slow exit slows the origin and relay memory stays bounded.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use quinn::{RecvStream, SendStream, VarInt, WriteError};
+use quinn::{RecvStream, SendStream, WriteError};
 use tokio::sync::watch;
 
 use crate::node::flow_timer::{Activity, FlowTimeouts};
-use crate::node::splice::{FlowEnd, codes, read_error, write_error};
+use crate::node::splice::{FlowEnd, acknowledged, codes, read_error, write_error};
 use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
@@ -40,11 +40,13 @@ pub async fn splice_streams(
     mut force: watch::Receiver<bool>,
 ) -> FlowEnd {
     let activity = Activity::new();
+    let refused_ahead = AtomicBool::new(false);
     let end = {
-        let forward = copy(&mut back.recv, &mut ahead.send, &activity, &counters);
-        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters);
+        let forward = copy(&mut back.recv, &mut ahead.send, &activity, &counters, Some(&refused_ahead));
+        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters, None);
         tokio::select! {
             r = async { tokio::try_join!(forward, backward) } => match r {
+                Ok(_) if refused_ahead.load(Ordering::Relaxed) => FlowEnd::RefusedAhead,
                 Ok(_) => FlowEnd::Completed,
                 Err(end) => end,
             },
@@ -52,13 +54,25 @@ pub async fn splice_streams(
             _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    if end == FlowEnd::Completed {
-        // Hold the flow until both neighbours acknowledged everything (see splice.rs).
-        let acked = async { tokio::join!(back.send.stopped(), ahead.send.stopped()) };
-        let _ = tokio::time::timeout(timeouts.half_closed, acked).await;
-    } else {
+    let end = match end {
+        // Hold the flow until both neighbours acknowledged everything (see splice.rs); a
+        // neighbour that stopped a finished stream instead did not get all of it.
+        FlowEnd::Completed => {
+            let (back_stop, ahead_stop) = tokio::join!(
+                acknowledged(&mut back.send, timeouts, force.clone()),
+                acknowledged(&mut ahead.send, timeouts, force.clone()),
+            );
+            back_stop.or(ahead_stop).map_or(FlowEnd::Completed, FlowEnd::PeerReset)
+        }
+        // The refusal travelled back on a finished stream: let it be delivered.
+        FlowEnd::RefusedAhead => {
+            let _ = acknowledged(&mut back.send, timeouts, force.clone()).await;
+            FlowEnd::RefusedAhead
+        }
+        other => other,
+    };
+    if !matches!(end, FlowEnd::Completed | FlowEnd::RefusedAhead) {
         let code = match &end {
-            FlowEnd::PeerReset(code) => VarInt::from_u64(*code).unwrap_or(codes::PEER_RESET),
             FlowEnd::TimedOut(_) => codes::TIMEOUT,
             FlowEnd::Aborted => codes::SHUTDOWN,
             _ => codes::PEER_RESET,
@@ -71,12 +85,15 @@ pub async fn splice_streams(
     end
 }
 
-/// Copies one direction; a finish is passed on as a finish.
+/// Copies one direction; a finish is passed on as a finish. Only the forward direction
+/// (`refused` given) takes a stop with `REFUSED` from ahead as a refusal whose reply is on
+/// its way back.
 async fn copy(
     from: &mut RecvStream,
     to: &mut SendStream,
     activity: &Activity,
     counters: &Counters,
+    refused: Option<&AtomicBool>,
 ) -> Result<(), FlowEnd> {
     loop {
         match from.read_chunk(CHUNK, true).await {
@@ -87,9 +104,8 @@ async fn copy(
                     Ok(()) => {
                         counters.bytes_relayed.fetch_add(n, Ordering::Relaxed);
                     }
-                    Err(WriteError::Stopped(code)) if code == codes::REFUSED => {
-                        // Refused ahead: stop the upload behind us too, and let the reply
-                        // travel back on the other direction.
+                    Err(WriteError::Stopped(code)) if code == codes::REFUSED && refused.is_some() => {
+                        refused.into_iter().for_each(|r| r.store(true, Ordering::Relaxed));
                         let _ = from.stop(codes::REFUSED);
                         return Ok(());
                     }

@@ -223,10 +223,12 @@ impl Checker<'_> {
 
 /// The peer a proxy-chain route hands its flows to: a single target that names a peer.
 fn chain_target<'r>(raw: &'r RawRoute, ctx: &RouteContext<'_>) -> Option<&'r str> {
-    match raw.target.as_ref()? {
-        RawTargets::One(t) if !t.contains(':') && ctx.peer_names.contains(t.as_str()) => Some(t),
-        _ => None,
-    }
+    let only = match raw.target.as_ref()? {
+        RawTargets::One(t) => t,
+        RawTargets::Many(list) if list.len() == 1 => &list[0],
+        RawTargets::Many(_) => return None,
+    };
+    (!only.contains(':') && ctx.peer_names.contains(only.as_str())).then_some(only.as_str())
 }
 
 /// Most nodes on a path, origin and exit included (the wire's hop limit).
