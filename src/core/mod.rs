@@ -2,6 +2,7 @@
 //! time, random numbers) and returns decisions; the `node` shell carries them out.
 
 pub mod backoff;
+pub mod hysteresis;
 pub mod link_rule;
 pub mod pathfind;
 pub mod policy;

@@ -52,12 +52,13 @@ impl Objective {
         {
             return None;
         }
-        let loss_cost = -(1.0 - m.loss).ln();
+        // `ln` only where the objective needs it: it dominates a search otherwise.
+        let loss_cost = || -(1.0 - m.loss).ln();
         Some(match *self {
             Objective::Latency | Objective::Bandwidth => m.rtt_ms,
-            Objective::Loss => loss_cost,
+            Objective::Loss => loss_cost(),
             Objective::Balanced { latency, loss, bandwidth } => {
-                latency * m.rtt_ms + loss * 100.0 * loss_cost + bandwidth * 100.0 / m.bandwidth_mbps
+                latency * m.rtt_ms + loss * 100.0 * loss_cost() + bandwidth * 100.0 / m.bandwidth_mbps
             }
         })
     }
@@ -211,20 +212,24 @@ impl MeshGraph {
     }
 
     fn path_to(&self, tree: &Tree, s: usize, e: usize) -> Option<Path> {
-        if s == e || tree.prev[e].is_none() {
+        if s == e || tree.prev[e] == NONE {
             return None;
         }
         let mut nodes = vec![e];
         let mut at = e;
-        while let Some(p) = tree.prev[at] {
-            nodes.push(p);
-            at = p;
+        while tree.prev[at] != NONE {
+            at = tree.prev[at] as usize;
+            nodes.push(at);
         }
         nodes.reverse();
+        let bottleneck_mbps = nodes
+            .windows(2)
+            .filter_map(|w| self.links[w[0]].iter().find(|(v, _)| *v == w[1]).map(|(_, m)| m.bandwidth_mbps))
+            .fold(f64::INFINITY, f64::min);
         Some(Path {
             nodes: nodes.iter().map(|&i| self.names[i].clone()).collect(),
             cost: tree.cost[e],
-            bottleneck_mbps: tree.width[e],
+            bottleneck_mbps,
         })
     }
 
@@ -232,10 +237,9 @@ impl MeshGraph {
     /// never relaying through `banned` nodes.
     fn search(&self, s: usize, objective: Objective, banned: &[bool], min_width: f64) -> Tree {
         let n = self.len();
-        let mut tree = Tree { cost: vec![f64::INFINITY; n], width: vec![0.0; n], prev: vec![None; n] };
+        let mut tree = Tree { cost: vec![f64::INFINITY; n], prev: vec![NONE; n] };
         let mut done = vec![false; n];
         tree.cost[s] = 0.0;
-        tree.width[s] = f64::INFINITY;
         let mut heap = BinaryHeap::new();
         heap.push(Entry { key: -0.0, node: s });
         while let Some(Entry { node: u, .. }) = heap.pop() {
@@ -250,8 +254,7 @@ impl MeshGraph {
                 let cost = tree.cost[u] + c;
                 if cost < tree.cost[v] && !done[v] {
                     tree.cost[v] = cost;
-                    tree.width[v] = tree.width[u].min(m.bandwidth_mbps);
-                    tree.prev[v] = Some(u);
+                    tree.prev[v] = u as u32;
                     heap.push(Entry { key: -cost, node: v });
                 }
             }
@@ -286,6 +289,61 @@ impl MeshGraph {
     }
 }
 
+/// Best paths from every source, kept so that one link change only recomputes the
+/// sources it can affect.
+#[derive(Debug, Clone)]
+pub struct PathTables {
+    objective: Objective,
+    trees: Vec<Tree>,
+}
+
+impl MeshGraph {
+    /// One search per source: the best path between every pair, for additive objectives
+    /// (`latency`, `loss`, `balanced`). For `bandwidth` use [`MeshGraph::best_paths_from`].
+    pub fn all_trees(&self, objective: Objective) -> PathTables {
+        let none = vec![false; self.len()];
+        PathTables {
+            objective,
+            trees: (0..self.len()).map(|s| self.search(s, objective, &none, 0.0)).collect(),
+        }
+    }
+}
+
+impl PathTables {
+    /// The best path from `source` to `exit`, from the tables.
+    pub fn path(&self, graph: &MeshGraph, source: &str, exit: &str) -> Option<Path> {
+        let (s, e) = (*graph.index.get(source)?, *graph.index.get(exit)?);
+        graph.path_to(self.trees.get(s)?, s, e)
+    }
+
+    /// After the link `from -> to` changed in `graph` (new metrics, or removed), recomputes
+    /// the trees it can affect: those whose best path to `to` used it, and those it now
+    /// offers a cheaper way to `to`. Returns how many trees were recomputed. Nodes added
+    /// since the tables were built are given trees of their own.
+    pub fn link_changed(&mut self, graph: &MeshGraph, from: &str, to: &str) -> usize {
+        let (Some(&u), Some(&v)) = (graph.index.get(from), graph.index.get(to)) else { return 0 };
+        let none = vec![false; graph.len()];
+        let new_cost =
+            graph.links[u].iter().find(|(n, _)| *n == v).and_then(|(_, m)| self.objective.link_cost(m));
+        let stale = self.trees.len() != graph.len() || self.trees.iter().any(|t| t.cost.len() != graph.len());
+        let mut recomputed = 0;
+        for s in 0..graph.len() {
+            let affected = stale
+                || self.trees[s].prev[v] == u as u32
+                || new_cost.is_some_and(|c| self.trees[s].cost[u] + c < self.trees[s].cost[v]);
+            if affected {
+                let tree = graph.search(s, self.objective, &none, 0.0);
+                match self.trees.get_mut(s) {
+                    Some(t) => *t = tree,
+                    None => self.trees.push(tree),
+                }
+                recomputed += 1;
+            }
+        }
+        recomputed
+    }
+}
+
 /// Shares: proportional to bottleneck throughput for `bandwidth`, else to `1 / cost`.
 fn weigh(paths: Vec<Path>, objective: Objective) -> Vec<WeightedPath> {
     let score = |p: &Path| match objective {
@@ -302,11 +360,14 @@ fn weigh(paths: Vec<Path>, objective: Objective) -> Vec<WeightedPath> {
         .collect()
 }
 
+/// One source's best-path tree: cost to each node and the node before it (`NONE`: none).
+#[derive(Debug, Clone)]
 struct Tree {
     cost: Vec<f64>,
-    width: Vec<f64>,
-    prev: Vec<Option<usize>>,
+    prev: Vec<u32>,
 }
+
+const NONE: u32 = u32::MAX;
 
 /// Heap entry: the largest key comes out first (costs are pushed negated); the lower node
 /// index breaks ties so results are deterministic.

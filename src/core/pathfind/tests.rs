@@ -247,3 +247,33 @@ fn one_search_from_a_source_agrees_with_each_single_path() {
         }
     }
 }
+
+#[test]
+fn after_a_link_change_the_tables_match_a_full_recompute() {
+    let mut rng = Rng(0x5eed_7777_0000_0004);
+    for _ in 0..150 {
+        let mut g = random_graph(&mut rng);
+        let mut tables = g.all_trees(Objective::Latency);
+        for _ in 0..5 {
+            let (i, j) = (rng.below(g.len() as u64) as usize, rng.below(g.len() as u64) as usize);
+            if i == j {
+                continue;
+            }
+            let (a, b) = (g.names[i].clone(), g.names[j].clone());
+            if rng.below(4) == 0 {
+                g.remove_link(&a, &b);
+            } else {
+                let m = rng.metrics();
+                g.set_link(&a, &b, m);
+            }
+            tables.link_changed(&g, &a, &b);
+            let fresh = g.all_trees(Objective::Latency);
+            for s in &g.names {
+                for e in &g.names {
+                    let (x, y) = (tables.path(&g, s, e), fresh.path(&g, s, e));
+                    assert_eq!(x.map(|p| p.cost), y.map(|p| p.cost), "{s} -> {e}");
+                }
+            }
+        }
+    }
+}
