@@ -2,7 +2,9 @@
 //! time, random numbers) and returns decisions; the `node` shell carries them out.
 
 pub mod backoff;
+pub mod control;
 pub mod hysteresis;
+pub mod instructions;
 pub mod link_rule;
 pub mod pathfind;
 pub mod policy;

@@ -36,23 +36,28 @@ pub struct ChosenPath {
     pub hops: Vec<String>,
 }
 
-/// Picks the path to `exit`: the first of `paths` whose first relay `is_up`, else `exit`
-/// directly when it is up, else the first path, else `exit` directly.
-pub fn choose_path(exit: &str, paths: &[Vec<String>], is_up: impl Fn(&str) -> bool) -> ChosenPath {
-    let via = |path: &[String]| {
-        let mut hops: Vec<String> = path[1..].to_vec();
-        hops.push(exit.to_string());
-        ChosenPath { first_hop: path[0].clone(), hops }
+/// Picks the path to `exit` among `candidates` (relay lists in order of preference; an
+/// empty list is the direct link): the first whose first hop `is_up`, else the first.
+pub fn choose_path(exit: &str, candidates: &[Vec<String>], is_up: impl Fn(&str) -> bool) -> ChosenPath {
+    let chosen = |relays: &[String]| match relays.split_first() {
+        Some((first, rest)) => {
+            let mut hops = rest.to_vec();
+            hops.push(exit.to_string());
+            ChosenPath { first_hop: first.clone(), hops }
+        }
+        None => ChosenPath { first_hop: exit.to_string(), hops: Vec::new() },
     };
-    let direct = || ChosenPath { first_hop: exit.to_string(), hops: Vec::new() };
-    let mut usable = paths.iter().filter(|p| !p.is_empty());
-    if let Some(path) = usable.clone().find(|p| is_up(&p[0])) {
-        return via(path);
-    }
-    if is_up(exit) {
-        return direct();
-    }
-    usable.next().map_or_else(direct, |p| via(p))
+    let first_hop = |relays: &[String]| relays.first().map_or(exit, String::as_str).to_string();
+    candidates
+        .iter()
+        .find(|c| is_up(&first_hop(c)))
+        .or_else(|| candidates.first())
+        .map_or_else(|| chosen(&[]), |c| chosen(c))
+}
+
+/// The candidates of a route without instructions: its static paths, then direct.
+pub fn static_candidates(paths: &[Vec<String>]) -> Vec<Vec<String>> {
+    paths.iter().filter(|p| !p.is_empty()).cloned().chain([Vec::new()]).collect()
 }
 
 /// One route, ready for lookups.
@@ -168,22 +173,22 @@ mod tests {
     #[test]
     fn the_first_path_with_a_live_first_relay_wins() {
         let p = paths(&[&["b", "c"], &["e"]]);
-        assert_eq!(choose_path("d", &p, |n| n != "b"), chosen("e", &["d"]));
-        assert_eq!(choose_path("d", &p, |_| true), chosen("b", &["c", "d"]));
+        assert_eq!(choose_path("d", &static_candidates(&p), |n| n != "b"), chosen("e", &["d"]));
+        assert_eq!(choose_path("d", &static_candidates(&p), |_| true), chosen("b", &["c", "d"]));
     }
 
     #[test]
     fn a_direct_link_is_the_fallback_then_the_first_path() {
         let p = paths(&[&["b", "c"]]);
-        assert_eq!(choose_path("d", &p, |n| n == "d"), chosen("d", &[]));
-        assert_eq!(choose_path("d", &p, |_| false), chosen("b", &["c", "d"]));
-        assert_eq!(choose_path("d", &[], |_| false), chosen("d", &[]));
+        assert_eq!(choose_path("d", &static_candidates(&p), |n| n == "d"), chosen("d", &[]));
+        assert_eq!(choose_path("d", &static_candidates(&p), |_| false), chosen("b", &["c", "d"]));
+        assert_eq!(choose_path("d", &static_candidates(&[]), |_| false), chosen("d", &[]));
     }
 
     #[test]
     fn a_chosen_path_never_names_a_node_twice_when_the_config_did_not() {
         let p = paths(&[&["b", "c", "e"]]);
-        let c = choose_path("d", &p, |_| true);
+        let c = choose_path("d", &static_candidates(&p), |_| true);
         let mut all = vec![c.first_hop.clone()];
         all.extend(c.hops.iter().cloned());
         let mut dedup = all.clone();

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod exit;
 pub mod flow_timer;
 pub mod inbound;
+pub mod instruction_store;
 pub mod links;
 pub mod listener;
 pub mod local_splice;
@@ -32,6 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::core::instructions::InstructionCache;
 use crate::core::route::RouteTable;
 use crate::core::wire::HeaderLimits;
 use crate::tls::TlsIdentity;
@@ -54,6 +56,7 @@ pub struct Shared {
     flow_ids: AtomicU64,
     header_limits: HeaderLimits,
     timeouts: FlowTimeouts,
+    instructions: std::sync::RwLock<InstructionCache>,
 }
 
 impl Shared {
@@ -69,6 +72,15 @@ impl Shared {
         let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
         let reply = limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5));
         FlowTimeouts { reply, ..self.timeouts }
+    }
+
+    /// Paths a new flow on `route` tries, in order: the scheduler's instructions (held in
+    /// memory and on disk), the route's static paths, direct.
+    fn candidates(&self, route: &str, exit: &str, static_paths: &[Vec<String>]) -> Vec<Vec<String>> {
+        match self.instructions.read() {
+            Ok(cache) => cache.candidates(route, exit, static_paths),
+            Err(_) => crate::core::route::static_candidates(static_paths),
+        }
     }
 
     fn new_flow_id(&self) -> u64 {
@@ -161,6 +173,7 @@ impl Node {
             .map(|(name, l)| Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()? }))
             .collect::<std::io::Result<_>>()?;
         let ports: Vec<(String, u16)> = listeners.iter().map(|l| (l.name.clone(), l.addr.port())).collect();
+        let instructions = load_instructions(&config);
         let (draining_tx, draining) = watch::channel(false);
         let (force_tx, force) = watch::channel(false);
         let limits = &config.limits;
@@ -185,6 +198,7 @@ impl Node {
                     .saturating_add(limits.connect_timeout)
                     .saturating_add(Duration::from_secs(5)),
             },
+            instructions: std::sync::RwLock::new(instructions),
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
@@ -266,6 +280,22 @@ impl Drop for Node {
         let _ = self.force_tx.send(true);
         self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"stopped");
     }
+}
+
+/// The instructions saved in `mesh.data_dir` by an earlier run, if any: a node restarted
+/// while the scheduler is away keeps routing by them. A corrupt file is reported and
+/// ignored (static routes apply).
+fn load_instructions(config: &Config) -> InstructionCache {
+    let mut cache = InstructionCache::new();
+    match instruction_store::load(&config.mesh.data_dir) {
+        Ok(Some(set)) => {
+            info!(version = set.version, "loaded cached instructions");
+            cache.apply(set);
+        }
+        Ok(None) => {}
+        Err(e) => warn!("{e}"),
+    }
+    cache
 }
 
 /// Waits until a shutdown flag turns true (or its sender is gone).

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use tracing::info;
 
-use crate::core::route::{Exit, choose_path};
+use crate::core::route::{Exit, choose_path, static_candidates};
 use crate::core::wire::{Destination, FlowHeader, RefuseReason};
 use crate::node::inbound::{refuse, refuse_as};
 use crate::node::stream_splice::{StreamPair, splice_streams};
@@ -79,7 +79,7 @@ pub(crate) async fn chain(
             // Skip paths through nodes the flow already crossed: they would only be refused.
             let fresh: Vec<Vec<String>> =
                 paths.iter().filter(|p| !p.iter().any(|n| header.names(n))).cloned().collect();
-            let path = choose_path(exit, &fresh, |n| shared.pool.current(n).is_some());
+            let path = choose_path(exit, &static_candidates(&fresh), |n| shared.pool.current(n).is_some());
             onward.hops = path.hops;
             onward.destination = Destination::Target(target);
             path.first_hop

@@ -128,8 +128,8 @@ impl<'a> NodeSpec<'a> {
             }
         }
         y += &format!(
-            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"{}\"\n",
-            self.mesh_bind, self.link_idle
+            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  data_dir: data-{}\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"{}\"\n",
+            self.mesh_bind, self.id, self.link_idle
         );
         for l in &self.mesh_extra {
             y += &format!("  {l}\n");

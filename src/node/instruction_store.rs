@@ -1,0 +1,118 @@
+//! The instruction cache on disk (`mesh.data_dir/instructions.bin`), so a node restarted
+//! while the scheduler is away still routes by its last instructions.
+//!
+//! The file is one control frame holding the [`InstructionSet`] (magic, version, length,
+//! body: see `core::control`). It is written atomically: a temporary file is written and
+//! synced, then renamed over the old one, so a crash leaves either the old or the new set,
+//! never a torn one. A file that does not decode is reported and ignored (the node falls
+//! back to its static routes); it is never trusted partly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::core::control::{self, InstructionSet};
+
+const FILE: &str = "instructions.bin";
+
+/// Why the stored instructions could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is there but is not a valid instruction set.
+    #[error("{path}: not a valid instruction file ({message}); using static routes")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Writes `set` to `dir` atomically.
+pub fn save(dir: &Path, set: &InstructionSet) -> Result<(), StoreError> {
+    let path = dir.join(FILE);
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let bytes = control::encode(set)
+        .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Reads the stored set from `dir`: `Ok(None)` when there is none.
+pub fn load(dir: &Path) -> Result<Option<InstructionSet>, StoreError> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Io { path, source }),
+    };
+    let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), message };
+    match control::decode::<InstructionSet>(&bytes, bytes.len().max(control::FRAME_PREFIX_LEN)) {
+        Ok(Some((set, used))) if used == bytes.len() => Ok(Some(set)),
+        Ok(Some(_)) => Err(corrupt("trailing bytes".into())),
+        Ok(None) => Err(corrupt("truncated".into())),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::control::{InstructedPath, RouteInstruction};
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("proxy-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn set(version: u64) -> InstructionSet {
+        InstructionSet {
+            version,
+            issued_at_unix: 1,
+            ttl_secs: 2,
+            routes: vec![RouteInstruction {
+                route: "r".into(),
+                exit: "d".into(),
+                paths: vec![InstructedPath { relays: vec!["b".into()], weight: 1.0 }],
+            }],
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_saved_set_loads_back_and_a_newer_one_replaces_it() {
+        let d = dir("roundtrip");
+        assert!(load(&d).expect("empty dir is fine").is_none());
+        save(&d, &set(1)).expect("save");
+        save(&d, &set(2)).expect("save");
+        assert_eq!(load(&d).expect("load"), Some(set(2)));
+        assert!(!d.join("instructions.bin.tmp").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_file_is_reported_not_trusted() {
+        let d = dir("corrupt");
+        save(&d, &set(1)).expect("save");
+        let path = d.join("instructions.bin");
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
+        assert!(matches!(load(&d), Err(StoreError::Corrupt { .. })));
+        std::fs::write(&path, b"garbage that is not a frame").expect("write");
+        let err = load(&d).expect_err("corrupt");
+        assert!(err.to_string().contains("using static routes"), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,84 @@
+//! Routing by the scheduler's instructions as cached on disk: a node started while no
+//! scheduler is reachable routes by the instructions of its last run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::core::control::{InstructedPath, InstructionSet, RouteInstruction};
+use proxy::node::instruction_store;
+
+/// a -> d directly by config; the cached instructions say "through b".
+async fn start(mesh: &Mesh, echo: std::net::SocketAddr) -> (proxy::Node, proxy::Node, proxy::Node) {
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new()), ("b", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    let d = d.start(mesh).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    let b = b.start(mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![
+        ("b", b.mesh_addr().expect("addr").to_string()),
+        ("d", d.mesh_addr().expect("addr").to_string()),
+    ];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    let a = a.start(mesh).await;
+    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
+    }
+    (a, b, d)
+}
+
+fn via_b(version: u64) -> InstructionSet {
+    InstructionSet {
+        version,
+        issued_at_unix: 0,
+        ttl_secs: 1,
+        routes: vec![RouteInstruction {
+            route: "in".into(),
+            exit: "d".into(),
+            paths: vec![InstructedPath { relays: vec!["b".into()], weight: 1.0 }],
+        }],
+        nodes: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_without_a_scheduler_routes_by_its_cached_instructions() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let echo = echo_server().await;
+    // Stale (issued at the epoch, 1 s TTL) but nothing newer exists: still used.
+    instruction_store::save(&mesh.path("data-a"), &via_b(4)).expect("save");
+    let (a, b, _d) = start(&mesh, echo).await;
+    let _flow = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+    assert_eq!(b.stats().flows_relayed, 1, "the flow must take the instructed path through b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_instructions_or_with_a_corrupt_file_the_static_route_applies() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let echo = echo_server().await;
+    std::fs::create_dir_all(mesh.path("data-a")).expect("mkdir");
+    std::fs::write(mesh.path("data-a").join("instructions.bin"), b"PXSC\x01\x00\x00\x00\x05torn")
+        .expect("write");
+    let (a, b, d) = start(&mesh, echo).await;
+    let _flow = open_echoed_flow(listener_addr(&a, "in"), 2).await;
+    assert_eq!((b.stats().flows_relayed, d.stats().flows_exited), (0, 1), "direct, as configured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_hop_of_the_instructed_path_is_skipped_at_once() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let echo = echo_server().await;
+    instruction_store::save(&mesh.path("data-a"), &via_b(1)).expect("save");
+    let (a, b, d) = start(&mesh, echo).await;
+    b.abort();
+    assert!(eventually(Duration::from_secs(10), || !a.peers()[0].connected).await);
+    // No scheduler, no wait: the next candidate (direct to d) is used for the next flow.
+    let started = std::time::Instant::now();
+    let _flow = open_echoed_flow(listener_addr(&a, "in"), 3).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(d.stats().flows_exited, 1);
+}
