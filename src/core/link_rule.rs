@@ -6,16 +6,14 @@
 //! with the smaller id wins; between two opened by the same node (a restart), the newer
 //! wins, because the older one belongs to a process that is gone.
 //!
-//! One more case: a node dials only while it holds no live link. So when the peer dials
-//! us although we have held the preferred link for longer than [`SETTLE`], the peer has
-//! lost that link (it restarted, or its side timed out) and ours is stale, even if our
-//! side has not noticed yet: the new connection wins. Simultaneous dials at start-up
-//! complete within milliseconds of each other, well inside [`SETTLE`].
+//! One more case: a node dials only while it holds no live link. So when a dial from the
+//! peer completes although we have held the preferred link for longer than `settle`, the
+//! peer has lost that link (it restarted, or its side timed out) and ours is stale, even
+//! if our side has not noticed yet: the new connection wins. `settle` must be longer than
+//! a dial can take (the connect timeout), or a dial that started before the link existed
+//! and finished slowly would be mistaken for a lost link.
 
 use std::time::Duration;
-
-/// How long after a link is established a dial from the peer still counts as simultaneous.
-pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +36,18 @@ pub struct Existing {
 }
 
 /// Whether a newly established connection opened by `new` should replace `existing`.
-pub fn new_replaces_existing(local_id: &str, peer_id: &str, existing: Existing, new: Initiator) -> bool {
+pub fn new_replaces_existing(
+    local_id: &str,
+    peer_id: &str,
+    existing: Existing,
+    new: Initiator,
+    settle: Duration,
+) -> bool {
     if !existing.alive || existing.initiator == new {
         return true;
     }
     let preferred = if local_id < peer_id { Initiator::Local } else { Initiator::Remote };
-    if new == Initiator::Remote && existing.age > SETTLE {
+    if new == Initiator::Remote && existing.age > settle {
         // The peer dialed although we hold a settled link: it has lost that link.
         return true;
     }
@@ -55,6 +59,8 @@ mod tests {
     use super::*;
     use Initiator::*;
 
+    const SETTLE: Duration = Duration::from_secs(6);
+
     fn fresh(initiator: Initiator) -> Existing {
         Existing { initiator, alive: true, age: Duration::from_millis(5) }
     }
@@ -64,7 +70,7 @@ mod tests {
         // Connection X dialed by "a", Y dialed by "b". On a: X is Local, Y is Remote.
         // On b: X is Remote, Y is Local. Try both arrival orders on both sides.
         let keep_on = |me: &str, peer: &str, first: Initiator, second: Initiator| {
-            if new_replaces_existing(me, peer, fresh(first), second) { second } else { first }
+            if new_replaces_existing(me, peer, fresh(first), second, SETTLE) { second } else { first }
         };
         assert_eq!(keep_on("a", "b", Local, Remote), Local);
         assert_eq!(keep_on("a", "b", Remote, Local), Local);
@@ -74,18 +80,25 @@ mod tests {
 
     #[test]
     fn same_initiator_or_dead_existing_means_the_new_one_wins() {
-        assert!(new_replaces_existing("b", "a", fresh(Remote), Remote));
+        assert!(new_replaces_existing("b", "a", fresh(Remote), Remote, SETTLE));
         let dead = Existing { alive: false, ..fresh(Local) };
-        assert!(new_replaces_existing("a", "b", dead, Remote));
+        assert!(new_replaces_existing("a", "b", dead, Remote, SETTLE));
+    }
+
+    #[test]
+    fn a_slow_dial_that_started_before_the_link_is_not_taken_for_a_loss() {
+        // a's own link is 3 s old when b's slow dial (started earlier) completes: keep it.
+        let young = Existing { age: Duration::from_secs(3), ..fresh(Local) };
+        assert!(!new_replaces_existing("a", "b", young, Remote, SETTLE));
     }
 
     #[test]
     fn a_peer_that_redials_a_settled_link_has_lost_it() {
         let settled = Existing { age: SETTLE + Duration::from_millis(1), ..fresh(Local) };
         // a holds the link it dialed; b dials again: b lost it, so b's new link wins on a.
-        assert!(new_replaces_existing("a", "b", settled, Remote));
+        assert!(new_replaces_existing("a", "b", settled, Remote, SETTLE));
         // Our own re-dial never displaces a settled preferred link we did not lose.
         let settled_remote = Existing { age: SETTLE * 2, ..fresh(Remote) };
-        assert!(!new_replaces_existing("b", "a", settled_remote, Local));
+        assert!(!new_replaces_existing("b", "a", settled_remote, Local, SETTLE));
     }
 }

@@ -180,7 +180,11 @@ impl Node {
         let shared = Arc::new(Shared {
             routes: RouteTable::new(&config, &ports),
             route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
-            pool: PeerPool::new(&config.common.node_id, &config.peers),
+            pool: PeerPool::new(
+                &config.common.node_id,
+                &config.peers,
+                limits.connect_timeout.saturating_add(Duration::from_secs(1)),
+            ),
             endpoint,
             counters: Arc::new(Counters::new(config.routes.len())),
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),

@@ -72,12 +72,14 @@ pub struct PeerInfo {
 /// The set of peer connections of one node.
 pub struct PeerPool {
     local_id: String,
+    /// Longer than any dial can take: see `core::link_rule`.
+    settle: Duration,
     slots: HashMap<String, Slot>,
 }
 
 impl PeerPool {
     /// A pool for the configured peers, none connected yet.
-    pub fn new(local_id: &str, peers: &[PeerConfig]) -> Self {
+    pub fn new(local_id: &str, peers: &[PeerConfig], settle: Duration) -> Self {
         let slots = peers
             .iter()
             .map(|p| {
@@ -89,7 +91,7 @@ impl PeerPool {
                 (p.name.clone(), slot)
             })
             .collect();
-        Self { local_id: local_id.to_string(), slots }
+        Self { local_id: local_id.to_string(), settle, slots }
     }
 
     /// Whether `id` is a configured peer.
@@ -146,7 +148,7 @@ impl PeerPool {
                         alive: l.conn.close_reason().is_none(),
                         age: l.since.elapsed(),
                     };
-                    link_rule::new_replaces_existing(&self.local_id, peer, existing, initiator)
+                    link_rule::new_replaces_existing(&self.local_id, peer, existing, initiator, self.settle)
                 }
             };
             if replace {
