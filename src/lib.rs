@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod emulator;
 pub mod node;
 pub mod pki;
 pub mod tls;
