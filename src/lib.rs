@@ -15,6 +15,7 @@ pub mod core;
 pub mod emulator;
 pub mod node;
 pub mod pki;
+pub mod scheduler;
 pub mod tls;
 
 pub use node::Node;

@@ -7,6 +7,7 @@
 
 mod duration;
 mod raw;
+pub mod scheduler;
 mod validate;
 
 use std::net::SocketAddr;

@@ -137,6 +137,18 @@ impl MeshGraph {
         self.names.is_empty()
     }
 
+    /// The cost of following `nodes` under `objective` in this graph, or `None` when a link
+    /// on it is missing or unusable (for `bandwidth`: its latency).
+    pub fn path_cost(&self, nodes: &[String], objective: Objective) -> Option<f64> {
+        let mut cost = 0.0;
+        for w in nodes.windows(2) {
+            let (u, v) = (*self.index.get(&w[0])?, *self.index.get(&w[1])?);
+            let m = self.links[u].iter().find(|(n, _)| *n == v).map(|(_, m)| m)?;
+            cost += objective.link_cost(m)?;
+        }
+        Some(cost)
+    }
+
     /// The best path from `source` to `exit` for `objective`.
     pub fn best_path(&self, source: &str, exit: &str, objective: Objective) -> Option<Path> {
         let (s, e) = (*self.index.get(source)?, *self.index.get(exit)?);

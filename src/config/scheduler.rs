@@ -1,0 +1,247 @@
+//! The scheduler's config: parsed with unknown keys denied, validated as a whole (every
+//! problem reported), then typed.
+//!
+//! ```yaml
+//! bind: "0.0.0.0:7900"          # UDP address of the scheduler's QUIC endpoint
+//! cert: scheduler.crt            # names `scheduler`; signed by the mesh CA
+//! key: scheduler.key
+//! ca: ca.crt
+//! objective: latency             # latency | loss | bandwidth | balanced
+//! recompute_interval: "1s"
+//! hysteresis: { margin: 0.1, hold: "5s" }
+//! instruction_ttl: "5m"
+//! max_paths: 3                   # primary plus alternatives per route
+//! node_dead_after: "15s"         # no report for this long: the node's links are dead
+//! pins: [ { node: a, route: web, relays: [b] } ]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, ConfigErrors, parse_duration};
+use crate::core::pathfind::Objective;
+use crate::core::wire::is_valid_node_id;
+
+/// The node id a scheduler's certificate names, and the server name nodes dial it by.
+pub const SCHEDULER_ID: &str = "scheduler";
+
+/// A validated scheduler config.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// UDP address of the QUIC endpoint.
+    pub bind: SocketAddr,
+    /// PEM certificate naming [`SCHEDULER_ID`].
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The mesh CA.
+    pub ca: PathBuf,
+    /// What "best path" means.
+    pub objective: Objective,
+    /// How often paths are recomputed.
+    pub recompute_interval: Duration,
+    /// A route moves only to a path better by this fraction...
+    pub hysteresis_margin: f64,
+    /// ...for this long.
+    pub hysteresis_hold: Duration,
+    /// How long instructions are fresh.
+    pub instruction_ttl: Duration,
+    /// Paths per route: the primary and up to `max_paths - 1` alternatives.
+    pub max_paths: usize,
+    /// A node that has not reported for this long has no live links.
+    pub node_dead_after: Duration,
+    /// Operator pins: these routes use these relays, whatever the measurements say.
+    pub pins: Vec<Pin>,
+}
+
+/// An operator's pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The node whose route is pinned.
+    pub node: String,
+    /// The route.
+    pub route: String,
+    /// The relays to use (empty: direct).
+    pub relays: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    bind: Option<String>,
+    cert: String,
+    key: String,
+    ca: String,
+    objective: Option<String>,
+    recompute_interval: Option<String>,
+    hysteresis: Option<RawHysteresis>,
+    instruction_ttl: Option<String>,
+    max_paths: Option<u64>,
+    node_dead_after: Option<String>,
+    #[serde(default)]
+    pins: Vec<RawPin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHysteresis {
+    margin: Option<f64>,
+    hold: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    node: String,
+    route: String,
+    #[serde(default)]
+    relays: Vec<String>,
+}
+
+/// Reads and validates a scheduler config; relative paths are relative to the file.
+pub fn load(path: &Path) -> Result<SchedulerConfig, ConfigErrors> {
+    let file = path.display().to_string();
+    let fail = |errors| ConfigErrors { file: file.clone(), errors };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![err("(file)", None, format!("cannot read: {e}"))]))?;
+    parse(&text, path.parent().unwrap_or_else(|| Path::new("."))).map_err(fail)
+}
+
+/// Parses and validates scheduler config text.
+pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError>> {
+    let raw: Raw = serde_yaml::from_str(text)
+        .map_err(|e| vec![err("(yaml)", e.location().map(|l| l.line()), e.to_string())])?;
+    let mut errors = Vec::new();
+    let mut duration = |key: &str, v: &Option<String>, default: u64| -> Duration {
+        match v.as_deref().map(parse_duration) {
+            None => Duration::from_millis(default),
+            Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(30 * 86_400) => d,
+            Some(Ok(_)) => {
+                errors.push(err(key, None, "must be between 1ms and 30 days".into()));
+                Duration::from_millis(default)
+            }
+            Some(Err(e)) => {
+                errors.push(err(key, None, e));
+                Duration::from_millis(default)
+            }
+        }
+    };
+    let recompute_interval = duration("recompute_interval", &raw.recompute_interval, 1_000);
+    let hold = duration("hysteresis.hold", &raw.hysteresis.as_ref().and_then(|h| h.hold.clone()), 5_000);
+    let instruction_ttl = duration("instruction_ttl", &raw.instruction_ttl, 300_000);
+    let node_dead_after = duration("node_dead_after", &raw.node_dead_after, 15_000);
+    let bind = raw.bind.as_deref().unwrap_or("0.0.0.0:7900").parse::<SocketAddr>().unwrap_or_else(|_| {
+        errors.push(err("bind", None, "not an IP:port".into()));
+        SocketAddr::from(([0, 0, 0, 0], 7900))
+    });
+    let objective = parse_objective(raw.objective.as_deref().unwrap_or("latency")).unwrap_or_else(|e| {
+        errors.push(err("objective", None, e));
+        Objective::Latency
+    });
+    let margin = raw.hysteresis.as_ref().and_then(|h| h.margin).unwrap_or(0.1);
+    if !(0.0..1.0).contains(&margin) {
+        errors.push(err("hysteresis.margin", None, "must be at least 0 and below 1".into()));
+    }
+    let max_paths = raw.max_paths.unwrap_or(3);
+    if !(1..=4).contains(&max_paths) {
+        errors.push(err("max_paths", None, "must be 1 to 4".into()));
+    }
+    let files: Vec<PathBuf> = [("cert", &raw.cert), ("key", &raw.key), ("ca", &raw.ca)]
+        .iter()
+        .map(|(key, p)| {
+            let path = base.join(p);
+            if !path.is_file() {
+                errors.push(err(key, None, format!("{} does not exist", path.display())));
+            }
+            path
+        })
+        .collect();
+    let pins = check_pins(&raw.pins, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(SchedulerConfig {
+        bind,
+        cert: files[0].clone(),
+        key: files[1].clone(),
+        ca: files[2].clone(),
+        objective,
+        recompute_interval,
+        hysteresis_margin: margin,
+        hysteresis_hold: hold,
+        instruction_ttl,
+        max_paths: max_paths as usize,
+        node_dead_after,
+        pins,
+    })
+}
+
+fn check_pins(raw: &[RawPin], errors: &mut Vec<ConfigError>) -> Vec<Pin> {
+    let mut pins = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let ids_ok = std::iter::once(&p.node).chain(&p.relays).all(|n| is_valid_node_id(n));
+        let unique = p.relays.iter().enumerate().all(|(j, r)| *r != p.node && !p.relays[..j].contains(r));
+        if !ids_ok || !unique || p.route.is_empty() {
+            errors.push(err(
+                &format!("pins[{i}]"),
+                None,
+                "needs a node id, a route and distinct relays".into(),
+            ));
+            continue;
+        }
+        pins.push(Pin { node: p.node.clone(), route: p.route.clone(), relays: p.relays.clone() });
+    }
+    pins
+}
+
+fn parse_objective(s: &str) -> Result<Objective, String> {
+    match s {
+        "latency" => Ok(Objective::Latency),
+        "loss" => Ok(Objective::Loss),
+        "bandwidth" => Ok(Objective::Bandwidth),
+        "balanced" => Ok(Objective::Balanced { latency: 1.0, loss: 1.0, bandwidth: 1.0 }),
+        other => Err(format!("`{other}` is not one of latency, loss, bandwidth, balanced")),
+    }
+}
+
+fn err(key: &str, line: Option<usize>, message: String) -> ConfigError {
+    ConfigError { key: key.to_string(), line, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    const FILES: &str =
+        "cert: certs/node-cert.placeholder\nkey: certs/node-key.placeholder\nca: certs/ca-cert.placeholder\n";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = parse(FILES, &base()).expect("valid");
+        assert_eq!(
+            (c.objective, c.max_paths, c.recompute_interval),
+            (Objective::Latency, 3, Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = format!(
+            "{FILES}bind: nowhere\nobjective: fastest\nmax_paths: 9\nhysteresis: {{ margin: 2, hold: \"0s\" }}\npins: [ {{ node: a, route: r, relays: [a] }} ]\n"
+        );
+        let errors = parse(&text, &base()).expect_err("invalid");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in ["bind", "objective", "max_paths", "hysteresis.margin", "hysteresis.hold", "pins[0]"] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let unknown = parse(&format!("{FILES}colour: blue\n"), &base()).expect_err("unknown key");
+        assert!(unknown[0].message.contains("colour"), "{unknown:?}");
+    }
+}
