@@ -17,6 +17,7 @@ pub mod onward;
 pub mod origin;
 pub mod peers;
 pub mod relay;
+pub mod scheduler_client;
 pub mod splice;
 pub mod stats;
 pub mod stream_splice;
@@ -81,6 +82,16 @@ impl Shared {
             Ok(cache) => cache.candidates(route, exit, static_paths),
             Err(_) => crate::core::route::static_candidates(static_paths),
         }
+    }
+
+    /// The instruction version held (0: none).
+    fn instruction_version(&self) -> u64 {
+        self.instructions.read().map_or(0, |c| c.version())
+    }
+
+    /// Takes a newer instruction set; returns whether it was newer.
+    fn apply_instructions(&self, set: crate::core::control::InstructionSet) -> bool {
+        self.instructions.write().is_ok_and(|mut c| c.apply(set))
     }
 
     fn new_flow_id(&self) -> u64 {
@@ -206,6 +217,9 @@ impl Node {
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
+        if let Some(cfg) = shared.config.scheduler.clone() {
+            tokio::spawn(scheduler_client::run(shared.clone(), cfg));
+        }
         for (peer, address) in shared.pool.dialable() {
             tokio::spawn(links::dial_loop(shared.clone(), peer, address));
         }
@@ -239,6 +253,11 @@ impl Node {
     /// A snapshot of every configured peer and its link.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.shared.pool.snapshot()
+    }
+
+    /// The scheduler's instructions this node holds (from the scheduler or its disk cache).
+    pub fn instructions(&self) -> Option<crate::core::control::InstructionSet> {
+        self.shared.instructions.read().ok().and_then(|c| c.set().cloned())
     }
 
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.

@@ -165,6 +165,14 @@ impl PeerPool {
         installed
     }
 
+    /// Every live link, by peer id.
+    pub fn live_links(&self) -> Vec<(String, Connection)> {
+        let mut out: Vec<(String, Connection)> =
+            self.slots.keys().filter_map(|id| self.current(id).map(|c| (id.clone(), c))).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Closes every link (shutdown).
     pub fn close_all(&self) {
         for slot in self.slots.values() {

@@ -76,6 +76,8 @@ pub struct NodeSpec<'a> {
     pub via: Vec<&'a str>,
     /// Extra lines for the `mesh` section, e.g. `relay: false`.
     pub mesh_extra: Vec<String>,
+    /// The scheduler's address, when the node uses one.
+    pub scheduler: Option<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -91,6 +93,7 @@ impl<'a> NodeSpec<'a> {
             link_idle: "5s",
             via: vec![],
             mesh_extra: vec![],
+            scheduler: None,
         }
     }
 
@@ -133,6 +136,11 @@ impl<'a> NodeSpec<'a> {
         );
         for l in &self.mesh_extra {
             y += &format!("  {l}\n");
+        }
+        if let Some(addr) = &self.scheduler {
+            y += &format!(
+                "scheduler:\n  address: \"{addr}\"\n  heartbeat_interval: \"200ms\"\n  retry_interval: \"200ms\"\n  connect_timeout: \"1s\"\n"
+            );
         }
         if !self.limits.is_empty() {
             y += "limits:\n";

@@ -1,0 +1,208 @@
+//! The node's scheduler session: register, subscribe, heartbeat and report link metrics;
+//! take instruction updates into the cache (memory and disk).
+//!
+//! The scheduler is never required: while it is unreachable the node keeps routing by its
+//! cached instructions and static routes, and keeps trying, `max_retries` times at
+//! `retry_interval`, then at a slower pace for good (it says so once in the log).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{Connection, SendStream};
+use tracing::{debug, info, warn};
+
+use crate::config::SchedulerClientConfig;
+use crate::config::scheduler::SCHEDULER_ID;
+use crate::core::control::{self, FrameError, LinkReport, Registration, ToNode, ToScheduler};
+use crate::node::{Shared, instruction_store, log_escape};
+
+/// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
+const SLOW_FACTOR: u32 = 10;
+/// Longest pause between attempts.
+const SLOWEST: Duration = Duration::from_secs(60);
+
+/// Keeps a session with the scheduler until the node drains.
+pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
+    let mut failures = 0u32;
+    let mut draining = shared.draining.clone();
+    loop {
+        if *draining.borrow() {
+            return;
+        }
+        match session(&shared, &cfg).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures <= cfg.max_retries {
+                    warn!(attempt = failures, error = %e, "scheduler unreachable; routing by cached instructions");
+                } else if failures == cfg.max_retries + 1 {
+                    warn!(error = %e, "scheduler still unreachable after {} attempts; retrying at a slower pace for good", cfg.max_retries);
+                }
+            }
+        }
+        let pause = if failures > cfg.max_retries {
+            cfg.retry_interval.saturating_mul(SLOW_FACTOR).min(SLOWEST)
+        } else {
+            cfg.retry_interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = crate::node::wait_true(&mut draining) => return,
+        }
+    }
+}
+
+async fn session(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<()> {
+    let conn = connect(shared, cfg).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write(&mut send, &ToScheduler::Register(registration(shared)), cfg).await?;
+    write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;
+    info!(scheduler = %conn.remote_address(), "connected to the scheduler");
+    let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+    let mut meter = LinkMeter::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut draining = shared.draining.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let version = shared.instruction_version();
+                write(&mut send, &ToScheduler::Heartbeat { instructions_version: version }, cfg).await?;
+                let links = meter.sample(&shared.pool.live_links());
+                write(&mut send, &ToScheduler::Report { links, routes: Vec::new() }, cfg).await?;
+            }
+            chunk = recv.read_chunk(64 * 1024, true) => {
+                let Some(chunk) = chunk? else { return Ok(()) };
+                buf.extend_from_slice(&chunk.bytes);
+                read_frames(shared, &mut buf).await?;
+            }
+            _ = crate::node::wait_true(&mut draining) => {
+                conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<Connection> {
+    let addr = tokio::time::timeout(cfg.connect_timeout, tokio::net::lookup_host(cfg.address.as_str()))
+        .await
+        .map_err(|_| anyhow::anyhow!("resolving {} timed out", cfg.address))??
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", cfg.address))?;
+    let connecting = shared.endpoint.connect(addr, SCHEDULER_ID)?;
+    Ok(tokio::time::timeout(cfg.connect_timeout, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake timed out"))??)
+}
+
+/// Handles every complete frame in `buf`.
+async fn read_frames(shared: &Shared, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    loop {
+        match control::decode::<ToNode>(buf, control::MAX_FRAME_BODY) {
+            Ok(None) => return Ok(()),
+            Ok(Some((message, used))) => {
+                buf.drain(..used);
+                handle(shared, message).await;
+            }
+            Err(FrameError::UnsupportedVersion { skip, .. } | FrameError::Malformed { skip, .. })
+                if skip <= buf.len() =>
+            {
+                warn!("skipped a scheduler message it could not read");
+                buf.drain(..skip);
+            }
+            Err(FrameError::UnsupportedVersion { .. } | FrameError::Malformed { .. }) => return Ok(()),
+            Err(e) => anyhow::bail!("{e}"),
+        }
+    }
+}
+
+async fn handle(shared: &Shared, message: ToNode) {
+    match message {
+        ToNode::Welcome { .. } => debug!("registered with the scheduler"),
+        ToNode::Error { message } => {
+            warn!(message = %log_escape(&message), "the scheduler did not understand a message")
+        }
+        ToNode::Instructions(set) => {
+            let version = set.version;
+            if !shared.apply_instructions(set.clone()) {
+                return;
+            }
+            info!(version, routes = set.routes.len(), "new instructions");
+            let dir = shared.config.mesh.data_dir.clone();
+            match tokio::task::spawn_blocking(move || instruction_store::save(&dir, &set)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!("{e}"),
+                Err(e) => warn!("saving instructions: {e}"),
+            }
+        }
+    }
+}
+
+fn registration(shared: &Shared) -> Registration {
+    let c = &shared.config;
+    let mesh_address = c.mesh.advertise.clone().unwrap_or_else(|| {
+        shared.endpoint.local_addr().map_or_else(|_| c.mesh.bind.to_string(), |a| a.to_string())
+    });
+    Registration {
+        node_id: c.common.node_id.clone(),
+        region: c.common.region.clone(),
+        mesh_address,
+        peers: c.peers.iter().map(|p| (p.name.clone(), p.address.clone())).collect(),
+        listeners: c.listeners.iter().map(|l| l.name.clone()).collect(),
+        routes: c
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), if r.chain.is_some() { None } else { r.exit.clone() }))
+            .collect(),
+    }
+}
+
+async fn write(
+    send: &mut SendStream,
+    message: &ToScheduler,
+    cfg: &SchedulerClientConfig,
+) -> anyhow::Result<()> {
+    let frame = control::encode(message)?;
+    tokio::time::timeout(cfg.request_timeout, send.write_chunk(Bytes::from(frame))).await.map_err(
+        |_| anyhow::anyhow!("scheduler did not take a message within {:?}", cfg.request_timeout),
+    )??;
+    Ok(())
+}
+
+/// Turns QUIC connection statistics into per-report link metrics (loss and throughput
+/// since the previous report).
+#[derive(Default)]
+struct LinkMeter {
+    previous: HashMap<String, (u64, u64, u64, Instant)>,
+}
+
+impl LinkMeter {
+    fn sample(&mut self, links: &[(String, Connection)]) -> Vec<LinkReport> {
+        let now = Instant::now();
+        links
+            .iter()
+            .map(|(peer, conn)| {
+                let stats = conn.stats();
+                let (lost, sent, bytes) =
+                    (stats.path.lost_packets, stats.path.sent_packets, stats.udp_tx.bytes);
+                let (lost0, sent0, bytes0, at0) = self.previous.get(peer).copied().unwrap_or((0, 0, 0, now));
+                self.previous.insert(peer.clone(), (lost, sent, bytes, now));
+                let sent_delta = sent.saturating_sub(sent0).max(1);
+                let secs = now.duration_since(at0).as_secs_f64();
+                LinkReport {
+                    peer: peer.clone(),
+                    rtt_us: u64::try_from(conn.rtt().as_micros()).unwrap_or(u64::MAX),
+                    loss_ppm: u32::try_from(lost.saturating_sub(lost0) * 1_000_000 / sent_delta)
+                        .unwrap_or(u32::MAX),
+                    throughput_bps: if secs > 0.0 {
+                        (bytes.saturating_sub(bytes0) as f64 / secs) as u64
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,75 @@
+//! Measured routing: a scheduler and three nodes joined through link emulators. The
+//! scheduler moves a route to the faster relay path, moves it back when that path
+//! degrades, and the nodes keep routing when the scheduler is gone.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::Node;
+use proxy::config::scheduler as sched_config;
+use proxy::emulator::{LinkEmulator, LinkProfile};
+use proxy::scheduler::Scheduler;
+
+fn primary(node: &Node) -> Option<Vec<String>> {
+    let set = node.instructions()?;
+    Some(set.routes.first()?.paths.first()?.relays.clone())
+}
+
+async fn wait_primary(node: &Node, want: &[&str], within: Duration) -> bool {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    eventually(within, || primary(node).as_ref() == Some(&want)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    mesh.issue("scheduler", "scheduler");
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\nhysteresis: { margin: 0.1, hold: \"600ms\" }\nnode_dead_after: \"3s\"\n";
+    let scheduler =
+        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
+    let sched_addr = scheduler.local_addr().expect("addr").to_string();
+    let echo = echo_server().await;
+
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new()), ("b", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.scheduler = Some(sched_addr.clone());
+    let d = d.start(&mesh).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    b.scheduler = Some(sched_addr.clone());
+    let b = b.start(&mesh).await;
+    // a reaches d over a slow link (80 ms round trip) and b over a fast one (10 ms).
+    let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 1).await.expect("emulator");
+    to_d.set_both(LinkProfile::delayed(Duration::from_millis(40)));
+    let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
+    to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.scheduler = Some(sched_addr);
+    let a = a.start(&mesh).await;
+    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
+    }
+
+    // Measured: a-b-d (about 10 ms) beats a-d (80 ms).
+    assert!(wait_primary(&a, &["b"], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
+    let _via_b = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+    assert_eq!(b.stats().flows_relayed, 1, "the flow must take the path through b");
+
+    // a-b degrades to 200 ms: new flows go direct within a few report intervals.
+    to_b.set_both(LinkProfile::delayed(Duration::from_millis(100)));
+    assert!(wait_primary(&a, &[], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
+    let _direct = open_echoed_flow(listener_addr(&a, "in"), 2).await;
+    assert_eq!((b.stats().flows_relayed, d.stats().flows_exited), (1, 2));
+
+    // The scheduler dies: flows keep starting on the cached instructions.
+    drop(scheduler);
+    for i in 0..20u8 {
+        let _f = open_echoed_flow(listener_addr(&a, "in"), i).await;
+    }
+    assert_eq!(d.stats().flows_exited, 22);
+}
