@@ -30,7 +30,13 @@ pub enum Command {
         #[arg(short = 'c', long = "config", default_value = "config.yaml")]
         config: PathBuf,
     },
-    /// Validate a node config and print every problem with its key and line.
+    /// Run the scheduler.
+    Scheduler {
+        /// Scheduler config file.
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a node or scheduler config and print every problem with its key and line.
     Check {
         /// Node config file.
         #[arg(short = 'c', long = "config", default_value = "config.yaml")]
@@ -52,8 +58,8 @@ pub enum MeshCommand {
         /// Directory to write into (created if missing).
         #[arg(long)]
         dir: PathBuf,
-        /// Comma-separated node ids, e.g. `a,b,c`.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Comma-separated node ids to make certificates for, e.g. `a,b,c`.
+        #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
     },
 }
@@ -64,12 +70,26 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Run { config }) => run(&config),
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Scheduler { config }) => run_scheduler(&config),
         Some(Command::Mesh { command: MeshCommand::Init { dir, nodes } }) => mesh_init(&dir, &nodes),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
     }
 }
 
 fn check(path: &Path) -> ExitCode {
+    if std::fs::read_to_string(path).is_ok_and(|t| config::is_scheduler_config(&t)) {
+        return match config::scheduler::load(path) {
+            Ok(c) => {
+                println!("{}: ok (scheduler on {}, {} pins)", path.display(), c.bind, c.pins.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} problem(s)", path.display(), errors.errors.len());
+                ExitCode::from(2)
+            }
+        };
+    }
     match config::load(path) {
         Ok(c) => {
             println!(
@@ -134,6 +154,38 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            eprintln!("proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_scheduler(path: &Path) -> ExitCode {
+    let config = match config::scheduler::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("proxy: refusing to start: {} problem(s) in {}", errors.errors.len(), path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_target(false).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = async {
+        let scheduler = crate::scheduler::Scheduler::start(config).await?;
+        wait_for_signal().await?;
+        drop(scheduler);
+        anyhow::Ok(())
+    };
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("proxy: {e:#}");
             ExitCode::FAILURE
         }

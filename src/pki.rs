@@ -97,6 +97,23 @@ impl MeshCa {
     }
 }
 
+/// The scheduler config `mesh init` writes next to the certificates.
+const SCHEDULER_YAML: &str = "\
+# The scheduler of this mesh: `proxy scheduler -c scheduler.yaml`.
+# Nodes point `scheduler.address` at this machine's address and `bind` port.
+bind: \"0.0.0.0:7900\"
+cert: scheduler.crt
+key: scheduler.key
+ca: ca.crt
+objective: latency          # latency | loss | bandwidth | balanced
+recompute_interval: \"1s\"
+hysteresis: { margin: 0.1, hold: \"5s\" }
+instruction_ttl: \"5m\"
+max_paths: 3
+node_dead_after: \"15s\"
+pins: []
+";
+
 /// What `mesh init` wrote.
 #[derive(Debug)]
 pub struct WrittenFiles {
@@ -104,15 +121,23 @@ pub struct WrittenFiles {
     pub files: Vec<PathBuf>,
 }
 
-/// Makes a mesh in `dir`: `ca.crt`, `ca.key` and `<node>.crt`, `<node>.key` per node.
+/// Makes a mesh in `dir`: `ca.crt`, `ca.key`, the scheduler's `scheduler.crt`,
+/// `scheduler.key` and an example `scheduler.yaml`, and `<node>.crt`, `<node>.key` per node.
 /// Keys are written mode 0600. Refuses to overwrite an existing CA.
 pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError> {
-    if let Some(bad) = nodes.iter().find(|n| !crate::core::wire::is_valid_node_id(n)) {
+    let reserved = crate::config::scheduler::SCHEDULER_ID;
+    if let Some(bad) = nodes.iter().find(|n| !crate::core::wire::is_valid_node_id(n) || *n == reserved) {
         return Err(PkiError::InvalidNodeId(bad.clone()));
     }
     fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
     let ca_path = dir.join("ca.crt");
-    let mut planned = vec![ca_path.clone(), dir.join("ca.key")];
+    let mut planned = vec![
+        ca_path.clone(),
+        dir.join("ca.key"),
+        dir.join("scheduler.crt"),
+        dir.join("scheduler.key"),
+        dir.join("scheduler.yaml"),
+    ];
     for node in nodes {
         planned.push(dir.join(format!("{node}.crt")));
         planned.push(dir.join(format!("{node}.key")));
@@ -125,6 +150,10 @@ pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError>
     let mut files = Vec::new();
     write_file(&ca_path, &ca.cert_pem(), false, &mut files)?;
     write_file(&dir.join("ca.key"), &ca.key_pem(), true, &mut files)?;
+    let scheduler = ca.issue_node_cert(reserved, NODE_CERT_LIFETIME_DAYS)?;
+    write_file(&dir.join("scheduler.crt"), &scheduler.cert_pem, false, &mut files)?;
+    write_file(&dir.join("scheduler.key"), &scheduler.key_pem, true, &mut files)?;
+    write_file(&dir.join("scheduler.yaml"), SCHEDULER_YAML, false, &mut files)?;
     for node in nodes {
         let issued = ca.issue_node_cert(node, NODE_CERT_LIFETIME_DAYS)?;
         write_file(&dir.join(format!("{node}.crt")), &issued.cert_pem, false, &mut files)?;

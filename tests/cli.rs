@@ -51,7 +51,19 @@ fn mesh_init_writes_a_ca_and_node_certificates_with_private_keys_0600() {
         proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a,b,c"]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for f in ["ca.crt", "ca.key", "a.crt", "a.key", "b.crt", "b.key", "c.crt", "c.key"] {
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "scheduler.crt",
+        "scheduler.key",
+        "scheduler.yaml",
+        "a.crt",
+        "a.key",
+        "b.crt",
+        "b.key",
+        "c.crt",
+        "c.key",
+    ] {
         let p = dir.join(f);
         assert!(stdout.contains(&p.display().to_string()), "not reported: {f}");
         let mode = std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
@@ -71,6 +83,12 @@ fn mesh_init_writes_a_ca_and_node_certificates_with_private_keys_0600() {
     assert_eq!(again.status.code(), Some(2));
     let bad = proxy().args(["mesh", "init", "--dir"]).arg(dir.join("x")).args(["--nodes", "Bad_Id"]).output();
     assert_eq!(bad.expect("run").status.code(), Some(2));
+    let reserved =
+        proxy().args(["mesh", "init", "--dir"]).arg(dir.join("y")).args(["--nodes", "scheduler"]).output();
+    assert_eq!(reserved.expect("run").status.code(), Some(2));
+    // The example scheduler config it wrote passes `proxy check`.
+    let check = proxy().arg("check").arg("-c").arg(dir.join("scheduler.yaml")).output().expect("check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -151,5 +169,25 @@ async fn two_processes_carry_a_flow_and_exit_0_on_sigterm() {
     assert_eq!(sha256(&echoed), sha256(&payload));
     assert_eq!(signal_and_wait(&mut a, "TERM"), Some(0));
     assert_eq!(signal_and_wait(&mut b, "INT"), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_scheduler_runs_from_its_config_and_exits_0_on_sigterm() {
+    let dir = temp("sched");
+    let init = proxy().args(["mesh", "init", "--dir"]).arg(&dir).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let cfg = dir.join("scheduler.yaml");
+    let text = std::fs::read_to_string(&cfg).expect("read").replace("0.0.0.0:7900", "127.0.0.1:0");
+    std::fs::write(&cfg, text).expect("write");
+    let mut child = proxy().args(["scheduler", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().expect("wait").is_none(), "the scheduler exited early");
+    assert_eq!(signal_and_wait(&mut child, "TERM"), Some(0));
+    // A broken scheduler config is refused with exit code 2.
+    std::fs::write(&cfg, "cert: nope.crt\nkey: nope.key\nca: ca.crt\nobjective: fastest\n").expect("write");
+    let out = proxy().args(["scheduler", "-c"]).arg(&cfg).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("objective"));
     let _ = std::fs::remove_dir_all(&dir);
 }

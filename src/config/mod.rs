@@ -271,3 +271,12 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
     let raw = raw::parse(text)?;
     validate::validate(raw, base_dir)
 }
+
+/// Whether `text` looks like a scheduler config (a mapping without `common`), so that
+/// `proxy check` can validate either kind of file.
+pub fn is_scheduler_config(text: &str) -> bool {
+    match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(serde_yaml::Value::Mapping(m)) => !m.contains_key("common") && m.contains_key("cert"),
+        _ => false,
+    }
+}
