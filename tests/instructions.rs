@@ -82,3 +82,52 @@ async fn a_dead_first_hop_of_the_instructed_path_is_skipped_at_once() {
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(d.stats().flows_exited, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_first_relay_is_routed_around_within_a_second() {
+    use proxy::emulator::{LinkEmulator, LinkProfile};
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let echo = echo_server().await;
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new()), ("b", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.keepalive = "200ms";
+    let d = d.start(&mesh).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    b.keepalive = "200ms";
+    let b = b.start(&mesh).await;
+    let cut = LinkEmulator::start(b.mesh_addr().expect("addr"), 3).await.expect("emulator");
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", cut.addr().to_string()), ("d", d.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.via = vec!["b"];
+    a.keepalive = "200ms";
+    a.link_idle = "30s";
+    let a = a.start(&mesh).await;
+    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
+    }
+    let _through_b = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+    assert_eq!(b.stats().flows_relayed, 1);
+    cut.set_both(LinkProfile::blackholed());
+    let started = std::time::Instant::now();
+    let mut succeeded = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        let attempt = tokio::time::timeout(Duration::from_millis(300), async {
+            let mut c = tokio::net::TcpStream::connect(listener_addr(&a, "in")).await.ok()?;
+            tokio::io::AsyncWriteExt::write_all(&mut c, b"x").await.ok()?;
+            let mut one = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut c, &mut one).await.ok()
+        });
+        if let Ok(Some(_)) = attempt.await {
+            succeeded = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = succeeded.expect("no flow got through after the blackhole");
+    // Detection takes two keepalive intervals (400 ms) plus sampling; well inside 1.5 s
+    // even on a busy machine. The link's idle timeout (30 s) plays no part.
+    assert!(took < Duration::from_millis(1500), "first new flow after {took:?}");
+    assert_eq!(d.stats().flows_exited, 2);
+}

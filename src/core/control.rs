@@ -139,7 +139,7 @@ pub struct InstructionSet {
 pub enum ToNode {
     /// Registration accepted.
     Welcome {
-        /// The scheduler's current instruction version for this node.
+        /// Reserved (0); instructions follow as `Instructions` once the node subscribes.
         version: u64,
     },
     /// New instructions.

@@ -42,6 +42,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
                 Ok(conn) => {
                     info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
                     if shared.pool.install(&peer, conn.clone(), Initiator::Local) {
+                        tokio::spawn(watch_health(shared.clone(), peer.clone()));
                         tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn));
                     }
                     continue;
@@ -122,11 +123,20 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             };
             info!(peer = %id, %remote, "link up (accepted)");
             if shared.pool.install(&id, conn.clone(), Initiator::Remote) {
+                tokio::spawn(watch_health(shared.clone(), id.clone()));
                 serve_streams(shared, id, conn).await;
             }
         });
     }
 }
+
+/// Records signs of life on the link to `peer` (see `PeerPool::is_healthy`).
+async fn watch_health(shared: Arc<Shared>, peer: String) {
+    shared.pool.watch_health(&peer, HEALTH_SAMPLE).await;
+}
+
+/// How often link health is sampled.
+const HEALTH_SAMPLE: Duration = Duration::from_millis(50);
 
 /// Accepts flow streams the peer opens on `conn` until the connection closes.
 pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection) {

@@ -94,6 +94,14 @@ impl Shared {
         self.instructions.write().is_ok_and(|mut c| c.apply(set))
     }
 
+    /// Whether new flows may start on the link to `peer`: it is up and has not gone silent
+    /// for longer than two keepalive intervals.
+    fn link_usable(&self, peer: &str) -> bool {
+        let quiet =
+            self.config.mesh.keepalive_interval.saturating_mul(2).saturating_add(Duration::from_millis(100));
+        self.pool.is_healthy(peer, quiet)
+    }
+
     fn new_flow_id(&self) -> u64 {
         self.flow_ids.fetch_add(1, Ordering::Relaxed)
     }

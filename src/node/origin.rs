@@ -51,7 +51,7 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
         Exit::Local => local_exit(&shared, tcp, &target).instrument(span.clone()).await,
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);
-            let path = choose_path(exit, &candidates, |n| shared.pool.current(n).is_some());
+            let path = choose_path(exit, &candidates, |n| shared.link_usable(n));
             let h = header(path.hops, Destination::Target(target));
             open_flow(&shared, tcp, &path.first_hop, h).instrument(span.clone()).await
         }

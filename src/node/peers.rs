@@ -6,6 +6,7 @@
 //! both nodes, and the other is closed with [`LINK_DUPLICATE`].
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, VarInt};
@@ -27,6 +28,8 @@ struct Link {
     conn: Connection,
     initiator: Initiator,
     since: Instant,
+    /// When a datagram last arrived on this link (see [`PeerPool::watch_health`]).
+    heard: Arc<Mutex<Instant>>,
 }
 
 struct Slot {
@@ -152,7 +155,8 @@ impl PeerPool {
                 }
             };
             if replace {
-                replaced = cur.replace(Link { conn: conn.clone(), initiator, since: Instant::now() });
+                let heard = Arc::new(Mutex::new(Instant::now()));
+                replaced = cur.replace(Link { conn: conn.clone(), initiator, since: Instant::now(), heard });
             }
             replace
         });
@@ -163,6 +167,41 @@ impl PeerPool {
             conn.close(LINK_DUPLICATE, b"duplicate link");
         }
         installed
+    }
+
+    /// Whether the link to `id` is live and has carried a datagram within `quiet`: a link
+    /// that keepalives should keep busy but that has gone silent is skipped by new flows
+    /// at once, long before its idle timeout closes it.
+    pub fn is_healthy(&self, id: &str, quiet: Duration) -> bool {
+        let Some(slot) = self.slots.get(id) else { return false };
+        let link = slot.link.borrow();
+        link.as_ref()
+            .filter(|l| l.conn.close_reason().is_none())
+            .is_some_and(|l| l.heard.lock().map_or(true, |at| at.elapsed() <= quiet))
+    }
+
+    /// Samples the link to `id` every `every` until it closes, recording when datagrams
+    /// arrive (quinn counts them; a rising count is a sign of life).
+    pub async fn watch_health(&self, id: &str, every: Duration) {
+        let Some(slot) = self.slots.get(id) else { return };
+        let Some((conn, heard)) = slot.link.borrow().as_ref().map(|l| (l.conn.clone(), l.heard.clone()))
+        else {
+            return;
+        };
+        let mut seen = conn.stats().udp_rx.datagrams;
+        while conn.close_reason().is_none() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = conn.closed() => return,
+            }
+            let now = conn.stats().udp_rx.datagrams;
+            if now != seen {
+                seen = now;
+                if let Ok(mut at) = heard.lock() {
+                    *at = Instant::now();
+                }
+            }
+        }
     }
 
     /// Every live link, by peer id.

@@ -79,7 +79,7 @@ pub(crate) async fn chain(
             // Skip paths through nodes the flow already crossed: they would only be refused.
             let fresh: Vec<Vec<String>> =
                 paths.iter().filter(|p| !p.iter().any(|n| header.names(n))).cloned().collect();
-            let path = choose_path(exit, &static_candidates(&fresh), |n| shared.pool.current(n).is_some());
+            let path = choose_path(exit, &static_candidates(&fresh), |n| shared.link_usable(n));
             onward.hops = path.hops;
             onward.destination = Destination::Target(target);
             path.first_hop

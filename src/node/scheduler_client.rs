@@ -31,8 +31,11 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
         if *draining.borrow() {
             return;
         }
-        match session(&shared, &cfg).await {
+        let mut connected = false;
+        match session(&shared, &cfg, &mut connected).await {
             Ok(()) => failures = 0,
+            // A session that got through counts as a success, however it ended.
+            Err(_) if connected => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures <= cfg.max_retries {
@@ -54,8 +57,9 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     }
 }
 
-async fn session(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<()> {
+async fn session(shared: &Shared, cfg: &SchedulerClientConfig, connected: &mut bool) -> anyhow::Result<()> {
     let conn = connect(shared, cfg).await?;
+    *connected = true;
     let (mut send, mut recv) = conn.open_bi().await?;
     write(&mut send, &ToScheduler::Register(registration(shared)), cfg).await?;
     write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;

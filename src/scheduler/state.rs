@@ -4,7 +4,8 @@
 //!
 //! Invariants: a link counts only while the node that reports it has reported within
 //! `node_dead_after`, and only between registered nodes; a node's instruction version
-//! grows by one each time its instructions change, and never otherwise.
+//! grows each time its instructions change, and never otherwise; it is at least the issue
+//! time in Unix milliseconds, so it also grows across scheduler restarts.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -164,7 +165,9 @@ impl MeshState {
             if node.sent.as_ref().is_some_and(|sent| same_paths(sent, &routes)) {
                 continue;
             }
-            node.version += 1;
+            // Versions carry the time, so a restarted scheduler (which starts from nothing)
+            // still issues versions above what the nodes cached from its previous run.
+            node.version = (node.version + 1).max(now_unix.saturating_mul(1000));
             node.sent = Some(routes.clone());
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
             let nodes = all_nodes

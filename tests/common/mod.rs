@@ -78,6 +78,8 @@ pub struct NodeSpec<'a> {
     pub mesh_extra: Vec<String>,
     /// The scheduler's address, when the node uses one.
     pub scheduler: Option<String>,
+    /// `mesh.keepalive_interval`.
+    pub keepalive: &'a str,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -94,6 +96,7 @@ impl<'a> NodeSpec<'a> {
             via: vec![],
             mesh_extra: vec![],
             scheduler: None,
+            keepalive: "1s",
         }
     }
 
@@ -131,8 +134,8 @@ impl<'a> NodeSpec<'a> {
             }
         }
         y += &format!(
-            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  data_dir: data-{}\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"1s\"\n  link_idle_timeout: \"{}\"\n",
-            self.mesh_bind, self.id, self.link_idle
+            "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  data_dir: data-{}\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"{}\"\n  link_idle_timeout: \"{}\"\n",
+            self.mesh_bind, self.id, self.keepalive, self.link_idle
         );
         for l in &self.mesh_extra {
             y += &format!("  {l}\n");

@@ -54,7 +54,11 @@ fn the_faster_two_hop_path_beats_the_slow_direct_link() {
     let sets = m.recompute(t, 1000);
     assert_eq!(primary(&sets, "a"), Some(vec!["b".to_string()]));
     let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
-    assert_eq!((a.version, a.routes[0].paths.len()), (1, 2), "primary via b, direct as the alternative");
+    assert_eq!(
+        (a.version, a.routes[0].paths.len()),
+        (1_000_000, 2),
+        "primary via b, direct as the alternative"
+    );
     // Nothing changed: no new version is pushed.
     assert!(m.recompute(t + Duration::from_secs(1), 1001).is_empty());
 }
@@ -119,4 +123,14 @@ fn nodes_missing_from_a_config_are_introduced_when_a_path_uses_them() {
     let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
     let intro: Vec<&str> = a.nodes.iter().map(|n| n.node_id.as_str()).collect();
     assert_eq!(intro, vec!["b"], "a's config lists no peers; its path starts at b");
+}
+
+#[test]
+fn versions_keep_growing_across_a_scheduler_restart() {
+    let t = Instant::now();
+    let before = mesh(10, 80, t).recompute(t, 1000);
+    let after = mesh(10, 80, t).recompute(t, 1001);
+    let version =
+        |sets: &[(String, InstructionSet)]| sets.iter().find(|(n, _)| n == "a").map(|(_, s)| s.version);
+    assert!(version(&after) > version(&before));
 }
