@@ -66,10 +66,48 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
     let _direct = open_echoed_flow(listener_addr(&a, "in"), 2).await;
     assert_eq!((b.stats().flows_relayed, d.stats().flows_exited), (1, 2));
 
-    // The scheduler dies: flows keep starting on the cached instructions.
+    // The scheduler dies: 100 new flows still start, on the cached instructions.
     drop(scheduler);
-    for i in 0..20u8 {
+    for i in 0..100u8 {
         let _f = open_echoed_flow(listener_addr(&a, "in"), i).await;
     }
-    assert_eq!(d.stats().flows_exited, 22);
+    assert_eq!(d.stats().flows_exited, 102);
+    // a restarts while the scheduler is still gone: it routes by its disk cache.
+    let cached = a.instructions().expect("instructions");
+    drop(a);
+    let mut a2 = NodeSpec::new("a");
+    a2.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
+    a2.routes = vec![("in", echo.to_string(), Some("d"))];
+    a2.scheduler = Some("127.0.0.1:9".into());
+    let a2 = a2.start(&mesh).await;
+    assert_eq!(a2.instructions().map(|s| s.version), Some(cached.version), "loaded from disk");
+    assert!(a2.wait_for_link("d", Duration::from_secs(10)).await);
+    let _after_restart = open_echoed_flow(listener_addr(&a2, "in"), 7).await;
+    assert_eq!(d.stats().flows_exited, 103);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_knows_only_the_scheduler_is_introduced_to_its_exit() {
+    let mesh = Mesh::new(&["a", "d"]);
+    mesh.issue("scheduler", "scheduler");
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\n";
+    let scheduler =
+        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
+    let sched_addr = scheduler.local_addr().expect("addr").to_string();
+    let echo = echo_server().await;
+    let mut d = NodeSpec::new("d");
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.scheduler = Some(sched_addr.clone());
+    let d = d.start(&mesh).await;
+    // a's config: its identity, the scheduler, and a route to an exit it has no address for.
+    let mut a = NodeSpec::new("a");
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.scheduler = Some(sched_addr);
+    let a = a.start(&mesh).await;
+    let linked =
+        eventually(Duration::from_secs(15), || a.peers().iter().any(|p| p.id == "d" && p.connected)).await;
+    assert!(linked, "a never linked to d: {:?}", a.peers());
+    let _flow = open_echoed_flow(listener_addr(&a, "in"), 9).await;
+    assert_eq!(d.stats().flows_exited, 1);
+    assert!(d.peers().iter().any(|p| p.id == "a"), "d accepted a as a discovered peer");
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use quinn::Connection;
 use tracing::{debug, info, warn};
 
+use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
@@ -113,8 +114,15 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                     return;
                 }
             };
+            // With a scheduler, any node the mesh CA vouches for may link: the scheduler
+            // introduces nodes to the side that dials, not always to the side that accepts.
+            let discovering = shared.config.scheduler.is_some();
             let id = match tls::peer_node_id(&conn) {
                 Some(id) if id != shared.config.common.node_id && shared.pool.is_known(&id) => id,
+                Some(id) if id != shared.config.common.node_id && discovering && id != SCHEDULER_ID => {
+                    shared.pool.add_discovered(&id, None, "");
+                    id
+                }
                 other => {
                     warn!(%remote, node = ?other.map(|s| crate::node::log_escape(&s)), "refused link from an unknown node");
                     conn.close(LINK_UNKNOWN_PEER, b"unknown node");

@@ -6,7 +6,7 @@
 //! both nodes, and the other is closed with [`LINK_DUPLICATE`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, VarInt};
@@ -77,7 +77,8 @@ pub struct PeerPool {
     local_id: String,
     /// Longer than any dial can take: see `core::link_rule`.
     settle: Duration,
-    slots: HashMap<String, Slot>,
+    /// Configured peers, plus nodes the scheduler introduced (added, never removed).
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
 }
 
 impl PeerPool {
@@ -91,32 +92,60 @@ impl PeerPool {
                     region: p.region.clone(),
                     link: watch::Sender::new(None),
                 };
-                (p.name.clone(), slot)
+                (p.name.clone(), Arc::new(slot))
             })
             .collect();
-        Self { local_id: local_id.to_string(), settle, slots }
+        Self { local_id: local_id.to_string(), settle, slots: RwLock::new(slots) }
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.slots.read().ok()?.get(id).cloned()
+    }
+
+    fn all(&self) -> Vec<(String, Arc<Slot>)> {
+        self.slots.read().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    }
+
+    /// Adds a node the scheduler introduced, unless it is already known (an address in the
+    /// node's own config wins over a discovered one). Returns whether it was new.
+    pub fn add_discovered(&self, id: &str, address: Option<String>, region: &str) -> bool {
+        if id == self.local_id {
+            return false;
+        }
+        let Ok(mut slots) = self.slots.write() else { return false };
+        if slots.contains_key(id) {
+            return false;
+        }
+        let slot = Slot { address, region: Some(region.to_string()), link: watch::Sender::new(None) };
+        slots.insert(id.to_string(), Arc::new(slot));
+        true
+    }
+
+    /// The address to dial `id` at, when known.
+    pub fn address_of(&self, id: &str) -> Option<String> {
+        self.slot(id)?.address.clone()
     }
 
     /// Whether `id` is a configured peer.
     pub fn is_known(&self, id: &str) -> bool {
-        self.slots.contains_key(id)
+        self.slot(id).is_some()
     }
 
     /// Configured peers that have an address to dial.
     pub fn dialable(&self) -> Vec<(String, String)> {
-        self.slots.iter().filter_map(|(id, s)| s.address.clone().map(|a| (id.clone(), a))).collect()
+        self.all().into_iter().filter_map(|(id, s)| s.address.clone().map(|a| (id, a))).collect()
     }
 
     /// The live connection to `id`, if any.
     pub fn current(&self, id: &str) -> Option<Connection> {
-        let slot = self.slots.get(id)?;
+        let slot = self.slot(id)?;
         let link = slot.link.borrow();
         link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| l.conn.clone())
     }
 
     /// The live connection to `id`, waiting up to `wait` for one to come up.
     pub async fn connection(&self, id: &str, wait: Duration) -> Result<Connection, PeerError> {
-        let slot = self.slots.get(id).ok_or_else(|| PeerError::Unknown(id.to_string()))?;
+        let slot = self.slot(id).ok_or_else(|| PeerError::Unknown(id.to_string()))?;
         if let Some(c) = self.current(id) {
             return Ok(c);
         }
@@ -133,7 +162,7 @@ impl PeerPool {
     /// Offers a newly established connection; returns whether it is now the peer's link.
     /// The losing connection (new or old) is closed.
     pub fn install(&self, peer: &str, conn: Connection, initiator: Initiator) -> bool {
-        let Some(slot) = self.slots.get(peer) else {
+        let Some(slot) = self.slot(peer) else {
             conn.close(LINK_UNKNOWN_PEER, b"unknown node");
             return false;
         };
@@ -173,7 +202,7 @@ impl PeerPool {
     /// that keepalives should keep busy but that has gone silent is skipped by new flows
     /// at once, long before its idle timeout closes it.
     pub fn is_healthy(&self, id: &str, quiet: Duration) -> bool {
-        let Some(slot) = self.slots.get(id) else { return false };
+        let Some(slot) = self.slot(id) else { return false };
         let link = slot.link.borrow();
         link.as_ref()
             .filter(|l| l.conn.close_reason().is_none())
@@ -183,7 +212,7 @@ impl PeerPool {
     /// Samples the link to `id` every `every` until it closes, recording when datagrams
     /// arrive (quinn counts them; a rising count is a sign of life).
     pub async fn watch_health(&self, id: &str, every: Duration) {
-        let Some(slot) = self.slots.get(id) else { return };
+        let Some(slot) = self.slot(id) else { return };
         let Some((conn, heard)) = slot.link.borrow().as_ref().map(|l| (l.conn.clone(), l.heard.clone()))
         else {
             return;
@@ -207,14 +236,14 @@ impl PeerPool {
     /// Every live link, by peer id.
     pub fn live_links(&self) -> Vec<(String, Connection)> {
         let mut out: Vec<(String, Connection)> =
-            self.slots.keys().filter_map(|id| self.current(id).map(|c| (id.clone(), c))).collect();
+            self.all().into_iter().filter_map(|(id, _)| self.current(&id).map(|c| (id, c))).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     /// Closes every link (shutdown).
     pub fn close_all(&self) {
-        for slot in self.slots.values() {
+        for (_, slot) in self.all() {
             if let Some(l) = slot.link.borrow().as_ref() {
                 l.conn.close(LINK_SHUTDOWN, b"shutdown");
             }
@@ -223,7 +252,7 @@ impl PeerPool {
 
     /// A snapshot of every peer, sorted by id.
     pub fn snapshot(&self) -> Vec<PeerInfo> {
-        let mut out: Vec<PeerInfo> = self.slots.iter().map(|(id, slot)| peer_info(id, slot)).collect();
+        let mut out: Vec<PeerInfo> = self.all().iter().map(|(id, slot)| peer_info(id, slot)).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::SchedulerClientConfig;
 use crate::config::scheduler::SCHEDULER_ID;
-use crate::core::control::{self, FrameError, LinkReport, Registration, ToNode, ToScheduler};
+use crate::core::control::{self, FrameError, LinkReport, NodeIntro, Registration, ToNode, ToScheduler};
 use crate::node::{Shared, instruction_store, log_escape};
 
 /// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
@@ -57,7 +57,11 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     }
 }
 
-async fn session(shared: &Shared, cfg: &SchedulerClientConfig, connected: &mut bool) -> anyhow::Result<()> {
+async fn session(
+    shared: &Arc<Shared>,
+    cfg: &SchedulerClientConfig,
+    connected: &mut bool,
+) -> anyhow::Result<()> {
     let conn = connect(shared, cfg).await?;
     *connected = true;
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -102,7 +106,7 @@ async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result
 }
 
 /// Handles every complete frame in `buf`.
-async fn read_frames(shared: &Shared, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+async fn read_frames(shared: &Arc<Shared>, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     loop {
         match control::decode::<ToNode>(buf, control::MAX_FRAME_BODY) {
             Ok(None) => return Ok(()),
@@ -122,7 +126,7 @@ async fn read_frames(shared: &Shared, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     }
 }
 
-async fn handle(shared: &Shared, message: ToNode) {
+async fn handle(shared: &Arc<Shared>, message: ToNode) {
     match message {
         ToNode::Welcome { .. } => debug!("registered with the scheduler"),
         ToNode::Error { message } => {
@@ -133,6 +137,7 @@ async fn handle(shared: &Shared, message: ToNode) {
             if !shared.apply_instructions(set.clone()) {
                 return;
             }
+            meet(shared, &set.nodes);
             info!(version, routes = set.routes.len(), "new instructions");
             let dir = shared.config.mesh.data_dir.clone();
             match tokio::task::spawn_blocking(move || instruction_store::save(&dir, &set)).await {
@@ -140,6 +145,24 @@ async fn handle(shared: &Shared, message: ToNode) {
                 Ok(Err(e)) => warn!("{e}"),
                 Err(e) => warn!("saving instructions: {e}"),
             }
+        }
+    }
+}
+
+/// Peer discovery: starts keeping links to introduced nodes this node did not know (an
+/// address in its own config wins: known peers are left as they are).
+fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
+    for intro in nodes {
+        if !crate::core::wire::is_valid_node_id(&intro.node_id) || intro.node_id == SCHEDULER_ID {
+            continue;
+        }
+        if shared.pool.add_discovered(&intro.node_id, Some(intro.mesh_address.clone()), &intro.region) {
+            info!(peer = %intro.node_id, address = %log_escape(&intro.mesh_address), "introduced by the scheduler");
+            tokio::spawn(crate::node::links::dial_loop(
+                shared.clone(),
+                intro.node_id.clone(),
+                intro.mesh_address.clone(),
+            ));
         }
     }
 }

@@ -170,11 +170,11 @@ impl MeshState {
             node.version = (node.version + 1).max(now_unix.saturating_mul(1000));
             node.sent = Some(routes.clone());
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
-            let nodes = all_nodes
+            let nodes: Vec<NodeIntro> = all_nodes
                 .iter()
                 .filter(|(n, _, _)| n != id && !known.contains(&n))
                 .filter(|(n, _, _)| {
-                    routes.iter().any(|r| r.paths.iter().any(|p| p.relays.first() == Some(n)))
+                    routes.iter().any(|r| r.paths.iter().any(|p| p.relays.first().unwrap_or(&r.exit) == n))
                 })
                 .map(|(n, region, addr)| NodeIntro {
                     node_id: n.clone(),
@@ -182,6 +182,8 @@ impl MeshState {
                     mesh_address: addr.clone(),
                 })
                 .collect();
+            let mut nodes: Vec<NodeIntro> = nodes;
+            nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
             let set = InstructionSet {
                 version: node.version,
                 issued_at_unix: now_unix,
@@ -223,7 +225,13 @@ fn route_instructions(
             continue;
         }
         let found = graph.disjoint_paths(id, exit, policy.objective, policy.max_paths);
-        let Some(best) = found.first() else { continue };
+        let Some(best) = found.first() else {
+            // Nothing measured yet (a node that just joined): go direct, so the link gets
+            // made and measured.
+            let paths = vec![InstructedPath { relays: Vec::new(), weight: 1.0 }];
+            out.push(RouteInstruction { route: route.clone(), exit: exit.clone(), paths });
+            continue;
+        };
         let relays = |nodes: &[String]| nodes[1..nodes.len() - 1].to_vec();
         let choice = node.choices.entry(route.clone()).or_default();
         let current_cost = choice.current().and_then(|cur| {

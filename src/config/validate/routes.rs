@@ -8,6 +8,8 @@ struct RouteContext<'a> {
     listener_names: HashSet<&'a str>,
     listener_ports: HashSet<u16>,
     peer_names: HashSet<&'a str>,
+    /// With a scheduler, an exit may be any node: the scheduler introduces it.
+    has_scheduler: bool,
 }
 
 impl<'a> RouteContext<'a> {
@@ -17,6 +19,7 @@ impl<'a> RouteContext<'a> {
             listener_names: raw.listeners.iter().filter_map(|l| l.name.as_deref()).collect(),
             listener_ports: listener_ports(raw).collect(),
             peer_names: raw.peers.iter().filter_map(|p| p.name.as_deref()).collect(),
+            has_scheduler: raw.scheduler.is_some(),
         }
     }
 }
@@ -85,7 +88,9 @@ impl Checker<'_> {
             // Naming this node as the exit is the same as leaving `exit` out.
             Some(exit) if exit == ctx.node_id => Some(None),
             Some(exit) if ctx.peer_names.contains(exit) => Some(Some(exit.to_owned())),
-            Some(exit) if has_paths => self.check(key, check_node_id(exit)).map(|e| Some(e.to_owned())),
+            Some(exit) if has_paths || ctx.has_scheduler => {
+                self.check(key, check_node_id(exit)).map(|e| Some(e.to_owned()))
+            }
             Some(exit) => self.check(
                 key,
                 Err(format!("`{exit}` is neither this node (`{}`) nor a configured peer", ctx.node_id)),

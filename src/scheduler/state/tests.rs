@@ -122,7 +122,8 @@ fn nodes_missing_from_a_config_are_introduced_when_a_path_uses_them() {
     let sets = m.recompute(t, 0);
     let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
     let intro: Vec<&str> = a.nodes.iter().map(|n| n.node_id.as_str()).collect();
-    assert_eq!(intro, vec!["b"], "a's config lists no peers; its path starts at b");
+    // a's config lists no peers: its primary starts at b, its direct alternative at d.
+    assert_eq!(intro, vec!["b", "d"]);
 }
 
 #[test]
@@ -133,4 +134,16 @@ fn versions_keep_growing_across_a_scheduler_restart() {
     let version =
         |sets: &[(String, InstructionSet)]| sets.iter().find(|(n, _)| n == "a").map(|(_, s)| s.version);
     assert!(version(&after) > version(&before));
+}
+
+#[test]
+fn a_route_with_nothing_measured_goes_direct_so_the_link_gets_made() {
+    let t = Instant::now();
+    let mut m = MeshState::new(policy(), t);
+    m.register(reg("a", &[("web", "d")]), t);
+    m.register(reg("d", &[]), t);
+    let sets = m.recompute(t, 0);
+    assert_eq!(primary(&sets, "a"), Some(vec![]));
+    let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
+    assert_eq!(a.nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), vec!["d"]);
 }
