@@ -111,3 +111,49 @@ async fn a_node_that_knows_only_the_scheduler_is_introduced_to_its_exit() {
     assert_eq!(d.stats().flows_exited, 1);
     assert!(d.peers().iter().any(|p| p.id == "a"), "d accepted a as a discovered peer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_is_rejoined_without_disturbing_open_flows() {
+    let mesh = Mesh::new(&["a", "d"]);
+    mesh.issue("scheduler", "scheduler");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let sched_yaml = format!(
+        "bind: \"127.0.0.1:{port}\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\n"
+    );
+    let config = sched_config::parse(&sched_yaml, &mesh.dir).expect("config");
+    let scheduler = Scheduler::start(config.clone()).await.expect("start");
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.scheduler = Some(format!("127.0.0.1:{port}"));
+    let d = d.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("d", d.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", server.local_addr().expect("addr").to_string(), Some("d"))];
+    a.scheduler = Some(format!("127.0.0.1:{port}"));
+    let a = a.start(&mesh).await;
+    assert!(eventually(Duration::from_secs(10), || a.instructions().is_some()).await);
+    assert!(!a.instructions_stale());
+    let version = a.instructions().map(|s| s.version);
+    // A flow is open across the scheduler's restart.
+    let mut client = connect(listener_addr(&a, "in")).await;
+    let (mut s, _) = {
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"before").await.expect("write");
+        server.accept().await.expect("accept")
+    };
+    drop(scheduler);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scheduler = Scheduler::start(config).await.expect("restart on the same port");
+    let rejoined = eventually(Duration::from_secs(15), || scheduler.nodes().len() == 2).await;
+    assert!(rejoined, "nodes did not re-register: {:?}", scheduler.nodes());
+    assert!(
+        eventually(Duration::from_secs(10), || a.instructions().map(|s| s.version) > version).await,
+        "no resync"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, b" after").await.expect("write");
+    tokio::io::AsyncWriteExt::shutdown(&mut client).await.expect("fin");
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await.expect("the open flow was not disturbed");
+    assert_eq!(got, b"before after");
+}

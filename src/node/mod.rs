@@ -268,6 +268,14 @@ impl Node {
         self.shared.instructions.read().ok().and_then(|c| c.set().cloned())
     }
 
+    /// Whether the instructions held are past their TTL (still used while nothing newer
+    /// exists).
+    pub fn instructions_stale(&self) -> bool {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.shared.instructions.read().is_ok_and(|c| c.is_stale(now))
+    }
+
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
     pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
         self.shared.pool.connection(peer, timeout).await.is_ok()

@@ -61,7 +61,7 @@ fn a_valid_config_gets_every_default() {
     assert_eq!(config.mesh.bind, "0.0.0.0:7800".parse().expect("addr"));
     assert_eq!(config.mesh.data_dir, base().join("data"));
     assert_eq!(config.mesh.cert, base().join("certs/node-cert.placeholder"));
-    assert_eq!(config.mesh.keepalive_interval, Duration::from_secs(5));
+    assert_eq!(config.mesh.keepalive_interval, Duration::from_millis(300));
     assert_eq!(config.mesh.link_idle_timeout, Duration::from_secs(30));
     assert_eq!(config.mesh.redial_min, Duration::from_millis(100));
     assert_eq!(config.mesh.redial_max, Duration::from_secs(30));
