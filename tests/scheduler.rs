@@ -157,3 +157,51 @@ async fn a_restarted_scheduler_is_rejoined_without_disturbing_open_flows() {
     tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await.expect("the open flow was not disturbed");
     assert_eq!(got, b"before after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_paths_within_the_hysteresis_margin_never_trade_places() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    mesh.issue("scheduler", "scheduler");
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"100ms\"\nhysteresis: { margin: 0.25, hold: \"300ms\" }\n";
+    let scheduler =
+        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
+    let sched_addr = scheduler.local_addr().expect("addr").to_string();
+    let echo = echo_server().await;
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new()), ("b", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.scheduler = Some(sched_addr.clone());
+    let d = d.start(&mesh).await;
+    // a-d: 20 ms round trip; a-b-d: 10 + 10 ms. Equal within measurement noise.
+    let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 4).await.expect("emulator");
+    let to_d_from_b = LinkEmulator::start(d.mesh_addr().expect("addr"), 6).await.expect("emulator");
+    to_d.set_both(LinkProfile::delayed(Duration::from_millis(10)));
+    to_d_from_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", to_d_from_b.addr().to_string())];
+    b.scheduler = Some(sched_addr.clone());
+    let b = b.start(&mesh).await;
+    let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
+    to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.scheduler = Some(sched_addr);
+    let a = a.start(&mesh).await;
+    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
+    }
+    // Once both paths are measured, the route settles on one of them and stays.
+    assert!(
+        eventually(Duration::from_secs(10), || a
+            .instructions()
+            .is_some_and(|s| s.routes.first().is_some_and(|r| r.paths.len() == 2)))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = primary(&a);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(primary(&a), settled, "the route flapped");
+    }
+}

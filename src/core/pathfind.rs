@@ -152,7 +152,7 @@ impl MeshGraph {
     /// The best path from `source` to `exit` for `objective`.
     pub fn best_path(&self, source: &str, exit: &str, objective: Objective) -> Option<Path> {
         let (s, e) = (*self.index.get(source)?, *self.index.get(exit)?);
-        self.path_avoiding(s, e, objective, &vec![false; self.len()])
+        self.path_avoiding(s, e, objective, &vec![false; self.len()], None)
     }
 
     /// Best paths from `source` to every reachable node. One search for additive
@@ -164,7 +164,7 @@ impl MeshGraph {
             let tree = self.search(s, objective, &none, 0.0);
             return (0..self.len()).filter(|&e| e != s).filter_map(|e| self.path_to(&tree, s, e)).collect();
         }
-        let widths = self.widest(s, &none);
+        let widths = self.widest(s, &none, None);
         let mut out = Vec::new();
         let mut levels: Vec<f64> = widths.iter().copied().filter(|w| *w > 0.0 && w.is_finite()).collect();
         levels.sort_by(f64::total_cmp);
@@ -188,19 +188,18 @@ impl MeshGraph {
     ) -> Vec<WeightedPath> {
         let (Some(&s), Some(&e)) = (self.index.get(source), self.index.get(exit)) else { return Vec::new() };
         let mut banned = vec![false; self.len()];
+        let mut direct_used = false;
         let mut paths = Vec::new();
         while paths.len() < max {
-            let Some(path) = self.path_avoiding(s, e, objective, &banned) else { break };
+            let skip = direct_used.then_some((s, e));
+            let Some(path) = self.path_avoiding(s, e, objective, &banned, skip) else { break };
             let relays: Vec<usize> =
                 path.nodes[1..path.nodes.len() - 1].iter().map(|n| self.index[n]).collect();
-            let direct = relays.is_empty();
+            // The direct link may serve once; later searches leave it out and look for
+            // relayed alternatives.
+            direct_used |= relays.is_empty();
             relays.into_iter().for_each(|r| banned[r] = true);
             paths.push(path);
-            if direct {
-                // The direct link is used; another path would differ only by relays, and
-                // the next search would find the same direct link again.
-                break;
-            }
         }
         weigh(paths, objective)
     }
@@ -209,9 +208,16 @@ impl MeshGraph {
     /// bottleneck, then the lowest latency among paths that keep it (a single search on
     /// the pair (width, latency) would be wrong: a narrower but faster prefix can still
     /// be best once the rest of the path is narrower than both).
-    fn path_avoiding(&self, s: usize, e: usize, objective: Objective, banned: &[bool]) -> Option<Path> {
+    fn path_avoiding(
+        &self,
+        s: usize,
+        e: usize,
+        objective: Objective,
+        banned: &[bool],
+        skip: Option<(usize, usize)>,
+    ) -> Option<Path> {
         let min_width = if objective == Objective::Bandwidth {
-            let w = self.widest(s, banned)[e];
+            let w = self.widest(s, banned, skip)[e];
             if w <= 0.0 {
                 return None;
             }
@@ -219,7 +225,7 @@ impl MeshGraph {
         } else {
             0.0
         };
-        let tree = self.search(s, objective, banned, min_width);
+        let tree = self.search_skipping(s, objective, banned, min_width, skip);
         self.path_to(&tree, s, e)
     }
 
@@ -248,6 +254,18 @@ impl MeshGraph {
     /// Dijkstra on the objective's additive cost over links at least `min_width` wide,
     /// never relaying through `banned` nodes.
     fn search(&self, s: usize, objective: Objective, banned: &[bool], min_width: f64) -> Tree {
+        self.search_skipping(s, objective, banned, min_width, None)
+    }
+
+    /// As [`Self::search`], never using the link `skip`.
+    fn search_skipping(
+        &self,
+        s: usize,
+        objective: Objective,
+        banned: &[bool],
+        min_width: f64,
+        skip: Option<(usize, usize)>,
+    ) -> Tree {
         let n = self.len();
         let mut tree = Tree { cost: vec![f64::INFINITY; n], prev: vec![NONE; n] };
         let mut done = vec![false; n];
@@ -260,6 +278,9 @@ impl MeshGraph {
                 continue;
             }
             for &(v, ref m) in &self.links[u] {
+                if skip == Some((u, v)) {
+                    continue;
+                }
                 let Some(c) = objective.link_cost(m).filter(|_| m.bandwidth_mbps >= min_width) else {
                     continue;
                 };
@@ -275,7 +296,7 @@ impl MeshGraph {
     }
 
     /// The widest bottleneck from `s` to every node (max-min Dijkstra).
-    fn widest(&self, s: usize, banned: &[bool]) -> Vec<f64> {
+    fn widest(&self, s: usize, banned: &[bool], skip: Option<(usize, usize)>) -> Vec<f64> {
         let n = self.len();
         let mut width = vec![0.0; n];
         let mut done = vec![false; n];
@@ -287,7 +308,7 @@ impl MeshGraph {
                 continue;
             }
             for &(v, ref m) in &self.links[u] {
-                if Objective::Latency.link_cost(m).is_none() {
+                if skip == Some((u, v)) || Objective::Latency.link_cost(m).is_none() {
                     continue;
                 }
                 let w = width[u].min(m.bandwidth_mbps);

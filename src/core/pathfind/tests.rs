@@ -277,3 +277,14 @@ fn after_a_link_change_the_tables_match_a_full_recompute() {
         }
     }
 }
+
+#[test]
+fn a_best_direct_link_still_gets_relayed_alternatives() {
+    let mut g = MeshGraph::new();
+    both_ways(&mut g, "a", "d", link(5.0, 0.0, 100.0));
+    both_ways(&mut g, "a", "b", link(10.0, 0.0, 100.0));
+    both_ways(&mut g, "b", "d", link(10.0, 0.0, 100.0));
+    let paths = g.disjoint_paths("a", "d", Objective::Latency, 3);
+    let all: Vec<Vec<&str>> = paths.iter().map(|p| names(&p.path)).collect();
+    assert_eq!(all, vec![vec!["a", "d"], vec!["a", "b", "d"]]);
+}
