@@ -57,15 +57,26 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
 
     // Measured: a-b-d (about 10 ms) beats a-d (80 ms).
     assert!(wait_primary(&a, &["b"], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
-    let _via_b = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+    let via_b = open_echoed_flow(listener_addr(&a, "in"), 1).await;
     assert_eq!(b.stats().flows_relayed, 1, "the flow must take the path through b");
 
     // a-b degrades to 200 ms: new flows go direct within a few report intervals.
     to_b.set_both(LinkProfile::delayed(Duration::from_millis(100)));
     assert!(wait_primary(&a, &[], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
-    let _direct = open_echoed_flow(listener_addr(&a, "in"), 2).await;
+    let direct = open_echoed_flow(listener_addr(&a, "in"), 2).await;
     assert_eq!((b.stats().flows_relayed, d.stats().flows_exited), (1, 2));
 
+    // a reports its route's traffic: the two flows so far, with their bytes (counted when
+    // a flow ends).
+    drop((via_b, direct));
+    let reported = eventually(Duration::from_secs(5), || {
+        scheduler
+            .route_totals("a")
+            .first()
+            .is_some_and(|(r, flows, bytes)| r == "in" && *flows == 2 && *bytes >= 4)
+    })
+    .await;
+    assert!(reported, "{:?}", scheduler.route_totals("a"));
     // The scheduler dies: 100 new flows still start, on the cached instructions.
     drop(scheduler);
     for i in 0..100u8 {

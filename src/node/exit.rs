@@ -54,16 +54,8 @@ pub(crate) async fn reply_and_splice(
     }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
-    let end = splice::splice(
-        tcp,
-        send,
-        recv,
-        Prelude::WriteFirst(rest),
-        shared.timeouts,
-        shared.counters.clone(),
-        shared.force.clone(),
-    )
-    .await;
+    let env = shared.flow_env(shared.timeouts, None);
+    let end = splice::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
     guard.finish(&end);
 }
 

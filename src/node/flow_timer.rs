@@ -26,6 +26,8 @@ pub struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     half_closed: AtomicU64,
+    /// Bytes moved, both directions (for per-route statistics).
+    bytes: AtomicU64,
     /// Wakes the watchdog when a half-close brings its deadline forward.
     became_half_closed: Notify,
 }
@@ -43,6 +45,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             half_closed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             became_half_closed: Notify::new(),
         }
     }
@@ -54,6 +57,17 @@ impl Activity {
     /// Records that bytes moved.
     pub fn touch(&self) {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records that `n` bytes moved.
+    pub fn moved(&self, n: u64) {
+        self.touch();
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved so far, both directions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Records that one direction finished.

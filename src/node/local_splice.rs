@@ -3,26 +3,19 @@
 //! shutdown, no buffer held while idle).
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::node::flow_timer::{Activity, FlowTimeouts};
-use crate::node::splice::FlowEnd;
+use crate::node::flow_timer::Activity;
+use crate::node::splice::{FlowEnd, FlowEnv};
 use crate::node::stats::Counters;
 use crate::node::tcp_io;
 
 /// Copies between `client` and `upstream` until both directions finish; resets both on
 /// any failure.
-pub async fn splice_tcp(
-    client: TcpStream,
-    upstream: TcpStream,
-    timeouts: FlowTimeouts,
-    counters: Arc<Counters>,
-    mut force: watch::Receiver<bool>,
-) -> FlowEnd {
+pub async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) -> FlowEnd {
+    let FlowEnv { timeouts, counters, mut force, route } = env;
     tcp_io::arm_reset_on_drop(&client);
     tcp_io::arm_reset_on_drop(&upstream);
     let activity = Activity::new();
@@ -40,6 +33,9 @@ pub async fn splice_tcp(
             _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
+    if let Some(per_route) = route.and_then(|r| counters.route_bytes.get(r)) {
+        per_route.fetch_add(activity.bytes(), std::sync::atomic::Ordering::Relaxed);
+    }
     if end == FlowEnd::Completed {
         tcp_io::disarm_reset_on_drop(&client);
         tcp_io::disarm_reset_on_drop(&upstream);
@@ -66,7 +62,7 @@ async fn copy(
                     return tcp_io::shutdown_write(to);
                 }
                 Ok(n) => {
-                    activity.touch();
+                    activity.moved(n as u64);
                     counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     tcp_io::write_all(to, &buf, activity, counters).await?;
                     buf.clear();

@@ -102,6 +102,11 @@ impl Shared {
         self.pool.is_healthy(peer, quiet)
     }
 
+    /// The environment a flow is spliced in.
+    fn flow_env(&self, timeouts: FlowTimeouts, route: Option<usize>) -> splice::FlowEnv {
+        splice::FlowEnv { timeouts, counters: self.counters.clone(), force: self.force.clone(), route }
+    }
+
     fn new_flow_id(&self) -> u64 {
         self.flow_ids.fetch_add(1, Ordering::Relaxed)
     }

@@ -48,16 +48,16 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
         subflow: None,
     };
     let end = match &route.exit {
-        Exit::Local => local_exit(&shared, tcp, &target).instrument(span.clone()).await,
+        Exit::Local => local_exit(&shared, tcp, &target, index).instrument(span.clone()).await,
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);
             let path = choose_path(exit, &candidates, |n| shared.link_usable(n));
             let h = header(path.hops, Destination::Target(target));
-            open_flow(&shared, tcp, &path.first_hop, h).instrument(span.clone()).await
+            open_flow(&shared, tcp, &path.first_hop, h, index).instrument(span.clone()).await
         }
         Exit::Chain(peer) => {
             let h = header(Vec::new(), Destination::RouteByPort(port));
-            open_flow(&shared, tcp, peer, h).instrument(span.clone()).await
+            open_flow(&shared, tcp, peer, h, index).instrument(span.clone()).await
         }
     };
     let _enter = span.enter();
@@ -70,7 +70,13 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
 
 /// Opens the flow's stream to `first_hop`, writes the header and splices without waiting
 /// for the reply.
-async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: FlowHeader) -> FlowEnd {
+async fn open_flow(
+    shared: &Shared,
+    tcp: TcpStream,
+    first_hop: &str,
+    header: FlowHeader,
+    route: usize,
+) -> FlowEnd {
     // A proxy chain may go on for as long as the hop limit allows.
     let nodes_ahead = match header.destination {
         Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
@@ -78,16 +84,8 @@ async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: Flo
     };
     match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
         Ok((send, recv)) => {
-            splice::splice(
-                tcp,
-                send,
-                recv,
-                Prelude::ExpectReply,
-                shared.timeouts_for(nodes_ahead),
-                shared.counters.clone(),
-                shared.force.clone(),
-            )
-            .await
+            let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route));
+            splice::splice(tcp, send, recv, Prelude::ExpectReply, env).await
         }
         Err(e) => {
             reset_tcp(tcp);
@@ -101,14 +99,13 @@ async fn open_flow(shared: &Shared, tcp: TcpStream, first_hop: &str, header: Flo
 }
 
 /// This node is the exit: a plain TCP proxy to the target.
-async fn local_exit(shared: &Shared, tcp: TcpStream, target: &str) -> FlowEnd {
+async fn local_exit(shared: &Shared, tcp: TcpStream, target: &str, route: usize) -> FlowEnd {
     let timeout = shared.config.limits.connect_timeout;
     let detail = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
         Ok(Ok(upstream)) => {
             let _ = upstream.set_nodelay(true);
             shared.counters.flows_local.fetch_add(1, Ordering::Relaxed);
-            return splice_tcp(tcp, upstream, shared.timeouts, shared.counters.clone(), shared.force.clone())
-                .await;
+            return splice_tcp(tcp, upstream, shared.flow_env(shared.timeouts, Some(route))).await;
         }
         Ok(Err(e)) => format!("{target}: {e}"),
         Err(_) => format!("{target}: connect timed out"),

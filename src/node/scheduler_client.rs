@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::SchedulerClientConfig;
 use crate::config::scheduler::SCHEDULER_ID;
-use crate::core::control::{self, FrameError, LinkReport, NodeIntro, Registration, ToNode, ToScheduler};
+use crate::core::control::{
+    self, FrameError, LinkReport, NodeIntro, Registration, RouteReport, ToNode, ToScheduler,
+};
 use crate::node::{Shared, instruction_store, log_escape};
 
 /// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
@@ -78,7 +80,8 @@ async fn session(
                 let version = shared.instruction_version();
                 write(&mut send, &ToScheduler::Heartbeat { instructions_version: version }, cfg).await?;
                 let links = meter.sample(&shared.pool.live_links());
-                write(&mut send, &ToScheduler::Report { links, routes: Vec::new() }, cfg).await?;
+                let routes = meter.routes(shared);
+                write(&mut send, &ToScheduler::Report { links, routes }, cfg).await?;
             }
             chunk = recv.read_chunk(64 * 1024, true) => {
                 let Some(chunk) = chunk? else { return Ok(()) };
@@ -203,9 +206,32 @@ async fn write(
 #[derive(Default)]
 struct LinkMeter {
     previous: HashMap<String, (u64, u64, u64, Instant)>,
+    /// Flow and byte counts per route at the previous report.
+    routes_before: HashMap<String, (u64, u64)>,
 }
 
 impl LinkMeter {
+    /// Flows started and bytes carried per route since the previous report (routes with
+    /// no traffic are left out).
+    fn routes(&mut self, shared: &Shared) -> Vec<RouteReport> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &shared.counters;
+        let mut out = Vec::new();
+        for (i, name) in shared.route_names.iter().enumerate() {
+            let flows = c.route_matches.get(i).map_or(0, |a| a.load(Relaxed));
+            let bytes = c.route_bytes.get(i).map_or(0, |a| a.load(Relaxed));
+            let (f0, b0) = self.routes_before.insert(name.clone(), (flows, bytes)).unwrap_or((0, 0));
+            if flows > f0 || bytes > b0 {
+                out.push(RouteReport {
+                    route: name.clone(),
+                    flows: flows - f0,
+                    bytes: bytes.saturating_sub(b0),
+                });
+            }
+        }
+        out
+    }
+
     fn sample(&mut self, links: &[(String, Connection)]) -> Vec<LinkReport> {
         let now = Instant::now();
         links

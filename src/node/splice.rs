@@ -50,6 +50,19 @@ pub mod codes {
     pub const PEER_RESET: VarInt = VarInt::from_u32(5);
 }
 
+/// What a spliced flow runs under: its timeouts, the node's counters, the shutdown signal,
+/// and the route whose byte count it adds to (origin side only).
+pub struct FlowEnv {
+    /// Idle, half-closed and reply timeouts.
+    pub timeouts: FlowTimeouts,
+    /// The node's counters.
+    pub counters: Arc<Counters>,
+    /// Turns true when the node's drain deadline passes.
+    pub force: watch::Receiver<bool>,
+    /// The route (config index) this flow belongs to, when this node originated it.
+    pub route: Option<usize>,
+}
+
 /// What happens on the stream-to-TCP side before plain copying starts.
 pub enum Prelude {
     /// Nothing: copy at once.
@@ -109,10 +122,9 @@ pub async fn splice(
     mut send: SendStream,
     mut recv: RecvStream,
     prelude: Prelude,
-    timeouts: FlowTimeouts,
-    counters: Arc<Counters>,
-    mut force: watch::Receiver<bool>,
+    env: FlowEnv,
 ) -> FlowEnd {
+    let FlowEnv { timeouts, counters, mut force, route } = env;
     tcp_io::arm_reset_on_drop(&tcp);
     let activity = Activity::new();
     // Only an opener still waiting for its reply may take a stop with `REFUSED` as "the
@@ -139,6 +151,9 @@ pub async fn splice(
         },
         other => other,
     };
+    if let Some(per_route) = route.and_then(|r| counters.route_bytes.get(r)) {
+        per_route.fetch_add(activity.bytes(), Ordering::Relaxed);
+    }
     if end == FlowEnd::Completed {
         tcp_io::disarm_reset_on_drop(&tcp);
     } else {
@@ -193,7 +208,7 @@ async fn tcp_to_stream(
                     return Ok(());
                 }
                 Ok(n) => {
-                    activity.touch();
+                    activity.moved(n as u64);
                     counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     let chunk = if n < SMALL_READ {
                         let c = Bytes::copy_from_slice(&buf[..n]);

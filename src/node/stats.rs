@@ -33,6 +33,9 @@ pub struct Counters {
     pub flows_reset: AtomicU64,
     /// Matches per route, in config order.
     pub route_matches: Vec<AtomicU64>,
+    /// Bytes carried by flows of each route (config order), both directions, counted when
+    /// a flow ends.
+    pub route_bytes: Vec<AtomicU64>,
     /// Refusals of flows this node originated, per route (config order), by reason.
     pub route_refusals: Vec<[AtomicU64; RefuseReason::ALL.len()]>,
 }
@@ -54,6 +57,7 @@ impl Counters {
             flows_reset: AtomicU64::new(0),
             route_matches: (0..routes).map(|_| AtomicU64::new(0)).collect(),
             route_refusals: (0..routes).map(|_| Default::default()).collect(),
+            route_bytes: (0..routes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 

@@ -64,7 +64,7 @@ pub async fn write_all(
         tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
         match tcp.try_write(bytes) {
             Ok(n) => {
-                activity.touch();
+                activity.moved(n as u64);
                 counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 bytes = &bytes[n..];
             }
@@ -91,7 +91,7 @@ pub async fn write_all_vectored(
         let slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
         match tcp.try_write_vectored(&slices) {
             Ok(mut n) => {
-                activity.touch();
+                activity.moved(n as u64);
                 counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 while n > 0 {
                     let take = n.min(chunks[0].len());

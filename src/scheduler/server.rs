@@ -75,6 +75,11 @@ impl Scheduler {
         self.endpoint.local_addr()
     }
 
+    /// Flows and bytes per route that `node` has reported.
+    pub fn route_totals(&self, node: &str) -> Vec<(String, u64, u64)> {
+        self.shared.with_state(|s| s.route_totals(node))
+    }
+
     /// Registered node ids.
     pub fn nodes(&self) -> Vec<String> {
         self.shared.with_state(|s| s.node_ids())
@@ -204,8 +209,8 @@ fn handle(
             shared.with_state(|s| s.heartbeat(node, now));
             None
         }
-        ToScheduler::Report { links, .. } => {
-            shared.with_state(|s| s.report(node, links, now));
+        ToScheduler::Report { links, routes } => {
+            shared.with_state(|s| s.report(node, links, routes, now));
             None
         }
         ToScheduler::Subscribe { since_version } => {

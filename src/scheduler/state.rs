@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::scheduler::{Pin, SchedulerConfig};
 use crate::core::control::{
-    InstructedPath, InstructionSet, LinkReport, NodeIntro, Registration, RouteInstruction,
+    InstructedPath, InstructionSet, LinkReport, NodeIntro, Registration, RouteInstruction, RouteReport,
 };
 use crate::core::hysteresis::{Hysteresis, RouteChoice};
 use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective};
@@ -26,6 +26,8 @@ struct NodeState {
     version: u64,
     sent: Option<Vec<RouteInstruction>>,
     choices: HashMap<String, RouteChoice<Vec<String>>>,
+    /// Flows and bytes per route, summed over reports.
+    route_totals: HashMap<String, (u64, u64)>,
 }
 
 /// Settings the computation needs.
@@ -90,6 +92,7 @@ impl MeshState {
                     version: 0,
                     sent: None,
                     choices: HashMap::new(),
+                    route_totals: HashMap::new(),
                 };
                 self.nodes.insert(id, state);
             }
@@ -103,12 +106,27 @@ impl MeshState {
         }
     }
 
-    /// A node's link measurements.
-    pub fn report(&mut self, node: &str, links: Vec<LinkReport>, now: Instant) {
+    /// A node's link measurements and per-route flow statistics.
+    pub fn report(&mut self, node: &str, links: Vec<LinkReport>, routes: Vec<RouteReport>, now: Instant) {
         if let Some(n) = self.nodes.get_mut(node) {
             n.last_seen = now;
             n.links = links.into_iter().map(|l| (l, now)).collect();
+            for r in routes {
+                let total = n.route_totals.entry(r.route).or_default();
+                *total = (total.0.saturating_add(r.flows), total.1.saturating_add(r.bytes));
+            }
         }
+    }
+
+    /// Flows and bytes reported per route by `node`, sorted by route.
+    pub fn route_totals(&self, node: &str) -> Vec<(String, u64, u64)> {
+        let mut out: Vec<(String, u64, u64)> = self
+            .nodes
+            .get(node)
+            .map(|n| n.route_totals.iter().map(|(r, (f, b))| (r.clone(), *f, *b)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// Registered node ids.

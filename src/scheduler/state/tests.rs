@@ -37,9 +37,9 @@ fn mesh(ab: u64, ad: u64, t: Instant) -> MeshState {
 }
 
 fn report(m: &mut MeshState, ab: u64, ad: u64, t: Instant) {
-    m.report("a", vec![link("b", ab), link("d", ad)], t);
-    m.report("b", vec![link("a", ab), link("d", 10)], t);
-    m.report("d", vec![link("a", ad), link("b", 10)], t);
+    m.report("a", vec![link("b", ab), link("d", ad)], vec![], t);
+    m.report("b", vec![link("a", ab), link("d", 10)], vec![], t);
+    m.report("d", vec![link("a", ad), link("b", 10)], vec![], t);
 }
 
 fn primary(sets: &[(String, InstructionSet)], node: &str) -> Option<Vec<String>> {
@@ -95,8 +95,8 @@ fn a_silent_node_drops_out_of_the_paths() {
     let mut m = mesh(10, 80, t);
     m.recompute(t, 0);
     let now = t + Duration::from_secs(20);
-    m.report("a", vec![link("b", 10), link("d", 80)], now);
-    m.report("d", vec![link("a", 80)], now);
+    m.report("a", vec![link("b", 10), link("d", 80)], vec![], now);
+    m.report("d", vec![link("a", 80)], vec![], now);
     let sets = m.recompute(now, 20);
     assert_eq!(primary(&sets, "a"), Some(vec![]), "b has been silent past node_dead_after");
 }
