@@ -216,3 +216,54 @@ async fn two_paths_within_the_hysteresis_margin_never_trade_places() {
         assert_eq!(primary(&a), settled, "the route flapped");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_control_message_gets_an_error_and_the_session_goes_on() {
+    use proxy::core::control::{self, Registration, ToNode, ToScheduler};
+    let mesh = Mesh::new(&["a"]);
+    mesh.issue("scheduler", "scheduler");
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n";
+    let scheduler =
+        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
+    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
+    let conn = ep
+        .connect(scheduler.local_addr().expect("addr"), "scheduler")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("open");
+    // A frame of a future version, then one whose body is not a message, then a good one.
+    let mut future = control::encode(&ToScheduler::Heartbeat { instructions_version: 1 }).expect("encode");
+    future[4] = 99;
+    let mut garbage = control::encode(&ToScheduler::Heartbeat { instructions_version: 1 }).expect("encode");
+    let body = control::FRAME_PREFIX_LEN;
+    garbage[body] = 0x7f;
+    let register = ToScheduler::Register(Registration {
+        node_id: "a".into(),
+        region: "t".into(),
+        mesh_address: "127.0.0.1:1".into(),
+        peers: vec![],
+        listeners: vec![],
+        routes: vec![],
+    });
+    for frame in [future, garbage, control::encode(&register).expect("encode")] {
+        send.write_all(&frame).await.expect("write");
+    }
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), recv.read_chunk(4096, true))
+            .await
+            .expect("reply in time")
+            .expect("read")
+            .expect("stream open");
+        buf.extend_from_slice(&chunk.bytes);
+        while let Ok(Some((m, used))) = control::decode::<ToNode>(&buf, control::MAX_FRAME_BODY) {
+            buf.drain(..used);
+            got.push(m);
+        }
+    }
+    assert!(matches!(got[0], ToNode::Error { .. }) && matches!(got[1], ToNode::Error { .. }), "{got:?}");
+    assert_eq!(got[2], ToNode::Welcome { version: 0 });
+    assert_eq!(scheduler.nodes(), vec!["a".to_string()]);
+}
