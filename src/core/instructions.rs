@@ -53,9 +53,24 @@ impl InstructionCache {
     /// Candidate relay lists for a new flow on `route` to `exit`, in the order they are
     /// tried: instructed paths (only if they lead to the same exit), static paths, direct.
     /// Duplicates are dropped, keeping the first.
-    pub fn candidates(&self, route: &str, exit: &str, static_paths: &[Vec<String>]) -> Vec<Vec<String>> {
-        let instructed =
-            self.route(route).filter(|r| r.exit == exit).map(|r| r.paths.iter().map(|p| p.relays.clone()));
+    /// Instructed paths that would name `me` or `exit` as a relay, repeat a node or carry a
+    /// malformed id are skipped: instructions are checked, not trusted.
+    pub fn candidates(
+        &self,
+        me: &str,
+        route: &str,
+        exit: &str,
+        static_paths: &[Vec<String>],
+    ) -> Vec<Vec<String>> {
+        let sound = |relays: &Vec<String>| {
+            relays.iter().enumerate().all(|(i, r)| {
+                crate::core::wire::is_valid_node_id(r) && r != me && r != exit && !relays[..i].contains(r)
+            })
+        };
+        let instructed = self
+            .route(route)
+            .filter(|r| r.exit == exit)
+            .map(|r| r.paths.iter().map(|p| p.relays.clone()).filter(sound).collect::<Vec<_>>());
         let mut out: Vec<Vec<String>> = Vec::new();
         for path in instructed.into_iter().flatten().chain(static_paths.iter().cloned()).chain([Vec::new()]) {
             if !out.contains(&path) {
@@ -108,12 +123,15 @@ mod tests {
     #[test]
     fn candidates_go_instructed_then_static_then_direct_without_repeats() {
         let mut c = InstructionCache::new();
-        assert_eq!(c.candidates("web", "d", &[v(&["e"])]), vec![v(&["e"]), v(&[])]);
+        assert_eq!(c.candidates("a", "web", "d", &[v(&["e"])]), vec![v(&["e"]), v(&[])]);
         c.apply(set(1, &[&["b"], &["c", "x"]]));
-        let got = c.candidates("web", "d", &[v(&["e"]), v(&["b"])]);
+        let got = c.candidates("a", "web", "d", &[v(&["e"]), v(&["b"])]);
         assert_eq!(got, vec![v(&["b"]), v(&["c", "x"]), v(&["e"]), v(&[])]);
         // An instruction for another exit (the config changed since) is not used.
-        assert_eq!(c.candidates("web", "z", &[]), vec![v(&[])]);
+        assert_eq!(c.candidates("a", "web", "z", &[]), vec![v(&[])]);
+        // Paths that name this node or the exit, or repeat a node, are not used.
+        c.apply(set(2, &[&["a"], &["d"], &["b", "b"], &["c"]]));
+        assert_eq!(c.candidates("a", "web", "d", &[]), vec![v(&["c"]), v(&[])]);
     }
 
     #[test]
@@ -122,6 +140,6 @@ mod tests {
         c.apply(set(1, &[&["b"]]));
         assert!(!c.is_stale(1060));
         assert!(c.is_stale(1061));
-        assert_eq!(c.candidates("web", "d", &[])[0], v(&["b"]));
+        assert_eq!(c.candidates("a", "web", "d", &[])[0], v(&["b"]));
     }
 }

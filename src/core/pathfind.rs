@@ -346,7 +346,8 @@ impl PathTables {
     /// The best path from `source` to `exit`, from the tables.
     pub fn path(&self, graph: &MeshGraph, source: &str, exit: &str) -> Option<Path> {
         let (s, e) = (*graph.index.get(source)?, *graph.index.get(exit)?);
-        graph.path_to(self.trees.get(s)?, s, e)
+        let tree = self.trees.get(s).filter(|t| t.prev.len() == graph.len())?;
+        graph.path_to(tree, s, e)
     }
 
     /// After the link `from -> to` changed in `graph` (new metrics, or removed), recomputes

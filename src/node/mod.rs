@@ -79,7 +79,7 @@ impl Shared {
     /// memory and on disk), the route's static paths, direct.
     fn candidates(&self, route: &str, exit: &str, static_paths: &[Vec<String>]) -> Vec<Vec<String>> {
         match self.instructions.read() {
-            Ok(cache) => cache.candidates(route, exit, static_paths),
+            Ok(cache) => cache.candidates(self.id(), route, exit, static_paths),
             Err(_) => crate::core::route::static_candidates(static_paths),
         }
     }

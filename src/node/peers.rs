@@ -33,7 +33,8 @@ struct Link {
 }
 
 struct Slot {
-    address: Option<String>,
+    /// Where to dial; learned from the scheduler for a peer that only dialed in so far.
+    address: RwLock<Option<String>>,
     region: Option<String>,
     link: watch::Sender<Option<Link>>,
 }
@@ -81,6 +82,12 @@ pub struct PeerPool {
     slots: RwLock<HashMap<String, Arc<Slot>>>,
 }
 
+impl Slot {
+    fn address(&self) -> Option<String> {
+        self.address.read().ok().and_then(|a| a.clone())
+    }
+}
+
 impl PeerPool {
     /// A pool for the configured peers, none connected yet.
     pub fn new(local_id: &str, peers: &[PeerConfig], settle: Duration) -> Self {
@@ -88,7 +95,7 @@ impl PeerPool {
             .iter()
             .map(|p| {
                 let slot = Slot {
-                    address: p.address.clone(),
+                    address: RwLock::new(p.address.clone()),
                     region: p.region.clone(),
                     link: watch::Sender::new(None),
                 };
@@ -116,14 +123,31 @@ impl PeerPool {
         if slots.contains_key(id) {
             return false;
         }
-        let slot = Slot { address, region: Some(region.to_string()), link: watch::Sender::new(None) };
+        let slot = Slot {
+            address: RwLock::new(address),
+            region: Some(region.to_string()),
+            link: watch::Sender::new(None),
+        };
         slots.insert(id.to_string(), Arc::new(slot));
         true
     }
 
     /// The address to dial `id` at, when known.
     pub fn address_of(&self, id: &str) -> Option<String> {
-        self.slot(id)?.address.clone()
+        self.slot(id)?.address()
+    }
+
+    /// Gives a known peer that had no address (it only dialed in) the address the scheduler
+    /// introduced; returns whether it did (the caller then starts dialing it). A configured
+    /// address is never replaced.
+    pub fn learn_address(&self, id: &str, address: &str) -> bool {
+        let Some(slot) = self.slot(id) else { return false };
+        let Ok(mut current) = slot.address.write() else { return false };
+        if current.is_some() {
+            return false;
+        }
+        *current = Some(address.to_string());
+        true
     }
 
     /// Whether `id` is a configured peer.
@@ -133,7 +157,7 @@ impl PeerPool {
 
     /// Configured peers that have an address to dial.
     pub fn dialable(&self) -> Vec<(String, String)> {
-        self.all().into_iter().filter_map(|(id, s)| s.address.clone().map(|a| (id, a))).collect()
+        self.all().into_iter().filter_map(|(id, s)| s.address().map(|a| (id, a))).collect()
     }
 
     /// The live connection to `id`, if any.
@@ -264,7 +288,7 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
     let stats = live.map(|l| l.conn.stats());
     PeerInfo {
         id: id.to_string(),
-        address: slot.address.clone(),
+        address: slot.address(),
         region: slot.region.clone(),
         connected: live.is_some(),
         initiator: live.map(|l| match l.initiator {

@@ -27,6 +27,12 @@ const SLOWEST: Duration = Duration::from_secs(60);
 
 /// Keeps a session with the scheduler until the node drains.
 pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
+    // Intros cached on disk from an earlier run: keep links to them too.
+    if let Some(set) = shared.instructions.read().ok().and_then(|c| c.set().cloned()) {
+        meet(&shared, &set.nodes);
+    }
+    // Kept across sessions, so a reconnect does not report old traffic again.
+    let mut meter = LinkMeter::default();
     let mut failures = 0u32;
     let mut draining = shared.draining.clone();
     loop {
@@ -34,7 +40,7 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
             return;
         }
         let mut connected = false;
-        match session(&shared, &cfg, &mut connected).await {
+        match session(&shared, &cfg, &mut connected, &mut meter).await {
             Ok(()) => failures = 0,
             // A session that got through counts as a success, however it ended.
             Err(_) if connected => failures = 0,
@@ -63,6 +69,7 @@ async fn session(
     shared: &Arc<Shared>,
     cfg: &SchedulerClientConfig,
     connected: &mut bool,
+    meter: &mut LinkMeter,
 ) -> anyhow::Result<()> {
     let conn = connect(shared, cfg).await?;
     *connected = true;
@@ -71,7 +78,6 @@ async fn session(
     write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;
     info!(scheduler = %conn.remote_address(), "connected to the scheduler");
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
-    let mut meter = LinkMeter::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut draining = shared.draining.clone();
     loop {
@@ -159,7 +165,9 @@ fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
         if !crate::core::wire::is_valid_node_id(&intro.node_id) || intro.node_id == SCHEDULER_ID {
             continue;
         }
-        if shared.pool.add_discovered(&intro.node_id, Some(intro.mesh_address.clone()), &intro.region) {
+        if shared.pool.add_discovered(&intro.node_id, Some(intro.mesh_address.clone()), &intro.region)
+            || shared.pool.learn_address(&intro.node_id, &intro.mesh_address)
+        {
             info!(peer = %intro.node_id, address = %log_escape(&intro.mesh_address), "introduced by the scheduler");
             tokio::spawn(crate::node::links::dial_loop(
                 shared.clone(),

@@ -27,6 +27,8 @@ pub struct Scheduler {
 
 struct Shared {
     state: Mutex<MeshState>,
+    /// The one live session per node: a newer connection from the same node replaces it.
+    sessions: Mutex<HashMap<String, Connection>>,
     /// The latest instruction set per node; sessions watch their node's entry.
     outboxes: Mutex<HashMap<String, watch::Sender<Option<InstructionSet>>>>,
 }
@@ -61,6 +63,7 @@ impl Scheduler {
         let endpoint = endpoint::build(&identity, Arc::new(transport), socket)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
+            sessions: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
         });
         let (stop, stopped) = watch::channel(false);
@@ -93,6 +96,25 @@ impl Drop for Scheduler {
     }
 }
 
+/// Largest frame a node may send: registrations and reports are small; this bounds what a
+/// session can make the scheduler buffer.
+const MAX_FROM_NODE: usize = 256 * 1024;
+/// Most peers, listeners or routes in one registration, and the longest name in it.
+const MAX_ITEMS: usize = 1024;
+const MAX_NAME: usize = 255;
+
+fn registration_within_limits(r: &crate::core::control::Registration) -> bool {
+    let short = |s: &String| s.len() <= MAX_NAME;
+    r.peers.len() <= MAX_ITEMS
+        && r.listeners.len() <= MAX_ITEMS
+        && r.routes.len() <= MAX_ITEMS
+        && short(&r.region)
+        && short(&r.mesh_address)
+        && r.peers.iter().all(|(p, a)| short(p) && a.as_ref().is_none_or(short))
+        && r.listeners.iter().all(short)
+        && r.routes.iter().all(|(n, e)| short(n) && e.as_ref().is_none_or(short))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -117,10 +139,15 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
-            let Some(node) = tls::peer_node_id(&conn) else {
+            let Some(node) = tls::peer_node_id(&conn).filter(|n| n != SCHEDULER_ID) else {
                 conn.close(VarInt::from_u32(2), b"no node id");
                 return;
             };
+            let older =
+                shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), conn.clone());
+            if let Some(older) = older {
+                older.close(VarInt::from_u32(1), b"replaced by a newer session");
+            }
             if let Err(e) = session(&shared, &node, &conn).await {
                 info!(node = %node, reason = %e, "node session ended");
             }
@@ -166,7 +193,7 @@ fn handle_frames(
 ) -> anyhow::Result<Vec<ToNode>> {
     let mut replies = Vec::new();
     loop {
-        match control::decode::<ToScheduler>(buf, control::MAX_FRAME_BODY) {
+        match control::decode::<ToScheduler>(buf, MAX_FROM_NODE) {
             Ok(None) => return Ok(replies),
             Ok(Some((message, used))) => {
                 buf.drain(..used);
@@ -195,6 +222,11 @@ fn handle(
     let now = Instant::now();
     Ok(match message {
         ToScheduler::Register(registration) => {
+            if !registration_within_limits(&registration) {
+                anyhow::bail!(
+                    "registration from `{node}` exceeds the limits ({MAX_ITEMS} items, {MAX_NAME}-byte names)"
+                );
+            }
             if registration.node_id != node {
                 anyhow::bail!(
                     "registered as `{}` with a certificate for `{node}`",
@@ -214,6 +246,7 @@ fn handle(
             None
         }
         ToScheduler::Subscribe { since_version } => {
+            shared.with_state(|s| s.subscribed(node, since_version));
             *subscribed_from = Some(since_version);
             None
         }

@@ -5,7 +5,7 @@
 //! Invariants: a link counts only while the node that reports it has reported within
 //! `node_dead_after`, and only between registered nodes; a node's instruction version
 //! grows each time its instructions change, and never otherwise; it is at least the issue
-//! time in Unix milliseconds, so it also grows across scheduler restarts.
+//! time in Unix seconds times 1000, so it also grows across scheduler restarts.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use crate::core::control::{
     InstructedPath, InstructionSet, LinkReport, NodeIntro, Registration, RouteInstruction, RouteReport,
 };
 use crate::core::hysteresis::{Hysteresis, RouteChoice};
-use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective};
+use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective, WeightedPath};
 
 /// What the scheduler knows about one node.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ struct NodeState {
     links: Vec<(LinkReport, Instant)>,
     version: u64,
     sent: Option<Vec<RouteInstruction>>,
-    choices: HashMap<String, RouteChoice<Vec<String>>>,
+    choices: HashMap<(String, String), RouteChoice<Vec<String>>>,
     /// Flows and bytes per route, summed over reports.
     route_totals: HashMap<String, (u64, u64)>,
 }
@@ -99,6 +99,17 @@ impl MeshState {
         }
     }
 
+    /// A node subscribed holding `since` (from its cache). If that is not below what this
+    /// scheduler issued (a clock step, a cache from elsewhere), the next set goes above it.
+    pub fn subscribed(&mut self, node: &str, since: u64) {
+        if let Some(n) = self.nodes.get_mut(node)
+            && since >= n.version
+        {
+            n.version = since;
+            n.sent = None;
+        }
+    }
+
     /// A node is alive.
     pub fn heartbeat(&mut self, node: &str, now: Instant) {
         if let Some(n) = self.nodes.get_mut(node) {
@@ -112,6 +123,10 @@ impl MeshState {
             n.last_seen = now;
             n.links = links.into_iter().map(|l| (l, now)).collect();
             for r in routes {
+                // Only routes the node registered: names in reports cannot grow the state.
+                if !n.registration.routes.iter().any(|(name, _)| *name == r.route) {
+                    continue;
+                }
                 let total = n.route_totals.entry(r.route).or_default();
                 *total = (total.0.saturating_add(r.flows), total.1.saturating_add(r.bytes));
             }
@@ -142,25 +157,26 @@ impl MeshState {
         let alive = |id: &str| {
             self.nodes.get(id).is_some_and(|n| now.duration_since(n.last_seen) <= self.policy.dead_after)
         };
+        let fresh = |id: &str, peer: &str| -> Option<&LinkReport> {
+            let n = self.nodes.get(id)?;
+            n.links
+                .iter()
+                .find(|(l, at)| l.peer == peer && now.duration_since(*at) <= self.policy.dead_after)
+                .map(|(l, _)| l)
+        };
         for (id, n) in &self.nodes {
             g.node(id);
             if !alive(id) {
                 continue;
             }
-            for (l, at) in &n.links {
-                if now.duration_since(*at) <= self.policy.dead_after && alive(&l.peer) {
-                    let metrics = LinkMetrics {
-                        rtt_ms: l.rtt_us as f64 / 1000.0,
-                        loss: f64::from(l.loss_ppm.min(999_999)) / 1e6,
-                        // An idle link has measured nothing: assume it is not the bottleneck.
-                        bandwidth_mbps: if l.throughput_bps == 0 {
-                            1000.0
-                        } else {
-                            l.throughput_bps as f64 * 8.0 / 1e6
-                        },
-                    };
-                    g.set_link(id, &l.peer, metrics);
+            for (l, _) in &n.links {
+                if l.peer == *id || !alive(&l.peer) {
+                    continue;
                 }
+                // A link counts only when both ends report it, at the worse of the two
+                // reports: one node cannot make itself look close to everyone.
+                let (Some(mine), Some(theirs)) = (fresh(id, &l.peer), fresh(&l.peer, id)) else { continue };
+                g.set_link(id, &l.peer, metrics_of(mine, theirs));
             }
         }
         g
@@ -216,6 +232,22 @@ impl MeshState {
     }
 }
 
+/// Link metrics from the two ends' reports: the higher RTT and loss, the lower throughput.
+fn metrics_of(a: &LinkReport, b: &LinkReport) -> LinkMetrics {
+    let throughput = match (a.throughput_bps, b.throughput_bps) {
+        (0, 0) => None,
+        (0, x) | (x, 0) => Some(x),
+        (x, y) => Some(x.min(y)),
+    };
+    LinkMetrics {
+        // A floor, so no link is ever free.
+        rtt_ms: (a.rtt_us.max(b.rtt_us) as f64 / 1000.0).max(0.01),
+        loss: f64::from(a.loss_ppm.max(b.loss_ppm).min(999_999)) / 1e6,
+        // An idle link has measured nothing: assume it is not the bottleneck.
+        bandwidth_mbps: throughput.map_or(1000.0, |t| t as f64 * 8.0 / 1e6),
+    }
+}
+
 fn same_paths(a: &[RouteInstruction], b: &[RouteInstruction]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
@@ -224,6 +256,31 @@ fn same_paths(a: &[RouteInstruction], b: &[RouteInstruction]) -> bool {
                 && x.paths.len() == y.paths.len()
                 && x.paths.iter().zip(&y.paths).all(|(p, q)| p.relays == q.relays)
         })
+}
+
+/// Whether `source -> relays -> exit` names no node twice.
+fn path_is_simple(source: &str, relays: &[String], exit: &str) -> bool {
+    relays.iter().enumerate().all(|(i, r)| r != source && r != exit && !relays[..i].contains(r))
+}
+
+/// The chosen path first, then computed alternatives that share no relay with it or with
+/// each other, up to `max`; weights from the computation (the chosen path keeps its own
+/// when it was computed, else an equal share).
+fn with_alternatives(chosen: &[String], found: &[WeightedPath], max: usize) -> Vec<InstructedPath> {
+    let relays = |p: &WeightedPath| p.path.nodes[1..p.path.nodes.len() - 1].to_vec();
+    let own =
+        found.iter().find(|p| relays(p) == chosen).map_or(1.0 / found.len().max(1) as f64, |p| p.weight);
+    let mut paths = vec![InstructedPath { relays: chosen.to_vec(), weight: own }];
+    let mut used: Vec<String> = chosen.to_vec();
+    for alt in found {
+        let r = relays(alt);
+        if paths.len() >= max || r == chosen || r.iter().any(|n| used.contains(n)) {
+            continue;
+        }
+        used.extend(r.iter().cloned());
+        paths.push(InstructedPath { relays: r, weight: alt.weight });
+    }
+    paths
 }
 
 /// The instructions for every route of one node.
@@ -235,9 +292,12 @@ fn route_instructions(
     clock: Duration,
 ) -> Vec<RouteInstruction> {
     let mut out = Vec::new();
+    let mut kept = HashMap::new();
     for (route, exit) in &node.registration.routes {
         let Some(exit) = exit.as_ref().filter(|e| *e != id) else { continue };
-        if let Some(pin) = policy.pins.iter().find(|p| p.node == id && p.route == *route) {
+        let usable = |relays: &[String]| path_is_simple(id, relays, exit);
+        if let Some(pin) = policy.pins.iter().find(|p| p.node == id && p.route == *route && usable(&p.relays))
+        {
             let paths = vec![InstructedPath { relays: pin.relays.clone(), weight: 1.0 }];
             out.push(RouteInstruction { route: route.clone(), exit: exit.clone(), paths });
             continue;
@@ -251,8 +311,10 @@ fn route_instructions(
             continue;
         };
         let relays = |nodes: &[String]| nodes[1..nodes.len() - 1].to_vec();
-        let choice = node.choices.entry(route.clone()).or_default();
-        let current_cost = choice.current().and_then(|cur| {
+        // Keyed by route and exit: a route whose exit changed starts over.
+        let key = (route.clone(), exit.clone());
+        let mut choice = node.choices.remove(&key).unwrap_or_default();
+        let current_cost = choice.current().filter(|cur| usable(cur)).and_then(|cur| {
             let mut nodes = vec![id.to_string()];
             nodes.extend(cur.iter().cloned());
             nodes.push(exit.clone());
@@ -260,16 +322,15 @@ fn route_instructions(
         });
         choice.update(policy.hysteresis, relays(&best.path.nodes), best.path.cost, current_cost, clock);
         let chosen = choice.current().cloned().unwrap_or_default();
-        let mut paths = vec![InstructedPath { relays: chosen.clone(), weight: best.weight }];
-        for alt in &found {
-            let r = relays(&alt.path.nodes);
-            if r != chosen {
-                paths.push(InstructedPath { relays: r, weight: alt.weight });
-            }
-        }
-        paths.truncate(policy.max_paths);
-        out.push(RouteInstruction { route: route.clone(), exit: exit.clone(), paths });
+        kept.insert(key, choice);
+        out.push(RouteInstruction {
+            route: route.clone(),
+            exit: exit.clone(),
+            paths: with_alternatives(&chosen, &found, policy.max_paths),
+        });
     }
+    // Choices for routes the node no longer has are dropped.
+    node.choices = kept;
     out
 }
 

@@ -147,3 +147,49 @@ fn a_route_with_nothing_measured_goes_direct_so_the_link_gets_made() {
     let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
     assert_eq!(a.nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), vec!["d"]);
 }
+
+#[test]
+fn a_link_only_one_end_reports_does_not_count() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    // m claims a free link to everyone; nobody confirms it.
+    m.register(reg("m", &[]), t);
+    m.report("m", vec![link("a", 0), link("d", 0)], vec![], t);
+    let sets = m.recompute(t, 0);
+    assert_eq!(primary(&sets, "a"), Some(vec!["b".to_string()]));
+}
+
+#[test]
+fn a_route_whose_exit_changed_starts_over_instead_of_looping() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    m.recompute(t, 0);
+    // a's route now exits at b: the old path through b must not be kept (a -> b -> b).
+    m.register(reg("a", &[("web", "b")]), t);
+    report(&mut m, 10, 80, t);
+    let sets = m.recompute(t, 1);
+    assert_eq!(primary(&sets, "a"), Some(vec![]));
+}
+
+#[test]
+fn a_node_holding_a_higher_version_gets_a_newer_set() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    m.recompute(t, 0);
+    m.subscribed("a", u64::MAX / 2);
+    let sets = m.recompute(t, 1);
+    let a = &sets.iter().find(|(n, _)| n == "a").expect("resent").1;
+    assert!(a.version > u64::MAX / 2);
+}
+
+#[test]
+fn a_pin_that_would_loop_is_ignored() {
+    let t = Instant::now();
+    let pins = vec![Pin { node: "a".into(), route: "web".into(), relays: vec!["d".into()] }];
+    let mut m = MeshState::new(Policy { pins, ..policy() }, t);
+    m.register(reg("a", &[("web", "d")]), t);
+    m.register(reg("b", &[]), t);
+    m.register(reg("d", &[]), t);
+    report(&mut m, 10, 80, t);
+    assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]));
+}
