@@ -22,21 +22,34 @@ async fn wait_primary(node: &Node, want: &[&str], within: Duration) -> bool {
     eventually(within, || primary(node).as_ref() == Some(&want)).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
-    let mesh = Mesh::new(&["a", "b", "d"]);
+/// A scheduler on loopback for `mesh` (which gets its certificate), with `settings` added
+/// to its config; returns it and the address nodes dial.
+async fn scheduler_for(mesh: &Mesh, settings: &str) -> (Scheduler, String) {
     mesh.issue("scheduler", "scheduler");
-    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\nhysteresis: { margin: 0.1, hold: \"600ms\" }\nnode_dead_after: \"3s\"\n";
+    let yaml = format!("cert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n{settings}");
+    let yaml = if settings.contains("bind:") { yaml } else { format!("bind: \"127.0.0.1:0\"\n{yaml}") };
     let scheduler =
-        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
-    let sched_addr = scheduler.local_addr().expect("addr").to_string();
-    let echo = echo_server().await;
+        Scheduler::start(sched_config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
+    let addr = scheduler.local_addr().expect("addr").to_string();
+    (scheduler, addr)
+}
 
+/// The exit `d`: allows loopback targets, accepts a and b.
+async fn exit_d(mesh: &Mesh, scheduler: &str) -> Node {
     let mut d = NodeSpec::new("d");
     d.peers = vec![("a", String::new()), ("b", String::new())];
     d.allow = vec!["127.0.0.1/32".into()];
-    d.scheduler = Some(sched_addr.clone());
-    let d = d.start(&mesh).await;
+    d.scheduler = Some(scheduler.to_string());
+    d.start(mesh).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let settings = "recompute_interval: \"200ms\"\nhysteresis: { margin: 0.1, hold: \"600ms\" }\nnode_dead_after: \"3s\"\n";
+    let (scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
+    let echo = echo_server().await;
+    let d = exit_d(&mesh, &sched_addr).await;
     let mut b = NodeSpec::new("b");
     b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
     b.scheduler = Some(sched_addr.clone());
@@ -172,17 +185,10 @@ async fn a_restarted_scheduler_is_rejoined_without_disturbing_open_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_paths_within_the_hysteresis_margin_never_trade_places() {
     let mesh = Mesh::new(&["a", "b", "d"]);
-    mesh.issue("scheduler", "scheduler");
-    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"100ms\"\nhysteresis: { margin: 0.25, hold: \"300ms\" }\n";
-    let scheduler =
-        Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
-    let sched_addr = scheduler.local_addr().expect("addr").to_string();
+    let settings = "recompute_interval: \"100ms\"\nhysteresis: { margin: 0.25, hold: \"300ms\" }\n";
+    let (_scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
     let echo = echo_server().await;
-    let mut d = NodeSpec::new("d");
-    d.peers = vec![("a", String::new()), ("b", String::new())];
-    d.allow = vec!["127.0.0.1/32".into()];
-    d.scheduler = Some(sched_addr.clone());
-    let d = d.start(&mesh).await;
+    let d = exit_d(&mesh, &sched_addr).await;
     // a-d: 20 ms round trip; a-b-d: 10 + 10 ms. Equal within measurement noise.
     let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 4).await.expect("emulator");
     let to_d_from_b = LinkEmulator::start(d.mesh_addr().expect("addr"), 6).await.expect("emulator");
