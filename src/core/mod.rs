@@ -6,6 +6,7 @@ pub mod control;
 pub mod hysteresis;
 pub mod instructions;
 pub mod link_rule;
+pub mod multipath;
 pub mod pathfind;
 pub mod policy;
 pub mod route;
