@@ -90,7 +90,7 @@ async fn server_reset_reaches_the_client_as_a_reset() {
     let r =
         tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut c)).await.expect("in time");
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "client must see a reset, not a clean EOF");
-    assert_eq!(a.stats().flows_reset, 1);
+    assert_eq!(settled(1, || a.stats().flows_reset).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
