@@ -83,11 +83,7 @@ fn check(path: &Path) -> ExitCode {
                 println!("{}: ok (scheduler on {}, {} pins)", path.display(), c.bind, c.pins.len());
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{}: {} problem(s)", path.display(), errors.errors.len());
-                ExitCode::from(2)
-            }
+            Err(errors) => config_refused(&errors, &format!("{}", path.display())),
         };
     }
     match config::load(path) {
@@ -102,12 +98,15 @@ fn check(path: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} problem(s)", path.display(), errors.errors.len());
-            ExitCode::from(2)
-        }
+        Err(errors) => config_refused(&errors, &format!("{}", path.display())),
     }
+}
+
+/// Prints every problem of a config, then `what` with the count; exit code 2.
+fn config_refused(errors: &config::ConfigErrors, what: &str) -> ExitCode {
+    eprintln!("{errors}");
+    eprintln!("{what}: {} problem(s)", errors.errors.len());
+    ExitCode::from(2)
 }
 
 fn mesh_init(dir: &Path, nodes: &[String]) -> ExitCode {
@@ -134,9 +133,7 @@ fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("proxy: refusing to start: {} problem(s) in {}", errors.errors.len(), path.display());
-            return ExitCode::from(2);
+            return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
     if let Err(e) = init_logging(&config) {
@@ -164,9 +161,7 @@ fn run_scheduler(path: &Path) -> ExitCode {
     let config = match config::scheduler::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("proxy: refusing to start: {} problem(s) in {}", errors.errors.len(), path.display());
-            return ExitCode::from(2);
+            return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
     let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_target(false).try_init();

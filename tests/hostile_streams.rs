@@ -19,6 +19,18 @@ async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
     }
 }
 
+/// Exit node `b` (allowing loopback targets) and a raw QUIC link to it as its peer `a`.
+async fn exit_with_raw_link() -> (Mesh, proxy::Node, quinn::Endpoint, quinn::Connection) {
+    let mesh = Mesh::new(&["a", "b"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    let b = b.start(&mesh).await;
+    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
+    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+    (mesh, b, ep, conn)
+}
+
 fn header_for(target: std::net::SocketAddr) -> Vec<u8> {
     let h = FlowHeader {
         flow_id: 9,
@@ -91,13 +103,7 @@ async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_workin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_and_relay_headers_are_refused_with_their_reason() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new())];
-    b.allow = vec!["127.0.0.1/32".into()];
-    let b = b.start(&mesh).await;
-    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
-    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+    let (_mesh, _b, _ep, conn) = exit_with_raw_link().await;
     let cases = [(vec!["c", "d", "c"], RefuseReason::Loop), (vec!["c"], RefuseReason::NoRoute)];
     for (hops, expected) in cases {
         let h = FlowHeader {
@@ -134,13 +140,7 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_that_does_not_name_its_sender_is_refused() {
-    let mesh = Mesh::new(&["a", "b"]);
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new())];
-    b.allow = vec!["127.0.0.1/32".into()];
-    let b = b.start(&mesh).await;
-    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
-    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+    let (_mesh, _b, _ep, conn) = exit_with_raw_link().await;
     // a claims the flow came from z and never passed a: b would send it back to a.
     let h = FlowHeader {
         flow_id: 3,

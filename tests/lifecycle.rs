@@ -9,6 +9,19 @@ use proxy::core::wire::RefuseReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// A client that sends `request` through `a` and half-closes, and the server's side of it.
+async fn half_closed_request(
+    a: &proxy::Node,
+    server: &TcpListener,
+    request: &[u8],
+) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let mut c = connect(listener_addr(a, "in")).await;
+    c.write_all(request).await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let (s, _) = server.accept().await.expect("accept");
+    (c, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_beyond_the_exit_limit_are_refused_as_overloaded() {
     let mesh = Mesh::new(&["a", "b"]);
@@ -132,10 +145,7 @@ async fn shutdown_stops_accepting_lets_flows_finish_then_resets_the_rest() {
 async fn a_half_closed_flow_that_keeps_downloading_is_not_cut() {
     let limits = ["half_closed_timeout: \"1s\""];
     let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&limits).await;
-    let mut c = connect(listener_addr(&a, "in")).await;
-    c.write_all(b"GET /slow").await.expect("write");
-    c.shutdown().await.expect("half-close");
-    let (mut s, _) = server.accept().await.expect("accept");
+    let (mut c, mut s) = half_closed_request(&a, &server, b"GET /slow").await;
     tokio::spawn(async move {
         // 2.5 s of trickle: longer than the half-closed timeout, never silent for 1 s.
         for i in 0..10u8 {
@@ -153,10 +163,7 @@ async fn a_half_closed_flow_that_keeps_downloading_is_not_cut() {
 async fn a_reset_after_a_half_close_reaches_the_server_at_once() {
     let limits = ["half_closed_timeout: \"60s\""];
     let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&limits).await;
-    let mut c = connect(listener_addr(&a, "in")).await;
-    c.write_all(b"request").await.expect("write");
-    c.shutdown().await.expect("half-close");
-    let (mut s, _) = server.accept().await.expect("accept");
+    let (c, mut s) = half_closed_request(&a, &server, b"request").await;
     let mut req = Vec::new();
     s.read_to_end(&mut req).await.expect("request to eof");
     assert_eq!(req, b"request");

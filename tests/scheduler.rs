@@ -43,6 +43,23 @@ async fn exit_d(mesh: &Mesh, scheduler: &str) -> Node {
     d.start(mesh).await
 }
 
+/// The origin `a`: reaches b and d through emulated links, routes `in` to `echo` at d.
+async fn origin_a(
+    mesh: &Mesh,
+    to_b: &LinkEmulator,
+    to_d: &LinkEmulator,
+    echo: std::net::SocketAddr,
+    scheduler: &str,
+) -> Node {
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.scheduler = Some(scheduler.to_string());
+    let a = a.start(mesh).await;
+    assert!(a.wait_for_link("d", Duration::from_secs(10)).await);
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
     let mesh = Mesh::new(&["a", "b", "d"]);
@@ -59,12 +76,8 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
     to_d.set_both(LinkProfile::delayed(Duration::from_millis(40)));
     let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
     to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
-    let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
-    a.routes = vec![("in", echo.to_string(), Some("d"))];
-    a.scheduler = Some(sched_addr);
-    let a = a.start(&mesh).await;
-    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr).await;
+    for (n, p) in [(&a, "b"), (&b, "d")] {
         assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
     }
 
@@ -200,12 +213,8 @@ async fn two_paths_within_the_hysteresis_margin_never_trade_places() {
     let b = b.start(&mesh).await;
     let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
     to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
-    let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
-    a.routes = vec![("in", echo.to_string(), Some("d"))];
-    a.scheduler = Some(sched_addr);
-    let a = a.start(&mesh).await;
-    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr).await;
+    for (n, p) in [(&a, "b"), (&b, "d")] {
         assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
     }
     // Once both paths are measured, the route settles on one of them and stays.

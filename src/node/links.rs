@@ -62,15 +62,22 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
     }
 }
 
-async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Connection> {
-    let timeout = shared.config.limits.connect_timeout;
-    let resolved: Vec<std::net::SocketAddr> = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+/// Resolves `address` (within `timeout`) to the addresses this node's endpoint can reach:
+/// one bound to IPv4 cannot reach IPv6 addresses (a `[::]` bind reaches both).
+pub(crate) async fn resolve_reachable(
+    shared: &Shared,
+    address: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let resolved = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
         .await
-        .map_err(|_| anyhow::anyhow!("resolving timed out"))??
-        .collect();
-    // An endpoint bound to IPv4 cannot reach IPv6 addresses (a `[::]` bind reaches both).
+        .map_err(|_| anyhow::anyhow!("resolving {address} timed out"))??;
     let local = shared.endpoint.local_addr()?;
-    let usable = resolved.into_iter().filter(|a| local.is_ipv6() || a.is_ipv4());
+    Ok(resolved.filter(|a| local.is_ipv6() || a.is_ipv4()).collect())
+}
+
+async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Connection> {
+    let usable = resolve_reachable(shared, address, shared.config.limits.connect_timeout).await?;
     let mut last = anyhow::anyhow!("resolves to no usable address");
     for addr in usable {
         match dial_addr(shared, peer, addr).await {

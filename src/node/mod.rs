@@ -69,10 +69,7 @@ impl Shared {
     /// take up to `connect_timeout` to open the next stream or dial the target, so the
     /// reply deadline grows with the path.
     fn timeouts_for(&self, nodes_ahead: usize) -> FlowTimeouts {
-        let limits = &self.config.limits;
-        let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
-        let reply = limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5));
-        FlowTimeouts { reply, ..self.timeouts }
+        FlowTimeouts { reply: reply_deadline(&self.config.limits, nodes_ahead), ..self.timeouts }
     }
 
     /// Paths a new flow on `route` tries, in order: the scheduler's instructions (held in
@@ -219,12 +216,7 @@ impl Node {
             timeouts: FlowTimeouts {
                 idle: limits.idle_timeout,
                 half_closed: limits.half_closed_timeout,
-                // The exit has header_timeout to read the header and connect_timeout to
-                // reach the target; the margin covers the path's round trips.
-                reply: limits
-                    .header_timeout
-                    .saturating_add(limits.connect_timeout)
-                    .saturating_add(Duration::from_secs(5)),
+                reply: reply_deadline(limits, 1),
             },
             instructions: std::sync::RwLock::new(instructions),
             config,
@@ -276,9 +268,7 @@ impl Node {
     /// Whether the instructions held are past their TTL (still used while nothing newer
     /// exists).
     pub fn instructions_stale(&self) -> bool {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.shared.instructions.read().is_ok_and(|c| c.is_stale(now))
+        self.shared.instructions.read().is_ok_and(|c| c.is_stale(unix_now()))
     }
 
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
@@ -340,6 +330,20 @@ fn load_instructions(config: &Config) -> InstructionCache {
         Err(e) => warn!("{e}"),
     }
     cache
+}
+
+/// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit
+/// has `header_timeout` to read the header, and each node may take up to `connect_timeout`
+/// to open the next stream or dial the target; the margin covers round trips.
+fn reply_deadline(limits: &crate::config::Limits, nodes_ahead: usize) -> Duration {
+    let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
+    limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5))
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it): instruction sets carry
+/// wall-clock times, since they must mean the same on every node and across restarts.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Waits until a shutdown flag turns true (or its sender is gone).

@@ -103,11 +103,11 @@ async fn session(
 }
 
 async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<Connection> {
-    let addr = tokio::time::timeout(cfg.connect_timeout, tokio::net::lookup_host(cfg.address.as_str()))
-        .await
-        .map_err(|_| anyhow::anyhow!("resolving {} timed out", cfg.address))??
+    let addr = crate::node::links::resolve_reachable(shared, &cfg.address, cfg.connect_timeout)
+        .await?
+        .into_iter()
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", cfg.address))?;
+        .ok_or_else(|| anyhow::anyhow!("{} resolves to no usable address", cfg.address))?;
     let connecting = shared.endpoint.connect(addr, SCHEDULER_ID)?;
     Ok(tokio::time::timeout(cfg.connect_timeout, connecting)
         .await

@@ -75,6 +75,9 @@ pub async fn write_all(
     Ok(())
 }
 
+/// Most chunks handed to one `writev`.
+const MAX_SLICES: usize = 32;
+
 /// Writes all of `chunks` with as few `writev` calls as the socket allows.
 pub async fn write_all_vectored(
     tcp: &TcpStream,
@@ -88,8 +91,13 @@ pub async fn write_all_vectored(
             continue;
         }
         tcp.writable().await.map_err(|_| FlowEnd::TcpReset)?;
-        let slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
-        match tcp.try_write_vectored(&slices) {
+        // On the stack: this runs once per write on the bulk path.
+        let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+        let count = chunks.len().min(MAX_SLICES);
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = io::IoSlice::new(chunk);
+        }
+        match tcp.try_write_vectored(&slices[..count]) {
             Ok(mut n) => {
                 activity.moved(n as u64);
                 counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);

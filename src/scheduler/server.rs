@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::{Connection, SendStream, TransportConfig, VarInt};
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::state::{MeshState, Policy};
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
 use crate::core::control::{self, FrameError, InstructionSet, ToNode, ToScheduler};
-use crate::node::{endpoint, log_escape};
+use crate::node::{endpoint, log_escape, unix_now};
 use crate::tls::{self, TlsIdentity};
 
 /// A running scheduler.
@@ -113,10 +113,6 @@ fn registration_within_limits(r: &crate::core::control::Registration) -> bool {
         && r.peers.iter().all(|(p, a)| short(p) && a.as_ref().is_none_or(short))
         && r.listeners.iter().all(short)
         && r.routes.iter().all(|(n, e)| short(n) && e.as_ref().is_none_or(short))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch::Receiver<bool>) {
