@@ -268,3 +268,33 @@ async fn write(send: &mut SendStream, message: &ToNode) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(10), send.write_chunk(Bytes::from(frame))).await??;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::control::Registration;
+
+    fn reg() -> Registration {
+        Registration {
+            node_id: "a".into(),
+            region: "r".into(),
+            mesh_address: "10.0.0.1:7800".into(),
+            peers: vec![("b".into(), None)],
+            listeners: vec!["web".into()],
+            routes: vec![("web".into(), Some("b".into()))],
+        }
+    }
+
+    #[test]
+    fn oversized_registrations_are_refused() {
+        assert!(registration_within_limits(&reg()));
+        let many =
+            Registration { routes: (0..=MAX_ITEMS).map(|i| (format!("r{i}"), None)).collect(), ..reg() };
+        assert!(!registration_within_limits(&many));
+        let long = Registration { region: "x".repeat(MAX_NAME + 1), ..reg() };
+        assert!(!registration_within_limits(&long));
+        let long_exit =
+            Registration { routes: vec![("web".into(), Some("y".repeat(MAX_NAME + 1)))], ..reg() };
+        assert!(!registration_within_limits(&long_exit));
+    }
+}
