@@ -135,6 +135,8 @@ pub struct RouteConfig {
     /// The seed's proxy chain (`target: <peer>`): the flow goes to this peer, which routes
     /// it by its own route for the same port.
     pub chain: Option<String>,
+    /// Whether each flow is striped over several paths at once (`multipath: true`).
+    pub multipath: bool,
 }
 
 /// How a route selects connections.
@@ -200,6 +202,8 @@ pub struct Limits {
     pub half_closed_timeout: Duration,
     /// On shutdown, flows may finish for this long before they are reset.
     pub drain_timeout: Duration,
+    /// Subflows a multipath flow keeps open at once (replacements included).
+    pub max_subflows: usize,
 }
 
 impl Default for Limits {
@@ -213,6 +217,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             half_closed_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            max_subflows: 4,
         }
     }
 }

@@ -124,7 +124,7 @@ pub(crate) struct RawRoute {
     pub(crate) via: Option<Vec<String>>,
     /// `paths`: static relay paths, tried in order.
     pub(crate) paths: Option<Vec<Vec<String>>>,
-    /// `multipath` (parsed so that validation can say `true` is not supported yet).
+    /// `multipath`.
     pub(crate) multipath: Option<bool>,
 }
 
@@ -233,6 +233,8 @@ pub(crate) struct RawLimits {
     pub(crate) half_closed_timeout: Option<String>,
     /// `drain_timeout`.
     pub(crate) drain_timeout: Option<String>,
+    /// `max_subflows`.
+    pub(crate) max_subflows: Option<u64>,
 }
 
 /// `exit_policy`.

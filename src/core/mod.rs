@@ -10,4 +10,6 @@ pub mod multipath;
 pub mod pathfind;
 pub mod policy;
 pub mod route;
+pub mod subflow_frame;
+pub mod subflow_meter;
 pub mod wire;

@@ -17,6 +17,16 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+/// Most subflows one flow may have open at once; an exit refuses more.
+pub const MAX_SUBFLOWS: usize = 16;
+/// Bytes of one direction of a multipath flow that may be unacknowledged. It is also the
+/// receiver's reorder bound: a sender never sends past what the receiver delivered plus
+/// this window, so the receiver never holds more (a fixed protocol constant, so both
+/// ends agree without negotiating).
+pub const FLOW_WINDOW: usize = 8 * 1024 * 1024;
+/// Most subflow indices one flow may use over its life (the wire index is a `u8`).
+pub const MAX_SUBFLOW_INDEX: u8 = u8::MAX;
+
 /// Why a chunk was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -192,6 +202,11 @@ impl SendBuffer {
     /// Unacknowledged bytes held.
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// Offset of the next byte to be pushed.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
     }
 }
 

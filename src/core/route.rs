@@ -39,20 +39,35 @@ pub struct ChosenPath {
 /// Picks the path to `exit` among `candidates` (relay lists in order of preference; an
 /// empty list is the direct link): the first whose first hop `is_up`, else the first.
 pub fn choose_path(exit: &str, candidates: &[Vec<String>], is_up: impl Fn(&str) -> bool) -> ChosenPath {
-    let chosen = |relays: &[String]| match relays.split_first() {
+    path_via(exit, &pick_relays(exit, candidates, is_up))
+}
+
+/// The relay list [`choose_path`] takes: the first candidate whose first hop `is_up`,
+/// else the first candidate, else direct.
+pub fn pick_relays(exit: &str, candidates: &[Vec<String>], is_up: impl Fn(&str) -> bool) -> Vec<String> {
+    candidates
+        .iter()
+        .find(|c| is_up(first_hop(exit, c)))
+        .or_else(|| candidates.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The first node a path through `relays` to `exit` goes to.
+pub fn first_hop<'a>(exit: &'a str, relays: &'a [String]) -> &'a str {
+    relays.first().map_or(exit, String::as_str)
+}
+
+/// The path to `exit` through `relays` (empty: direct).
+pub fn path_via(exit: &str, relays: &[String]) -> ChosenPath {
+    match relays.split_first() {
         Some((first, rest)) => {
             let mut hops = rest.to_vec();
             hops.push(exit.to_string());
             ChosenPath { first_hop: first.clone(), hops }
         }
         None => ChosenPath { first_hop: exit.to_string(), hops: Vec::new() },
-    };
-    let first_hop = |relays: &[String]| relays.first().map_or(exit, String::as_str).to_string();
-    candidates
-        .iter()
-        .find(|c| is_up(&first_hop(c)))
-        .or_else(|| candidates.first())
-        .map_or_else(|| chosen(&[]), |c| chosen(c))
+    }
 }
 
 /// The candidates of a route without instructions: its static paths, then direct.
@@ -67,6 +82,8 @@ pub struct Route {
     pub name: String,
     /// Where its flows exit.
     pub exit: Exit,
+    /// Whether its flows are striped over several paths (remote exits only).
+    pub multipath: bool,
     targets: Vec<String>,
     cursor: AtomicUsize,
 }
@@ -110,6 +127,7 @@ impl RouteTable {
                     (None, Some(e)) if e != local => Exit::Remote { exit: e.clone(), paths: r.paths.clone() },
                     _ => Exit::Local,
                 },
+                multipath: r.multipath,
                 targets: r.targets.clone(),
                 cursor: AtomicUsize::new(0),
             })

@@ -36,12 +36,25 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// Which part of a multipath flow a stream carries.
+///
+/// Index 0 opens the flow at the exit (the exit dials the target); any other index joins
+/// the flow the exit already holds for `(origin, flow_id)` and must present the same
+/// token. Replacement subflows take fresh indices, so an index names one stream for the
+/// flow's whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct Subflow {
-    /// This subflow's index, from 0.
+    /// This subflow's index: 0 opens the flow, any other joins it.
     pub index: u8,
-    /// How many subflows the flow has.
-    pub count: u8,
+    /// Secret chosen by the origin for this flow, so a node off the flow's paths cannot
+    /// join it by guessing its id.
+    pub token: u64,
+}
+
+impl Subflow {
+    /// Whether this subflow opens its flow (rather than joining one).
+    pub fn opens(&self) -> bool {
+        self.index == 0
+    }
 }
 
 /// Where a flow leaves the mesh.
@@ -188,10 +201,9 @@ fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError
         Destination::RouteByPort(0) => return Err(HeaderError::InvalidField("port")),
         _ => {}
     }
-    if let Some(s) = h.subflow
-        && (s.count == 0 || s.index >= s.count)
-    {
-        return Err(HeaderError::InvalidField("subflow"));
+    if h.subflow.is_some() && matches!(h.destination, Destination::RouteByPort(_)) {
+        // A chain node routes by its own table; it cannot keep one flow's subflows together.
+        return Err(HeaderError::InvalidField("subflow on a proxy-chain flow"));
     }
     Ok(())
 }

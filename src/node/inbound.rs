@@ -12,7 +12,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, exit, log_escape, relay};
+use crate::node::{FlowGuard, Shared, exit, log_escape, multipath, relay};
 
 /// Handles one stream opened by `peer`.
 pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStream, mut recv: RecvStream) {
@@ -53,7 +53,13 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
             (_, false) => relay::forward(shared, guard, header, rest, send, recv).await,
             (Destination::Target(target), true) => {
                 let target = target.clone();
-                exit::exit_flow(shared, guard, &target, rest, send, recv).await
+                match header.subflow {
+                    Some(sub) => {
+                        multipath::exit::subflow_arrived(shared, guard, header, sub, &target, rest, send, recv)
+                            .await
+                    }
+                    None => exit::exit_flow(shared, guard, &target, rest, send, recv).await,
+                }
             }
             (Destination::RouteByPort(port), true) => {
                 let port = *port;

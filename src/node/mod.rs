@@ -13,6 +13,7 @@ pub mod instruction_store;
 pub mod links;
 pub mod listener;
 pub mod local_splice;
+pub mod multipath;
 pub mod onward;
 pub mod origin;
 pub mod peers;
@@ -58,6 +59,7 @@ pub struct Shared {
     header_limits: HeaderLimits,
     timeouts: FlowTimeouts,
     instructions: std::sync::RwLock<InstructionCache>,
+    sessions: multipath::exit::Sessions,
 }
 
 impl Shared {
@@ -219,6 +221,7 @@ impl Node {
                 reply: reply_deadline(limits, 1),
             },
             instructions: std::sync::RwLock::new(instructions),
+            sessions: multipath::exit::Sessions::default(),
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));

@@ -13,7 +13,7 @@ use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
 use crate::node::tcp_io::{self, reset_tcp};
-use crate::node::{FlowGuard, Shared, onward};
+use crate::node::{FlowGuard, Shared, multipath, onward};
 
 /// Routes and carries one accepted application connection.
 pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
@@ -49,6 +49,11 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     };
     let end = match &route.exit {
         Exit::Local => local_exit(&shared, tcp, &target, index).instrument(span.clone()).await,
+        Exit::Remote { exit, paths } if route.multipath => {
+            let candidates = shared.candidates(&route.name, exit, paths);
+            let h = header(Vec::new(), Destination::Target(target));
+            multipath::origin::open_flow(&shared, tcp, h, exit, candidates, index).instrument(span.clone()).await
+        }
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);
             let path = choose_path(exit, &candidates, |n| shared.link_usable(n));

@@ -48,6 +48,11 @@ pub mod codes {
     pub const REFUSED: VarInt = VarInt::from_u32(4);
     /// The far side reset the stream, passed on.
     pub const PEER_RESET: VarInt = VarInt::from_u32(5);
+    /// A multipath subflow's path was lost; the flow goes on without it.
+    pub const PATH_LOST: VarInt = VarInt::from_u32(6);
+    /// A whole multipath flow ends in a reset (its TCP side was reset, it timed out, or no
+    /// path was left); relays pass it on unchanged on every subflow.
+    pub const FLOW_RESET: VarInt = VarInt::from_u32(7);
 }
 
 /// What a spliced flow runs under: its timeouts, the node's counters, the shutdown signal,
@@ -101,12 +106,16 @@ pub enum FlowEnd {
     BadReply(String),
     /// A relay passed back a refusal from further along the path.
     RefusedAhead,
+    /// The peer broke the multipath protocol.
+    Protocol(String),
 }
 
 impl FlowEnd {
     fn reset_code(&self) -> VarInt {
         match self {
-            Self::Completed | Self::TcpReset | Self::LinkLost(_) | Self::BadReply(_) => codes::TCP_RESET,
+            Self::Completed | Self::TcpReset | Self::LinkLost(_) | Self::BadReply(_) | Self::Protocol(_) => {
+                codes::TCP_RESET
+            }
             Self::Refused { .. } | Self::RefusedAhead => codes::REFUSED,
             Self::PeerReset(_) => codes::PEER_RESET,
             Self::TimedOut(_) => codes::TIMEOUT,
@@ -277,7 +286,7 @@ async fn stream_to_tcp(
 }
 
 /// Reads the reply; returns the bytes that followed it in the stream.
-async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
+pub(crate) async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
     let mut buf = Vec::new();
     loop {
         match wire::decode_reply(&buf) {

@@ -38,6 +38,20 @@ pub struct Counters {
     pub route_bytes: Vec<AtomicU64>,
     /// Refusals of flows this node originated, per route (config order), by reason.
     pub route_refusals: Vec<[AtomicU64; RefuseReason::ALL.len()]>,
+    /// Multipath flows started here (origin or exit).
+    pub multipath_flows: AtomicU64,
+    /// Subflows taken into multipath flows.
+    pub subflows_opened: AtomicU64,
+    /// Subflows lost (path failed, reset, stalled).
+    pub subflows_lost: AtomicU64,
+    /// Subflows opened to replace lost ones.
+    pub subflows_replaced: AtomicU64,
+    /// Bytes sent again after their subflow was lost.
+    pub bytes_resent: AtomicU64,
+    /// Most bytes one multipath flow held in its reorder buffer.
+    pub multipath_reorder_peak: AtomicU64,
+    /// Most unacknowledged bytes one multipath flow held for resending.
+    pub multipath_unacked_peak: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +72,13 @@ impl Counters {
             route_matches: (0..routes).map(|_| AtomicU64::new(0)).collect(),
             route_refusals: (0..routes).map(|_| Default::default()).collect(),
             route_bytes: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+            multipath_flows: AtomicU64::new(0),
+            subflows_opened: AtomicU64::new(0),
+            subflows_lost: AtomicU64::new(0),
+            subflows_replaced: AtomicU64::new(0),
+            bytes_resent: AtomicU64::new(0),
+            multipath_reorder_peak: AtomicU64::new(0),
+            multipath_unacked_peak: AtomicU64::new(0),
         }
     }
 
@@ -106,6 +127,29 @@ pub struct Stats {
     pub route_matches: Vec<(String, u64)>,
     /// Refusals per route name, by reason name (only non-zero ones).
     pub route_refusals: Vec<(String, Vec<(String, u64)>)>,
+    /// Multipath flows and their subflows.
+    pub multipath: MultipathStats,
+}
+
+/// Multipath counters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MultipathStats {
+    /// Multipath flows started here (origin or exit).
+    pub flows: u64,
+    /// Subflows taken into multipath flows.
+    pub subflows_opened: u64,
+    /// Subflows lost (path failed, reset, stalled).
+    pub subflows_lost: u64,
+    /// Subflows opened to replace lost ones.
+    pub subflows_replaced: u64,
+    /// Bytes sent again after their subflow was lost.
+    pub bytes_resent: u64,
+    /// Most bytes one flow held in its reorder buffer.
+    pub reorder_peak_bytes: u64,
+    /// Most unacknowledged bytes one flow held for resending.
+    pub unacked_peak_bytes: u64,
+    /// The bound on both of the above, per flow and direction.
+    pub window_bytes: u64,
 }
 
 impl Stats {
@@ -154,5 +198,15 @@ pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
             .cloned()
             .zip(c.route_refusals.iter().map(|r| by_reason(r)))
             .collect(),
+        multipath: MultipathStats {
+            flows: load(&c.multipath_flows),
+            subflows_opened: load(&c.subflows_opened),
+            subflows_lost: load(&c.subflows_lost),
+            subflows_replaced: load(&c.subflows_replaced),
+            bytes_resent: load(&c.bytes_resent),
+            reorder_peak_bytes: load(&c.multipath_reorder_peak),
+            unacked_peak_bytes: load(&c.multipath_unacked_peak),
+            window_bytes: crate::core::multipath::FLOW_WINDOW as u64,
+        },
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use quinn::{RecvStream, SendStream, WriteError};
+use quinn::{RecvStream, SendStream, VarInt, WriteError};
 use tokio::sync::watch;
 
 use crate::node::flow_timer::{Activity, FlowTimeouts};
@@ -72,9 +72,12 @@ pub async fn splice_streams(
         other => other,
     };
     if !matches!(end, FlowEnd::Completed | FlowEnd::RefusedAhead) {
+        // A neighbour's reset code passes on unchanged, so the ends can tell a multipath
+        // flow's own reset from the loss of one of its paths.
         let code = match &end {
             FlowEnd::TimedOut(_) => codes::TIMEOUT,
             FlowEnd::Aborted => codes::SHUTDOWN,
+            FlowEnd::PeerReset(code) => VarInt::from_u64(*code).unwrap_or(codes::PEER_RESET),
             _ => codes::PEER_RESET,
         };
         for side in [&mut back, &mut ahead] {

@@ -80,6 +80,8 @@ pub struct NodeSpec<'a> {
     pub scheduler: Option<String>,
     /// `mesh.keepalive_interval`.
     pub keepalive: &'a str,
+    /// Extra lines for every route, e.g. `multipath: true`.
+    pub route_extra: Vec<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -97,6 +99,7 @@ impl<'a> NodeSpec<'a> {
             mesh_extra: vec![],
             scheduler: None,
             keepalive: "1s",
+            route_extra: vec![],
         }
     }
 
@@ -131,6 +134,9 @@ impl<'a> NodeSpec<'a> {
             }
             if !self.via.is_empty() {
                 y += &format!("    via: [{}]\n", self.via.join(", "));
+            }
+            for l in &self.route_extra {
+                y += &format!("    {l}\n");
             }
         }
         y += &format!(

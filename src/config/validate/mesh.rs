@@ -121,6 +121,8 @@ impl Checker<'_> {
         );
         let drain_timeout =
             self.duration("limits.drain_timeout", raw.drain_timeout.as_deref(), d.drain_timeout);
+        let max_subflows =
+            self.count("limits.max_subflows", raw.max_subflows, d.max_subflows as u64, (1, MAX_SUBFLOWS));
         Some(Limits {
             // The ranges checked above make these conversions lossless.
             max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
@@ -131,6 +133,7 @@ impl Checker<'_> {
             idle_timeout: idle_timeout?,
             half_closed_timeout: half_closed_timeout?,
             drain_timeout: drain_timeout?,
+            max_subflows: usize::try_from(max_subflows?).ok()?,
         })
     }
 

@@ -26,6 +26,8 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 /// Most concurrent flows per node: the flow semaphore and the shutdown drain count
 /// permits in a `u32`.
 const MAX_FLOWS: u64 = 1 << 24;
+/// Largest `limits.max_subflows` (an exit accepts no more per flow).
+const MAX_SUBFLOWS: u64 = crate::core::multipath::MAX_SUBFLOWS as u64;
 /// QUIC encodes flow-control windows as variable-length integers of at most 62 bits;
 /// quinn refuses larger values when the endpoint is built, which is too late.
 const QUIC_VARINT_MAX: u64 = (1 << 62) - 1;

@@ -60,14 +60,16 @@ impl Checker<'_> {
             );
             return None;
         }
-        self.route_unsupported(i, raw)?;
+        let exit = exit?;
+        let multipath = self.route_multipath(i, raw, ctx, exit.is_some() && chain.is_none(), paths.len())?;
         Some(RouteConfig {
             name: name?.to_owned(),
             matcher: matcher?,
             targets: targets?,
-            exit: exit?,
+            exit,
             paths,
             chain: chain.map(str::to_owned),
+            multipath,
         })
     }
 
@@ -188,16 +190,30 @@ impl Checker<'_> {
         (out.len() == raw.map_or(0, RawTargets::len)).then_some(out)
     }
 
-    /// Refuses the parts of the route contract this version does not carry out yet, so
-    /// that a config that asks for them fails loudly instead of being half obeyed.
-    fn route_unsupported(&mut self, i: usize, raw: &RawRoute) -> Option<()> {
-        if raw.multipath == Some(true) {
+    /// `multipath: true` stripes flows over several paths to a remote exit: it needs an
+    /// exit at another node and more than one path (static ones, or the scheduler's).
+    fn route_multipath(
+        &mut self,
+        i: usize,
+        raw: &RawRoute,
+        ctx: &RouteContext<'_>,
+        remote_exit: bool,
+        static_paths: usize,
+    ) -> Option<bool> {
+        if raw.multipath != Some(true) {
+            return Some(false);
+        }
+        let key = format!("routes[{i}].multipath");
+        if !remote_exit {
+            return self.check(key, Err("`multipath: true` needs `exit` at another node (not a proxy chain)".into()));
+        }
+        if static_paths == 0 && !ctx.has_scheduler {
             return self.check(
-                format!("routes[{i}].multipath"),
-                Err("`multipath: true` is not supported by this version yet".into()),
+                key,
+                Err("`multipath: true` needs several paths: give `paths`, or a `scheduler` that computes them".into()),
             );
         }
-        Some(())
+        Some(true)
     }
 
     /// A listener no route matches would accept connections only to refuse them.

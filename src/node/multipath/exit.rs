@@ -1,0 +1,148 @@
+//! The exit's side of a multipath flow: the primary subflow dials the target and
+//! registers the flow under `(origin, flow id)`; joins find it there, present its token,
+//! and are handed to its engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
+
+use crate::core::multipath::MAX_SUBFLOWS;
+use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
+use crate::node::inbound::refuse;
+use crate::node::multipath::NewSubflow;
+use crate::node::multipath::engine::{self, Arrival, EngineParams};
+use crate::node::{FlowGuard, Shared, exit, log_escape};
+
+type Key = (String, u64);
+
+/// The multipath flows exiting at this node, by origin and flow id.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<Key, (u64, mpsc::Sender<Arrival>)>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (u64, mpsc::Sender<Arrival>)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a flow; false if one with the same key is already here.
+    fn insert(&self, key: Key, token: u64, tx: mpsc::Sender<Arrival>) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, (token, tx));
+        true
+    }
+
+    /// The way into a registered flow, if `token` is its token.
+    fn joiner(&self, key: &Key, token: u64) -> Option<mpsc::Sender<Arrival>> {
+        self.lock().get(key).filter(|(t, _)| *t == token).map(|(_, tx)| tx.clone())
+    }
+}
+
+/// Removes a flow from the registry when it ends, however it ends.
+struct Registered<'a> {
+    sessions: &'a Sessions,
+    key: Key,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.key);
+    }
+}
+
+/// A subflow stream whose header names `target`: opens the flow (index 0) or joins it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn subflow_arrived(
+    shared: Arc<Shared>,
+    guard: FlowGuard,
+    header: FlowHeader,
+    subflow: Subflow,
+    target: &str,
+    rest: Bytes,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let key = (header.origin.clone(), header.flow_id);
+    if !subflow.opens() {
+        join(&shared, guard, key, subflow, rest, send, recv).await;
+        return;
+    }
+    let tcp = match exit::dial_target(&shared, target).await {
+        Ok(tcp) => tcp,
+        Err((reason, detail)) => {
+            tracing::info!(target = %log_escape(target), reason = reason.as_str(), %detail, "refused flow");
+            refuse(&shared, &mut send, &mut recv, reason, &detail).await;
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(MAX_SUBFLOWS);
+    if !shared.sessions.insert(key.clone(), subflow.token, tx) {
+        let detail = format!("flow {} from `{}` is already open here", key.1, log_escape(&key.0));
+        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+        return;
+    }
+    let _registered = Registered { sessions: &shared.sessions, key };
+    shared.counters.flows_exited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let first = arrived(subflow.index, send, recv, rest, None);
+    let params = EngineParams {
+        env: shared.flow_env(shared.timeouts, None),
+        // The origin needs a stall timeout to notice the loss and a connect timeout to
+        // open a replacement.
+        grace: shared.config.limits.connect_timeout.saturating_mul(2),
+        link_usable: Box::new(|_| true),
+    };
+    let end = engine::run(tcp, first, rx, None, params).await;
+    guard.finish(&end);
+}
+
+/// A joining subflow: handed to its flow's engine, or refused.
+async fn join(
+    shared: &Shared,
+    guard: FlowGuard,
+    key: Key,
+    subflow: Subflow,
+    rest: Bytes,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let Some(tx) = shared.sessions.joiner(&key, subflow.token) else {
+        let detail = format!("no multipath flow {} from `{}` to join", key.1, log_escape(&key.0));
+        refuse(shared, &mut send, &mut recv, RefuseReason::NoRoute, &detail).await;
+        return;
+    };
+    let new = arrived(subflow.index, send, recv, rest, Some(guard));
+    if let Err(e) = tx.try_send(Arrival::Subflow(new)) {
+        let (reason, detail) = match e {
+            mpsc::error::TrySendError::Full(_) => (RefuseReason::Overloaded, "too many subflows joining at once"),
+            mpsc::error::TrySendError::Closed(_) => (RefuseReason::NoRoute, "the flow ended"),
+        };
+        if let Arrival::Subflow(mut s) = e.into_inner() {
+            refuse(shared, &mut s.send, &mut s.recv, reason, detail).await;
+        }
+    }
+}
+
+/// A subflow as the exit's engine takes it: it answers `Opened` first and may carry
+/// data at once.
+fn arrived(index: u8, send: SendStream, recv: RecvStream, rest: Bytes, guard: Option<FlowGuard>) -> NewSubflow {
+    NewSubflow {
+        index,
+        path: Vec::new(),
+        first_hop: None,
+        send,
+        recv,
+        preamble: Bytes::from(wire::encode_reply(&Reply::Opened)),
+        leading: rest,
+        awaits_reply: None,
+        ready: true,
+        replacement: false,
+        guard,
+    }
+}

@@ -1,0 +1,173 @@
+//! Multipath flows: one TCP flow striped over several subflow streams, each on its own
+//! path to the same exit, surviving the loss of any path while one is left.
+//!
+//! How it fits together:
+//! - The origin opens the primary subflow (index 0) on the route's first usable path;
+//!   the exit dials the target and registers the flow under `(origin, flow id)`. Once the
+//!   primary is open, the origin joins further subflows on the other paths, up to
+//!   `limits.max_subflows` (see `origin.rs` and `exit.rs`).
+//! - Both ends then run the same engine (`engine.rs`): bytes read from TCP become
+//!   sequence-numbered `Data` frames on the subflow with room and the lowest RTT; the far
+//!   end reassembles them in order and acknowledges what it wrote to TCP (`Ack`). The
+//!   sender keeps what is unacknowledged, within [`FLOW_WINDOW`], which is also the far
+//!   end's reorder bound.
+//! - A subflow that fails (reset, link lost, or bytes unacknowledged past its stall
+//!   timeout) is reset, its unacknowledged bytes go out again on the others, and the
+//!   origin opens a replacement on an unused path. The flow fails only when no subflow
+//!   is left, and then with a reset on every side.
+//! - A flow-level reset travels as [`FLOW_RESET`] on every subflow (relays pass codes on
+//!   unchanged); any other reset of a subflow is the loss of that path only.
+//!
+//! [`FLOW_WINDOW`]: crate::core::multipath::FLOW_WINDOW
+
+pub(crate) mod engine;
+pub(crate) mod exit;
+pub(crate) mod origin;
+mod state;
+mod subflow;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::{Notify, mpsc};
+
+use crate::core::subflow_frame::{Frame, FrameDecoder};
+use crate::core::wire::RefuseReason;
+use crate::node::FlowGuard;
+use crate::node::stats::Counters;
+use state::State;
+
+pub(crate) use crate::node::splice::codes::{FLOW_RESET, PATH_LOST};
+
+/// Whether a reset or stop code ends the whole flow rather than one subflow.
+fn codes_for_flow(code: VarInt) -> bool {
+    code == FLOW_RESET
+}
+
+/// A subflow stream ready to join a flow's engine.
+pub(crate) struct NewSubflow {
+    /// Its wire index.
+    pub(crate) index: u8,
+    /// Relays it goes through (origin side; empty at the exit).
+    pub(crate) path: Vec<String>,
+    /// The peer the stream goes to (origin side), for link health.
+    pub(crate) first_hop: Option<String>,
+    /// The stream.
+    pub(crate) send: SendStream,
+    /// The stream.
+    pub(crate) recv: RecvStream,
+    /// Bytes to write before any frame (the exit's reply).
+    pub(crate) preamble: Bytes,
+    /// Bytes already read behind its header (exit side).
+    pub(crate) leading: Bytes,
+    /// This end opened it and waits for the reply, from this instant.
+    pub(crate) awaits_reply: Option<tokio::time::Instant>,
+    /// It may carry data before its reply (the primary: bytes ride behind the header).
+    pub(crate) ready: bool,
+    /// It replaces a lost subflow.
+    pub(crate) replacement: bool,
+    /// The flow permit of a joining stream at the exit, held while it lives.
+    pub(crate) guard: Option<FlowGuard>,
+}
+
+/// What subflow tasks tell the flow's engine.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The subflow's reply said opened, after this round trip.
+    Opened(usize, Duration),
+    /// The subflow was refused.
+    Refused {
+        /// Slot.
+        slot: usize,
+        /// Why.
+        reason: RefuseReason,
+        /// Which node.
+        hop: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The subflow's path failed.
+    Lost(usize, String),
+    /// The peer finished the subflow cleanly: it counts the flow complete.
+    PeerFinished,
+    /// The peer reset the whole flow.
+    FlowReset(u64),
+    /// The peer broke the protocol.
+    Violation(String),
+    /// The peer acknowledged the last byte of our direction.
+    OutDelivered,
+}
+
+/// What a flow's tasks share.
+pub(crate) struct FlowCore {
+    state: Mutex<State>,
+    /// Wakes the TCP reader: room opened up.
+    room: Notify,
+    /// Wakes the TCP writer: in-order bytes or the end arrived.
+    data: Notify,
+    events: mpsc::UnboundedSender<Event>,
+    counters: Arc<Counters>,
+    /// Code a subflow half is reset with when dropped unfinished.
+    fail_code: AtomicU64,
+}
+
+impl FlowCore {
+    fn new(counters: Arc<Counters>) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let core = Self {
+            state: Mutex::new(State::new()),
+            room: Notify::new(),
+            data: Notify::new(),
+            events,
+            counters,
+            fail_code: AtomicU64::new(PATH_LOST.into_inner()),
+        };
+        (Arc::new(core), rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counters; carry on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn report(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Takes every complete frame from `decoder` for `slot`.
+    fn take_frames(&self, slot: usize, decoder: &mut FrameDecoder) -> Result<(), String> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let (mut in_order, mut acked) = (false, false);
+        let delivered_before = st.out_delivered();
+        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            match frame {
+                Frame::Data { offset, data } => in_order |= st.on_data(slot, offset, data, now).map_err(|v| v.0)?,
+                Frame::Ack { delivered, received } => {
+                    st.on_ack(slot, delivered, received, now);
+                    acked = true;
+                }
+                Frame::Fin { offset } => {
+                    st.on_fin(offset).map_err(|v| v.0)?;
+                    in_order = true;
+                }
+            }
+        }
+        self.counters.multipath_reorder_peak.fetch_max(st.recv.held() as u64, Ordering::Relaxed);
+        let newly_delivered = !delivered_before && st.out_delivered();
+        drop(st);
+        if in_order {
+            self.data.notify_one();
+        }
+        if acked {
+            self.room.notify_one();
+        }
+        if newly_delivered {
+            self.report(Event::OutDelivered);
+        }
+        Ok(())
+    }
+}

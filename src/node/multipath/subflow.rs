@@ -1,0 +1,179 @@
+//! The two tasks of one subflow: a writer that sends what the flow queued for it, and a
+//! reader that takes frames from it. Each owns its half of the stream; when a task is
+//! dropped before a clean end, its half is reset (or stopped) with the flow's failure
+//! code, never finished, so a cut subflow never looks complete to the far end.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use tokio::time::Instant;
+
+use crate::core::subflow_frame::FrameDecoder;
+use crate::core::subflow_frame::Frame;
+use crate::node::multipath::state::WriterStep;
+use crate::node::multipath::{Event, FlowCore, codes_for_flow};
+use crate::node::splice::{FlowEnd, read_reply};
+
+/// Largest chunk read from a subflow at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The sending half of a subflow; reset on drop unless finished.
+pub(crate) struct SendHalf {
+    core: Arc<FlowCore>,
+    send: SendStream,
+    finished: bool,
+}
+
+impl Drop for SendHalf {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.send.reset(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
+        }
+    }
+}
+
+/// The receiving half of a subflow; stopped on drop unless read to its end.
+pub(crate) struct RecvHalf {
+    core: Arc<FlowCore>,
+    recv: RecvStream,
+    ended: bool,
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.recv.stop(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
+        }
+    }
+}
+
+/// Wraps a stream's halves for the tasks.
+pub(crate) fn halves(core: &Arc<FlowCore>, send: SendStream, recv: RecvStream) -> (SendHalf, RecvHalf) {
+    (
+        SendHalf { core: core.clone(), send, finished: false },
+        RecvHalf { core: core.clone(), recv, ended: false },
+    )
+}
+
+/// Sends the frames the flow queues for `slot`, after `preamble` (the exit's reply).
+/// After the flow completed, finishes the stream and waits (up to `linger`) until the
+/// next node acknowledged it.
+pub(crate) async fn write_loop(core: Arc<FlowCore>, slot: usize, mut half: SendHalf, preamble: Bytes, linger: Duration) {
+    if !preamble.is_empty()
+        && let Err(e) = half.send.write_chunk(preamble).await
+    {
+        core.report(write_event(slot, e));
+        return;
+    }
+    let Some(wake) = core.lock().subs.get(slot).map(|s| s.wake.clone()) else { return };
+    loop {
+        let step = core.lock().writer_step(slot, Instant::now().into_std());
+        match step {
+            WriterStep::Send(frame) => {
+                if let Err(e) = write_frame(&mut half.send, &frame).await {
+                    core.report(write_event(slot, e));
+                    return;
+                }
+            }
+            WriterStep::Finish => {
+                if half.send.finish().is_ok() {
+                    half.finished = true;
+                    let _ = tokio::time::timeout(linger, half.send.stopped()).await;
+                }
+                return;
+            }
+            WriterStep::Stop => return,
+            WriterStep::Wait(until) => match until {
+                Some(at) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                    }
+                }
+                None => wake.notified().await,
+            },
+        }
+    }
+}
+
+async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), WriteError> {
+    let mut chunks = frame.chunks();
+    let mut rest: &mut [Bytes] = &mut chunks;
+    while rest.iter().any(|c| !c.is_empty()) {
+        let w = send.write_chunks(rest).await?;
+        rest = &mut rest[w.chunks..];
+    }
+    Ok(())
+}
+
+fn write_event(slot: usize, e: WriteError) -> Event {
+    match e {
+        WriteError::Stopped(code) if codes_for_flow(code) => Event::FlowReset(code.into_inner()),
+        other => Event::Lost(slot, format!("write: {other}")),
+    }
+}
+
+/// Reads `slot`'s frames: first the reply when `reply` says this end opened the subflow
+/// (with the time allowed and when it was opened), then `leading` bytes (read behind an
+/// inbound header), then the stream.
+pub(crate) async fn read_loop(
+    core: Arc<FlowCore>,
+    slot: usize,
+    mut half: RecvHalf,
+    mut leading: Bytes,
+    reply: Option<(Duration, Instant)>,
+) {
+    if let Some((limit, opened_at)) = reply {
+        match tokio::time::timeout(limit, read_reply(&mut half.recv)).await {
+            Ok(Ok(rest)) => {
+                leading = rest;
+                core.report(Event::Opened(slot, opened_at.elapsed()));
+            }
+            Ok(Err(FlowEnd::Refused { reason, hop, detail })) => {
+                half.ended = true;
+                core.report(Event::Refused { slot, reason, hop, detail });
+                return;
+            }
+            Ok(Err(other)) => {
+                core.report(Event::Lost(slot, format!("reply: {other:?}")));
+                return;
+            }
+            Err(_) => {
+                core.report(Event::Lost(slot, "no reply in time".into()));
+                return;
+            }
+        }
+    }
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(&leading);
+    loop {
+        if let Err(detail) = core.take_frames(slot, &mut decoder) {
+            core.report(Event::Violation(detail));
+            return;
+        }
+        match half.recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => decoder.feed(&chunk.bytes),
+            Ok(None) => {
+                half.ended = true;
+                if decoder.buffered() > 0 {
+                    core.report(Event::Violation("subflow ended inside a frame".into()));
+                } else {
+                    core.report(Event::PeerFinished);
+                }
+                return;
+            }
+            Err(ReadError::Reset(code)) if codes_for_flow(code) => {
+                half.ended = true;
+                core.report(Event::FlowReset(code.into_inner()));
+                return;
+            }
+            Err(e) => {
+                core.report(Event::Lost(slot, format!("read: {e}")));
+                return;
+            }
+        }
+    }
+}

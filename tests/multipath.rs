@@ -1,0 +1,212 @@
+//! Multipath flows over two disjoint paths, A→B→D and A→C→D, each link through the link
+//! emulator: striping, the loss of a path (blackholed link, killed relay), paths of very
+//! different RTT, the loss of every path, and the buffer bounds.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use proxy::Node;
+use proxy::emulator::{LinkEmulator, LinkProfile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const MIB: usize = 1024 * 1024;
+
+/// Four nodes and an emulated link on each hop: A–B, A–C, B–D, C–D.
+struct TwoPaths {
+    a: Node,
+    b: Option<Node>,
+    c: Option<Node>,
+    d: Node,
+    ab: LinkEmulator,
+    ac: LinkEmulator,
+    bd: LinkEmulator,
+    cd: LinkEmulator,
+    entry: SocketAddr,
+    _mesh: Mesh,
+}
+
+/// Starts the mesh with `first_hop` on A–B and A–C (both directions), route `mp` on A to
+/// `target` at D over paths `[b]` and `[c]`, multipath.
+async fn two_paths(target: SocketAddr, ab_profile: LinkProfile, ac_profile: LinkProfile) -> TwoPaths {
+    let mesh = Mesh::new(&["a", "b", "c", "d"]);
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("b", String::new()), ("c", String::new())];
+    d.allow = vec![target.to_string()];
+    d.keepalive = "200ms";
+    let d = d.start(&mesh).await;
+    let bd = LinkEmulator::start(d.mesh_addr().expect("addr"), 11).await.expect("emulator");
+    let cd = LinkEmulator::start(d.mesh_addr().expect("addr"), 12).await.expect("emulator");
+    let relay = |id: &'static str, to_d: &LinkEmulator| {
+        let mut spec = NodeSpec::new(id);
+        spec.peers = vec![("a", String::new()), ("d", to_d.addr().to_string())];
+        spec.keepalive = "200ms";
+        spec
+    };
+    let b = relay("b", &bd).start(&mesh).await;
+    let c = relay("c", &cd).start(&mesh).await;
+    let ab = LinkEmulator::start(b.mesh_addr().expect("addr"), 13).await.expect("emulator");
+    let ac = LinkEmulator::start(c.mesh_addr().expect("addr"), 14).await.expect("emulator");
+    ab.set_both(ab_profile);
+    ac.set_both(ac_profile);
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", ab.addr().to_string()), ("c", ac.addr().to_string())];
+    a.routes = vec![("mp", target.to_string(), Some("d"))];
+    a.route_extra = vec!["paths: [[b], [c]]".into(), "multipath: true".into()];
+    a.keepalive = "200ms";
+    let a = a.start(&mesh).await;
+    for (node, peer) in [(&a, "b"), (&a, "c"), (&b, "d"), (&c, "d")] {
+        assert!(node.wait_for_link(peer, Duration::from_secs(10)).await, "{} to {peer}", node.id());
+    }
+    let entry = listener_addr(&a, "mp");
+    TwoPaths { a, b: Some(b), c: Some(c), d, ab, ac, bd, cd, entry, _mesh: mesh }
+}
+
+/// A path rate-limited to `mbit` Mbit/s each way with `delay` one way.
+fn shaped(mbit: u64, delay: Duration) -> LinkProfile {
+    LinkProfile { delay, rate_bps: Some(mbit * 1_000_000), queue_limit: 4096, ..LinkProfile::ideal() }
+}
+
+fn relayed(node: &Option<Node>) -> u64 {
+    node.as_ref().map_or(0, |n| n.stats().bytes_relayed)
+}
+
+/// Checks the per-flow bounds through the counters of both ends.
+fn assert_bounds(t: &TwoPaths) {
+    for node in [&t.a, &t.d] {
+        let m = node.stats().multipath;
+        assert!(m.reorder_peak_bytes <= m.window_bytes, "{}: reorder peak {m:?}", node.id());
+        assert!(m.unacked_peak_bytes <= m.window_bytes, "{}: unacked peak {m:?}", node.id());
+    }
+}
+
+/// Starts a 2-way exchange of `len` bytes in the background; returns its task.
+fn exchange(t: &TwoPaths, server: TcpListener, len: usize) -> tokio::task::JoinHandle<()> {
+    let entry = t.entry;
+    tokio::spawn(async move { exchange_both_ways(entry, server, len).await })
+}
+
+/// Waits until D wrote at least `bytes` to its TCP sockets.
+async fn until_exit_wrote(t: &TwoPaths, bytes: u64) {
+    assert!(eventually(Duration::from_secs(60), || t.d.stats().bytes_out >= bytes).await, "transfer stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripes_64_mib_each_way_over_both_paths() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ms5 = Duration::from_millis(5);
+    let t = two_paths(server.local_addr().expect("addr"), shaped(200, ms5), shaped(200, ms5)).await;
+    tokio::time::timeout(Duration::from_secs(120), exchange(&t, server, 64 * MIB))
+        .await
+        .expect("in time")
+        .expect("exchange");
+    let (via_b, via_c) = (relayed(&t.b), relayed(&t.c));
+    let total = (via_b + via_c) as f64;
+    assert!(via_b as f64 > 0.2 * total && via_c as f64 > 0.2 * total, "b {via_b} c {via_c}");
+    let m = t.a.stats().multipath;
+    assert_eq!((m.flows, m.subflows_opened, m.subflows_lost), (1, 2, 0), "{m:?}");
+    assert_eq!(settled(0, || t.a.stats().flows_reset).await, 0);
+    assert_bounds(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_blackholed_halfway_still_completes_byte_exact() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ms5 = Duration::from_millis(5);
+    let t = two_paths(server.local_addr().expect("addr"), shaped(100, ms5), shaped(100, ms5)).await;
+    let len = 32 * MIB;
+    let run = exchange(&t, server, len);
+    until_exit_wrote(&t, (len / 2) as u64).await;
+    t.bd.set_both(LinkProfile::blackholed());
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("in time").expect("exchange");
+    let m = t.a.stats().multipath;
+    assert!(m.subflows_lost >= 1, "{m:?}");
+    assert_eq!(settled(0, || t.a.stats().flows_reset).await, 0);
+    assert_bounds(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_halfway_still_completes_byte_exact() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ms5 = Duration::from_millis(5);
+    let mut t = two_paths(server.local_addr().expect("addr"), shaped(100, ms5), shaped(100, ms5)).await;
+    let len = 32 * MIB;
+    let run = exchange(&t, server, len);
+    until_exit_wrote(&t, (len / 2) as u64).await;
+    if let Some(b) = t.b.take() {
+        b.abort();
+    }
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("in time").expect("exchange");
+    let m = t.a.stats().multipath;
+    assert!(m.subflows_lost >= 1, "{m:?}");
+    assert!(t.d.stats().multipath.subflows_lost >= 1);
+    assert_bounds(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_of_10_and_120_ms_deliver_in_order_without_duplicates() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // One-way delays on the A side; the B/C–D hops are ideal.
+    let fast = shaped(100, Duration::from_millis(5));
+    let slow = shaped(100, Duration::from_millis(60));
+    let t = two_paths(server.local_addr().expect("addr"), fast, slow).await;
+    tokio::time::timeout(Duration::from_secs(120), exchange(&t, server, 16 * MIB))
+        .await
+        .expect("in time")
+        .expect("exchange");
+    let m = t.a.stats().multipath;
+    assert_eq!((m.subflows_opened, m.subflows_lost, m.bytes_resent), (2, 0, 0), "{m:?}");
+    assert_bounds(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_every_path_resets_the_application() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ideal = LinkProfile::ideal();
+    let mut t = two_paths(server.local_addr().expect("addr"), ideal.clone(), ideal).await;
+    let mut client = connect(t.entry).await;
+    client.write_all(b"hello").await.expect("write");
+    let (mut upstream, _) = server.accept().await.expect("accept");
+    let mut got = [0u8; 5];
+    upstream.read_exact(&mut got).await.expect("read");
+    for relay in [t.b.take(), t.c.take()].into_iter().flatten() {
+        relay.abort();
+    }
+    let client_end =
+        tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut client)).await.expect("in time");
+    assert_eq!(client_end, Err(std::io::ErrorKind::ConnectionReset), "the origin resets, never closes");
+    let server_end =
+        tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut upstream)).await.expect("in time");
+    assert_eq!(server_end, Err(std::io::ErrorKind::ConnectionReset), "the exit resets, never closes");
+    drop((t.ab, t.ac, t.bd, t.cd));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_and_reset_cross_a_multipath_flow() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ideal = LinkProfile::ideal();
+    let t = two_paths(server.local_addr().expect("addr"), ideal.clone(), ideal).await;
+    // Half-close: the request ends with a FIN, the reply still flows back.
+    let mut client = connect(t.entry).await;
+    client.write_all(b"request").await.expect("write");
+    client.shutdown().await.expect("shutdown");
+    let (mut upstream, _) = server.accept().await.expect("accept");
+    assert_eq!(read_to_end_or_error(&mut upstream).await, Ok(b"request".to_vec()));
+    upstream.write_all(b"reply").await.expect("reply");
+    upstream.shutdown().await.expect("shutdown");
+    assert_eq!(read_to_end_or_error(&mut client).await, Ok(b"reply".to_vec()));
+    drop(upstream);
+    // Reset: the application's RST reaches the target as an RST.
+    let mut client = connect(t.entry).await;
+    client.write_all(b"x").await.expect("write");
+    let (mut upstream, _) = server.accept().await.expect("accept");
+    let mut one = [0u8; 1];
+    upstream.read_exact(&mut one).await.expect("read");
+    reset(client);
+    let end = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut upstream)).await.expect("in time");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(settled(0, || t.a.stats().multipath.subflows_lost).await, 0, "a flow reset is not a path loss");
+}
