@@ -29,12 +29,21 @@ struct TwoPaths {
     _mesh: Mesh,
 }
 
-/// Starts the mesh with `first_hop` on A–B and A–C (both directions), route `mp` on A to
-/// `target` at D over paths `[b]` and `[c]`, multipath.
+/// Starts the mesh with the given profiles on A–B and A–C (both directions), route `mp`
+/// on A to `target` at D over paths `[b]` and `[c]`, multipath.
 async fn two_paths(target: SocketAddr, ab_profile: LinkProfile, ac_profile: LinkProfile) -> TwoPaths {
+    mesh_of(target, ab_profile, ac_profile, false).await
+}
+
+/// Like [`two_paths`]; with `direct`, A also has a direct link to D (a third path) and
+/// keeps at most two subflows, so the direct path is the spare.
+async fn mesh_of(target: SocketAddr, ab_profile: LinkProfile, ac_profile: LinkProfile, direct: bool) -> TwoPaths {
     let mesh = Mesh::new(&["a", "b", "c", "d"]);
     let mut d = NodeSpec::new("d");
     d.peers = vec![("b", String::new()), ("c", String::new())];
+    if direct {
+        d.peers.push(("a", String::new()));
+    }
     d.allow = vec![target.to_string()];
     d.keepalive = "200ms";
     let d = d.start(&mesh).await;
@@ -57,7 +66,14 @@ async fn two_paths(target: SocketAddr, ab_profile: LinkProfile, ac_profile: Link
     a.routes = vec![("mp", target.to_string(), Some("d"))];
     a.route_extra = vec!["paths: [[b], [c]]".into(), "multipath: true".into()];
     a.keepalive = "200ms";
+    if direct {
+        a.peers.push(("d", d.mesh_addr().expect("addr").to_string()));
+        a.limits = vec!["max_subflows: 2".into()];
+    }
     let a = a.start(&mesh).await;
+    if direct {
+        assert!(a.wait_for_link("d", Duration::from_secs(10)).await);
+    }
     for (node, peer) in [(&a, "b"), (&a, "c"), (&b, "d"), (&c, "d")] {
         assert!(node.wait_for_link(peer, Duration::from_secs(10)).await, "{} to {peer}", node.id());
     }
@@ -143,6 +159,25 @@ async fn a_relay_killed_halfway_still_completes_byte_exact() {
     let m = t.a.stats().multipath;
     assert!(m.subflows_lost >= 1, "{m:?}");
     assert!(t.d.stats().multipath.subflows_lost >= 1);
+    assert_bounds(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_path_is_replaced_by_a_spare_one() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ms5 = Duration::from_millis(5);
+    let mut t = mesh_of(server.local_addr().expect("addr"), shaped(100, ms5), shaped(100, ms5), true).await;
+    let len = 32 * MIB;
+    let run = exchange(&t, server, len);
+    until_exit_wrote(&t, (len / 2) as u64).await;
+    let direct_before = t.d.stats().bytes_in;
+    if let Some(b) = t.b.take() {
+        b.abort();
+    }
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("in time").expect("exchange");
+    let m = t.a.stats().multipath;
+    assert_eq!((m.subflows_opened, m.subflows_lost, m.subflows_replaced), (3, 1, 1), "{m:?}");
+    assert!(t.d.stats().bytes_in > direct_before, "the replacement carried bytes");
     assert_bounds(&t);
 }
 

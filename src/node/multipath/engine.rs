@@ -105,12 +105,12 @@ pub(crate) async fn run(
                     }
                     Event::Refused { slot, reason, hop, .. } => {
                         flow.lose(slot, &format!("refused by {hop}: {}", reason.as_str()));
-                        replace(&mut opener, &flow);
+                        replace(&mut opener, &flow, slot);
                     }
                     Event::Lost(0, why) if !primary_open && opener.is_some() => break FlowEnd::LinkLost(why),
                     Event::Lost(slot, why) => {
                         flow.lose(slot, &why);
-                        replace(&mut opener, &flow);
+                        replace(&mut opener, &flow, slot);
                     }
                     Event::PeerFinished => peer_finished = true,
                     Event::FlowReset(code) => break FlowEnd::PeerReset(code),
@@ -132,14 +132,14 @@ pub(crate) async fn run(
                     Arrival::Failed(path) => {
                         if let Some(op) = opener.as_mut() {
                             op.settled(&path, true);
+                            op.open_more(&flow.paths_in_use());
                         }
-                        replace(&mut opener, &flow);
                     }
                 },
                 _ = tick.tick() => {
                     for slot in flow.stalled(&link_usable) {
                         flow.lose(slot, "stalled: bytes unacknowledged past the stall timeout");
-                        replace(&mut opener, &flow);
+                        replace(&mut opener, &flow, slot);
                     }
                 }
                 reason = activity.watchdog(&env.timeouts) => break FlowEnd::TimedOut(reason),
@@ -184,9 +184,13 @@ pub(crate) async fn run(
     end
 }
 
-/// Asks the opener (origin side) for a replacement after a loss.
-fn replace(opener: &mut Option<Opener>, flow: &Subflows) {
+/// After the loss of `lost`, asks the opener (origin side) for a replacement on another
+/// path.
+fn replace(opener: &mut Option<Opener>, flow: &Subflows, lost: usize) {
     if let Some(op) = opener.as_mut() {
+        if let Some(path) = flow.path_of(lost) {
+            op.path_failed(&path);
+        }
         op.open_more(&flow.paths_in_use());
     }
 }
@@ -260,6 +264,10 @@ impl Subflows {
             s._guard = None;
         }
         self.core.room.notify_one();
+    }
+
+    fn path_of(&self, slot: usize) -> Option<Vec<String>> {
+        self.core.lock().subs.get(slot).map(|s| s.path.clone())
     }
 
     fn paths_in_use(&self) -> Vec<Vec<String>> {

@@ -2,6 +2,7 @@
 //! joins on the other paths once the exit holds the flow, and replacements after losses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -16,6 +17,9 @@ use crate::node::multipath::{NewSubflow, PATH_LOST};
 use crate::node::splice::FlowEnd;
 use crate::node::{Shared, onward, tcp_io};
 
+/// How long a path that failed in a flow is left alone before the flow tries it again.
+const PATH_RETRY: Duration = Duration::from_secs(10);
+
 /// Opens subflows for one flow.
 pub(crate) struct Opener {
     shared: Arc<Shared>,
@@ -23,7 +27,9 @@ pub(crate) struct Opener {
     exit: String,
     token: u64,
     candidates: Vec<Vec<String>>,
-    failed: Vec<Vec<String>>,
+    /// Paths that failed or were lost in this flow, and when: not tried again for
+    /// [`PATH_RETRY`] (a relay that just died is not worth a new stream at once).
+    failed: Vec<(Vec<String>, Instant)>,
     pending: Vec<Vec<String>>,
     next_index: u8,
     max: usize,
@@ -37,14 +43,20 @@ impl Opener {
         self.pending.len()
     }
 
-    /// An open on `path` finished (`failed`: it will not be tried again).
+    /// An open on `path` finished (`failed`: not tried again for a while).
     pub(crate) fn settled(&mut self, path: &[String], failed: bool) {
         if let Some(i) = self.pending.iter().position(|p| p == path) {
             self.pending.swap_remove(i);
         }
         if failed {
-            self.failed.push(path.to_vec());
+            self.path_failed(path);
         }
+    }
+
+    /// A subflow on `path` was lost or refused: not tried again for a while.
+    pub(crate) fn path_failed(&mut self, path: &[String]) {
+        self.failed.retain(|(p, _)| p != path);
+        self.failed.push((path.to_vec(), Instant::now()));
     }
 
     /// Opens subflows on candidate paths not in use, not failed and with a usable first
@@ -57,7 +69,9 @@ impl Opener {
             if in_use.len() + self.pending.len() >= self.max || self.next_index == MAX_SUBFLOW_INDEX {
                 break;
             }
-            let taken = in_use.contains(&relays) || self.pending.contains(&relays) || self.failed.contains(&relays);
+            let failed_lately =
+                self.failed.iter().any(|(p, at)| *p == relays && at.elapsed() < PATH_RETRY);
+            let taken = in_use.contains(&relays) || self.pending.contains(&relays) || failed_lately;
             if taken || !self.shared.link_usable(first_hop(&self.exit, &relays)) {
                 continue;
             }
