@@ -127,14 +127,18 @@ async fn run(dir: &Path) -> Result<()> {
     .await?;
     let relay = |id: &'static str| {
         let d_addr = d.mesh_addr();
-        async move { node(dir, id, &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d_addr?)).await }
+        async move {
+            node(dir, id, &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d_addr?)).await
+        }
     };
     let b = relay("b").await?;
     let c = relay("c").await?;
     let ab = LinkEmulator::start(b.mesh_addr()?, 1).await?;
     let ac = LinkEmulator::start(c.mesh_addr()?, 2).await?;
     let route = |name: &str, extra: &str| {
-        format!("  - {{ name: {name}, match: {{ listener: {name} }}, target: \"{sink}\", exit: d, {extra} }}\n")
+        format!(
+            "  - {{ name: {name}, match: {{ listener: {name} }}, target: \"{sink}\", exit: d, {extra} }}\n"
+        )
     };
     let a_body = format!(
         "listeners:\n  - {{ name: via-b, bind: \"127.0.0.1:0\" }}\n  - {{ name: via-c, bind: \"127.0.0.1:0\" }}\n  - {{ name: mp, bind: \"127.0.0.1:0\" }}\npeers: [ {{ name: b, address: \"{}\" }}, {{ name: c, address: \"{}\" }} ]\nroutes:\n{}{}{}",
@@ -148,7 +152,8 @@ async fn run(dir: &Path) -> Result<()> {
     for (n, p) in [(&a, "b"), (&a, "c"), (&b, "d"), (&c, "d")] {
         anyhow::ensure!(n.wait_for_link(p, Duration::from_secs(10)).await, "link {} -> {p}", n.id());
     }
-    let entry = |name: &str| a.listeners().into_iter().find(|l| l.name == name).map(|l| l.addr).context("listener");
+    let entry =
+        |name: &str| a.listeners().into_iter().find(|l| l.name == name).map(|l| l.addr).context("listener");
     let (via_b, via_c, mp) = (entry("via-b")?, entry("via-c")?, entry("mp")?);
 
     println!("multipath: one flow, a -> {{b | c}} -> d, a's links rate-limited, 5 ms one way");

@@ -37,7 +37,12 @@ async fn two_paths(target: SocketAddr, ab_profile: LinkProfile, ac_profile: Link
 
 /// Like [`two_paths`]; with `direct`, A also has a direct link to D (a third path) and
 /// keeps at most two subflows, so the direct path is the spare.
-async fn mesh_of(target: SocketAddr, ab_profile: LinkProfile, ac_profile: LinkProfile, direct: bool) -> TwoPaths {
+async fn mesh_of(
+    target: SocketAddr,
+    ab_profile: LinkProfile,
+    ac_profile: LinkProfile,
+    direct: bool,
+) -> TwoPaths {
     let mesh = Mesh::new(&["a", "b", "c", "d"]);
     let mut d = NodeSpec::new("d");
     d.peers = vec![("b", String::new()), ("c", String::new())];
@@ -210,11 +215,13 @@ async fn losing_every_path_resets_the_application() {
     for relay in [t.b.take(), t.c.take()].into_iter().flatten() {
         relay.abort();
     }
-    let client_end =
-        tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut client)).await.expect("in time");
+    let client_end = tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut client))
+        .await
+        .expect("in time");
     assert_eq!(client_end, Err(std::io::ErrorKind::ConnectionReset), "the origin resets, never closes");
-    let server_end =
-        tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut upstream)).await.expect("in time");
+    let server_end = tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut upstream))
+        .await
+        .expect("in time");
     assert_eq!(server_end, Err(std::io::ErrorKind::ConnectionReset), "the exit resets, never closes");
     drop((t.ab, t.ac, t.bd, t.cd));
 }
@@ -241,7 +248,13 @@ async fn half_close_and_reset_cross_a_multipath_flow() {
     let mut one = [0u8; 1];
     upstream.read_exact(&mut one).await.expect("read");
     reset(client);
-    let end = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut upstream)).await.expect("in time");
+    let end = tokio::time::timeout(Duration::from_secs(10), read_to_end_or_error(&mut upstream))
+        .await
+        .expect("in time");
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
-    assert_eq!(settled(0, || t.a.stats().multipath.subflows_lost).await, 0, "a flow reset is not a path loss");
+    assert_eq!(
+        settled(0, || t.a.stats().multipath.subflows_lost).await,
+        0,
+        "a flow reset is not a path loss"
+    );
 }

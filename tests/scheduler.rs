@@ -282,3 +282,35 @@ async fn a_malformed_control_message_gets_an_error_and_the_session_goes_on() {
     assert_eq!(got[2], ToNode::Welcome { version: 0 });
     assert_eq!(scheduler.nodes(), vec!["a".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipath_route_stripes_over_the_paths_the_scheduler_computed() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let (_scheduler, sched_addr) = scheduler_for(&mesh, "recompute_interval: \"200ms\"\n").await;
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let d = exit_d(&mesh, &sched_addr).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    b.scheduler = Some(sched_addr.clone());
+    let b = b.start(&mesh).await;
+    let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 1).await.expect("emulator");
+    let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
+    for link in [&to_d, &to_b] {
+        link.set_both(LinkProfile { rate_bps: Some(100_000_000), queue_limit: 4096, ..LinkProfile::ideal() });
+    }
+    // No static paths: the route relies on the scheduler for them.
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
+    a.routes = vec![("in", target.to_string(), Some("d"))];
+    a.route_extra = vec!["multipath: true".into()];
+    a.scheduler = Some(sched_addr.clone());
+    let a = a.start(&mesh).await;
+    assert!(b.wait_for_link("d", Duration::from_secs(10)).await);
+    let two_paths = || a.instructions().and_then(|s| s.routes.first().map(|r| r.paths.len())) == Some(2);
+    assert!(eventually(Duration::from_secs(15), two_paths).await, "instructions: {:?}", a.instructions());
+    exchange_both_ways(listener_addr(&a, "in"), server, 16 * 1024 * 1024).await;
+    let m = a.stats().multipath;
+    assert_eq!((m.flows, m.subflows_opened, m.subflows_lost), (1, 2, 0), "{m:?}");
+    assert!(b.stats().bytes_relayed > 1024 * 1024, "the path through b carried part of the flow");
+}

@@ -118,7 +118,8 @@ impl FrameDecoder {
         let Some(&kind) = self.buf.first() else { return Ok(None) };
         let need = match kind {
             DATA if self.buf.len() >= DATA_PREFIX_LEN => {
-                let len = u32::from_be_bytes([self.buf[9], self.buf[10], self.buf[11], self.buf[12]]) as usize;
+                let len =
+                    u32::from_be_bytes([self.buf[9], self.buf[10], self.buf[11], self.buf[12]]) as usize;
                 if len > MAX_DATA {
                     return Err(FrameError::TooLong(len));
                 }

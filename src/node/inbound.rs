@@ -55,8 +55,10 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
                 let target = target.clone();
                 match header.subflow {
                     Some(sub) => {
-                        multipath::exit::subflow_arrived(shared, guard, header, sub, &target, rest, send, recv)
-                            .await
+                        multipath::exit::subflow_arrived(
+                            shared, guard, header, sub, &target, rest, send, recv,
+                        )
+                        .await
                     }
                     None => exit::exit_flow(shared, guard, &target, rest, send, recv).await,
                 }

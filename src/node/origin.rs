@@ -52,7 +52,9 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
         Exit::Remote { exit, paths } if route.multipath => {
             let candidates = shared.candidates(&route.name, exit, paths);
             let h = header(Vec::new(), Destination::Target(target));
-            multipath::origin::open_flow(&shared, tcp, h, exit, candidates, index).instrument(span.clone()).await
+            multipath::origin::open_flow(&shared, tcp, h, exit, candidates, index)
+                .instrument(span.clone())
+                .await
         }
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);

@@ -205,7 +205,10 @@ impl Checker<'_> {
         }
         let key = format!("routes[{i}].multipath");
         if !remote_exit {
-            return self.check(key, Err("`multipath: true` needs `exit` at another node (not a proxy chain)".into()));
+            return self.check(
+                key,
+                Err("`multipath: true` needs `exit` at another node (not a proxy chain)".into()),
+            );
         }
         if static_paths == 0 && !ctx.has_scheduler {
             return self.check(

@@ -194,7 +194,8 @@ fn relay_paths_start_at_a_peer_and_name_no_node_twice() {
         ("exit: d\n    paths: [[b], []]", "routes[0].paths[1]", "at least one relay"),
         ("exit: a\n    via: [b]", "routes[0].exit", "must exit at another node"),
         ("exit: d", "routes[0].exit", "nor a configured peer"),
-        ("exit: b\n    multipath: true", "routes[0].multipath", "not supported"),
+        ("exit: b\n    multipath: true", "routes[0].multipath", "needs several paths"),
+        ("exit: a\n    multipath: true", "routes[0].multipath", "needs `exit` at another node"),
     ];
     for (route, key, needle) in cases {
         assert_has(&errors(&with("exit: b", route)), key, needle);
@@ -203,6 +204,9 @@ fn relay_paths_start_at_a_peer_and_name_no_node_twice() {
     let text = with("exit: b", &format!("exit: d\n    via: [b, {}]", long.join(", ")));
     assert_has(&errors(&text), "routes[0].via", "longer than 16 nodes");
     assert!(run(&with("exit: b", "exit: b\n    via: []\n    multipath: false")).is_ok());
+    let striped =
+        run(&with("exit: b", "exit: d\n    paths: [[b], [b, e]]\n    multipath: true")).expect("multipath");
+    assert!(striped.routes[0].multipath);
 }
 
 #[test]
@@ -283,14 +287,16 @@ fn durations_must_parse_and_be_positive() {
 
 #[test]
 fn limits_are_range_checked_and_default_per_field() {
-    let limits = "limits:\n  max_header_bytes: 10\n  max_flows: 0\n  max_streams_per_peer: 5000000000\nmesh:";
+    let limits = "limits:\n  max_header_bytes: 10\n  max_flows: 0\n  max_streams_per_peer: 5000000000\n  max_subflows: 17\nmesh:";
     let errors = errors(&with("mesh:", limits));
     assert_has(&errors, "limits.max_header_bytes", "at least 64");
+    assert_has(&errors, "limits.max_subflows", "at most 16");
     assert_has(&errors, "limits.max_flows", "greater than zero");
     assert_has(&errors, "limits.max_streams_per_peer", "at most");
     let config = run(&with("mesh:", "limits:\n  max_flows: 10\nmesh:")).expect("valid");
     assert_eq!(config.limits.max_flows, 10);
     assert_eq!(config.limits.drain_timeout, Limits::default().drain_timeout);
+    assert_eq!(config.limits.max_subflows, 4);
 }
 
 #[test]

@@ -68,7 +68,8 @@ pub(crate) async fn run(
     counters.multipath_flows.fetch_add(1, Ordering::Relaxed);
     tcp_io::arm_reset_on_drop(&tcp);
     let (core, mut events) = FlowCore::new(counters.clone());
-    let mut flow = Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new(), reply: env.timeouts.reply };
+    let mut flow =
+        Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new(), reply: env.timeouts.reply };
     flow.add(first);
     let activity = Activity::new();
     let mut force = env.force.clone();

@@ -120,7 +120,9 @@ async fn join(
     let new = arrived(subflow.index, send, recv, rest, Some(guard));
     if let Err(e) = tx.try_send(Arrival::Subflow(new)) {
         let (reason, detail) = match e {
-            mpsc::error::TrySendError::Full(_) => (RefuseReason::Overloaded, "too many subflows joining at once"),
+            mpsc::error::TrySendError::Full(_) => {
+                (RefuseReason::Overloaded, "too many subflows joining at once")
+            }
             mpsc::error::TrySendError::Closed(_) => (RefuseReason::NoRoute, "the flow ended"),
         };
         if let Arrival::Subflow(mut s) = e.into_inner() {
@@ -131,7 +133,13 @@ async fn join(
 
 /// A subflow as the exit's engine takes it: it answers `Opened` first and may carry
 /// data at once.
-fn arrived(index: u8, send: SendStream, recv: RecvStream, rest: Bytes, guard: Option<FlowGuard>) -> NewSubflow {
+fn arrived(
+    index: u8,
+    send: SendStream,
+    recv: RecvStream,
+    rest: Bytes,
+    guard: Option<FlowGuard>,
+) -> NewSubflow {
     NewSubflow {
         index,
         path: Vec::new(),

@@ -145,7 +145,9 @@ impl FlowCore {
         let delivered_before = st.out_delivered();
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
-                Frame::Data { offset, data } => in_order |= st.on_data(slot, offset, data, now).map_err(|v| v.0)?,
+                Frame::Data { offset, data } => {
+                    in_order |= st.on_data(slot, offset, data, now).map_err(|v| v.0)?
+                }
                 Frame::Ack { delivered, received } => {
                     st.on_ack(slot, delivered, received, now);
                     acked = true;

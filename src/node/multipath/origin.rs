@@ -69,8 +69,7 @@ impl Opener {
             if in_use.len() + self.pending.len() >= self.max || self.next_index == MAX_SUBFLOW_INDEX {
                 break;
             }
-            let failed_lately =
-                self.failed.iter().any(|(p, at)| *p == relays && at.elapsed() < PATH_RETRY);
+            let failed_lately = self.failed.iter().any(|(p, at)| *p == relays && at.elapsed() < PATH_RETRY);
             let taken = in_use.contains(&relays) || self.pending.contains(&relays) || failed_lately;
             if taken || !self.shared.link_usable(first_hop(&self.exit, &relays)) {
                 continue;

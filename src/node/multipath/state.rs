@@ -215,7 +215,13 @@ impl State {
 
     /// Takes a `Data` frame that arrived on `slot`; returns whether in-order bytes are
     /// now ready for TCP.
-    pub(crate) fn on_data(&mut self, slot: usize, offset: u64, data: Bytes, now: Instant) -> Result<bool, Violation> {
+    pub(crate) fn on_data(
+        &mut self,
+        slot: usize,
+        offset: u64,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<bool, Violation> {
         let end = offset.saturating_add(data.len() as u64);
         if end > self.recv.delivered() + FLOW_WINDOW as u64 {
             return Err(Violation(format!("data up to {end} beyond the flow window")));
@@ -251,8 +257,12 @@ impl State {
     /// Takes a `Fin` from the peer.
     pub(crate) fn on_fin(&mut self, offset: u64) -> Result<(), Violation> {
         match self.fin_in {
-            Some(known) if known != offset => Err(Violation(format!("end of flow moved from {known} to {offset}"))),
-            _ if offset < self.recv.delivered() => Err(Violation("end of flow before bytes already delivered".into())),
+            Some(known) if known != offset => {
+                Err(Violation(format!("end of flow moved from {known} to {offset}")))
+            }
+            _ if offset < self.recv.delivered() => {
+                Err(Violation("end of flow before bytes already delivered".into()))
+            }
             _ => {
                 self.fin_in = Some(offset);
                 Ok(())

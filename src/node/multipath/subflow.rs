@@ -11,8 +11,8 @@ use bytes::Bytes;
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::time::Instant;
 
-use crate::core::subflow_frame::FrameDecoder;
 use crate::core::subflow_frame::Frame;
+use crate::core::subflow_frame::FrameDecoder;
 use crate::node::multipath::state::WriterStep;
 use crate::node::multipath::{Event, FlowCore, codes_for_flow};
 use crate::node::splice::{FlowEnd, read_reply};
@@ -30,7 +30,9 @@ pub(crate) struct SendHalf {
 impl Drop for SendHalf {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.send.reset(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
+            let _ = self
+                .send
+                .reset(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
         }
     }
 }
@@ -45,7 +47,9 @@ pub(crate) struct RecvHalf {
 impl Drop for RecvHalf {
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.recv.stop(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
+            let _ = self
+                .recv
+                .stop(VarInt::from_u64(self.core.fail_code.load(Ordering::Relaxed)).unwrap_or_default());
         }
     }
 }
@@ -61,7 +65,13 @@ pub(crate) fn halves(core: &Arc<FlowCore>, send: SendStream, recv: RecvStream) -
 /// Sends the frames the flow queues for `slot`, after `preamble` (the exit's reply).
 /// After the flow completed, finishes the stream and waits (up to `linger`) until the
 /// next node acknowledged it.
-pub(crate) async fn write_loop(core: Arc<FlowCore>, slot: usize, mut half: SendHalf, preamble: Bytes, linger: Duration) {
+pub(crate) async fn write_loop(
+    core: Arc<FlowCore>,
+    slot: usize,
+    mut half: SendHalf,
+    preamble: Bytes,
+    linger: Duration,
+) {
     if !preamble.is_empty()
         && let Err(e) = half.send.write_chunk(preamble).await
     {
