@@ -15,7 +15,7 @@ use proxy::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Re
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-const TOKEN: u64 = 0x5EC2_E7;
+const TOKEN: u64 = 0x005E_C2E7;
 
 /// Exit node `b` and a raw QUIC link to it as its peer `a`.
 async fn exit_and_raw_link(target: SocketAddr) -> (Mesh, proxy::Node, quinn::Endpoint, quinn::Connection) {
