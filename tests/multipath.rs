@@ -258,3 +258,34 @@ async fn half_close_and_reset_cross_a_multipath_flow() {
         "a flow reset is not a path loss"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_flow_keeps_its_subflows() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ms5 = Duration::from_millis(5);
+    let t = two_paths(
+        server.local_addr().expect("addr"),
+        shaped(100, ms5),
+        shaped(100, Duration::from_millis(20)),
+    )
+    .await;
+    let mut client = connect(t.entry).await;
+    client.write_all(b"0").await.expect("write");
+    let (mut upstream, _) = server.accept().await.expect("accept");
+    upstream.read_exact(&mut [0u8; 1]).await.expect("read");
+    // One-way bursts larger than one subflow's first window (so both carry bytes), each
+    // followed by a pause longer than the stall timeout. Nothing flows back, so each
+    // subflow must acknowledge its last bytes on its own, or the pause counts as a stall.
+    for round in 0..3u8 {
+        let msg = vec![round; 1024 * 1024 + 77];
+        let mut got = vec![0u8; msg.len()];
+        let (sent, read) = tokio::join!(client.write_all(&msg), upstream.read_exact(&mut got));
+        sent.expect("write");
+        read.expect("read");
+        assert!(got == msg, "round {round} arrived different");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    let m = t.a.stats().multipath;
+    assert_eq!((m.subflows_opened, m.subflows_lost), (2, 0), "{m:?}");
+    assert!(relayed(&t.b) > 0 && relayed(&t.c) > 0, "both paths carried bytes");
+}

@@ -68,8 +68,7 @@ pub(crate) async fn run(
     counters.multipath_flows.fetch_add(1, Ordering::Relaxed);
     tcp_io::arm_reset_on_drop(&tcp);
     let (core, mut events) = FlowCore::new(counters.clone());
-    let mut flow =
-        Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new(), reply: env.timeouts.reply };
+    let mut flow = Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new() };
     flow.add(first);
     let activity = Activity::new();
     let mut force = env.force.clone();
@@ -209,7 +208,6 @@ struct Subflows {
     core: Arc<FlowCore>,
     tasks: JoinSet<()>,
     slots: Vec<Slot>,
-    reply: Duration,
 }
 
 impl Subflows {
@@ -217,7 +215,7 @@ impl Subflows {
         let now = std::time::Instant::now();
         let slot = self.core.lock().add(Sub::new(sub.index, sub.path, sub.ready, now));
         let (send, recv) = halves(&self.core, sub.send, sub.recv);
-        let reply = sub.awaits_reply.map(|at| (self.reply, at));
+        let reply = sub.awaits_reply.map(|(at, limit)| (limit, at));
         let w = self.tasks.spawn(write_loop(self.core.clone(), slot, send, sub.preamble, CLOSE_LINGER));
         let r = self.tasks.spawn(read_loop(self.core.clone(), slot, recv, sub.leading, reply));
         self.slots.push(Slot {

@@ -14,7 +14,7 @@ use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
 use crate::node::inbound::refuse;
 use crate::node::multipath::NewSubflow;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
-use crate::node::{FlowGuard, Shared, exit, log_escape};
+use crate::node::{FlowGuard, Shared, exit, log_escape, tcp_io};
 
 type Key = (String, u64);
 
@@ -37,6 +37,11 @@ impl Sessions {
         }
         map.insert(key, (token, tx));
         true
+    }
+
+    /// Whether a flow with this key is registered.
+    fn holds(&self, key: &Key) -> bool {
+        self.lock().contains_key(key)
     }
 
     /// The way into a registered flow, if `token` is its token.
@@ -74,6 +79,11 @@ pub(crate) async fn subflow_arrived(
         join(&shared, guard, key, subflow, rest, send, recv).await;
         return;
     }
+    if shared.sessions.holds(&key) {
+        let detail = format!("flow {} from `{}` is already open here", key.1, log_escape(&key.0));
+        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+        return;
+    }
     let tcp = match exit::dial_target(&shared, target).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
@@ -84,6 +94,8 @@ pub(crate) async fn subflow_arrived(
     };
     let (tx, rx) = mpsc::channel(MAX_SUBFLOWS);
     if !shared.sessions.insert(key.clone(), subflow.token, tx) {
+        // Another primary with the same key won the race while this one dialed.
+        tcp_io::reset_tcp(tcp);
         let detail = format!("flow {} from `{}` is already open here", key.1, log_escape(&key.0));
         refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
         return;

@@ -63,8 +63,8 @@ pub(crate) struct NewSubflow {
     pub(crate) preamble: Bytes,
     /// Bytes already read behind its header (exit side).
     pub(crate) leading: Bytes,
-    /// This end opened it and waits for the reply, from this instant.
-    pub(crate) awaits_reply: Option<tokio::time::Instant>,
+    /// This end opened it at this instant and waits for the reply for this long.
+    pub(crate) awaits_reply: Option<(tokio::time::Instant, Duration)>,
     /// It may carry data before its reply (the primary: bytes ride behind the header).
     pub(crate) ready: bool,
     /// It replaces a lost subflow.

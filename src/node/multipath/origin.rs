@@ -97,6 +97,7 @@ async fn open_join(
     header.hops = path.hops;
     let index = header.subflow.map_or(0, |s| s.index);
     let started = Instant::now();
+    let reply_within = shared.timeouts_for(header.hops.len() + 1).reply;
     let arrival = match onward::open_stream(&shared, &path.first_hop, &header, Bytes::new()).await {
         Ok((send, recv)) => Arrival::Subflow(NewSubflow {
             index,
@@ -106,7 +107,7 @@ async fn open_join(
             recv,
             preamble: Bytes::new(),
             leading: Bytes::new(),
-            awaits_reply: Some(started),
+            awaits_reply: Some((started, reply_within)),
             ready: false,
             replacement,
             guard: None,
@@ -172,7 +173,7 @@ pub(crate) async fn open_flow(
         recv,
         preamble: Bytes::new(),
         leading: Bytes::new(),
-        awaits_reply: Some(started),
+        awaits_reply: Some((started, shared.timeouts_for(nodes_ahead).reply)),
         ready: true,
         replacement: false,
         guard: None,

@@ -234,8 +234,11 @@ impl State {
         self.recv.insert(offset, data).map_err(|_| Violation("reorder buffer overrun".into()))?;
         if let Some(sub) = self.subs.get_mut(slot) {
             sub.received += len;
+            // The writer learns of a newly owed ack (to arm its short timer) and of a full
+            // one (to send it now).
+            let first_owed = sub.ack_due.is_none();
             sub.ack_due.get_or_insert(now);
-            if sub.received - sub.received_acked >= ACK_EVERY {
+            if first_owed || sub.received - sub.received_acked >= ACK_EVERY {
                 sub.wake.notify_one();
             }
         }

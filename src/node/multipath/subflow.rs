@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::core::subflow_frame::Frame;
 use crate::core::subflow_frame::FrameDecoder;
 use crate::node::multipath::state::WriterStep;
-use crate::node::multipath::{Event, FlowCore, codes_for_flow};
-use crate::node::splice::{FlowEnd, read_reply};
+use crate::node::multipath::{Event, FLOW_RESET, FlowCore, codes_for_flow};
+use crate::node::splice::{FlowEnd, codes, read_reply};
 
 /// Largest chunk read from a subflow at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -75,7 +75,7 @@ pub(crate) async fn write_loop(
     if !preamble.is_empty()
         && let Err(e) = half.send.write_chunk(preamble).await
     {
-        core.report(write_event(slot, e));
+        report_write_error(&core, slot, e);
         return;
     }
     let Some(wake) = core.lock().subs.get(slot).map(|s| s.wake.clone()) else { return };
@@ -84,7 +84,7 @@ pub(crate) async fn write_loop(
         match step {
             WriterStep::Send(frame) => {
                 if let Err(e) = write_frame(&mut half.send, &frame).await {
-                    core.report(write_event(slot, e));
+                    report_write_error(&core, slot, e);
                     return;
                 }
             }
@@ -119,10 +119,12 @@ async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), WriteEr
     Ok(())
 }
 
-fn write_event(slot: usize, e: WriteError) -> Event {
+fn report_write_error(core: &FlowCore, slot: usize, e: WriteError) {
     match e {
-        WriteError::Stopped(code) if codes_for_flow(code) => Event::FlowReset(code.into_inner()),
-        other => Event::Lost(slot, format!("write: {other}")),
+        WriteError::Stopped(code) if codes_for_flow(code) => core.report(Event::FlowReset(code.into_inner())),
+        // A refusing node stops our upload, then replies: the reader reports why.
+        WriteError::Stopped(code) if code == codes::REFUSED => {}
+        other => core.report(Event::Lost(slot, format!("write: {other}"))),
     }
 }
 
@@ -141,6 +143,11 @@ pub(crate) async fn read_loop(
             Ok(Ok(rest)) => {
                 leading = rest;
                 core.report(Event::Opened(slot, opened_at.elapsed()));
+            }
+            Ok(Err(FlowEnd::PeerReset(code))) if code == FLOW_RESET.into_inner() => {
+                half.ended = true;
+                core.report(Event::FlowReset(code));
+                return;
             }
             Ok(Err(FlowEnd::Refused { reason, hop, detail })) => {
                 half.ended = true;
