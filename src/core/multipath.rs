@@ -26,6 +26,14 @@ pub const MAX_SUBFLOWS: usize = 16;
 pub const FLOW_WINDOW: usize = 8 * 1024 * 1024;
 /// Most subflow indices one flow may use over its life (the wire index is a `u8`).
 pub const MAX_SUBFLOW_INDEX: u8 = u8::MAX;
+/// Most unacknowledged chunks a sender keeps: with the byte window, it bounds how many
+/// pieces the receiver may have to hold, whatever sizes the application writes in.
+pub const MAX_CHUNKS_IN_FLIGHT: usize = 8192;
+/// Most separate pieces a reorder buffer holds (a resend may split a chunk in two around
+/// bytes already held); a peer that needs more breaks the protocol.
+pub const MAX_PENDING_PIECES: usize = 2 * MAX_CHUNKS_IN_FLIGHT;
+/// Send-buffer tag of chunks that wait for a subflow (theirs was lost, or none had room).
+pub const UNASSIGNED: usize = usize::MAX;
 
 /// Why a chunk was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +75,11 @@ impl Reassembly {
             return Err(Refused::Full);
         }
         // Keep only the parts not already held, so every byte is held at most once.
-        for (at, piece) in self.gaps(offset, &data) {
+        let pieces = self.gaps(offset, &data);
+        if self.pending.len() + pieces.len() > MAX_PENDING_PIECES {
+            return Err(Refused::Full);
+        }
+        for (at, piece) in pieces {
             self.held += piece.len();
             self.pending.insert(at, piece);
         }
@@ -149,17 +161,24 @@ pub struct SendBuffer {
     held: usize,
     bound: usize,
     next_offset: u64,
+    /// Chunks tagged [`UNASSIGNED`].
+    waiting: usize,
 }
 
 impl SendBuffer {
     /// A buffer holding at most `bound` unacknowledged bytes.
     pub fn new(bound: usize) -> Self {
-        Self { chunks: VecDeque::new(), held: 0, bound, next_offset: 0 }
+        Self { chunks: VecDeque::new(), held: 0, bound, next_offset: 0, waiting: 0 }
     }
 
-    /// Whether `len` more bytes fit.
+    /// Whether `len` more bytes fit (in bytes, and in chunks).
     pub fn has_room(&self, len: usize) -> bool {
-        self.held + len <= self.bound
+        self.held + len <= self.bound && self.chunks.len() < MAX_CHUNKS_IN_FLIGHT
+    }
+
+    /// Bytes that may still be pushed.
+    pub fn room(&self) -> usize {
+        if self.chunks.len() < MAX_CHUNKS_IN_FLIGHT { self.bound.saturating_sub(self.held) } else { 0 }
     }
 
     /// Records new bytes sent on `subflow`; returns their offset, or `Full`.
@@ -170,6 +189,7 @@ impl SendBuffer {
         let offset = self.next_offset;
         self.next_offset += data.len() as u64;
         self.held += data.len();
+        self.waiting += usize::from(subflow == UNASSIGNED);
         self.chunks.push_back(InFlight { offset, data, subflow });
         Ok(offset)
     }
@@ -182,6 +202,7 @@ impl SendBuffer {
                 break;
             }
             self.held -= front.data.len();
+            self.waiting -= usize::from(front.subflow == UNASSIGNED);
             self.chunks.pop_front();
         }
     }
@@ -189,14 +210,36 @@ impl SendBuffer {
     /// `subflow` died: its unacknowledged chunks, to send again on `to` (they are recorded
     /// as on `to` from now on).
     pub fn reassign(&mut self, subflow: usize, to: usize) -> Vec<InFlight> {
-        self.chunks
+        let moved: Vec<InFlight> = self
+            .chunks
             .iter_mut()
             .filter(|c| c.subflow == subflow)
             .map(|c| {
                 c.subflow = to;
                 c.clone()
             })
-            .collect()
+            .collect();
+        if subflow != to {
+            self.waiting += if to == UNASSIGNED { moved.len() } else { 0 };
+            self.waiting -= if subflow == UNASSIGNED { moved.len() } else { 0 };
+        }
+        moved
+    }
+
+    /// Whether chunks wait for a subflow.
+    pub fn has_waiting(&self) -> bool {
+        self.waiting > 0
+    }
+
+    /// The oldest chunk waiting for a subflow, now recorded as on `to`.
+    pub fn take_waiting(&mut self, to: usize) -> Option<InFlight> {
+        if self.waiting == 0 || to == UNASSIGNED {
+            return None;
+        }
+        let chunk = self.chunks.iter_mut().find(|c| c.subflow == UNASSIGNED)?;
+        chunk.subflow = to;
+        self.waiting -= 1;
+        Some(chunk.clone())
     }
 
     /// Unacknowledged bytes held.

@@ -7,8 +7,11 @@
 //! - the window: about twice the path's bandwidth-delay product, so the path stays busy
 //!   while the queue it builds stays near one BDP. A slow path thus holds few bytes in
 //!   flight, and the reorder buffer at the far end stays small;
-//! - a stall: bytes in flight and no ack progress for longer than the stall timeout means
-//!   the path is gone (a blackholed link shows no error until QUIC's idle timeout).
+//! - a stall: bytes in flight and nothing heard on the subflow (no ack progress, no frame)
+//!   for longer than the stall timeout means the path is gone (a blackholed link shows no
+//!   error until QUIC's idle timeout). Frames from the peer count as signs of life
+//!   because its acks may wait behind its own data on the same stream; a path that works
+//!   only towards us is caught by the peer, whose bytes then go unacknowledged.
 //!
 //! Time is passed in, so the logic is tested without clocks.
 
@@ -21,6 +24,9 @@ pub const INITIAL_WINDOW: u64 = 256 * 1024;
 pub const MIN_WINDOW: u64 = 128 * 1024;
 /// The shortest stall that declares a path dead.
 pub const MIN_STALL: Duration = Duration::from_secs(1);
+/// The stall that declares a path dead before its RTT is known (a slow path must not be
+/// taken for a dead one on its first round trip).
+pub const FIRST_STALL: Duration = Duration::from_secs(3);
 /// Send marks kept for RTT samples (older ones are dropped, losing only samples).
 const MAX_MARKS: usize = 256;
 /// Bytes between two send marks.
@@ -65,6 +71,19 @@ impl SubflowMeter {
             None => rtt,
         });
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+    }
+
+    /// Counts silence from `now` on (bytes sent so far waited for something else, such as
+    /// the subflow's reply).
+    pub fn restart_stall_clock(&mut self, now: Instant) {
+        self.last_progress = now;
+        self.interval_start = (self.acked, now);
+        self.marks.iter_mut().for_each(|(_, at)| *at = now);
+    }
+
+    /// The peer sent something on the subflow at `now`: the path is alive.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_progress = self.last_progress.max(now);
     }
 
     /// Records `len` payload bytes put on the subflow at `now`.
@@ -147,8 +166,12 @@ impl SubflowMeter {
 
     /// How long bytes may wait for an ack before the path counts as dead.
     pub fn stall_timeout(&self) -> Duration {
-        let srtt = self.srtt.unwrap_or(Duration::ZERO);
-        (srtt * 4).max(MIN_STALL)
+        self.srtt.map_or(FIRST_STALL, |srtt| (srtt * 4).max(MIN_STALL))
+    }
+
+    /// How long nothing has been heard on the subflow (ack progress or any frame).
+    pub fn silence(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_progress)
     }
 
     /// Whether bytes are in flight and no ack has come for longer than the stall timeout.
@@ -209,9 +232,15 @@ mod tests {
         let mut m = SubflowMeter::new(t0, INITIAL_WINDOW);
         assert!(!m.stalled(t0 + Duration::from_secs(60)), "idle is not stalled");
         m.on_send(1000, t0);
+        assert!(!m.stalled(t0 + 2900 * MS), "no RTT known yet: patient");
+        assert!(m.stalled(t0 + 3100 * MS));
+        m.sample_rtt(10 * MS);
         assert!(!m.stalled(t0 + 900 * MS));
-        assert!(m.stalled(t0 + 1100 * MS));
-        m.on_ack(1000, t0 + 1100 * MS);
+        assert!(m.stalled(t0 + 1100 * MS), "a known short RTT: one second");
+        m.on_send(10, t0 + 1100 * MS);
+        m.heard(t0 + 2000 * MS);
+        assert!(!m.stalled(t0 + 2900 * MS), "a frame from the peer is a sign of life");
+        m.on_ack(1010, t0 + 3000 * MS);
         assert!(!m.stalled(t0 + 5000 * MS), "everything acked");
         m.on_send(10, t0 + 10_000 * MS);
         assert!(!m.stalled(t0 + 10_500 * MS), "the stall clock starts at the send after idling");

@@ -122,3 +122,44 @@ fn the_fastest_subflow_with_room_gets_the_next_chunk() {
     assert_eq!(pick_subflow(&subs, 1000), Some(0), "the fast one has no room");
     assert_eq!(pick_subflow(&[sub(false, 1, 10)], 1), None);
 }
+
+#[test]
+fn chunks_of_a_lost_subflow_wait_until_taken_one_by_one() {
+    let mut s = SendBuffer::new(1 << 20);
+    for (i, sub) in [0, 1, 0, 1].into_iter().enumerate() {
+        s.push(payload(10 + i), sub).expect("room");
+    }
+    assert!(!s.has_waiting());
+    assert_eq!(s.reassign(1, UNASSIGNED).len(), 2);
+    assert!(s.has_waiting());
+    let first = s.take_waiting(0).expect("oldest waiting chunk");
+    assert_eq!((first.offset, first.subflow), (10, 0));
+    s.ack(21);
+    let second = s.take_waiting(0).expect("the other one");
+    assert_eq!(second.offset, 33);
+    assert!(!s.has_waiting() && s.take_waiting(0).is_none());
+    // Waiting chunks that the peer acknowledges meanwhile stop waiting.
+    s.push(payload(5), UNASSIGNED).expect("room");
+    s.ack(u64::MAX);
+    assert!(!s.has_waiting());
+}
+
+#[test]
+fn the_send_buffer_counts_chunks_as_well_as_bytes() {
+    let mut s = SendBuffer::new(usize::MAX);
+    for _ in 0..MAX_CHUNKS_IN_FLIGHT {
+        s.push(payload(1), 0).expect("room");
+    }
+    assert!(!s.has_room(1));
+    assert_eq!(s.room(), 0);
+    assert_eq!(s.push(payload(1), 0), Err(Refused::Full));
+}
+
+#[test]
+fn a_reorder_buffer_refuses_more_pieces_than_any_honest_sender_needs() {
+    let mut r = Reassembly::new(usize::MAX);
+    for i in 0..MAX_PENDING_PIECES as u64 {
+        r.insert(1 + 2 * i, payload(1)).expect("within the piece cap");
+    }
+    assert_eq!(r.insert(1 + 2 * MAX_PENDING_PIECES as u64, payload(1)), Err(Refused::Full));
+}

@@ -14,7 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::core::multipath::{FLOW_WINDOW, MAX_SUBFLOWS};
+use crate::core::multipath::MAX_SUBFLOWS;
 use crate::core::subflow_frame::MAX_DATA;
 use crate::node::flow_timer::Activity;
 use crate::node::multipath::origin::Opener;
@@ -122,11 +122,11 @@ pub(crate) async fn run(
                         if let Some(op) = opener.as_mut() {
                             op.settled(&sub.path, false);
                         }
-                        if core.lock().alive() >= MAX_SUBFLOWS {
+                        if flow.accepts(&sub) {
+                            flow.add(sub);
+                        } else {
                             let _ = sub.send.reset(PATH_LOST);
                             let _ = sub.recv.stop(PATH_LOST);
-                        } else {
-                            flow.add(sub);
                         }
                     }
                     Arrival::Failed(path) => {
@@ -140,6 +140,15 @@ pub(crate) async fn run(
                     for slot in flow.stalled(&link_usable) {
                         flow.lose(slot, "stalled: bytes unacknowledged past the stall timeout");
                         replace(&mut opener, &flow, slot);
+                    }
+                    if down_done {
+                        // Our last acknowledgement may have gone down with its subflow, and
+                        // the peer cannot complete without it: say it again.
+                        core.lock().ack_written(std::time::Instant::now(), false);
+                    }
+                    if primary_open && let Some(op) = opener.as_mut() {
+                        // Paths lost a while ago may be tried again.
+                        op.open_more(&flow.paths_in_use());
                     }
                 }
                 reason = activity.watchdog(&env.timeouts) => break FlowEnd::TimedOut(reason),
@@ -164,6 +173,15 @@ pub(crate) async fn run(
             }
         }
     };
+    // Subflows that arrived too late: reset, never dropped (a dropped stream finishes).
+    let late_code = if end == FlowEnd::Completed { PATH_LOST } else { FLOW_RESET };
+    arrivals.close();
+    while let Ok(arrival) = arrivals.try_recv() {
+        if let Arrival::Subflow(mut sub) = arrival {
+            let _ = sub.send.reset(late_code);
+            let _ = sub.recv.stop(late_code);
+        }
+    }
     if let Some(per_route) = env.route.and_then(|r| counters.route_bytes.get(r)) {
         per_route.fetch_add(activity.bytes(), Ordering::Relaxed);
     }
@@ -211,9 +229,17 @@ struct Subflows {
 }
 
 impl Subflows {
+    /// Whether a new subflow may join: its index is new to the flow, and fewer than
+    /// [`MAX_SUBFLOWS`] are alive.
+    fn accepts(&self, sub: &NewSubflow) -> bool {
+        let st = self.core.lock();
+        st.alive() < MAX_SUBFLOWS && !st.subs.iter().any(|s| s.index == sub.index)
+    }
+
     fn add(&mut self, sub: NewSubflow) {
         let now = std::time::Instant::now();
-        let slot = self.core.lock().add(Sub::new(sub.index, sub.path, sub.ready, now));
+        let replied = sub.awaits_reply.is_none();
+        let slot = self.core.lock().add(Sub::new(sub.index, sub.path, sub.ready, replied, now));
         let (send, recv) = halves(&self.core, sub.send, sub.recv);
         let reply = sub.awaits_reply.map(|(at, limit)| (limit, at));
         let w = self.tasks.spawn(write_loop(self.core.clone(), slot, send, sub.preamble, CLOSE_LINGER));
@@ -226,17 +252,24 @@ impl Subflows {
         });
         self.core.counters.subflows_opened.fetch_add(1, Ordering::Relaxed);
         if sub.ready {
-            self.core.lock().adopt_unassigned(slot, now);
+            self.core.assign_waiting(&mut self.core.lock());
             self.core.room.notify_one();
         }
     }
 
     fn opened(&mut self, slot: usize, rtt: Duration) {
         let mut st = self.core.lock();
+        let now = std::time::Instant::now();
         if let Some(sub) = st.subs.get_mut(slot).filter(|s| s.alive) {
             sub.ready = true;
+            sub.replied = true;
+            // Bytes sent before the reply waited for it (and, on the primary, for the
+            // exit's dial): the stall clock starts now. The open time is a first RTT
+            // sample (on the primary an overestimate, which errs on the patient side
+            // until acks refine it).
+            sub.meter.restart_stall_clock(now);
             sub.meter.sample_rtt(rtt);
-            st.adopt_unassigned(slot, std::time::Instant::now());
+            self.core.assign_waiting(&mut st);
         }
         drop(st);
         if self.slots.get(slot).is_some_and(|s| s.replacement) {
@@ -250,13 +283,17 @@ impl Subflows {
         if !st.lose(slot) {
             return;
         }
-        let resent = st.resend(slot, std::time::Instant::now());
-        let index = st.subs.get(slot).map_or(0, |s| s.index);
+        let resent = st.resend(slot);
+        self.core.assign_waiting(&mut st);
+        if st.written > 0 {
+            // Our last acknowledgement may have been on it.
+            st.ack_written(std::time::Instant::now(), true);
+        }
+        let (index, rtt, in_flight) =
+            st.subs.get(slot).map_or((0, None, 0), |s| (s.index, s.meter.srtt(), s.meter.in_flight()));
         drop(st);
-        debug!(subflow = index, why, resent, "subflow lost");
-        let c = &self.core.counters;
-        c.subflows_lost.fetch_add(1, Ordering::Relaxed);
-        c.bytes_resent.fetch_add(resent, Ordering::Relaxed);
+        debug!(subflow = index, why, resent, ?rtt, in_flight, "subflow lost");
+        self.core.counters.subflows_lost.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = self.slots.get_mut(slot) {
             // Dropping the halves resets and stops the stream with `PATH_LOST`.
             s.tasks.iter().for_each(AbortHandle::abort);
@@ -274,7 +311,9 @@ impl Subflows {
     }
 
     /// Live subflows whose bytes went unacknowledged past their stall timeout, or whose
-    /// first link went silent while bytes are in flight.
+    /// first link went silent while bytes are in flight (and the subflow too, for longer
+    /// than its RTT: on a path slower than the link's health threshold, a quiet link is
+    /// no proof).
     fn stalled(&self, link_usable: &dyn Fn(&str) -> bool) -> Vec<usize> {
         let now = std::time::Instant::now();
         let st = self.core.lock();
@@ -287,7 +326,9 @@ impl Subflows {
                     .get(*i)
                     .and_then(|slot| slot.first_hop.as_deref())
                     .is_some_and(|hop| !link_usable(hop));
-                s.alive && s.ready && (s.meter.stalled(now) || (link_down && s.meter.in_flight() > 0))
+                let silent =
+                    s.meter.in_flight() > 0 && s.meter.silence(now) > s.meter.srtt().unwrap_or_default();
+                s.alive && s.replied && (s.meter.stalled(now) || (link_down && silent))
             })
             .map(|(i, _)| i)
             .collect()
@@ -304,11 +345,7 @@ async fn tcp_to_subflows(
 ) -> Result<(), FlowEnd> {
     loop {
         let room = loop {
-            let room = {
-                let st = core.lock();
-                let window = FLOW_WINDOW.saturating_sub(st.send.held());
-                if st.pick().is_some() { window.min(CHUNK) } else { 0 }
-            };
+            let room = core.lock().tcp_room(CHUNK);
             if room > 0 {
                 break room;
             }
@@ -326,12 +363,11 @@ async fn tcp_to_subflows(
                 activity.moved(n as u64);
                 counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 let mut st = core.lock();
-                // The subflow picked above may have gone meanwhile; the best live one
-                // takes the bytes regardless of room (the window still holds).
-                let slot = st.pick().or_else(|| st.best());
-                match slot {
-                    Some(slot) => st.push_data(slot, buf.freeze(), std::time::Instant::now()),
-                    None => st.push_unassigned(buf.freeze()),
+                // The subflow picked above may have lost its room or gone meanwhile; then
+                // the bytes wait for one.
+                let slot = st.pick();
+                if !st.push_data(slot, buf.freeze(), std::time::Instant::now()) {
+                    return Err(FlowEnd::Protocol("send window overrun".into()));
                 }
                 counters.multipath_unacked_peak.fetch_max(st.send.held() as u64, Ordering::Relaxed);
             }

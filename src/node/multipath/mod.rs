@@ -137,12 +137,24 @@ impl FlowCore {
         let _ = self.events.send(event);
     }
 
-    /// Takes every complete frame from `decoder` for `slot`.
-    fn take_frames(&self, slot: usize, decoder: &mut FrameDecoder) -> Result<(), String> {
+    /// Sends chunks that wait for a subflow where there is room now.
+    fn assign_waiting(&self, st: &mut State) {
+        let bytes = st.assign_waiting(Instant::now());
+        self.counters.bytes_resent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Takes every complete frame from `decoder` for `slot`; returns whether one was a
+    /// `Fin` (every subflow of a completing flow carries one before it is finished).
+    fn take_frames(&self, slot: usize, decoder: &mut FrameDecoder) -> Result<bool, String> {
         let now = Instant::now();
         let mut st = self.lock();
-        let (mut in_order, mut acked) = (false, false);
+        let (mut in_order, mut acked, mut fin) = (false, false, false);
         let delivered_before = st.out_delivered();
+        if let Some(sub) = st.subs.get_mut(slot)
+            && decoder.buffered() > 0
+        {
+            sub.meter.heard(now);
+        }
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match frame {
                 Frame::Data { offset, data } => {
@@ -155,8 +167,12 @@ impl FlowCore {
                 Frame::Fin { offset } => {
                     st.on_fin(offset).map_err(|v| v.0)?;
                     in_order = true;
+                    fin = true;
                 }
             }
+        }
+        if acked {
+            self.assign_waiting(&mut st);
         }
         self.counters.multipath_reorder_peak.fetch_max(st.recv.held() as u64, Ordering::Relaxed);
         let newly_delivered = !delivered_before && st.out_delivered();
@@ -170,6 +186,6 @@ impl FlowCore {
         if newly_delivered {
             self.report(Event::OutDelivered);
         }
-        Ok(())
+        Ok(fin)
     }
 }

@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::core::multipath::{FLOW_WINDOW, Reassembly, SendBuffer, SubflowState, pick_subflow};
+use crate::core::multipath::{FLOW_WINDOW, Reassembly, SendBuffer, SubflowState, UNASSIGNED, pick_subflow};
 use crate::core::subflow_frame::Frame;
 use crate::core::subflow_meter::{INITIAL_WINDOW, SubflowMeter};
 
-/// Send-buffer tag of chunks whose subflow died while no other could take them.
-pub(crate) const UNASSIGNED: usize = usize::MAX;
 /// Payload bytes a subflow receives before it acknowledges at once.
 const ACK_EVERY: u64 = 32 * 1024;
 /// Longest an acknowledgement waits for more bytes to share it.
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(2);
+/// A subflow that sent nothing for this long sends an `Ack`, so relays on its path do not
+/// take it for idle while the flow's other subflows carry the bytes.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Data frames smaller than this are copied out of the read buffer rather than pinning it.
+const SMALL_FRAME: usize = 4 * 1024;
 
 /// One subflow as the flow sees it.
 pub(crate) struct Sub {
@@ -30,6 +33,10 @@ pub(crate) struct Sub {
     pub(crate) alive: bool,
     /// May carry new data (its reply arrived, or it is the primary).
     pub(crate) ready: bool,
+    /// Its reply arrived (or it needs none): from then on a silence counts as a stall.
+    pub(crate) replied: bool,
+    /// When its writer last sent a frame.
+    pub(crate) last_sent: Instant,
     /// What it carries and how fast.
     pub(crate) meter: SubflowMeter,
     /// Frames waiting for its writer.
@@ -47,13 +54,15 @@ pub(crate) struct Sub {
 }
 
 impl Sub {
-    /// A new live subflow.
-    pub(crate) fn new(index: u8, path: Vec<String>, ready: bool, now: Instant) -> Self {
+    /// A new live subflow; `replied` is false while this end waits for its reply.
+    pub(crate) fn new(index: u8, path: Vec<String>, ready: bool, replied: bool, now: Instant) -> Self {
         Self {
             index,
             path,
             alive: true,
             ready,
+            replied,
+            last_sent: now,
             meter: SubflowMeter::new(now, INITIAL_WINDOW),
             queue: VecDeque::new(),
             received: 0,
@@ -99,8 +108,6 @@ pub(crate) struct State {
     pub(crate) written: u64,
     /// `written` as last acknowledged.
     pub(crate) written_acked: u64,
-    /// Resent bytes, for the counters.
-    pub(crate) resent: u64,
 }
 
 impl State {
@@ -115,7 +122,6 @@ impl State {
             peer_delivered: 0,
             written: 0,
             written_acked: 0,
-            resent: 0,
         }
     }
 
@@ -158,20 +164,23 @@ impl State {
             .map(|(i, _)| i)
     }
 
-    /// Queues new bytes read from TCP on `slot` (from [`State::pick`]).
-    pub(crate) fn push_data(&mut self, slot: usize, data: Bytes, now: Instant) {
+    /// Queues new bytes read from TCP on `slot` (from [`State::pick`]), or keeps them
+    /// waiting for a subflow (`None`). False if the send window had no room.
+    pub(crate) fn push_data(&mut self, slot: Option<usize>, data: Bytes, now: Instant) -> bool {
         let len = data.len() as u64;
-        // The caller checked the room; the window is the send buffer's bound.
-        let Ok(offset) = self.send.push(data.clone(), slot) else { return };
-        let sub = &mut self.subs[slot];
-        sub.meter.on_send(len, now);
-        sub.queue.push_back(Frame::Data { offset, data });
-        sub.wake.notify_one();
+        let Ok(offset) = self.send.push(data.clone(), slot.unwrap_or(UNASSIGNED)) else { return false };
+        if let Some(sub) = slot.and_then(|s| self.subs.get_mut(s)) {
+            sub.meter.on_send(len, now);
+            sub.queue.push_back(Frame::Data { offset, data });
+            sub.wake.notify_one();
+        }
+        true
     }
 
-    /// Keeps new bytes read from TCP while no subflow can take them.
-    pub(crate) fn push_unassigned(&mut self, data: Bytes) {
-        let _ = self.send.push(data, UNASSIGNED);
+    /// Whether new bytes may be read from TCP: the window has room, no older bytes wait
+    /// for a subflow, and a subflow has room. Returns how many.
+    pub(crate) fn tcp_room(&self, chunk: usize) -> usize {
+        if self.send.has_waiting() || self.pick().is_none() { 0 } else { self.send.room().min(chunk) }
     }
 
     /// Our TCP side ended: announce the final offset on every live subflow.
@@ -184,21 +193,26 @@ impl State {
         }
     }
 
-    /// Moves every unacknowledged chunk tagged `from` to the best live subflow (or to
-    /// [`UNASSIGNED`] when none is up), queued ahead of new data so the gap at the far
-    /// end closes first. Returns the bytes moved.
-    pub(crate) fn resend(&mut self, from: usize, now: Instant) -> u64 {
-        let to = self.best().filter(|&t| t != from);
-        let moved = self.send.reassign(from, to.unwrap_or(UNASSIGNED));
-        let bytes: u64 = moved.iter().map(|c| c.data.len() as u64).sum();
-        if let Some(t) = to {
-            let sub = &mut self.subs[t];
-            for chunk in moved.into_iter().rev() {
-                sub.meter.on_send(chunk.data.len() as u64, now);
-                sub.queue.push_front(Frame::Data { offset: chunk.offset, data: chunk.data });
-            }
+    /// The chunks of lost subflow `from` wait to be sent again (see
+    /// [`State::assign_waiting`]); returns their bytes.
+    pub(crate) fn resend(&mut self, from: usize) -> u64 {
+        let moved = self.send.reassign(from, UNASSIGNED);
+        moved.iter().map(|c| c.data.len() as u64).sum()
+    }
+
+    /// Sends waiting chunks, oldest first, on subflows with room (lowest RTT first), ahead
+    /// of new bytes. Returns the bytes assigned.
+    pub(crate) fn assign_waiting(&mut self, now: Instant) -> u64 {
+        let mut bytes = 0;
+        while self.send.has_waiting() {
+            let Some(slot) = self.pick() else { break };
+            let Some(chunk) = self.send.take_waiting(slot) else { break };
+            let sub = &mut self.subs[slot];
+            let len = chunk.data.len() as u64;
+            sub.meter.on_send(len, now);
+            sub.queue.push_back(Frame::Data { offset: chunk.offset, data: chunk.data });
             sub.wake.notify_one();
-            self.resent += bytes;
+            bytes += len;
         }
         bytes
     }
@@ -231,6 +245,7 @@ impl State {
         }
         let len = data.len() as u64;
         let before = self.recv.delivered();
+        let data = if data.len() < SMALL_FRAME { Bytes::copy_from_slice(&data) } else { data };
         self.recv.insert(offset, data).map_err(|_| Violation("reorder buffer overrun".into()))?;
         if let Some(sub) = self.subs.get_mut(slot) {
             sub.received += len;
@@ -295,20 +310,28 @@ impl State {
         if !sub.alive {
             return WriterStep::Stop;
         }
-        if let Some(due) = sub.ack_due {
-            let owed = sub.received - sub.received_acked;
-            if owed >= ACK_EVERY || now >= due + ACK_DELAY || sub.finishing {
-                sub.ack_due = None;
-                sub.received_acked = sub.received;
-                self.written_acked = written;
-                return WriterStep::Send(Frame::Ack { delivered: written, received: sub.received });
+        let owed = sub.ack_due.is_some_and(|due| {
+            sub.received - sub.received_acked >= ACK_EVERY || now >= due + ACK_DELAY || sub.finishing
+        });
+        let step = if owed || now >= sub.last_sent + KEEPALIVE {
+            sub.ack_due = None;
+            sub.received_acked = sub.received;
+            self.written_acked = self.written_acked.max(written);
+            WriterStep::Send(Frame::Ack { delivered: written, received: sub.received })
+        } else {
+            match sub.queue.pop_front() {
+                Some(frame) => WriterStep::Send(frame),
+                None if sub.finishing => WriterStep::Finish,
+                None => {
+                    let keepalive = sub.last_sent + KEEPALIVE;
+                    return WriterStep::Wait(Some(
+                        sub.ack_due.map_or(keepalive, |d| (d + ACK_DELAY).min(keepalive)),
+                    ));
+                }
             }
-        }
-        match sub.queue.pop_front() {
-            Some(frame) => WriterStep::Send(frame),
-            None if sub.finishing => WriterStep::Finish,
-            None => WriterStep::Wait(sub.ack_due.map(|d| d + ACK_DELAY)),
-        }
+        };
+        sub.last_sent = now;
+        step
     }
 
     /// The flow completed: every live subflow's writer finishes its stream.
@@ -316,20 +339,6 @@ impl State {
         for s in self.subs.iter_mut().filter(|s| s.alive) {
             s.finishing = true;
             s.wake.notify_one();
-        }
-    }
-
-    /// Chunks waiting for a subflow go to `slot`, which just became ready.
-    pub(crate) fn adopt_unassigned(&mut self, slot: usize, now: Instant) {
-        if self.subs.get(slot).is_some_and(|s| s.alive && s.ready) {
-            let moved = self.send.reassign(UNASSIGNED, slot);
-            let sub = &mut self.subs[slot];
-            for chunk in moved.into_iter().rev() {
-                sub.meter.on_send(chunk.data.len() as u64, now);
-                self.resent += chunk.data.len() as u64;
-                sub.queue.push_front(Frame::Data { offset: chunk.offset, data: chunk.data });
-            }
-            sub.wake.notify_one();
         }
     }
 }

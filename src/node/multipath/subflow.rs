@@ -166,10 +166,14 @@ pub(crate) async fn read_loop(
     }
     let mut decoder = FrameDecoder::new();
     decoder.feed(&leading);
+    let mut saw_fin = false;
     loop {
-        if let Err(detail) = core.take_frames(slot, &mut decoder) {
-            core.report(Event::Violation(detail));
-            return;
+        match core.take_frames(slot, &mut decoder) {
+            Ok(fin) => saw_fin |= fin,
+            Err(detail) => {
+                core.report(Event::Violation(detail));
+                return;
+            }
         }
         match half.recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => decoder.feed(&chunk.bytes),
@@ -177,8 +181,12 @@ pub(crate) async fn read_loop(
                 half.ended = true;
                 if decoder.buffered() > 0 {
                     core.report(Event::Violation("subflow ended inside a frame".into()));
-                } else {
+                } else if saw_fin {
                     core.report(Event::PeerFinished);
+                } else {
+                    // A completing peer sends `Fin` on every subflow before finishing it;
+                    // any other clean end (a dropped stream) is no completion.
+                    core.report(Event::Lost(slot, "finished without completing the flow".into()));
                 }
                 return;
             }
