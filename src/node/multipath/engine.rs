@@ -39,7 +39,7 @@ const GATHER: usize = 16;
 /// one (origin side).
 pub(crate) enum Arrival {
     /// A subflow to take in.
-    Subflow(NewSubflow),
+    Subflow(Box<NewSubflow>),
     /// Opening a subflow on this path failed.
     Failed(Vec<String>),
 }
@@ -123,7 +123,7 @@ pub(crate) async fn run(
                             op.settled(&sub.path, false);
                         }
                         if flow.accepts(&sub) {
-                            flow.add(sub);
+                            flow.add(*sub);
                         } else {
                             let _ = sub.send.reset(PATH_LOST);
                             let _ = sub.recv.stop(PATH_LOST);

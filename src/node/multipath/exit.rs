@@ -130,7 +130,7 @@ async fn join(
         return;
     };
     let new = arrived(subflow.index, send, recv, rest, Some(guard));
-    if let Err(e) = tx.try_send(Arrival::Subflow(new)) {
+    if let Err(e) = tx.try_send(Arrival::Subflow(Box::new(new))) {
         let (reason, detail) = match e {
             mpsc::error::TrySendError::Full(_) => {
                 (RefuseReason::Overloaded, "too many subflows joining at once")

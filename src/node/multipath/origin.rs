@@ -99,7 +99,7 @@ async fn open_join(
     let started = Instant::now();
     let reply_within = shared.timeouts_for(header.hops.len() + 1).reply;
     let arrival = match onward::open_stream(&shared, &path.first_hop, &header, Bytes::new()).await {
-        Ok((send, recv)) => Arrival::Subflow(NewSubflow {
+        Ok((send, recv)) => Arrival::Subflow(Box::new(NewSubflow {
             index,
             path: relays,
             first_hop: Some(path.first_hop),
@@ -111,7 +111,7 @@ async fn open_join(
             ready: false,
             replacement,
             guard: None,
-        }),
+        })),
         Err(_) => Arrival::Failed(relays),
     };
     if let Err(mpsc::error::SendError(Arrival::Subflow(mut late))) = tx.send(arrival).await {
