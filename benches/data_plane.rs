@@ -10,15 +10,16 @@
 //! Environment: `BENCH_BULK_MIB` (default 1024), `BENCH_RTT_ROUNDS` (default 10000),
 //! `BENCH_NEW_FLOWS` (default 1000), `BENCH_IDLE_FLOWS` (default 10000).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use proxy::pki::MeshCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -64,23 +65,6 @@ async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
         }
     });
     Ok((addr, rx))
-}
-
-/// A TCP echo server.
-async fn echo_server() -> Result<SocketAddr> {
-    let l = proxy::node::listener::bind("127.0.0.1:0".parse()?)?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy_buf(&mut tokio::io::BufReader::with_capacity(CHUNK, &mut r), &mut w)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream> {
@@ -421,19 +405,6 @@ fn row(name: &str, f: &Figures) {
     );
 }
 
-fn make_mesh() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let ca = MeshCa::generate("bench CA")?;
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    for n in NODE_IDS {
-        let c = ca.issue_node_cert(n, 1)?;
-        std::fs::write(dir.join(format!("{n}.crt")), c.cert_pem)?;
-        std::fs::write(dir.join(format!("{n}.key")), c.key_pem)?;
-    }
-    Ok(dir)
-}
-
 fn main() -> Result<()> {
     if std::env::var("BENCH_ROLE").as_deref() == Ok("echo") {
         return echo_process();
@@ -441,7 +412,7 @@ fn main() -> Result<()> {
     // 10,000 flows need ~40,000 descriptors across this process and the nodes.
     let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 200_000, 200_000);
     let _ = rlimit::increase_nofile_limit(200_000);
-    let dir = make_mesh()?;
+    let dir = common::make_mesh("bench", &NODE_IDS)?;
     let result = run_all(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -469,7 +440,7 @@ fn run_all(dir: &Path) -> Result<()> {
 
 async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
     let (sink, mut sink_rx) = sink_server().await?;
-    let echo = echo_server().await?;
+    let echo = common::echo_server().await?;
     println!();
     println!("{title}");
     println!("{:<22} {:>15} {:>12} {:>12} {:>12}", "", "bulk", "rtt64 p50", "rtt64 p99", "new flow p50");
@@ -559,7 +530,7 @@ fn hop_ratios(direct: &Figures, hops: &[Figures]) {
 fn echo_process() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let addr = echo_server().await?;
+        let addr = common::echo_server().await?;
         println!("{}", addr.port());
         std::future::pending::<()>().await;
         Ok(())

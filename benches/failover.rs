@@ -6,41 +6,16 @@
 //! new flow that gets an echo back (attempts every 20 ms, each given 200 ms). Repeated
 //! `BENCH_FAILOVER_ROUNDS` times (default 5), with the default keepalive (300 ms).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use proxy::Node;
 use proxy::emulator::{LinkEmulator, LinkProfile};
-use proxy::pki::MeshCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-fn yaml(id: &str, body: &str) -> String {
-    format!(
-        "common: {{ node_id: {id}, region: bench, log_level: error }}\n{body}\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, data_dir: data-{id} }}\n"
-    )
-}
-
-async fn node(dir: &Path, id: &str, body: &str) -> Result<Node> {
-    let config = proxy::config::parse(&yaml(id, body), dir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Node::start(config).await
-}
-
-async fn echo_server() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    Ok(addr)
-}
+use tokio::net::TcpStream;
 
 async fn one_flow(entry: SocketAddr) -> bool {
     let attempt = async {
@@ -69,19 +44,28 @@ async fn failover_once(cut: &LinkEmulator, entry: SocketAddr) -> Result<Duration
 }
 
 async fn run(dir: &Path) -> Result<()> {
-    let echo = echo_server().await?;
-    let d = node(dir, "d", "peers: [ { name: a }, { name: b } ]\nexit_policy: { allow: [\"127.0.0.1/32\"] }")
-        .await?;
-    let b =
-        node(dir, "b", &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d.mesh_addr()?))
-            .await?;
+    let echo = common::echo_server().await?;
+    let d = common::node(
+        dir,
+        "d",
+        "peers: [ { name: a }, { name: b } ]\nexit_policy: { allow: [\"127.0.0.1/32\"] }",
+        "",
+    )
+    .await?;
+    let b = common::node(
+        dir,
+        "b",
+        &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d.mesh_addr()?),
+        "",
+    )
+    .await?;
     let cut = LinkEmulator::start(b.mesh_addr()?, 7).await?;
     let a_body = format!(
         "listeners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\npeers: [ {{ name: b, address: \"{}\" }}, {{ name: d, address: \"{}\" }} ]\nroutes: [ {{ name: in, match: {{ listener: in }}, target: \"{echo}\", exit: d, via: [b] }} ]",
         cut.addr(),
         d.mesh_addr()?
     );
-    let a = node(dir, "a", &a_body).await?;
+    let a = common::node(dir, "a", &a_body, "").await?;
     for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
         anyhow::ensure!(n.wait_for_link(p, Duration::from_secs(10)).await, "link {} -> {p}", n.id());
     }
@@ -104,15 +88,7 @@ async fn run(dir: &Path) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("proxy-failover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let ca = MeshCa::generate("bench CA")?;
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    for n in ["a", "b", "d"] {
-        let c = ca.issue_node_cert(n, 1)?;
-        std::fs::write(dir.join(format!("{n}.crt")), c.cert_pem)?;
-        std::fs::write(dir.join(format!("{n}.key")), c.key_pem)?;
-    }
+    let dir = common::make_mesh("failover", &["a", "b", "d"])?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(run(&dir));
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,30 +18,21 @@
 //! `BENCH_MP_MBIT` sets R (default 100), `BENCH_MP_MIB` the size of runs 1 and 2
 //! (default 32).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use proxy::Node;
 use proxy::emulator::{LinkEmulator, LinkProfile};
-use proxy::pki::MeshCa;
 use ring::digest::{Context as Digest, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MIB: usize = 1024 * 1024;
-
-fn yaml(id: &str, body: &str) -> String {
-    format!(
-        "common: {{ node_id: {id}, region: bench, log_level: error }}\n{body}\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, data_dir: data-{id}, keepalive_interval: \"200ms\" }}\n"
-    )
-}
-
-async fn node(dir: &Path, id: &str, body: &str) -> Result<Node> {
-    let config = proxy::config::parse(&yaml(id, body), dir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Node::start(config).await
-}
+/// Keepalive on every node, so a blackholed link is noticed within half a second.
+const KEEPALIVE: &str = "keepalive_interval: \"200ms\"";
 
 /// A sink that reads each connection to its end and answers with the SHA-256 of it.
 async fn hashing_sink() -> Result<SocketAddr> {
@@ -119,16 +110,18 @@ async fn run(dir: &Path) -> Result<()> {
     let rate: u64 = std::env::var("BENCH_MP_MBIT").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let len = std::env::var("BENCH_MP_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(32) * MIB;
     let sink = hashing_sink().await?;
-    let d = node(
-        dir,
-        "d",
-        &format!("peers: [ {{ name: b }}, {{ name: c }} ]\nexit_policy: {{ allow: [\"{sink}\"] }}"),
-    )
-    .await?;
+    let d_body = format!("peers: [ {{ name: b }}, {{ name: c }} ]\nexit_policy: {{ allow: [\"{sink}\"] }}");
+    let d = common::node(dir, "d", &d_body, KEEPALIVE).await?;
     let relay = |id: &'static str| {
         let d_addr = d.mesh_addr();
         async move {
-            node(dir, id, &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d_addr?)).await
+            common::node(
+                dir,
+                id,
+                &format!("peers: [ {{ name: a }}, {{ name: d, address: \"{}\" }} ]", d_addr?),
+                KEEPALIVE,
+            )
+            .await
         }
     };
     let b = relay("b").await?;
@@ -148,7 +141,7 @@ async fn run(dir: &Path) -> Result<()> {
         route("via-c", "via: [c]"),
         route("mp", "paths: [[b], [c]], multipath: true"),
     );
-    let a = node(dir, "a", &a_body).await?;
+    let a = common::node(dir, "a", &a_body, KEEPALIVE).await?;
     for (n, p) in [(&a, "b"), (&a, "c"), (&b, "d"), (&c, "d")] {
         anyhow::ensure!(n.wait_for_link(p, Duration::from_secs(10)).await, "link {} -> {p}", n.id());
     }
@@ -197,15 +190,7 @@ async fn run(dir: &Path) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("proxy-multipath-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let ca = MeshCa::generate("bench CA")?;
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    for n in ["a", "b", "c", "d"] {
-        let c = ca.issue_node_cert(n, 1)?;
-        std::fs::write(dir.join(format!("{n}.crt")), c.cert_pem)?;
-        std::fs::write(dir.join(format!("{n}.key")), c.key_pem)?;
-    }
+    let dir = common::make_mesh("multipath", &["a", "b", "c", "d"])?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(run(&dir));
     let _ = std::fs::remove_dir_all(&dir);

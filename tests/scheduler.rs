@@ -43,6 +43,14 @@ async fn exit_d(mesh: &Mesh, scheduler: &str) -> Node {
     d.start(mesh).await
 }
 
+/// The relay `b`: accepts a, dials d.
+async fn relay_b(mesh: &Mesh, d: &Node, scheduler: &str) -> Node {
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    b.scheduler = Some(scheduler.to_string());
+    b.start(mesh).await
+}
+
 /// The origin `a`: reaches b and d through emulated links, routes `in` to `echo` at d.
 async fn origin_a(
     mesh: &Mesh,
@@ -67,10 +75,7 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
     let (scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
     let echo = echo_server().await;
     let d = exit_d(&mesh, &sched_addr).await;
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
-    b.scheduler = Some(sched_addr.clone());
-    let b = b.start(&mesh).await;
+    let b = relay_b(&mesh, &d, &sched_addr).await;
     // a reaches d over a slow link (80 ms round trip) and b over a fast one (10 ms).
     let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 1).await.expect("emulator");
     to_d.set_both(LinkProfile::delayed(Duration::from_millis(40)));
@@ -290,10 +295,7 @@ async fn a_multipath_route_stripes_over_the_paths_the_scheduler_computed() {
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = server.local_addr().expect("addr");
     let d = exit_d(&mesh, &sched_addr).await;
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
-    b.scheduler = Some(sched_addr.clone());
-    let b = b.start(&mesh).await;
+    let b = relay_b(&mesh, &d, &sched_addr).await;
     let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 1).await.expect("emulator");
     let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
     for link in [&to_d, &to_b] {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -99,25 +100,41 @@ async fn open_join(
     let started = Instant::now();
     let reply_within = shared.timeouts_for(header.hops.len() + 1).reply;
     let arrival = match onward::open_stream(&shared, &path.first_hop, &header, Bytes::new()).await {
-        Ok((send, recv)) => Arrival::Subflow(Box::new(NewSubflow {
-            index,
-            path: relays,
-            first_hop: Some(path.first_hop),
-            send,
-            recv,
-            preamble: Bytes::new(),
-            leading: Bytes::new(),
-            awaits_reply: Some((started, reply_within)),
-            ready: false,
-            replacement,
-            guard: None,
-        })),
+        Ok(streams) => {
+            let sub = opened(index, relays, path.first_hop, streams, (started, reply_within), replacement);
+            Arrival::Subflow(Box::new(sub))
+        }
         Err(_) => Arrival::Failed(relays),
     };
     if let Err(mpsc::error::SendError(Arrival::Subflow(mut late))) = tx.send(arrival).await {
         // The flow ended meanwhile; a dropped stream would be finished, not reset.
         let _ = late.send.reset(PATH_LOST);
         let _ = late.recv.stop(PATH_LOST);
+    }
+}
+
+/// A subflow this node opened on `relays` (to `first_hop`), waiting for its reply. The
+/// primary (index 0) carries data at once, behind its header; a join waits for `Opened`.
+fn opened(
+    index: u8,
+    relays: Vec<String>,
+    first_hop: String,
+    (send, recv): (SendStream, RecvStream),
+    awaits_reply: (Instant, Duration),
+    replacement: bool,
+) -> NewSubflow {
+    NewSubflow {
+        index,
+        path: relays,
+        first_hop: Some(first_hop),
+        send,
+        recv,
+        preamble: Bytes::new(),
+        leading: Bytes::new(),
+        awaits_reply: Some(awaits_reply),
+        ready: index == 0,
+        replacement,
+        guard: None,
     }
 }
 
@@ -165,19 +182,8 @@ pub(crate) async fn open_flow(
         joined_once: false,
         tx,
     };
-    let first = NewSubflow {
-        index: 0,
-        path: relays,
-        first_hop: Some(path.first_hop),
-        send,
-        recv,
-        preamble: Bytes::new(),
-        leading: Bytes::new(),
-        awaits_reply: Some((started, shared.timeouts_for(nodes_ahead).reply)),
-        ready: true,
-        replacement: false,
-        guard: None,
-    };
+    let awaits_reply = (started, shared.timeouts_for(nodes_ahead).reply);
+    let first = opened(0, relays, path.first_hop, (send, recv), awaits_reply, false);
     let health = shared.clone();
     let params = EngineParams {
         env: shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route)),
