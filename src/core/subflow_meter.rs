@@ -74,11 +74,11 @@ impl SubflowMeter {
     }
 
     /// Counts silence from `now` on (bytes sent so far waited for something else, such as
-    /// the subflow's reply).
+    /// the subflow's reply). RTT marks keep their send times: a sample from them is too
+    /// long, never too short, so the minimum RTT (and the window) stays honest.
     pub fn restart_stall_clock(&mut self, now: Instant) {
         self.last_progress = now;
         self.interval_start = (self.acked, now);
-        self.marks.iter_mut().for_each(|(_, at)| *at = now);
     }
 
     /// The peer sent something on the subflow at `now`: the path is alive.
@@ -244,6 +244,16 @@ mod tests {
         assert!(!m.stalled(t0 + 5000 * MS), "everything acked");
         m.on_send(10, t0 + 10_000 * MS);
         assert!(!m.stalled(t0 + 10_500 * MS), "the stall clock starts at the send after idling");
+    }
+
+    #[test]
+    fn restarting_the_stall_clock_never_shortens_an_rtt_sample() {
+        let t0 = Instant::now();
+        let mut m = SubflowMeter::new(t0, INITIAL_WINDOW);
+        m.on_send(1000, t0);
+        m.restart_stall_clock(t0 + 50 * MS);
+        m.on_ack(1000, t0 + 60 * MS);
+        assert_eq!(m.srtt(), Some(60 * MS), "measured from the send, not from the restart");
     }
 
     #[test]
