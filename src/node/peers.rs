@@ -71,6 +71,10 @@ pub struct PeerInfo {
     pub connected_secs: Option<u64>,
     /// The peer's address as seen on the connection.
     pub remote_addr: Option<String>,
+    /// UDP payload bytes sent on the current connection.
+    pub bytes_sent: Option<u64>,
+    /// UDP payload bytes received on the current connection.
+    pub bytes_received: Option<u64>,
 }
 
 /// The set of peer connections of one node.
@@ -299,5 +303,7 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
         loss: stats.map(|s| s.path.lost_packets as f64 / s.path.sent_packets.max(1) as f64),
         connected_secs: live.map(|l| l.since.elapsed().as_secs()),
         remote_addr: live.map(|l| l.conn.remote_address().to_string()),
+        bytes_sent: stats.map(|s| s.udp_tx.bytes),
+        bytes_received: stats.map(|s| s.udp_rx.bytes),
     }
 }
