@@ -54,7 +54,7 @@ pub(crate) async fn reply_and_splice(
     }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
-    let env = shared.flow_env(shared.timeouts, None);
+    let env = shared.flow_env(shared.timeouts, None, &guard);
     let end = splice::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
     guard.finish(&end);
 }

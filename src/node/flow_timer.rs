@@ -4,6 +4,7 @@
 //! no byte for this long). Both count from the last byte moved, so a half-closed flow that
 //! keeps downloading is never cut.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub struct Activity {
     last_ms: AtomicU64,
     half_closed: AtomicU64,
     /// Bytes moved, both directions (for per-route statistics).
-    bytes: AtomicU64,
+    bytes: Arc<AtomicU64>,
     /// Wakes the watchdog when a half-close brings its deadline forward.
     became_half_closed: Notify,
 }
@@ -41,11 +42,16 @@ impl Default for Activity {
 impl Activity {
     /// A flow that starts now.
     pub fn new() -> Self {
+        Self::counting(Arc::new(AtomicU64::new(0)))
+    }
+
+    /// A flow that starts now and adds the bytes it moves to `bytes` (the flow's record).
+    pub fn counting(bytes: Arc<AtomicU64>) -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             half_closed: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            bytes,
             became_half_closed: Notify::new(),
         }
     }

@@ -11,6 +11,7 @@ use quinn::{RecvStream, SendStream};
 use tracing::{Instrument, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+use crate::node::flow_registry::FlowRole;
 use crate::node::splice::codes;
 use crate::node::{FlowGuard, Shared, exit, log_escape, multipath, relay};
 
@@ -47,6 +48,7 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
         refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
         return;
     }
+    describe(&guard, &header, shared.id());
     let span = info_span!("flow", id = header.flow_id, origin = %header.origin);
     let flow = async move {
         match (&header.destination, header.hops.is_empty()) {
@@ -70,6 +72,30 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
         }
     };
     flow.instrument(span).await;
+}
+
+/// Records what an inbound flow is, for the admin API.
+fn describe(guard: &FlowGuard, header: &FlowHeader, me: &str) {
+    guard.describe(|m| {
+        m.flow_id = header.flow_id;
+        m.origin = header.origin.clone();
+        m.role = match (&header.destination, header.hops.is_empty(), header.subflow) {
+            (_, false, _) | (Destination::RouteByPort(_), true, _) => FlowRole::Relay,
+            (Destination::Target(_), true, Some(sub)) if !sub.opens() => FlowRole::Subflow,
+            (Destination::Target(_), true, _) => FlowRole::Exit,
+        };
+        m.path = header
+            .passed
+            .iter()
+            .cloned()
+            .chain([me.to_string()])
+            .chain(header.hops.iter().cloned())
+            .collect();
+        m.destination = match &header.destination {
+            Destination::Target(t) => t.clone(),
+            Destination::RouteByPort(p) => format!("port {p}"),
+        };
+    });
 }
 
 /// Reads the header within the deadline; returns it and the bytes that followed it.

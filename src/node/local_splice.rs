@@ -15,10 +15,10 @@ use crate::node::tcp_io;
 /// Copies between `client` and `upstream` until both directions finish; resets both on
 /// any failure.
 pub async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, route } = env;
+    let FlowEnv { timeouts, counters, mut force, route, bytes } = env;
     tcp_io::arm_reset_on_drop(&client);
     tcp_io::arm_reset_on_drop(&upstream);
-    let activity = Activity::new();
+    let activity = Activity::counting(bytes);
     let end = {
         let up = copy(&client, &upstream, &activity, &counters);
         let down = copy(&upstream, &client, &activity, &counters);

@@ -7,17 +7,20 @@
 
 pub mod endpoint;
 pub mod exit;
+pub mod flow_registry;
 pub mod flow_timer;
 pub mod inbound;
 pub mod instruction_store;
 pub mod links;
 pub mod listener;
 pub mod local_splice;
+pub mod metrics;
 pub mod multipath;
 pub mod onward;
 pub mod origin;
 pub mod peers;
 pub mod relay;
+pub mod route_view;
 pub mod scheduler_client;
 pub mod splice;
 pub mod stats;
@@ -39,6 +42,7 @@ use crate::core::instructions::InstructionCache;
 use crate::core::route::RouteTable;
 use crate::core::wire::HeaderLimits;
 use crate::tls::TlsIdentity;
+use flow_registry::{FlowMeta, FlowRecord, FlowRegistry};
 use flow_timer::FlowTimeouts;
 use peers::{PeerInfo, PeerPool};
 use splice::FlowEnd;
@@ -60,6 +64,9 @@ pub struct Shared {
     timeouts: FlowTimeouts,
     instructions: std::sync::RwLock<InstructionCache>,
     sessions: multipath::exit::Sessions,
+    flows: Arc<FlowRegistry>,
+    /// 1 at start, +1 per applied reload.
+    config_version: AtomicU64,
 }
 
 impl Shared {
@@ -101,9 +108,15 @@ impl Shared {
         self.pool.is_healthy(peer, quiet)
     }
 
-    /// The environment a flow is spliced in.
-    fn flow_env(&self, timeouts: FlowTimeouts, route: Option<usize>) -> splice::FlowEnv {
-        splice::FlowEnv { timeouts, counters: self.counters.clone(), force: self.force.clone(), route }
+    /// The environment a flow is spliced in; its bytes count on `guard`'s record.
+    fn flow_env(&self, timeouts: FlowTimeouts, route: Option<usize>, guard: &FlowGuard) -> splice::FlowEnv {
+        splice::FlowEnv {
+            timeouts,
+            counters: self.counters.clone(),
+            force: self.force.clone(),
+            route,
+            bytes: guard.record.bytes(),
+        }
     }
 
     fn new_flow_id(&self) -> u64 {
@@ -111,10 +124,13 @@ impl Shared {
     }
 }
 
-/// Held by every flow task: counts the flow as open and holds its permit.
+/// Held by every flow task: counts the flow as open, holds its permit, and keeps its
+/// record in the node's flow registry.
 pub struct FlowGuard {
     counters: Arc<Counters>,
     _permit: OwnedSemaphorePermit,
+    registry: Arc<FlowRegistry>,
+    record: Arc<FlowRecord>,
 }
 
 impl FlowGuard {
@@ -122,7 +138,18 @@ impl FlowGuard {
     pub(crate) fn try_new(shared: &Shared) -> Option<Self> {
         let permit = shared.flow_permits.clone().try_acquire_owned().ok()?;
         shared.counters.flows_current.fetch_add(1, Ordering::Relaxed);
-        Some(Self { counters: shared.counters.clone(), _permit: permit })
+        let record = shared.flows.register();
+        Some(Self {
+            counters: shared.counters.clone(),
+            _permit: permit,
+            registry: shared.flows.clone(),
+            record,
+        })
+    }
+
+    /// Says what the flow is, for the admin API.
+    pub(crate) fn describe(&self, f: impl FnOnce(&mut FlowMeta)) {
+        self.record.describe(f);
     }
 
     /// Counts how the flow ended.
@@ -141,6 +168,7 @@ impl FlowGuard {
 impl Drop for FlowGuard {
     fn drop(&mut self) {
         self.counters.flows_current.fetch_sub(1, Ordering::Relaxed);
+        self.registry.remove(&self.record);
     }
 }
 
@@ -222,6 +250,8 @@ impl Node {
             },
             instructions: std::sync::RwLock::new(instructions),
             sessions: multipath::exit::Sessions::default(),
+            flows: Arc::new(FlowRegistry::default()),
+            config_version: AtomicU64::new(1),
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
@@ -260,7 +290,74 @@ impl Node {
 
     /// A snapshot of every configured peer and its link.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.shared.pool.snapshot()
+        let mut peers = self.shared.pool.snapshot();
+        for p in &mut peers {
+            p.healthy = self.shared.link_usable(&p.id);
+        }
+        peers
+    }
+
+    /// The running config's version: 1 at start, +1 per applied reload.
+    pub fn config_version(&self) -> u64 {
+        self.shared.config_version.load(Ordering::Relaxed)
+    }
+
+    /// Every metric, in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let (stats, peers, routes, by_role) =
+            (self.stats(), self.peers(), self.routes(), self.flows_by_role());
+        metrics::render(&metrics::MetricsInput {
+            stats: &stats,
+            peers: &peers,
+            routes: &routes,
+            flows_by_role: &by_role,
+            config_version: self.config_version(),
+        })
+    }
+
+    /// The flows open on this node, busiest first.
+    pub fn flows(&self) -> Vec<flow_registry::FlowInfo> {
+        self.shared.flows.snapshot()
+    }
+
+    /// Open flows by role (`origin`, `relay`, `exit`, ...).
+    pub fn flows_by_role(&self) -> Vec<(flow_registry::FlowRole, u64)> {
+        self.shared.flows.count_by_role()
+    }
+
+    /// Every route with the path a new flow takes now and its alternatives.
+    pub fn routes(&self) -> Vec<route_view::RouteInfo> {
+        let shared = &self.shared;
+        let (version, stale) = (shared.instruction_version(), self.instructions_stale());
+        let load =
+            |v: &[std::sync::atomic::AtomicU64], i: usize| v.get(i).map_or(0, |a| a.load(Ordering::Relaxed));
+        shared
+            .routes
+            .routes()
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let (candidates, instructed) = match &route.exit {
+                    crate::core::route::Exit::Remote { exit, paths } => {
+                        let instructed = shared
+                            .instructions
+                            .read()
+                            .is_ok_and(|c| c.route(&route.name).is_some_and(|r| r.exit == *exit));
+                        (shared.candidates(&route.name, exit, paths), instructed)
+                    }
+                    _ => (Vec::new(), false),
+                };
+                let ctx = route_view::RouteContext {
+                    me: shared.id(),
+                    candidates,
+                    instructed,
+                    version,
+                    stale,
+                    counts: (load(&shared.counters.route_matches, i), load(&shared.counters.route_bytes, i)),
+                };
+                route_view::route_info(route, ctx, |n| shared.link_usable(n))
+            })
+            .collect()
     }
 
     /// The scheduler's instructions this node holds (from the scheduler or its disk cache).

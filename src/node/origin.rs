@@ -10,6 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::route::{Exit, choose_path};
 use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
+use crate::node::flow_registry::FlowRole;
 use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
 use crate::node::tcp_io::{self, reset_tcp};
@@ -47,24 +48,39 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
         destination,
         subflow: None,
     };
+    guard.describe(|m| {
+        m.flow_id = flow_id;
+        m.origin = me.clone();
+        m.role = if route.exit == Exit::Local { FlowRole::Local } else { FlowRole::Origin };
+        m.route = Some(route.name.clone());
+        m.destination = match route.exit {
+            Exit::Chain(_) => format!("port {port}"),
+            _ => target.clone(),
+        };
+    });
     let end = match &route.exit {
-        Exit::Local => local_exit(&shared, tcp, &target, index).instrument(span.clone()).await,
+        Exit::Local => local_exit(&shared, &guard, tcp, &target, index).instrument(span.clone()).await,
         Exit::Remote { exit, paths } if route.multipath => {
             let candidates = shared.candidates(&route.name, exit, paths);
+            guard.describe(|m| m.path = vec![exit.clone()]);
             let h = header(Vec::new(), Destination::Target(target));
-            multipath::origin::open_flow(&shared, tcp, h, exit, candidates, index)
+            multipath::origin::open_flow(&shared, &guard, tcp, h, exit, candidates, index)
                 .instrument(span.clone())
                 .await
         }
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);
             let path = choose_path(exit, &candidates, |n| shared.link_usable(n));
+            guard.describe(|m| {
+                m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect()
+            });
             let h = header(path.hops, Destination::Target(target));
-            open_flow(&shared, tcp, &path.first_hop, h, index).instrument(span.clone()).await
+            open_flow(&shared, &guard, tcp, &path.first_hop, h, index).instrument(span.clone()).await
         }
         Exit::Chain(peer) => {
+            guard.describe(|m| m.path = vec![peer.clone()]);
             let h = header(Vec::new(), Destination::RouteByPort(port));
-            open_flow(&shared, tcp, peer, h, index).instrument(span.clone()).await
+            open_flow(&shared, &guard, tcp, peer, h, index).instrument(span.clone()).await
         }
     };
     let _enter = span.enter();
@@ -79,6 +95,7 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
 /// for the reply.
 async fn open_flow(
     shared: &Shared,
+    guard: &FlowGuard,
     tcp: TcpStream,
     first_hop: &str,
     header: FlowHeader,
@@ -91,7 +108,7 @@ async fn open_flow(
     };
     match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
         Ok((send, recv)) => {
-            let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route));
+            let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
             splice::splice(tcp, send, recv, Prelude::ExpectReply, env).await
         }
         Err(e) => {
@@ -106,13 +123,19 @@ async fn open_flow(
 }
 
 /// This node is the exit: a plain TCP proxy to the target.
-async fn local_exit(shared: &Shared, tcp: TcpStream, target: &str, route: usize) -> FlowEnd {
+async fn local_exit(
+    shared: &Shared,
+    guard: &FlowGuard,
+    tcp: TcpStream,
+    target: &str,
+    route: usize,
+) -> FlowEnd {
     let timeout = shared.config.limits.connect_timeout;
     let detail = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
         Ok(Ok(upstream)) => {
             let _ = upstream.set_nodelay(true);
             shared.counters.flows_local.fetch_add(1, Ordering::Relaxed);
-            return splice_tcp(tcp, upstream, shared.flow_env(shared.timeouts, Some(route))).await;
+            return splice_tcp(tcp, upstream, shared.flow_env(shared.timeouts, Some(route), guard)).await;
         }
         Ok(Err(e)) => format!("{target}: {e}"),
         Err(_) => format!("{target}: connect timed out"),

@@ -61,6 +61,9 @@ pub struct PeerInfo {
     pub region: Option<String>,
     /// Whether a live connection exists.
     pub connected: bool,
+    /// Whether new flows may use the link: connected and heard from within two keepalive
+    /// intervals (filled in by `Node::peers`).
+    pub healthy: bool,
     /// `local` when this node dialed the connection, `remote` when the peer did.
     pub initiator: Option<&'static str>,
     /// Smoothed round-trip time, in milliseconds.
@@ -295,6 +298,7 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
         address: slot.address(),
         region: slot.region.clone(),
         connected: live.is_some(),
+        healthy: false,
         initiator: live.map(|l| match l.initiator {
             Initiator::Local => "local",
             Initiator::Remote => "remote",

@@ -109,9 +109,7 @@ async fn hand_on(
             shared.counters.flows_relayed.fetch_add(1, Ordering::Relaxed);
             shared.counters.bytes_relayed.fetch_add(leading, Ordering::Relaxed);
             let ahead = StreamPair { send, recv };
-            let end =
-                splice_streams(back, ahead, shared.timeouts, shared.counters.clone(), shared.force.clone())
-                    .await;
+            let end = splice_streams(back, ahead, shared.flow_env(shared.timeouts, None, &guard)).await;
             guard.finish(&end);
         }
         Err(e) => {

@@ -66,6 +66,8 @@ pub struct FlowEnv {
     pub force: watch::Receiver<bool>,
     /// The route (config index) this flow belongs to, when this node originated it.
     pub route: Option<usize>,
+    /// The flow's byte counter (its record in the node's flow registry).
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What happens on the stream-to-TCP side before plain copying starts.
@@ -133,9 +135,9 @@ pub async fn splice(
     prelude: Prelude,
     env: FlowEnv,
 ) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, route } = env;
+    let FlowEnv { timeouts, counters, mut force, route, bytes } = env;
     tcp_io::arm_reset_on_drop(&tcp);
-    let activity = Activity::new();
+    let activity = Activity::counting(bytes);
     // Only an opener still waiting for its reply may take a stop with `REFUSED` as "the
     // reply will say why"; after `Opened` (or on the exit side) it is a failure.
     let awaiting_reply = AtomicBool::new(matches!(prelude, Prelude::ExpectReply));

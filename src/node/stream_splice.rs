@@ -9,14 +9,12 @@
 //! - a relay holds at most one chunk per direction of its own; everything else waits in
 //!   QUIC flow control, so a slow exit slows the origin and relay memory stays bounded.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use quinn::{RecvStream, SendStream, VarInt, WriteError};
-use tokio::sync::watch;
 
-use crate::node::flow_timer::{Activity, FlowTimeouts};
-use crate::node::splice::{FlowEnd, acknowledged, codes, read_error, write_error};
+use crate::node::flow_timer::Activity;
+use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, write_error};
 use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
@@ -32,14 +30,9 @@ pub struct StreamPair {
 
 /// Relays between the previous node (`back`) and the next (`ahead`) until both directions
 /// finish, or resets both on any failure.
-pub async fn splice_streams(
-    mut back: StreamPair,
-    mut ahead: StreamPair,
-    timeouts: FlowTimeouts,
-    counters: Arc<Counters>,
-    mut force: watch::Receiver<bool>,
-) -> FlowEnd {
-    let activity = Activity::new();
+pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
+    let FlowEnv { timeouts, counters, mut force, bytes, .. } = env;
+    let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);
     let end = {
         let forward = copy(&mut back.recv, &mut ahead.send, &activity, &counters, Some(&refused_ahead));

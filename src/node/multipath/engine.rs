@@ -70,7 +70,7 @@ pub(crate) async fn run(
     let (core, mut events) = FlowCore::new(counters.clone());
     let mut flow = Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new() };
     flow.add(first);
-    let activity = Activity::new();
+    let activity = Activity::counting(env.bytes.clone());
     let mut force = env.force.clone();
     let end = {
         let up = tcp_to_subflows(&core, &tcp, &activity, &counters);

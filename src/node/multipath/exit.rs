@@ -104,7 +104,7 @@ pub(crate) async fn subflow_arrived(
     shared.counters.flows_exited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let first = arrived(subflow.index, send, recv, rest, None);
     let params = EngineParams {
-        env: shared.flow_env(shared.timeouts, None),
+        env: shared.flow_env(shared.timeouts, None, &guard),
         // The origin needs a stall timeout to notice the loss and a connect timeout to
         // open a replacement.
         grace: shared.config.limits.connect_timeout.saturating_mul(2),

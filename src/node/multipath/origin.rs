@@ -16,7 +16,7 @@ use crate::core::wire::{FlowHeader, Subflow};
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::multipath::{NewSubflow, PATH_LOST};
 use crate::node::splice::FlowEnd;
-use crate::node::{Shared, onward, tcp_io};
+use crate::node::{FlowGuard, Shared, onward, tcp_io};
 
 /// How long a path that failed in a flow is left alone before the flow tries it again.
 const PATH_RETRY: Duration = Duration::from_secs(10);
@@ -142,6 +142,7 @@ fn opened(
 /// first), with `header` naming the flow and its destination.
 pub(crate) async fn open_flow(
     shared: &Arc<Shared>,
+    guard: &FlowGuard,
     tcp: TcpStream,
     mut header: FlowHeader,
     exit: &str,
@@ -186,7 +187,7 @@ pub(crate) async fn open_flow(
     let first = opened(0, relays, path.first_hop, (send, recv), awaits_reply, false);
     let health = shared.clone();
     let params = EngineParams {
-        env: shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route)),
+        env: shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard),
         grace: shared.config.limits.connect_timeout,
         link_usable: Box::new(move |peer| health.link_usable(peer)),
     };

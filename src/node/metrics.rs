@@ -1,0 +1,204 @@
+//! The node's metrics in the Prometheus text exposition format (version 0.0.4), built
+//! from the same snapshots the admin API serves as JSON.
+
+use std::fmt::Write;
+
+use crate::core::wire::RefuseReason;
+use crate::node::flow_registry::FlowRole;
+use crate::node::peers::PeerInfo;
+use crate::node::route_view::RouteInfo;
+use crate::node::stats::Stats;
+
+/// Everything the metrics are made of.
+pub struct MetricsInput<'a> {
+    /// The counters.
+    pub stats: &'a Stats,
+    /// The peers, with link health.
+    pub peers: &'a [PeerInfo],
+    /// The routes.
+    pub routes: &'a [RouteInfo],
+    /// Open flows by role.
+    pub flows_by_role: &'a [(FlowRole, u64)],
+    /// The running config's version (1 at start, +1 per applied reload).
+    pub config_version: u64,
+}
+
+/// A metric family being written: its header once, then samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Family<'_> {
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(self.out, "{}", self.name);
+        if !labels.is_empty() {
+            let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = write!(self.out, "{{{}}}", parts.join(","));
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+    }
+}
+
+fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    Family { out, name }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders every metric.
+pub fn render(input: &MetricsInput<'_>) -> String {
+    let s = input.stats;
+    let mut out = String::new();
+    family(&mut out, "proxy_flows_current", "gauge", "Flows open now, any role.")
+        .sample(&[], s.flows_current as f64);
+    let mut f = family(&mut out, "proxy_flows_open", "gauge", "Flows open now, by this node's role in them.");
+    for (role, n) in input.flows_by_role {
+        f.sample(&[("role", role.as_str())], *n as f64);
+    }
+    let mut f = family(&mut out, "proxy_flows_total", "counter", "Flows since start, by role.");
+    for (role, n) in [
+        ("origin", s.flows_originated),
+        ("exit", s.flows_exited),
+        ("local", s.flows_local),
+        ("relay", s.flows_relayed),
+    ] {
+        f.sample(&[("role", role)], n as f64);
+    }
+    family(&mut out, "proxy_flows_reset_total", "counter", "Flows that ended in a reset or timeout.")
+        .sample(&[], s.flows_reset as f64);
+    let mut f = family(
+        &mut out,
+        "proxy_bytes_total",
+        "counter",
+        "Bytes through TCP sockets: in = read, out = written.",
+    );
+    f.sample(&[("direction", "in")], s.bytes_in as f64);
+    f.sample(&[("direction", "out")], s.bytes_out as f64);
+    family(&mut out, "proxy_bytes_relayed_total", "counter", "Bytes relayed between streams.")
+        .sample(&[], s.bytes_relayed as f64);
+    let mut f = family(
+        &mut out,
+        "proxy_refusals_total",
+        "counter",
+        "Refused flows by reason: side=origin for flows started here, inbound for flows refused here.",
+    );
+    for reason in RefuseReason::ALL {
+        f.sample(&[("side", "origin"), ("reason", reason.as_str())], s.refused_at_origin(reason) as f64);
+        f.sample(&[("side", "inbound"), ("reason", reason.as_str())], s.refused_inbound(reason) as f64);
+    }
+    peer_metrics(&mut out, input.peers);
+    route_metrics(&mut out, s, input.routes);
+    let m = &s.multipath;
+    family(&mut out, "proxy_multipath_flows_total", "counter", "Multipath flows started here.")
+        .sample(&[], m.flows as f64);
+    let mut f = family(&mut out, "proxy_subflows_total", "counter", "Multipath subflows by event.");
+    for (event, n) in
+        [("opened", m.subflows_opened), ("lost", m.subflows_lost), ("replaced", m.subflows_replaced)]
+    {
+        f.sample(&[("event", event)], n as f64);
+    }
+    family(
+        &mut out,
+        "proxy_multipath_resent_bytes_total",
+        "counter",
+        "Bytes sent again after their subflow was lost.",
+    )
+    .sample(&[], m.bytes_resent as f64);
+    family(
+        &mut out,
+        "proxy_config_version",
+        "gauge",
+        "Version of the running config (1 at start, +1 per applied reload).",
+    )
+    .sample(&[], input.config_version as f64);
+    let version = input.routes.first().map_or(0, |r| r.instruction_version);
+    let stale = input.routes.iter().any(|r| r.stale);
+    family(
+        &mut out,
+        "proxy_instruction_version",
+        "gauge",
+        "Version of the scheduler instructions held (0: none).",
+    )
+    .sample(&[], version as f64);
+    family(&mut out, "proxy_instructions_stale", "gauge", "1 when the instructions held are past their TTL.")
+        .sample(&[], if stale { 1.0 } else { 0.0 });
+    out
+}
+
+fn peer_metrics(out: &mut String, peers: &[PeerInfo]) {
+    let mut f = family(out, "proxy_peer_up", "gauge", "1 when a link to the peer is connected.");
+    for p in peers {
+        f.sample(&[("peer", &p.id)], if p.connected { 1.0 } else { 0.0 });
+    }
+    let mut f =
+        family(out, "proxy_peer_healthy", "gauge", "1 when new flows may use the link (heard from lately).");
+    for p in peers {
+        f.sample(&[("peer", &p.id)], if p.healthy { 1.0 } else { 0.0 });
+    }
+    let mut f = family(out, "proxy_peer_rtt_seconds", "gauge", "Smoothed round-trip time of the link.");
+    for p in peers {
+        if let Some(ms) = p.rtt_ms {
+            f.sample(&[("peer", &p.id)], ms / 1000.0);
+        }
+    }
+    let mut f = family(out, "proxy_peer_loss_ratio", "gauge", "Packets lost over packets sent on the link.");
+    for p in peers {
+        if let Some(loss) = p.loss {
+            f.sample(&[("peer", &p.id)], loss);
+        }
+    }
+    let mut f =
+        family(out, "proxy_peer_link_bytes_total", "counter", "UDP bytes on the current link, by direction.");
+    for p in peers {
+        if let (Some(tx), Some(rx)) = (p.bytes_sent, p.bytes_received) {
+            f.sample(&[("peer", &p.id), ("direction", "sent")], tx as f64);
+            f.sample(&[("peer", &p.id), ("direction", "received")], rx as f64);
+        }
+    }
+}
+
+fn route_metrics(out: &mut String, s: &Stats, routes: &[RouteInfo]) {
+    let mut f = family(out, "proxy_route_matches_total", "counter", "Connections matched by each route.");
+    for r in routes {
+        f.sample(&[("route", &r.name)], r.matches as f64);
+    }
+    let mut f = family(out, "proxy_route_bytes_total", "counter", "Bytes of each route's finished flows.");
+    for r in routes {
+        f.sample(&[("route", &r.name)], r.bytes as f64);
+    }
+    let mut f =
+        family(out, "proxy_route_refusals_total", "counter", "Refused flows of each route, by reason.");
+    for (route, reasons) in &s.route_refusals {
+        for (reason, n) in reasons {
+            f.sample(&[("route", route), ("reason", reason)], *n as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_numbers_are_plain() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.25), "0.25");
+    }
+}
