@@ -147,7 +147,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_node(config)) {
+    match runtime.block_on(run_node(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -187,12 +187,39 @@ fn run_scheduler(path: &Path) -> ExitCode {
     }
 }
 
-async fn run_node(config: Config) -> anyhow::Result<()> {
+/// How often the config file is checked for changes.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let node = Node::start(config).await?;
     for l in node.listeners() {
         tracing::info!(listener = %l.name, addr = %l.addr, "listening");
     }
-    wait_for_signal().await?;
+    let (mut term, mut int, mut hup) =
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
+    let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified();
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    loop {
+        let why = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = hup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                let now = modified();
+                if now == seen { continue }
+                seen = now;
+                "config file changed"
+            }
+        };
+        match node.reload_file(path) {
+            Ok(report) => {
+                tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied")
+            }
+            Err(e) => tracing::error!("{why}: config refused, the running one stays: {e}"),
+        }
+    }
     let report = node.shutdown().await;
     tracing::info!(open = report.open_at_start, reset = report.reset_at_deadline, "shutdown complete");
     Ok(())

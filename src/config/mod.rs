@@ -19,7 +19,7 @@ use crate::core::policy::ExitPolicy;
 pub use duration::parse_duration;
 
 /// A validated node configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where the config was read from (for messages); `None` when built in code.
     pub source: Option<PathBuf>,
@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// The `common` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommonConfig {
     /// This node's id; must match the id in its certificate.
     pub node_id: String,
@@ -72,7 +72,7 @@ pub enum LogLevel {
 }
 
 /// One TCP listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Unique listener name; routes match on it.
     pub name: String,
@@ -81,7 +81,7 @@ pub struct ListenerConfig {
 }
 
 /// The `scheduler` section (used from the scheduler issue on; validated now).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerClientConfig {
     /// `host:port` of the scheduler's QUIC endpoint.
     pub address: String,
@@ -98,7 +98,7 @@ pub struct SchedulerClientConfig {
 }
 
 /// One peer node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// The peer's node id (its certificate must name it).
     pub name: String,
@@ -118,7 +118,7 @@ pub enum PeerTransport {
 }
 
 /// One route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Unique route name.
     pub name: String,
@@ -149,7 +149,7 @@ pub enum RouteMatch {
 }
 
 /// The `mesh` section: this node's QUIC endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
     /// UDP address of the QUIC endpoint.
     pub bind: SocketAddr,
@@ -184,7 +184,7 @@ pub struct MeshConfig {
 }
 
 /// Limits and timeouts for flows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest stream header accepted, in bytes.
     pub max_header_bytes: usize,

@@ -2,6 +2,7 @@
 //! time, random numbers) and returns decisions; the `node` shell carries them out.
 
 pub mod backoff;
+pub mod config_diff;
 pub mod control;
 pub mod hysteresis;
 pub mod instructions;

@@ -6,9 +6,11 @@
 //! peer links are up: the first static path whose first relay is reachable, else a direct
 //! link to the exit, else the first path (its link may come up while the flow waits).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::{Config, RouteMatch};
+use crate::core::wire::RefuseReason;
 
 /// Where a route's flows leave the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,18 @@ pub fn static_candidates(paths: &[Vec<String>]) -> Vec<Vec<String>> {
     paths.iter().filter(|p| !p.is_empty()).cloned().chain([Vec::new()]).collect()
 }
 
+/// Counters of one route; they live as long as a route of that name does, across
+/// reloads.
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    /// Connections the route matched.
+    pub matches: AtomicU64,
+    /// Bytes carried by the route's flows, both directions, counted when a flow ends.
+    pub bytes: AtomicU64,
+    /// Refusals of the route's flows, by reason.
+    pub refusals: [AtomicU64; RefuseReason::ALL.len()],
+}
+
 /// One route, ready for lookups.
 #[derive(Debug)]
 pub struct Route {
@@ -84,6 +98,8 @@ pub struct Route {
     pub exit: Exit,
     /// Whether its flows are striped over several paths (remote exits only).
     pub multipath: bool,
+    /// Its counters (kept across reloads for a route of the same name).
+    pub counters: Arc<RouteCounters>,
     targets: Vec<String>,
     cursor: AtomicUsize,
 }
@@ -114,8 +130,8 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table: for each listener, the first route that names it, else the first
-    /// that matches its bound port.
-    pub fn new(config: &Config, listener_ports: &[(String, u16)]) -> Self {
+    /// that matches its bound port. Routes named as in `previous` keep their counters.
+    pub fn new(config: &Config, listener_ports: &[(String, u16)], previous: Option<&RouteTable>) -> Self {
         let local = &config.common.node_id;
         let routes: Vec<Route> = config
             .routes
@@ -128,6 +144,9 @@ impl RouteTable {
                     _ => Exit::Local,
                 },
                 multipath: r.multipath,
+                counters: previous
+                    .and_then(|t| t.routes.iter().find(|old| old.name == r.name))
+                    .map_or_else(Default::default, |old| old.counters.clone()),
                 targets: r.targets.clone(),
                 cursor: AtomicUsize::new(0),
             })
@@ -173,6 +192,11 @@ impl RouteTable {
     /// All routes, in config order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// Each route's name and counters, in config order.
+    pub fn counters(&self) -> Vec<(String, Arc<RouteCounters>)> {
+        self.routes.iter().map(|r| (r.name.clone(), r.counters.clone())).collect()
     }
 }
 

@@ -9,6 +9,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use crate::core::policy::ExitPolicy;
 use crate::core::wire::{self, RefuseReason, Reply};
 use crate::node::inbound::refuse;
 use crate::node::splice::{self, FlowEnd, Prelude, codes};
@@ -63,13 +64,13 @@ pub(crate) async fn reply_and_splice(
 /// first that answers, all within one `connect_timeout`. A name is resolved only when some
 /// rule could allow it, so a deny-all node never looks up names peers send it.
 pub(crate) async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
-    let policy = &shared.config.exit_policy;
+    let policy = shared.exit_policy();
     let (host, port) = split_target(target);
     if !policy.may_allow(host, port) {
         return Err((RefuseReason::Policy, format!("exit policy does not allow {}", log_escape(target))));
     }
     let budget = shared.config.limits.connect_timeout;
-    match tokio::time::timeout(budget, resolve_and_connect(shared, target, host)).await {
+    match tokio::time::timeout(budget, resolve_and_connect(&policy, target, host)).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
     }
@@ -83,7 +84,7 @@ fn split_target(target: &str) -> (&str, u16) {
 }
 
 async fn resolve_and_connect(
-    shared: &Shared,
+    policy: &ExitPolicy,
     target: &str,
     host: &str,
 ) -> Result<TcpStream, (RefuseReason, String)> {
@@ -91,8 +92,7 @@ async fn resolve_and_connect(
         Ok(addrs) => addrs.collect(),
         Err(e) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
     };
-    let allowed: Vec<SocketAddr> =
-        resolved.iter().copied().filter(|a| shared.config.exit_policy.allows(host, *a)).collect();
+    let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.allows(host, *a)).collect();
     if allowed.is_empty() {
         let shown: Vec<String> = resolved.iter().map(ToString::to_string).collect();
         return Err((RefuseReason::Policy, format!("exit policy does not allow {}", shown.join(", "))));

@@ -33,8 +33,8 @@ pub async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) ->
             _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    if let Some(per_route) = route.and_then(|r| counters.route_bytes.get(r)) {
-        per_route.fetch_add(activity.bytes(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(route) = route {
+        route.bytes.fetch_add(activity.bytes(), std::sync::atomic::Ordering::Relaxed);
     }
     if end == FlowEnd::Completed {
         tcp_io::disarm_reset_on_drop(&client);

@@ -20,6 +20,7 @@ pub mod onward;
 pub mod origin;
 pub mod peers;
 pub mod relay;
+pub mod reload;
 pub mod route_view;
 pub mod scheduler_client;
 pub mod splice;
@@ -51,8 +52,7 @@ use stats::{Counters, Stats};
 /// State shared by every task of a node.
 pub struct Shared {
     config: Config,
-    routes: RouteTable,
-    route_names: Vec<String>,
+    routes: std::sync::RwLock<Arc<RouteTable>>,
     pool: PeerPool,
     endpoint: quinn::Endpoint,
     counters: Arc<Counters>,
@@ -67,11 +67,25 @@ pub struct Shared {
     flows: Arc<FlowRegistry>,
     /// 1 at start, +1 per applied reload.
     config_version: AtomicU64,
+    /// The exit policy in force (replaced whole by a reload).
+    exit_policy: std::sync::RwLock<Arc<crate::core::policy::ExitPolicy>>,
+    /// The config in force and the tasks that serve it.
+    running: std::sync::Mutex<reload::Running>,
 }
 
 impl Shared {
     fn id(&self) -> &str {
         &self.config.common.node_id
+    }
+
+    /// The exit policy in force.
+    fn exit_policy(&self) -> Arc<crate::core::policy::ExitPolicy> {
+        self.exit_policy.read().map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+    }
+
+    /// The route table in force (replaced whole by a reload).
+    fn routes(&self) -> Arc<RouteTable> {
+        self.routes.read().map_or_else(|p| p.into_inner().clone(), |r| r.clone())
     }
 
     /// Timeouts for a flow this node opens with `nodes_ahead` nodes after it: each may
@@ -109,7 +123,12 @@ impl Shared {
     }
 
     /// The environment a flow is spliced in; its bytes count on `guard`'s record.
-    fn flow_env(&self, timeouts: FlowTimeouts, route: Option<usize>, guard: &FlowGuard) -> splice::FlowEnv {
+    fn flow_env(
+        &self,
+        timeouts: FlowTimeouts,
+        route: Option<Arc<stats::RouteCounters>>,
+        guard: &FlowGuard,
+    ) -> splice::FlowEnv {
         splice::FlowEnv {
             timeouts,
             counters: self.counters.clone(),
@@ -173,7 +192,7 @@ impl Drop for FlowGuard {
 }
 
 /// A bound listener.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerInfo {
     /// The listener's name.
     pub name: String,
@@ -193,7 +212,6 @@ pub struct ShutdownReport {
 /// A running node.
 pub struct Node {
     shared: Arc<Shared>,
-    listeners: Vec<ListenerInfo>,
     draining_tx: watch::Sender<bool>,
     force_tx: watch::Sender<bool>,
 }
@@ -229,15 +247,14 @@ impl Node {
         let (force_tx, force) = watch::channel(false);
         let limits = &config.limits;
         let shared = Arc::new(Shared {
-            routes: RouteTable::new(&config, &ports),
-            route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
+            routes: std::sync::RwLock::new(Arc::new(RouteTable::new(&config, &ports, None))),
             pool: PeerPool::new(
                 &config.common.node_id,
                 &config.peers,
                 limits.connect_timeout.saturating_add(Duration::from_secs(1)),
             ),
             endpoint,
-            counters: Arc::new(Counters::new(config.routes.len())),
+            counters: Arc::new(Counters::new()),
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
             draining,
             force,
@@ -252,20 +269,31 @@ impl Node {
             sessions: multipath::exit::Sessions::default(),
             flows: Arc::new(FlowRegistry::default()),
             config_version: AtomicU64::new(1),
+            exit_policy: std::sync::RwLock::new(Arc::new(config.exit_policy.clone())),
+            running: std::sync::Mutex::new(reload::Running {
+                config: config.clone(),
+                listeners: Vec::new(),
+                dialers: std::collections::HashMap::new(),
+            }),
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
         if let Some(cfg) = shared.config.scheduler.clone() {
             tokio::spawn(scheduler_client::run(shared.clone(), cfg));
         }
-        for (peer, address) in shared.pool.dialable() {
-            tokio::spawn(links::dial_loop(shared.clone(), peer, address));
-        }
-        for (name, tcp) in bound {
-            tokio::spawn(listener::accept_loop(shared.clone(), name, tcp));
+        {
+            let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+            for (peer, address) in shared.pool.dialable() {
+                let task = tokio::spawn(links::dial_loop(shared.clone(), peer.clone(), address));
+                running.dialers.insert(peer, task.abort_handle());
+            }
+            for ((name, tcp), info) in bound.into_iter().zip(&listeners) {
+                let task = tokio::spawn(listener::accept_loop(shared.clone(), name, tcp));
+                running.listeners.push((info.clone(), task.abort_handle()));
+            }
         }
         info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, "node started");
-        Ok(Node { shared, listeners, draining_tx, force_tx })
+        Ok(Node { shared, draining_tx, force_tx })
     }
 
     /// This node's id.
@@ -280,12 +308,27 @@ impl Node {
 
     /// The bound listeners.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.listeners.clone()
+        let running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.listeners.iter().map(|(l, _)| l.clone()).collect()
+    }
+
+    /// Applies a new config while the node runs: listeners, peers, routes and the exit
+    /// policy change; flows the change does not concern are not touched. A config whose
+    /// other settings differ, or whose new listeners cannot be bound, is refused and
+    /// nothing changes.
+    pub fn reload(&self, config: Config) -> Result<reload::ReloadReport, reload::ReloadError> {
+        reload::apply(&self.shared, config)
+    }
+
+    /// Reads, validates and applies the config file at `path` (see [`Node::reload`]).
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<reload::ReloadReport, reload::ReloadError> {
+        let config = crate::config::load(path).map_err(reload::ReloadError::Invalid)?;
+        self.reload(config)
     }
 
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
-        stats::snapshot(self.shared.id(), &self.shared.counters, &self.shared.route_names)
+        stats::snapshot(self.shared.id(), &self.shared.counters, &self.shared.routes().counters())
     }
 
     /// A snapshot of every configured peer and its link.
@@ -329,14 +372,11 @@ impl Node {
     pub fn routes(&self) -> Vec<route_view::RouteInfo> {
         let shared = &self.shared;
         let (version, stale) = (shared.instruction_version(), self.instructions_stale());
-        let load =
-            |v: &[std::sync::atomic::AtomicU64], i: usize| v.get(i).map_or(0, |a| a.load(Ordering::Relaxed));
         shared
-            .routes
+            .routes()
             .routes()
             .iter()
-            .enumerate()
-            .map(|(i, route)| {
+            .map(|route| {
                 let (candidates, instructed) = match &route.exit {
                     crate::core::route::Exit::Remote { exit, paths } => {
                         let instructed = shared
@@ -353,7 +393,10 @@ impl Node {
                     instructed,
                     version,
                     stale,
-                    counts: (load(&shared.counters.route_matches, i), load(&shared.counters.route_bytes, i)),
+                    counts: (
+                        route.counters.matches.load(Ordering::Relaxed),
+                        route.counters.bytes.load(Ordering::Relaxed),
+                    ),
                 };
                 route_view::route_info(route, ctx, |n| shared.link_usable(n))
             })

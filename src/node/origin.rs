@@ -13,6 +13,7 @@ use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::flow_registry::FlowRole;
 use crate::node::local_splice::splice_tcp;
 use crate::node::splice::{self, FlowEnd, Prelude};
+use crate::node::stats::RouteCounters;
 use crate::node::tcp_io::{self, reset_tcp};
 use crate::node::{FlowGuard, Shared, multipath, onward};
 
@@ -21,20 +22,22 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     let _ = tcp.set_nodelay(true);
     // From here on, any way this task ends short of completion closes with an RST.
     tcp_io::arm_reset_on_drop(&tcp);
-    let Some((index, route)) = shared.routes.for_listener(&listener) else {
+    let routes = shared.routes();
+    let Some((_, route)) = routes.for_listener(&listener) else {
         shared.counters.refused_origin(RefuseReason::NoRoute, None);
         warn!(listener = %listener, "refused a connection: no route");
         reset_tcp(tcp);
         return;
     };
     let Some(guard) = FlowGuard::try_new(&shared) else {
-        shared.counters.refused_origin(RefuseReason::Overloaded, Some(index));
+        shared.counters.refused_origin(RefuseReason::Overloaded, Some(&route.counters));
         warn!(listener = %listener, "refused a connection: flow limit reached");
         reset_tcp(tcp);
         return;
     };
     let c = &shared.counters;
-    c.route_matches[index].fetch_add(1, Ordering::Relaxed);
+    route.counters.matches.fetch_add(1, Ordering::Relaxed);
+    let index = route.counters.clone();
     c.flows_originated.fetch_add(1, Ordering::Relaxed);
     let flow_id = shared.new_flow_id();
     let target = route.next_target().to_string();
@@ -59,12 +62,14 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
         };
     });
     let end = match &route.exit {
-        Exit::Local => local_exit(&shared, &guard, tcp, &target, index).instrument(span.clone()).await,
+        Exit::Local => {
+            local_exit(&shared, &guard, tcp, &target, index.clone()).instrument(span.clone()).await
+        }
         Exit::Remote { exit, paths } if route.multipath => {
             let candidates = shared.candidates(&route.name, exit, paths);
             guard.describe(|m| m.path = vec![exit.clone()]);
             let h = header(Vec::new(), Destination::Target(target));
-            multipath::origin::open_flow(&shared, &guard, tcp, h, exit, candidates, index)
+            multipath::origin::open_flow(&shared, &guard, tcp, h, exit, candidates, index.clone())
                 .instrument(span.clone())
                 .await
         }
@@ -75,7 +80,7 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
                 m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect()
             });
             let h = header(path.hops, Destination::Target(target));
-            open_flow(&shared, &guard, tcp, &path.first_hop, h, index).instrument(span.clone()).await
+            open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone()).instrument(span.clone()).await
         }
         Exit::Chain(peer) => {
             guard.describe(|m| m.path = vec![peer.clone()]);
@@ -85,7 +90,7 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     };
     let _enter = span.enter();
     if let FlowEnd::Refused { reason, hop, detail } = &end {
-        shared.counters.refused_origin(*reason, Some(index));
+        shared.counters.refused_origin(*reason, Some(&route.counters));
         info!(reason = reason.as_str(), hop = %crate::node::log_escape(hop), detail = %crate::node::log_escape(detail), "flow refused");
     }
     guard.finish(&end);
@@ -99,7 +104,7 @@ async fn open_flow(
     tcp: TcpStream,
     first_hop: &str,
     header: FlowHeader,
-    route: usize,
+    route: Arc<RouteCounters>,
 ) -> FlowEnd {
     // A proxy chain may go on for as long as the hop limit allows.
     let nodes_ahead = match header.destination {
@@ -128,7 +133,7 @@ async fn local_exit(
     guard: &FlowGuard,
     tcp: TcpStream,
     target: &str,
-    route: usize,
+    route: Arc<RouteCounters>,
 ) -> FlowEnd {
     let timeout = shared.config.limits.connect_timeout;
     let detail = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {

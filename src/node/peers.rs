@@ -139,6 +139,41 @@ impl PeerPool {
         true
     }
 
+    /// Adds or updates a configured peer (a reload): its address and region are the
+    /// config's from now on. An existing link is kept.
+    pub fn configure(&self, peer: &PeerConfig) {
+        if peer.name == self.local_id {
+            return;
+        }
+        let Ok(mut slots) = self.slots.write() else { return };
+        match slots.get(&peer.name) {
+            Some(slot) => {
+                if let Ok(mut a) = slot.address.write() {
+                    a.clone_from(&peer.address);
+                }
+            }
+            None => {
+                let slot = Slot {
+                    address: RwLock::new(peer.address.clone()),
+                    region: peer.region.clone(),
+                    link: watch::Sender::new(None),
+                };
+                slots.insert(peer.name.clone(), Arc::new(slot));
+            }
+        }
+    }
+
+    /// Forgets a peer (a reload removed it): its link is closed and it is refused from now
+    /// on.
+    pub fn remove(&self, id: &str) {
+        let removed = self.slots.write().ok().and_then(|mut s| s.remove(id));
+        if let Some(slot) = removed
+            && let Some(link) = slot.link.borrow().as_ref()
+        {
+            link.conn.close(LINK_UNKNOWN_PEER, b"peer removed");
+        }
+    }
+
     /// The address to dial `id` at, when known.
     pub fn address_of(&self, id: &str) -> Option<String> {
         self.slot(id)?.address()

@@ -49,12 +49,13 @@ pub(crate) async fn chain(
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let Some((index, route)) = shared.routes.for_port(port) else {
+    let routes = shared.routes();
+    let Some((_, route)) = routes.for_port(port) else {
         let detail = format!("no route for port {port}");
         refuse(&shared, &mut send, &mut recv, RefuseReason::NoRoute, &detail).await;
         return;
     };
-    shared.counters.route_matches[index].fetch_add(1, Ordering::Relaxed);
+    route.counters.matches.fetch_add(1, Ordering::Relaxed);
     let target = route.next_target().to_string();
     let mut onward = header.onward(shared.id());
     let next = match &route.exit {

@@ -223,11 +223,9 @@ impl LinkMeter {
     /// no traffic are left out).
     fn routes(&mut self, shared: &Shared) -> Vec<RouteReport> {
         use std::sync::atomic::Ordering::Relaxed;
-        let c = &shared.counters;
         let mut out = Vec::new();
-        for (i, name) in shared.route_names.iter().enumerate() {
-            let flows = c.route_matches.get(i).map_or(0, |a| a.load(Relaxed));
-            let bytes = c.route_bytes.get(i).map_or(0, |a| a.load(Relaxed));
+        for (name, c) in shared.routes().counters() {
+            let (flows, bytes) = (c.matches.load(Relaxed), c.bytes.load(Relaxed));
             let (f0, b0) = self.routes_before.insert(name.clone(), (flows, bytes)).unwrap_or((0, 0));
             if flows > f0 || bytes > b0 {
                 out.push(RouteReport {

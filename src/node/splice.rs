@@ -65,7 +65,7 @@ pub struct FlowEnv {
     /// Turns true when the node's drain deadline passes.
     pub force: watch::Receiver<bool>,
     /// The route (config index) this flow belongs to, when this node originated it.
-    pub route: Option<usize>,
+    pub route: Option<Arc<crate::node::stats::RouteCounters>>,
     /// The flow's byte counter (its record in the node's flow registry).
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -162,8 +162,8 @@ pub async fn splice(
         },
         other => other,
     };
-    if let Some(per_route) = route.and_then(|r| counters.route_bytes.get(r)) {
-        per_route.fetch_add(activity.bytes(), Ordering::Relaxed);
+    if let Some(route) = route {
+        route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
     }
     if end == FlowEnd::Completed {
         tcp_io::disarm_reset_on_drop(&tcp);

@@ -1,9 +1,11 @@
 //! A node's counters: lock-free atomics updated on the data path, read as snapshots.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+pub use crate::core::route::RouteCounters;
 use crate::core::wire::RefuseReason;
 
 /// Live counters of one node.
@@ -31,13 +33,6 @@ pub struct Counters {
     pub refused_inbound: [AtomicU64; RefuseReason::ALL.len()],
     /// Flows that ended with a reset or timeout instead of a clean close.
     pub flows_reset: AtomicU64,
-    /// Matches per route, in config order.
-    pub route_matches: Vec<AtomicU64>,
-    /// Bytes carried by flows of each route (config order), both directions, counted when
-    /// a flow ends.
-    pub route_bytes: Vec<AtomicU64>,
-    /// Refusals of flows this node originated, per route (config order), by reason.
-    pub route_refusals: Vec<[AtomicU64; RefuseReason::ALL.len()]>,
     /// Multipath flows started here (origin or exit).
     pub multipath_flows: AtomicU64,
     /// Subflows taken into multipath flows.
@@ -55,8 +50,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counters for a node with `routes` routes.
-    pub fn new(routes: usize) -> Self {
+    /// Fresh counters.
+    pub fn new() -> Self {
         Self {
             flows_current: AtomicU64::new(0),
             flows_originated: AtomicU64::new(0),
@@ -69,9 +64,6 @@ impl Counters {
             refused_at_origin: Default::default(),
             refused_inbound: Default::default(),
             flows_reset: AtomicU64::new(0),
-            route_matches: (0..routes).map(|_| AtomicU64::new(0)).collect(),
-            route_refusals: (0..routes).map(|_| Default::default()).collect(),
-            route_bytes: (0..routes).map(|_| AtomicU64::new(0)).collect(),
             multipath_flows: AtomicU64::new(0),
             subflows_opened: AtomicU64::new(0),
             subflows_lost: AtomicU64::new(0),
@@ -83,16 +75,22 @@ impl Counters {
     }
 
     /// Counts a refusal learned at the origin, for route `route` when known.
-    pub fn refused_origin(&self, reason: RefuseReason, route: Option<usize>) {
+    pub fn refused_origin(&self, reason: RefuseReason, route: Option<&RouteCounters>) {
         self.refused_at_origin[reason.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(per_route) = route.and_then(|r| self.route_refusals.get(r)) {
-            per_route[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(route) = route {
+            route.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Counts a refusal of an inbound flow.
     pub fn refused_here(&self, reason: RefuseReason) {
         self.refused_inbound[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -168,8 +166,8 @@ fn lookup(list: &[(String, u64)], key: &str) -> u64 {
     list.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v)
 }
 
-/// Takes a snapshot; `route_names` in config order.
-pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
+/// Takes a snapshot; `routes` in config order.
+pub fn snapshot(node_id: &str, c: &Counters, routes: &[(String, Arc<RouteCounters>)]) -> Stats {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let by_reason = |arr: &[AtomicU64]| -> Vec<(String, u64)> {
         RefuseReason::ALL
@@ -192,12 +190,8 @@ pub fn snapshot(node_id: &str, c: &Counters, route_names: &[String]) -> Stats {
         flows_reset: load(&c.flows_reset),
         refused_at_origin: by_reason(&c.refused_at_origin),
         refused_inbound: by_reason(&c.refused_inbound),
-        route_matches: route_names.iter().cloned().zip(c.route_matches.iter().map(load)).collect(),
-        route_refusals: route_names
-            .iter()
-            .cloned()
-            .zip(c.route_refusals.iter().map(|r| by_reason(r)))
-            .collect(),
+        route_matches: routes.iter().map(|(name, r)| (name.clone(), load(&r.matches))).collect(),
+        route_refusals: routes.iter().map(|(name, r)| (name.clone(), by_reason(&r.refusals))).collect(),
         multipath: MultipathStats {
             flows: load(&c.multipath_flows),
             subflows_opened: load(&c.subflows_opened),

@@ -182,8 +182,8 @@ pub(crate) async fn run(
             let _ = sub.recv.stop(late_code);
         }
     }
-    if let Some(per_route) = env.route.and_then(|r| counters.route_bytes.get(r)) {
-        per_route.fetch_add(activity.bytes(), Ordering::Relaxed);
+    if let Some(route) = &env.route {
+        route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
     }
     if end == FlowEnd::Completed {
         core.lock().finish_all();

@@ -16,6 +16,7 @@ use crate::core::wire::{FlowHeader, Subflow};
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::multipath::{NewSubflow, PATH_LOST};
 use crate::node::splice::FlowEnd;
+use crate::node::stats::RouteCounters;
 use crate::node::{FlowGuard, Shared, onward, tcp_io};
 
 /// How long a path that failed in a flow is left alone before the flow tries it again.
@@ -147,7 +148,7 @@ pub(crate) async fn open_flow(
     mut header: FlowHeader,
     exit: &str,
     candidates: Vec<Vec<String>>,
-    route: usize,
+    route: Arc<RouteCounters>,
 ) -> FlowEnd {
     let relays = pick_relays(exit, &candidates, |n| shared.link_usable(n));
     let path = path_via(exit, &relays);

@@ -1,0 +1,115 @@
+//! What a config reload changes, worked out before anything is touched: which listeners,
+//! peers and routes to add, change or remove, whether the exit policy changes, and which
+//! changed settings only a restart can apply (then nothing is applied).
+
+use crate::config::{Config, ListenerConfig, PeerConfig};
+
+/// The changes a reload makes to a running node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigDiff {
+    /// Listeners to open.
+    pub listeners_added: Vec<ListenerConfig>,
+    /// Listeners to close, by name.
+    pub listeners_removed: Vec<String>,
+    /// Listeners whose address changes (opened anew, then the old one closed).
+    pub listeners_rebound: Vec<ListenerConfig>,
+    /// Peers to add.
+    pub peers_added: Vec<PeerConfig>,
+    /// Peers to remove (their links are closed), by name.
+    pub peers_removed: Vec<String>,
+    /// Peers whose address or region changes.
+    pub peers_changed: Vec<PeerConfig>,
+    /// Routes added, removed or changed, by name (the route table is rebuilt when any is).
+    pub routes_changed: Vec<String>,
+    /// Whether the exit policy changes.
+    pub exit_policy_changed: bool,
+}
+
+impl ConfigDiff {
+    /// Whether the reload changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ConfigDiff::default()
+    }
+
+    /// One line for the log.
+    pub fn summary(&self) -> String {
+        let names = |v: &[String]| v.join(",");
+        let listeners = |v: &[ListenerConfig]| v.iter().map(|l| l.name.clone()).collect::<Vec<_>>().join(",");
+        let peers = |v: &[PeerConfig]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(",");
+        let mut parts = Vec::new();
+        let mut push = |label: &str, list: String| {
+            if !list.is_empty() {
+                parts.push(format!("{label} [{list}]"));
+            }
+        };
+        push("listeners added", listeners(&self.listeners_added));
+        push("listeners removed", names(&self.listeners_removed));
+        push("listeners rebound", listeners(&self.listeners_rebound));
+        push("peers added", peers(&self.peers_added));
+        push("peers removed", names(&self.peers_removed));
+        push("peers changed", peers(&self.peers_changed));
+        push("routes changed", names(&self.routes_changed));
+        if self.exit_policy_changed {
+            parts.push("exit policy changed".into());
+        }
+        if parts.is_empty() { "no change".into() } else { parts.join("; ") }
+    }
+}
+
+/// The changes from `old` to `new`, or the settings that changed and need a restart.
+pub fn diff(old: &Config, new: &Config) -> Result<ConfigDiff, Vec<&'static str>> {
+    let mut restart = Vec::new();
+    if old.common != new.common {
+        restart.push("common");
+    }
+    if old.mesh != new.mesh {
+        restart.push("mesh");
+    }
+    if old.limits != new.limits {
+        restart.push("limits");
+    }
+    if old.scheduler != new.scheduler {
+        restart.push("scheduler");
+    }
+    if !restart.is_empty() {
+        return Err(restart);
+    }
+    let mut d = ConfigDiff::default();
+    for l in &new.listeners {
+        match old.listeners.iter().find(|o| o.name == l.name) {
+            None => d.listeners_added.push(l.clone()),
+            Some(o) if o.bind != l.bind => d.listeners_rebound.push(l.clone()),
+            Some(_) => {}
+        }
+    }
+    d.listeners_removed = removed(&old.listeners, &new.listeners, |l| &l.name);
+    for p in &new.peers {
+        match old.peers.iter().find(|o| o.name == p.name) {
+            None => d.peers_added.push(p.clone()),
+            Some(o) if o != p => d.peers_changed.push(p.clone()),
+            Some(_) => {}
+        }
+    }
+    d.peers_removed = removed(&old.peers, &new.peers, |p| &p.name);
+    for r in &new.routes {
+        if old.routes.iter().find(|o| o.name == r.name) != Some(r) {
+            d.routes_changed.push(r.name.clone());
+        }
+    }
+    d.routes_changed.extend(removed(&old.routes, &new.routes, |r| &r.name));
+    // Route order decides which route a listener takes; a reordering is a change too.
+    let order = |c: &Config| c.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    if d.routes_changed.is_empty() && order(old) != order(new) {
+        d.routes_changed = order(new);
+    }
+    d.exit_policy_changed = old.exit_policy != new.exit_policy;
+    Ok(d)
+}
+
+/// Names in `old` that `new` no longer has.
+fn removed<T>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> Vec<String> {
+    old.iter().filter(|o| !new.iter().any(|n| name(n) == name(o))).map(|o| name(o).clone()).collect()
+}
+
+#[cfg(test)]
+mod tests;
