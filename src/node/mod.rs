@@ -211,7 +211,7 @@ pub struct ShutdownReport {
 
 /// A running node.
 pub struct Node {
-    shared: Arc<Shared>,
+    view: NodeView,
     draining_tx: watch::Sender<bool>,
     force_tx: watch::Sender<bool>,
 }
@@ -293,9 +293,56 @@ impl Node {
             }
         }
         info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, "node started");
-        Ok(Node { shared, draining_tx, force_tx })
+        Ok(Node { view: NodeView { shared }, draining_tx, force_tx })
     }
 
+    /// Graceful shutdown: stop accepting, let open flows finish until the drain deadline,
+    /// reset the rest, close the links.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let max = self.view.shared.config.limits.max_flows as u32;
+        let open_at_start = self.view.shared.counters.flows_current.load(Ordering::Relaxed);
+        let _ = self.draining_tx.send(true);
+        info!(open = open_at_start, "draining");
+        let deadline = self.view.shared.config.limits.drain_timeout;
+        let drained = tokio::time::timeout(deadline, self.view.shared.flow_permits.acquire_many(max)).await;
+        let mut reset_at_deadline = 0;
+        if drained.is_err() {
+            reset_at_deadline = self.view.shared.counters.flows_current.load(Ordering::Relaxed);
+            warn!(open = reset_at_deadline, "drain deadline passed; resetting open flows");
+            let _ = self.force_tx.send(true);
+            // Give the resets a moment to reach the peers before the links close.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.view.shared.flow_permits.acquire_many(max))
+                .await;
+        }
+        self.view.shared.pool.close_all();
+        self.view.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.view.shared.endpoint.wait_idle()).await;
+        info!("stopped");
+        ShutdownReport { open_at_start, reset_at_deadline }
+    }
+
+    /// Stops at once without draining: listeners close, flows are reset, links close.
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeView;
+
+    fn deref(&self) -> &NodeView {
+        &self.view
+    }
+}
+
+/// A running node's state and operations, cheap to clone: what `Node` offers besides
+/// starting and stopping (the admin server holds one).
+#[derive(Clone)]
+pub struct NodeView {
+    shared: Arc<Shared>,
+}
+
+impl NodeView {
     /// This node's id.
     pub fn id(&self) -> &str {
         self.shared.id()
@@ -417,36 +464,6 @@ impl Node {
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
     pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
         self.shared.pool.connection(peer, timeout).await.is_ok()
-    }
-
-    /// Graceful shutdown: stop accepting, let open flows finish until the drain deadline,
-    /// reset the rest, close the links.
-    pub async fn shutdown(self) -> ShutdownReport {
-        let max = self.shared.config.limits.max_flows as u32;
-        let open_at_start = self.shared.counters.flows_current.load(Ordering::Relaxed);
-        let _ = self.draining_tx.send(true);
-        info!(open = open_at_start, "draining");
-        let deadline = self.shared.config.limits.drain_timeout;
-        let drained = tokio::time::timeout(deadline, self.shared.flow_permits.acquire_many(max)).await;
-        let mut reset_at_deadline = 0;
-        if drained.is_err() {
-            reset_at_deadline = self.shared.counters.flows_current.load(Ordering::Relaxed);
-            warn!(open = reset_at_deadline, "drain deadline passed; resetting open flows");
-            let _ = self.force_tx.send(true);
-            // Give the resets a moment to reach the peers before the links close.
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.flow_permits.acquire_many(max))
-                .await;
-        }
-        self.shared.pool.close_all();
-        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.endpoint.wait_idle()).await;
-        info!("stopped");
-        ShutdownReport { open_at_start, reset_at_deadline }
-    }
-
-    /// Stops at once without draining: listeners close, flows are reset, links close.
-    pub fn abort(self) {
-        drop(self);
     }
 }
 
