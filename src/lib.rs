@@ -3,12 +3,14 @@
 //!
 //! Layout: [`core`] is pure logic (wire codecs, routing, backoff, policy) with no I/O;
 //! [`node`] is the tokio shell that owns sockets and tasks; [`config`], [`tls`] and
-//! [`pki`] load and make what a node needs; [`cli`] is the command line.
+//! [`pki`] load and make what a node needs; [`admin`] is the admin HTTP API; [`cli`] is the
+//! command line.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -1,0 +1,18 @@
+//! The node's admin API over HTTP/1.1 (issue 6): health, status and metrics for people,
+//! scrapers and `proxy status`.
+//!
+//! Everything is in [`http`]: the server ([`http::serve`]), its access rules (Host header
+//! against DNS rebinding, bearer token, a bind check that keeps a token-less API on
+//! loopback), and the client. It is written on tokio alone: the API is a handful of GET
+//! routes, one request per connection, and a small server whose every limit is visible
+//! here is easier to keep safe than a general one.
+//!
+//! Layout: `request` parses request heads and `response` encodes answers (both pure);
+//! `access` decides who is served (pure); `http` is the socket shell; `client` is the
+//! client. `http` re-exports what the others make public.
+
+mod access;
+mod client;
+pub mod http;
+mod request;
+mod response;
