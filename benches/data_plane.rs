@@ -212,7 +212,7 @@ async fn quinn_figures(dir: &Path, bulk: u64) -> Result<Figures> {
 }
 
 fn node_config_for_tuning(dir: &Path) -> Result<proxy::config::Config> {
-    let yaml = "common: { node_id: a, region: bench }\nmesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
+    let yaml = "common: { node_id: a, region: bench, admin_addr: \"127.0.0.1:0\" }\nmesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
     proxy::config::parse(yaml, dir).map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
@@ -264,10 +264,10 @@ async fn start_pair(
 ) -> Result<(NodeProcess, NodeProcess, SocketAddr, SocketAddr)> {
     let (ub, tb, te) = (free_port(true)?, free_port(false)?, free_port(false)?);
     let b = format!(
-        "common: {{ node_id: b, region: bench, log_level: warn }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"127.0.0.1:{ub}\", cert: b.crt, key: b.key, ca: ca.crt }}\n{LIMITS}exit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
+        "common: {{ node_id: b, region: bench, admin_addr: \"127.0.0.1:0\", log_level: warn }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"127.0.0.1:{ub}\", cert: b.crt, key: b.key, ca: ca.crt }}\n{LIMITS}exit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
     );
     let a = format!(
-        "common: {{ node_id: a, region: bench, log_level: warn }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:{tb}\" }}, {{ name: echo, bind: \"127.0.0.1:{te}\" }} ]\npeers: [ {{ name: b, address: \"127.0.0.1:{ub}\" }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n{LIMITS}"
+        "common: {{ node_id: a, region: bench, admin_addr: \"127.0.0.1:0\", log_level: warn }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:{tb}\" }}, {{ name: echo, bind: \"127.0.0.1:{te}\" }} ]\npeers: [ {{ name: b, address: \"127.0.0.1:{ub}\" }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n{LIMITS}"
     );
     let nb = start_node(dir, "b", &b)?;
     let na = start_node(dir, "a", &a)?;
@@ -293,7 +293,7 @@ const MAX_RELAYS: usize = NODE_IDS.len() - 2;
 
 fn node_yaml(id: &str, peers: &str, extra: &str) -> String {
     format!(
-        "common: {{ node_id: {id}, region: bench, log_level: warn }}\npeers: [ {peers} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt }}\n{LIMITS}{extra}"
+        "common: {{ node_id: {id}, region: bench, admin_addr: \"127.0.0.1:0\", log_level: warn }}\npeers: [ {peers} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt }}\n{LIMITS}{extra}"
     )
 }
 

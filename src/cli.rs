@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `mesh init`. Exit codes: 0 success, 2 bad usage or
+//! The command line: `run`, `check`, `status`, `scheduler`, `mesh init`. Exit codes: 0 success, 2 bad usage or
 //! bad config, 1 runtime failure.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +42,15 @@ pub enum Command {
         #[arg(short = 'c', long = "config", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Show a running node's peers, listeners, routes and busiest flows.
+    Status {
+        /// The node's admin address (`common.admin_addr`).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// The admin token, when the node requires one (else `PROXY_ADMIN_TOKEN`).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Make and manage a mesh.
     Mesh {
         /// The mesh subcommand.
@@ -71,8 +80,30 @@ pub fn main() -> ExitCode {
         Some(Command::Run { config }) => run(&config),
         Some(Command::Check { config }) => check(&config),
         Some(Command::Scheduler { config }) => run_scheduler(&config),
+        Some(Command::Status { admin, token }) => status(&admin, token),
         Some(Command::Mesh { command: MeshCommand::Init { dir, nodes } }) => mesh_init(&dir, &nodes),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
+    }
+}
+
+fn status(admin: &str, token: Option<String>) -> ExitCode {
+    let token = token.or_else(|| std::env::var("PROXY_ADMIN_TOKEN").ok());
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("proxy status: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::admin::status::fetch(admin, token.as_deref())) {
+        Ok(input) => {
+            print!("{}", crate::admin::status::render(&input));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("proxy status: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

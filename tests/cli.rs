@@ -99,7 +99,7 @@ fn bad_usage_and_bad_config_exit_2_without_starting() {
     let cfg = dir.join("bad.yaml");
     std::fs::write(
         &cfg,
-        "common: { node_id: a, region: r }\nmesh: { cert: no.crt, key: no.key, ca: no.crt }\n",
+        "common: { node_id: a, region: r, admin_addr: \"127.0.0.1:0\" }\nmesh: { cert: no.crt, key: no.key, ca: no.crt }\n",
     )
     .expect("write");
     let out = proxy().args(["run", "-c"]).arg(&cfg).output().expect("run");
@@ -118,7 +118,7 @@ fn bad_usage_and_bad_config_exit_2_without_starting() {
 fn write_config(dir: &Path, node: &str, body: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{node}.yaml"));
     let text = format!(
-        "common: {{ node_id: {node}, region: test, log_level: info }}\n{body}\nmesh:\n  bind: \"{}\"\n  cert: {node}.crt\n  key: {node}.key\n  ca: ca.crt\n",
+        "common: {{ node_id: {node}, region: test, admin_addr: \"127.0.0.1:0\", log_level: info }}\n{body}\nmesh:\n  bind: \"{}\"\n  cert: {node}.crt\n  key: {node}.key\n  ca: ca.crt\n",
         "127.0.0.1:PORT"
     );
     std::fs::write(&p, text).expect("write");

@@ -144,7 +144,7 @@ async fn a_local_exit_balances_flows_round_robin_over_its_targets() {
         });
     }
     let yaml = format!(
-        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: lb, match: {{ listener: in }}, target: [\"{t1}\", \"{t2}\"] }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
+        "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: lb, match: {{ listener: in }}, target: [\"{t1}\", \"{t2}\"] }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
     );
     let config = proxy::config::parse(&yaml, &mesh.dir).expect("config");
     let a = proxy::Node::start(config).await.expect("start");

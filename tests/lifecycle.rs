@@ -194,7 +194,7 @@ async fn a_local_exit_flow_is_reset_after_the_idle_timeout() {
     let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = server.local_addr().expect("addr");
     let yaml = format!(
-        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: r, match: {{ listener: in }}, target: \"{target}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\nlimits: {{ idle_timeout: \"1s\" }}\n"
+        "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: in, bind: \"127.0.0.1:0\" }} ]\nroutes: [ {{ name: r, match: {{ listener: in }}, target: \"{target}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\nlimits: {{ idle_timeout: \"1s\" }}\n"
     );
     let a = proxy::Node::start(proxy::config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
     let mut c = connect(listener_addr(&a, "in")).await;

@@ -304,12 +304,12 @@ async fn a_proxy_chain_target_hands_the_flow_to_the_peer_and_its_route_for_the_p
     c.allow = vec!["127.0.0.1/32".into()];
     let c = c.start(&mesh).await;
     let b_yaml = format!(
-        "common: {{ node_id: b, region: t }}\nlisteners: [ {{ name: web, bind: \"127.0.0.2:{port}\" }} ]\npeers: [ {{ name: a }}, {{ name: c, address: \"{}\" }} ]\nroutes: [ {{ name: web-via-c, match: {{ port: {port} }}, target: \"{echo}\", exit: c }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\n",
+        "common: {{ node_id: b, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: web, bind: \"127.0.0.2:{port}\" }} ]\npeers: [ {{ name: a }}, {{ name: c, address: \"{}\" }} ]\nroutes: [ {{ name: web-via-c, match: {{ port: {port} }}, target: \"{echo}\", exit: c }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\n",
         c.mesh_addr().expect("addr")
     );
     let b = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await.expect("b");
     let a_yaml = format!(
-        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: web, bind: \"127.0.0.1:{port}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: to-b, match: {{ listener: web }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
+        "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: web, bind: \"127.0.0.1:{port}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: to-b, match: {{ listener: web }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
         b.mesh_addr().expect("addr")
     );
     let a = Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await.expect("a");
@@ -382,11 +382,11 @@ async fn a_proxy_chain_that_exits_at_the_peer_is_held_to_its_exit_policy() {
         || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let (p1, p2) = (free(), free());
     let b_yaml = format!(
-        "common: {{ node_id: b, region: t }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.2:{p1}\" }}, {{ name: no, bind: \"127.0.0.2:{p2}\" }} ]\npeers: [ {{ name: a }} ]\nroutes: [ {{ name: ok, match: {{ port: {p1} }}, target: \"{allowed}\" }}, {{ name: no, match: {{ port: {p2} }}, target: \"{denied}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\nexit_policy: {{ allow: [\"{allowed}\"] }}\n"
+        "common: {{ node_id: b, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.2:{p1}\" }}, {{ name: no, bind: \"127.0.0.2:{p2}\" }} ]\npeers: [ {{ name: a }} ]\nroutes: [ {{ name: ok, match: {{ port: {p1} }}, target: \"{allowed}\" }}, {{ name: no, match: {{ port: {p2} }}, target: \"{denied}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\nexit_policy: {{ allow: [\"{allowed}\"] }}\n"
     );
     let b = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await.expect("b");
     let a_yaml = format!(
-        "common: {{ node_id: a, region: t }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.1:{p1}\" }}, {{ name: no, bind: \"127.0.0.1:{p2}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: ok, match: {{ listener: ok }}, target: b }}, {{ name: no, match: {{ listener: no }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
+        "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.1:{p1}\" }}, {{ name: no, bind: \"127.0.0.1:{p2}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: ok, match: {{ listener: ok }}, target: b }}, {{ name: no, match: {{ listener: no }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
         b.mesh_addr().expect("addr")
     );
     let a = Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await.expect("a");

@@ -28,7 +28,7 @@ pub fn make_mesh(name: &str, nodes: &[&str]) -> Result<PathBuf> {
 pub fn yaml(id: &str, body: &str, mesh_extra: &str) -> String {
     let extra = if mesh_extra.is_empty() { String::new() } else { format!(", {mesh_extra}") };
     format!(
-        "common: {{ node_id: {id}, region: bench, log_level: error }}\n{body}\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, data_dir: data-{id}{extra} }}\n"
+        "common: {{ node_id: {id}, region: bench, admin_addr: \"127.0.0.1:0\", log_level: error }}\n{body}\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, data_dir: data-{id}{extra} }}\n"
     )
 }
 

@@ -12,7 +12,9 @@
 //! client. `http` re-exports what the others make public.
 
 mod access;
+pub mod api;
 mod client;
 pub mod http;
 mod request;
 mod response;
+pub mod status;

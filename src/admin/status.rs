@@ -20,6 +20,36 @@ pub struct StatusInput {
     pub flows: Value,
 }
 
+/// How long `proxy status` waits for each answer.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the admin API at `admin` for everything the status page shows.
+pub async fn fetch(admin: &str, token: Option<&str>) -> Result<StatusInput, String> {
+    // A node bound to every address answers on loopback; its Host check wants that name.
+    let admin = match admin.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        _ => admin.to_string(),
+    };
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (status, body) =
+                crate::admin::http::get(&admin, path, token, TIMEOUT).await.map_err(|e| e.to_string())?;
+            if status != 200 {
+                return Err(format!("{path}: HTTP {status}: {}", body.trim()));
+            }
+            serde_json::from_str::<Value>(&body).map_err(|e| format!("{path}: not JSON: {e}"))
+        }
+    };
+    Ok(StatusInput {
+        stats: get("/api/stats").await?,
+        peers: get("/api/peers").await?,
+        listeners: get("/api/listeners").await?,
+        routes: get("/api/routes").await?,
+        flows: get("/api/flows").await?,
+    })
+}
+
 /// Aligned columns, two spaces apart, a header row first.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();

@@ -54,6 +54,8 @@ pub struct CommonConfig {
     pub log_file: Option<PathBuf>,
     /// Admin HTTP address (loopback by default).
     pub admin_addr: SocketAddr,
+    /// Bearer token the admin API requires (needed for a non-loopback `admin_addr`).
+    pub admin_token: Option<String>,
 }
 
 /// The seed's five log levels.

@@ -62,6 +62,8 @@ pub(crate) struct RawCommon {
     pub(crate) log_file: Option<String>,
     /// `admin_addr`.
     pub(crate) admin_addr: Option<String>,
+    /// `admin_token`.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// One entry of `listeners`.

@@ -71,6 +71,8 @@ pub struct Shared {
     exit_policy: std::sync::RwLock<Arc<crate::core::policy::ExitPolicy>>,
     /// The config in force and the tasks that serve it.
     running: std::sync::Mutex<reload::Running>,
+    /// Where the admin API answers.
+    admin_addr: SocketAddr,
 }
 
 impl Shared {
@@ -243,6 +245,8 @@ impl Node {
             .collect::<std::io::Result<_>>()?;
         let ports: Vec<(String, u16)> = listeners.iter().map(|l| (l.name.clone(), l.addr.port())).collect();
         let instructions = load_instructions(&config);
+        let admin = bind_admin(&config)?;
+        let admin_addr = admin.local_addr()?;
         let (draining_tx, draining) = watch::channel(false);
         let (force_tx, force) = watch::channel(false);
         let limits = &config.limits;
@@ -275,6 +279,7 @@ impl Node {
                 listeners: Vec::new(),
                 dialers: std::collections::HashMap::new(),
             }),
+            admin_addr,
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
@@ -292,7 +297,13 @@ impl Node {
                 running.listeners.push((info.clone(), task.abort_handle()));
             }
         }
-        info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, "node started");
+        let view = NodeView { shared: shared.clone() };
+        let rules = crate::admin::http::AccessRules {
+            token: shared.config.common.admin_token.clone(),
+            allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
+        };
+        tokio::spawn(crate::admin::http::serve(admin, rules, crate::admin::api::node_handler(view), shared.force.clone()));
+        info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, admin = %admin_addr, "node started");
         Ok(Node { view: NodeView { shared }, draining_tx, force_tx })
     }
 
@@ -346,6 +357,11 @@ impl NodeView {
     /// This node's id.
     pub fn id(&self) -> &str {
         self.shared.id()
+    }
+
+    /// Where the admin API answers (`common.admin_addr`, with the real port when it said 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.shared.admin_addr
     }
 
     /// The UDP address of the QUIC endpoint.
@@ -495,6 +511,16 @@ fn load_instructions(config: &Config) -> InstructionCache {
 /// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit
 /// has `header_timeout` to read the header, and each node may take up to `connect_timeout`
 /// to open the next stream or dial the target; the margin covers round trips.
+/// Binds the admin API's listener; a non-loopback address needs a token.
+fn bind_admin(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = config.common.admin_addr;
+    crate::admin::http::check_bind(addr, config.common.admin_token.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let std_listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("common.admin_addr: cannot bind TCP {addr}"))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(std_listener)?)
+}
+
 fn reply_deadline(limits: &crate::config::Limits, nodes_ahead: usize) -> Duration {
     let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
     limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5))

@@ -105,7 +105,10 @@ impl<'a> NodeSpec<'a> {
 
     pub fn yaml(&self) -> String {
         let cert = self.cert.unwrap_or(self.id);
-        let mut y = format!("common:\n  node_id: {}\n  region: test\n  log_level: warn\n", self.id);
+        let mut y = format!(
+            "common:\n  node_id: {}\n  region: test\n  log_level: warn\n  admin_addr: \"127.0.0.1:0\"\n",
+            self.id
+        );
         y += "listeners:\n";
         if self.routes.is_empty() {
             y += "  []\n";

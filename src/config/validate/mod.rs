@@ -220,12 +220,20 @@ impl Checker<'_> {
             Some(file) => self.required("common.log_file", Some(file)).map(|f| Some(base.join(f))),
         };
         let admin_addr = self.socket_addr("common.admin_addr", raw.admin_addr.as_deref(), DEFAULT_ADMIN_ADDR);
+        let admin_token = match raw.admin_token.as_deref() {
+            None => Some(None),
+            Some(t) => self.check("common.admin_token", check_admin_token(t).map(|()| Some(t.to_owned()))),
+        };
+        if let (Some(addr), Some(token)) = (admin_addr, &admin_token) {
+            self.check("common.admin_addr", crate::admin::http::check_bind(addr, token.as_deref()));
+        }
         Some(CommonConfig {
             node_id: node_id?.to_owned(),
             region: region?.to_owned(),
             log_level: log_level?,
             log_file: log_file?,
             admin_addr: admin_addr?,
+            admin_token: admin_token?,
         })
     }
 
@@ -413,3 +421,14 @@ mod mesh;
 mod routes;
 #[cfg(test)]
 mod tests;
+
+/// An admin token: 16 to 256 visible ASCII characters (it travels in an HTTP header).
+fn check_admin_token(token: &str) -> Result<(), String> {
+    if !(16..=256).contains(&token.len()) {
+        return Err("must be 16 to 256 characters".into());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters without spaces".into());
+    }
+    Ok(())
+}

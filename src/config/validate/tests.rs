@@ -117,6 +117,17 @@ fn common_requires_id_and_region_and_a_valid_admin_addr() {
 }
 
 #[test]
+fn a_public_admin_address_needs_a_token_of_fair_length() {
+    let public = with("  node_id: a\n  region: eu", "  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"");
+    assert_has(&errors(&public), "common.admin_addr", "common.admin_token");
+    let short = with("  node_id: a\n  region: eu", "  node_id: a\n  region: eu\n  admin_token: short");
+    assert_has(&errors(&short), "common.admin_token", "16 to 256");
+    let token = "0123456789abcdef0123";
+    let ok = with("  node_id: a\n  region: eu", &format!("  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"\n  admin_token: {token}"));
+    assert_eq!(run(&ok).expect("valid").common.admin_token.as_deref(), Some(token));
+}
+
+#[test]
 fn peers_are_checked_for_names_types_and_addresses() {
     let peers = "  - name: b\n    type: tcp\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n";
     let text = with("  - name: b\n    address: \"10.0.0.2:7800\"\n", peers);

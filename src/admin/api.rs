@@ -1,0 +1,47 @@
+//! The node's admin routes: JSON snapshots of its state, the Prometheus metrics and a
+//! health check, all read from a [`NodeView`].
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::admin::http::{Handler, Request, Response};
+use crate::node::NodeView;
+use crate::node::stats::Stats;
+
+/// `/api/stats`: the counters with the versions of the config and instructions in force.
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    /// The counters.
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// The running config's version.
+    pub config_version: u64,
+    /// The instruction set's version (0: none).
+    pub instruction_version: u64,
+    /// Whether the instructions are past their TTL.
+    pub instructions_stale: bool,
+}
+
+/// The routes of a node's admin API.
+pub fn node_handler(view: NodeView) -> Handler {
+    Arc::new(move |request: &Request| route(&view, request))
+}
+
+fn route(view: &NodeView, request: &Request) -> Response {
+    match request.path.as_str() {
+        "/healthz" => Response::text(200, "ok\n"),
+        "/api/stats" => Response::json(&StatsView {
+            stats: view.stats(),
+            config_version: view.config_version(),
+            instruction_version: view.instructions().map_or(0, |s| s.version),
+            instructions_stale: view.instructions_stale(),
+        }),
+        "/api/listeners" => Response::json(&view.listeners()),
+        "/api/peers" => Response::json(&view.peers()),
+        "/api/flows" => Response::json(&view.flows()),
+        "/api/routes" => Response::json(&view.routes()),
+        "/metrics" => Response::metrics(view.metrics()),
+        _ => Response::not_found(),
+    }
+}
