@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, LogLevel};
+use crate::config::{self, Config, LogConfig};
 use crate::node::Node;
 
 /// `proxy`: an overlay mesh for TCP over QUIC.
@@ -167,9 +167,8 @@ fn run(path: &Path) -> ExitCode {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    if let Err(e) = init_logging(&config) {
-        eprintln!("proxy: common.log_file: {e}");
-        return ExitCode::from(2);
+    if let Err(code) = start_logging(&config.common.log_config(), "common.log_file") {
+        return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -195,7 +194,9 @@ fn run_scheduler(path: &Path) -> ExitCode {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_target(false).try_init();
+    if let Err(code) = start_logging(&config.log_config(), "log_file") {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -212,6 +213,7 @@ fn run_scheduler(path: &Path) -> ExitCode {
     match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("proxy: {e:#}");
             ExitCode::FAILURE
         }
@@ -267,20 +269,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) -> std::io::Result<()> {
-    let level = match config.common.log_level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error | LogLevel::Fatal => tracing::Level::ERROR,
-    };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
-    match &config.common.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+/// Installs the logger; a log file that cannot be opened is a config problem (exit 2),
+/// reported under `key`.
+fn start_logging(log: &LogConfig, key: &str) -> Result<(), ExitCode> {
+    match crate::logging::init(log) {
+        Ok(()) => Ok(()),
+        Err(e @ crate::logging::LogError::Open { .. }) => {
+            eprintln!("proxy: {key}: {e}");
+            Err(ExitCode::from(2))
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
-    Ok(())
 }

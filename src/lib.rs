@@ -3,8 +3,8 @@
 //!
 //! Layout: [`core`] is pure logic (wire codecs, routing, backoff, policy) with no I/O;
 //! [`node`] is the tokio shell that owns sockets and tasks; [`config`], [`tls`] and
-//! [`pki`] load and make what a node needs; [`admin`] is the admin HTTP API; [`cli`] is the
-//! command line.
+//! [`pki`] load and make what a node needs; [`logging`] writes the node's and the
+//! scheduler's logs; [`admin`] is the admin HTTP API; [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod emulator;
+pub mod logging;
 pub mod node;
 pub mod pki;
 pub mod scheduler;

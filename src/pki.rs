@@ -112,6 +112,9 @@ instruction_ttl: \"5m\"
 max_paths: 3
 node_dead_after: \"15s\"
 pins: []
+log_level: info             # debug | info | warn | error | fatal
+# log_file: scheduler.log   # default: standard error; rotated at log_max_bytes, log_keep kept
+log_format: text            # text | json
 ";
 
 /// What `mesh init` wrote.

@@ -191,3 +191,126 @@ fn the_scheduler_runs_from_its_config_and_exits_0_on_sigterm() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("objective"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a log file held before the node started; the node must append after it.
+const EARLIER_RUN: &str = "a line from an earlier run\n";
+
+/// The node's whole lines in `log`, each parsed as JSON (a line that is not JSON fails
+/// the test); what came before the node started must still be there.
+fn node_log_lines(log: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("read the log file");
+    let ours = text.strip_prefix(EARLIER_RUN).expect("the log file was truncated");
+    // A line still being written is not whole yet.
+    let whole = ours.rsplit_once('\n').map_or("", |(lines, _)| lines);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+fn message(line: &serde_json::Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// The first line of `log` with message `msg`, waiting for it up to 10 s.
+fn wait_for_line(log: &Path, msg: &str) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(line) = node_log_lines(log).into_iter().find(|l| message(l) == msg) {
+            return Some(line);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_node_logs_json_lines_with_flow_ids_to_its_log_file() {
+    let dir = temp("jsonlog");
+    let init =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a"]).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let log = dir.join("logs/a.log");
+    std::fs::write(&log, EARLIER_RUN).expect("write");
+    // The route exits here, to a port nothing listens on: each flow is refused and logged.
+    let closed = free_port(false);
+    let cfg = dir.join("a.yaml");
+    let text = format!(
+        "common: {{ node_id: a, region: test, log_level: info, log_format: json, log_file: logs/a.log }}\n\
+         listeners: [ {{ name: web, bind: \"127.0.0.1:0\" }} ]\n\
+         routes: [ {{ name: web, match: {{ listener: web }}, target: \"127.0.0.1:{closed}\" }} ]\n\
+         mesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
+    );
+    std::fs::write(&cfg, text).expect("write");
+    let mut node = proxy().args(["run", "-c"]).arg(&cfg).stderr(Stdio::piped()).spawn().expect("spawn");
+    let Some(listening) = wait_for_line(&log, "listening") else {
+        let _ = node.kill();
+        panic!("no `listening` line: {:?}", std::fs::read_to_string(&log));
+    };
+    assert_eq!((&listening["level"], &listening["fields"]["listener"]), (&"INFO".into(), &"web".into()));
+    let addr = listening["fields"]["addr"].as_str().expect("the listener's address").to_owned();
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect to the listener");
+    client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let _ = std::io::Read::read(&mut client, &mut [0u8; 16]);
+    let Some(refused) = wait_for_line(&log, "flow refused") else {
+        let _ = node.kill();
+        panic!("no `flow refused` line: {:?}", std::fs::read_to_string(&log));
+    };
+    // The flow's span is on its lines: its id, its route.
+    assert_eq!(refused["span"]["name"], "flow");
+    // The id is a string: a random u64 is past what a double (jq, JavaScript) holds exactly.
+    let id = refused["span"]["id"].as_str().and_then(|id| id.parse::<u64>().ok());
+    assert!(id.is_some(), "no flow id in {refused}");
+    assert_eq!(refused["spans"][0]["id"], refused["span"]["id"]);
+    assert_eq!(refused["span"]["route"], "web");
+    assert_eq!(refused["fields"]["reason"], "target_unreachable");
+    assert_eq!(signal_and_wait(&mut node, "TERM"), Some(0));
+    let lines = node_log_lines(&log);
+    assert!(lines.iter().any(|l| message(l) == "shutdown complete"), "{lines:?}");
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut node.stderr.take().expect("stderr"), &mut stderr);
+    assert!(stderr.is_empty(), "logs went to stderr too: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_log_file_in_a_missing_directory_is_refused_naming_the_key() {
+    let dir = temp("nologdir");
+    let init =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a"]).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let cfg = dir.join("a.yaml");
+    let text = "common: { node_id: a, region: test, log_file: gone/a.log }\n\
+                mesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
+    std::fs::write(&cfg, text).expect("write");
+    for command in ["run", "check"] {
+        let out = proxy().args([command, "-c"]).arg(&cfg).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "proxy {command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("common.log_file") && stderr.contains("gone"), "{stderr}");
+    }
+    assert!(!dir.join("gone").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_scheduler_logs_to_its_own_log_file() {
+    let dir = temp("schedlog");
+    let init = proxy().args(["mesh", "init", "--dir"]).arg(&dir).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let cfg = dir.join("scheduler.yaml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    assert!(text.contains("log_format: text"), "mesh init's scheduler.yaml shows the logging keys");
+    let text = text.replace("0.0.0.0:7900", "127.0.0.1:0").replace("log_format: text", "log_format: json")
+        + "log_file: scheduler.log\n";
+    std::fs::write(&cfg, text).expect("write");
+    let log = dir.join("scheduler.log");
+    std::fs::write(&log, EARLIER_RUN).expect("write");
+    let mut child = proxy().args(["scheduler", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    let started = wait_for_line(&log, "scheduler started");
+    assert_eq!(signal_and_wait(&mut child, "TERM"), Some(0));
+    let started = started.expect("a `scheduler started` line");
+    assert_eq!(started["level"], "INFO");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A node with local-exit routes, one per `(listener, target)`, written as a config file.
 fn yaml(mesh: &Mesh, routes: &[(&str, std::net::SocketAddr)]) -> String {
-    let mut y = String::from("common: { node_id: a, region: test, admin_addr: \"127.0.0.1:0\", log_level: warn }\nlisteners:\n");
+    let mut y = String::from(
+        "common: { node_id: a, region: test, admin_addr: \"127.0.0.1:0\", log_level: warn }\nlisteners:\n",
+    );
     for (name, _) in routes {
         y += &format!("  - {{ name: {name}, bind: \"127.0.0.1:0\" }}\n");
     }

@@ -156,7 +156,11 @@ pub fn render(input: &StatusInput) -> String {
                 others.to_string(),
                 text(&r["multipath"]),
                 if r["instructed"].as_bool() == Some(true) {
-                    format!("v{}{}", num(&r["instruction_version"]), if r["stale"] == true { " stale" } else { "" })
+                    format!(
+                        "v{}{}",
+                        num(&r["instruction_version"]),
+                        if r["stale"] == true { " stale" } else { "" }
+                    )
                 } else {
                     "static".into()
                 },
@@ -167,7 +171,17 @@ pub fn render(input: &StatusInput) -> String {
         .collect();
     out += "\nROUTES\n";
     out += &table(
-        &["NAME", "KIND", "EXIT", "ACTIVE PATH", "OTHER PATHS", "MULTIPATH", "INSTRUCTION", "MATCHES", "BYTES"],
+        &[
+            "NAME",
+            "KIND",
+            "EXIT",
+            "ACTIVE PATH",
+            "OTHER PATHS",
+            "MULTIPATH",
+            "INSTRUCTION",
+            "MATCHES",
+            "BYTES",
+        ],
         &routes,
     );
     let flows = list(&input.flows);
@@ -198,7 +212,10 @@ mod tests {
 
     #[test]
     fn columns_line_up_whatever_the_cell_widths() {
-        let t = table(&["A", "LONG HEADER"], &[vec!["wide cell".into(), "x".into()], vec!["y".into(), "z".into()]]);
+        let t = table(
+            &["A", "LONG HEADER"],
+            &[vec!["wide cell".into(), "x".into()], vec!["y".into(), "z".into()]],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "A          LONG HEADER");
         assert_eq!(lines[1], "wide cell  x");
@@ -223,7 +240,18 @@ mod tests {
             flows: json!([{"id": 9, "role": "origin", "route": "web", "path": ["b", "d"], "destination": "10.0.0.5:80", "bytes": 4096, "age_secs": 3.0}]),
         };
         let page = render(&input);
-        for needle in ["node a  config v3", "PEERS", "1.2 ms", "1m5s", "LISTENERS", "127.0.0.1:8080", "b>d", "v7", "4.0 KiB", "BUSIEST FLOWS (1 of 1 open)"] {
+        for needle in [
+            "node a  config v3",
+            "PEERS",
+            "1.2 ms",
+            "1m5s",
+            "LISTENERS",
+            "127.0.0.1:8080",
+            "b>d",
+            "v7",
+            "4.0 KiB",
+            "BUSIEST FLOWS (1 of 1 open)",
+        ] {
             assert!(page.contains(needle), "missing {needle:?} in\n{page}");
         }
     }

@@ -52,10 +52,71 @@ pub struct CommonConfig {
     pub log_level: LogLevel,
     /// Append logs to this file instead of standard error.
     pub log_file: Option<PathBuf>,
+    /// How each log line is written.
+    pub log_format: LogFormat,
+    /// A log file is rotated before it would grow past this many bytes.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept (`<file>.1` to `<file>.<keep>`).
+    pub log_keep: u32,
     /// Admin HTTP address (loopback by default).
     pub admin_addr: SocketAddr,
     /// Bearer token the admin API requires (needed for a non-loopback `admin_addr`).
     pub admin_token: Option<String>,
+}
+
+impl CommonConfig {
+    /// This node's logging settings, as [`crate::logging::init`] takes them.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            level: self.log_level,
+            file: self.log_file.clone(),
+            format: self.log_format,
+            max_bytes: self.log_max_bytes,
+            keep: self.log_keep,
+        }
+    }
+}
+
+/// Where and how a process logs: the node's `common.log_*` keys, the scheduler's `log_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Least severe level written.
+    pub level: LogLevel,
+    /// Append to this file (rotated by size); `None` writes to standard error.
+    pub file: Option<PathBuf>,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// A file is rotated before a write would take it past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept; the oldest beyond this is deleted.
+    pub keep: u32,
+}
+
+impl Default for LogConfig {
+    /// The defaults of the config keys: `info`, standard error, text, 64 MiB, 5 files.
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            file: None,
+            format: LogFormat::Text,
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+            keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
+/// Default `log_max_bytes`: 64 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 << 20;
+/// Default `log_keep`.
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (no colours in a file).
+    Text,
+    /// One JSON object per line, with the current span's fields (a flow's id).
+    Json,
 }
 
 /// The seed's five log levels.

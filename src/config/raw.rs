@@ -60,6 +60,12 @@ pub(crate) struct RawCommon {
     pub(crate) log_level: Option<String>,
     /// `log_file`.
     pub(crate) log_file: Option<String>,
+    /// `log_format`.
+    pub(crate) log_format: Option<String>,
+    /// `log_max_bytes`.
+    pub(crate) log_max_bytes: Option<u64>,
+    /// `log_keep`.
+    pub(crate) log_keep: Option<u64>,
     /// `admin_addr`.
     pub(crate) admin_addr: Option<String>,
     /// `admin_token`.

@@ -13,6 +13,11 @@
 //! max_paths: 3                   # primary plus alternatives per route
 //! node_dead_after: "15s"         # no report for this long: the node's links are dead
 //! pins: [ { node: a, route: web, relays: [b] } ]
+//! log_level: info                # the node's `common.log_*` keys, at the top level
+//! log_file: scheduler.log        # default: standard error
+//! log_format: text               # text | json
+//! log_max_bytes: 67108864        # rotate before the file passes this
+//! log_keep: 5                    # rotated files kept
 //! ```
 
 use std::net::SocketAddr;
@@ -21,7 +26,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, ConfigErrors, parse_duration};
+use super::raw::line_of;
+use super::validate::logging::{RawLogKeys, check_log_keys};
+use super::{ConfigError, ConfigErrors, LogConfig, LogFormat, LogLevel, parse_duration};
 use crate::core::pathfind::Objective;
 use crate::core::wire::is_valid_node_id;
 
@@ -55,6 +62,29 @@ pub struct SchedulerConfig {
     pub node_dead_after: Duration,
     /// Operator pins: these routes use these relays, whatever the measurements say.
     pub pins: Vec<Pin>,
+    /// Log verbosity (`log_level`).
+    pub log_level: LogLevel,
+    /// Append logs to this file instead of standard error (`log_file`).
+    pub log_file: Option<PathBuf>,
+    /// How each log line is written (`log_format`).
+    pub log_format: LogFormat,
+    /// A log file is rotated before it would grow past this many bytes (`log_max_bytes`).
+    pub log_max_bytes: u64,
+    /// Rotated log files kept (`log_keep`).
+    pub log_keep: u32,
+}
+
+impl SchedulerConfig {
+    /// The scheduler's logging settings, as [`crate::logging::init`] takes them.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            level: self.log_level,
+            file: self.log_file.clone(),
+            format: self.log_format,
+            max_bytes: self.log_max_bytes,
+            keep: self.log_keep,
+        }
+    }
 }
 
 /// An operator's pin.
@@ -83,6 +113,11 @@ struct Raw {
     node_dead_after: Option<String>,
     #[serde(default)]
     pins: Vec<RawPin>,
+    log_level: Option<String>,
+    log_file: Option<String>,
+    log_format: Option<String>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,9 +195,20 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         })
         .collect();
     let pins = check_pins(&raw.pins, &mut errors);
-    if !errors.is_empty() {
+    let keys = RawLogKeys {
+        level: raw.log_level.as_deref(),
+        file: raw.log_file.as_deref(),
+        format: raw.log_format.as_deref(),
+        max_bytes: raw.log_max_bytes,
+        keep: raw.log_keep,
+    };
+    let log = check_log_keys(keys, base, &mut |key, message| errors.push(err(key, None, message)));
+    let Some(log) = log.filter(|_| errors.is_empty()) else {
+        for e in &mut errors {
+            e.line = e.line.or_else(|| line_of(text, &e.key));
+        }
         return Err(errors);
-    }
+    };
     Ok(SchedulerConfig {
         bind,
         cert: files[0].clone(),
@@ -176,6 +222,11 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         max_paths: max_paths as usize,
         node_dead_after,
         pins,
+        log_level: log.level,
+        log_file: log.file,
+        log_format: log.format,
+        log_max_bytes: log.max_bytes,
+        log_keep: log.keep,
     })
 }
 
@@ -229,6 +280,48 @@ mod tests {
             (c.objective, c.max_paths, c.recompute_interval),
             (Objective::Latency, 3, Duration::from_secs(1))
         );
+        assert_eq!(c.log_config(), LogConfig::default());
+        assert_eq!(
+            (c.log_level, c.log_format, c.log_max_bytes, c.log_keep),
+            (LogLevel::Info, LogFormat::Text, 64 << 20, 5)
+        );
+        assert_eq!(c.log_file, None);
+    }
+
+    #[test]
+    fn the_logging_keys_are_the_nodes() {
+        let text = format!(
+            "{FILES}log_level: debug\nlog_file: scheduler.log\nlog_format: json\nlog_max_bytes: 2097152\nlog_keep: 9\n"
+        );
+        let c = parse(&text, &base()).expect("valid");
+        let log = c.log_config();
+        assert_eq!(
+            (log.level, log.format, log.max_bytes, log.keep),
+            (LogLevel::Debug, LogFormat::Json, 2 << 20, 9)
+        );
+        assert_eq!(log.file, Some(base().join("scheduler.log")));
+    }
+
+    #[test]
+    fn bad_logging_keys_are_reported_with_key_and_line() {
+        let text = format!(
+            "{FILES}log_level: loud\nlog_file: no-such-dir/s.log\nlog_format: xml\nlog_max_bytes: 5\nlog_keep: 1000\n"
+        );
+        let errors = parse(&text, &base()).expect_err("invalid");
+        let found: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("log_level", Some(4)),
+                ("log_file", Some(5)),
+                ("log_format", Some(6)),
+                ("log_max_bytes", Some(7)),
+                ("log_keep", Some(8)),
+            ]
+        );
+        assert!(errors[0].message.contains("unknown log level `loud`"), "{errors:?}");
+        assert!(errors[1].message.contains("does not exist"), "{errors:?}");
+        assert!(errors[4].message.contains("1 to 100"), "{errors:?}");
     }
 
     #[test]
@@ -241,6 +334,7 @@ mod tests {
         for key in ["bind", "objective", "max_paths", "hysteresis.margin", "hysteresis.hold", "pins[0]"] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
+        assert!(errors.iter().all(|e| e.line.is_some()), "an error without a line: {errors:?}");
         let unknown = parse(&format!("{FILES}colour: blue\n"), &base()).expect_err("unknown key");
         assert!(unknown[0].message.contains("colour"), "{unknown:?}");
     }

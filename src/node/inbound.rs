@@ -49,7 +49,8 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
         return;
     }
     describe(&guard, &header, shared.id());
-    let span = info_span!("flow", id = header.flow_id, origin = %header.origin);
+    // `%`: a string in JSON logs, since a random u64 is past what jq or JavaScript hold exactly.
+    let span = info_span!("flow", id = %header.flow_id, origin = %header.origin);
     let flow = async move {
         match (&header.destination, header.hops.is_empty()) {
             (_, false) => relay::forward(shared, guard, header, rest, send, recv).await,

@@ -302,7 +302,12 @@ impl Node {
             token: shared.config.common.admin_token.clone(),
             allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
         };
-        tokio::spawn(crate::admin::http::serve(admin, rules, crate::admin::api::node_handler(view), shared.force.clone()));
+        tokio::spawn(crate::admin::http::serve(
+            admin,
+            rules,
+            crate::admin::api::node_handler(view),
+            shared.force.clone(),
+        ));
         info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, admin = %admin_addr, "node started");
         Ok(Node { view: NodeView { shared }, draining_tx, force_tx })
     }
@@ -322,8 +327,9 @@ impl Node {
             warn!(open = reset_at_deadline, "drain deadline passed; resetting open flows");
             let _ = self.force_tx.send(true);
             // Give the resets a moment to reach the peers before the links close.
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.view.shared.flow_permits.acquire_many(max))
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.view.shared.flow_permits.acquire_many(max))
+                    .await;
         }
         self.view.shared.pool.close_all();
         self.view.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");
@@ -514,7 +520,8 @@ fn load_instructions(config: &Config) -> InstructionCache {
 /// Binds the admin API's listener; a non-loopback address needs a token.
 fn bind_admin(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = config.common.admin_addr;
-    crate::admin::http::check_bind(addr, config.common.admin_token.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    crate::admin::http::check_bind(addr, config.common.admin_token.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let std_listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("common.admin_addr: cannot bind TCP {addr}"))?;
     std_listener.set_nonblocking(true)?;

@@ -41,7 +41,8 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     c.flows_originated.fetch_add(1, Ordering::Relaxed);
     let flow_id = shared.new_flow_id();
     let target = route.next_target().to_string();
-    let span = info_span!("flow", id = flow_id, route = %route.name);
+    // `%`: a string in JSON logs, since a random u64 is past what jq or JavaScript hold exactly.
+    let span = info_span!("flow", id = %flow_id, route = %route.name);
     let me = shared.id().to_string();
     let header = |hops: Vec<String>, destination| FlowHeader {
         flow_id,

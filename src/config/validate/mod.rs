@@ -10,10 +10,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use self::logging::{RawLogKeys, check_log_keys};
 use super::raw::{self, RawConfig, RawMatch, RawRoute, RawTargets};
 use super::{
-    CommonConfig, Config, ConfigError, ListenerConfig, LogLevel, PeerConfig, PeerTransport, RouteConfig,
-    RouteMatch, SchedulerClientConfig, parse_duration,
+    CommonConfig, Config, ConfigError, ListenerConfig, PeerConfig, PeerTransport, RouteConfig, RouteMatch,
+    SchedulerClientConfig, parse_duration,
 };
 
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
@@ -213,13 +214,17 @@ impl Checker<'_> {
         let node_id = self.required("common.node_id", raw.node_id.as_deref());
         let node_id = node_id.and_then(|id| self.check("common.node_id", check_node_id(id)));
         let region = self.required("common.region", raw.region.as_deref());
-        let log_level =
-            self.check("common.log_level", parse_log_level(raw.log_level.as_deref().unwrap_or("info")));
-        let log_file = match raw.log_file.as_deref() {
-            None => Some(None),
-            Some(file) => self.required("common.log_file", Some(file)).map(|f| Some(base.join(f))),
+        let keys = RawLogKeys {
+            level: raw.log_level.as_deref(),
+            file: raw.log_file.as_deref(),
+            format: raw.log_format.as_deref(),
+            max_bytes: raw.log_max_bytes,
+            keep: raw.log_keep,
         };
+        let log =
+            check_log_keys(keys, base, &mut |key, message| self.error(format!("common.{key}"), message));
         let admin_addr = self.socket_addr("common.admin_addr", raw.admin_addr.as_deref(), DEFAULT_ADMIN_ADDR);
+        let log = log?;
         let admin_token = match raw.admin_token.as_deref() {
             None => Some(None),
             Some(t) => self.check("common.admin_token", check_admin_token(t).map(|()| Some(t.to_owned()))),
@@ -230,8 +235,11 @@ impl Checker<'_> {
         Some(CommonConfig {
             node_id: node_id?.to_owned(),
             region: region?.to_owned(),
-            log_level: log_level?,
-            log_file: log_file?,
+            log_level: log.level,
+            log_file: log.file,
+            log_format: log.format,
+            log_max_bytes: log.max_bytes,
+            log_keep: log.keep,
             admin_addr: admin_addr?,
             admin_token: admin_token?,
         })
@@ -340,17 +348,6 @@ fn check_node_id(id: &str) -> Result<&str, String> {
     Ok(id)
 }
 
-fn parse_log_level(level: &str) -> Result<LogLevel, String> {
-    match level {
-        "debug" => Ok(LogLevel::Debug),
-        "info" => Ok(LogLevel::Info),
-        "warn" => Ok(LogLevel::Warn),
-        "error" => Ok(LogLevel::Error),
-        "fatal" => Ok(LogLevel::Fatal),
-        other => Err(format!("unknown log level `{other}` (expected debug, info, warn, error or fatal)")),
-    }
-}
-
 fn parse_transport(kind: Option<&str>) -> Result<PeerTransport, String> {
     match kind {
         // `tcp` is the seed's name; it means the same link until a TCP fallback exists.
@@ -417,6 +414,7 @@ impl RawTargets {
     }
 }
 
+pub(crate) mod logging;
 mod mesh;
 mod routes;
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Limits;
+use crate::config::{Limits, LogFormat, LogLevel};
 
 /// The fixtures directory: its `certs/` holds placeholder files, enough for
 /// validation, which only checks that certificate files exist.
@@ -57,6 +57,9 @@ fn with(from: &str, to: &str) -> String {
 fn a_valid_config_gets_every_default() {
     let config = run(VALID).expect("VALID is valid");
     assert_eq!(config.common.log_level, LogLevel::Info);
+    assert_eq!(config.common.log_file, None);
+    assert_eq!(config.common.log_format, LogFormat::Text);
+    assert_eq!((config.common.log_max_bytes, config.common.log_keep), (64 * MIB, 5));
     assert_eq!(config.common.admin_addr, "127.0.0.1:9901".parse().expect("addr"));
     assert_eq!(config.mesh.bind, "0.0.0.0:7800".parse().expect("addr"));
     assert_eq!(config.mesh.data_dir, base().join("data"));
@@ -79,11 +82,11 @@ fn a_valid_config_gets_every_default() {
 fn paths_resolve_against_the_base_unless_absolute() {
     let ca = base().join("certs/ca-cert.placeholder");
     let text = with("ca: certs/ca-cert.placeholder", &format!("ca: {}\n  data_dir: state", ca.display()))
-        .replacen("  region: eu", "  region: eu\n  log_file: logs/a.log", 1);
+        .replacen("  region: eu", "  region: eu\n  log_file: certs/a.log", 1);
     let config = run(&text).expect("valid");
     assert_eq!(config.mesh.ca, ca);
     assert_eq!(config.mesh.data_dir, base().join("state"));
-    assert_eq!(config.common.log_file, Some(base().join("logs/a.log")));
+    assert_eq!(config.common.log_file, Some(base().join("certs/a.log")));
 }
 
 #[test]
@@ -95,6 +98,57 @@ fn every_problem_is_reported_in_file_order() {
     assert_has(&errors, "routes[0].exit", "neither this node");
     let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![Some(2), Some(3), Some(15)]);
+}
+
+#[test]
+fn logging_keys_take_json_and_their_bounds() {
+    let text = with(
+        "  region: eu",
+        "  region: eu\n  log_level: fatal\n  log_file: node.log\n  log_format: json\n  log_max_bytes: 1048576\n  log_keep: 100",
+    );
+    let config = run(&text).expect("valid");
+    let log = config.common.log_config();
+    assert_eq!((log.level, log.format), (LogLevel::Fatal, LogFormat::Json));
+    assert_eq!(log.file, Some(base().join("node.log")));
+    assert_eq!((log.max_bytes, log.keep), (MIB, 100));
+    let text = with("  region: eu", "  region: eu\n  log_max_bytes: 1099511627776\n  log_keep: 1");
+    assert_eq!(run(&text).expect("valid").common.log_max_bytes, 1 << 40);
+}
+
+#[test]
+fn every_bad_logging_key_is_named_with_its_line() {
+    let text = with(
+        "  region: eu",
+        "  region: eu\n  log_file: no-such-dir/node.log\n  log_format: xml\n  log_max_bytes: 1000\n  log_keep: 0",
+    );
+    let found = errors(&text);
+    assert_has(&found, "common.log_file", "directory");
+    assert_has(&found, "common.log_file", "no-such-dir");
+    assert_has(&found, "common.log_format", "unknown log format `xml` (expected text or json)");
+    assert_has(&found, "common.log_max_bytes", "is 1000; must be 1048576 (1 MiB)");
+    assert_has(&found, "common.log_keep", "is 0; must be 1 to 100");
+    let lines: Vec<_> = found.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("common.log_file", Some(4)),
+            ("common.log_format", Some(5)),
+            ("common.log_max_bytes", Some(6)),
+            ("common.log_keep", Some(7)),
+        ]
+    );
+    let text = with("  region: eu", "  region: eu\n  log_max_bytes: 1099511627777\n  log_keep: 101");
+    let too_big = errors(&text);
+    assert_has(&too_big, "common.log_max_bytes", "1 TiB");
+    assert_has(&too_big, "common.log_keep", "is 101");
+}
+
+#[test]
+fn a_log_file_must_not_be_a_directory_or_blank() {
+    let dir = errors(&with("  region: eu", "  region: eu\n  log_file: certs"));
+    assert_has(&dir, "common.log_file", "is a directory");
+    let blank = errors(&with("  region: eu", "  region: eu\n  log_file: \" \""));
+    assert_has(&blank, "common.log_file", "must not be empty");
 }
 
 #[test]
@@ -118,12 +172,16 @@ fn common_requires_id_and_region_and_a_valid_admin_addr() {
 
 #[test]
 fn a_public_admin_address_needs_a_token_of_fair_length() {
-    let public = with("  node_id: a\n  region: eu", "  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"");
+    let public =
+        with("  node_id: a\n  region: eu", "  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"");
     assert_has(&errors(&public), "common.admin_addr", "common.admin_token");
     let short = with("  node_id: a\n  region: eu", "  node_id: a\n  region: eu\n  admin_token: short");
     assert_has(&errors(&short), "common.admin_token", "16 to 256");
     let token = "0123456789abcdef0123";
-    let ok = with("  node_id: a\n  region: eu", &format!("  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"\n  admin_token: {token}"));
+    let ok = with(
+        "  node_id: a\n  region: eu",
+        &format!("  node_id: a\n  region: eu\n  admin_addr: \"0.0.0.0:9901\"\n  admin_token: {token}"),
+    );
     assert_eq!(run(&ok).expect("valid").common.admin_token.as_deref(), Some(token));
 }
 

@@ -1,0 +1,409 @@
+//! Logging for the node and the scheduler: a level, standard error or a file rotated by
+//! size, and text or JSON lines.
+//!
+//! Invariants of a log file ([`RotatingFile`]):
+//! - it is opened for append and never truncated, so a restart continues it;
+//! - before a write would take it past `max_bytes`, it is renamed `<file>.1` (older ones
+//!   move up to `<file>.2` ... `<file>.<keep>`, the oldest is deleted) and a new file is
+//!   opened; at most `keep` rotated files exist;
+//! - each log event is one `write` of one whole line, and rotation happens only between
+//!   writes, so no line is ever split across two files. A single line longer than
+//!   `max_bytes` is written whole into a fresh file.
+//!
+//! Writes are synchronous and unbuffered: a line is in the file when the event returns, so
+//! a crash loses nothing already logged.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use tracing::Dispatch;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::config::{LogConfig, LogFormat, LogLevel};
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The log file could not be opened (or created) for append.
+    #[error("cannot open `{}`: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A global logger was installed before; the process logs through that one.
+    #[error("a global logger is already installed")]
+    AlreadySet,
+}
+
+/// Installs the process-wide logger described by `config`. Call once, before the runtime
+/// starts; a second call fails with [`LogError::AlreadySet`].
+pub fn init(config: &LogConfig) -> Result<(), LogError> {
+    tracing::dispatcher::set_global_default(dispatch(config)?).map_err(|_| LogError::AlreadySet)
+}
+
+/// Builds the logger described by `config` without installing it (tests install one for a
+/// scope with [`tracing::dispatcher::with_default`]).
+///
+/// Text lines carry colours only on a terminal (and not when `NO_COLOR` is set); JSON
+/// lines are objects with `timestamp`, `level`, `target`, `fields` (the event's, with
+/// `message`), and, inside a span, `span` (the innermost span's name and fields, such as a
+/// flow's `id`) and `spans` (every open span, outermost first).
+pub fn dispatch(config: &LogConfig) -> Result<Dispatch, LogError> {
+    let (writer, terminal) = match &config.file {
+        Some(path) => {
+            let file = RotatingFile::open(path, config.max_bytes, config.keep)
+                .map_err(|source| LogError::Open { path: path.clone(), source })?;
+            (BoxMakeWriter::new(file), false)
+        }
+        None => (BoxMakeWriter::new(io::stderr), io::stderr().is_terminal()),
+    };
+    let colours = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_max_level(level(config.level)).with_writer(writer);
+    let dispatch = match config.format {
+        LogFormat::Text => Dispatch::new(builder.with_target(false).with_ansi(colours).finish()),
+        LogFormat::Json => Dispatch::new(
+            builder.json().with_current_span(true).with_span_list(true).with_ansi(false).finish(),
+        ),
+    };
+    Ok(dispatch)
+}
+
+/// The most verbose level written for a config level; `fatal` has no tracing level of
+/// its own and writes errors only.
+fn level(level: LogLevel) -> tracing::Level {
+    match level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error | LogLevel::Fatal => tracing::Level::ERROR,
+    }
+}
+
+/// A log file rotated by size, shared by every thread that logs (a [`MakeWriter`]).
+#[derive(Debug)]
+pub struct RotatingFile {
+    state: Mutex<FileState>,
+}
+
+#[derive(Debug)]
+struct FileState {
+    path: PathBuf,
+    file: File,
+    /// Bytes counted toward the next rotation: the file's length, unless a rotation failed.
+    len: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl RotatingFile {
+    /// Opens `path` for append (created if missing, never truncated). Before a write
+    /// would take it past `max_bytes` it is rotated, keeping `keep` old files (at least 1).
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<RotatingFile> {
+        let file = open_append(path)?;
+        let len = file.metadata()?.len();
+        let state = FileState { path: path.to_path_buf(), file, len, max_bytes, keep: keep.max(1) };
+        Ok(RotatingFile { state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FileState> {
+        // A panic while writing a line leaves nothing half-updated that matters here.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<'a> MakeWriter<'a> for RotatingFile {
+    type Writer = RotatingWriter<'a>;
+
+    fn make_writer(&'a self) -> RotatingWriter<'a> {
+        RotatingWriter { state: self.lock() }
+    }
+}
+
+/// One holder of the [`RotatingFile`]'s lock: each `write` is written whole, after a
+/// rotation if the file would otherwise pass its size.
+#[derive(Debug)]
+pub struct RotatingWriter<'a> {
+    state: MutexGuard<'a, FileState>,
+}
+
+impl Write for RotatingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.state.write_whole(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.state.file.flush()
+    }
+}
+
+impl FileState {
+    fn write_whole(&mut self, buf: &[u8]) -> io::Result<()> {
+        let size = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        if self.len > 0 && self.len.saturating_add(size) > self.max_bytes {
+            if let Err(e) = self.rotate() {
+                // Logging goes on in the current file; the next attempt comes after another
+                // `max_bytes`, not on every line.
+                eprintln!("proxy: cannot rotate log file `{}`: {e}", self.path.display());
+                self.len = 0;
+            }
+        }
+        self.file.write_all(buf)?;
+        self.len = self.len.saturating_add(size);
+        Ok(())
+    }
+
+    /// `<file>.<keep>` is deleted, `<file>.<n>` becomes `<file>.<n+1>`, `<file>` becomes
+    /// `<file>.1`, and a new `<file>` is opened. A missing file anywhere in the chain (an
+    /// operator deleted it) is skipped.
+    fn rotate(&mut self) -> io::Result<()> {
+        ignore_missing(fs::remove_file(numbered(&self.path, self.keep)))?;
+        for n in (1..self.keep).rev() {
+            ignore_missing(fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)))?;
+        }
+        ignore_missing(fs::rename(&self.path, numbered(&self.path, 1)))?;
+        self.file = open_append(&self.path)?;
+        self.len = self.file.metadata()?.len();
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// `<path>.<n>`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory for one test.
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("proxy-logging-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Writes `line` as one event would: one writer from the MakeWriter, one `write_all`.
+    fn log(file: &RotatingFile, line: &str) {
+        file.make_writer().write_all(line.as_bytes()).expect("write");
+    }
+
+    /// Line `i`, `width` bytes long with its newline.
+    fn line(i: usize, width: usize) -> String {
+        let head = format!("line {i:04} ");
+        format!("{head}{}\n", "x".repeat(width - head.len() - 1))
+    }
+
+    #[test]
+    fn a_write_that_would_pass_max_bytes_goes_to_a_new_file() {
+        let dir = temp("rotate");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 100, 3).expect("open");
+        for i in 0..4 {
+            log(&file, &line(i, 30));
+        }
+        // 3 lines are 90 bytes; the 4th would make 120, so it starts a new file.
+        assert_eq!(read(&numbered(&path, 1)), [0, 1, 2].map(|i| line(i, 30)).concat());
+        assert_eq!(read(&path), line(3, 30));
+        assert!(!numbered(&path, 2).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn at_most_keep_old_files_remain_and_the_newest_lines_survive_in_order() {
+        let dir = temp("keep");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 100, 3).expect("open");
+        let lines: Vec<String> = (0..40).map(|i| line(i, 25 + i % 20)).collect();
+        for l in &lines {
+            log(&file, l);
+        }
+        for n in 1..=3 {
+            assert!(numbered(&path, n).is_file(), "{n} missing");
+        }
+        assert!(!numbered(&path, 4).exists(), "more than `keep` old files");
+        let files: Vec<PathBuf> =
+            [3, 2, 1].map(|n| numbered(&path, n)).into_iter().chain([path.clone()]).collect();
+        let mut kept = String::new();
+        for f in &files {
+            let text = read(f);
+            assert!(text.len() as u64 <= 100, "{} holds {} bytes", f.display(), text.len());
+            assert!(text.ends_with('\n'), "{} ends inside a line", f.display());
+            kept.push_str(&text);
+        }
+        // What is kept is exactly the last lines written, each whole, in order.
+        let all = lines.concat();
+        assert!(!kept.is_empty() && all.ends_with(&kept), "kept:\n{kept}");
+        assert!(kept.starts_with("line "), "the oldest kept file starts inside a line");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_line_is_split_even_when_longer_than_max_bytes() {
+        let dir = temp("split");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 100, 5).expect("open");
+        log(&file, &line(0, 60));
+        let long = line(1, 250);
+        log(&file, &long);
+        log(&file, &line(2, 20));
+        assert_eq!(read(&numbered(&path, 2)), line(0, 60));
+        assert_eq!(read(&numbered(&path, 1)), long);
+        assert_eq!(read(&path), line(2, 20));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn opening_appends_and_a_full_file_rotates_on_the_first_write() {
+        let dir = temp("append");
+        let path = dir.join("node.log");
+        fs::write(&path, "from before\n").expect("write");
+        let file = RotatingFile::open(&path, 100, 2).expect("open");
+        log(&file, "after a restart\n");
+        drop(file);
+        assert_eq!(read(&path), "from before\nafter a restart\n");
+        fs::write(&path, "y".repeat(99) + "\n").expect("write");
+        let file = RotatingFile::open(&path, 100, 2).expect("open");
+        log(&file, "fresh\n");
+        assert_eq!(read(&path), "fresh\n");
+        assert_eq!(read(&numbered(&path, 1)).len(), 100);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_deleted_log_file_comes_back_at_the_next_rotation() {
+        let dir = temp("deleted");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 50, 2).expect("open");
+        log(&file, &line(0, 40));
+        fs::remove_file(&path).expect("rm");
+        log(&file, &line(1, 40));
+        assert_eq!(read(&path), line(1, 40));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn threads_logging_at_once_never_interleave_inside_a_line() {
+        let dir = temp("threads");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 4096, 100).expect("open");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let file = &file;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        log(file, &format!("thread {t} line {i:03} {}\n", "z".repeat(30)));
+                    }
+                });
+            }
+        });
+        let mut count = 0;
+        for n in (1..=100).rev().map(|n| numbered(&path, n)).chain([path.clone()]) {
+            for l in read(&n).lines() {
+                assert!(l.starts_with("thread ") && l.ends_with(&"z".repeat(30)), "torn line `{l}`");
+                count += 1;
+            }
+        }
+        assert_eq!(count, 800);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn file_config(path: &Path, level: LogLevel, format: LogFormat) -> LogConfig {
+        LogConfig { level, file: Some(path.to_path_buf()), format, ..LogConfig::default() }
+    }
+
+    #[test]
+    fn json_lines_carry_the_flow_span_fields() {
+        let dir = temp("json");
+        let path = dir.join("node.log");
+        let dispatch = dispatch(&file_config(&path, LogLevel::Info, LogFormat::Json)).expect("logger");
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(listener = "web", "listening");
+            let span = tracing::info_span!("flow", id = 42u64, route = "web");
+            let _entered = span.enter();
+            tracing::warn!(reason = "no_route", "flow refused");
+        });
+        let text = read(&path);
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["fields"]["message"], "listening");
+        assert_eq!(lines[0]["fields"]["listener"], "web");
+        assert!(lines[0].get("span").is_none());
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["fields"]["reason"], "no_route");
+        assert_eq!(lines[1]["span"]["name"], "flow");
+        assert_eq!(lines[1]["span"]["id"], 42);
+        assert_eq!(lines[1]["span"]["route"], "web");
+        assert_eq!(lines[1]["spans"][0]["id"], 42);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn text_in_a_file_has_no_colours_and_honours_the_level() {
+        let dir = temp("text");
+        let path = dir.join("node.log");
+        let dispatch = dispatch(&file_config(&path, LogLevel::Warn, LogFormat::Text)).expect("logger");
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("not written");
+            tracing::warn!(peer = "b", "link lost");
+        });
+        let text = read(&path);
+        assert!(!text.contains('\u{1b}'), "ANSI escape in {text:?}");
+        assert!(!text.contains("not written"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("WARN") && text.contains("link lost") && text.contains("peer=\"b\""), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fatal_writes_errors_only() {
+        let dir = temp("fatal");
+        let path = dir.join("node.log");
+        let dispatch = dispatch(&file_config(&path, LogLevel::Fatal, LogFormat::Json)).expect("logger");
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::warn!("not written");
+            tracing::error!("written");
+        });
+        let text = read(&path);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"written\""), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
+        let dir = temp("unopenable");
+        let path = dir.join("missing-dir").join("node.log");
+        let err = dispatch(&file_config(&path, LogLevel::Info, LogFormat::Text)).expect_err("refused");
+        assert!(matches!(&err, LogError::Open { path: p, .. } if *p == path));
+        assert!(err.to_string().contains("missing-dir"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
