@@ -237,7 +237,7 @@ fn a_node_logs_json_lines_with_flow_ids_to_its_log_file() {
     let closed = free_port(false);
     let cfg = dir.join("a.yaml");
     let text = format!(
-        "common: {{ node_id: a, region: test, log_level: info, log_format: json, log_file: logs/a.log }}\n\
+        "common: {{ node_id: a, region: test, log_level: info, log_format: json, log_file: logs/a.log, admin_addr: \"127.0.0.1:0\" }}\n\
          listeners: [ {{ name: web, bind: \"127.0.0.1:0\" }} ]\n\
          routes: [ {{ name: web, match: {{ listener: web }}, target: \"127.0.0.1:{closed}\" }} ]\n\
          mesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
@@ -313,4 +313,88 @@ fn the_scheduler_logs_to_its_own_log_file() {
     let started = started.expect("a `scheduler started` line");
     assert_eq!(started["level"], "INFO");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits up to 10 s for something to accept on `port`.
+fn accepts(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_running_node_reloads_its_config_on_sighup_and_on_a_file_change() {
+    let dir = temp("reload");
+    let init =
+        proxy().args(["mesh", "init", "--dir"]).arg(&dir).args(["--nodes", "a"]).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let (first, second, third) = (free_port(false), free_port(false), free_port(false));
+    let config = |ports: &[(&str, u16)]| {
+        let mut text = String::from(
+            "common: { node_id: a, region: test, log_level: info, log_format: json, log_file: a.log, admin_addr: \"127.0.0.1:0\" }\nlisteners:\n",
+        );
+        for (name, port) in ports {
+            text += &format!("  - {{ name: {name}, bind: \"127.0.0.1:{port}\" }}\n");
+        }
+        text += "routes:\n";
+        for (name, _) in ports {
+            text +=
+                &format!("  - {{ name: {name}, match: {{ listener: {name} }}, target: \"127.0.0.1:9\" }}\n");
+        }
+        text + "mesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n"
+    };
+    let cfg = dir.join("a.yaml");
+    std::fs::write(&cfg, config(&[("one", first)])).expect("write");
+    let mut node = proxy().args(["run", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    let log = dir.join("a.log");
+    let wait_line = |msg: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|l| l.contains(msg)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    let mut outcome = || -> Result<(), String> {
+        if !accepts(first) {
+            return Err("the first listener never opened".into());
+        }
+        // SIGHUP: a second listener appears.
+        std::fs::write(&cfg, config(&[("one", first), ("two", second)])).expect("write");
+        let hup = Command::new("kill").args(["-s", "HUP", &node.id().to_string()]).status().expect("kill");
+        assert!(hup.success());
+        if !accepts(second) {
+            return Err("SIGHUP did not open the second listener".into());
+        }
+        // A file change alone (polled): the first listener goes, a third appears.
+        std::fs::write(&cfg, config(&[("two", second), ("three", third)])).expect("write");
+        if !accepts(third) {
+            return Err("the file change did not open the third listener".into());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", first)).is_ok() {
+            return Err("the first listener is still open".into());
+        }
+        // A bad file is refused, logged, and the running config stays.
+        std::fs::write(&cfg, "common: { node_id: a }\n").expect("write");
+        if !wait_line("config refused") {
+            return Err("no `config refused` line".into());
+        }
+        if !accepts(second) || !accepts(third) {
+            return Err("a refused reload closed a listener".into());
+        }
+        Ok(())
+    };
+    let result = outcome();
+    let code = signal_and_wait(&mut node, "TERM");
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, Some(0));
 }
