@@ -363,7 +363,7 @@ fn a_running_node_reloads_its_config_on_sighup_and_on_a_file_change() {
         }
         false
     };
-    let mut outcome = || -> Result<(), String> {
+    let outcome = || -> Result<(), String> {
         if !accepts(first) {
             return Err("the first listener never opened".into());
         }
