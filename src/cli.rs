@@ -42,12 +42,17 @@ pub enum Command {
         #[arg(short = 'c', long = "config", default_value = "config.yaml")]
         config: PathBuf,
     },
-    /// Show a running node's peers, listeners, routes and busiest flows.
+    /// Show a running node's peers, listeners, routes and busiest flows; with
+    /// `--scheduler`, a scheduler's nodes, links and routes.
     Status {
         /// The node's admin address (`common.admin_addr`).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
-        /// The admin token, when the node requires one (else `PROXY_ADMIN_TOKEN`).
+        /// Ask the scheduler whose admin API is at ADDR (its `admin_addr`, e.g.
+        /// 127.0.0.1:9900) instead of a node.
+        #[arg(long, value_name = "ADDR", conflicts_with = "admin")]
+        scheduler: Option<String>,
+        /// The admin token, when the node or scheduler requires one (else `PROXY_ADMIN_TOKEN`).
         #[arg(long)]
         token: Option<String>,
     },
@@ -80,13 +85,13 @@ pub fn main() -> ExitCode {
         Some(Command::Run { config }) => run(&config),
         Some(Command::Check { config }) => check(&config),
         Some(Command::Scheduler { config }) => run_scheduler(&config),
-        Some(Command::Status { admin, token }) => status(&admin, token),
+        Some(Command::Status { admin, scheduler, token }) => status(&admin, scheduler.as_deref(), token),
         Some(Command::Mesh { command: MeshCommand::Init { dir, nodes } }) => mesh_init(&dir, &nodes),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
     }
 }
 
-fn status(admin: &str, token: Option<String>) -> ExitCode {
+fn status(admin: &str, scheduler: Option<&str>, token: Option<String>) -> ExitCode {
     let token = token.or_else(|| std::env::var("PROXY_ADMIN_TOKEN").ok());
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -95,9 +100,16 @@ fn status(admin: &str, token: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::admin::status::fetch(admin, token.as_deref())) {
-        Ok(input) => {
-            print!("{}", crate::admin::status::render(&input));
+    use crate::admin::status;
+    let page = match scheduler {
+        Some(addr) => runtime
+            .block_on(status::fetch_scheduler(addr, token.as_deref()))
+            .map(|input| status::render_scheduler(&input)),
+        None => runtime.block_on(status::fetch(admin, token.as_deref())).map(|input| status::render(&input)),
+    };
+    match page {
+        Ok(page) => {
+            print!("{page}");
             ExitCode::SUCCESS
         }
         Err(e) => {

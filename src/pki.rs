@@ -115,6 +115,8 @@ pins: []
 log_level: info             # debug | info | warn | error | fatal
 # log_file: scheduler.log   # default: standard error; rotated at log_max_bytes, log_keep kept
 log_format: text            # text | json
+admin_addr: \"127.0.0.1:9900\"  # admin API: nodes, links, routes, /metrics (`proxy status --scheduler`)
+# admin_token: ...          # 16-256 visible ASCII; required when admin_addr is not loopback
 ";
 
 /// What `mesh init` wrote.

@@ -89,6 +89,8 @@ fn mesh_init_writes_a_ca_and_node_certificates_with_private_keys_0600() {
     // The example scheduler config it wrote passes `proxy check`.
     let check = proxy().arg("check").arg("-c").arg(dir.join("scheduler.yaml")).output().expect("check");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let yaml = std::fs::read_to_string(dir.join("scheduler.yaml")).expect("read");
+    assert!(yaml.contains("\nadmin_addr: \"127.0.0.1:9900\""), "the admin API's key is shown:\n{yaml}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -178,7 +180,10 @@ fn the_scheduler_runs_from_its_config_and_exits_0_on_sigterm() {
     let init = proxy().args(["mesh", "init", "--dir"]).arg(&dir).output().expect("init");
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let cfg = dir.join("scheduler.yaml");
-    let text = std::fs::read_to_string(&cfg).expect("read").replace("0.0.0.0:7900", "127.0.0.1:0");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("0.0.0.0:7900", "127.0.0.1:0")
+        .replace("127.0.0.1:9900", "127.0.0.1:0");
     std::fs::write(&cfg, text).expect("write");
     let mut child = proxy().args(["scheduler", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
     std::thread::sleep(Duration::from_millis(500));
@@ -302,7 +307,10 @@ fn the_scheduler_logs_to_its_own_log_file() {
     let cfg = dir.join("scheduler.yaml");
     let text = std::fs::read_to_string(&cfg).expect("read");
     assert!(text.contains("log_format: text"), "mesh init's scheduler.yaml shows the logging keys");
-    let text = text.replace("0.0.0.0:7900", "127.0.0.1:0").replace("log_format: text", "log_format: json")
+    let text = text
+        .replace("0.0.0.0:7900", "127.0.0.1:0")
+        .replace("127.0.0.1:9900", "127.0.0.1:0")
+        .replace("log_format: text", "log_format: json")
         + "log_file: scheduler.log\n";
     std::fs::write(&cfg, text).expect("write");
     let log = dir.join("scheduler.log");

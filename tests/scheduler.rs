@@ -12,6 +12,9 @@ use proxy::config::scheduler as sched_config;
 use proxy::emulator::{LinkEmulator, LinkProfile};
 use proxy::scheduler::Scheduler;
 
+/// The admin API on a free port, so tests can run side by side.
+const ADMIN: &str = "admin_addr: \"127.0.0.1:0\"\n";
+
 fn primary(node: &Node) -> Option<Vec<String>> {
     let set = node.instructions()?;
     Some(set.routes.first()?.paths.first()?.relays.clone())
@@ -26,7 +29,7 @@ async fn wait_primary(node: &Node, want: &[&str], within: Duration) -> bool {
 /// to its config; returns it and the address nodes dial.
 async fn scheduler_for(mesh: &Mesh, settings: &str) -> (Scheduler, String) {
     mesh.issue("scheduler", "scheduler");
-    let yaml = format!("cert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n{settings}");
+    let yaml = format!("cert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n{ADMIN}{settings}");
     let yaml = if settings.contains("bind:") { yaml } else { format!("bind: \"127.0.0.1:0\"\n{yaml}") };
     let scheduler =
         Scheduler::start(sched_config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
@@ -132,7 +135,7 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
 async fn a_node_that_knows_only_the_scheduler_is_introduced_to_its_exit() {
     let mesh = Mesh::new(&["a", "d"]);
     mesh.issue("scheduler", "scheduler");
-    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\n";
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nadmin_addr: \"127.0.0.1:0\"\nrecompute_interval: \"200ms\"\n";
     let scheduler =
         Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
     let sched_addr = scheduler.local_addr().expect("addr").to_string();
@@ -160,7 +163,7 @@ async fn a_restarted_scheduler_is_rejoined_without_disturbing_open_flows() {
     mesh.issue("scheduler", "scheduler");
     let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let sched_yaml = format!(
-        "bind: \"127.0.0.1:{port}\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nrecompute_interval: \"200ms\"\n"
+        "bind: \"127.0.0.1:{port}\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nadmin_addr: \"127.0.0.1:0\"\nrecompute_interval: \"200ms\"\n"
     );
     let config = sched_config::parse(&sched_yaml, &mesh.dir).expect("config");
     let scheduler = Scheduler::start(config.clone()).await.expect("start");
@@ -242,7 +245,7 @@ async fn a_malformed_control_message_gets_an_error_and_the_session_goes_on() {
     use proxy::core::control::{self, Registration, ToNode, ToScheduler};
     let mesh = Mesh::new(&["a"]);
     mesh.issue("scheduler", "scheduler");
-    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n";
+    let sched_yaml = "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nadmin_addr: \"127.0.0.1:0\"\n";
     let scheduler =
         Scheduler::start(sched_config::parse(sched_yaml, &mesh.dir).expect("config")).await.expect("start");
     let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));

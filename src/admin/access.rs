@@ -61,8 +61,20 @@ pub fn default_allowed_hosts(bind: SocketAddr) -> Vec<String> {
 }
 
 /// Refuses a non-loopback bind address (0.0.0.0 and :: included) without a token: such an
-/// admin API would answer anyone who can reach the port.
+/// admin API would answer anyone who can reach the port. The message names the node's
+/// keys, `common.admin_addr` and `common.admin_token`.
 pub fn check_bind(bind: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    check_bind_keys(bind, token, "common.admin_addr", "common.admin_token")
+}
+
+/// [`check_bind`] for a config whose keys are `addr_key` and `token_key` (the scheduler's
+/// are `admin_addr` and `admin_token`); the message names them.
+pub fn check_bind_keys(
+    bind: SocketAddr,
+    token: Option<&str>,
+    addr_key: &str,
+    token_key: &str,
+) -> Result<(), String> {
     if is_loopback(bind.ip()) {
         return Ok(());
     }
@@ -70,12 +82,11 @@ pub fn check_bind(bind: SocketAddr, token: Option<&str>) -> Result<(), String> {
         Some(t) if !t.is_empty() => Ok(()),
         Some(_) => Err(format!(
             "the admin API would listen on {bind}, which is not a loopback address, and \
-             common.admin_token is empty; set a non-empty common.admin_token or bind \
-             common.admin_addr to 127.0.0.1"
+             {token_key} is empty; set a non-empty {token_key} or bind {addr_key} to 127.0.0.1"
         )),
         None => Err(format!(
             "the admin API would listen on {bind}, which is not a loopback address, without a \
-             token; set common.admin_token or bind common.admin_addr to 127.0.0.1"
+             token; set {token_key} or bind {addr_key} to 127.0.0.1"
         )),
     }
 }
@@ -219,5 +230,8 @@ mod tests {
         }
         let err = check_bind(addr("0.0.0.0:9901"), Some("")).expect_err("empty token");
         assert!(err.contains("0.0.0.0:9901") && err.contains("common.admin_token"), "{err}");
+        let err =
+            check_bind_keys(addr("0.0.0.0:9900"), None, "admin_addr", "admin_token").expect_err("no token");
+        assert!(err.contains("set admin_token or bind admin_addr") && !err.contains("common."), "{err}");
     }
 }

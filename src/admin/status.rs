@@ -1,5 +1,6 @@
 //! `proxy status`: a node's peers, listeners, routes and busiest flows as aligned tables,
-//! rendered from the admin API's JSON (so it works against any node that serves it).
+//! rendered from the admin API's JSON (so it works against any node that serves it); with
+//! `--scheduler`, the scheduler's nodes, links and routes the same way.
 
 use serde_json::Value;
 
@@ -25,29 +26,53 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks the admin API at `admin` for everything the status page shows.
 pub async fn fetch(admin: &str, token: Option<&str>) -> Result<StatusInput, String> {
-    // A node bound to every address answers on loopback; its Host check wants that name.
-    let admin = match admin.parse::<std::net::SocketAddr>() {
+    let admin = dialable(admin);
+    Ok(StatusInput {
+        stats: get_json(&admin, "/api/stats", token).await?,
+        peers: get_json(&admin, "/api/peers", token).await?,
+        listeners: get_json(&admin, "/api/listeners", token).await?,
+        routes: get_json(&admin, "/api/routes", token).await?,
+        flows: get_json(&admin, "/api/flows", token).await?,
+    })
+}
+
+/// The scheduler's admin answers `proxy status --scheduler` is made of.
+pub struct SchedulerStatusInput {
+    /// `/api/nodes`.
+    pub nodes: Value,
+    /// `/api/links`.
+    pub links: Value,
+    /// `/api/routes`.
+    pub routes: Value,
+}
+
+/// Asks the scheduler's admin API at `admin` for its nodes, links and routes.
+pub async fn fetch_scheduler(admin: &str, token: Option<&str>) -> Result<SchedulerStatusInput, String> {
+    let admin = dialable(admin);
+    Ok(SchedulerStatusInput {
+        nodes: get_json(&admin, "/api/nodes", token).await?,
+        links: get_json(&admin, "/api/links", token).await?,
+        routes: get_json(&admin, "/api/routes", token).await?,
+    })
+}
+
+/// An admin API bound to every address answers on loopback; its Host check wants that
+/// name.
+fn dialable(admin: &str) -> String {
+    match admin.parse::<std::net::SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
         _ => admin.to_string(),
-    };
-    let get = |path: &'static str| {
-        let admin = admin.clone();
-        async move {
-            let (status, body) =
-                crate::admin::http::get(&admin, path, token, TIMEOUT).await.map_err(|e| e.to_string())?;
-            if status != 200 {
-                return Err(format!("{path}: HTTP {status}: {}", body.trim()));
-            }
-            serde_json::from_str::<Value>(&body).map_err(|e| format!("{path}: not JSON: {e}"))
-        }
-    };
-    Ok(StatusInput {
-        stats: get("/api/stats").await?,
-        peers: get("/api/peers").await?,
-        listeners: get("/api/listeners").await?,
-        routes: get("/api/routes").await?,
-        flows: get("/api/flows").await?,
-    })
+    }
+}
+
+/// GET `path` and parse the answer as JSON; any status but 200 is an error.
+async fn get_json(admin: &str, path: &str, token: Option<&str>) -> Result<Value, String> {
+    let (status, body) =
+        crate::admin::http::get(admin, path, token, TIMEOUT).await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{path}: HTTP {status}: {}", body.trim()));
+    }
+    serde_json::from_str::<Value>(&body).map_err(|e| format!("{path}: not JSON: {e}"))
 }
 
 /// Aligned columns, two spaces apart, a header row first.
@@ -205,6 +230,109 @@ pub fn render(input: &StatusInput) -> String {
     out
 }
 
+/// The scheduler's status page: a summary line, then its nodes, links and routes (one row
+/// per path, the route's columns on its first).
+pub fn render_scheduler(input: &SchedulerStatusInput) -> String {
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    let nodes = list(&input.nodes);
+    let links = list(&input.links);
+    let routes = list(&input.routes);
+    let count = |items: &[Value], key: &str, want: &Value| items.iter().filter(|i| &i[key] == want).count();
+    let mut out = format!(
+        "scheduler  nodes {} ({} connected)  links {} counted, {} one-sided, {} stale  routes {}",
+        nodes.len(),
+        count(&nodes, "connected", &Value::Bool(true)),
+        count(&links, "state", &Value::from("counted")),
+        count(&links, "state", &Value::from("one_sided")),
+        count(&links, "state", &Value::from("stale")),
+        routes.len(),
+    );
+    if let Some(objective) = routes.first().map(|r| text(&r["objective"])) {
+        out += &format!("  objective {objective}");
+    }
+    out.push('\n');
+    let node_rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                text(&n["id"]),
+                text(&n["region"]),
+                text(&n["mesh_address"]),
+                text(&n["connected"]),
+                text(&n["alive"]),
+                n["last_report_secs"].as_f64().map_or("-".into(), age),
+                num(&n["peers"]).to_string(),
+                num(&n["listeners"]).to_string(),
+                num(&n["routes"]).to_string(),
+                num(&n["links"]).to_string(),
+                match num(&n["instruction_version"]) {
+                    0 => "-".into(),
+                    v => format!("v{v}"),
+                },
+            ]
+        })
+        .collect();
+    out += "\nNODES\n";
+    out += &table(
+        &[
+            "ID",
+            "REGION",
+            "ADDRESS",
+            "CONNECTED",
+            "ALIVE",
+            "LAST REPORT",
+            "PEERS",
+            "LISTENERS",
+            "ROUTES",
+            "LINKS",
+            "INSTRUCTION",
+        ],
+        &node_rows,
+    );
+    let link_rows: Vec<Vec<String>> = links
+        .iter()
+        .map(|l| {
+            vec![
+                text(&l["a"]),
+                text(&l["b"]),
+                text(&l["state"]).replace('_', "-"),
+                l["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms")),
+                l["loss"].as_f64().map_or("-".into(), |x| format!("{:.2}%", x * 100.0)),
+                l["throughput_bytes_per_sec"].as_u64().map_or("-".into(), |b| format!("{}/s", bytes(b))),
+                text(&l["used"]),
+                list(&l["reported_by"]).iter().map(text).collect::<Vec<_>>().join(","),
+                l["age_secs"].as_f64().map_or("-".into(), age),
+            ]
+        })
+        .collect();
+    out += "\nLINKS\n";
+    out +=
+        &table(&["A", "B", "STATE", "RTT", "LOSS", "THROUGHPUT", "USED", "REPORTED BY", "AGE"], &link_rows);
+    let mut route_rows: Vec<Vec<String>> = Vec::new();
+    for r in &routes {
+        for (i, p) in list(&r["paths"]).iter().enumerate() {
+            let first = i == 0;
+            let only_first = |s: String| if first { s } else { String::new() };
+            route_rows.push(vec![
+                only_first(text(&r["node"])),
+                only_first(text(&r["route"])),
+                only_first(text(&r["exit"])),
+                path(&p["hops"]),
+                p["weight"].as_f64().map_or("-".into(), |w| format!("{:.0}%", w * 100.0)),
+                p["cost"].as_f64().map_or("-".into(), |c| format!("{c:.1}")),
+                only_first(format!(
+                    "v{}{}",
+                    num(&r["instruction_version"]),
+                    if r["pinned"] == true { " pinned" } else { "" }
+                )),
+            ]);
+        }
+    }
+    out += "\nROUTES\n";
+    out += &table(&["NODE", "ROUTE", "EXIT", "PATH", "WEIGHT", "COST", "INSTRUCTION"], &route_rows);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +382,42 @@ mod tests {
         ] {
             assert!(page.contains(needle), "missing {needle:?} in\n{page}");
         }
+    }
+
+    #[test]
+    fn a_scheduler_page_shows_nodes_links_and_one_row_per_path() {
+        let input = SchedulerStatusInput {
+            nodes: json!([
+                {"id": "a", "region": "eu", "mesh_address": "10.0.0.1:7800", "connected": true, "alive": true, "last_report_secs": 2.0, "peers": 2, "listeners": 1, "routes": 1, "links": 2, "instruction_version": 9},
+                {"id": "b", "region": "eu", "mesh_address": "10.0.0.2:7800", "connected": false, "alive": false, "last_report_secs": null, "peers": 0, "listeners": 0, "routes": 0, "links": 0, "instruction_version": 0}
+            ]),
+            links: json!([
+                {"a": "a", "b": "b", "state": "counted", "reported_by": ["a", "b"], "rtt_ms": 12.34, "loss": 0.005, "throughput_bytes_per_sec": 2048, "used": true, "age_secs": 1.0},
+                {"a": "a", "b": "m", "state": "one_sided", "reported_by": ["a"], "rtt_ms": 1.0, "loss": 0.0, "throughput_bytes_per_sec": null, "used": false, "age_secs": 1.0}
+            ]),
+            routes: json!([{"node": "a", "route": "web", "exit": "d", "objective": "latency", "pinned": false, "instruction_version": 9, "issued_at_unix": 1,
+                "paths": [{"relays": ["b"], "hops": ["a", "b", "d"], "weight": 0.75, "cost": 20.0}, {"relays": [], "hops": ["a", "d"], "weight": 0.25, "cost": null}]}]),
+        };
+        let page = render_scheduler(&input);
+        for needle in [
+            "scheduler  nodes 2 (1 connected)  links 1 counted, 1 one-sided, 0 stale  routes 1  objective latency",
+            "NODES",
+            "10.0.0.1:7800",
+            "v9",
+            "12.3 ms",
+            "0.50%",
+            "2.0 KiB/s",
+            "one-sided",
+            "a,b",
+            "a>b>d",
+            "75%",
+            "20.0",
+        ] {
+            assert!(page.contains(needle), "missing {needle:?} in\n{page}");
+        }
+        let rows: Vec<&str> = page.split("ROUTES\n").nth(1).unwrap_or_default().lines().collect();
+        assert_eq!(rows.len(), 3, "a header and one row per path:\n{page}");
+        assert!(rows[1].starts_with("a     web    d     a>b>d"), "{page}");
+        assert!(rows[2].trim_start().starts_with("a>d") && rows[2].ends_with("-"), "{page}");
     }
 }

@@ -18,6 +18,8 @@
 //! log_format: text               # text | json
 //! log_max_bytes: 67108864        # rotate before the file passes this
 //! log_keep: 5                    # rotated files kept
+//! admin_addr: "127.0.0.1:9900"   # the scheduler's admin API (HTTP)
+//! admin_token: ...               # 16-256 visible ASCII; required off loopback
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::raw::line_of;
+use super::validate::check_admin_token;
 use super::validate::logging::{RawLogKeys, check_log_keys};
 use super::{ConfigError, ConfigErrors, LogConfig, LogFormat, LogLevel, parse_duration};
 use crate::core::pathfind::Objective;
@@ -34,6 +37,9 @@ use crate::core::wire::is_valid_node_id;
 
 /// The node id a scheduler's certificate names, and the server name nodes dial it by.
 pub const SCHEDULER_ID: &str = "scheduler";
+
+/// Where the scheduler's admin API answers unless `admin_addr` says otherwise.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9900";
 
 /// A validated scheduler config.
 #[derive(Debug, Clone)]
@@ -72,6 +78,10 @@ pub struct SchedulerConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept (`log_keep`).
     pub log_keep: u32,
+    /// TCP address of the admin API (`admin_addr`; port 0 picks a free port).
+    pub admin_addr: SocketAddr,
+    /// Bearer token the admin API requires (`admin_token`; needed off loopback).
+    pub admin_token: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -118,6 +128,8 @@ struct Raw {
     log_format: Option<String>,
     log_max_bytes: Option<u64>,
     log_keep: Option<u64>,
+    admin_addr: Option<String>,
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +207,8 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         })
         .collect();
     let pins = check_pins(&raw.pins, &mut errors);
+    let (admin_addr, admin_token) =
+        check_admin(raw.admin_addr.as_deref(), raw.admin_token.as_deref(), &mut errors);
     let keys = RawLogKeys {
         level: raw.log_level.as_deref(),
         file: raw.log_file.as_deref(),
@@ -227,7 +241,42 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         log_format: log.format,
         log_max_bytes: log.max_bytes,
         log_keep: log.keep,
+        admin_addr,
+        admin_token,
     })
+}
+
+/// `admin_addr` and `admin_token`, with the node's rules: a token is 16 to 256 visible
+/// ASCII characters, and an address off loopback needs one.
+fn check_admin(
+    addr: Option<&str>,
+    token: Option<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> (SocketAddr, Option<String>) {
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 9900));
+    let value = addr.unwrap_or(DEFAULT_ADMIN_ADDR);
+    let parsed = value.parse::<SocketAddr>().map_err(|_| {
+        errors.push(err(
+            "admin_addr",
+            None,
+            format!("`{value}` is not an IP:port address (write e.g. \"127.0.0.1:9900\" or \"[::1]:9900\")"),
+        ))
+    });
+    let token = match token.map(|t| check_admin_token(t).map(|()| t.to_owned())) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => {
+            errors.push(err("admin_token", None, e));
+            Err(())
+        }
+    };
+    if let (Ok(addr), Ok(token)) = (parsed, &token)
+        && let Err(e) =
+            crate::admin::http::check_bind_keys(addr, token.as_deref(), "admin_addr", "admin_token")
+    {
+        errors.push(err("admin_addr", None, e));
+    }
+    (parsed.unwrap_or(fallback), token.unwrap_or_default())
 }
 
 fn check_pins(raw: &[RawPin], errors: &mut Vec<ConfigError>) -> Vec<Pin> {
@@ -337,5 +386,36 @@ mod tests {
         assert!(errors.iter().all(|e| e.line.is_some()), "an error without a line: {errors:?}");
         let unknown = parse(&format!("{FILES}colour: blue\n"), &base()).expect_err("unknown key");
         assert!(unknown[0].message.contains("colour"), "{unknown:?}");
+    }
+
+    #[test]
+    fn the_admin_api_defaults_to_loopback_without_a_token() {
+        let c = parse(FILES, &base()).expect("valid");
+        assert_eq!(c.admin_addr, DEFAULT_ADMIN_ADDR.parse().expect("addr"));
+        assert_eq!(c.admin_token, None);
+        let c = parse(&format!("{FILES}admin_addr: \"127.0.0.1:0\"\n"), &base()).expect("valid");
+        assert_eq!(c.admin_addr.port(), 0);
+    }
+
+    #[test]
+    fn a_public_admin_address_needs_a_token_of_fair_length() {
+        let first = |text: &str| {
+            let errors = parse(text, &base()).expect_err("invalid");
+            (errors[0].key.clone(), errors[0].line, errors[0].message.clone())
+        };
+        let (key, line, message) = first(&format!("{FILES}admin_addr: \"0.0.0.0:9900\"\n"));
+        assert_eq!((key.as_str(), line), ("admin_addr", Some(4)));
+        assert!(message.contains("admin_token") && !message.contains("common."), "{message}");
+        let (key, line, message) = first(&format!("{FILES}admin_token: short\n"));
+        assert_eq!((key.as_str(), line), ("admin_token", Some(4)));
+        assert!(message.contains("16 to 256"), "{message}");
+        let (key, _, message) = first(&format!("{FILES}admin_token: \"{}\"\n", "spaced out token x"));
+        assert!(key == "admin_token" && message.contains("visible ASCII"), "{message}");
+        let (key, _, message) = first(&format!("{FILES}admin_addr: localhost:9900\n"));
+        assert!(key == "admin_addr" && message.contains("not an IP:port"), "{message}");
+        let token = "0123456789abcdef0123";
+        let c = parse(&format!("{FILES}admin_addr: \"0.0.0.0:9900\"\nadmin_token: {token}\n"), &base())
+            .expect("valid");
+        assert_eq!((c.admin_addr.port(), c.admin_token.as_deref()), (9900, Some(token)));
     }
 }

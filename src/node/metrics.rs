@@ -23,14 +23,16 @@ pub struct MetricsInput<'a> {
     pub config_version: u64,
 }
 
-/// A metric family being written: its header once, then samples.
-struct Family<'a> {
+/// A metric family being written: its header once, then samples. Also used for the
+/// scheduler's metrics ([`crate::scheduler::admin`]).
+pub(crate) struct Family<'a> {
     out: &'a mut String,
     name: &'static str,
 }
 
 impl Family<'_> {
-    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+    /// One sample with `labels` (values escaped here).
+    pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
         let _ = write!(self.out, "{}", self.name);
         if !labels.is_empty() {
             let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
@@ -40,7 +42,8 @@ impl Family<'_> {
     }
 }
 
-fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+/// Starts the family `name` in `out` with its `# HELP` and `# TYPE` lines.
+pub(crate) fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     Family { out, name }

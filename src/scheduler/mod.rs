@@ -1,8 +1,10 @@
 //! The scheduler: a QUIC endpoint nodes register with and report to, and the loop that
 //! turns their measurements into instructions. [`state`] holds the decisions (no I/O);
-//! [`server`] carries the protocol.
+//! [`server`] carries the protocol; [`admin`] is its admin API (nodes, links, routes,
+//! metrics), served like the node's by [`crate::admin::http`].
 
+pub mod admin;
 pub mod server;
 pub mod state;
 
-pub use server::Scheduler;
+pub use server::{Scheduler, SchedulerView};

@@ -2,17 +2,18 @@
 //! comes from the certificate), reads each node's control stream into the state, and on
 //! every recompute pushes the instruction sets that changed to the nodes subscribed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use quinn::{Connection, SendStream, TransportConfig, VarInt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::state::{MeshState, Policy};
+use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
 use crate::core::control::{self, FrameError, InstructionSet, ToNode, ToScheduler};
 use crate::node::{endpoint, log_escape, unix_now};
@@ -23,6 +24,77 @@ pub struct Scheduler {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    admin_addr: SocketAddr,
+}
+
+/// How the recompute loop has been doing, for the admin API's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct RecomputeStats {
+    /// Recomputes since start.
+    pub recomputes: u64,
+    /// Time the last recompute took, in seconds (`None` before the first).
+    pub last_duration_secs: Option<f64>,
+    /// Time all recomputes took, in seconds.
+    pub total_duration_secs: f64,
+    /// Instruction sets issued (one per node whose paths changed, per recompute).
+    pub instruction_sets: u64,
+}
+
+/// Everything the admin API shows, read at one instant under one lock of the state.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Registered nodes.
+    pub nodes: Vec<NodeSnapshot>,
+    /// Reported links.
+    pub links: Vec<LinkSnapshot>,
+    /// Issued paths per route.
+    pub routes: Vec<RouteSnapshot>,
+    /// The recompute loop's figures.
+    pub recompute: RecomputeStats,
+}
+
+/// A read-only handle on a running scheduler's state, for the admin API. It holds the
+/// state's lock only while it copies what it returns.
+#[derive(Clone)]
+pub struct SchedulerView {
+    shared: Arc<Shared>,
+}
+
+impl SchedulerView {
+    /// Registered nodes, by id, with whether their session is open.
+    pub fn nodes(&self) -> Vec<NodeSnapshot> {
+        let connected = self.shared.connected();
+        self.shared.with_state(|s| s.node_snapshots(Instant::now(), |id| connected.contains(id)))
+    }
+
+    /// Every reported link, by pair.
+    pub fn links(&self) -> Vec<LinkSnapshot> {
+        self.shared.with_state(|s| s.link_snapshots(Instant::now()))
+    }
+
+    /// The issued paths per route, by node and route.
+    pub fn routes(&self) -> Vec<RouteSnapshot> {
+        self.shared.with_state(|s| s.route_snapshots(Instant::now()))
+    }
+
+    /// The recompute loop's figures.
+    pub fn recompute_stats(&self) -> RecomputeStats {
+        *self.shared.recompute.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Nodes, links and routes at one instant, with the recompute figures.
+    pub fn snapshot(&self) -> Snapshot {
+        let connected = self.shared.connected();
+        let now = Instant::now();
+        let (nodes, links, routes) = self.shared.with_state(|s| {
+            (
+                s.node_snapshots(now, |id| connected.contains(id)),
+                s.link_snapshots(now),
+                s.route_snapshots(now),
+            )
+        });
+        Snapshot { nodes, links, routes, recompute: self.recompute_stats() }
+    }
 }
 
 struct Shared {
@@ -31,6 +103,8 @@ struct Shared {
     sessions: Mutex<HashMap<String, Connection>>,
     /// The latest instruction set per node; sessions watch their node's entry.
     outboxes: Mutex<HashMap<String, watch::Sender<Option<InstructionSet>>>>,
+    /// The recompute loop's figures.
+    recompute: Mutex<RecomputeStats>,
 }
 
 impl Shared {
@@ -47,10 +121,18 @@ impl Shared {
     fn with_state<R>(&self, f: impl FnOnce(&mut MeshState) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// The nodes whose latest session is still open.
+    fn connected(&self) -> HashSet<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().filter(|(_, c)| c.close_reason().is_none()).map(|(id, _)| id.clone()).collect()
+    }
 }
 
 impl Scheduler {
-    /// Binds the endpoint and starts accepting nodes and recomputing paths.
+    /// Binds the endpoint and the admin API, and starts accepting nodes, recomputing
+    /// paths and answering admin requests. A non-loopback `admin_addr` without a token is
+    /// refused.
     pub async fn start(config: SchedulerConfig) -> anyhow::Result<Scheduler> {
         let identity = TlsIdentity::load(&config.cert, &config.key, &config.ca, SCHEDULER_ID)?;
         let mut transport = TransportConfig::default();
@@ -60,17 +142,36 @@ impl Scheduler {
             .keep_alive_interval(Some(Duration::from_secs(5)))
             .max_idle_timeout(Duration::from_secs(30).try_into().ok());
         let socket = endpoint::bind_udp(config.bind, 4 * 1024 * 1024)?;
+        let admin = bind_admin(&config)?;
+        let admin_addr = admin.local_addr()?;
         let endpoint = endpoint::build(&identity, Arc::new(transport), socket)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
             sessions: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
+            recompute: Mutex::new(RecomputeStats::default()),
         });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
-        tokio::spawn(recompute_loop(shared.clone(), config.recompute_interval, stopped));
-        info!(addr = %endpoint.local_addr()?, "scheduler started");
-        Ok(Scheduler { endpoint, shared, stop })
+        tokio::spawn(recompute_loop(shared.clone(), config.recompute_interval, stopped.clone()));
+        let rules = crate::admin::http::AccessRules {
+            token: config.admin_token.clone(),
+            allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
+        };
+        let view = SchedulerView { shared: shared.clone() };
+        tokio::spawn(crate::admin::http::serve(admin, rules, super::admin::scheduler_handler(view), stopped));
+        info!(addr = %endpoint.local_addr()?, admin = %admin_addr, "scheduler started");
+        Ok(Scheduler { endpoint, shared, stop, admin_addr })
+    }
+
+    /// Where the admin API answers (`admin_addr`, with the real port when it said 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// A read-only view of the state, as the admin API shows it.
+    pub fn view(&self) -> SchedulerView {
+        SchedulerView { shared: self.shared.clone() }
     }
 
     /// The UDP address nodes dial.
@@ -94,6 +195,17 @@ impl Drop for Scheduler {
         let _ = self.stop.send(true);
         self.endpoint.close(VarInt::from_u32(3), b"scheduler stopped");
     }
+}
+
+/// Binds the admin API's listener; a non-loopback address needs a token.
+fn bind_admin(config: &SchedulerConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = config.admin_addr;
+    crate::admin::http::check_bind_keys(addr, config.admin_token.as_deref(), "admin_addr", "admin_token")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let std_listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("admin_addr: cannot bind TCP {addr}"))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(std_listener)?)
 }
 
 /// Largest frame a node may send: registrations and reports are small; this bounds what a
@@ -122,7 +234,16 @@ async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch
             _ = tick.tick() => {}
             _ = crate::node::wait_true(&mut stopped) => return,
         }
-        let changed = shared.with_state(|s| s.recompute(Instant::now(), unix_now()));
+        let started = Instant::now();
+        let changed = shared.with_state(|s| s.recompute(started, unix_now()));
+        {
+            let took = started.elapsed().as_secs_f64();
+            let mut stats = shared.recompute.lock().unwrap_or_else(|p| p.into_inner());
+            stats.recomputes += 1;
+            stats.last_duration_secs = Some(took);
+            stats.total_duration_secs += took;
+            stats.instruction_sets += changed.len() as u64;
+        }
         for (node, set) in changed {
             info!(node = %node, version = set.version, routes = set.routes.len(), "new instructions");
             shared.publish(&node, set);

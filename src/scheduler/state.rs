@@ -28,6 +28,19 @@ struct NodeState {
     choices: HashMap<(String, String), RouteChoice<Vec<String>>>,
     /// Flows and bytes per route, summed over reports.
     route_totals: HashMap<String, (u64, u64)>,
+    /// When its last report (links and routes) came; heartbeats do not count.
+    last_report: Option<Instant>,
+    /// The last instruction set issued to it, kept for the admin API (`sent` is cleared
+    /// when the node must be sent its set again; this is not).
+    issued: Option<Issued>,
+}
+
+/// An instruction set as issued, for the admin API.
+#[derive(Debug, Clone)]
+struct Issued {
+    version: u64,
+    issued_at_unix: u64,
+    routes: Vec<RouteInstruction>,
 }
 
 /// Settings the computation needs.
@@ -93,6 +106,8 @@ impl MeshState {
                     sent: None,
                     choices: HashMap::new(),
                     route_totals: HashMap::new(),
+                    last_report: None,
+                    issued: None,
                 };
                 self.nodes.insert(id, state);
             }
@@ -121,6 +136,7 @@ impl MeshState {
     pub fn report(&mut self, node: &str, links: Vec<LinkReport>, routes: Vec<RouteReport>, now: Instant) {
         if let Some(n) = self.nodes.get_mut(node) {
             n.last_seen = now;
+            n.last_report = Some(now);
             n.links = links.into_iter().map(|l| (l, now)).collect();
             for r in routes {
                 // Only routes the node registered: names in reports cannot grow the state.
@@ -151,32 +167,42 @@ impl MeshState {
         ids
     }
 
+    /// Whether `id` is registered and has been heard from within `node_dead_after`.
+    fn alive(&self, id: &str, now: Instant) -> bool {
+        self.nodes.get(id).is_some_and(|n| now.duration_since(n.last_seen) <= self.policy.dead_after)
+    }
+
+    /// `id`'s report of its link to `peer`, whatever its age, with when it came.
+    fn report_of(&self, id: &str, peer: &str) -> Option<&(LinkReport, Instant)> {
+        self.nodes.get(id)?.links.iter().find(|(l, _)| l.peer == peer)
+    }
+
+    /// `id`'s report of its link to `peer` when it is within `node_dead_after`.
+    fn fresh_report(&self, id: &str, peer: &str, now: Instant) -> Option<&LinkReport> {
+        self.report_of(id, peer)
+            .filter(|(_, at)| now.duration_since(*at) <= self.policy.dead_after)
+            .map(|(l, _)| l)
+    }
+
+    /// The link `a - b` as the computation counts it: both ends alive and both reporting
+    /// it freshly, at the worse of the two reports (one node cannot make itself look close
+    /// to everyone).
+    fn counted_link(&self, a: &str, b: &str, now: Instant) -> Option<LinkMetrics> {
+        if a == b || !self.alive(a, now) || !self.alive(b, now) {
+            return None;
+        }
+        Some(metrics_of(self.fresh_report(a, b, now)?, self.fresh_report(b, a, now)?))
+    }
+
     /// The graph of fresh links between live registered nodes.
     pub fn graph(&self, now: Instant) -> MeshGraph {
         let mut g = MeshGraph::new();
-        let alive = |id: &str| {
-            self.nodes.get(id).is_some_and(|n| now.duration_since(n.last_seen) <= self.policy.dead_after)
-        };
-        let fresh = |id: &str, peer: &str| -> Option<&LinkReport> {
-            let n = self.nodes.get(id)?;
-            n.links
-                .iter()
-                .find(|(l, at)| l.peer == peer && now.duration_since(*at) <= self.policy.dead_after)
-                .map(|(l, _)| l)
-        };
         for (id, n) in &self.nodes {
             g.node(id);
-            if !alive(id) {
-                continue;
-            }
             for (l, _) in &n.links {
-                if l.peer == *id || !alive(&l.peer) {
-                    continue;
+                if let Some(metrics) = self.counted_link(id, &l.peer, now) {
+                    g.set_link(id, &l.peer, metrics);
                 }
-                // A link counts only when both ends report it, at the worse of the two
-                // reports: one node cannot make itself look close to everyone.
-                let (Some(mine), Some(theirs)) = (fresh(id, &l.peer), fresh(&l.peer, id)) else { continue };
-                g.set_link(id, &l.peer, metrics_of(mine, theirs));
             }
         }
         g
@@ -203,6 +229,8 @@ impl MeshState {
             // still issues versions above what the nodes cached from its previous run.
             node.version = (node.version + 1).max(now_unix.saturating_mul(1000));
             node.sent = Some(routes.clone());
+            node.issued =
+                Some(Issued { version: node.version, issued_at_unix: now_unix, routes: routes.clone() });
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
             let nodes: Vec<NodeIntro> = all_nodes
                 .iter()
@@ -234,17 +262,23 @@ impl MeshState {
 
 /// Link metrics from the two ends' reports: the higher RTT and loss, the lower throughput.
 fn metrics_of(a: &LinkReport, b: &LinkReport) -> LinkMetrics {
-    let throughput = match (a.throughput_bps, b.throughput_bps) {
-        (0, 0) => None,
-        (0, x) | (x, 0) => Some(x),
-        (x, y) => Some(x.min(y)),
-    };
+    let throughput = throughput_of(a, b);
     LinkMetrics {
         // A floor, so no link is ever free.
         rtt_ms: (a.rtt_us.max(b.rtt_us) as f64 / 1000.0).max(0.01),
         loss: f64::from(a.loss_ppm.max(b.loss_ppm).min(999_999)) / 1e6,
         // An idle link has measured nothing: assume it is not the bottleneck.
         bandwidth_mbps: throughput.map_or(1000.0, |t| t as f64 * 8.0 / 1e6),
+    }
+}
+
+/// Bytes per second over the link from two reports: the lower of those that measured
+/// something; `None` when neither did (an idle link).
+fn throughput_of(a: &LinkReport, b: &LinkReport) -> Option<u64> {
+    match (a.throughput_bps, b.throughput_bps) {
+        (0, 0) => None,
+        (0, x) | (x, 0) => Some(x),
+        (x, y) => Some(x.min(y)),
     }
 }
 
@@ -334,5 +368,8 @@ fn route_instructions(
     out
 }
 
+mod snapshot;
 #[cfg(test)]
 mod tests;
+
+pub use snapshot::{LinkSnapshot, LinkState, NodeSnapshot, PathSnapshot, RouteSnapshot};

@@ -421,7 +421,7 @@ mod routes;
 mod tests;
 
 /// An admin token: 16 to 256 visible ASCII characters (it travels in an HTTP header).
-fn check_admin_token(token: &str) -> Result<(), String> {
+pub(crate) fn check_admin_token(token: &str) -> Result<(), String> {
     if !(16..=256).contains(&token.len()) {
         return Err("must be 16 to 256 characters".into());
     }

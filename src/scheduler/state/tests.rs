@@ -193,3 +193,112 @@ fn a_pin_that_would_loop_is_ignored() {
     report(&mut m, 10, 80, t);
     assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]));
 }
+
+#[test]
+fn node_snapshots_show_registration_liveness_and_the_issued_version() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    m.recompute(t, 1000);
+    let later = t + Duration::from_secs(20);
+    m.heartbeat("a", later);
+    let nodes = m.node_snapshots(later, |id| id == "a");
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, vec!["a", "b", "d"]);
+    let a = &nodes[0];
+    assert_eq!((a.region.as_str(), a.mesh_address.as_str()), ("r", "a.example:7800"));
+    assert_eq!((a.connected, a.alive, a.routes, a.links), (true, true, 1, 2));
+    assert_eq!((a.last_seen_secs, a.last_report_secs), (0.0, Some(20.0)));
+    assert_eq!(a.instruction_version, 1_000_000);
+    let b = &nodes[1];
+    assert_eq!((b.connected, b.alive, b.last_seen_secs), (false, false, 20.0), "silent past node_dead_after");
+    assert_eq!(b.instruction_version, 1_000_000, "b originates no route: it got an empty set");
+    m.register(reg("c", &[]), later);
+    let c = m.node_snapshots(later, |_| false).into_iter().find(|n| n.id == "c").expect("c");
+    assert_eq!((c.instruction_version, c.last_report_secs, c.alive), (0, None, true), "nothing issued yet");
+}
+
+#[test]
+fn link_snapshots_list_each_pair_once_with_its_state_and_use() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    // m claims a link to a that a does not confirm.
+    m.register(reg("m", &[]), t);
+    m.report("m", vec![link("a", 1)], vec![], t);
+    m.report(
+        "b",
+        vec![
+            LinkReport { peer: "a".into(), rtt_us: 12_000, loss_ppm: 5_000, throughput_bps: 700 },
+            link("d", 10),
+        ],
+        vec![],
+        t,
+    );
+    m.recompute(t, 0);
+    let links = m.link_snapshots(t + Duration::from_secs(1));
+    let pairs: Vec<(&str, &str, LinkState)> =
+        links.iter().map(|l| (l.a.as_str(), l.b.as_str(), l.state)).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("a", "b", LinkState::Counted),
+            ("a", "d", LinkState::Counted),
+            ("a", "m", LinkState::OneSided),
+            ("b", "d", LinkState::Counted),
+        ]
+    );
+    let ab = &links[0];
+    assert_eq!(ab.reported_by, vec!["a", "b"]);
+    assert_eq!(
+        (ab.rtt_ms, ab.loss, ab.throughput_bytes_per_sec),
+        (12.0, 0.005, Some(700)),
+        "the worse report"
+    );
+    assert_eq!(ab.age_secs, 1.0);
+    // a's route goes a-b-d with a-d as the alternative: every counted link is on a path.
+    assert!(links.iter().filter(|l| l.state == LinkState::Counted).all(|l| l.used), "{links:?}");
+    assert_eq!((links[2].reported_by.clone(), links[2].used), (vec!["m".to_string()], false));
+    // Past node_dead_after, both ends still report a-b but the reports are old.
+    let stale = m.link_snapshots(t + Duration::from_secs(30));
+    assert!(
+        stale.iter().filter(|l| l.reported_by.len() == 2).all(|l| l.state == LinkState::Stale),
+        "{stale:?}"
+    );
+}
+
+#[test]
+fn route_snapshots_show_the_issued_paths_with_weights_and_costs() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    assert!(m.route_snapshots(t).is_empty(), "nothing issued yet");
+    m.recompute(t, 1000);
+    let routes = m.route_snapshots(t);
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let r = &routes[0];
+    assert_eq!((r.node.as_str(), r.route.as_str(), r.exit.as_str()), ("a", "web", "d"));
+    assert_eq!(
+        (r.objective, r.pinned, r.instruction_version, r.issued_at_unix),
+        ("latency", false, 1_000_000, 1000)
+    );
+    let hops: Vec<Vec<String>> = r.paths.iter().map(|p| p.hops.clone()).collect();
+    assert_eq!(hops, vec![vec!["a", "b", "d"], vec!["a", "d"]]);
+    assert_eq!(r.paths[0].relays, vec!["b"]);
+    assert_eq!((r.paths[0].cost, r.paths[1].cost), (Some(20.0), Some(80.0)));
+    let total: f64 = r.paths.iter().map(|p| p.weight).sum();
+    assert!((total - 1.0).abs() < 1e-9, "{:?}", r.paths);
+    // Once the links are dead, the issued paths are still shown, without a cost.
+    let later = m.route_snapshots(t + Duration::from_secs(30));
+    assert_eq!(later[0].paths[0].cost, None);
+}
+
+#[test]
+fn a_pinned_route_says_so() {
+    let t = Instant::now();
+    let pins = vec![Pin { node: "a".into(), route: "web".into(), relays: vec![] }];
+    let mut m = MeshState::new(Policy { pins, ..policy() }, t);
+    m.register(reg("a", &[("web", "d")]), t);
+    m.register(reg("d", &[]), t);
+    m.recompute(t, 0);
+    let routes = m.route_snapshots(t);
+    assert!(routes[0].pinned && routes[0].paths[0].relays.is_empty(), "{routes:?}");
+    assert_eq!(routes[0].paths[0].cost, None, "nothing measured");
+}
