@@ -30,7 +30,7 @@ pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStre
     let (header, rest) = match read_header(&shared, &mut recv).await {
         Ok(h) => h,
         Err((reason, detail)) => {
-            warn!(peer = %peer, %detail, "refused a flow stream: bad header");
+            warn!(peer = %peer, detail = %log_escape(&detail), "refused a flow stream: bad header");
             refuse(&shared, &mut send, &mut recv, reason, &detail).await;
             return;
         }
