@@ -179,7 +179,7 @@ fn run(path: &Path) -> ExitCode {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    if let Err(code) = start_logging(&config.common.log_config(), "common.log_file") {
+    if let Err(code) = start_logging(&config.common.log, "common.log_file") {
         return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -206,7 +206,7 @@ fn run_scheduler(path: &Path) -> ExitCode {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    if let Err(code) = start_logging(&config.log_config(), "log_file") {
+    if let Err(code) = start_logging(&config.log, "log_file") {
         return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

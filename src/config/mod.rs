@@ -48,33 +48,12 @@ pub struct CommonConfig {
     pub node_id: String,
     /// Free-form region label, e.g. `eu-central`.
     pub region: String,
-    /// Log verbosity.
-    pub log_level: LogLevel,
-    /// Append logs to this file instead of standard error.
-    pub log_file: Option<PathBuf>,
-    /// How each log line is written.
-    pub log_format: LogFormat,
-    /// A log file is rotated before it would grow past this many bytes.
-    pub log_max_bytes: u64,
-    /// Rotated log files kept (`<file>.1` to `<file>.<keep>`).
-    pub log_keep: u32,
+    /// Logging (`common.log_level`, `log_file`, `log_format`, `log_max_bytes`, `log_keep`).
+    pub log: LogConfig,
     /// Admin HTTP address (loopback by default).
     pub admin_addr: SocketAddr,
     /// Bearer token the admin API requires (needed for a non-loopback `admin_addr`).
     pub admin_token: Option<String>,
-}
-
-impl CommonConfig {
-    /// This node's logging settings, as [`crate::logging::init`] takes them.
-    pub fn log_config(&self) -> LogConfig {
-        LogConfig {
-            level: self.log_level,
-            file: self.log_file.clone(),
-            format: self.log_format,
-            max_bytes: self.log_max_bytes,
-            keep: self.log_keep,
-        }
-    }
 }
 
 /// Where and how a process logs: the node's `common.log_*` keys, the scheduler's `log_*`.

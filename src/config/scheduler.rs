@@ -31,7 +31,7 @@ use serde::Deserialize;
 use super::raw::line_of;
 use super::validate::check_admin_token;
 use super::validate::logging::{RawLogKeys, check_log_keys};
-use super::{ConfigError, ConfigErrors, LogConfig, LogFormat, LogLevel, parse_duration};
+use super::{ConfigError, ConfigErrors, LogConfig, parse_duration};
 use crate::core::pathfind::Objective;
 use crate::core::wire::is_valid_node_id;
 
@@ -68,33 +68,12 @@ pub struct SchedulerConfig {
     pub node_dead_after: Duration,
     /// Operator pins: these routes use these relays, whatever the measurements say.
     pub pins: Vec<Pin>,
-    /// Log verbosity (`log_level`).
-    pub log_level: LogLevel,
-    /// Append logs to this file instead of standard error (`log_file`).
-    pub log_file: Option<PathBuf>,
-    /// How each log line is written (`log_format`).
-    pub log_format: LogFormat,
-    /// A log file is rotated before it would grow past this many bytes (`log_max_bytes`).
-    pub log_max_bytes: u64,
-    /// Rotated log files kept (`log_keep`).
-    pub log_keep: u32,
+    /// Logging (`log_level`, `log_file`, `log_format`, `log_max_bytes`, `log_keep`).
+    pub log: LogConfig,
     /// TCP address of the admin API (`admin_addr`; port 0 picks a free port).
     pub admin_addr: SocketAddr,
     /// Bearer token the admin API requires (`admin_token`; needed off loopback).
     pub admin_token: Option<String>,
-}
-
-impl SchedulerConfig {
-    /// The scheduler's logging settings, as [`crate::logging::init`] takes them.
-    pub fn log_config(&self) -> LogConfig {
-        LogConfig {
-            level: self.log_level,
-            file: self.log_file.clone(),
-            format: self.log_format,
-            max_bytes: self.log_max_bytes,
-            keep: self.log_keep,
-        }
-    }
 }
 
 /// An operator's pin.
@@ -236,11 +215,7 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         max_paths: max_paths as usize,
         node_dead_after,
         pins,
-        log_level: log.level,
-        log_file: log.file,
-        log_format: log.format,
-        log_max_bytes: log.max_bytes,
-        log_keep: log.keep,
+        log,
         admin_addr,
         admin_token,
     })
@@ -314,6 +289,7 @@ fn err(key: &str, line: Option<usize>, message: String) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{LogFormat, LogLevel};
 
     fn base() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -329,12 +305,12 @@ mod tests {
             (c.objective, c.max_paths, c.recompute_interval),
             (Objective::Latency, 3, Duration::from_secs(1))
         );
-        assert_eq!(c.log_config(), LogConfig::default());
+        assert_eq!(c.log, LogConfig::default());
         assert_eq!(
-            (c.log_level, c.log_format, c.log_max_bytes, c.log_keep),
+            (c.log.level, c.log.format, c.log.max_bytes, c.log.keep),
             (LogLevel::Info, LogFormat::Text, 64 << 20, 5)
         );
-        assert_eq!(c.log_file, None);
+        assert_eq!(c.log.file, None);
     }
 
     #[test]
@@ -343,7 +319,7 @@ mod tests {
             "{FILES}log_level: debug\nlog_file: scheduler.log\nlog_format: json\nlog_max_bytes: 2097152\nlog_keep: 9\n"
         );
         let c = parse(&text, &base()).expect("valid");
-        let log = c.log_config();
+        let log = c.log;
         assert_eq!(
             (log.level, log.format, log.max_bytes, log.keep),
             (LogLevel::Debug, LogFormat::Json, 2 << 20, 9)

@@ -235,11 +235,7 @@ impl Checker<'_> {
         Some(CommonConfig {
             node_id: node_id?.to_owned(),
             region: region?.to_owned(),
-            log_level: log.level,
-            log_file: log.file,
-            log_format: log.format,
-            log_max_bytes: log.max_bytes,
-            log_keep: log.keep,
+            log,
             admin_addr: admin_addr?,
             admin_token: admin_token?,
         })

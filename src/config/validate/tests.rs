@@ -56,10 +56,10 @@ fn with(from: &str, to: &str) -> String {
 #[test]
 fn a_valid_config_gets_every_default() {
     let config = run(VALID).expect("VALID is valid");
-    assert_eq!(config.common.log_level, LogLevel::Info);
-    assert_eq!(config.common.log_file, None);
-    assert_eq!(config.common.log_format, LogFormat::Text);
-    assert_eq!((config.common.log_max_bytes, config.common.log_keep), (64 * MIB, 5));
+    assert_eq!(config.common.log.level, LogLevel::Info);
+    assert_eq!(config.common.log.file, None);
+    assert_eq!(config.common.log.format, LogFormat::Text);
+    assert_eq!((config.common.log.max_bytes, config.common.log.keep), (64 * MIB, 5));
     assert_eq!(config.common.admin_addr, "127.0.0.1:9901".parse().expect("addr"));
     assert_eq!(config.mesh.bind, "0.0.0.0:7800".parse().expect("addr"));
     assert_eq!(config.mesh.data_dir, base().join("data"));
@@ -86,7 +86,7 @@ fn paths_resolve_against_the_base_unless_absolute() {
     let config = run(&text).expect("valid");
     assert_eq!(config.mesh.ca, ca);
     assert_eq!(config.mesh.data_dir, base().join("state"));
-    assert_eq!(config.common.log_file, Some(base().join("certs/a.log")));
+    assert_eq!(config.common.log.file, Some(base().join("certs/a.log")));
 }
 
 #[test]
@@ -107,12 +107,12 @@ fn logging_keys_take_json_and_their_bounds() {
         "  region: eu\n  log_level: fatal\n  log_file: node.log\n  log_format: json\n  log_max_bytes: 1048576\n  log_keep: 100",
     );
     let config = run(&text).expect("valid");
-    let log = config.common.log_config();
+    let log = config.common.log.clone();
     assert_eq!((log.level, log.format), (LogLevel::Fatal, LogFormat::Json));
     assert_eq!(log.file, Some(base().join("node.log")));
     assert_eq!((log.max_bytes, log.keep), (MIB, 100));
     let text = with("  region: eu", "  region: eu\n  log_max_bytes: 1099511627776\n  log_keep: 1");
-    assert_eq!(run(&text).expect("valid").common.log_max_bytes, 1 << 40);
+    assert_eq!(run(&text).expect("valid").common.log.max_bytes, 1 << 40);
 }
 
 #[test]
