@@ -88,21 +88,8 @@ async fn metrics_parse_as_prometheus_text_with_the_promised_series() {
     let (_mesh, a, _b, _flow) = pair_with_open_flow().await;
     let (status, body) = get(&a.admin_addr().to_string(), "/metrics", None, T).await.expect("metrics");
     assert_eq!(status, 200);
-    let scrape =
-        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{body}"))
-    };
+    let scrape = scrape(&body);
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels);
     assert_eq!(value("proxy_flows_current", &[]), 1.0);
     assert_eq!(value("proxy_flows_open", &[("role", "origin")]), 1.0);
     assert_eq!(value("proxy_flows_total", &[("role", "origin")]), 1.0);

@@ -190,21 +190,8 @@ async fn metrics_parse_as_prometheus_text_with_the_promised_series() {
     wait_computed(admin).await;
     let (status, body) = get(&admin.to_string(), "/metrics", None, T).await.expect("metrics");
     assert_eq!(status, 200);
-    let scrape =
-        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{body}"))
-    };
+    let scrape = scrape(&body);
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels);
     assert_eq!(value("proxy_scheduler_nodes", &[]), 3.0);
     assert_eq!(value("proxy_scheduler_nodes_connected", &[]), 3.0);
     assert_eq!(value("proxy_scheduler_nodes_alive", &[]), 3.0);

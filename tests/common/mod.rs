@@ -506,3 +506,24 @@ pub async fn read_exactly<R: AsyncReadExt + Unpin>(r: &mut R, n: usize) {
         got += k;
     }
 }
+
+/// Parses a Prometheus text exposition; panics (with the text) if it is not valid.
+pub fn scrape(body: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not a valid exposition ({e}):\n{body}"))
+}
+
+/// The value of the sample `name` whose labels include `labels`; panics if none.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
