@@ -243,8 +243,11 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
     }
     let (mut term, mut int, mut hup) =
         (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
-    let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified();
+    // A change is applied once the file has looked the same for a whole poll, so a file
+    // being written (a copy, an editor's save) is not read half done.
+    let stamp = || std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = stamp();
+    let mut settling = None;
     let mut poll = tokio::time::interval(CONFIG_POLL);
     loop {
         let why = tokio::select! {
@@ -252,9 +255,17 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = hup.recv() => "SIGHUP",
             _ = poll.tick() => {
-                let now = modified();
-                if now == seen { continue }
+                let now = stamp();
+                if now == seen {
+                    settling = None;
+                    continue;
+                }
+                if settling != Some(now) {
+                    settling = Some(now);
+                    continue;
+                }
                 seen = now;
+                settling = None;
                 "config file changed"
             }
         };

@@ -168,9 +168,19 @@ impl FileState {
             ignore_missing(fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)))?;
         }
         ignore_missing(fs::rename(&self.path, numbered(&self.path, 1)))?;
-        self.file = open_append(&self.path)?;
-        self.len = self.file.metadata()?.len();
-        Ok(())
+        match open_append(&self.path) {
+            Ok(file) => {
+                self.file = file;
+                self.len = self.file.metadata()?.len();
+                Ok(())
+            }
+            Err(e) => {
+                // Keep writing where the open handle points, under the log's own name, so
+                // a later rotation does not move it up the chain and delete it while in use.
+                let _ = fs::rename(numbered(&self.path, 1), &self.path);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -135,4 +135,7 @@ async fn a_reload_adds_a_peer_and_a_route_through_it() {
     a.reload_file(&write(&mesh, &yaml(&mesh, &[("local", echo)]))).expect("reload");
     assert!(eventually(Duration::from_secs(5), || !a.peers().iter().any(|p| p.id == "b")).await);
     assert!(eventually(Duration::from_secs(5), || b.peers().iter().all(|p| !p.connected)).await);
+    // And it stays gone: no dial loop survives the removal.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!a.peers().iter().any(|p| p.id == "b") && b.peers().iter().all(|p| !p.connected));
 }

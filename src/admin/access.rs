@@ -13,7 +13,9 @@ use super::response::Response;
 ///   rebinding) can make a browser send requests to a loopback admin port, but the browser
 ///   still sends `Host: evil.example`. So the host part of the Host header must be one of
 ///   [`AccessRules::allowed_hosts`]; otherwise, or with no Host header at all, the answer is
-///   421. This holds for every path, `/healthz` included.
+///   421. This holds for every path, `/healthz` included, as long as no token is set: a
+///   page cannot present a token, and remote clients of a token-protected API name the
+///   node however their DNS does, so with a token the Host header is not checked.
 /// - **Token.** When a token is configured, `Authorization: Bearer <token>` must carry it
 ///   (compared in constant time); otherwise 401.
 /// - **Bind.** [`check_bind`] refuses to serve a non-loopback address without a token, so an
@@ -32,7 +34,10 @@ impl AccessRules {
     pub fn check(&self, request: &Request) -> Option<Response> {
         let host = request.header("host").and_then(host_part);
         let allowed = host.is_some_and(|h| self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
-        if !allowed {
+        // The Host check stops a web page that rebinds a name to a token-less loopback
+        // API; with a token, a page cannot present it, and remote clients (a scraper, a
+        // `proxy status` elsewhere) name the node however their DNS does.
+        if !allowed && self.token.is_none() {
             return Some(Response::text(
                 421,
                 "this admin API answers only to its own host names (Host header refused)\n",
@@ -176,9 +181,12 @@ mod tests {
     }
 
     #[test]
-    fn a_request_without_host_is_refused_with_421() {
+    fn a_request_without_host_is_refused_with_421_unless_a_token_guards_the_api() {
         assert_eq!(status(&loopback_rules(None), &[]), 421);
-        assert_eq!(status(&loopback_rules(Some("s3cret")), &[("Authorization", "Bearer s3cret")]), 421);
+        let token = ("Authorization", "Bearer s3cret");
+        assert_eq!(status(&loopback_rules(Some("s3cret")), &[token]), 200);
+        assert_eq!(status(&loopback_rules(Some("s3cret")), &[token, ("Host", "node-a.example:9901")]), 200);
+        assert_eq!(status(&loopback_rules(Some("s3cret")), &[("Host", "node-a.example:9901")]), 401);
     }
 
     #[test]

@@ -34,14 +34,38 @@ fn route(view: &NodeView, request: &Request) -> Response {
         "/api/stats" => Response::json(&StatsView {
             stats: view.stats(),
             config_version: view.config_version(),
-            instruction_version: view.instructions().map_or(0, |s| s.version),
+            instruction_version: view.instruction_version(),
             instructions_stale: view.instructions_stale(),
         }),
         "/api/listeners" => Response::json(&view.listeners()),
         "/api/peers" => Response::json(&view.peers()),
-        "/api/flows" => Response::json(&view.flows()),
+        "/api/flows" => Response::json(&view.busiest_flows(limit(&request.query))),
         "/api/routes" => Response::json(&view.routes()),
         "/metrics" => Response::metrics(view.metrics()),
         _ => Response::not_found(),
+    }
+}
+
+/// Most flows `/api/flows` lists; `?limit=N` asks for fewer (the busiest).
+pub const MAX_FLOWS_LISTED: usize = 10_000;
+
+/// `limit=N` from a query string, capped at [`MAX_FLOWS_LISTED`].
+fn limit(query: &str) -> usize {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(MAX_FLOWS_LISTED, |n| n.min(MAX_FLOWS_LISTED))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flow_limit_is_read_from_the_query_and_capped() {
+        assert_eq!(super::limit(""), super::MAX_FLOWS_LISTED);
+        assert_eq!(super::limit("limit=10"), 10);
+        assert_eq!(super::limit("x=1&limit=3"), 3);
+        assert_eq!(super::limit("limit=99999999"), super::MAX_FLOWS_LISTED);
+        assert_eq!(super::limit("limit=ten"), super::MAX_FLOWS_LISTED);
     }
 }

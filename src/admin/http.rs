@@ -265,7 +265,7 @@ mod tests {
         let post =
             answer_text("POST /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n", &r);
         assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
-        let evil = answer_text("POST /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n", &r);
+        let evil = answer_text("POST /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n", &rules(None));
         assert!(evil.starts_with("HTTP/1.1 421 "), "{evil}");
         let anon = answer_text("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
         assert!(anon.starts_with("HTTP/1.1 401 ") && anon.contains("WWW-Authenticate: Bearer\r\n"), "{anon}");

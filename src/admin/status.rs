@@ -32,7 +32,7 @@ pub async fn fetch(admin: &str, token: Option<&str>) -> Result<StatusInput, Stri
         peers: get_json(&admin, "/api/peers", token).await?,
         listeners: get_json(&admin, "/api/listeners", token).await?,
         routes: get_json(&admin, "/api/routes", token).await?,
-        flows: get_json(&admin, "/api/flows", token).await?,
+        flows: get_json(&admin, &format!("/api/flows?limit={BUSIEST_FLOWS}"), token).await?,
     })
 }
 
@@ -225,7 +225,8 @@ pub fn render(input: &StatusInput) -> String {
             ]
         })
         .collect();
-    out += &format!("\nBUSIEST FLOWS ({} of {} open)\n", busiest.len(), flows.len());
+    let open = s["flows_current"].as_u64().map_or(flows.len() as u64, |n| n.max(flows.len() as u64));
+    out += &format!("\nBUSIEST FLOWS ({} of {open} open)\n", busiest.len());
     out += &table(&["ID", "ROLE", "ROUTE", "PATH", "DESTINATION", "BYTES", "AGE"], &busiest);
     out
 }

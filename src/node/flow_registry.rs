@@ -29,6 +29,10 @@ pub enum FlowRole {
 }
 
 impl FlowRole {
+    /// Every role.
+    pub const ALL: [FlowRole; 6] =
+        [Self::Pending, Self::Origin, Self::Local, Self::Relay, Self::Exit, Self::Subflow];
+
     /// Stable name, as in the JSON and the metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -132,9 +136,15 @@ impl FlowRegistry {
         self.lock().remove(&record.key);
     }
 
-    /// Every open flow, busiest first.
-    pub fn snapshot(&self) -> Vec<FlowInfo> {
-        let records: Vec<Arc<FlowRecord>> = self.lock().values().cloned().collect();
+    /// The open flows, busiest first, at most `limit` of them.
+    pub fn snapshot(&self, limit: usize) -> Vec<FlowInfo> {
+        // Copy the records out first: flows starting and ending wait on this lock.
+        let mut records: Vec<Arc<FlowRecord>> = self.lock().values().cloned().collect();
+        let bytes = |r: &Arc<FlowRecord>| r.bytes.load(Ordering::Relaxed);
+        if records.len() > limit {
+            records.select_nth_unstable_by(limit, |a, b| bytes(b).cmp(&bytes(a)));
+            records.truncate(limit);
+        }
         let mut out: Vec<FlowInfo> = records
             .iter()
             .map(|r| {
@@ -155,10 +165,11 @@ impl FlowRegistry {
         out
     }
 
-    /// Open flows by role.
+    /// Open flows by role, every role listed (zero included).
     pub fn count_by_role(&self) -> Vec<(FlowRole, u64)> {
-        let mut counts: HashMap<FlowRole, u64> = HashMap::new();
-        for r in self.lock().values() {
+        let records: Vec<Arc<FlowRecord>> = self.lock().values().cloned().collect();
+        let mut counts: HashMap<FlowRole, u64> = FlowRole::ALL.iter().map(|r| (*r, 0)).collect();
+        for r in &records {
             let role = r.meta.lock().unwrap_or_else(|p| p.into_inner()).role;
             *counts.entry(role).or_default() += 1;
         }
@@ -186,10 +197,13 @@ mod tests {
             m.role = FlowRole::Relay;
         });
         b.bytes().fetch_add(10, Ordering::Relaxed);
-        let ids: Vec<u64> = reg.snapshot().iter().map(|f| f.id).collect();
+        let ids: Vec<u64> = reg.snapshot(usize::MAX).iter().map(|f| f.id).collect();
         assert_eq!(ids, vec![2, 1]);
-        assert_eq!(reg.count_by_role(), vec![(FlowRole::Origin, 1), (FlowRole::Relay, 1)]);
+        assert_eq!(reg.snapshot(1).iter().map(|f| f.id).collect::<Vec<_>>(), vec![2], "the busiest only");
+        let by_role = reg.count_by_role();
+        assert_eq!(by_role.len(), FlowRole::ALL.len(), "every role, zero included");
+        assert!(by_role.contains(&(FlowRole::Origin, 1)) && by_role.contains(&(FlowRole::Exit, 0)));
         reg.remove(&a);
-        assert_eq!(reg.snapshot().len(), 1);
+        assert_eq!(reg.snapshot(usize::MAX).len(), 1);
     }
 }

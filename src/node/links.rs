@@ -25,7 +25,8 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
     let mut backoff = Backoff::new(mesh.redial_min, mesh.redial_max);
     let mut draining = shared.draining.clone();
     loop {
-        if *draining.borrow() {
+        // A peer a reload removed is not dialed again, whoever started this loop.
+        if *draining.borrow() || !shared.pool.is_known(&peer) {
             return;
         }
         if let Some(conn) = shared.pool.current(&peer) {
@@ -45,8 +46,10 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
                     if shared.pool.install(&peer, conn.clone(), Initiator::Local) {
                         tokio::spawn(watch_health(shared.clone(), peer.clone()));
                         tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn));
+                        continue;
                     }
-                    continue;
+                    // Not taken (the peer was removed, or a tie-break kept the other link):
+                    // wait before trying again rather than dialing in a tight loop.
                 }
                 Err(e) => {
                     warn!(peer = %peer, %address, error = %e, attempt = backoff.failures() + 1, "dial failed")

@@ -21,6 +21,10 @@ pub struct MetricsInput<'a> {
     pub flows_by_role: &'a [(FlowRole, u64)],
     /// The running config's version (1 at start, +1 per applied reload).
     pub config_version: u64,
+    /// The instruction set's version (0: none).
+    pub instruction_version: u64,
+    /// Whether it is past its TTL.
+    pub instructions_stale: bool,
 }
 
 /// A metric family being written: its header once, then samples. Also used for the
@@ -57,6 +61,8 @@ fn escape(v: &str) -> String {
 fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -75,8 +81,9 @@ pub fn render(input: &MetricsInput<'_>) -> String {
         f.sample(&[("role", role.as_str())], *n as f64);
     }
     let mut f = family(&mut out, "proxy_flows_total", "counter", "Flows since start, by role.");
+    // `flows_originated` counts every application connection; local ones count apart.
     for (role, n) in [
-        ("origin", s.flows_originated),
+        ("origin", s.flows_originated.saturating_sub(s.flows_local)),
         ("exit", s.flows_exited),
         ("local", s.flows_local),
         ("relay", s.flows_relayed),
@@ -130,8 +137,7 @@ pub fn render(input: &MetricsInput<'_>) -> String {
         "Version of the running config (1 at start, +1 per applied reload).",
     )
     .sample(&[], input.config_version as f64);
-    let version = input.routes.first().map_or(0, |r| r.instruction_version);
-    let stale = input.routes.iter().any(|r| r.stale);
+    let (version, stale) = (input.instruction_version, input.instructions_stale);
     family(
         &mut out,
         "proxy_instruction_version",

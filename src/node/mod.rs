@@ -73,6 +73,10 @@ pub struct Shared {
     running: std::sync::Mutex<reload::Running>,
     /// Where the admin API answers.
     admin_addr: SocketAddr,
+    /// Woken by every applied reload (the scheduler session registers anew).
+    config_changed: tokio::sync::Notify,
+    /// The node's runtime, so a reload called from any thread starts its tasks there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -280,6 +284,8 @@ impl Node {
                 dialers: std::collections::HashMap::new(),
             }),
             admin_addr,
+            config_changed: tokio::sync::Notify::new(),
+            runtime: tokio::runtime::Handle::current(),
             config,
         });
         tokio::spawn(links::accept_loop(shared.clone()));
@@ -424,12 +430,19 @@ impl NodeView {
             routes: &routes,
             flows_by_role: &by_role,
             config_version: self.config_version(),
+            instruction_version: self.shared.instruction_version(),
+            instructions_stale: self.instructions_stale(),
         })
     }
 
     /// The flows open on this node, busiest first.
     pub fn flows(&self) -> Vec<flow_registry::FlowInfo> {
-        self.shared.flows.snapshot()
+        self.shared.flows.snapshot(usize::MAX)
+    }
+
+    /// The `limit` busiest flows open on this node.
+    pub fn busiest_flows(&self, limit: usize) -> Vec<flow_registry::FlowInfo> {
+        self.shared.flows.snapshot(limit)
     }
 
     /// Open flows by role (`origin`, `relay`, `exit`, ...).
@@ -475,6 +488,11 @@ impl NodeView {
     /// The scheduler's instructions this node holds (from the scheduler or its disk cache).
     pub fn instructions(&self) -> Option<crate::core::control::InstructionSet> {
         self.shared.instructions.read().ok().and_then(|c| c.set().cloned())
+    }
+
+    /// The version of the instructions held (0: none).
+    pub fn instruction_version(&self) -> u64 {
+        self.shared.instruction_version()
     }
 
     /// Whether the instructions held are past their TTL (still used while nothing newer

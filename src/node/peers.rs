@@ -85,8 +85,10 @@ pub struct PeerPool {
     local_id: String,
     /// Longer than any dial can take: see `core::link_rule`.
     settle: Duration,
-    /// Configured peers, plus nodes the scheduler introduced (added, never removed).
+    /// Configured peers, plus nodes the scheduler introduced (removed only by a reload).
     slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Peers a reload removed: discovery does not bring them back until the config does.
+    removed: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Slot {
@@ -109,7 +111,7 @@ impl PeerPool {
                 (p.name.clone(), Arc::new(slot))
             })
             .collect();
-        Self { local_id: local_id.to_string(), settle, slots: RwLock::new(slots) }
+        Self { local_id: local_id.to_string(), settle, slots: RwLock::new(slots), removed: RwLock::default() }
     }
 
     fn slot(&self, id: &str) -> Option<Arc<Slot>> {
@@ -123,7 +125,7 @@ impl PeerPool {
     /// Adds a node the scheduler introduced, unless it is already known (an address in the
     /// node's own config wins over a discovered one). Returns whether it was new.
     pub fn add_discovered(&self, id: &str, address: Option<String>, region: &str) -> bool {
-        if id == self.local_id {
+        if id == self.local_id || self.removed.read().is_ok_and(|r| r.contains(id)) {
             return false;
         }
         let Ok(mut slots) = self.slots.write() else { return false };
@@ -144,6 +146,9 @@ impl PeerPool {
     pub fn configure(&self, peer: &PeerConfig) {
         if peer.name == self.local_id {
             return;
+        }
+        if let Ok(mut removed) = self.removed.write() {
+            removed.remove(&peer.name);
         }
         let Ok(mut slots) = self.slots.write() else { return };
         match slots.get(&peer.name) {
@@ -166,6 +171,9 @@ impl PeerPool {
     /// Forgets a peer (a reload removed it): its link is closed and it is refused from now
     /// on.
     pub fn remove(&self, id: &str) {
+        if let Ok(mut removed) = self.removed.write() {
+            removed.insert(id.to_string());
+        }
         let removed = self.slots.write().ok().and_then(|mut s| s.remove(id));
         if let Some(slot) = removed
             && let Some(link) = slot.link.borrow().as_ref()

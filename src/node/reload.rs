@@ -80,32 +80,45 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
         })?;
         bound.push((ListenerInfo { name: l.name.clone(), addr }, tcp));
     }
-    apply_listeners(shared, &mut running, &diff, bound, &new.listeners);
-    apply_peers(shared, &mut running, &diff);
-    let ports: Vec<(String, u16)> =
-        running.listeners.iter().map(|(l, _)| (l.name.clone(), l.addr.port())).collect();
+    // The route table first, covering the new listeners (their sockets are bound, so the
+    // kernel queues connections until their accept loops start), then the listeners.
+    let closing = closing_listeners(&diff);
+    let ports: Vec<(String, u16)> = running
+        .listeners
+        .iter()
+        .map(|(l, _)| l)
+        .filter(|l| !closing.contains(&&l.name))
+        .chain(bound.iter().map(|(l, _)| l))
+        .map(|l| (l.name.clone(), l.addr.port()))
+        .collect();
     let old_table = shared.routes();
     let table = Arc::new(RouteTable::new(&new, &ports, Some(&old_table)));
     *shared.routes.write().unwrap_or_else(|p| p.into_inner()) = table;
+    apply_listeners(shared, &mut running, &closing, bound, &new.listeners);
+    apply_peers(shared, &mut running, &diff);
     if diff.exit_policy_changed {
         *shared.exit_policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.exit_policy.clone());
     }
     running.config = new;
     let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
+    shared.config_changed.notify_waiters();
     let summary = diff.summary();
     info!(version, changes = %summary, "config reloaded");
     Ok(ReloadReport { version, summary })
 }
 
+/// Listeners a reload closes: the removed ones and the old sockets of rebound ones.
+fn closing_listeners(diff: &ConfigDiff) -> Vec<&String> {
+    diff.listeners_removed.iter().chain(diff.listeners_rebound.iter().map(|l| &l.name)).collect()
+}
+
 fn apply_listeners(
     shared: &Arc<Shared>,
     running: &mut Running,
-    diff: &ConfigDiff,
+    closing: &[&String],
     bound: Vec<(ListenerInfo, tokio::net::TcpListener)>,
     order: &[crate::config::ListenerConfig],
 ) {
-    let closing: Vec<&String> =
-        diff.listeners_removed.iter().chain(diff.listeners_rebound.iter().map(|l| &l.name)).collect();
     // Closing a listener stops new connections only; its open flows are their own tasks.
     running.listeners.retain(|(l, task)| {
         let close = closing.contains(&&l.name);
@@ -115,7 +128,7 @@ fn apply_listeners(
         !close
     });
     for (info, tcp) in bound {
-        let task = tokio::spawn(listener::accept_loop(shared.clone(), info.name.clone(), tcp));
+        let task = shared.runtime.spawn(listener::accept_loop(shared.clone(), info.name.clone(), tcp));
         running.listeners.push((info, task.abort_handle()));
     }
     running.listeners.sort_by_key(|(l, _)| order.iter().position(|n| n.name == l.name).unwrap_or(usize::MAX));
@@ -134,7 +147,8 @@ fn apply_peers(shared: &Arc<Shared>, running: &mut Running, diff: &ConfigDiff) {
         }
         shared.pool.configure(peer);
         if let Some(address) = &peer.address {
-            let task = tokio::spawn(links::dial_loop(shared.clone(), peer.name.clone(), address.clone()));
+            let task =
+                shared.runtime.spawn(links::dial_loop(shared.clone(), peer.name.clone(), address.clone()));
             running.dialers.insert(peer.name.clone(), task.abort_handle());
         }
     }

@@ -98,6 +98,11 @@ async fn session(
                 conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
                 return Ok(());
             }
+            // A reload changed listeners, routes or peers: register them anew.
+            _ = shared.config_changed.notified() => {
+                conn.close(quinn::VarInt::from_u32(0), b"config reloaded");
+                return Ok(());
+            }
         }
     }
 }
@@ -179,7 +184,8 @@ fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
 }
 
 fn registration(shared: &Shared) -> Registration {
-    let c = &shared.config;
+    // The config in force: listeners, routes and peers change with reloads.
+    let c = &shared.running.lock().unwrap_or_else(|p| p.into_inner()).config.clone();
     let mesh_address = c.mesh.advertise.clone().unwrap_or_else(|| {
         shared.endpoint.local_addr().map_or_else(|_| c.mesh.bind.to_string(), |a| a.to_string())
     });
