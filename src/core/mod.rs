@@ -6,6 +6,7 @@ pub mod config_diff;
 pub mod control;
 pub mod hysteresis;
 pub mod instructions;
+pub mod join_token;
 pub mod link_rule;
 pub mod multipath;
 pub mod pathfind;

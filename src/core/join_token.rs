@@ -1,0 +1,312 @@
+//! Join tokens (groundwork for issue 7, `proxy mesh join`), pure: the token's text form,
+//! the scheduler's store of token hashes with expiry, uses and node binding, and a limiter
+//! of failed attempts per address.
+//!
+//! A token carries a 32-byte secret and the SHA-256 fingerprint of the mesh CA, so the
+//! joining machine can check the scheduler's certificate chain before it sends anything.
+//! The scheduler keeps only the secret's SHA-256: a copy of its store cannot be used to
+//! join. Text form: `pxj1-<64 hex: secret>-<64 hex: CA fingerprint>`.
+
+use std::collections::HashMap;
+
+use ring::digest::{SHA256, digest};
+
+/// Prefix and version of the text form.
+const PREFIX: &str = "pxj1";
+
+/// A join token as a user copies it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// The secret the scheduler checks.
+    pub secret: [u8; 32],
+    /// SHA-256 of the mesh CA certificate (DER).
+    pub ca_fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("JoinToken")
+            .field("ca_fingerprint", &hex(&self.ca_fingerprint))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token's text is not a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    /// Not `pxj1-<hex>-<hex>`.
+    #[error("not a join token (expected pxj1-<64 hex digits>-<64 hex digits>)")]
+    Malformed,
+}
+
+impl JoinToken {
+    /// The text form.
+    pub fn encode(&self) -> String {
+        format!("{PREFIX}-{}-{}", hex(&self.secret), hex(&self.ca_fingerprint))
+    }
+
+    /// Parses the text form (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Result<Self, TokenFormatError> {
+        let mut parts = text.trim().split('-');
+        let (Some(PREFIX), Some(secret), Some(fp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenFormatError::Malformed);
+        };
+        Ok(Self { secret: unhex(secret)?, ca_fingerprint: unhex(fp)? })
+    }
+
+    /// The hash the scheduler stores and looks the token up by.
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.secret)
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, data).as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<[u8; 32], TokenFormatError> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TokenFormatError::Malformed);
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| TokenFormatError::Malformed)?;
+    }
+    Ok(out)
+}
+
+/// What the scheduler keeps of one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the secret.
+    pub hash: [u8; 32],
+    /// The only node id it may enroll, when bound.
+    pub node_id: Option<String>,
+    /// Unix time after which it is refused.
+    pub expires_unix: u64,
+    /// Enrollments it still allows.
+    pub uses_left: u32,
+}
+
+/// Why a token was refused; each says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    /// No such token (never made, or removed after its last use or expiry).
+    #[error("unknown join token: create one with `proxy mesh token create`")]
+    Unknown,
+    /// Past its expiry.
+    #[error("the join token expired: create a new one")]
+    Expired,
+    /// Every use taken.
+    #[error("the join token was already used: create a new one")]
+    UsedUp,
+    /// Bound to another node id.
+    #[error("the join token is for node `{0}`, not this one")]
+    WrongNode(String),
+}
+
+/// The scheduler's tokens, by hash.
+#[derive(Debug, Default, Clone)]
+pub struct TokenStore {
+    records: HashMap<[u8; 32], TokenRecord>,
+}
+
+impl TokenStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token valid for `ttl_secs` from `now_unix`, for `uses` enrollments, bound to
+    /// `node_id` when given.
+    pub fn add(
+        &mut self,
+        token: &JoinToken,
+        node_id: Option<String>,
+        ttl_secs: u64,
+        uses: u32,
+        now_unix: u64,
+    ) {
+        let record = TokenRecord {
+            hash: token.hash(),
+            node_id,
+            expires_unix: now_unix.saturating_add(ttl_secs),
+            uses_left: uses,
+        };
+        self.records.insert(record.hash, record);
+    }
+
+    /// Takes one use of `token` for `node_id` at `now_unix`, or says why not. A token
+    /// with no use left, or expired, is forgotten.
+    pub fn redeem(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinRefusal> {
+        let hash = token.hash();
+        let record = self.records.get_mut(&hash).ok_or(JoinRefusal::Unknown)?;
+        if now_unix > record.expires_unix {
+            self.records.remove(&hash);
+            return Err(JoinRefusal::Expired);
+        }
+        if record.uses_left == 0 {
+            self.records.remove(&hash);
+            return Err(JoinRefusal::UsedUp);
+        }
+        if let Some(bound) = &record.node_id
+            && bound != node_id
+        {
+            return Err(JoinRefusal::WrongNode(bound.clone()));
+        }
+        record.uses_left -= 1;
+        Ok(())
+    }
+
+    /// Forgets expired tokens; returns how many.
+    pub fn purge(&mut self, now_unix: u64) -> usize {
+        let before = self.records.len();
+        self.records.retain(|_, r| r.expires_unix >= now_unix);
+        before - self.records.len()
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// Limits failed join attempts per source address: after `max_failures` within
+/// `window_secs`, the address is refused until the window has passed since its last
+/// failure.
+#[derive(Debug, Clone)]
+pub struct FailureLimiter {
+    max_failures: u32,
+    window_secs: u64,
+    /// Failures counted and the time of the last one, per address.
+    failures: HashMap<String, (u32, u64)>,
+    /// Addresses tracked at most (the oldest entries go first), so a flood of sources
+    /// cannot grow the table without bound.
+    capacity: usize,
+}
+
+impl FailureLimiter {
+    /// A limiter allowing `max_failures` per `window_secs`, tracking up to `capacity`
+    /// addresses.
+    pub fn new(max_failures: u32, window_secs: u64, capacity: usize) -> Self {
+        Self { max_failures, window_secs, failures: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// Whether `addr` may try now.
+    pub fn allows(&self, addr: &str, now_unix: u64) -> bool {
+        match self.failures.get(addr) {
+            Some(&(count, last)) => {
+                count < self.max_failures || now_unix >= last.saturating_add(self.window_secs)
+            }
+            None => true,
+        }
+    }
+
+    /// Records a failed attempt from `addr`.
+    pub fn failed(&mut self, addr: &str, now_unix: u64) {
+        if !self.failures.contains_key(addr) && self.failures.len() >= self.capacity {
+            let oldest = self.failures.iter().min_by_key(|(_, (_, last))| *last).map(|(a, _)| a.clone());
+            if let Some(oldest) = oldest {
+                self.failures.remove(&oldest);
+            }
+        }
+        let entry = self.failures.entry(addr.to_string()).or_insert((0, now_unix));
+        if now_unix >= entry.1.saturating_add(self.window_secs) {
+            *entry = (0, now_unix);
+        }
+        entry.0 += 1;
+        entry.1 = now_unix;
+    }
+
+    /// A successful attempt clears `addr`'s failures.
+    pub fn succeeded(&mut self, addr: &str) {
+        self.failures.remove(addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(seed: u8) -> JoinToken {
+        JoinToken { secret: [seed; 32], ca_fingerprint: sha256(b"ca") }
+    }
+
+    #[test]
+    fn the_text_form_round_trips_and_bad_text_is_refused() {
+        let t = token(7);
+        let text = t.encode();
+        assert!(text.starts_with("pxj1-") && text.len() == 4 + 1 + 64 + 1 + 64);
+        assert_eq!(JoinToken::parse(&format!("  {text}\n")), Ok(t.clone()));
+        for bad in [
+            "",
+            "pxj1",
+            &text[..text.len() - 1],
+            &text.replace("pxj1", "pxj2"),
+            &format!("{text}-00"),
+            &text.replace('0', "g"),
+        ] {
+            assert_eq!(JoinToken::parse(bad), Err(TokenFormatError::Malformed), "{bad}");
+        }
+        assert!(!format!("{t:?}").contains(&hex(&t.secret)), "Debug never shows the secret");
+    }
+
+    #[test]
+    fn a_token_is_refused_when_unknown_expired_used_up_or_for_another_node() {
+        let mut store = TokenStore::new();
+        let (one_use, bound) = (token(1), token(2));
+        store.add(&one_use, None, 3600, 1, 1000);
+        store.add(&bound, Some("c".into()), 60, 5, 1000);
+        assert_eq!(store.redeem(&token(9), "a", 1000), Err(JoinRefusal::Unknown));
+        assert_eq!(store.redeem(&one_use, "a", 1001), Ok(()));
+        assert_eq!(store.redeem(&one_use, "b", 1002), Err(JoinRefusal::UsedUp));
+        assert_eq!(store.redeem(&one_use, "b", 1003), Err(JoinRefusal::Unknown), "forgotten after use");
+        assert_eq!(store.redeem(&bound, "d", 1010), Err(JoinRefusal::WrongNode("c".into())));
+        assert_eq!(store.redeem(&bound, "c", 1010), Ok(()));
+        assert_eq!(store.redeem(&bound, "c", 1061), Err(JoinRefusal::Expired));
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn the_store_keeps_hashes_only_and_purges_expired_tokens() {
+        let mut store = TokenStore::new();
+        store.add(&token(1), None, 10, 1, 0);
+        store.add(&token(2), None, 100, 1, 0);
+        let text = format!("{store:?}");
+        assert!(!text.contains(&hex(&token(1).secret)), "the secret is not stored");
+        assert_eq!(store.purge(50), 1);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn repeated_failures_from_one_address_are_held_off_for_the_window() {
+        let mut l = FailureLimiter::new(3, 60, 2);
+        for t in 0..3 {
+            assert!(l.allows("10.0.0.1", t));
+            l.failed("10.0.0.1", t);
+        }
+        assert!(!l.allows("10.0.0.1", 30), "three failures within the window");
+        assert!(l.allows("10.0.0.2", 30), "other addresses are not affected");
+        assert!(l.allows("10.0.0.1", 62), "the window passed since the last failure");
+        l.failed("10.0.0.2", 70);
+        l.failed("10.0.0.3", 71);
+        assert!(l.allows("10.0.0.1", 72) && l.failures.len() == 2, "the table stays within its capacity");
+        l.succeeded("10.0.0.3");
+        assert!(!l.failures.contains_key("10.0.0.3"));
+    }
+}
