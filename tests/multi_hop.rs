@@ -322,6 +322,13 @@ async fn a_proxy_chain_target_hands_the_flow_to_the_peer_and_its_route_for_the_p
     assert_eq!((n, got), (MIB, sent));
     assert_eq!(b.stats().route_matches, vec![("web-via-c".to_string(), 1)]);
     assert_eq!((b.stats().flows_relayed, c.stats().flows_exited), (1, 1));
+    // The chain node counts the flow's bytes on its route too (when the flow ends).
+    let route_bytes = || b.routes().first().map_or(0, |r| r.bytes);
+    assert!(
+        eventually(Duration::from_secs(5), || route_bytes() >= 2 * MIB as u64).await,
+        "{}",
+        route_bytes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

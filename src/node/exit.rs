@@ -33,7 +33,7 @@ pub(crate) async fn exit_flow(
             return;
         }
     };
-    reply_and_splice(&shared, guard, tcp, rest, send, recv).await;
+    reply_and_splice(&shared, guard, tcp, rest, send, recv, None).await;
 }
 
 /// Sends `Opened` and splices the target connection with the stream.
@@ -44,6 +44,7 @@ pub(crate) async fn reply_and_splice(
     rest: Bytes,
     mut send: SendStream,
     mut recv: RecvStream,
+    route: Option<Arc<crate::node::stats::RouteCounters>>,
 ) {
     tcp_io::arm_reset_on_drop(&tcp);
     let opened = Bytes::from(wire::encode_reply(&Reply::Opened));
@@ -55,7 +56,7 @@ pub(crate) async fn reply_and_splice(
     }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
-    let env = shared.flow_env(shared.timeouts, None, &guard);
+    let env = shared.flow_env(shared.timeouts, route, &guard);
     let end = splice::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
     guard.finish(&end);
 }

@@ -11,7 +11,9 @@ use tracing::info;
 
 use crate::core::route::{Exit, choose_path, static_candidates};
 use crate::core::wire::{Destination, FlowHeader, RefuseReason};
+use crate::node::flow_registry::FlowRole;
 use crate::node::inbound::{refuse, refuse_as};
+use crate::node::stats::RouteCounters;
 use crate::node::stream_splice::{StreamPair, splice_streams};
 use crate::node::{FlowGuard, Shared, exit, log_escape, onward};
 
@@ -36,7 +38,7 @@ pub(crate) async fn forward(
         return;
     }
     let onward = header.onward(shared.id());
-    hand_on(shared, guard, &next, onward, rest, StreamPair { send, recv }).await;
+    hand_on(shared, guard, &next, onward, rest, StreamPair { send, recv }, None).await;
 }
 
 /// A proxy-chain flow: route it by this node's own route for `port`.
@@ -56,6 +58,8 @@ pub(crate) async fn chain(
         return;
     };
     route.counters.matches.fetch_add(1, Ordering::Relaxed);
+    guard.describe(|m| m.route = Some(route.name.clone()));
+    let counters = Some(route.counters.clone());
     let target = route.next_target().to_string();
     let mut onward = header.onward(shared.id());
     let next = match &route.exit {
@@ -63,7 +67,10 @@ pub(crate) async fn chain(
             // Flows from the mesh are held to the exit policy, chain or not: a node is
             // never an open relay. The detail does not name the route's target.
             match exit::dial_target(&shared, &target).await {
-                Ok(tcp) => exit::reply_and_splice(&shared, guard, tcp, rest, send, recv).await,
+                Ok(tcp) => {
+                    guard.describe(|m| m.role = FlowRole::Exit);
+                    exit::reply_and_splice(&shared, guard, tcp, rest, send, recv, counters).await
+                }
                 Err((reason, _)) => {
                     let detail = format!("route `{}` for port {port}: {}", route.name, reason.as_str());
                     refuse(&shared, &mut send, &mut recv, reason, &detail).await;
@@ -92,7 +99,7 @@ pub(crate) async fn chain(
         refuse(&shared, &mut send, &mut recv, RefuseReason::RelayNotAllowed, detail).await;
         return;
     }
-    hand_on(shared, guard, &next, onward, rest, StreamPair { send, recv }).await;
+    hand_on(shared, guard, &next, onward, rest, StreamPair { send, recv }, counters).await;
 }
 
 /// Opens the stream to `next` and relays between it and `back`.
@@ -103,6 +110,7 @@ async fn hand_on(
     header: FlowHeader,
     rest: Bytes,
     mut back: StreamPair,
+    route: Option<Arc<RouteCounters>>,
 ) {
     let leading = rest.len() as u64;
     match onward::open_stream(&shared, next, &header, rest).await {
@@ -110,7 +118,7 @@ async fn hand_on(
             shared.counters.flows_relayed.fetch_add(1, Ordering::Relaxed);
             shared.counters.bytes_relayed.fetch_add(leading, Ordering::Relaxed);
             let ahead = StreamPair { send, recv };
-            let end = splice_streams(back, ahead, shared.flow_env(shared.timeouts, None, &guard)).await;
+            let end = splice_streams(back, ahead, shared.flow_env(shared.timeouts, route, &guard)).await;
             guard.finish(&end);
         }
         Err(e) => {

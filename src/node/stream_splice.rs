@@ -31,7 +31,7 @@ pub struct StreamPair {
 /// Relays between the previous node (`back`) and the next (`ahead`) until both directions
 /// finish, or resets both on any failure.
 pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, bytes, .. } = env;
+    let FlowEnv { timeouts, counters, mut force, bytes, route } = env;
     let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);
     let end = {
@@ -64,6 +64,10 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
         }
         other => other,
     };
+    // A proxy-chain node counts the flow on its own route.
+    if let Some(route) = route {
+        route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
+    }
     if !matches!(end, FlowEnd::Completed | FlowEnd::RefusedAhead) {
         // A neighbour's reset code passes on unchanged, so the ends can tell a multipath
         // flow's own reset from the loss of one of its paths.
@@ -94,8 +98,8 @@ async fn copy(
     loop {
         match from.read_chunk(CHUNK, true).await {
             Ok(Some(chunk)) => {
-                activity.touch();
                 let n = chunk.bytes.len() as u64;
+                activity.moved(n);
                 match to.write_chunk(chunk.bytes).await {
                     Ok(()) => {
                         counters.bytes_relayed.fetch_add(n, Ordering::Relaxed);
