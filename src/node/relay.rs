@@ -118,7 +118,10 @@ async fn hand_on(
             shared.counters.flows_relayed.fetch_add(1, Ordering::Relaxed);
             shared.counters.bytes_relayed.fetch_add(leading, Ordering::Relaxed);
             let ahead = StreamPair { send, recv };
-            let end = splice_streams(back, ahead, shared.flow_env(shared.timeouts, route, &guard)).await;
+            let env = shared.flow_env(shared.timeouts, route, &guard);
+            // The bytes that came behind the header went out with it: they count too.
+            env.bytes.fetch_add(leading, Ordering::Relaxed);
+            let end = splice_streams(back, ahead, env).await;
             guard.finish(&end);
         }
         Err(e) => {
