@@ -387,16 +387,28 @@ async fn a_proxy_chain_that_exits_at_the_peer_is_held_to_its_exit_policy() {
     let (allowed, denied) = (echo_server().await, echo_server().await);
     let free =
         || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let (p1, p2) = (free(), free());
-    let b_yaml = format!(
-        "common: {{ node_id: b, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.2:{p1}\" }}, {{ name: no, bind: \"127.0.0.2:{p2}\" }} ]\npeers: [ {{ name: a }} ]\nroutes: [ {{ name: ok, match: {{ port: {p1} }}, target: \"{allowed}\" }}, {{ name: no, match: {{ port: {p2} }}, target: \"{denied}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\nexit_policy: {{ allow: [\"{allowed}\"] }}\n"
-    );
-    let b = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await.expect("b");
-    let a_yaml = format!(
-        "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.1:{p1}\" }}, {{ name: no, bind: \"127.0.0.1:{p2}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: ok, match: {{ listener: ok }}, target: b }}, {{ name: no, match: {{ listener: no }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
-        b.mesh_addr().expect("addr")
-    );
-    let a = Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await.expect("a");
+    // Both nodes need listeners on the same ports: a port picked free may be taken by a
+    // test running alongside before the node binds it, so pick again then.
+    let mut attempt = 0;
+    let (a, b) = loop {
+        attempt += 1;
+        let (p1, p2) = (free(), free());
+        let b_yaml = format!(
+            "common: {{ node_id: b, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.2:{p1}\" }}, {{ name: no, bind: \"127.0.0.2:{p2}\" }} ]\npeers: [ {{ name: a }} ]\nroutes: [ {{ name: ok, match: {{ port: {p1} }}, target: \"{allowed}\" }}, {{ name: no, match: {{ port: {p2} }}, target: \"{denied}\" }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: b.crt, key: b.key, ca: ca.crt }}\nexit_policy: {{ allow: [\"{allowed}\"] }}\n"
+        );
+        let Ok(b) = Node::start(proxy::config::parse(&b_yaml, &mesh.dir).expect("b config")).await else {
+            assert!(attempt < 5, "no free ports for b after {attempt} attempts");
+            continue;
+        };
+        let a_yaml = format!(
+            "common: {{ node_id: a, region: t, admin_addr: \"127.0.0.1:0\" }}\nlisteners: [ {{ name: ok, bind: \"127.0.0.1:{p1}\" }}, {{ name: no, bind: \"127.0.0.1:{p2}\" }} ]\npeers: [ {{ name: b, address: \"{}\" }} ]\nroutes: [ {{ name: ok, match: {{ listener: ok }}, target: b }}, {{ name: no, match: {{ listener: no }}, target: b }} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n",
+            b.mesh_addr().expect("addr")
+        );
+        match Node::start(proxy::config::parse(&a_yaml, &mesh.dir).expect("a config")).await {
+            Ok(a) => break (a, b),
+            Err(e) => assert!(attempt < 5, "no free ports for a after {attempt} attempts: {e}"),
+        }
+    };
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
     let _ok = open_echoed_flow(listener_addr(&a, "ok"), 1).await;
     expect_refused(listener_addr(&a, "no"), b"x").await;
