@@ -93,12 +93,9 @@ pub fn main() -> ExitCode {
 
 fn status(admin: &str, scheduler: Option<&str>, token: Option<String>) -> ExitCode {
     let token = token.or_else(|| std::env::var("PROXY_ADMIN_TOKEN").ok());
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match start_runtime(false, "proxy status") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("proxy status: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     use crate::admin::status;
     let page = match scheduler {
@@ -182,12 +179,9 @@ fn run(path: &Path) -> ExitCode {
     if let Err(code) = start_logging(&config.common.log, "common.log_file") {
         return code;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match start_runtime(true, "proxy") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run_node(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,12 +203,9 @@ fn run_scheduler(path: &Path) -> ExitCode {
     if let Err(code) = start_logging(&config.log, "log_file") {
         return code;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match start_runtime(true, "proxy") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let run = async {
         let scheduler = crate::scheduler::Scheduler::start(config).await?;
@@ -306,4 +297,18 @@ fn start_logging(log: &LogConfig, key: &str) -> Result<(), ExitCode> {
             Err(ExitCode::FAILURE)
         }
     }
+}
+
+/// A tokio runtime (multi-threaded, or one thread for short client work); on failure the
+/// error is printed under `who` and the exit code returned.
+fn start_runtime(multi_thread: bool, who: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("{who}: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }

@@ -266,12 +266,17 @@ pub struct SubflowState {
 
 /// The subflow for the next chunk of `len` bytes: the live one with room and the lowest
 /// RTT (ties: the lower index), as MPTCP's default scheduler does.
-pub fn pick_subflow(subflows: &[SubflowState], len: usize) -> Option<usize> {
+pub fn pick_subflow<I>(subflows: I, len: usize) -> Option<usize>
+where
+    I: IntoIterator,
+    I::Item: std::borrow::Borrow<SubflowState>,
+{
+    use std::borrow::Borrow;
     subflows
-        .iter()
+        .into_iter()
         .enumerate()
-        .filter(|(_, s)| s.alive && s.room >= len)
-        .min_by_key(|(i, s)| (s.rtt_us, *i))
+        .filter(|(_, s)| s.borrow().alive && s.borrow().room >= len)
+        .min_by_key(|(i, s)| (s.borrow().rtt_us, *i))
         .map(|(i, _)| i)
 }
 

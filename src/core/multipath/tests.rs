@@ -118,9 +118,9 @@ fn acks_free_the_send_buffer_and_a_dead_subflow_is_resent_elsewhere() {
 fn the_fastest_subflow_with_room_gets_the_next_chunk() {
     let sub = |alive, rtt_us, room| SubflowState { alive, rtt_us, room };
     let subs = [sub(true, 120_000, 1 << 20), sub(true, 10_000, 100), sub(false, 1_000, 1 << 20)];
-    assert_eq!(pick_subflow(&subs, 64), Some(1));
-    assert_eq!(pick_subflow(&subs, 1000), Some(0), "the fast one has no room");
-    assert_eq!(pick_subflow(&[sub(false, 1, 10)], 1), None);
+    assert_eq!(pick_subflow(subs.iter(), 64), Some(1));
+    assert_eq!(pick_subflow(subs.iter(), 1000), Some(0), "the fast one has no room");
+    assert_eq!(pick_subflow([sub(false, 1, 10)], 1), None);
 }
 
 #[test]

@@ -142,16 +142,13 @@ impl State {
 
     /// The subflow for new data: live, ready, with room, lowest RTT first.
     pub(crate) fn pick(&self) -> Option<usize> {
-        let view: Vec<SubflowState> = self
-            .subs
-            .iter()
-            .map(|s| SubflowState {
-                alive: s.alive && s.ready && !s.finishing,
-                rtt_us: s.meter.srtt().map_or(u64::MAX / 2, |d| d.as_micros() as u64),
-                room: s.meter.room() as usize,
-            })
-            .collect();
-        pick_subflow(&view, 1)
+        // Runs for every chunk read from TCP: no allocation.
+        let view = self.subs.iter().map(|s| SubflowState {
+            alive: s.alive && s.ready && !s.finishing,
+            rtt_us: s.meter.srtt().map_or(u64::MAX / 2, |d| d.as_micros() as u64),
+            room: s.meter.room() as usize,
+        });
+        pick_subflow(view, 1)
     }
 
     /// The live, ready subflow with the lowest RTT, room or not (for resends and acks).
