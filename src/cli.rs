@@ -1,5 +1,6 @@
-//! The command line: `run`, `check`, `status`, `scheduler`, `mesh init`. Exit codes: 0 success, 2 bad usage or
-//! bad config, 1 runtime failure.
+//! The command line: `run`, `check`, `status`, `scheduler`, and `mesh` (`init`,
+//! `token create`, `join`, `remove`). Exit codes: 0 success, 2 bad usage or bad config,
+//! 1 runtime failure.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,14 +68,89 @@ pub enum Command {
 /// `proxy mesh ...`
 #[derive(Debug, Subcommand)]
 pub enum MeshCommand {
-    /// Make a mesh CA and a certificate and key per node.
+    /// Make a mesh: the CA, the scheduler's certificate and config, and a first join
+    /// token (optionally certificates for nodes set up by hand).
     Init {
         /// Directory to write into (created if missing).
         #[arg(long)]
         dir: PathBuf,
-        /// Comma-separated node ids to make certificates for, e.g. `a,b,c`.
+        /// Comma-separated node ids to make certificates for by hand, e.g. `a,b,c`
+        /// (`mesh join` needs none).
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
+        /// How long the first join token is valid.
+        #[arg(long, default_value = "24h")]
+        token_ttl: String,
+        /// How many machines the first join token enrolls.
+        #[arg(long, default_value_t = 10)]
+        token_uses: u32,
+    },
+    /// Manage join tokens.
+    Token {
+        /// The token subcommand.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enroll this machine: make its key here, get a certificate from the scheduler,
+    /// write a node config, and start the node.
+    Join {
+        /// The scheduler's QUIC address, `host:port`.
+        #[arg(long)]
+        scheduler: String,
+        /// The join token (else `PROXY_JOIN_TOKEN`, which keeps it out of the process list).
+        #[arg(long)]
+        token: Option<String>,
+        /// This node's id: 1-63 of a-z, 0-9 and '-'.
+        #[arg(long)]
+        node_id: String,
+        /// This node's region label.
+        #[arg(long)]
+        region: String,
+        /// Where to write node.key, node.crt, ca.crt and config.yaml.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Write the files but do not start the node.
+        #[arg(long)]
+        no_start: bool,
+        /// UDP address of this node's QUIC endpoint (`mesh.bind`).
+        #[arg(long, default_value = "0.0.0.0:7800")]
+        bind: std::net::SocketAddr,
+        /// Address other nodes dial (`mesh.advertise`); default: the address the
+        /// scheduler sees, on the bind port.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// The node's admin API address (`common.admin_addr`).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_addr: std::net::SocketAddr,
+    },
+    /// Remove a node from the mesh: the scheduler revokes it, every node drops its links
+    /// to it and refuses its certificate from then on.
+    Remove {
+        /// The node id.
+        node_id: String,
+        /// The scheduler's config file (run this where the scheduler runs).
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+    },
+}
+
+/// `proxy mesh token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new join token (stdout: the token alone).
+    Create {
+        /// The scheduler's config file (run this where the scheduler runs).
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+        /// Only this node id may join with it.
+        #[arg(long)]
+        node_id: Option<String>,
+        /// How long it is valid, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many machines it enrolls.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
     },
 }
 
@@ -86,7 +162,7 @@ pub fn main() -> ExitCode {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Scheduler { config }) => run_scheduler(&config),
         Some(Command::Status { admin, scheduler, token }) => status(&admin, scheduler.as_deref(), token),
-        Some(Command::Mesh { command: MeshCommand::Init { dir, nodes } }) => mesh_init(&dir, &nodes),
+        Some(Command::Mesh { command }) => mesh(command),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
     }
 }
@@ -149,14 +225,184 @@ fn config_refused(errors: &config::ConfigErrors, what: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn mesh_init(dir: &Path, nodes: &[String]) -> ExitCode {
+fn mesh(command: MeshCommand) -> ExitCode {
+    match command {
+        MeshCommand::Init { dir, nodes, token_ttl, token_uses } => {
+            mesh_init(&dir, &nodes, &token_ttl, token_uses)
+        }
+        MeshCommand::Token { command: TokenCommand::Create { config, node_id, ttl, uses } } => {
+            token_create(&config, node_id, &ttl, uses)
+        }
+        MeshCommand::Join {
+            scheduler,
+            token,
+            node_id,
+            region,
+            dir,
+            no_start,
+            bind,
+            advertise,
+            admin_addr,
+        } => {
+            let Some(token) = token.or_else(|| std::env::var("PROXY_JOIN_TOKEN").ok()) else {
+                eprintln!("proxy mesh join: give --token, or set PROXY_JOIN_TOKEN");
+                return ExitCode::from(2);
+            };
+            let options = crate::join::JoinOptions {
+                scheduler,
+                token,
+                node_id,
+                region,
+                dir,
+                bind,
+                advertise,
+                admin_addr,
+            };
+            mesh_join(&options, no_start)
+        }
+        MeshCommand::Remove { node_id, config } => mesh_remove(&config, &node_id),
+    }
+}
+
+/// A token's lifetime and uses from the command line: 1 s to 365 days, 1 to 10,000 uses.
+fn token_limits(ttl: &str, uses: u32) -> Result<std::time::Duration, String> {
+    let ttl = config::parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
+    if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(365 * 86_400) {
+        return Err("--ttl: must be between 1s and 365d".into());
+    }
+    if !(1..=10_000).contains(&uses) {
+        return Err("--uses: must be 1 to 10000".into());
+    }
+    Ok(ttl)
+}
+
+fn load_scheduler_config(path: &Path, who: &str) -> Result<config::scheduler::SchedulerConfig, ExitCode> {
+    config::scheduler::load(path)
+        .map_err(|errors| config_refused(&errors, &format!("{who}: {}", path.display())))
+}
+
+fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u32) -> ExitCode {
+    let who = "proxy mesh token create";
+    let ttl = match token_limits(ttl, uses) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{who}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(id) = &node_id
+        && (!crate::core::wire::is_valid_node_id(id) || id == config::scheduler::SCHEDULER_ID)
+    {
+        eprintln!("{who}: --node-id: `{}` is not a usable node id", crate::node::log_escape(id));
+        return ExitCode::from(2);
+    }
+    let scheduler = match load_scheduler_config(config_path, who) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::scheduler::enrollment::create_token(&scheduler, node_id.clone(), ttl, uses) {
+        Ok(token) => {
+            println!("{}", token.encode());
+            let bound = node_id.map_or_else(String::new, |id| format!(", for node `{id}` only"));
+            eprintln!("join token valid for {ttl:?}, {uses} use(s){bound}; only its hash is stored");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{who}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mesh_remove(config_path: &Path, node_id: &str) -> ExitCode {
+    let who = "proxy mesh remove";
+    let scheduler = match load_scheduler_config(config_path, who) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::scheduler::enrollment::remove_node(&scheduler, node_id) {
+        Ok(Some(member)) => {
+            println!(
+                "removed `{node_id}`: the node id and its {} certificate(s) are revoked; a running scheduler applies this within a second",
+                member.certs.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("{who}: no node `{}` in this mesh", crate::node::log_escape(node_id));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{who}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mesh_join(options: &crate::join::JoinOptions, no_start: bool) -> ExitCode {
+    let who = "proxy mesh join";
+    let runtime = match start_runtime(false, who) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let joined = runtime.block_on(crate::join::join(options));
+    drop(runtime);
+    let joined = match joined {
+        Ok(j) => j,
+        Err(e @ crate::join::JoinError::Usage(_)) => {
+            eprintln!("{who}: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{who}: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for f in &joined.files {
+        println!("wrote {}", f.display());
+    }
+    println!("joined the mesh as `{}`", options.node_id);
+    if no_start {
+        println!("start the node with: proxy run -c {}", joined.config.display());
+        return ExitCode::SUCCESS;
+    }
+    run(&joined.config)
+}
+
+fn mesh_init(dir: &Path, nodes: &[String], token_ttl: &str, token_uses: u32) -> ExitCode {
+    let who = "proxy mesh init";
+    let ttl = match token_limits(token_ttl, token_uses) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{who}: {}", e.replace("--ttl", "--token-ttl").replace("--uses", "--token-uses"));
+            return ExitCode::from(2);
+        }
+    };
     match crate::pki::init_mesh(dir, nodes) {
         Ok(written) => {
             for f in &written.files {
                 println!("wrote {}", f.display());
             }
             println!("private keys (*.key) are mode 0600; keep them off version control");
-            ExitCode::SUCCESS
+            let scheduler_yaml = dir.join("scheduler.yaml");
+            let scheduler = match load_scheduler_config(&scheduler_yaml, who) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::scheduler::enrollment::create_token(&scheduler, None, ttl, token_uses) {
+                Ok(token) => {
+                    println!("join token ({token_uses} use(s), valid {ttl:?}): {}", token.encode());
+                    println!("next: proxy scheduler -c {}", scheduler_yaml.display());
+                    println!(
+                        "then on each machine: proxy mesh join --scheduler <this host>:7900 --token <token> --node-id <id> --region <region>"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{who}: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e @ (crate::pki::PkiError::InvalidNodeId(_) | crate::pki::PkiError::Exists(_))) => {
             eprintln!("proxy mesh init: {e}");

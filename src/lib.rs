@@ -3,7 +3,7 @@
 //!
 //! Layout: [`core`] is pure logic (wire codecs, routing, backoff, policy) with no I/O;
 //! [`node`] is the tokio shell that owns sockets and tasks; [`config`], [`tls`] and
-//! [`pki`] load and make what a node needs; [`logging`] writes the node's and the
+//! [`pki`] load and make what a node needs; [`join`] enrolls a machine (`proxy mesh join`); [`logging`] writes the node's and the
 //! scheduler's logs; [`admin`] is the admin HTTP API; [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod emulator;
+pub mod join;
 pub mod logging;
 pub mod node;
 pub mod pki;

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -34,6 +34,9 @@ pub enum PkiError {
     /// A file already exists and would be overwritten.
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
+    /// A certificate request is not one, or its signature does not verify.
+    #[error("bad certificate request: {0}")]
+    BadRequest(String),
     /// The node id cannot be put in a certificate.
     #[error("invalid node id `{0}`: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")]
     InvalidNodeId(String),
@@ -68,6 +71,31 @@ impl MeshCa {
         Ok(Self { cert, key })
     }
 
+    /// Loads a CA from its PEM certificate and key (as `mesh init` wrote them).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+        // Re-signing the parsed parameters gives an issuer with the same name and key
+        // identifier, which is all signing needs.
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    /// Signs a certificate request (DER) for `node_id`, valid for `lifetime`. Only the
+    /// request's public key is used (its signature proves the requester holds the key);
+    /// the names, usages and validity are this CA's to choose.
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        node_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<String, PkiError> {
+        let mut request = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        request.params = node_params(node_id, lifetime)?;
+        Ok(request.signed_by(&self.cert, &self.key)?.pem())
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
@@ -80,21 +108,68 @@ impl MeshCa {
 
     /// Issues a certificate for `node_id`, valid for `days`, with a fresh key.
     pub fn issue_node_cert(&self, node_id: &str, days: i64) -> Result<IssuedCert, PkiError> {
-        if !crate::core::wire::is_valid_node_id(node_id) {
-            return Err(PkiError::InvalidNodeId(node_id.to_string()));
-        }
-        let mut params = CertificateParams::new(vec![node_id.to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, node_id);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(days);
+        let params = node_params(node_id, std::time::Duration::from_secs(days.max(0) as u64 * 86_400))?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// A node certificate's parameters: the id as CN and the only DNS name, client and server
+/// use, a random serial, valid from a few minutes ago (clock skew) for `lifetime`.
+fn node_params(node_id: &str, lifetime: std::time::Duration) -> Result<CertificateParams, PkiError> {
+    if !crate::core::wire::is_valid_node_id(node_id) {
+        return Err(PkiError::InvalidNodeId(node_id.to_string()));
+    }
+    let mut params = CertificateParams::new(vec![node_id.to_string()])?;
+    params.distinguished_name.push(DnType::CommonName, node_id);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let mut serial = [0u8; 16];
+    rand::fill(&mut serial);
+    serial[0] &= 0x7f; // positive
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(CA_LIFETIME_DAYS));
+    Ok(params)
+}
+
+/// A new private key for a node, PEM (PKCS#8). It is made where it is used and never sent.
+pub fn new_node_key() -> Result<String, PkiError> {
+    Ok(KeyPair::generate()?.serialize_pem())
+}
+
+/// A certificate request (DER) for `node_id`, signed with the PEM key `key_pem`.
+pub fn certificate_request(node_id: &str, key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    certificate_request_with(node_id, &KeyPair::from_pem(key_pem)?)
+}
+
+/// A certificate request (DER) for `node_id`, signed with `key`.
+pub fn certificate_request_with(node_id: &str, key: &KeyPair) -> Result<Vec<u8>, PkiError> {
+    let mut params = CertificateParams::new(vec![node_id.to_string()])?;
+    params.distinguished_name.push(DnType::CommonName, node_id);
+    Ok(params.serialize_request(key)?.der().to_vec())
+}
+
+/// The validity of a PEM certificate, as Unix seconds (not before, not after).
+pub fn validity(cert_pem: &str) -> Option<(i64, i64)> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let v = parsed.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// SHA-256 of a PEM certificate's DER (how join tokens and revocations name it).
+pub fn fingerprint(cert_pem: &str) -> Option<[u8; 32]> {
+    first_cert_der(cert_pem).map(|der| crate::core::join_token::sha256(&der))
+}
+
+fn first_cert_der(cert_pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next()?.ok().map(|c| c.as_ref().to_vec())
 }
 
 /// The scheduler config `mesh init` writes next to the certificates.
@@ -117,6 +192,9 @@ log_level: info             # debug | info | warn | error | fatal
 log_format: text            # text | json
 admin_addr: \"127.0.0.1:9900\"  # admin API: nodes, links, routes, /metrics (`proxy status --scheduler`)
 # admin_token: ...          # 16-256 visible ASCII; required when admin_addr is not loopback
+ca_key: ca.key              # signs `proxy mesh join` and renewals; without it no one can join
+data_dir: state             # join tokens (hashed), members, removed nodes
+node_cert_lifetime: \"90d\"   # certificates it signs renew themselves after two thirds
 ";
 
 /// What `mesh init` wrote.

@@ -1,7 +1,7 @@
 //! Durations as operators write them: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1m30s"`.
 //!
 //! A duration is one or more `<number><unit>` parts that are added up. The number is
-//! decimal and may have a fraction (`"1.5s"`); the unit is `ms`, `s`, `m` or `h`. A bare
+//! decimal and may have a fraction (`"1.5s"`); the unit is `ms`, `s`, `m`, `h` or `d`. A bare
 //! number is refused: `"30"` could mean seconds or milliseconds, and a config that guesses
 //! wrong fails silently.
 
@@ -49,8 +49,8 @@ fn parse_part<'a>(rest: &'a str, whole: &str) -> Result<(u128, &'a str), String>
     if unit.is_empty() {
         return Err(format!("`{whole}` has no unit: write e.g. \"{number}s\" or \"{number}ms\""));
     }
-    let unit_nanos =
-        unit_nanos(unit).ok_or_else(|| format!("unknown unit `{unit}` in `{whole}` (use ms, s, m or h)"))?;
+    let unit_nanos = unit_nanos(unit)
+        .ok_or_else(|| format!("unknown unit `{unit}` in `{whole}` (use ms, s, m, h or d)"))?;
     let nanos = scale(number, unit_nanos, whole)?;
     Ok((nanos, tail))
 }
@@ -62,6 +62,7 @@ fn unit_nanos(unit: &str) -> Option<u128> {
         "s" => Some(NANOS_PER_SEC),
         "m" => Some(60 * NANOS_PER_SEC),
         "h" => Some(3_600 * NANOS_PER_SEC),
+        "d" => Some(86_400 * NANOS_PER_SEC),
         _ => None,
     }
 }

@@ -20,6 +20,9 @@
 //! log_keep: 5                    # rotated files kept
 //! admin_addr: "127.0.0.1:9900"   # the scheduler's admin API (HTTP)
 //! admin_token: ...               # 16-256 visible ASCII; required off loopback
+//! ca_key: ca.key                 # the mesh CA's key: signs `mesh join` and renewals
+//! data_dir: state                # the registry: join tokens, members, removals
+//! node_cert_lifetime: "90d"      # certificates it signs; at most 90 days
 //! ```
 
 use std::net::SocketAddr;
@@ -74,7 +77,17 @@ pub struct SchedulerConfig {
     pub admin_addr: SocketAddr,
     /// Bearer token the admin API requires (`admin_token`; needed off loopback).
     pub admin_token: Option<String>,
+    /// The mesh CA's key (`ca_key`): with it the scheduler signs certificates for joining
+    /// and renewing nodes; without it, it enrolls no one.
+    pub ca_key: Option<PathBuf>,
+    /// Where the registry lives (`data_dir`, default `state` next to the config file).
+    pub data_dir: PathBuf,
+    /// Lifetime of the certificates it signs (`node_cert_lifetime`, at most 90 days).
+    pub node_cert_lifetime: Duration,
 }
+
+/// The longest a certificate the scheduler signs may live.
+pub const MAX_NODE_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 /// An operator's pin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +122,9 @@ struct Raw {
     log_keep: Option<u64>,
     admin_addr: Option<String>,
     admin_token: Option<String>,
+    ca_key: Option<String>,
+    data_dir: Option<String>,
+    node_cert_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +201,26 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
             path
         })
         .collect();
+    let ca_key = raw.ca_key.as_ref().map(|p| {
+        let path = base.join(p);
+        if !path.is_file() {
+            errors.push(err("ca_key", None, format!("{} does not exist", path.display())));
+        }
+        path
+    });
+    let data_dir = base.join(raw.data_dir.as_deref().unwrap_or("state"));
+    let node_cert_lifetime = match raw.node_cert_lifetime.as_deref().map(parse_duration) {
+        None => MAX_NODE_CERT_LIFETIME,
+        Some(Ok(d)) if d >= Duration::from_secs(10) && d <= MAX_NODE_CERT_LIFETIME => d,
+        Some(Ok(_)) => {
+            errors.push(err("node_cert_lifetime", None, "must be between 10s and 90 days".into()));
+            MAX_NODE_CERT_LIFETIME
+        }
+        Some(Err(e)) => {
+            errors.push(err("node_cert_lifetime", None, e));
+            MAX_NODE_CERT_LIFETIME
+        }
+    };
     let pins = check_pins(&raw.pins, &mut errors);
     let (admin_addr, admin_token) =
         check_admin(raw.admin_addr.as_deref(), raw.admin_token.as_deref(), &mut errors);
@@ -218,6 +254,9 @@ pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError
         log,
         admin_addr,
         admin_token,
+        ca_key,
+        data_dir,
+        node_cert_lifetime,
     })
 }
 

@@ -84,6 +84,12 @@ pub enum ToScheduler {
         /// The version the node already has (0: none).
         since_version: u64,
     },
+    /// Ask for a new certificate for the same key (renewal, before the current one
+    /// expires). Answered with `Renewed` or `RenewRefused`.
+    Renew {
+        /// A PKCS#10 certificate request (DER) signed with the node's key.
+        csr: Vec<u8>,
+    },
 }
 
 /// One path for a route: the relays between the source and the exit, and its share.
@@ -149,6 +155,28 @@ pub enum ToNode {
         /// What was wrong.
         message: String,
     },
+    /// The certificates the mesh no longer accepts (the whole list, sent after `Welcome`
+    /// and on every change): the node refuses them on every link from now on.
+    Revocations(RevocationList),
+    /// A renewed certificate, PEM, for the key of the node's `Renew` request.
+    Renewed {
+        /// The certificate, PEM.
+        cert_pem: String,
+    },
+    /// The renewal was refused; the node keeps its certificate and tries again later.
+    RenewRefused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Node ids removed from the mesh and the certificates revoked with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct RevocationList {
+    /// Node ids refused whatever certificate they present.
+    pub node_ids: Vec<String>,
+    /// Certificates refused, by SHA-256 of their DER.
+    pub cert_fingerprints: Vec<[u8; 32]>,
 }
 
 /// Why a frame could not be decoded.

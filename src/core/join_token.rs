@@ -1,4 +1,4 @@
-//! Join tokens (groundwork for issue 7, `proxy mesh join`), pure: the token's text form,
+//! Join tokens (`proxy mesh join`), pure: the token's text form,
 //! the scheduler's store of token hashes with expiry, uses and node binding, and a limiter
 //! of failed attempts per address.
 //!
@@ -70,11 +70,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Result<[u8; 32], TokenFormatError> {
+/// 64 hex digits as 32 bytes.
+pub fn unhex(text: &str) -> Result<[u8; 32], TokenFormatError> {
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(TokenFormatError::Malformed);
     }
@@ -86,9 +88,11 @@ fn unhex(text: &str) -> Result<[u8; 32], TokenFormatError> {
 }
 
 /// What the scheduler keeps of one token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRecord {
     /// SHA-256 of the secret.
+    #[serde(with = "hex32")]
     pub hash: [u8; 32],
     /// The only node id it may enroll, when bound.
     pub node_id: Option<String>,
@@ -115,10 +119,39 @@ pub enum JoinRefusal {
     WrongNode(String),
 }
 
-/// The scheduler's tokens, by hash.
-#[derive(Debug, Default, Clone)]
+/// The scheduler's tokens, by hash (stored as a list of records).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<TokenRecord>", into = "Vec<TokenRecord>")]
 pub struct TokenStore {
     records: HashMap<[u8; 32], TokenRecord>,
+}
+
+impl From<Vec<TokenRecord>> for TokenStore {
+    fn from(list: Vec<TokenRecord>) -> Self {
+        Self { records: list.into_iter().map(|r| (r.hash, r)).collect() }
+    }
+}
+
+impl From<TokenStore> for Vec<TokenRecord> {
+    fn from(store: TokenStore) -> Self {
+        let mut list: Vec<TokenRecord> = store.records.into_values().collect();
+        list.sort_by_key(|r| (r.expires_unix, r.hash));
+        list
+    }
+}
+
+/// 32 bytes as 64 hex digits in serde formats.
+pub mod hex32 {
+    /// Writes the hex form.
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::hex(bytes))
+    }
+
+    /// Reads the hex form.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        super::unhex(&text).map_err(|_| serde::de::Error::custom("expected 64 hex digits"))
+    }
 }
 
 impl TokenStore {
@@ -173,6 +206,11 @@ impl TokenStore {
         let before = self.records.len();
         self.records.retain(|_, r| r.expires_unix >= now_unix);
         before - self.records.len()
+    }
+
+    /// Whether a token's secret hashes to a held record (no use taken).
+    pub fn contains(&self, token: &JoinToken) -> bool {
+        self.records.contains_key(&token.hash())
     }
 
     /// Tokens held.

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod config_diff;
 pub mod control;
+pub mod enroll;
 pub mod hysteresis;
 pub mod instructions;
 pub mod join_token;

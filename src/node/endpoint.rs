@@ -55,13 +55,57 @@ pub fn build(
     transport: Arc<TransportConfig>,
     socket: std::net::UdpSocket,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
+    let server = identity.quic_server_config()?;
+    build_with(identity, transport, socket, server)
+}
+
+/// Builds the scheduler's endpoint: like [`build`], but it also takes join requests from
+/// clients without a certificate.
+pub fn build_scheduler(
+    identity: &TlsIdentity,
+    transport: Arc<TransportConfig>,
+    socket: std::net::UdpSocket,
+) -> anyhow::Result<quinn::Endpoint> {
+    let server = identity.quic_scheduler_server_config()?;
+    build_with(identity, transport, socket, server)
+}
+
+fn build_with(
+    identity: &TlsIdentity,
+    transport: Arc<TransportConfig>,
+    socket: std::net::UdpSocket,
+    server_crypto: quinn::crypto::rustls::QuicServerConfig,
+) -> anyhow::Result<quinn::Endpoint> {
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
-    let mut client = quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
-    client.transport_config(transport);
     let endpoint_config = EndpointConfig::new(Arc::new(reset_key(identity)));
     let mut endpoint =
         quinn::Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))?;
-    endpoint.set_default_client_config(client);
+    endpoint.set_default_client_config(client_config(identity, transport)?);
     Ok(endpoint)
+}
+
+/// The client side of `identity`, with the peer-link transport.
+pub fn client_config(
+    identity: &TlsIdentity,
+    transport: Arc<TransportConfig>,
+) -> anyhow::Result<quinn::ClientConfig> {
+    let mut client = quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
+    client.transport_config(transport);
+    Ok(client)
+}
+
+/// Puts a new identity (a renewed certificate) in force for the connections the endpoint
+/// accepts from now on, and returns the client config to dial with; established
+/// connections, and the flows on them, are left as they are.
+pub fn apply_identity(
+    endpoint: &quinn::Endpoint,
+    identity: &TlsIdentity,
+    transport: Arc<TransportConfig>,
+) -> anyhow::Result<quinn::ClientConfig> {
+    let client = client_config(identity, transport.clone())?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
+    server.transport_config(transport);
+    endpoint.set_server_config(Some(server));
+    Ok(client)
 }

@@ -1,8 +1,10 @@
-//! The instruction cache on disk (`mesh.data_dir/instructions.bin`), so a node restarted
-//! while the scheduler is away still routes by its last instructions.
+//! What a node keeps from the scheduler on disk, in `mesh.data_dir`, so a node restarted
+//! while the scheduler is away still routes by its last instructions
+//! (`instructions.bin`) and still refuses the nodes removed from the mesh
+//! (`revocations.bin`).
 //!
-//! The file is one control frame holding the [`InstructionSet`] (magic, version, length,
-//! body: see `core::control`). It is written atomically: a temporary file is written and
+//! Each file is one control frame holding the message (magic, version, length, body: see
+//! `core::control`). It is written atomically: a temporary file is written and
 //! synced, then renamed over the old one, so a crash leaves either the old or the new set,
 //! never a torn one. A file that does not decode is reported and ignored (the node falls
 //! back to its static routes); it is never trusted partly.
@@ -10,9 +12,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::core::control::{self, InstructionSet};
+use crate::core::control::{self, InstructionSet, RevocationList};
 
 const FILE: &str = "instructions.bin";
+const REVOCATIONS_FILE: &str = "revocations.bin";
 
 /// Why the stored instructions could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +29,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The file is there but is not a valid instruction set.
-    #[error("{path}: not a valid instruction file ({message}); using static routes")]
+    #[error("{path}: not a valid file ({message}); ignored")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -37,28 +40,46 @@ pub enum StoreError {
 
 /// Writes `set` to `dir` atomically.
 pub fn save(dir: &Path, set: &InstructionSet) -> Result<(), StoreError> {
-    let path = dir.join(FILE);
+    save_frame(dir, FILE, set)
+}
+
+/// Reads the stored set from `dir`: `Ok(None)` when there is none.
+pub fn load(dir: &Path) -> Result<Option<InstructionSet>, StoreError> {
+    load_frame(dir, FILE)
+}
+
+/// Writes the revocation list to `dir` atomically.
+pub fn save_revocations(dir: &Path, list: &RevocationList) -> Result<(), StoreError> {
+    save_frame(dir, REVOCATIONS_FILE, list)
+}
+
+/// Reads the stored revocation list from `dir`: `Ok(None)` when there is none.
+pub fn load_revocations(dir: &Path) -> Result<Option<RevocationList>, StoreError> {
+    load_frame(dir, REVOCATIONS_FILE)
+}
+
+fn save_frame<T: bincode::Encode>(dir: &Path, file_name: &str, message: &T) -> Result<(), StoreError> {
+    let path = dir.join(file_name);
     let io = |source| StoreError::Io { path: path.clone(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let bytes = control::encode(set)
+    let bytes = control::encode(message)
         .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let tmp = dir.join(format!("{file_name}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-/// Reads the stored set from `dir`: `Ok(None)` when there is none.
-pub fn load(dir: &Path) -> Result<Option<InstructionSet>, StoreError> {
-    let path = dir.join(FILE);
+fn load_frame<T: bincode::Decode<()>>(dir: &Path, file_name: &str) -> Result<Option<T>, StoreError> {
+    let path = dir.join(file_name);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StoreError::Io { path, source }),
     };
     let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), message };
-    match control::decode::<InstructionSet>(&bytes, bytes.len().max(control::FRAME_PREFIX_LEN)) {
+    match control::decode::<T>(&bytes, bytes.len().max(control::FRAME_PREFIX_LEN)) {
         Ok(Some((set, used))) if used == bytes.len() => Ok(Some(set)),
         Ok(Some(_)) => Err(corrupt("trailing bytes".into())),
         Ok(None) => Err(corrupt("truncated".into())),
@@ -112,7 +133,7 @@ mod tests {
         assert!(matches!(load(&d), Err(StoreError::Corrupt { .. })));
         std::fs::write(&path, b"garbage that is not a frame").expect("write");
         let err = load(&d).expect_err("corrupt");
-        assert!(err.to_string().contains("using static routes"), "{err}");
+        assert!(err.to_string().contains("not a valid file"), "{err}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -93,7 +93,7 @@ async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Conn
 
 async fn dial_addr(shared: &Shared, peer: &str, addr: std::net::SocketAddr) -> anyhow::Result<Connection> {
     let timeout = shared.config.limits.connect_timeout;
-    let connecting = shared.endpoint.connect(addr, peer)?;
+    let connecting = shared.tls.connect(&shared.endpoint, addr, peer)?;
     let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("handshake timed out"))??;

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod exit;
 pub mod flow_registry;
 pub mod flow_timer;
+pub mod identity;
 pub mod inbound;
 pub mod instruction_store;
 pub mod links;
@@ -21,6 +22,7 @@ pub mod origin;
 pub mod peers;
 pub mod relay;
 pub mod reload;
+pub mod renewal;
 pub mod route_view;
 pub mod scheduler_client;
 pub mod splice;
@@ -55,6 +57,8 @@ pub struct Shared {
     routes: std::sync::RwLock<Arc<RouteTable>>,
     pool: PeerPool,
     endpoint: quinn::Endpoint,
+    /// The certificate in force (renewed in place) and the revocations handshakes check.
+    tls: identity::NodeTls,
     counters: Arc<Counters>,
     flow_permits: Arc<Semaphore>,
     draining: watch::Receiver<bool>,
@@ -236,7 +240,9 @@ impl Node {
         let transport = Arc::new(endpoint::transport_config(&config.mesh, &config.limits));
         let socket = endpoint::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
             .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
-        let endpoint = endpoint::build(&identity, transport, socket)?;
+        let identity = identity.with_revocations(load_revocations(&config));
+        let endpoint = endpoint::build(&identity, transport.clone(), socket)?;
+        let tls = identity::NodeTls::new(identity, transport)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tcp = listener::bind(l.bind)
@@ -262,6 +268,7 @@ impl Node {
                 limits.connect_timeout.saturating_add(Duration::from_secs(1)),
             ),
             endpoint,
+            tls,
             counters: Arc::new(Counters::new()),
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
             draining,
@@ -530,6 +537,20 @@ fn load_instructions(config: &Config) -> InstructionCache {
         Err(e) => warn!("{e}"),
     }
     cache
+}
+
+/// The revocations saved in `mesh.data_dir` by an earlier run: a removed node stays
+/// refused across restarts, even while the scheduler is away.
+fn load_revocations(config: &Config) -> Arc<crate::tls::Revocations> {
+    let set = match instruction_store::load_revocations(&config.mesh.data_dir) {
+        Ok(Some(list)) => crate::tls::RevokedSet::from(&list),
+        Ok(None) => crate::tls::RevokedSet::default(),
+        Err(e) => {
+            warn!("{e}");
+            crate::tls::RevokedSet::default()
+        }
+    };
+    crate::tls::Revocations::new(set)
 }
 
 /// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit

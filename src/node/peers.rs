@@ -22,6 +22,14 @@ pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
 pub const LINK_UNKNOWN_PEER: VarInt = VarInt::from_u32(2);
 /// Connection close code: the node is shutting down.
 pub const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
+/// Connection close code: the peer's certificate was revoked (it left the mesh).
+pub const LINK_REVOKED: VarInt = VarInt::from_u32(4);
+
+/// The certificate the peer presented on `conn`.
+fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    let chain = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    chain.first().cloned()
+}
 
 #[derive(Clone)]
 struct Link {
@@ -180,6 +188,37 @@ impl PeerPool {
         {
             link.conn.close(LINK_UNKNOWN_PEER, b"peer removed");
         }
+    }
+
+    /// Closes every link whose peer certificate is now revoked, and forgets the removed
+    /// node ids (without refusing them for good: if one joins the mesh again, the
+    /// scheduler introduces it anew). Returns the peers cut off.
+    pub fn cut_off_revoked(&self, revocations: &crate::tls::Revocations) -> Vec<String> {
+        let removed = revocations.snapshot().node_ids;
+        let mut cut = Vec::new();
+        for (id, slot) in self.all() {
+            let refused = slot
+                .link
+                .borrow()
+                .as_ref()
+                .and_then(|l| peer_certificate(&l.conn))
+                .is_some_and(|c| revocations.refuses(&c));
+            if refused && let Some(link) = slot.link.borrow().as_ref() {
+                link.conn.close(LINK_REVOKED, b"certificate revoked");
+            }
+            if removed.contains(&id) {
+                if let Ok(mut slots) = self.slots.write() {
+                    slots.remove(&id);
+                }
+                if let Some(link) = slot.link.borrow().as_ref() {
+                    link.conn.close(LINK_REVOKED, b"node removed from the mesh");
+                }
+            }
+            if refused || removed.contains(&id) {
+                cut.push(id);
+            }
+        }
+        cut
     }
 
     /// The address to dial `id` at, when known.

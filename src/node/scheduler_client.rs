@@ -16,8 +16,9 @@ use tracing::{debug, info, warn};
 use crate::config::SchedulerClientConfig;
 use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::control::{
-    self, FrameError, LinkReport, NodeIntro, Registration, RouteReport, ToNode, ToScheduler,
+    self, FrameError, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode, ToScheduler,
 };
+use crate::node::renewal::Renewal;
 use crate::node::{Shared, instruction_store, log_escape};
 
 /// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
@@ -33,6 +34,7 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     }
     // Kept across sessions, so a reconnect does not report old traffic again.
     let mut meter = LinkMeter::default();
+    let mut renewal = Renewal::default();
     let mut failures = 0u32;
     let mut draining = shared.draining.clone();
     loop {
@@ -40,7 +42,7 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
             return;
         }
         let mut connected = false;
-        match session(&shared, &cfg, &mut connected, &mut meter).await {
+        match session(&shared, &cfg, &mut connected, &mut meter, &mut renewal).await {
             Ok(()) => failures = 0,
             // A session that got through counts as a success, however it ended.
             Err(_) if connected => failures = 0,
@@ -70,6 +72,7 @@ async fn session(
     cfg: &SchedulerClientConfig,
     connected: &mut bool,
     meter: &mut LinkMeter,
+    renewal: &mut Renewal,
 ) -> anyhow::Result<()> {
     let conn = connect(shared, cfg).await?;
     *connected = true;
@@ -88,11 +91,16 @@ async fn session(
                 let links = meter.sample(&shared.pool.live_links());
                 let routes = meter.routes(shared);
                 write(&mut send, &ToScheduler::Report { links, routes }, cfg).await?;
+                let now_unix = i64::try_from(crate::node::unix_now()).unwrap_or(i64::MAX);
+                if let Some(csr) = renewal.due(shared, now_unix) {
+                    info!("asking the scheduler to renew this node's certificate");
+                    write(&mut send, &ToScheduler::Renew { csr }, cfg).await?;
+                }
             }
             chunk = recv.read_chunk(64 * 1024, true) => {
                 let Some(chunk) = chunk? else { return Ok(()) };
                 buf.extend_from_slice(&chunk.bytes);
-                read_frames(shared, &mut buf).await?;
+                read_frames(shared, &mut buf, renewal).await?;
             }
             _ = crate::node::wait_true(&mut draining) => {
                 conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
@@ -113,20 +121,20 @@ async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("{} resolves to no usable address", cfg.address))?;
-    let connecting = shared.endpoint.connect(addr, SCHEDULER_ID)?;
+    let connecting = shared.tls.connect(&shared.endpoint, addr, SCHEDULER_ID)?;
     Ok(tokio::time::timeout(cfg.connect_timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("handshake timed out"))??)
 }
 
 /// Handles every complete frame in `buf`.
-async fn read_frames(shared: &Arc<Shared>, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+async fn read_frames(shared: &Arc<Shared>, buf: &mut Vec<u8>, renewal: &mut Renewal) -> anyhow::Result<()> {
     loop {
         match control::decode::<ToNode>(buf, control::MAX_FRAME_BODY) {
             Ok(None) => return Ok(()),
             Ok(Some((message, used))) => {
                 buf.drain(..used);
-                handle(shared, message).await;
+                handle(shared, message, renewal).await;
             }
             Err(FrameError::UnsupportedVersion { skip, .. } | FrameError::Malformed { skip, .. })
                 if skip <= buf.len() =>
@@ -140,8 +148,11 @@ async fn read_frames(shared: &Arc<Shared>, buf: &mut Vec<u8>) -> anyhow::Result<
     }
 }
 
-async fn handle(shared: &Arc<Shared>, message: ToNode) {
+async fn handle(shared: &Arc<Shared>, message: ToNode, renewal: &mut Renewal) {
     match message {
+        ToNode::Revocations(list) => apply_revocations(shared, list).await,
+        ToNode::Renewed { cert_pem } => renewal.renewed(shared, cert_pem).await,
+        ToNode::RenewRefused { reason } => renewal.refused(shared, &reason),
         ToNode::Welcome { .. } => debug!("registered with the scheduler"),
         ToNode::Error { message } => {
             warn!(message = %log_escape(&message), "the scheduler did not understand a message")
@@ -160,6 +171,25 @@ async fn handle(shared: &Arc<Shared>, message: ToNode) {
                 Err(e) => warn!("saving instructions: {e}"),
             }
         }
+    }
+}
+
+/// The scheduler's list of removed nodes and revoked certificates: refused in every
+/// handshake from now on, links to them closed at once, and kept on disk across restarts.
+async fn apply_revocations(shared: &Arc<Shared>, list: RevocationList) {
+    let revocations = shared.tls.revocations();
+    if !revocations.replace(crate::tls::RevokedSet::from(&list)) {
+        return;
+    }
+    for peer in shared.pool.cut_off_revoked(&revocations) {
+        info!(peer = %peer, "removed from the mesh: link closed, certificate refused");
+    }
+    info!(nodes = list.node_ids.len(), certificates = list.cert_fingerprints.len(), "revocations updated");
+    let dir = shared.config.mesh.data_dir.clone();
+    match tokio::task::spawn_blocking(move || instruction_store::save_revocations(&dir, &list)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("{e}"),
+        Err(e) => warn!("saving revocations: {e}"),
     }
 }
 

@@ -4,6 +4,8 @@
 //! metrics), served like the node's by [`crate::admin::http`].
 
 pub mod admin;
+pub mod enrollment;
+pub mod join_session;
 pub mod server;
 pub mod state;
 

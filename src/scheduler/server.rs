@@ -13,11 +13,12 @@ use quinn::{Connection, SendStream, TransportConfig, VarInt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::enrollment::Enrollment;
 use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
 use crate::core::control::{self, FrameError, InstructionSet, ToNode, ToScheduler};
 use crate::node::{endpoint, log_escape, unix_now};
-use crate::tls::{self, TlsIdentity};
+use crate::tls::{self, Revocations, TlsIdentity};
 
 /// A running scheduler.
 pub struct Scheduler {
@@ -105,6 +106,14 @@ struct Shared {
     outboxes: Mutex<HashMap<String, watch::Sender<Option<InstructionSet>>>>,
     /// The recompute loop's figures.
     recompute: Mutex<RecomputeStats>,
+    /// Joins, renewals and the registry.
+    enrollment: Arc<Enrollment>,
+    /// What the mesh refuses, as the handshakes of this endpoint check it.
+    revocations: Arc<Revocations>,
+    /// Bumped whenever the revocations change; sessions then send the new list.
+    revocations_changed: watch::Sender<u64>,
+    /// Join exchanges at once (they come from machines without a certificate).
+    join_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -134,7 +143,10 @@ impl Scheduler {
     /// paths and answering admin requests. A non-loopback `admin_addr` without a token is
     /// refused.
     pub async fn start(config: SchedulerConfig) -> anyhow::Result<Scheduler> {
-        let identity = TlsIdentity::load(&config.cert, &config.key, &config.ca, SCHEDULER_ID)?;
+        let enrollment = Arc::new(Enrollment::open(&config)?);
+        let revocations = Revocations::new(enrollment.store().load()?.revoked());
+        let identity = TlsIdentity::load(&config.cert, &config.key, &config.ca, SCHEDULER_ID)?
+            .with_revocations(revocations.clone());
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(4))
@@ -144,15 +156,20 @@ impl Scheduler {
         let socket = endpoint::bind_udp(config.bind, 4 * 1024 * 1024)?;
         let admin = bind_admin(&config)?;
         let admin_addr = admin.local_addr()?;
-        let endpoint = endpoint::build(&identity, Arc::new(transport), socket)?;
+        let endpoint = endpoint::build_scheduler(&identity, Arc::new(transport), socket)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
             sessions: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
             recompute: Mutex::new(RecomputeStats::default()),
+            enrollment,
+            revocations,
+            revocations_changed: watch::Sender::new(0),
+            join_slots: Arc::new(tokio::sync::Semaphore::new(MAX_JOINS_AT_ONCE)),
         });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tokio::spawn(watch_registry(shared.clone(), stopped.clone()));
         tokio::spawn(recompute_loop(shared.clone(), config.recompute_interval, stopped.clone()));
         let rules = crate::admin::http::AccessRules {
             token: config.admin_token.clone(),
@@ -208,6 +225,11 @@ fn bind_admin(config: &SchedulerConfig) -> anyhow::Result<tokio::net::TcpListene
     Ok(tokio::net::TcpListener::from_std(std_listener)?)
 }
 
+/// How often the registry file is checked for changes made by `proxy mesh remove`.
+const REGISTRY_POLL: Duration = Duration::from_millis(500);
+/// Join exchanges served at once.
+const MAX_JOINS_AT_ONCE: usize = 16;
+
 /// Largest frame a node may send: registrations and reports are small; this bounds what a
 /// session can make the scheduler buffer.
 const MAX_FROM_NODE: usize = 256 * 1024;
@@ -256,6 +278,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
+            if tls::negotiated_alpn(&conn).as_deref() == Some(tls::ALPN_JOIN) {
+                super::join_session::serve(&shared.enrollment, &shared.join_slots, conn).await;
+                return;
+            }
             let Some(node) = tls::peer_node_id(&conn).filter(|n| n != SCHEDULER_ID) else {
                 conn.close(VarInt::from_u32(2), b"no node id");
                 return;
@@ -272,59 +298,128 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     }
 }
 
+/// What a session knows of its node beyond the id.
+struct SessionState {
+    /// The instruction version the node holds, once it subscribed.
+    subscribed_from: Option<u64>,
+    /// The region it registered with.
+    region: Option<String>,
+    /// Where its connection comes from (stands in for an unspecified advertised IP).
+    remote: SocketAddr,
+}
+
+/// What handling a frame asks the session to do.
+enum Action {
+    /// Send this.
+    Reply(ToNode),
+    /// The node registered: send the revocations, record its certificate.
+    Registered,
+    /// Sign a renewed certificate for this request.
+    Renew(Vec<u8>),
+}
+
 /// One node's control stream: frames in, instruction pushes out.
 async fn session(shared: &Shared, node: &str, conn: &Connection) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let mut outbox = shared.outbox(node);
+    let mut revocations_changed = shared.revocations_changed.subscribe();
     let mut buf: Vec<u8> = Vec::new();
-    let mut subscribed_from: Option<u64> = None;
+    let mut state = SessionState { subscribed_from: None, region: None, remote: conn.remote_address() };
     loop {
         tokio::select! {
             chunk = recv.read_chunk(64 * 1024, true) => {
                 let Some(chunk) = chunk? else { return Ok(()) };
                 buf.extend_from_slice(&chunk.bytes);
-                let pending = handle_frames(shared, node, &mut buf, &mut subscribed_from)?;
-                for reply in pending {
-                    write(&mut send, &reply).await?;
+                for action in handle_frames(shared, node, &mut buf, &mut state)? {
+                    act(shared, node, conn, &mut send, &state, action).await?;
                 }
-                if let Some(since) = subscribed_from {
-                    push_if_newer(&mut send, &outbox, since, &mut subscribed_from).await?;
+                if let Some(since) = state.subscribed_from {
+                    push_if_newer(&mut send, &outbox, since, &mut state.subscribed_from).await?;
                 }
             }
             changed = outbox.changed() => {
                 changed?;
-                if let Some(since) = subscribed_from {
-                    push_if_newer(&mut send, &outbox, since, &mut subscribed_from).await?;
+                if let Some(since) = state.subscribed_from {
+                    push_if_newer(&mut send, &outbox, since, &mut state.subscribed_from).await?;
+                }
+            }
+            changed = revocations_changed.changed() => {
+                changed?;
+                if state.region.is_some() {
+                    write(&mut send, &ToNode::Revocations(shared.revocations.snapshot().to_list())).await?;
                 }
             }
         }
     }
 }
 
-/// Decodes every complete frame in `buf`; returns replies to send.
+async fn act(
+    shared: &Shared,
+    node: &str,
+    conn: &Connection,
+    send: &mut SendStream,
+    state: &SessionState,
+    action: Action,
+) -> anyhow::Result<()> {
+    let region = state.region.clone().unwrap_or_default();
+    match action {
+        Action::Reply(reply) => write(send, &reply).await,
+        Action::Registered => {
+            write(send, &ToNode::Welcome { version: 0 }).await?;
+            write(send, &ToNode::Revocations(shared.revocations.snapshot().to_list())).await?;
+            if let Some(cert) = peer_certificate(conn) {
+                let (enrollment, node) = (shared.enrollment.clone(), node.to_string());
+                tokio::task::spawn_blocking(move || enrollment.seen(&node, &region, &cert, unix_now()));
+            }
+            Ok(())
+        }
+        Action::Renew(csr) => {
+            let (enrollment, id) = (shared.enrollment.clone(), node.to_string());
+            let signed =
+                tokio::task::spawn_blocking(move || enrollment.renew(&id, &region, &csr, unix_now())).await?;
+            let reply = match signed {
+                Ok(cert_pem) => ToNode::Renewed { cert_pem },
+                Err(reason) => {
+                    warn!(node = %node, reason = %reason, "renewal refused");
+                    ToNode::RenewRefused { reason }
+                }
+            };
+            write(send, &reply).await
+        }
+    }
+}
+
+/// The certificate (DER) a node connected with.
+fn peer_certificate(conn: &Connection) -> Option<Vec<u8>> {
+    let chain = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    chain.first().map(|c| c.as_ref().to_vec())
+}
+
+/// Decodes every complete frame in `buf`; returns what to do about them.
 fn handle_frames(
     shared: &Shared,
     node: &str,
     buf: &mut Vec<u8>,
-    subscribed_from: &mut Option<u64>,
-) -> anyhow::Result<Vec<ToNode>> {
-    let mut replies = Vec::new();
+    state: &mut SessionState,
+) -> anyhow::Result<Vec<Action>> {
+    let mut actions = Vec::new();
     loop {
         match control::decode::<ToScheduler>(buf, MAX_FROM_NODE) {
-            Ok(None) => return Ok(replies),
+            Ok(None) => return Ok(actions),
             Ok(Some((message, used))) => {
                 buf.drain(..used);
-                replies.extend(handle(shared, node, message, subscribed_from)?);
+                actions.extend(handle(shared, node, message, state)?);
             }
             Err(FrameError::UnsupportedVersion { skip, .. } | FrameError::Malformed { skip, .. })
                 if skip <= buf.len() =>
             {
                 warn!(node = %node, "skipped a control message it could not read");
                 buf.drain(..skip);
-                replies.push(ToNode::Error { message: "message not understood; skipped".into() });
+                actions
+                    .push(Action::Reply(ToNode::Error { message: "message not understood; skipped".into() }));
             }
             // The rest of the bad frame has not arrived yet: wait for it, then skip it.
-            Err(FrameError::UnsupportedVersion { .. } | FrameError::Malformed { .. }) => return Ok(replies),
+            Err(FrameError::UnsupportedVersion { .. } | FrameError::Malformed { .. }) => return Ok(actions),
             Err(e) => anyhow::bail!("{e}"),
         }
     }
@@ -334,11 +429,11 @@ fn handle(
     shared: &Shared,
     node: &str,
     message: ToScheduler,
-    subscribed_from: &mut Option<u64>,
-) -> anyhow::Result<Option<ToNode>> {
+    state: &mut SessionState,
+) -> anyhow::Result<Option<Action>> {
     let now = Instant::now();
     Ok(match message {
-        ToScheduler::Register(registration) => {
+        ToScheduler::Register(mut registration) => {
             if !registration_within_limits(&registration) {
                 anyhow::bail!(
                     "registration from `{node}` exceeds the limits ({MAX_ITEMS} items, {MAX_NAME}-byte names)"
@@ -350,9 +445,11 @@ fn handle(
                     log_escape(&registration.node_id)
                 );
             }
-            info!(node = %node, region = %log_escape(&registration.region), "node registered");
+            registration.mesh_address = reachable_address(&registration.mesh_address, state.remote);
+            info!(node = %node, region = %log_escape(&registration.region), address = %log_escape(&registration.mesh_address), "node registered");
+            state.region = Some(registration.region.clone());
             shared.with_state(|s| s.register(registration, now));
-            Some(ToNode::Welcome { version: 0 })
+            Some(Action::Registered)
         }
         ToScheduler::Heartbeat { .. } => {
             shared.with_state(|s| s.heartbeat(node, now));
@@ -364,10 +461,79 @@ fn handle(
         }
         ToScheduler::Subscribe { since_version } => {
             shared.with_state(|s| s.subscribed(node, since_version));
-            *subscribed_from = Some(since_version);
+            state.subscribed_from = Some(since_version);
             None
         }
+        ToScheduler::Renew { csr } => Some(Action::Renew(csr)),
     })
+}
+
+/// A node bound to an unspecified address (`0.0.0.0:7800`) advertises that; other nodes
+/// reach it at the address its scheduler connection comes from, on the same port.
+fn reachable_address(advertised: &str, remote: SocketAddr) -> String {
+    match advertised.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => SocketAddr::new(remote.ip(), a.port()).to_string(),
+        _ => advertised.to_string(),
+    }
+}
+
+/// Applies changes others made to the registry (`proxy mesh remove`): the revoked
+/// certificates are refused from now on, the sessions of removed nodes are closed and
+/// they are dropped from the mesh, and every session sends the new list to its node.
+async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut seen = shared.enrollment.store().stamp();
+    let mut tick = tokio::time::interval(REGISTRY_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::node::wait_true(&mut stopped) => return,
+        }
+        let stamp = shared.enrollment.store().stamp();
+        if stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        let store = shared.enrollment.store().clone();
+        let registry = match tokio::task::spawn_blocking(move || store.load()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!("registry: {e}; keeping the revocations in force");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let revoked = registry.revoked();
+        if !shared.revocations.replace(revoked.clone()) {
+            continue;
+        }
+        let cut: Vec<String> = {
+            let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let cut: Vec<String> = sessions
+                .iter()
+                .filter(|(id, conn)| {
+                    revoked.node_ids.contains(*id)
+                        || peer_certificate(conn).is_some_and(|c| shared.revocations.refuses(&c.into()))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &cut {
+                if let Some(conn) = sessions.remove(id) {
+                    conn.close(VarInt::from_u32(4), b"removed from the mesh");
+                }
+            }
+            cut
+        };
+        shared.with_state(|s| {
+            for id in &revoked.node_ids {
+                s.remove(id);
+            }
+        });
+        for id in &cut {
+            info!(node = %id, "removed from the mesh: session closed");
+        }
+        info!(nodes = revoked.node_ids.len(), certificates = revoked.certs.len(), "revocations updated");
+        shared.revocations_changed.send_modify(|v| *v += 1);
+    }
 }
 
 async fn push_if_newer(

@@ -25,6 +25,8 @@ struct NodeState {
     links: Vec<(LinkReport, Instant)>,
     version: u64,
     sent: Option<Vec<RouteInstruction>>,
+    /// The nodes introduced in the last set sent.
+    sent_intros: Vec<NodeIntro>,
     choices: HashMap<(String, String), RouteChoice<Vec<String>>>,
     /// Flows and bytes per route, summed over reports.
     route_totals: HashMap<String, (u64, u64)>,
@@ -104,6 +106,7 @@ impl MeshState {
                     links: Vec::new(),
                     version: 0,
                     sent: None,
+                    sent_intros: Vec::new(),
                     choices: HashMap::new(),
                     route_totals: HashMap::new(),
                     last_report: None,
@@ -160,6 +163,12 @@ impl MeshState {
         out
     }
 
+    /// Forgets a node (removed from the mesh): it is no longer introduced, and no path
+    /// goes through it from the next recompute on.
+    pub fn remove(&mut self, node: &str) -> bool {
+        self.nodes.remove(node).is_some()
+    }
+
     /// Registered node ids.
     pub fn node_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.nodes.keys().cloned().collect();
@@ -213,39 +222,40 @@ impl MeshState {
         let graph = self.graph(now);
         let clock = now.duration_since(self.epoch);
         let policy = self.policy.clone();
-        let all_nodes: Vec<(String, String, String)> = self
+        // Every live node is introduced to every other that does not have it in its config:
+        // a node that joined with no peers configured gets links, hence measurements, hence
+        // paths, within one recompute.
+        let mut all_nodes: Vec<NodeIntro> = self
             .nodes
             .iter()
-            .map(|(id, n)| (id.clone(), n.registration.region.clone(), n.registration.mesh_address.clone()))
+            .filter(|(id, _)| self.alive(id, now))
+            .map(|(id, n)| NodeIntro {
+                node_id: id.clone(),
+                region: n.registration.region.clone(),
+                mesh_address: n.registration.mesh_address.clone(),
+            })
             .collect();
+        all_nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
         let mut changed = Vec::new();
         for (id, node) in self.nodes.iter_mut() {
             let routes = route_instructions(id, node, &graph, &policy, clock);
-            // Weights move with every measurement; only a change of paths is news.
-            if node.sent.as_ref().is_some_and(|sent| same_paths(sent, &routes)) {
+            let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
+            let nodes: Vec<NodeIntro> = all_nodes
+                .iter()
+                .filter(|n| n.node_id != *id && !known.contains(&&n.node_id))
+                .cloned()
+                .collect();
+            // Weights move with every measurement; only a change of paths or nodes is news.
+            if node.sent.as_ref().is_some_and(|sent| same_paths(sent, &routes)) && node.sent_intros == nodes {
                 continue;
             }
             // Versions carry the time, so a restarted scheduler (which starts from nothing)
             // still issues versions above what the nodes cached from its previous run.
             node.version = (node.version + 1).max(now_unix.saturating_mul(1000));
             node.sent = Some(routes.clone());
+            node.sent_intros = nodes.clone();
             node.issued =
                 Some(Issued { version: node.version, issued_at_unix: now_unix, routes: routes.clone() });
-            let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
-            let nodes: Vec<NodeIntro> = all_nodes
-                .iter()
-                .filter(|(n, _, _)| n != id && !known.contains(&n))
-                .filter(|(n, _, _)| {
-                    routes.iter().any(|r| r.paths.iter().any(|p| p.relays.first().unwrap_or(&r.exit) == n))
-                })
-                .map(|(n, region, addr)| NodeIntro {
-                    node_id: n.clone(),
-                    region: region.clone(),
-                    mesh_address: addr.clone(),
-                })
-                .collect();
-            let mut nodes: Vec<NodeIntro> = nodes;
-            nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
             let set = InstructionSet {
                 version: node.version,
                 issued_at_unix: now_unix,

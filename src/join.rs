@@ -1,0 +1,223 @@
+//! `proxy mesh join`, the joining machine's side: make a key here, send a certificate
+//! request with the token's secret to the scheduler (authenticated by the CA fingerprint
+//! the token carries, before anything is sent), and write the key, the certificate, the CA
+//! and a working node config. Nothing is written unless the scheduler accepted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::scheduler::SCHEDULER_ID;
+use crate::core::control;
+use crate::core::enroll::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
+use crate::core::join_token::JoinToken;
+
+/// The files a join writes, in `dir`.
+pub const KEY_FILE: &str = "node.key";
+/// The node's certificate.
+pub const CERT_FILE: &str = "node.crt";
+/// The mesh CA.
+pub const CA_FILE: &str = "ca.crt";
+/// The node config.
+pub const CONFIG_FILE: &str = "config.yaml";
+
+/// How long the whole exchange with the scheduler may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What `mesh join` needs.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// The scheduler's QUIC address, `host:port`.
+    pub scheduler: String,
+    /// The join token, as printed by `proxy mesh token create`.
+    pub token: String,
+    /// The node id to ask for.
+    pub node_id: String,
+    /// Its region label.
+    pub region: String,
+    /// Where to write the key, certificates and config.
+    pub dir: PathBuf,
+    /// `mesh.bind` of the written config.
+    pub bind: SocketAddr,
+    /// `mesh.advertise` of the written config, if given.
+    pub advertise: Option<String>,
+    /// `common.admin_addr` of the written config.
+    pub admin_addr: SocketAddr,
+}
+
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The command line is wrong (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The scheduler refused, with its reason (exit code 1).
+    #[error("the scheduler refused to enroll this node: {0}")]
+    Refused(String),
+    /// Anything else: network, TLS, files (exit code 1).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// What a join wrote.
+#[derive(Debug)]
+pub struct Joined {
+    /// The node config, ready for `proxy run -c`.
+    pub config: PathBuf,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Enrolls this machine; see the module docs.
+pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
+    let token = JoinToken::parse(&options.token).map_err(|e| JoinError::Usage(format!("--token: {e}")))?;
+    check_names(options)?;
+    let targets = [KEY_FILE, CERT_FILE, CA_FILE, CONFIG_FILE].map(|f| options.dir.join(f));
+    if let Some(existing) = targets.iter().find(|p| p.exists()) {
+        return Err(JoinError::Usage(format!(
+            "{} already exists: this directory holds a node already; use another --dir",
+            existing.display()
+        )));
+    }
+    let key_pem = crate::pki::new_node_key().map_err(anyhow::Error::from)?;
+    let csr = crate::pki::certificate_request(&options.node_id, &key_pem).map_err(anyhow::Error::from)?;
+    let request = JoinRequest {
+        secret: token.secret,
+        node_id: options.node_id.clone(),
+        region: options.region.clone(),
+        csr,
+    };
+    let reply =
+        tokio::time::timeout(JOIN_TIMEOUT, exchange(&options.scheduler, token.ca_fingerprint, &request))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the scheduler at {} did not answer within {JOIN_TIMEOUT:?}",
+                    options.scheduler
+                )
+            })??;
+    let (cert_pem, ca_pem) = match reply {
+        JoinReply::Accepted { cert_pem, ca_pem } => (cert_pem, ca_pem),
+        JoinReply::Refused { reason } => return Err(JoinError::Refused(reason)),
+    };
+    // The reply must be what was asked for, from the CA the token named.
+    if crate::pki::fingerprint(&ca_pem) != Some(token.ca_fingerprint) {
+        return Err(anyhow::anyhow!("the scheduler sent a CA other than the token's").into());
+    }
+    let identity =
+        crate::tls::TlsIdentity::from_pem(&cert_pem, &key_pem, &ca_pem).map_err(anyhow::Error::from)?;
+    let names = identity.certificate().map(crate::tls::node_ids_in_cert).unwrap_or_default();
+    if names != [options.node_id.as_str()] {
+        return Err(anyhow::anyhow!("the certificate sent names {names:?}, not `{}`", options.node_id).into());
+    }
+    write_files(options, &key_pem, &cert_pem, &ca_pem).map_err(JoinError::Failed)
+}
+
+fn check_names(options: &JoinOptions) -> Result<(), JoinError> {
+    if !crate::core::wire::is_valid_node_id(&options.node_id) || options.node_id == SCHEDULER_ID {
+        return Err(JoinError::Usage(format!(
+            "--node-id: `{}` is not a usable node id: use 1-63 of a-z, 0-9 and '-', not `{SCHEDULER_ID}`",
+            crate::node::log_escape(&options.node_id)
+        )));
+    }
+    if !crate::scheduler::enrollment::is_valid_region(&options.region) {
+        return Err(JoinError::Usage("--region: use 1-63 of letters, digits, '-', '_' and '.'".into()));
+    }
+    Ok(())
+}
+
+async fn exchange(
+    scheduler: &str,
+    ca_fingerprint: [u8; 32],
+    request: &JoinRequest,
+) -> anyhow::Result<JoinReply> {
+    let addr = tokio::net::lookup_host(scheduler)
+        .await
+        .map_err(|e| anyhow::anyhow!("--scheduler {scheduler}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--scheduler {scheduler}: resolves to no address"))?;
+    let local: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let mut endpoint = quinn::Endpoint::client(local)?;
+    let crypto = crate::tls::join_client_config(ca_fingerprint)?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(addr, SCHEDULER_ID)?.await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the scheduler at {addr} ({e}); check --scheduler and that the token is this mesh's"
+        )
+    })?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_chunk(Bytes::from(control::encode(request)?)).await?;
+    send.finish()?;
+    let reply = crate::scheduler::join_session::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await?;
+    conn.close(quinn::VarInt::from_u32(0), b"done");
+    endpoint.wait_idle().await;
+    Ok(reply)
+}
+
+fn write_files(options: &JoinOptions, key_pem: &str, cert_pem: &str, ca_pem: &str) -> anyhow::Result<Joined> {
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--dir {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    let config = node_config(options);
+    crate::pki::write_file(&dir.join(KEY_FILE), key_pem, true, &mut files)?;
+    crate::pki::write_file(&dir.join(CERT_FILE), cert_pem, false, &mut files)?;
+    crate::pki::write_file(&dir.join(CA_FILE), ca_pem, false, &mut files)?;
+    crate::pki::write_file(&dir.join(CONFIG_FILE), &config, false, &mut files)?;
+    Ok(Joined { config: dir.join(CONFIG_FILE), files })
+}
+
+/// The node config a join writes: the identity and the scheduler, no listeners, routes or
+/// exits yet (the operator adds those), so it starts as a relay the scheduler can use.
+fn node_config(options: &JoinOptions) -> String {
+    let advertise = match &options.advertise {
+        Some(a) => format!("  advertise: \"{a}\"\n"),
+        None => {
+            "  # advertise: \"203.0.113.7:7800\"  # default: the address the scheduler sees, on bind's port\n"
+                .to_string()
+        }
+    };
+    format!(
+        "# Written by `proxy mesh join`. Run this node with `proxy run -c {config}`.
+# Its certificate renews itself through the scheduler; node.key never leaves this machine.
+# Add listeners and routes to start flows here, and exit_policy.allow to let flows exit
+# here; paths are relative to this file. `proxy check -c {config}` validates a change.
+
+common:
+  node_id: {id}
+  region: {region}
+  log_level: info
+  admin_addr: \"{admin}\"
+
+mesh:
+  bind: \"{bind}\"
+{advertise}  cert: {CERT_FILE}
+  key: {KEY_FILE}
+  ca: {CA_FILE}
+  data_dir: data
+
+scheduler:
+  address: \"{scheduler}\"
+
+# listeners:
+#   - name: web
+#     bind: \"127.0.0.1:8080\"
+# routes:
+#   - name: web
+#     match: {{ listener: web }}
+#     target: \"10.0.0.5:80\"
+#     exit: other-node
+
+exit_policy:
+  allow: []                      # deny all: this node dials nothing for the mesh
+",
+        config = CONFIG_FILE,
+        id = options.node_id,
+        region = options.region,
+        admin = options.admin_addr,
+        bind = options.bind,
+        scheduler = options.scheduler,
+    )
+}

@@ -1,0 +1,238 @@
+//! Enrollment on the scheduler's side: joins (`proxy mesh join`), renewals, and the
+//! record of which certificates the mesh knows and which it has revoked.
+//!
+//! Every decision goes through the on-disk registry under its lock, so tokens made and
+//! nodes removed by the `proxy mesh` commands, which write the same registry, count at
+//! once.
+
+pub mod registry;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
+use crate::core::enroll::{JoinReply, JoinRequest};
+use crate::core::join_token::{FailureLimiter, JoinToken};
+use crate::pki::MeshCa;
+use registry::JoinError;
+use store::RegistryStore;
+
+/// Failed joins allowed per source address within [`FAILURE_WINDOW_SECS`].
+const MAX_FAILURES: u32 = 5;
+/// The window of the failure limit, seconds.
+const FAILURE_WINDOW_SECS: u64 = 60;
+/// Source addresses the failure limit tracks at most.
+const FAILURE_TABLE: usize = 4096;
+
+/// The scheduler's enrollment service.
+pub struct Enrollment {
+    /// The CA and its certificate, when the scheduler has `ca_key`.
+    signer: Option<(MeshCa, String)>,
+    store: RegistryStore,
+    lifetime: Duration,
+    limiter: Mutex<FailureLimiter>,
+    last_renewal: Mutex<HashMap<String, Instant>>,
+    /// Certificates already in the registry, so a reconnect does not touch the disk.
+    recorded: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Enrollment {
+    /// Opens the registry in `data_dir` and, with `ca_key`, loads the CA.
+    pub fn open(config: &SchedulerConfig) -> anyhow::Result<Self> {
+        let signer = match &config.ca_key {
+            Some(key_path) => {
+                let key = std::fs::read_to_string(key_path)
+                    .with_context(|| format!("ca_key: cannot read {}", key_path.display()))?;
+                let cert = std::fs::read_to_string(&config.ca)
+                    .with_context(|| format!("ca: cannot read {}", config.ca.display()))?;
+                let ca = MeshCa::from_pem(&cert, &key).with_context(|| {
+                    format!("ca_key: {} does not sign for {}", key_path.display(), config.ca.display())
+                })?;
+                Some((ca, cert))
+            }
+            None => None,
+        };
+        let store = RegistryStore::new(&config.data_dir);
+        store.load().context("data_dir")?;
+        Ok(Self {
+            signer,
+            store,
+            lifetime: config.node_cert_lifetime,
+            limiter: Mutex::new(FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW_SECS, FAILURE_TABLE)),
+            last_renewal: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The registry.
+    pub fn store(&self) -> &RegistryStore {
+        &self.store
+    }
+
+    /// Answers a join request from `from` (blocking: signs and writes the registry).
+    pub fn join(&self, request: &JoinRequest, from: IpAddr, now_unix: u64) -> JoinReply {
+        let source = from.to_string();
+        if !self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allows(&source, now_unix) {
+            return JoinReply::Refused {
+                reason: format!(
+                    "too many failed join attempts from {source}; wait {FAILURE_WINDOW_SECS}s and check the token"
+                ),
+            };
+        }
+        match self.admit(request, now_unix) {
+            Ok(reply) => {
+                self.limiter.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&source);
+                reply
+            }
+            Err(reason) => {
+                self.limiter.lock().unwrap_or_else(|p| p.into_inner()).failed(&source, now_unix);
+                JoinReply::Refused { reason }
+            }
+        }
+    }
+
+    fn admit(&self, request: &JoinRequest, now_unix: u64) -> Result<JoinReply, String> {
+        let id = &request.node_id;
+        if !crate::core::wire::is_valid_node_id(id) || id == SCHEDULER_ID {
+            return Err(format!(
+                "`{}` is not a usable node id: use 1-63 of a-z, 0-9 and '-', not `{SCHEDULER_ID}`",
+                crate::node::log_escape(id)
+            ));
+        }
+        if !is_valid_region(&request.region) {
+            return Err("the region must be 1-63 of letters, digits, '-', '_' and '.'".into());
+        }
+        let Some((ca, ca_pem)) = &self.signer else {
+            return Err("this scheduler does not enroll nodes: its config has no `ca_key`".into());
+        };
+        // Signing first: a bad request must not use the token up.
+        let cert_pem = ca.sign_request(&request.csr, id, self.lifetime).map_err(|e| e.to_string())?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        let token = JoinToken { secret: request.secret, ca_fingerprint: [0; 32] };
+        let admitted = self
+            .store
+            .update(|r| {
+                r.purge(now_unix);
+                let outcome = r.admit(&token, id, now_unix);
+                if outcome.is_ok() {
+                    r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
+                }
+                (outcome, true)
+            })
+            .map_err(|e| {
+                tracing::error!("registry: {e}");
+                "the scheduler cannot write its registry; try again later".to_string()
+            })?;
+        admitted.map_err(|e: JoinError| e.to_string())?;
+        self.remember(fingerprint);
+        tracing::info!(node = %id, region = %crate::node::log_escape(&request.region), "node joined the mesh");
+        Ok(JoinReply::Accepted { cert_pem, ca_pem: ca_pem.clone() })
+    }
+
+    /// Signs a renewed certificate for `node_id`'s key (blocking). Refused when the
+    /// scheduler has no CA key, or when the node renewed moments ago.
+    pub fn renew(&self, node_id: &str, region: &str, csr: &[u8], now_unix: u64) -> Result<String, String> {
+        let Some((ca, _)) = &self.signer else {
+            return Err("this scheduler does not sign certificates: its config has no `ca_key`".into());
+        };
+        let spacing = (self.lifetime / 4).min(Duration::from_secs(60));
+        {
+            let mut last = self.last_renewal.lock().unwrap_or_else(|p| p.into_inner());
+            if last.get(node_id).is_some_and(|t| t.elapsed() < spacing) {
+                return Err(format!("renewed less than {spacing:?} ago"));
+            }
+            last.insert(node_id.to_string(), Instant::now());
+        }
+        let cert_pem = ca.sign_request(csr, node_id, self.lifetime).map_err(|e| e.to_string())?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        self.store
+            .update(|r| {
+                r.record_cert(node_id, region, fingerprint, not_after, now_unix);
+                ((), true)
+            })
+            .map_err(|e| format!("the scheduler cannot write its registry: {e}"))?;
+        self.remember(fingerprint);
+        tracing::info!(node = %node_id, "certificate renewed");
+        Ok(cert_pem)
+    }
+
+    /// Records the certificate a node connected with, so `mesh remove` can revoke it even
+    /// when the node was not enrolled by `mesh join` (blocking, only the first time).
+    pub fn seen(&self, node_id: &str, region: &str, cert_der: &[u8], now_unix: u64) {
+        let fingerprint = crate::core::join_token::sha256(cert_der);
+        if self.recorded.lock().unwrap_or_else(|p| p.into_inner()).contains(&fingerprint) {
+            return;
+        }
+        let not_after = x509_parser::parse_x509_certificate(cert_der)
+            .map(|(_, c)| c.validity().not_after.timestamp())
+            .unwrap_or(i64::MAX);
+        let written = self.store.update(|r| {
+            if r.knows_cert(node_id, &fingerprint) {
+                return ((), false);
+            }
+            r.record_cert(node_id, region, fingerprint, not_after, now_unix);
+            ((), true)
+        });
+        match written {
+            Ok(()) => self.remember(fingerprint),
+            Err(e) => tracing::warn!("registry: {e}"),
+        }
+    }
+
+    fn remember(&self, fingerprint: [u8; 32]) {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).insert(fingerprint);
+    }
+}
+
+fn cert_facts(cert_pem: &str) -> Result<([u8; 32], i64), String> {
+    let fingerprint = crate::pki::fingerprint(cert_pem).ok_or("signed an unreadable certificate")?;
+    let (_, not_after) = crate::pki::validity(cert_pem).ok_or("signed an unreadable certificate")?;
+    Ok((fingerprint, not_after))
+}
+
+/// A region label a joining node may give: short, and safe to show and log.
+pub fn is_valid_region(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A new join token for the mesh of `config` (`proxy mesh token create`): valid for
+/// `ttl`, for `uses` joins, for `node_id` only when given. Only its hash is stored.
+pub fn create_token(
+    config: &SchedulerConfig,
+    node_id: Option<String>,
+    ttl: Duration,
+    uses: u32,
+) -> anyhow::Result<JoinToken> {
+    let ca_pem = std::fs::read_to_string(&config.ca)
+        .with_context(|| format!("ca: cannot read {}", config.ca.display()))?;
+    let ca_fingerprint = crate::pki::fingerprint(&ca_pem)
+        .ok_or_else(|| anyhow::anyhow!("ca: {} holds no certificate", config.ca.display()))?;
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret);
+    let token = JoinToken { secret, ca_fingerprint };
+    let now = crate::node::unix_now();
+    RegistryStore::new(&config.data_dir).update(|r| {
+        r.purge(now);
+        r.tokens.add(&token, node_id, ttl.as_secs().max(1), uses, now);
+        ((), true)
+    })?;
+    Ok(token)
+}
+
+/// Removes `node_id` from the mesh of `config` (`proxy mesh remove`): its id and
+/// certificates are refused from now on; a running scheduler applies it within a second.
+/// Returns the member, or `None` when no member has that id.
+pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
+    let now = crate::node::unix_now();
+    Ok(RegistryStore::new(&config.data_dir).update(|r| {
+        let member = r.remove(node_id, now);
+        let changed = member.is_some();
+        (member, changed)
+    })?)
+}

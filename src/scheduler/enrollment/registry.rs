@@ -1,0 +1,171 @@
+//! The mesh's membership, pure: join tokens (hashed), the nodes enrolled or seen with
+//! their certificates, the nodes removed, and the certificates revoked with them. The
+//! store keeps it on disk; the scheduler and the `mesh` commands change it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::join_token::{JoinRefusal, JoinToken, TokenStore, hex, unhex};
+use crate::tls::RevokedSet;
+
+/// One member of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Region it joined with (or registered with, for a node that came with a
+    /// certificate made by `mesh init --nodes`).
+    pub region: String,
+    /// When it joined or was first seen, Unix seconds.
+    pub since_unix: u64,
+    /// Its certificates not yet expired: SHA-256 (hex) to not-after (Unix seconds).
+    #[serde(default)]
+    pub certs: BTreeMap<String, i64>,
+}
+
+/// Why a join was refused, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The token was refused.
+    #[error("{0}")]
+    Token(#[from] JoinRefusal),
+    /// The id is taken by a member.
+    #[error(
+        "node id `{0}` is already in the mesh: choose another id, or remove it first with `proxy mesh remove {0}`"
+    )]
+    Taken(String),
+}
+
+/// Everything the mesh remembers about its members.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Join tokens, by hash of their secret.
+    #[serde(default)]
+    pub tokens: TokenStore,
+    /// Members by node id.
+    #[serde(default)]
+    pub members: BTreeMap<String, Member>,
+    /// Removed node ids and when (Unix seconds); refused until they join again.
+    #[serde(default)]
+    pub removed: BTreeMap<String, u64>,
+    /// Revoked certificates: SHA-256 (hex) to not-after, kept until they would have
+    /// expired anyway.
+    #[serde(default)]
+    pub revoked_certs: BTreeMap<String, i64>,
+}
+
+impl Registry {
+    /// Takes one use of `token` for `node_id`, unless the id is a member's or the token
+    /// is refused. A refused id does not use the token up.
+    pub fn admit(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinError> {
+        if self.members.contains_key(node_id) && self.tokens.contains(token) {
+            return Err(JoinError::Taken(node_id.to_string()));
+        }
+        Ok(self.tokens.redeem(token, node_id, now_unix)?)
+    }
+
+    /// Records a certificate issued to or presented by `node_id` (a member from now on;
+    /// a removed id that joined again is no longer refused).
+    pub fn record_cert(
+        &mut self,
+        node_id: &str,
+        region: &str,
+        fingerprint: [u8; 32],
+        not_after: i64,
+        now_unix: u64,
+    ) {
+        self.removed.remove(node_id);
+        let member = self.members.entry(node_id.to_string()).or_insert_with(|| Member {
+            region: region.to_string(),
+            since_unix: now_unix,
+            certs: BTreeMap::new(),
+        });
+        member.certs.insert(hex(&fingerprint), not_after);
+    }
+
+    /// Whether `node_id` is a member that already has the certificate `fingerprint`.
+    pub fn knows_cert(&self, node_id: &str, fingerprint: &[u8; 32]) -> bool {
+        self.members.get(node_id).is_some_and(|m| m.certs.contains_key(&hex(fingerprint)))
+    }
+
+    /// Removes a member: its id is refused, and so is every certificate it had.
+    /// Returns the member, or `None` when there was none by that id.
+    pub fn remove(&mut self, node_id: &str, now_unix: u64) -> Option<Member> {
+        let member = self.members.remove(node_id)?;
+        self.removed.insert(node_id.to_string(), now_unix);
+        self.revoked_certs.extend(member.certs.iter().map(|(fp, t)| (fp.clone(), *t)));
+        Some(member)
+    }
+
+    /// Forgets expired tokens and certificates (an expired certificate is refused by its
+    /// date already).
+    pub fn purge(&mut self, now_unix: u64) {
+        let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+        self.tokens.purge(now_unix);
+        self.revoked_certs.retain(|_, not_after| *not_after >= now);
+        for m in self.members.values_mut() {
+            m.certs.retain(|_, not_after| *not_after >= now);
+        }
+    }
+
+    /// What the mesh refuses.
+    pub fn revoked(&self) -> RevokedSet {
+        RevokedSet {
+            node_ids: self.removed.keys().cloned().collect(),
+            certs: self.revoked_certs.keys().filter_map(|fp| unhex(fp).ok()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::join_token::sha256;
+
+    fn token(seed: u8) -> JoinToken {
+        JoinToken { secret: [seed; 32], ca_fingerprint: sha256(b"ca") }
+    }
+
+    #[test]
+    fn a_member_id_is_refused_without_using_the_token_up() {
+        let mut r = Registry::default();
+        r.tokens.add(&token(1), None, 3600, 1, 0);
+        r.record_cert("a", "eu", [1; 32], 1000, 0);
+        assert_eq!(r.admit(&token(1), "a", 10), Err(JoinError::Taken("a".into())));
+        assert_eq!(r.admit(&token(1), "b", 10), Ok(()), "the token still has its use");
+        assert_eq!(r.admit(&token(1), "c", 10), Err(JoinError::Token(JoinRefusal::UsedUp)));
+    }
+
+    #[test]
+    fn removing_a_member_revokes_its_id_and_certificates_until_it_joins_again() {
+        let mut r = Registry::default();
+        r.record_cert("a", "eu", [1; 32], 1000, 0);
+        r.record_cert("a", "eu", [2; 32], 2000, 0);
+        assert!(r.remove("x", 5).is_none());
+        assert!(r.remove("a", 5).is_some());
+        let revoked = r.revoked();
+        assert!(revoked.node_ids.contains("a"));
+        assert_eq!(revoked.certs.len(), 2);
+        r.tokens.add(&token(3), Some("a".into()), 60, 1, 10);
+        assert_eq!(r.admit(&token(3), "a", 11), Ok(()), "a removed id may join again");
+        r.record_cert("a", "eu", [3; 32], 3000, 11);
+        let revoked = r.revoked();
+        assert!(!revoked.node_ids.contains("a"), "the new certificate is accepted");
+        assert_eq!(revoked.certs.len(), 2, "the old ones stay refused");
+        r.purge(1500);
+        assert_eq!(r.revoked().certs.len(), 1, "an expired certificate need not be listed");
+    }
+
+    #[test]
+    fn the_registry_round_trips_through_json_without_secrets() {
+        let mut r = Registry::default();
+        r.tokens.add(&token(9), Some("z".into()), 60, 2, 0);
+        r.record_cert("a", "eu", [1; 32], 1000, 0);
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains(&hex(&token(9).secret)));
+        let back: Registry = serde_json::from_str(&text).expect("parse");
+        assert!(back.tokens.contains(&token(9)));
+        assert_eq!(back.members, r.members);
+    }
+}

@@ -1,0 +1,144 @@
+//! The registry on disk: `registry.json` in the scheduler's `data_dir`, changed only under
+//! an exclusive lock on `registry.lock`, so the running scheduler and the `proxy mesh`
+//! commands (which may run beside it) never lose each other's changes. Written whole to a
+//! temporary file and renamed, so a crash leaves the old or the new registry, never half.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::registry::Registry;
+
+/// Errors reading or writing the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file could not be read, written or locked.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The registry file is not a registry.
+    #[error("{path}: not a registry: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+/// The registry's directory.
+#[derive(Debug, Clone)]
+pub struct RegistryStore {
+    dir: PathBuf,
+}
+
+/// A file's identity for change polling: modification time and length.
+pub type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+impl RegistryStore {
+    /// The store in `dir` (created on first write).
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf() }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("registry.json")
+    }
+
+    /// The registry file's stamp, to notice changes made by others.
+    pub fn stamp(&self) -> FileStamp {
+        fs::metadata(self.file()).ok().map(|m| (m.modified().ok(), m.len()))
+    }
+
+    /// Reads the registry (empty when there is none yet).
+    pub fn load(&self) -> Result<Registry, StoreError> {
+        let _lock = self.lock(false)?;
+        self.read()
+    }
+
+    /// Changes the registry under the lock: `change` returns its result and whether it
+    /// changed anything (only then is the file written).
+    pub fn update<R>(&self, change: impl FnOnce(&mut Registry) -> (R, bool)) -> Result<R, StoreError> {
+        let _lock = self.lock(true)?;
+        let mut registry = self.read()?;
+        let (result, changed) = change(&mut registry);
+        if changed {
+            self.write(&registry)?;
+        }
+        Ok(result)
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<fs::File, StoreError> {
+        let path = self.dir.join("registry.lock");
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        fs::create_dir_all(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(io)?;
+        Ok(file)
+    }
+
+    fn read(&self) -> Result<Registry, StoreError> {
+        let path = self.file();
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    fn write(&self, registry: &Registry) -> Result<(), StoreError> {
+        let path = self.file();
+        let temp = self.dir.join("registry.json.new");
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        let text = serde_json::to_string_pretty(registry)
+            .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temp).map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&temp, &path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_from_two_writers_are_both_kept_and_a_corrupt_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("proxy-registry-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (one, two) = (RegistryStore::new(&dir), RegistryStore::new(&dir));
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+                std::thread::spawn(move || {
+                    store
+                        .update(|r| {
+                            r.record_cert(&format!("n{i}"), "eu", [i; 32], 10, 0);
+                            ((), true)
+                        })
+                        .expect("update")
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        assert_eq!(one.load().expect("load").members.len(), 8);
+        fs::write(dir.join("registry.json"), "{ not json").expect("write");
+        assert!(matches!(one.load(), Err(StoreError::Corrupt { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
