@@ -79,10 +79,10 @@ async fn upload(entry: SocketAddr, len: usize, halfway: impl FnOnce()) -> Result
         c.write_all(&chunk[..n]).await?;
         hash.update(&chunk[..n]);
         sent += n;
-        if sent >= len / 2 {
-            if let Some(f) = halfway.take() {
-                f();
-            }
+        if sent >= len / 2
+            && let Some(f) = halfway.take()
+        {
+            f();
         }
     }
     c.shutdown().await?;

@@ -146,13 +146,14 @@ impl Write for RotatingWriter<'_> {
 impl FileState {
     fn write_whole(&mut self, buf: &[u8]) -> io::Result<()> {
         let size = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        if self.len > 0 && self.len.saturating_add(size) > self.max_bytes {
-            if let Err(e) = self.rotate() {
-                // Logging goes on in the current file; the next attempt comes after another
-                // `max_bytes`, not on every line.
-                eprintln!("proxy: cannot rotate log file `{}`: {e}", self.path.display());
-                self.len = 0;
-            }
+        if self.len > 0
+            && self.len.saturating_add(size) > self.max_bytes
+            && let Err(e) = self.rotate()
+        {
+            // Logging goes on in the current file; the next attempt comes after another
+            // `max_bytes`, not on every line.
+            eprintln!("proxy: cannot rotate log file `{}`: {e}", self.path.display());
+            self.len = 0;
         }
         self.file.write_all(buf)?;
         self.len = self.len.saturating_add(size);

@@ -116,7 +116,7 @@ impl MeshCa {
 }
 
 /// A node certificate's parameters: the id as CN and the only DNS name, client and server
-/// use, a random serial, valid from a few minutes ago (clock skew) for `lifetime`.
+/// use, a random serial, valid from a little before now (clock skew) for `lifetime`.
 fn node_params(node_id: &str, lifetime: std::time::Duration) -> Result<CertificateParams, PkiError> {
     if !crate::core::wire::is_valid_node_id(node_id) {
         return Err(PkiError::InvalidNodeId(node_id.to_string()));
@@ -131,7 +131,10 @@ fn node_params(node_id: &str, lifetime: std::time::Duration) -> Result<Certifica
     serial[0] &= 0x7f; // positive
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
+    // Backdated for clock skew, but by little against the lifetime, so the validity span
+    // (which renewal is timed by) stays close to it.
+    let backdate = (lifetime / 10).min(std::time::Duration::from_secs(300));
+    params.not_before = now - Duration::try_from(backdate).unwrap_or(Duration::minutes(5));
     params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(CA_LIFETIME_DAYS));
     Ok(params)
 }

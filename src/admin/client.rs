@@ -122,10 +122,10 @@ async fn read_response(stream: &mut TcpStream, addr: &str) -> Result<(u16, Strin
     // (status, head length, Content-Length) once the head is in.
     let mut head: Option<(u16, usize, Option<usize>)> = None;
     loop {
-        if let Some((status, head_len, Some(length))) = head {
-            if buf.len() >= head_len + length {
-                return body(&buf[head_len..head_len + length]).map(|b| (status, b)).map_err(bad);
-            }
+        if let Some((status, head_len, Some(length))) = head
+            && buf.len() >= head_len + length
+        {
+            return body(&buf[head_len..head_len + length]).map(|b| (status, b)).map_err(bad);
         }
         let n = stream
             .read(&mut chunk)
@@ -142,14 +142,14 @@ async fn read_response(stream: &mut TcpStream, addr: &str) -> Result<(u16, Strin
         if buf.len() > MAX_RESPONSE_BYTES {
             return Err(ClientError::TooLarge { addr: addr.to_string() });
         }
-        if head.is_none() {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let (status, length) = parse_response_head(&buf[..end]).map_err(bad)?;
-                if length.is_some_and(|l| end + 4 + l > MAX_RESPONSE_BYTES) {
-                    return Err(ClientError::TooLarge { addr: addr.to_string() });
-                }
-                head = Some((status, end + 4, length));
+        if head.is_none()
+            && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let (status, length) = parse_response_head(&buf[..end]).map_err(bad)?;
+            if length.is_some_and(|l| end + 4 + l > MAX_RESPONSE_BYTES) {
+                return Err(ClientError::TooLarge { addr: addr.to_string() });
             }
+            head = Some((status, end + 4, length));
         }
     }
 }

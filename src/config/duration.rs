@@ -153,7 +153,8 @@ mod tests {
 
     #[test]
     fn refuses_unknown_units_and_junk() {
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
         assert!(parse_duration("5 s").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").unwrap_err().contains("expected a number"));
         assert!(parse_duration("1..5s").unwrap_err().contains("bad number"));

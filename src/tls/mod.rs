@@ -177,6 +177,10 @@ impl TlsIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, self.key.clone_key())?;
+        // No resumption: a resumed session restores the client's certificate without
+        // verifying it again, which would let a revoked node back in.
+        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        tls.send_tls13_tickets = 0;
         tls.alpn_protocols = vec![ALPN_PEER.to_vec()];
         if accept_joins {
             tls.alpn_protocols.push(ALPN_JOIN.to_vec());

@@ -105,7 +105,8 @@ impl Checker<'_> {
     }
 
     /// `via` (one path) or `paths` (several, tried in order): the relays between this node
-    /// and the exit. Each starts at a configured peer and names no node twice.
+    /// and the exit. Each starts at a configured peer (any node, with a scheduler) and
+    /// names no node twice.
     fn route_paths(&mut self, i: usize, raw: &RawRoute, ctx: &RouteContext<'_>) -> Option<Vec<Vec<String>>> {
         let (key, paths): (String, Vec<Vec<String>>) = match (&raw.via, &raw.paths) {
             (Some(via), Some(paths)) if !via.is_empty() && !paths.is_empty() => {
@@ -260,8 +261,12 @@ const MAX_PATH_NODES: usize = 16;
 
 fn check_path(path: &[String], exit: Option<&str>, ctx: &RouteContext<'_>) -> Result<(), String> {
     let first = path.first().ok_or("a path needs at least one relay")?;
-    if !ctx.peer_names.contains(first.as_str()) {
-        return Err(format!("the first relay `{first}` must be a configured peer"));
+    // With a scheduler, a node it introduces (one enrolled by `mesh join`, say) is a peer
+    // too, once introduced; until then flows on this path are refused like a dead link's.
+    if !ctx.peer_names.contains(first.as_str()) && !ctx.has_scheduler {
+        return Err(format!(
+            "the first relay `{first}` must be a configured peer (or, with a scheduler, a node it introduces)"
+        ));
     }
     if path.len() + 2 > MAX_PATH_NODES {
         return Err(format!("{} relays make a path longer than {MAX_PATH_NODES} nodes", path.len()));

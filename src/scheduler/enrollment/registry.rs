@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::join_token::{JoinRefusal, JoinToken, TokenStore, hex, unhex};
 use crate::tls::RevokedSet;
 
+/// How long an expired token is remembered, seconds.
+const EXPIRED_TOKENS_KEPT_SECS: u64 = 86_400;
+
 /// One member of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +105,8 @@ impl Registry {
     /// date already).
     pub fn purge(&mut self, now_unix: u64) {
         let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
-        self.tokens.purge(now_unix);
+        // Expired tokens are kept a day, so using one says "expired", not "unknown".
+        self.tokens.purge(now_unix.saturating_sub(EXPIRED_TOKENS_KEPT_SECS));
         self.revoked_certs.retain(|_, not_after| *not_after >= now);
         for m in self.members.values_mut() {
             m.certs.retain(|_, not_after| *not_after >= now);
@@ -155,6 +159,13 @@ mod tests {
         assert_eq!(revoked.certs.len(), 2, "the old ones stay refused");
         r.purge(1500);
         assert_eq!(r.revoked().certs.len(), 1, "an expired certificate need not be listed");
+        r.tokens.add(&token(4), None, 10, 1, 1500);
+        r.purge(1600);
+        assert_eq!(
+            r.admit(&token(4), "d", 1600),
+            Err(JoinError::Token(JoinRefusal::Expired)),
+            "an expired token is remembered for a while"
+        );
     }
 
     #[test]
