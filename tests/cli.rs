@@ -406,3 +406,98 @@ fn a_running_node_reloads_its_config_on_sighup_and_on_a_file_change() {
     result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, Some(0));
 }
+
+fn wait_for_text(path: &Path, text: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(text)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_machine_joins_with_one_command_and_is_removed_with_another() {
+    let dir = temp("enroll");
+    let mesh = dir.join("mesh");
+    let init = proxy().args(["mesh", "init", "--dir"]).arg(&mesh).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains("join token (10 use(s)"),
+        "init makes a first token"
+    );
+    let cfg = mesh.join("scheduler.yaml");
+    let port = free_port(true);
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("0.0.0.0:7900", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9900", "127.0.0.1:0");
+    std::fs::write(&cfg, text).expect("write");
+    let check = proxy().args(["check", "-c"]).arg(&cfg).output().expect("check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let mut scheduler =
+        KillOnDrop(proxy().args(["scheduler", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn"));
+
+    let created = proxy().args(["mesh", "token", "create", "-c"]).arg(&cfg).args(["--node-id", "a"]).output();
+    let created = created.expect("token create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(token.starts_with("pxj1-") && !token.contains('\n'), "stdout is the token alone: {token}");
+
+    let node_log = dir.join("a.log");
+    let join = |token: &str, id: &str, sub: &str| {
+        let mut c = proxy();
+        c.args(["mesh", "join", "--scheduler", &format!("127.0.0.1:{port}"), "--node-id", id])
+            .args(["--region", "eu", "--bind", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--dir"])
+            .arg(dir.join(sub))
+            .env("PROXY_JOIN_TOKEN", token);
+        c
+    };
+    let log = std::fs::File::create(&node_log).expect("log");
+    let mut node =
+        KillOnDrop(join(&token, "a", "a").stdout(Stdio::null()).stderr(log).spawn().expect("spawn join"));
+    assert!(
+        wait_for_text(&node_log, "connected to the scheduler", Duration::from_secs(20)),
+        "the joined node started and reached the scheduler"
+    );
+    assert_eq!(std::fs::metadata(dir.join("a/node.key")).expect("key").permissions().mode() & 0o777, 0o600);
+
+    let reused = join(&token, "a", "a2").output().expect("join again");
+    assert_eq!(reused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
+    let malformed = join("pxj1-zz", "b", "b").output().expect("join");
+    assert_eq!(malformed.status.code(), Some(2));
+    let bad_ttl = proxy().args(["mesh", "token", "create", "-c"]).arg(&cfg).args(["--ttl", "0s"]).output();
+    assert_eq!(bad_ttl.expect("run").status.code(), Some(2));
+
+    let removed = proxy().args(["mesh", "remove", "a", "-c"]).arg(&cfg).output().expect("remove");
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(String::from_utf8_lossy(&removed.stdout).contains("removed `a`"));
+    assert!(
+        wait_for_text(&node_log, "certificate as revoked", Duration::from_secs(20)),
+        "the removed node lost its session and cannot get it back"
+    );
+    let again = proxy().args(["mesh", "remove", "a", "-c"]).arg(&cfg).output().expect("remove");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no node `a`"));
+
+    assert_eq!(signal_and_wait(&mut node.0, "TERM"), Some(0));
+    assert_eq!(signal_and_wait(&mut scheduler.0, "TERM"), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

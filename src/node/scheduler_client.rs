@@ -75,11 +75,28 @@ async fn session(
     renewal: &mut Renewal,
 ) -> anyhow::Result<()> {
     let conn = connect(shared, cfg).await?;
-    *connected = true;
+    let result = registered_session(shared, cfg, &conn, connected, meter, renewal).await;
+    // TLS 1.3 lets the client finish its handshake before the server has checked the
+    // client's certificate: a refusal shows as the connection's close.
+    if conn.close_reason().is_some_and(|r| r.to_string().contains("Revoked")) {
+        anyhow::bail!(
+            "the scheduler refused this node's certificate as revoked: the node was removed from the mesh (`proxy mesh remove`); enroll it again with `proxy mesh join`"
+        );
+    }
+    result
+}
+
+async fn registered_session(
+    shared: &Arc<Shared>,
+    cfg: &SchedulerClientConfig,
+    conn: &Connection,
+    connected: &mut bool,
+    meter: &mut LinkMeter,
+    renewal: &mut Renewal,
+) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
     write(&mut send, &ToScheduler::Register(registration(shared)), cfg).await?;
     write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;
-    info!(scheduler = %conn.remote_address(), "connected to the scheduler");
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
     let mut buf: Vec<u8> = Vec::new();
     let mut draining = shared.draining.clone();
@@ -99,6 +116,11 @@ async fn session(
             }
             chunk = recv.read_chunk(64 * 1024, true) => {
                 let Some(chunk) = chunk? else { return Ok(()) };
+                // The session counts once the scheduler has answered.
+                if !*connected {
+                    *connected = true;
+                    info!(scheduler = %conn.remote_address(), "connected to the scheduler");
+                }
                 buf.extend_from_slice(&chunk.bytes);
                 read_frames(shared, &mut buf, renewal).await?;
             }
