@@ -109,6 +109,8 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     }
     let identity =
         crate::tls::TlsIdentity::from_pem(&cert_pem, &key_pem, &ca_pem).map_err(anyhow::Error::from)?;
+    // Building a server config checks that the certificate is for this key.
+    identity.quic_server_config().map_err(|e| anyhow::anyhow!("the certificate sent does not fit this key: {e}"))?;
     let names = identity.certificate().map(crate::tls::node_ids_in_cert).unwrap_or_default();
     if names != [options.node_id.as_str()] {
         return Err(anyhow::anyhow!("the certificate sent names {names:?}, not `{}`", options.node_id).into());
