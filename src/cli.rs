@@ -97,9 +97,13 @@ pub enum MeshCommand {
         /// The scheduler's QUIC address, `host:port`.
         #[arg(long)]
         scheduler: String,
-        /// The join token (else `PROXY_JOIN_TOKEN`, which keeps it out of the process list).
+        /// The join token (else `--token-file`, else `PROXY_JOIN_TOKEN`; both keep it out of
+        /// the process list).
         #[arg(long)]
         token: Option<String>,
+        /// A file holding the join token.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// This node's id: 1-63 of a-z, 0-9 and '-'.
         #[arg(long)]
         node_id: String,
@@ -236,6 +240,7 @@ fn mesh(command: MeshCommand) -> ExitCode {
         MeshCommand::Join {
             scheduler,
             token,
+            token_file,
             node_id,
             region,
             dir,
@@ -244,9 +249,12 @@ fn mesh(command: MeshCommand) -> ExitCode {
             advertise,
             admin_addr,
         } => {
-            let Some(token) = token.or_else(|| std::env::var("PROXY_JOIN_TOKEN").ok()) else {
-                eprintln!("proxy mesh join: give --token, or set PROXY_JOIN_TOKEN");
-                return ExitCode::from(2);
+            let token = match join_token(token, token_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("proxy mesh join: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let options = crate::join::JoinOptions {
                 scheduler,
@@ -262,6 +270,18 @@ fn mesh(command: MeshCommand) -> ExitCode {
         }
         MeshCommand::Remove { node_id, config } => mesh_remove(&config, &node_id),
     }
+}
+
+/// The join token from `--token`, `--token-file` or `PROXY_JOIN_TOKEN`, in that order.
+fn join_token(token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
+    if let Some(t) = token {
+        return Ok(t);
+    }
+    if let Some(file) = file {
+        return std::fs::read_to_string(&file).map_err(|e| format!("--token-file {}: {e}", file.display()));
+    }
+    std::env::var("PROXY_JOIN_TOKEN")
+        .map_err(|_| "give --token, --token-file, or set PROXY_JOIN_TOKEN".into())
 }
 
 /// A token's lifetime and uses from the command line: 1 s to 365 days, 1 to 10,000 uses.
@@ -300,6 +320,13 @@ fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u3
         Ok(c) => c,
         Err(code) => return code,
     };
+    if scheduler.ca_key.is_none() {
+        eprintln!(
+            "{who}: {} has no `ca_key`: that scheduler signs no certificates, so no one could join with a token",
+            config_path.display()
+        );
+        return ExitCode::from(2);
+    }
     match crate::scheduler::enrollment::create_token(&scheduler, node_id.clone(), ttl, uses) {
         Ok(token) => {
             println!("{}", token.encode());
@@ -323,14 +350,16 @@ fn mesh_remove(config_path: &Path, node_id: &str) -> ExitCode {
     match crate::scheduler::enrollment::remove_node(&scheduler, node_id) {
         Ok(Some(member)) => {
             println!(
-                "removed `{node_id}`: the node id and its {} certificate(s) are revoked; a running scheduler applies this within a second",
+                "removed `{node_id}`: the node id and its {} known certificate(s) are revoked, and any made for it before now; a running scheduler applies this within a second",
                 member.certs.len()
             );
             ExitCode::SUCCESS
         }
         Ok(None) => {
-            eprintln!("{who}: no node `{}` in this mesh", crate::node::log_escape(node_id));
-            ExitCode::from(2)
+            println!(
+                "`{node_id}` was not a member the scheduler knew; its id, and any certificate made for it before now, are refused from now on"
+            );
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{who}: {e:#}");
@@ -366,7 +395,25 @@ fn mesh_join(options: &crate::join::JoinOptions, no_start: bool) -> ExitCode {
         println!("start the node with: proxy run -c {}", joined.config.display());
         return ExitCode::SUCCESS;
     }
-    run(&joined.config)
+    start_joined_node(&joined.config)
+}
+
+/// Becomes `proxy run -c CONFIG`: a fresh process image, so the token given on the
+/// command line or in the environment is not left readable in `/proc` while the node
+/// runs for months.
+fn start_joined_node(config: &Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let error = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe)
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .env_remove("PROXY_JOIN_TOKEN")
+            .exec(),
+        Err(e) => e,
+    };
+    eprintln!("proxy mesh join: cannot start the node ({error}); run: proxy run -c {}", config.display());
+    ExitCode::FAILURE
 }
 
 fn mesh_init(dir: &Path, nodes: &[String], token_ttl: &str, token_uses: u32) -> ExitCode {
@@ -389,12 +436,22 @@ fn mesh_init(dir: &Path, nodes: &[String], token_ttl: &str, token_uses: u32) -> 
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // Certificates made here are members from the start, so `mesh remove` knows them.
+            for node in nodes {
+                let recorded = std::fs::read_to_string(dir.join(format!("{node}.crt")))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|pem| crate::scheduler::enrollment::record_certificate(&scheduler, node, &pem));
+                if let Err(e) = recorded {
+                    eprintln!("{who}: recording {node}'s certificate: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
             match crate::scheduler::enrollment::create_token(&scheduler, None, ttl, token_uses) {
                 Ok(token) => {
                     println!("join token ({token_uses} use(s), valid {ttl:?}): {}", token.encode());
                     println!("next: proxy scheduler -c {}", scheduler_yaml.display());
                     println!(
-                        "then on each machine: proxy mesh join --scheduler <this host>:7900 --token <token> --node-id <id> --region <region>"
+                        "then on each machine: PROXY_JOIN_TOKEN=<token> proxy mesh join --scheduler <this host>:7900 --node-id <id> --region <region>"
                     );
                     ExitCode::SUCCESS
                 }

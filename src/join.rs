@@ -28,7 +28,7 @@ pub const CONFIG_FILE: &str = "config.yaml";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What `mesh join` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JoinOptions {
     /// The scheduler's QUIC address, `host:port`.
     pub scheduler: String,
@@ -46,6 +46,18 @@ pub struct JoinOptions {
     pub advertise: Option<String>,
     /// `common.admin_addr` of the written config.
     pub admin_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for JoinOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token: it may enroll more machines.
+        f.debug_struct("JoinOptions")
+            .field("scheduler", &self.scheduler)
+            .field("node_id", &self.node_id)
+            .field("region", &self.region)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a join failed.
@@ -110,7 +122,9 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     let identity =
         crate::tls::TlsIdentity::from_pem(&cert_pem, &key_pem, &ca_pem).map_err(anyhow::Error::from)?;
     // Building a server config checks that the certificate is for this key.
-    identity.quic_server_config().map_err(|e| anyhow::anyhow!("the certificate sent does not fit this key: {e}"))?;
+    identity
+        .quic_server_config()
+        .map_err(|e| anyhow::anyhow!("the certificate sent does not fit this key: {e}"))?;
     let names = identity.certificate().map(crate::tls::node_ids_in_cert).unwrap_or_default();
     if names != [options.node_id.as_str()] {
         return Err(anyhow::anyhow!("the certificate sent names {names:?}, not `{}`", options.node_id).into());
@@ -175,7 +189,7 @@ fn write_files(options: &JoinOptions, key_pem: &str, cert_pem: &str, ca_pem: &st
 /// exits yet (the operator adds those), so it starts as a relay the scheduler can use.
 fn node_config(options: &JoinOptions) -> String {
     let advertise = match &options.advertise {
-        Some(a) => format!("  advertise: \"{a}\"\n"),
+        Some(a) => format!("  advertise: {}\n", yaml_string(a)),
         None => {
             "  # advertise: \"203.0.113.7:7800\"  # default: the address the scheduler sees, on bind's port\n"
                 .to_string()
@@ -201,7 +215,7 @@ mesh:
   data_dir: data
 
 scheduler:
-  address: \"{scheduler}\"
+  address: {scheduler}
 
 # listeners:
 #   - name: web
@@ -216,10 +230,16 @@ exit_policy:
   allow: []                      # deny all: this node dials nothing for the mesh
 ",
         config = CONFIG_FILE,
-        id = options.node_id,
-        region = options.region,
+        id = yaml_string(&options.node_id),
+        region = yaml_string(&options.region),
         admin = options.admin_addr,
         bind = options.bind,
-        scheduler = options.scheduler,
+        scheduler = yaml_string(&options.scheduler),
     )
+}
+
+/// `text` as a double-quoted YAML scalar: a JSON string is one, with every character that
+/// needs it escaped, and it never reads as null, a number or a boolean.
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
 }

@@ -81,18 +81,20 @@ impl MeshCa {
         Ok(Self { cert, key })
     }
 
-    /// Signs a certificate request (DER) for `node_id`, valid for `lifetime`. Only the
-    /// request's public key is used (its signature proves the requester holds the key);
-    /// the names, usages and validity are this CA's to choose.
+    /// Signs a certificate request (DER) for `node_id`, valid for `lifetime`, starting no
+    /// earlier than `not_before_floor` (Unix seconds) when given. Only the request's public
+    /// key is used (its signature proves the requester holds the key); the names, usages
+    /// and validity are this CA's to choose.
     pub fn sign_request(
         &self,
         csr_der: &[u8],
         node_id: &str,
         lifetime: std::time::Duration,
+        not_before_floor: Option<i64>,
     ) -> Result<String, PkiError> {
         let mut request = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;
-        request.params = node_params(node_id, lifetime)?;
+        request.params = node_params(node_id, lifetime, not_before_floor)?;
         Ok(request.signed_by(&self.cert, &self.key)?.pem())
     }
 
@@ -108,7 +110,7 @@ impl MeshCa {
 
     /// Issues a certificate for `node_id`, valid for `days`, with a fresh key.
     pub fn issue_node_cert(&self, node_id: &str, days: i64) -> Result<IssuedCert, PkiError> {
-        let params = node_params(node_id, std::time::Duration::from_secs(days.max(0) as u64 * 86_400))?;
+        let params = node_params(node_id, std::time::Duration::from_secs(days.max(0) as u64 * 86_400), None)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -116,8 +118,13 @@ impl MeshCa {
 }
 
 /// A node certificate's parameters: the id as CN and the only DNS name, client and server
-/// use, a random serial, valid from a little before now (clock skew) for `lifetime`.
-fn node_params(node_id: &str, lifetime: std::time::Duration) -> Result<CertificateParams, PkiError> {
+/// use, a random serial, valid for `lifetime` from a little before now (clock skew), but
+/// not from before `not_before_floor`.
+fn node_params(
+    node_id: &str,
+    lifetime: std::time::Duration,
+    not_before_floor: Option<i64>,
+) -> Result<CertificateParams, PkiError> {
     if !crate::core::wire::is_valid_node_id(node_id) {
         return Err(PkiError::InvalidNodeId(node_id.to_string()));
     }
@@ -134,8 +141,12 @@ fn node_params(node_id: &str, lifetime: std::time::Duration) -> Result<Certifica
     // Backdated for clock skew, but by little against the lifetime, so the validity span
     // (which renewal is timed by) stays close to it.
     let backdate = (lifetime / 10).min(std::time::Duration::from_secs(300));
-    params.not_before = now - Duration::try_from(backdate).unwrap_or(Duration::minutes(5));
-    params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(CA_LIFETIME_DAYS));
+    let mut not_before = now - Duration::try_from(backdate).unwrap_or(Duration::minutes(5));
+    if let Some(floor) = not_before_floor.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()) {
+        not_before = not_before.max(floor);
+    }
+    params.not_before = not_before;
+    params.not_after = not_before + Duration::try_from(lifetime).unwrap_or(Duration::days(CA_LIFETIME_DAYS));
     Ok(params)
 }
 

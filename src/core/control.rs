@@ -177,6 +177,9 @@ pub struct RevocationList {
     pub node_ids: Vec<String>,
     /// Certificates refused, by SHA-256 of their DER.
     pub cert_fingerprints: Vec<[u8; 32]>,
+    /// Per node id, a time (Unix seconds): its certificates that start at or before it
+    /// are refused (those from before the id's last removal, made by hand or not).
+    pub issued_before: Vec<(String, i64)>,
 }
 
 /// Why a frame could not be decoded.

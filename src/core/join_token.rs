@@ -179,25 +179,28 @@ impl TokenStore {
         self.records.insert(record.hash, record);
     }
 
-    /// Takes one use of `token` for `node_id` at `now_unix`, or says why not. A token
-    /// with no use left, or expired, is forgotten.
-    pub fn redeem(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinRefusal> {
-        let hash = token.hash();
-        let record = self.records.get_mut(&hash).ok_or(JoinRefusal::Unknown)?;
+    /// Says whether `token` would enroll `node_id` at `now_unix`, without taking a use.
+    /// Used-up and expired tokens are kept until purged, so their refusals say why.
+    pub fn check(&self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinRefusal> {
+        let record = self.records.get(&token.hash()).ok_or(JoinRefusal::Unknown)?;
         if now_unix > record.expires_unix {
-            self.records.remove(&hash);
             return Err(JoinRefusal::Expired);
         }
         if record.uses_left == 0 {
-            self.records.remove(&hash);
             return Err(JoinRefusal::UsedUp);
         }
-        if let Some(bound) = &record.node_id
-            && bound != node_id
-        {
-            return Err(JoinRefusal::WrongNode(bound.clone()));
+        match &record.node_id {
+            Some(bound) if bound != node_id => Err(JoinRefusal::WrongNode(bound.clone())),
+            _ => Ok(()),
         }
-        record.uses_left -= 1;
+    }
+
+    /// Takes one use of `token` for `node_id` at `now_unix`, or says why not.
+    pub fn redeem(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinRefusal> {
+        self.check(token, node_id, now_unix)?;
+        if let Some(record) = self.records.get_mut(&token.hash()) {
+            record.uses_left -= 1;
+        }
         Ok(())
     }
 
@@ -313,11 +316,11 @@ mod tests {
         assert_eq!(store.redeem(&token(9), "a", 1000), Err(JoinRefusal::Unknown));
         assert_eq!(store.redeem(&one_use, "a", 1001), Ok(()));
         assert_eq!(store.redeem(&one_use, "b", 1002), Err(JoinRefusal::UsedUp));
-        assert_eq!(store.redeem(&one_use, "b", 1003), Err(JoinRefusal::Unknown), "forgotten after use");
+        assert_eq!(store.redeem(&one_use, "b", 1003), Err(JoinRefusal::UsedUp), "kept, so it says why");
         assert_eq!(store.redeem(&bound, "d", 1010), Err(JoinRefusal::WrongNode("c".into())));
         assert_eq!(store.redeem(&bound, "c", 1010), Ok(()));
         assert_eq!(store.redeem(&bound, "c", 1061), Err(JoinRefusal::Expired));
-        assert!(store.is_empty());
+        assert_eq!(store.purge(1061), 1, "purging forgets what expired");
     }
 
     #[test]

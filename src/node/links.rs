@@ -43,7 +43,9 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
             match dial(&shared, &peer, &address).await {
                 Ok(conn) => {
                     info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
-                    if shared.pool.install(&peer, conn.clone(), Initiator::Local) {
+                    if shared.pool.install(&peer, conn.clone(), Initiator::Local)
+                        && !revoked_since(&shared, &conn)
+                    {
                         tokio::spawn(watch_health(shared.clone(), peer.clone()));
                         tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn));
                         continue;
@@ -107,6 +109,18 @@ async fn dial_addr(shared: &Shared, peer: &str, addr: std::net::SocketAddr) -> a
     }
 }
 
+/// Whether the peer's certificate was revoked after its handshake was checked (a link
+/// installed after the revocations were applied to the links then up): if so the link is
+/// closed.
+fn revoked_since(shared: &Shared, conn: &Connection) -> bool {
+    let revoked =
+        crate::node::peers::peer_certificate(conn).is_some_and(|c| shared.tls.revocations().refuses(&c));
+    if revoked {
+        conn.close(crate::node::peers::LINK_REVOKED, b"certificate revoked");
+    }
+    revoked
+}
+
 /// Accepts incoming links until the endpoint closes.
 pub async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
@@ -140,7 +154,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 }
             };
             info!(peer = %id, %remote, "link up (accepted)");
-            if shared.pool.install(&id, conn.clone(), Initiator::Remote) {
+            if shared.pool.install(&id, conn.clone(), Initiator::Remote) && !revoked_since(&shared, &conn) {
                 tokio::spawn(watch_health(shared.clone(), id.clone()));
                 serve_streams(shared, id, conn).await;
             }

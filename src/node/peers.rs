@@ -26,7 +26,7 @@ pub const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
 pub const LINK_REVOKED: VarInt = VarInt::from_u32(4);
 
 /// The certificate the peer presented on `conn`.
-fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
+pub(crate) fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
     let chain = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     chain.first().cloned()
 }

@@ -65,6 +65,11 @@ impl Renewal {
         }
         let not_after = shared.tls.identity().validity().map_or(0, |(_, t)| t);
         let path = shared.config.mesh.cert.clone();
+        if path == shared.config.mesh.key {
+            // Writing the certificate alone over a file that also holds the key would lose it.
+            warn!("certificate renewed for this run, but not saved: mesh.cert and mesh.key are one file");
+            return;
+        }
         match tokio::task::spawn_blocking(move || write_atomically(&path, &cert_pem)).await {
             Ok(Ok(())) => info!(not_after, "certificate renewed"),
             Ok(Err(e)) => warn!("certificate renewed for this run, but not saved: {e}"),

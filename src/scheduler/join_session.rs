@@ -2,11 +2,13 @@
 //! negotiated ALPN `proxy-join/1` sends one [`JoinRequest`] and gets one [`JoinReply`].
 //! Bounded: a few exchanges at once, a deadline for the whole exchange, a small frame.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, VarInt};
-use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::enrollment::Enrollment;
@@ -16,15 +18,59 @@ use crate::node::unix_now;
 
 /// The whole exchange, from the handshake to the reply.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Join exchanges served at once.
+const MAX_JOINS_AT_ONCE: usize = 16;
+/// Join exchanges served at once for one source address.
+const MAX_JOINS_PER_SOURCE: usize = 2;
+
+/// Admission to the join service: a few exchanges at once, fewer per source address, so
+/// connections that send nothing cannot hold every slot from one machine.
+#[derive(Default)]
+pub struct JoinGate {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A place in the [`JoinGate`], given back when dropped.
+struct GateSlot<'a> {
+    gate: &'a JoinGate,
+    source: IpAddr,
+}
+
+impl JoinGate {
+    fn enter(&self, source: IpAddr) -> Option<GateSlot<'_>> {
+        let source = source.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(&source).copied().unwrap_or(0);
+        if total >= MAX_JOINS_AT_ONCE || mine >= MAX_JOINS_PER_SOURCE {
+            return None;
+        }
+        open.insert(source, mine + 1);
+        Some(GateSlot { gate: self, source })
+    }
+}
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.gate.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// Serves one join connection, then closes it.
-pub async fn serve(enrollment: &std::sync::Arc<Enrollment>, slots: &Semaphore, conn: Connection) {
-    let Ok(_slot) = slots.try_acquire() else {
+pub async fn serve(enrollment: &std::sync::Arc<Enrollment>, gate: &JoinGate, conn: Connection) {
+    let from = conn.remote_address();
+    let Some(_slot) = gate.enter(from.ip()) else {
         conn.close(VarInt::from_u32(5), b"busy: too many joins at once; try again");
         return;
     };
-    let from = conn.remote_address();
-    match tokio::time::timeout(JOIN_DEADLINE, exchange(enrollment, &conn)).await {
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    match tokio::time::timeout(JOIN_DEADLINE, exchange(enrollment, &conn, deadline)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(from = %from, "join exchange failed: {e:#}"),
         Err(_) => debug!(from = %from, "join exchange timed out"),
@@ -34,19 +80,28 @@ pub async fn serve(enrollment: &std::sync::Arc<Enrollment>, slots: &Semaphore, c
     conn.close(VarInt::from_u32(0), b"done");
 }
 
-async fn exchange(enrollment: &std::sync::Arc<Enrollment>, conn: &Connection) -> anyhow::Result<()> {
+async fn exchange(
+    enrollment: &std::sync::Arc<Enrollment>,
+    conn: &Connection,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
+    let from = conn.remote_address().ip();
     let reply = match read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME).await {
         Ok(request) => {
-            let (enrollment, from) = (enrollment.clone(), conn.remote_address().ip());
+            let enrollment = enrollment.clone();
             let reply =
-                tokio::task::spawn_blocking(move || enrollment.join(&request, from, unix_now())).await?;
+                tokio::task::spawn_blocking(move || enrollment.join(&request, from, unix_now(), deadline))
+                    .await?;
             if let JoinReply::Refused { reason } = &reply {
                 info!(from = %from, reason = %reason, "join refused");
             }
             reply
         }
-        Err(e) => JoinReply::Refused { reason: format!("bad join request: {e}") },
+        Err(e) => {
+            enrollment.malformed(from, unix_now());
+            JoinReply::Refused { reason: format!("bad join request: {e}") }
+        }
     };
     send.write_chunk(Bytes::from(control::encode(&reply)?)).await?;
     send.finish()?;
@@ -68,5 +123,26 @@ pub async fn read_frame<T: bincode::Decode<()>>(recv: &mut RecvStream, max: usiz
             Some(chunk) => buf.extend_from_slice(&chunk.bytes),
             None => anyhow::bail!("the stream ended before a whole message"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_holds_a_few_per_source_and_gives_places_back() {
+        let gate = JoinGate::default();
+        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap());
+        let a = gate.enter(one);
+        let b = gate.enter(two);
+        assert!(a.is_some() && b.is_some());
+        assert!(gate.enter(one).is_none(), "the mapped form counts as the same source");
+        let others: Vec<_> =
+            (2..16).filter_map(|i| gate.enter(format!("10.0.0.{i}").parse().unwrap())).collect();
+        assert_eq!(others.len(), MAX_JOINS_AT_ONCE - 2);
+        assert!(gate.enter("10.0.0.99".parse().unwrap()).is_none(), "full");
+        drop(a);
+        assert!(gate.enter(one).is_some(), "a place given back is free again");
     }
 }

@@ -112,8 +112,8 @@ struct Shared {
     revocations: Arc<Revocations>,
     /// Bumped whenever the revocations change; sessions then send the new list.
     revocations_changed: watch::Sender<u64>,
-    /// Join exchanges at once (they come from machines without a certificate).
-    join_slots: Arc<tokio::sync::Semaphore>,
+    /// Admission to the join service (machines without a certificate).
+    join_gate: super::join_session::JoinGate,
 }
 
 impl Shared {
@@ -165,7 +165,7 @@ impl Scheduler {
             enrollment,
             revocations,
             revocations_changed: watch::Sender::new(0),
-            join_slots: Arc::new(tokio::sync::Semaphore::new(MAX_JOINS_AT_ONCE)),
+            join_gate: super::join_session::JoinGate::default(),
         });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
@@ -227,8 +227,6 @@ fn bind_admin(config: &SchedulerConfig) -> anyhow::Result<tokio::net::TcpListene
 
 /// How often the registry file is checked for changes made by `proxy mesh remove`.
 const REGISTRY_POLL: Duration = Duration::from_millis(500);
-/// Join exchanges served at once.
-const MAX_JOINS_AT_ONCE: usize = 16;
 
 /// Largest frame a node may send: registrations and reports are small; this bounds what a
 /// session can make the scheduler buffer.
@@ -279,7 +277,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             if tls::negotiated_alpn(&conn).as_deref() == Some(tls::ALPN_JOIN) {
-                super::join_session::serve(&shared.enrollment, &shared.join_slots, conn).await;
+                super::join_session::serve(&shared.enrollment, &shared.join_gate, conn).await;
                 return;
             }
             let Some(node) = tls::peer_node_id(&conn).filter(|n| n != SCHEDULER_ID) else {
@@ -290,6 +288,13 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), conn.clone());
             if let Some(older) = older {
                 older.close(VarInt::from_u32(1), b"replaced by a newer session");
+            }
+            // The handshake may have been checked against revocations that changed before
+            // the session was listed (where a change would have found it): check again.
+            if peer_certificate(&conn).is_some_and(|c| shared.revocations.refuses(&c.into())) {
+                shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+                conn.close(VarInt::from_u32(4), b"removed from the mesh");
+                return;
             }
             if let Err(e) = session(&shared, &node, &conn).await {
                 info!(node = %node, reason = %e, "node session ended");
@@ -375,8 +380,11 @@ async fn act(
         }
         Action::Renew(csr) => {
             let (enrollment, id) = (shared.enrollment.clone(), node.to_string());
-            let signed =
-                tokio::task::spawn_blocking(move || enrollment.renew(&id, &region, &csr, unix_now())).await?;
+            let current = peer_certificate(conn).unwrap_or_default();
+            let signed = tokio::task::spawn_blocking(move || {
+                enrollment.renew(&id, &region, &current, &csr, unix_now())
+            })
+            .await?;
             let reply = match signed {
                 Ok(cert_pem) => ToNode::Renewed { cert_pem },
                 Err(reason) => {
@@ -472,7 +480,7 @@ fn handle(
 /// reach it at the address its scheduler connection comes from, on the same port.
 fn reachable_address(advertised: &str, remote: SocketAddr) -> String {
     match advertised.parse::<SocketAddr>() {
-        Ok(a) if a.ip().is_unspecified() => SocketAddr::new(remote.ip(), a.port()).to_string(),
+        Ok(a) if a.ip().is_unspecified() => SocketAddr::new(remote.ip().to_canonical(), a.port()).to_string(),
         _ => advertised.to_string(),
     }
 }

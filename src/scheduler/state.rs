@@ -222,13 +222,13 @@ impl MeshState {
         let graph = self.graph(now);
         let clock = now.duration_since(self.epoch);
         let policy = self.policy.clone();
-        // Every live node is introduced to every other that does not have it in its config:
-        // a node that joined with no peers configured gets links, hence measurements, hence
-        // paths, within one recompute.
+        // Every registered node is introduced to every other that does not have it in its
+        // config: a node that joined with no peers configured gets links, hence
+        // measurements, hence paths, within one recompute. Liveness is left out, so a node
+        // that flaps does not re-version every other node's set.
         let mut all_nodes: Vec<NodeIntro> = self
             .nodes
             .iter()
-            .filter(|(id, _)| self.alive(id, now))
             .map(|(id, n)| NodeIntro {
                 node_id: id.clone(),
                 region: n.registration.region.clone(),

@@ -3,7 +3,7 @@
 //! both directions, so a removed node can neither dial nor be dialled, whatever the
 //! config says about it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -12,13 +12,17 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
-/// What is refused: whole node ids, and single certificates by SHA-256 of their DER.
+/// What is refused: whole node ids, single certificates by SHA-256 of their DER, and a
+/// node id's certificates that start before a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokedSet {
     /// Node ids refused whatever certificate they present.
     pub node_ids: BTreeSet<String>,
     /// Certificates refused, by SHA-256 of their DER.
     pub certs: BTreeSet<[u8; 32]>,
+    /// Per node id, a time (Unix seconds): its certificates whose validity starts at or
+    /// before it are refused (those from before its last removal).
+    pub issued_before: BTreeMap<String, i64>,
 }
 
 impl From<&crate::core::control::RevocationList> for RevokedSet {
@@ -26,6 +30,7 @@ impl From<&crate::core::control::RevocationList> for RevokedSet {
         Self {
             node_ids: list.node_ids.iter().cloned().collect(),
             certs: list.cert_fingerprints.iter().copied().collect(),
+            issued_before: list.issued_before.iter().cloned().collect(),
         }
     }
 }
@@ -36,17 +41,31 @@ impl RevokedSet {
         crate::core::control::RevocationList {
             node_ids: self.node_ids.iter().cloned().collect(),
             cert_fingerprints: self.certs.iter().copied().collect(),
+            issued_before: self.issued_before.iter().map(|(id, t)| (id.clone(), *t)).collect(),
         }
     }
 
     /// Whether a peer presenting `cert` is refused.
     pub fn refuses(&self, cert: &CertificateDer<'_>) -> bool {
-        if self.node_ids.is_empty() && self.certs.is_empty() {
+        if self.node_ids.is_empty() && self.certs.is_empty() && self.issued_before.is_empty() {
             return false;
         }
-        self.certs.contains(&crate::core::join_token::sha256(cert.as_ref()))
-            || super::node_ids_in_cert(cert).iter().any(|id| self.node_ids.contains(id))
+        if self.certs.contains(&crate::core::join_token::sha256(cert.as_ref())) {
+            return true;
+        }
+        let ids = super::node_ids_in_cert(cert);
+        if ids.iter().any(|id| self.node_ids.contains(id)) {
+            return true;
+        }
+        let cutoff = ids.iter().filter_map(|id| self.issued_before.get(id)).max();
+        cutoff.is_some_and(|cutoff| not_before(cert).is_none_or(|start| start <= *cutoff))
     }
+}
+
+/// When `cert`'s validity starts, Unix seconds.
+fn not_before(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_before.timestamp())
 }
 
 /// The revocations in force, shared by the TLS verifiers and whoever updates them.
@@ -189,5 +208,35 @@ impl ServerCertVerifier for RevocationCheckingServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem")
+    }
+
+    #[test]
+    fn a_removal_time_refuses_every_earlier_certificate_of_the_id_but_not_a_later_one() {
+        let ca = crate::pki::MeshCa::generate("test").expect("ca");
+        let by_hand = ca.issue_node_cert("h", 365).expect("cert");
+        let other = ca.issue_node_cert("k", 365).expect("cert");
+        let removed_at = crate::node::unix_now() as i64;
+        let set =
+            RevokedSet { issued_before: [("h".to_string(), removed_at)].into(), ..RevokedSet::default() };
+        assert!(set.refuses(&der(&by_hand.cert_pem)), "made before the removal");
+        assert!(!set.refuses(&der(&other.cert_pem)), "another node is not touched");
+        let key = crate::pki::new_node_key().expect("key");
+        let csr = crate::pki::certificate_request("h", &key).expect("csr");
+        let later = ca
+            .sign_request(&csr, "h", std::time::Duration::from_secs(3600), Some(removed_at + 1))
+            .expect("sign");
+        assert!(!set.refuses(&der(&later)), "a certificate from the next join is accepted");
+        let whole = RevokedSet { node_ids: ["h".to_string()].into(), ..RevokedSet::default() };
+        assert!(whole.refuses(&der(&later)), "while the id itself is removed, nothing of it is accepted");
     }
 }

@@ -74,9 +74,11 @@ impl Enrollment {
         &self.store
     }
 
-    /// Answers a join request from `from` (blocking: signs and writes the registry).
-    pub fn join(&self, request: &JoinRequest, from: IpAddr, now_unix: u64) -> JoinReply {
-        let source = from.to_string();
+    /// Answers a join request from `from` (blocking: signs and writes the registry). Past
+    /// `deadline` nothing is committed: the requester has given up, and its token keeps
+    /// its use.
+    pub fn join(&self, request: &JoinRequest, from: IpAddr, now_unix: u64, deadline: Instant) -> JoinReply {
+        let source = source_key(from);
         if !self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allows(&source, now_unix) {
             return JoinReply::Refused {
                 reason: format!(
@@ -84,7 +86,7 @@ impl Enrollment {
                 ),
             };
         }
-        match self.admit(request, now_unix) {
+        match self.admit(request, now_unix, deadline) {
             Ok(reply) => {
                 self.limiter.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&source);
                 reply
@@ -96,7 +98,12 @@ impl Enrollment {
         }
     }
 
-    fn admit(&self, request: &JoinRequest, now_unix: u64) -> Result<JoinReply, String> {
+    /// Counts a request that could not even be read as a failure of its source.
+    pub fn malformed(&self, from: IpAddr, now_unix: u64) {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).failed(&source_key(from), now_unix);
+    }
+
+    fn admit(&self, request: &JoinRequest, now_unix: u64, deadline: Instant) -> Result<JoinReply, String> {
         let id = &request.node_id;
         if !crate::core::wire::is_valid_node_id(id) || id == SCHEDULER_ID {
             return Err(format!(
@@ -110,33 +117,51 @@ impl Enrollment {
         let Some((ca, ca_pem)) = &self.signer else {
             return Err("this scheduler does not enroll nodes: its config has no `ca_key`".into());
         };
+        let registry_error = |e: store::StoreError| {
+            tracing::error!("registry: {e}");
+            "the scheduler cannot read or write its registry; try again later".to_string()
+        };
+        // A certificate for an id removed before must start after the removal.
+        let floor = self.store.load().map_err(registry_error)?.not_before_floor(id);
         // Signing first: a bad request must not use the token up.
-        let cert_pem = ca.sign_request(&request.csr, id, self.lifetime).map_err(|e| e.to_string())?;
+        let cert_pem = ca.sign_request(&request.csr, id, self.lifetime, floor).map_err(|e| e.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         let token = JoinToken { secret: request.secret, ca_fingerprint: [0; 32] };
         let admitted = self
             .store
             .update(|r| {
+                if Instant::now() > deadline {
+                    return (
+                        Err("the join took too long; the token was not used, try again".to_string()),
+                        false,
+                    );
+                }
                 r.purge(now_unix);
                 let outcome = r.admit(&token, id, now_unix);
                 if outcome.is_ok() {
                     r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
                 }
-                (outcome, true)
+                (outcome.map_err(|e: JoinError| e.to_string()), true)
             })
-            .map_err(|e| {
-                tracing::error!("registry: {e}");
-                "the scheduler cannot write its registry; try again later".to_string()
-            })?;
-        admitted.map_err(|e: JoinError| e.to_string())?;
+            .map_err(registry_error)?;
+        admitted?;
         self.remember(fingerprint);
         tracing::info!(node = %id, region = %crate::node::log_escape(&request.region), "node joined the mesh");
         Ok(JoinReply::Accepted { cert_pem, ca_pem: ca_pem.clone() })
     }
 
-    /// Signs a renewed certificate for `node_id`'s key (blocking). Refused when the
-    /// scheduler has no CA key, or when the node renewed moments ago.
-    pub fn renew(&self, node_id: &str, region: &str, csr: &[u8], now_unix: u64) -> Result<String, String> {
+    /// Signs a renewed certificate for `node_id`'s key (blocking); `current` is the
+    /// certificate (DER) its session was made with. Refused when the scheduler has no CA
+    /// key, when the node renewed moments ago, and when it is not a member in good
+    /// standing (removed, or its certificate revoked, even if its session is still up).
+    pub fn renew(
+        &self,
+        node_id: &str,
+        region: &str,
+        current: &[u8],
+        csr: &[u8],
+        now_unix: u64,
+    ) -> Result<String, String> {
         let Some((ca, _)) = &self.signer else {
             return Err("this scheduler does not sign certificates: its config has no `ca_key`".into());
         };
@@ -148,14 +173,23 @@ impl Enrollment {
             }
             last.insert(node_id.to_string(), Instant::now());
         }
-        let cert_pem = ca.sign_request(csr, node_id, self.lifetime).map_err(|e| e.to_string())?;
+        let held = crate::core::join_token::sha256(current);
+        let registry =
+            self.store.load().map_err(|e| format!("the scheduler cannot read its registry: {e}"))?;
+        registry.may_renew(node_id, &held)?;
+        let floor = registry.not_before_floor(node_id);
+        let cert_pem = ca.sign_request(csr, node_id, self.lifetime, floor).map_err(|e| e.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        // Checked again under the lock: a removal may have landed since.
         self.store
-            .update(|r| {
-                r.record_cert(node_id, region, fingerprint, not_after, now_unix);
-                ((), true)
+            .update(|r| match r.may_renew(node_id, &held) {
+                Ok(()) => {
+                    r.record_cert(node_id, region, fingerprint, not_after, now_unix);
+                    (Ok(()), true)
+                }
+                Err(e) => (Err(e), false),
             })
-            .map_err(|e| format!("the scheduler cannot write its registry: {e}"))?;
+            .map_err(|e| format!("the scheduler cannot write its registry: {e}"))??;
         self.remember(fingerprint);
         tracing::info!(node = %node_id, "certificate renewed");
         Ok(cert_pem)
@@ -195,6 +229,18 @@ fn cert_facts(cert_pem: &str) -> Result<([u8; 32], i64), String> {
     Ok((fingerprint, not_after))
 }
 
+/// The key the failure limit counts a source by: an IPv4 address, or an IPv6 /64 (one
+/// host usually has a whole /64 to rotate through).
+fn source_key(from: IpAddr) -> String {
+    match from.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 /// A region label a joining node may give: short, and safe to show and log.
 pub fn is_valid_region(region: &str) -> bool {
     (1..=63).contains(&region.len())
@@ -225,14 +271,23 @@ pub fn create_token(
     Ok(token)
 }
 
-/// Removes `node_id` from the mesh of `config` (`proxy mesh remove`): its id and
-/// certificates are refused from now on; a running scheduler applies it within a second.
-/// Returns the member, or `None` when no member has that id.
+/// Removes `node_id` from the mesh of `config` (`proxy mesh remove`): its id and every
+/// certificate made for it so far are refused from now on; a running scheduler applies it
+/// within a second. Returns the member, or `None` when the registry had no member by that
+/// id (the id is refused all the same: it may hold a certificate made by hand).
 pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
     let now = crate::node::unix_now();
-    Ok(RegistryStore::new(&config.data_dir).update(|r| {
-        let member = r.remove(node_id, now);
-        let changed = member.is_some();
-        (member, changed)
-    })?)
+    Ok(RegistryStore::new(&config.data_dir).update(|r| (r.remove(node_id, now), true))?)
+}
+
+/// Records a certificate made by hand (`mesh init --nodes`) as a member's, so the
+/// registry knows the node before it first connects.
+pub fn record_certificate(config: &SchedulerConfig, node_id: &str, cert_pem: &str) -> anyhow::Result<()> {
+    let (fingerprint, not_after) = cert_facts(cert_pem).map_err(|e| anyhow::anyhow!(e))?;
+    let now = crate::node::unix_now();
+    RegistryStore::new(&config.data_dir).update(|r| {
+        r.record_cert(node_id, "", fingerprint, not_after, now);
+        ((), true)
+    })?;
+    Ok(())
 }

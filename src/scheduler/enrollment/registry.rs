@@ -52,6 +52,11 @@ pub struct Registry {
     /// Removed node ids and when (Unix seconds); refused until they join again.
     #[serde(default)]
     pub removed: BTreeMap<String, u64>,
+    /// Per node id ever removed, the last removal time (Unix seconds): certificates for
+    /// the id that start before it stay refused after the id joins again, including those
+    /// made by hand that the registry never saw.
+    #[serde(default)]
+    pub issued_before: BTreeMap<String, i64>,
     /// Revoked certificates: SHA-256 (hex) to not-after, kept until they would have
     /// expired anyway.
     #[serde(default)]
@@ -61,15 +66,37 @@ pub struct Registry {
 impl Registry {
     /// Takes one use of `token` for `node_id`, unless the id is a member's or the token
     /// is refused. A refused id does not use the token up.
+    /// A removed id may join again (its earlier certificates stay refused).
     pub fn admit(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinError> {
-        if self.members.contains_key(node_id) && self.tokens.contains(token) {
+        self.tokens.check(token, node_id, now_unix)?;
+        if self.members.contains_key(node_id) {
             return Err(JoinError::Taken(node_id.to_string()));
         }
-        Ok(self.tokens.redeem(token, node_id, now_unix)?)
+        self.tokens.redeem(token, node_id, now_unix)?;
+        self.removed.remove(node_id);
+        Ok(())
     }
 
-    /// Records a certificate issued to or presented by `node_id` (a member from now on;
-    /// a removed id that joined again is no longer refused).
+    /// The earliest a new certificate for `node_id` may start, so that it is not caught
+    /// by the id's last removal (Unix seconds).
+    pub fn not_before_floor(&self, node_id: &str) -> Option<i64> {
+        self.issued_before.get(node_id).map(|t| t + 1)
+    }
+
+    /// Whether `node_id` may renew the certificate `fingerprint` it holds: a member, not
+    /// removed, with a certificate not revoked.
+    pub fn may_renew(&self, node_id: &str, fingerprint: &[u8; 32]) -> Result<(), String> {
+        if self.removed.contains_key(node_id) || self.revoked_certs.contains_key(&hex(fingerprint)) {
+            return Err(format!("`{node_id}` was removed from the mesh"));
+        }
+        if !self.members.contains_key(node_id) {
+            return Err(format!("`{node_id}` is not a member of the mesh"));
+        }
+        Ok(())
+    }
+
+    /// Records a certificate issued to or presented by `node_id`, a member from now on
+    /// (a removed id is left removed: only a join brings it back).
     pub fn record_cert(
         &mut self,
         node_id: &str,
@@ -78,7 +105,9 @@ impl Registry {
         not_after: i64,
         now_unix: u64,
     ) {
-        self.removed.remove(node_id);
+        if self.removed.contains_key(node_id) {
+            return;
+        }
         let member = self.members.entry(node_id.to_string()).or_insert_with(|| Member {
             region: region.to_string(),
             since_unix: now_unix,
@@ -92,13 +121,17 @@ impl Registry {
         self.members.get(node_id).is_some_and(|m| m.certs.contains_key(&hex(fingerprint)))
     }
 
-    /// Removes a member: its id is refused, and so is every certificate it had.
-    /// Returns the member, or `None` when there was none by that id.
+    /// Removes `node_id`: the id is refused, and so is every certificate it had, known
+    /// to the registry or not. Returns the member, or `None` when the registry had no
+    /// member by that id (the id is refused all the same).
     pub fn remove(&mut self, node_id: &str, now_unix: u64) -> Option<Member> {
-        let member = self.members.remove(node_id)?;
+        let member = self.members.remove(node_id);
         self.removed.insert(node_id.to_string(), now_unix);
-        self.revoked_certs.extend(member.certs.iter().map(|(fp, t)| (fp.clone(), *t)));
-        Some(member)
+        self.issued_before.insert(node_id.to_string(), i64::try_from(now_unix).unwrap_or(i64::MAX));
+        if let Some(m) = &member {
+            self.revoked_certs.extend(m.certs.iter().map(|(fp, t)| (fp.clone(), *t)));
+        }
+        member
     }
 
     /// Forgets expired tokens and certificates (an expired certificate is refused by its
@@ -118,6 +151,7 @@ impl Registry {
         RevokedSet {
             node_ids: self.removed.keys().cloned().collect(),
             certs: self.revoked_certs.keys().filter_map(|fp| unhex(fp).ok()).collect(),
+            issued_before: self.issued_before.clone(),
         }
     }
 }
@@ -137,6 +171,12 @@ mod tests {
         r.tokens.add(&token(1), None, 3600, 1, 0);
         r.record_cert("a", "eu", [1; 32], 1000, 0);
         assert_eq!(r.admit(&token(1), "a", 10), Err(JoinError::Taken("a".into())));
+        r.tokens.add(&token(2), Some("p".into()), 3600, 1, 0);
+        assert_eq!(
+            r.admit(&token(2), "a", 10),
+            Err(JoinError::Token(JoinRefusal::WrongNode("p".into()))),
+            "the token's own refusal comes first"
+        );
         assert_eq!(r.admit(&token(1), "b", 10), Ok(()), "the token still has its use");
         assert_eq!(r.admit(&token(1), "c", 10), Err(JoinError::Token(JoinRefusal::UsedUp)));
     }
@@ -146,17 +186,23 @@ mod tests {
         let mut r = Registry::default();
         r.record_cert("a", "eu", [1; 32], 1000, 0);
         r.record_cert("a", "eu", [2; 32], 2000, 0);
-        assert!(r.remove("x", 5).is_none());
+        assert!(r.remove("x", 5).is_none(), "an id the registry never saw is refused too");
         assert!(r.remove("a", 5).is_some());
         let revoked = r.revoked();
-        assert!(revoked.node_ids.contains("a"));
+        assert!(revoked.node_ids.contains("a") && revoked.node_ids.contains("x"));
         assert_eq!(revoked.certs.len(), 2);
+        assert_eq!(r.may_renew("a", &[2; 32]), Err("`a` was removed from the mesh".into()));
+        r.record_cert("a", "eu", [9; 32], 3000, 6);
+        assert!(!r.members.contains_key("a"), "a removed node's session cannot make it a member again");
         r.tokens.add(&token(3), Some("a".into()), 60, 1, 10);
         assert_eq!(r.admit(&token(3), "a", 11), Ok(()), "a removed id may join again");
+        assert_eq!(r.not_before_floor("a"), Some(6));
         r.record_cert("a", "eu", [3; 32], 3000, 11);
         let revoked = r.revoked();
         assert!(!revoked.node_ids.contains("a"), "the new certificate is accepted");
         assert_eq!(revoked.certs.len(), 2, "the old ones stay refused");
+        assert_eq!(revoked.issued_before.get("a"), Some(&5), "and any made before the removal");
+        assert_eq!(r.may_renew("a", &[3; 32]), Ok(()));
         r.purge(1500);
         assert_eq!(r.revoked().certs.len(), 1, "an expired certificate need not be listed");
         r.tokens.add(&token(4), None, 10, 1, 1500);

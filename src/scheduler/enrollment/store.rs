@@ -36,8 +36,8 @@ pub struct RegistryStore {
     dir: PathBuf,
 }
 
-/// A file's identity for change polling: modification time and length.
-pub type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+/// A file's identity for change polling: modification time, length and inode.
+pub type FileStamp = Option<(Option<std::time::SystemTime>, u64, u64)>;
 
 impl RegistryStore {
     /// The store in `dir` (created on first write).
@@ -49,9 +49,11 @@ impl RegistryStore {
         self.dir.join("registry.json")
     }
 
-    /// The registry file's stamp, to notice changes made by others.
+    /// The registry file's stamp, to notice changes made by others. Every write renames
+    /// a new file into place, so the inode changes even when the time and length do not.
     pub fn stamp(&self) -> FileStamp {
-        fs::metadata(self.file()).ok().map(|m| (m.modified().ok(), m.len()))
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(self.file()).ok().map(|m| (m.modified().ok(), m.len(), m.ino()))
     }
 
     /// Reads the registry (empty when there is none yet).
