@@ -14,6 +14,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod emulator;
 pub mod join;
 pub mod logging;

@@ -1,0 +1,210 @@
+//! The demo's cluster, in this process: a mesh CA and certificates in a temp directory, a
+//! scheduler, one node per region with a listener pair per route, a link emulator on
+//! every pair of nodes with that pair's round trip, and an echo service behind the exit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::regions::{self, EXIT, MULTIPATH_ORIGIN, NODES};
+use crate::Node;
+use crate::emulator::{LinkEmulator, LinkProfile};
+use crate::pki::{self, MeshCa};
+use crate::scheduler::Scheduler;
+
+/// The listener whose route the scheduler steers.
+pub const STEERED: &str = "app";
+/// The listener whose route is pinned to the direct path (the baseline).
+pub const DIRECT: &str = "app-direct";
+/// The listener of the multipath route.
+pub const BULK: &str = "bulk";
+
+/// A running demo cluster. Dropping it stops everything and removes its directory.
+pub struct Cluster {
+    dir: PathBuf,
+    /// The scheduler.
+    pub scheduler: Scheduler,
+    /// The nodes still running, by id.
+    pub nodes: BTreeMap<&'static str, Node>,
+    links: Vec<((&'static str, &'static str), LinkEmulator)>,
+    backend: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.backend.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Cluster {
+    /// Makes and starts the whole cluster in a new directory under `parent`.
+    pub async fn start(parent: &Path) -> anyhow::Result<Cluster> {
+        let dir = parent.join(format!("proxy-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (backend_addr, backend) = echo_service().await?;
+        make_certificates(&dir)?;
+        let scheduler = Scheduler::start(
+            crate::config::scheduler::parse(&scheduler_yaml(), &dir).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        )
+        .await?;
+        let scheduler_addr = scheduler.local_addr()?.to_string();
+        // Each pair is dialed by the first node through an emulator in front of the
+        // second, so nodes start last first: a node's peers to dial are running by then.
+        let mut nodes = BTreeMap::new();
+        let mut links = Vec::new();
+        for (i, id) in NODES.iter().enumerate().rev() {
+            let mut dial = Vec::new();
+            for (j, other) in NODES.iter().enumerate().skip(i + 1) {
+                let target = nodes.get(other).map(|n: &Node| n.mesh_addr()).context("node order")??;
+                let emulator = LinkEmulator::start(target, (i * 10 + j) as u64).await?;
+                let one_way = Duration::from_millis(regions::rtt_ms(id, other) / 2);
+                emulator.set_both(LinkProfile::delayed(one_way));
+                dial.push((*other, emulator.addr()));
+                links.push(((*id, *other), emulator));
+            }
+            let yaml = node_yaml(id, &dial, &scheduler_addr, backend_addr);
+            let path = dir.join(format!("{id}.yaml"));
+            std::fs::write(&path, yaml)?;
+            let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            nodes.insert(*id, Node::start(config).await.with_context(|| format!("starting {id}"))?);
+        }
+        Ok(Cluster { dir, scheduler, nodes, links, backend })
+    }
+
+    /// Where `node`'s listener `name` accepts connections.
+    pub fn listener(&self, node: &str, name: &str) -> Option<SocketAddr> {
+        self.nodes.get(node)?.listeners().into_iter().find(|l| l.name == name).map(|l| l.addr)
+    }
+
+    /// Whether every pair of running nodes has its link up.
+    pub fn all_linked(&self) -> bool {
+        self.nodes.iter().all(|(id, node)| {
+            let peers = node.peers();
+            self.nodes.keys().filter(|o| *o != id).all(|o| peers.iter().any(|p| p.id == *o && p.connected))
+        })
+    }
+
+    /// Adds `extra_ms` to the round trip of the link between `a` and `b`.
+    pub fn degrade(&self, a: &str, b: &str, extra_ms: u64) {
+        for ((x, y), emulator) in &self.links {
+            if (*x == a && *y == b) || (*x == b && *y == a) {
+                let one_way = Duration::from_millis((regions::rtt_ms(a, b) + extra_ms) / 2);
+                emulator.set_both(LinkProfile::delayed(one_way));
+            }
+        }
+    }
+
+    /// Kills `node` as a power cut would: its links go silent first (nothing it sends
+    /// reaches its peers, not even a goodbye), then it stops.
+    pub fn kill(&mut self, node: &str) {
+        for ((x, y), emulator) in &self.links {
+            if *x == node || *y == node {
+                emulator.set_both(LinkProfile::blackholed());
+            }
+        }
+        self.nodes.remove(node);
+    }
+}
+
+fn make_certificates(dir: &Path) -> anyhow::Result<()> {
+    let ca = MeshCa::generate("proxy demo CA")?;
+    let mut written = Vec::new();
+    pki::write_file(&dir.join("ca.crt"), &ca.cert_pem(), false, &mut written)?;
+    for id in NODES.iter().copied().chain([crate::config::scheduler::SCHEDULER_ID]) {
+        let cert = ca.issue_node_cert(id, 1)?;
+        pki::write_file(&dir.join(format!("{id}.crt")), &cert.cert_pem, false, &mut written)?;
+        pki::write_file(&dir.join(format!("{id}.key")), &cert.key_pem, true, &mut written)?;
+    }
+    Ok(())
+}
+
+/// The scheduler: fast enough to follow the demo (recompute every 500 ms, a route moves
+/// after 2 s of a better path), the direct routes pinned as the baseline.
+fn scheduler_yaml() -> String {
+    let pins: Vec<String> = regions::origins()
+        .map(|o| format!("  - {{ node: {o}, route: backend-direct, relays: [] }}"))
+        .collect();
+    format!(
+        "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n\
+         objective: latency\nrecompute_interval: \"500ms\"\nhysteresis: {{ margin: 0.1, hold: \"2s\" }}\n\
+         node_dead_after: \"4s\"\nmax_paths: 3\nadmin_addr: \"127.0.0.1:0\"\nlog_level: error\n\
+         data_dir: state\npins:\n{}\n",
+        pins.join("\n")
+    )
+}
+
+/// A node's config: every other node a peer (dialed through its emulator when `dial`
+/// names it), and, on an origin, the steered and the direct route to the backend.
+fn node_yaml(id: &str, dial: &[(&str, SocketAddr)], scheduler: &str, backend: SocketAddr) -> String {
+    let mut y = format!(
+        "common:\n  node_id: {id}\n  region: {id}\n  log_level: error\n  admin_addr: \"127.0.0.1:0\"\n\
+         mesh:\n  bind: \"127.0.0.1:0\"\n  cert: {id}.crt\n  key: {id}.key\n  ca: ca.crt\n  data_dir: data-{id}\n\
+         scheduler:\n  address: \"{scheduler}\"\n  heartbeat_interval: \"1s\"\n  retry_interval: \"500ms\"\n\
+         peers:\n"
+    );
+    for other in NODES.iter().filter(|o| **o != id) {
+        match dial.iter().find(|(n, _)| n == other) {
+            Some((_, addr)) => {
+                y.push_str(&format!("  - {{ name: {other}, region: {other}, address: \"{addr}\" }}\n"))
+            }
+            None => y.push_str(&format!("  - {{ name: {other}, region: {other} }}\n")),
+        }
+    }
+    if id == EXIT {
+        y.push_str(&format!("exit_policy:\n  allow: [\"{backend}\"]\n"));
+        return y;
+    }
+    let mut listeners = vec![STEERED, DIRECT];
+    let mut routes = vec![
+        format!(
+            "  - {{ name: backend, match: {{ listener: {STEERED} }}, target: \"{backend}\", exit: {EXIT} }}"
+        ),
+        format!(
+            "  - {{ name: backend-direct, match: {{ listener: {DIRECT} }}, target: \"{backend}\", exit: {EXIT} }}"
+        ),
+    ];
+    if id == MULTIPATH_ORIGIN {
+        listeners.push(BULK);
+        routes.push(format!(
+            "  - {{ name: bulk, match: {{ listener: {BULK} }}, target: \"{backend}\", exit: {EXIT}, multipath: true }}"
+        ));
+    }
+    y.push_str("listeners:\n");
+    for l in listeners {
+        y.push_str(&format!("  - {{ name: {l}, bind: \"127.0.0.1:0\" }}\n"));
+    }
+    y.push_str(&format!("routes:\n{}\n", routes.join("\n")));
+    y
+}
+
+/// The backend: echoes every byte back, per connection, until the client finishes.
+async fn echo_service() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Ok((addr, task))
+}

@@ -1,0 +1,329 @@
+//! `proxy demo`: a five-region mesh on loopback that shows, live, what the overlay does.
+//!
+//! It starts a scheduler and five nodes whose links run through emulators with real
+//! inter-region round trips, with an echo service behind the Tokyo node. It waits for the
+//! scheduler to find the detours the matrix hides, measures each route against its
+//! direct path, degrades a link and watches a route move, then kills a relay in the middle
+//! of a multipath transfer and checks that new flows go around it and that the transfer
+//! arrives byte for byte. Every step is a check; the command fails if one did not happen.
+
+pub mod cluster;
+pub mod probe;
+pub mod regions;
+pub mod table;
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use cluster::{BULK, Cluster, DIRECT, STEERED};
+use regions::{DEGRADED, EXIT, MULTIPATH_ORIGIN, NODES, RELAY_KILLED};
+use table::RouteRow;
+
+/// How the demo runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoOptions {
+    /// A shorter run for CI: a smaller transfer, no pauses to read.
+    pub quick: bool,
+    /// Leave the cluster running at the end and print each node's admin address.
+    pub keep: bool,
+}
+
+/// One thing the demo set out to show, and whether it happened.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What should have happened.
+    pub what: String,
+    /// Whether it did.
+    pub ok: bool,
+}
+
+/// The longest each step may take before its check fails.
+const STEP: Duration = Duration::from_secs(20);
+/// Flows per round-trip measurement (the shortest counts).
+const SAMPLES: usize = 3;
+
+/// Runs the demo; returns its checks (the caller fails when one is not ok).
+pub async fn run(options: DemoOptions) -> anyhow::Result<Vec<Check>> {
+    let started = Instant::now();
+    let mut screen = Screen::new(options.quick);
+    screen.say(&intro());
+    let mut cluster = Cluster::start(&std::env::temp_dir()).await?;
+    let mut checks = Vec::new();
+
+    let linked = wait_until(STEP, || cluster.all_linked()).await;
+    check(&mut checks, linked, "every pair of the 5 nodes linked (10 QUIC links through the emulators)");
+
+    screen.say("\n== 1. The scheduler measures the links and picks paths\n");
+    let converged = wait_live(&mut screen, &cluster, STEP, |rows| {
+        rows.iter().all(|r| r.path == expected_path(&r.origin, &[]))
+    })
+    .await;
+    check(
+        &mut checks,
+        converged,
+        "the scheduler found the best path for every route (two of them through a relay)",
+    );
+    let rows = measure(&cluster, regions::origins()).await;
+    screen.show("Measured round trips of new flows (connect, one byte there and back):", &rows);
+    for origin in ["eu-central", MULTIPATH_ORIGIN] {
+        let saved = rows
+            .iter()
+            .find(|r| r.origin == origin)
+            .and_then(|r| Some(r.direct_ms? - r.chosen_ms?))
+            .unwrap_or(0.0);
+        check(
+            &mut checks,
+            saved >= 15.0,
+            &format!("{origin}: the relay path saves time over direct ({saved:.0} ms)"),
+        );
+    }
+    screen.pause(options.quick).await;
+
+    let (a, b, extra) = DEGRADED;
+    screen.say(&format!("\n== 2. The {a} <-> {b} link degrades: +{extra} ms\n"));
+    cluster.degrade(a, b, extra);
+    let moved = wait_live(&mut screen, &cluster, STEP, |rows| {
+        rows.iter().any(|r| r.origin == a && !r.path.iter().any(|n| n == b) && !r.path.is_empty())
+    })
+    .await;
+    check(&mut checks, moved, &format!("{a}'s route moved off the degraded link"));
+    let rows = measure(&cluster, regions::origins()).await;
+    screen.show("After the change:", &rows);
+    screen.pause(options.quick).await;
+
+    screen.say(&format!(
+        "\n== 3. A multipath transfer from {MULTIPATH_ORIGIN}, and relay {RELAY_KILLED} dies in the middle of it\n"
+    ));
+    let bulk_len = if options.quick { 8 << 20 } else { 32 << 20 };
+    let entry =
+        cluster.listener(MULTIPATH_ORIGIN, BULK).ok_or_else(|| anyhow::anyhow!("no bulk listener"))?;
+    let transfer = tokio::spawn(probe::bulk_flow(entry, bulk_len, Duration::from_secs(40)));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill(RELAY_KILLED);
+    screen.say(&format!("{RELAY_KILLED} killed: its links went silent, then it stopped\n"));
+    let around = wait_live(&mut screen, &cluster, STEP, |rows| {
+        rows.iter().all(|r| !r.path.is_empty() && !r.path.iter().any(|n| n == RELAY_KILLED))
+    })
+    .await;
+    check(&mut checks, around, &format!("no route's new flows go through {RELAY_KILLED} any more"));
+    let rows = measure(&cluster, regions::origins().filter(|o| *o != RELAY_KILLED)).await;
+    let reached = rows.iter().all(|r| r.chosen_ms.is_some());
+    screen.show("New flows after the relay died:", &rows);
+    check(&mut checks, reached, "new flows from every origin still reach the service");
+    match transfer.await? {
+        Ok(outcome) => {
+            let mib = outcome.received as f64 / f64::from(1 << 20);
+            screen.say(&format!(
+                "multipath transfer: {mib:.0} MiB there and back in {:.1} s, {}\n",
+                outcome.took.as_secs_f64(),
+                if outcome.intact { "SHA-256 identical both ways" } else { "BYTES DIFFER" }
+            ));
+            check(
+                &mut checks,
+                outcome.intact,
+                "the multipath transfer arrived byte for byte despite the lost relay",
+            );
+        }
+        Err(e) => {
+            screen.say(&format!("multipath transfer failed: {e:#}\n"));
+            check(&mut checks, false, "the multipath transfer arrived byte for byte despite the lost relay");
+        }
+    }
+    if let Some(origin) = cluster.nodes.get(MULTIPATH_ORIGIN) {
+        let m = origin.stats().multipath;
+        screen.say(&format!(
+            "{MULTIPATH_ORIGIN}'s subflows: {} opened, {} lost, {} replaced; {} bytes sent again\n",
+            m.subflows_opened, m.subflows_lost, m.subflows_replaced, m.bytes_resent
+        ));
+    }
+
+    screen.say("\n== Summary\n");
+    for c in &checks {
+        screen.say(&format!("  [{}] {}\n", if c.ok { "ok" } else { "FAILED" }, c.what));
+    }
+    screen.say(&format!("finished in {:.0} s\n", started.elapsed().as_secs_f64()));
+    if options.keep {
+        keep_running(&cluster).await;
+    }
+    Ok(checks)
+}
+
+fn check(checks: &mut Vec<Check>, ok: bool, what: &str) {
+    checks.push(Check { what: what.to_string(), ok });
+}
+
+/// The path (after the origin, exit last) with the lowest round trip over at most two
+/// relays, leaving out `dead` nodes: what the scheduler should settle on.
+pub fn expected_path(origin: &str, dead: &[&str]) -> Vec<String> {
+    let usable: Vec<&str> =
+        NODES.iter().copied().filter(|n| *n != origin && *n != EXIT && !dead.contains(n)).collect();
+    let mut best: (u64, Vec<&str>) = (regions::rtt_ms(origin, EXIT), vec![]);
+    for &r1 in &usable {
+        let one = regions::path_rtt_ms(&[origin, r1, EXIT]);
+        if one < best.0 {
+            best = (one, vec![r1]);
+        }
+        for &r2 in usable.iter().filter(|r| **r != r1) {
+            let two = regions::path_rtt_ms(&[origin, r1, r2, EXIT]);
+            if two < best.0 {
+                best = (two, vec![r1, r2]);
+            }
+        }
+    }
+    best.1.into_iter().chain([EXIT]).map(str::to_string).collect()
+}
+
+/// Each origin's steered route as it stands (no measurements).
+fn current_rows(cluster: &Cluster) -> Vec<RouteRow> {
+    regions::origins()
+        .filter_map(|o| cluster.nodes.get(o).map(|n| (o, n)))
+        .map(|(origin, node)| RouteRow {
+            origin: origin.to_string(),
+            path: node
+                .routes()
+                .into_iter()
+                .find(|r| r.name == "backend")
+                .map(|r| r.active_path)
+                .unwrap_or_default(),
+            direct_ms: None,
+            chosen_ms: None,
+        })
+        .collect()
+}
+
+/// Each origin's route with both round trips measured.
+async fn measure(cluster: &Cluster, origins: impl Iterator<Item = &'static str>) -> Vec<RouteRow> {
+    let mut rows = Vec::new();
+    let current = current_rows(cluster);
+    for origin in origins {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let probe = |name| async move {
+            match cluster.listener(origin, name) {
+                Some(addr) => ms(probe::flow_rtt(addr, SAMPLES, Duration::from_secs(5)).await),
+                None => None,
+            }
+        };
+        let path = current.iter().find(|r| r.origin == origin).map(|r| r.path.clone()).unwrap_or_default();
+        rows.push(RouteRow {
+            origin: origin.to_string(),
+            path,
+            direct_ms: probe(DIRECT).await,
+            chosen_ms: probe(STEERED).await,
+        });
+    }
+    rows
+}
+
+/// Redraws the current paths until `done` holds for them or `within` passes.
+async fn wait_live(
+    screen: &mut Screen,
+    cluster: &Cluster,
+    within: Duration,
+    done: impl Fn(&[RouteRow]) -> bool,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        let rows = current_rows(cluster);
+        screen.live(&format!("paths now ({:.1} s):", started.elapsed().as_secs_f64()), &rows);
+        if done(&rows) {
+            screen.show(&format!("Paths, settled after {:.1} s:", started.elapsed().as_secs_f64()), &rows);
+            return true;
+        }
+        if started.elapsed() >= within {
+            screen.show("Paths (gave up waiting):", &rows);
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+async fn keep_running(cluster: &Cluster) {
+    println!("\nThe cluster keeps running (Ctrl-C stops it). Admin APIs (`proxy status --admin ADDR`):");
+    for (id, node) in &cluster.nodes {
+        println!("  {id:<14} {}", node.admin_addr());
+    }
+    println!("  scheduler      {}  (`proxy status --scheduler ADDR`)", cluster.scheduler.admin_addr());
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn intro() -> String {
+    let mut lines = vec![vec!["round trip (ms)".to_string()]];
+    lines[0].extend(NODES.iter().map(|n| n.to_string()));
+    for a in NODES {
+        let mut line = vec![a.to_string()];
+        line.extend(
+            NODES.iter().map(|b| if a == *b { "-".into() } else { regions::rtt_ms(a, b).to_string() }),
+        );
+        lines.push(line);
+    }
+    format!(
+        "proxy demo: a scheduler and five nodes on loopback, their links through emulators\n\
+         with these round trips; an echo service sits behind {EXIT}.\n\n{}",
+        table::align(&lines)
+    )
+}
+
+/// The terminal: redraws a live view in place on a terminal; elsewhere (CI, a pipe)
+/// prints only the settled tables.
+struct Screen {
+    live: bool,
+    /// Everything said so far, redrawn above the live view.
+    log: String,
+}
+
+impl Screen {
+    fn new(quick: bool) -> Self {
+        Self { live: !quick && std::io::stdout().is_terminal(), log: String::new() }
+    }
+
+    fn say(&mut self, text: &str) {
+        self.log.push_str(text);
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    }
+
+    fn show(&mut self, title: &str, rows: &[RouteRow]) {
+        if self.live {
+            // Put the settled view where the live one was.
+            print!("\x1b[2J\x1b[H{}", self.log);
+        }
+        self.say(&format!("{title}\n{}", table::render_routes(rows)));
+    }
+
+    fn live(&self, title: &str, rows: &[RouteRow]) {
+        if self.live {
+            print!("\x1b[2J\x1b[H{}{title}\n{}", self.log, table::render_routes(rows));
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    async fn pause(&self, quick: bool) {
+        if !quick {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expected_paths_take_the_detours_and_avoid_dead_relays() {
+        assert_eq!(expected_path("eu-central", &[]), ["ap-south", "ap-northeast"]);
+        assert_eq!(expected_path("us-east", &[]), ["us-west", "ap-northeast"]);
+        assert_eq!(expected_path("us-west", &[]), ["ap-northeast"]);
+        assert_eq!(expected_path("us-east", &["us-west"]), ["ap-northeast"]);
+    }
+}
