@@ -11,10 +11,20 @@ use proxy::Node;
 use proxy::pki::{self, MeshCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A temp directory, removed when dropped (also when the example fails).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Certificates for the node, in a temp directory (a real deployment uses `mesh join`).
-    let dir = std::env::temp_dir().join(format!("proxy-embed-{}", std::process::id()));
+    let temp = TempDir(std::env::temp_dir().join(format!("proxy-embed-{}", std::process::id())));
+    let dir = temp.0.clone();
     std::fs::create_dir_all(&dir)?;
     let ca = MeshCa::generate("embed example CA")?;
     let cert = ca.issue_node_cert("embedded", 1)?;
@@ -72,6 +82,6 @@ async fn main() -> anyhow::Result<()> {
     );
     let report = node.shutdown().await;
     println!("shut down: {} flows open at the start of the drain", report.open_at_start);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(temp);
     Ok(())
 }

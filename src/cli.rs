@@ -58,7 +58,7 @@ pub enum Command {
         token: Option<String>,
     },
     /// A five-region mesh on loopback that shows routing, failover and multipath live
-    /// (no config, no root; about half a minute).
+    /// (no config, no root; about 20 seconds).
     Demo {
         /// A shorter run for CI: checks its own outcome, no pauses.
         #[arg(long)]

@@ -20,10 +20,16 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Directories a run makes next to the configs (ignored by git): not part of what ships.
+const MADE_BY_A_RUN: [&str; 4] = ["certs", "data", "state", "logs"];
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir").flatten() {
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() && MADE_BY_A_RUN.iter().any(|d| entry.file_name() == *d) {
+            continue;
+        }
         if src.is_dir() {
             copy_tree(&src, &dst);
         } else {

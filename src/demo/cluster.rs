@@ -23,21 +23,33 @@ pub const DIRECT: &str = "app-direct";
 /// The listener of the multipath route.
 pub const BULK: &str = "bulk";
 
-/// A running demo cluster. Dropping it stops everything and removes its directory.
+/// The cluster's directory (certificates, keys, configs), removed when dropped, also
+/// when starting fails halfway.
+struct Workspace(PathBuf);
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running demo cluster. [`Cluster::stop`] shuts it down; dropping it stops everything
+/// too, less gracefully. Its directory is removed either way.
 pub struct Cluster {
-    dir: PathBuf,
     /// The scheduler.
     pub scheduler: Scheduler,
     /// The nodes still running, by id.
     pub nodes: BTreeMap<&'static str, Node>,
     links: Vec<((&'static str, &'static str), LinkEmulator)>,
     backend: tokio::task::JoinHandle<()>,
+    /// Last field: dropped after the nodes, which may still write to it until they stop.
+    _workspace: Workspace,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.backend.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.nodes.clear();
     }
 }
 
@@ -47,6 +59,7 @@ impl Cluster {
         let dir = parent.join(format!("proxy-demo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let workspace = Workspace(dir.clone());
         let (backend_addr, backend) = echo_service().await?;
         make_certificates(&dir)?;
         let scheduler = Scheduler::start(
@@ -74,7 +87,16 @@ impl Cluster {
             let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             nodes.insert(*id, Node::start(config).await.with_context(|| format!("starting {id}"))?);
         }
-        Ok(Cluster { dir, scheduler, nodes, links, backend })
+        Ok(Cluster { scheduler, nodes, links, backend, _workspace: workspace })
+    }
+
+    /// Stops every node at once (each closes its links and flows), then the rest.
+    pub async fn stop(mut self) {
+        let mut stopping = tokio::task::JoinSet::new();
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            stopping.spawn(node.shutdown());
+        }
+        while stopping.join_next().await.is_some() {}
     }
 
     /// Where `node`'s listener `name` accepts connections.
@@ -100,8 +122,9 @@ impl Cluster {
         }
     }
 
-    /// Kills `node` as a power cut would: its links go silent first (nothing it sends
-    /// reaches its peers, not even a goodbye), then it stops.
+    /// Kills `node` as a power cut would for its peers: its links go silent first (nothing
+    /// it sends reaches them, not even a goodbye), then it stops. (Its scheduler session,
+    /// which runs outside the emulators, is closed normally.)
     pub fn kill(&mut self, node: &str) {
         for ((x, y), emulator) in &self.links {
             if *x == node || *y == node {

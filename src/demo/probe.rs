@@ -44,29 +44,32 @@ pub struct BulkOutcome {
 /// back, checking the SHA-256 of both directions; gives up after `within`.
 pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyhow::Result<BulkOutcome> {
     let started = Instant::now();
-    let run = async {
-        let stream = TcpStream::connect(entry).await?;
-        let (mut r, mut w) = stream.into_split();
-        let writer = tokio::spawn(async move {
-            let mut sent = Context::new(&SHA256);
-            let mut state = 0x9e37_79b9_7f4a_7c15u64;
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(chunk.len());
-                for b in &mut chunk[..n] {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    *b = state as u8;
-                }
-                w.write_all(&chunk[..n]).await?;
-                sent.update(&chunk[..n]);
-                left -= n;
+    let stream = tokio::time::timeout(within, TcpStream::connect(entry))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {entry}"))??;
+    let (mut r, mut w) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = Context::new(&SHA256);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            for b in &mut chunk[..n] {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
             }
-            w.shutdown().await?;
-            anyhow::Ok(sent.finish())
-        });
+            w.write_all(&chunk[..n]).await?;
+            sent.update(&chunk[..n]);
+            left -= n;
+        }
+        w.shutdown().await?;
+        anyhow::Ok(sent.finish())
+    });
+    let abort = writer.abort_handle();
+    let run = async {
         let mut got = Context::new(&SHA256);
         let mut received = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
@@ -82,7 +85,8 @@ pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyho
         let intact = received == len && sent.as_ref() == got.finish().as_ref();
         anyhow::Ok(BulkOutcome { received, intact, took: started.elapsed() })
     };
-    tokio::time::timeout(within, run)
-        .await
-        .map_err(|_| anyhow::anyhow!("the bulk flow did not finish within {within:?}"))?
+    let outcome = tokio::time::timeout(within, run).await;
+    // On a timeout the writer may still be blocked on a stalled flow: stop it.
+    abort.abort();
+    outcome.map_err(|_| anyhow::anyhow!("the bulk flow did not finish within {within:?}"))?
 }
