@@ -16,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod emulator;
+pub mod fuzzing;
 pub mod join;
 pub mod logging;
 pub mod node;

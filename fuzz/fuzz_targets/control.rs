@@ -1,0 +1,4 @@
+//! Fuzz target `control`: see `proxy::fuzzing::control_messages`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proxy::fuzzing::control_messages(data));
