@@ -151,7 +151,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("control", message.unwrap_or_default()));
     }
     out.push(("control", control::encode(&set).unwrap_or_default()));
-    let join = JoinRequest { secret: [7; 32], node_id: "c".into(), region: "ap".into(), csr: vec![0x30, 0x82] };
+    let join =
+        JoinRequest { secret: [7; 32], node_id: "c".into(), region: "ap".into(), csr: vec![0x30, 0x82] };
     out.push(("join", control::encode(&join).unwrap_or_default()));
     out.push(("join", control::encode(&JoinReply::Refused { reason: "no".into() }).unwrap_or_default()));
     let mut frames = Vec::new();

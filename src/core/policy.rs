@@ -6,6 +6,12 @@
 //! rule (`db.internal:5432`, `*.svc.local:*`) against the name the flow asked for. Port 0
 //! and unspecified addresses (`0.0.0.0`, `::`) are refused whatever the rules say, and an
 //! IPv4-mapped IPv6 address is matched as the IPv4 address it carries.
+//!
+//! Loopback (`127.0.0.0/8`, `::1`) and link-local addresses (`169.254.0.0/16`, where cloud
+//! metadata services answer, and `fe80::/10`) are reached only by an IP rule at least as
+//! narrow as their block (`127.0.0.1/32`, `169.254.169.254`): a broad rule such as
+//! `0.0.0.0/0` does not cover them, and a name rule never does, whatever the name resolves
+//! to (a name whose DNS answer points at loopback cannot reach the node's own services).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -93,8 +99,26 @@ impl ExitPolicy {
         if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
             return false;
         }
+        if let Some(block) = guarded_block(ip) {
+            return self.rules.iter().any(|r| {
+                matches!(r.host, HostPattern::Cidr(c) if c.prefix >= block && c.contains(ip))
+                    && r.ports.contains(addr.port())
+            });
+        }
         let name = normalize_name(requested_host);
         self.rules.iter().any(|r| r.matches(&name, ip, addr.port()))
+    }
+}
+
+/// The prefix length of the guarded block `ip` is in (loopback, link-local), if any: only
+/// an IP rule at least that narrow reaches it.
+fn guarded_block(ip: IpAddr) -> Option<u8> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => Some(8),
+        IpAddr::V4(v4) if v4.is_link_local() => Some(16),
+        IpAddr::V6(v6) if v6.is_loopback() => Some(128),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(10),
+        _ => None,
     }
 }
 
@@ -303,6 +327,23 @@ mod tests {
         let p = policy(&["10.0.0.0/8"]);
         assert!(p.allows("x", sa("[::ffff:10.1.2.3]:80")));
         assert!(!policy(&["192.0.2.0/24"]).allows("x", sa("[::ffff:127.0.0.1]:80")));
+    }
+
+    #[test]
+    fn loopback_and_link_local_need_a_narrow_ip_rule() {
+        let broad = policy(&["0.0.0.0/0:*", "::/0", "*.example.com:*", "localhost:*"]);
+        for target in ["127.0.0.1:80", "127.5.6.7:22", "169.254.169.254:80", "[::1]:80", "[fe80::1]:80"] {
+            assert!(!broad.allows("x", sa(target)), "{target} is not reached by a broad rule");
+        }
+        assert!(!broad.allows("localhost", sa("127.0.0.1:80")), "nor by a name, whatever it resolves to");
+        assert!(!broad.allows("evil.example.com", sa("127.0.0.1:80")));
+        assert!(!broad.allows("x", sa("[::ffff:127.0.0.1]:80")), "mapped loopback is loopback");
+        assert!(broad.allows("x", sa("192.0.2.7:80")), "other addresses still are");
+        let narrow = policy(&["127.0.0.1/32:9000", "169.254.169.254:80", "[::1]:9000"]);
+        assert!(narrow.allows("x", sa("127.0.0.1:9000")) && narrow.allows("x", sa("[::1]:9000")));
+        assert!(narrow.allows("x", sa("169.254.169.254:80")));
+        assert!(!narrow.allows("x", sa("127.0.0.1:9001")) && !narrow.allows("x", sa("127.0.0.2:9000")));
+        assert!(policy(&["127.0.0.0/8"]).allows("x", sa("127.9.9.9:1")), "the whole block, named as such");
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub(crate) async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStre
         return Err((RefuseReason::Policy, format!("exit policy does not allow {}", log_escape(target))));
     }
     let budget = shared.config.limits.connect_timeout;
-    match tokio::time::timeout(budget, resolve_and_connect(&policy, target, host)).await {
+    let own = own_services(shared);
+    match tokio::time::timeout(budget, resolve_and_connect(&policy, &own, target, host)).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
     }
@@ -84,8 +85,27 @@ fn split_target(target: &str) -> (&str, u16) {
     }
 }
 
+/// This node's own service addresses (the admin API, the mesh endpoint): never dialed for
+/// a flow, whatever the policy says, so a flow cannot reach the admin API from inside.
+fn own_services(shared: &Shared) -> Vec<SocketAddr> {
+    let mut own = vec![shared.admin_addr];
+    own.extend(shared.endpoint.local_addr().ok());
+    own
+}
+
+/// Whether `addr` is one of `own` services: the same port on the same address, on
+/// loopback, or on any address when the service listens on all of them.
+fn is_own_service(own: &[SocketAddr], addr: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    own.iter().any(|o| {
+        o.port() == addr.port()
+            && (o.ip().to_canonical() == ip || o.ip().is_unspecified() || ip.is_loopback())
+    })
+}
+
 async fn resolve_and_connect(
     policy: &ExitPolicy,
+    own: &[SocketAddr],
     target: &str,
     host: &str,
 ) -> Result<TcpStream, (RefuseReason, String)> {
@@ -93,7 +113,8 @@ async fn resolve_and_connect(
         Ok(addrs) => addrs.collect(),
         Err(e) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
     };
-    let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.allows(host, *a)).collect();
+    let allowed: Vec<SocketAddr> =
+        resolved.iter().copied().filter(|a| policy.allows(host, *a) && !is_own_service(own, *a)).collect();
     if allowed.is_empty() {
         let shown: Vec<String> = resolved.iter().map(ToString::to_string).collect();
         return Err((RefuseReason::Policy, format!("exit policy does not allow {}", shown.join(", "))));

@@ -1,0 +1,224 @@
+//! Attacks from a peer that holds a valid certificate (or none), each with the outcome it
+//! must have: targets the policy must not reach, stalled headers, a peer that never
+//! reads, hostile strings in headers, and a flood of handshakes with foreign certificates.
+//! Honest flows beside them must keep working.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use proxy::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+
+fn header(origin: &str, target: &str) -> Vec<u8> {
+    let h = FlowHeader {
+        flow_id: 9,
+        origin: origin.into(),
+        passed: vec![],
+        hops: vec![],
+        destination: Destination::Target(target.into()),
+        subflow: None,
+    };
+    wire::encode_header(&h).expect("encode")
+}
+
+/// Opens a stream with `bytes` as its start and returns what came back: the reply, or
+/// `None` when the stream was reset or closed without one.
+async fn send_header(conn: &quinn::Connection, bytes: &[u8]) -> Option<Reply> {
+    let (mut send, mut recv) = conn.open_bi().await.expect("open");
+    send.write_all(bytes).await.ok()?;
+    let buf = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(4096))
+        .await
+        .expect("answered")
+        .ok()?;
+    match wire::decode_reply(&buf) {
+        Ok(Decoded::Complete(r, _)) => Some(r),
+        _ => None,
+    }
+}
+
+/// An exit `b` with `allow` as its policy and `limits`, a normal origin `a` with route
+/// `in` to `target` through it, and a raw QUIC link to `b` from a peer `x` (a valid
+/// certificate: the attacker is a member of the mesh).
+async fn exit_under_attack(
+    allow: &[String],
+    limits: &[&str],
+    target: SocketAddr,
+) -> (Mesh, proxy::Node, proxy::Node, quinn::Endpoint, quinn::Connection) {
+    let mesh = Mesh::new(&["a", "b", "x"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("x", String::new())];
+    b.allow = allow.to_vec();
+    b.limits = limits.iter().map(|s| s.to_string()).collect();
+    let b = b.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", target.to_string(), Some("b"))];
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    let ep = raw_client(&mesh.path("x.crt"), &mesh.path("x.key"), &mesh.path("ca.crt"));
+    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+    (mesh, a, b, ep, conn)
+}
+
+fn refused_by_policy(reply: Option<Reply>) -> bool {
+    matches!(reply, Some(Reply::Refused { reason: RefuseReason::Policy, .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_outside_the_policy_are_refused_even_under_broad_rules() {
+    let echo = echo_server().await;
+    let other = echo.port().wrapping_add(1).max(1);
+    // Broad rules, and one narrow rule for the honest service.
+    let allow = ["0.0.0.0/0:*", "::/0", "localhost:*"].map(String::from).to_vec();
+    let allow = [allow, vec![format!("127.0.0.1/32:{}", echo.port())]].concat();
+    let (_mesh, a, _b, _ep, conn) = exit_under_attack(&allow, &[], echo).await;
+    for target in [
+        format!("127.0.0.1:{other}"),
+        format!("[::ffff:127.0.0.1]:{other}"),
+        format!("2130706433:{other}"),
+        format!("0.0.0.0:{}", echo.port()),
+        "169.254.169.254:80".to_string(),
+        format!("localhost:{other}"),
+        "127.0.0.1:0".to_string(),
+        format!("[::1]:{}", echo.port()),
+    ] {
+        let reply = send_header(&conn, &header("x", &target)).await;
+        assert!(
+            refused_by_policy(reply.clone()) || matches!(reply, Some(Reply::Refused { .. })),
+            "{target}: {reply:?}"
+        );
+        assert!(!matches!(reply, Some(Reply::Opened)), "{target} was dialed");
+    }
+    many_echo_flows(listener_addr(&a, "in"), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_cannot_reach_the_exit_nodes_own_admin_or_mesh_port() {
+    let echo = echo_server().await;
+    // Even a policy that allows all of loopback.
+    let (_mesh, a, b, _ep, conn) = exit_under_attack(&["127.0.0.0/8".to_string()], &[], echo).await;
+    let admin = b.admin_addr();
+    let mesh = b.mesh_addr().expect("addr");
+    for target in [admin.to_string(), format!("localhost:{}", admin.port()), mesh.to_string()] {
+        let reply = send_header(&conn, &header("x", &target)).await;
+        assert!(refused_by_policy(reply.clone()), "{target}: {reply:?}");
+    }
+    many_echo_flows(listener_addr(&a, "in"), 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stalled_headers_are_reset_by_the_deadline_while_honest_flows_go_on() {
+    let echo = echo_server().await;
+    let limits = ["header_timeout: \"1s\""];
+    let (_mesh, a, b, _ep, conn) = exit_under_attack(&["127.0.0.1/32".to_string()], &limits, echo).await;
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..1000 {
+        let (mut send, recv) = conn.open_bi().await.expect("open");
+        send.write_all(&wire::MAGIC[..3]).await.expect("three bytes");
+        stalled.push((send, recv));
+    }
+    // 100 honest flows from another peer while the stalled streams wait.
+    many_echo_flows(listener_addr(&a, "in"), 100).await;
+    let mut ended_unopened = 0;
+    for (_send, mut recv) in stalled {
+        let ended = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(4096))
+            .await
+            .expect("ended in time");
+        // Reset, or refused with a reply: never opened.
+        let opened =
+            ended.is_ok_and(|b| matches!(wire::decode_reply(&b), Ok(Decoded::Complete(Reply::Opened, _))));
+        if !opened {
+            ended_unopened += 1;
+        }
+    }
+    assert_eq!(ended_unopened, 1000, "every stalled stream ended, none opened");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(settled(0, || b.stats().flows_current).await, 0, "nothing is left open at the exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_opens_streams_up_to_the_limit_and_never_reads_does_not_hurt_others() {
+    let echo = echo_server().await;
+    let limits = ["max_streams_per_peer: 64", "idle_timeout: \"30s\""];
+    let (_mesh, a, b, _ep, conn) = exit_under_attack(&["127.0.0.1/32".to_string()], &limits, echo).await;
+    // Every stream the limit allows, each carrying more than its echo can hand back
+    // before the hog's unread receive window fills.
+    let mut hogs = Vec::new();
+    let chunk = vec![0x5au8; 64 * 1024];
+    for _ in 0..64 {
+        let opened = tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await;
+        let Ok(Ok((mut send, recv))) = opened else { break };
+        let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            send.write_all(&header("x", &echo.to_string())).await.ok()?;
+            for _ in 0..16 {
+                send.write_all(&chunk).await.ok()?;
+            }
+            Some(())
+        })
+        .await;
+        hogs.push((send, recv));
+    }
+    assert_eq!(hogs.len(), 64, "the hog opened every stream the limit allows");
+    let held = eventually(Duration::from_secs(10), || b.stats().flows_current >= 60).await;
+    assert!(held, "the hog holds its streams open ({})", b.stats().flows_current);
+    // The honest peer's flows are not held up by the hog's.
+    many_echo_flows(listener_addr(&a, "in"), 50).await;
+    drop(hogs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_strings_in_headers_are_refused() {
+    let echo = echo_server().await;
+    let (_mesh, a, _b, _ep, conn) = exit_under_attack(&["127.0.0.1/32".to_string()], &[], echo).await;
+    let long = "x".repeat(10 * 1024);
+    for (origin, target) in [
+        ("x\nb", echo.to_string()),
+        ("x\x1b[31m", echo.to_string()),
+        ("x", "evil\n.example:80".to_string()),
+        ("x", "\x1b]0;pwned\x07:80".to_string()),
+        ("x", format!("{long}:80")),
+        (long.as_str(), echo.to_string()),
+    ] {
+        let reply = send_header(&conn, &header(origin, &target)).await;
+        assert!(!matches!(reply, Some(Reply::Opened)), "{:?}: {reply:?}", &target[..target.len().min(40)]);
+    }
+    many_echo_flows(listener_addr(&a, "in"), 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_handshakes_with_foreign_certificates_is_refused() {
+    let echo = echo_server().await;
+    let (_mesh, a, b, _ep, _conn) = exit_under_attack(&["127.0.0.1/32".to_string()], &[], echo).await;
+    let foreign = Mesh::new(&["a"]);
+    let ep = raw_client(&foreign.path("a.crt"), &foreign.path("a.key"), &mesh_ca_of(&foreign));
+    let target = b.mesh_addr().expect("addr");
+    let mut attempts = Vec::new();
+    for _ in 0..200 {
+        let connecting = ep.connect(target, "b").expect("connect");
+        attempts.push(tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                Ok(Ok(conn)) => {
+                    // The client may finish first (TLS 1.3): the refusal is the close.
+                    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+                    reason.is_ok()
+                }
+                Ok(Err(_)) => true,
+                Err(_) => false,
+            }
+        }));
+    }
+    for attempt in attempts {
+        assert!(attempt.await.expect("join"), "every foreign handshake is refused in time");
+    }
+    assert!(b.peers().iter().all(|p| p.id == "a" || p.id == "x"), "no foreign peer was admitted");
+    assert!(b.peers().iter().any(|p| p.id == "a" && p.connected), "the real peer keeps its link");
+    many_echo_flows(listener_addr(&a, "in"), 10).await;
+}
+
+/// The CA of another mesh, so its certificates do not chain to ours.
+fn mesh_ca_of(foreign: &Mesh) -> std::path::PathBuf {
+    foreign.path("ca.crt")
+}
