@@ -105,8 +105,23 @@ async fn read_header(
     recv: &mut RecvStream,
 ) -> Result<(FlowHeader, Bytes), (RefuseReason, String)> {
     let limits = shared.header_limits;
-    let read = async {
-        let mut buf: Vec<u8> = Vec::new();
+    // QUIC opens every lower-numbered stream implicitly when a higher one arrives, so a
+    // stream can exist here before its opener has sent anything (its header still queued
+    // behind other flows' data on a busy link). The header deadline runs from the first
+    // byte; before that, the longer `FIRST_BYTE_DEADLINE` applies.
+    let first = tokio::time::timeout(
+        FIRST_BYTE_DEADLINE.max(shared.config.limits.header_timeout),
+        recv.read_chunk(limits.max_header_bytes, true),
+    )
+    .await;
+    let first = match first {
+        Ok(Ok(Some(chunk))) => chunk.bytes,
+        Ok(Ok(None)) => return Err((RefuseReason::BadHeader, "stream ended before its header".into())),
+        Ok(Err(e)) => return Err((RefuseReason::BadHeader, format!("stream failed before its header: {e}"))),
+        Err(_) => return Err((RefuseReason::BadHeader, "no header byte arrived in time".into())),
+    };
+    let read = async move {
+        let mut buf: Vec<u8> = first.to_vec();
         loop {
             match wire::decode_header(&buf, &limits) {
                 Ok(Decoded::Complete(h, used)) => return Ok((h, Bytes::copy_from_slice(&buf[used..]))),
@@ -128,6 +143,9 @@ async fn read_header(
         Err(_) => Err((RefuseReason::BadHeader, "header did not arrive in time".into())),
     }
 }
+
+/// How long a stream may exist before its first byte (see `read_header`).
+const FIRST_BYTE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Sends a refusal from this node, finishes the stream and stops reading it.
 pub(crate) async fn refuse(
