@@ -16,7 +16,6 @@ use anyhow::{Context, bail};
 use proxy::Node;
 use proxy::emulator::{LinkEmulator, LinkProfile};
 use proxy::pki::{self, MeshCa};
-use ring::digest::{Context as Sha, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -175,7 +174,7 @@ async fn run_flows(
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let outcome = outcome.clone();
         tasks.spawn(async move {
-            let counter = match tokio::time::timeout(each, one_flow(entry, len, i)).await {
+            let counter = match tokio::time::timeout(each, one_flow(entry, len)).await {
                 Ok(Ok(true)) => &outcome.intact,
                 Ok(Ok(false)) => &outcome.corrupted,
                 Ok(Err(e)) => {
@@ -197,44 +196,10 @@ async fn run_flows(
     outcome
 }
 
-/// One flow: `len` pseudo-random bytes (seeded by `seed`) out, the echo back; whether the
-/// SHA-256 of both agree and every byte came back.
-async fn one_flow(entry: SocketAddr, len: usize, seed: u64) -> anyhow::Result<bool> {
-    let stream = TcpStream::connect(entry).await?;
-    let (mut r, mut w) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let mut sent = Sha::new(&SHA256);
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            for b in &mut chunk[..n] {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = state as u8;
-            }
-            w.write_all(&chunk[..n]).await?;
-            sent.update(&chunk[..n]);
-            left -= n;
-        }
-        w.shutdown().await?;
-        anyhow::Ok(sent.finish())
-    });
-    let mut got = Sha::new(&SHA256);
-    let mut received = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        got.update(&buf[..n]);
-        received += n;
-    }
-    let sent = writer.await??;
-    Ok(received == len && sent.as_ref() == got.finish().as_ref())
+/// One flow: `len` pseudo-random bytes out, the echo back; whether every byte came back
+/// with the same SHA-256 (the demo's checked transfer).
+async fn one_flow(entry: SocketAddr, len: usize) -> anyhow::Result<bool> {
+    Ok(proxy::demo::probe::bulk_flow(entry, len, Duration::from_secs(120)).await?.intact)
 }
 
 /// Opens `n` flows, proves each open with one echoed byte, and returns the growth of RSS
