@@ -240,9 +240,14 @@ impl MeshState {
         for (id, node) in self.nodes.iter_mut() {
             let routes = route_instructions(id, node, &graph, &policy, clock);
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
+            // A pair is introduced only to its node with the lower id, so it dials once. The
+            // link rule keeps the connection the lower id opened anyway: a dial from the
+            // other side would only make a second link, and when the tie-break closes it,
+            // the flows already on it go down with it. The other node meets the pair when it
+            // is dialed (with a scheduler, a node accepts any node of the mesh).
             let nodes: Vec<NodeIntro> = all_nodes
                 .iter()
-                .filter(|n| n.node_id != *id && !known.contains(&&n.node_id))
+                .filter(|n| n.node_id.as_str() > id.as_str() && !known.contains(&&n.node_id))
                 .cloned()
                 .collect();
             // Weights move with every measurement; only a change of paths or nodes is news.
