@@ -169,8 +169,12 @@ pub fn certificate_request_with(node_id: &str, key: &KeyPair) -> Result<Vec<u8>,
 
 /// The validity of a PEM certificate, as Unix seconds (not before, not after).
 pub fn validity(cert_pem: &str) -> Option<(i64, i64)> {
-    let der = first_cert_der(cert_pem)?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    validity_der(&first_cert_der(cert_pem)?)
+}
+
+/// The validity of a DER certificate, as Unix seconds (not before, not after).
+pub fn validity_der(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(der).ok()?;
     let v = parsed.validity();
     Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }

@@ -7,27 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{KillOnDrop, free_port, proxy, temp};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn proxy() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_proxy"))
-}
-
-fn temp(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("proxy-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-    }
-}
 
 /// Sends `sig` with kill(1) and waits for the exit code, bounded.
 fn signal_and_wait(child: &mut Child, sig: &str) -> Option<i32> {
@@ -490,14 +472,4 @@ fn a_machine_joins_with_one_command_and_is_removed_with_another() {
     assert_eq!(signal_and_wait(&mut node.0, "TERM"), Some(0));
     assert_eq!(signal_and_wait(&mut scheduler.0, "TERM"), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A child process killed when the test ends, passed or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -4,44 +4,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{KillOnDrop, free_port, proxy, temp};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn proxy() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_proxy"))
-}
-
-/// A node process, killed when the test ends however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("proxy-kill-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// Writes `<node>.yaml` in `dir` (certificates from `mesh init` there) and starts it.
-fn start(dir: &Path, node: &str, mesh_port: u16, body: &str) -> Process {
+fn start(dir: &Path, node: &str, mesh_port: u16, body: &str) -> KillOnDrop {
     let path = dir.join(format!("{node}.yaml"));
     let text = format!(
         "common: {{ node_id: {node}, region: test, admin_addr: \"127.0.0.1:0\", log_level: warn }}\n{body}\n\
@@ -50,7 +22,7 @@ fn start(dir: &Path, node: &str, mesh_port: u16, body: &str) -> Process {
     std::fs::write(&path, text).expect("write");
     let check = proxy().args(["check", "-c"]).arg(&path).output().expect("check");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    Process(proxy().args(["run", "-c"]).arg(&path).stderr(Stdio::null()).spawn().expect("spawn"))
+    KillOnDrop(proxy().args(["run", "-c"]).arg(&path).stderr(Stdio::null()).spawn().expect("spawn"))
 }
 
 fn mesh_init(dir: &Path, nodes: &str) {
@@ -120,7 +92,8 @@ async fn kill_9_of_a_relay_resets_its_flows_and_new_flows_take_the_other_path() 
     let dir = temp("relay");
     mesh_init(&dir, "a,b,c,d");
     let echo = echo_server().await;
-    let (pa, pb, pc, pd, entry_port) = (free_udp(), free_udp(), free_udp(), free_udp(), free_tcp());
+    let (pa, pb, pc, pd, entry_port) =
+        (free_port(true), free_port(true), free_port(true), free_port(true), free_port(false));
     let _d = start(
         &dir,
         "d",
@@ -180,7 +153,7 @@ async fn sigterm_with_100_flows_open_refuses_new_ones_finishes_some_resets_the_r
     let dir = temp("term");
     mesh_init(&dir, "a,b");
     let echo = echo_server().await;
-    let (pa, pb, entry_port) = (free_udp(), free_udp(), free_tcp());
+    let (pa, pb, entry_port) = (free_port(true), free_port(true), free_port(false));
     let _b = start(
         &dir,
         "b",

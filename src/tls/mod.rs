@@ -123,9 +123,7 @@ impl TlsIdentity {
 
     /// This identity's certificate's validity, Unix seconds (not before, not after).
     pub fn validity(&self) -> Option<(i64, i64)> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(self.chain.first()?.as_ref()).ok()?;
-        let v = parsed.validity();
-        Some((v.not_before.timestamp(), v.not_after.timestamp()))
+        crate::pki::validity_der(self.chain.first()?.as_ref())
     }
 
     /// This identity's own certificate (DER), first in its chain.

@@ -58,14 +58,9 @@ impl RevokedSet {
             return true;
         }
         let cutoff = ids.iter().filter_map(|id| self.issued_before.get(id)).max();
-        cutoff.is_some_and(|cutoff| not_before(cert).is_none_or(|start| start <= *cutoff))
+        let not_before = crate::pki::validity_der(cert.as_ref()).map(|(start, _)| start);
+        cutoff.is_some_and(|cutoff| not_before.is_none_or(|start| start <= *cutoff))
     }
-}
-
-/// When `cert`'s validity starts, Unix seconds.
-fn not_before(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.validity().not_before.timestamp())
 }
 
 /// The revocations in force, shared by the TLS verifiers and whoever updates them.

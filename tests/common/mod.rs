@@ -2,6 +2,8 @@
 //! servers (echo, sink, banner) with checksums.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

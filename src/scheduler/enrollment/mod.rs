@@ -202,9 +202,7 @@ impl Enrollment {
         if self.recorded.lock().unwrap_or_else(|p| p.into_inner()).contains(&fingerprint) {
             return;
         }
-        let not_after = x509_parser::parse_x509_certificate(cert_der)
-            .map(|(_, c)| c.validity().not_after.timestamp())
-            .unwrap_or(i64::MAX);
+        let not_after = crate::pki::validity_der(cert_der).map_or(i64::MAX, |(_, end)| end);
         let written = self.store.update(|r| {
             if r.knows_cert(node_id, &fingerprint) {
                 return ((), false);
