@@ -222,3 +222,33 @@ async fn a_flood_of_handshakes_with_foreign_certificates_is_refused() {
 fn mesh_ca_of(foreign: &Mesh) -> std::path::PathBuf {
     foreign.path("ca.crt")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_deadline_runs_from_a_streams_first_byte_not_from_its_implicit_opening() {
+    let echo = echo_server().await;
+    let limits = ["header_timeout: \"700ms\""];
+    let (_mesh, _a, _b, _ep, conn) = exit_under_attack(&["127.0.0.1/32".to_string()], &limits, echo).await;
+    // The first stream stays silent (its header "queued" behind other data); the second one
+    // sends at once, which opens the first at the exit too, implicitly.
+    let (mut late_send, mut late_recv) = conn.open_bi().await.expect("open");
+    let (mut send, mut recv) = conn.open_bi().await.expect("open");
+    send.write_all(&header("x", &echo.to_string())).await.expect("header");
+    send.write_all(b"ping").await.expect("data");
+    let mut reply_and_echo = vec![0u8; wire::encode_reply(&Reply::Opened).len() + 4];
+    tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut reply_and_echo))
+        .await
+        .expect("in time")
+        .expect("read");
+    // Well past the header deadline since the exit saw the silent stream, its header comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    late_send.write_all(&header("x", &echo.to_string())).await.expect("header");
+    late_send.write_all(b"late").await.expect("data");
+    let mut got = vec![0u8; reply_and_echo.len()];
+    tokio::time::timeout(Duration::from_secs(5), late_recv.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    let reply_len = got.len() - 4;
+    assert!(matches!(wire::decode_reply(&got[..reply_len]), Ok(Decoded::Complete(Reply::Opened, _))));
+    assert_eq!(&got[reply_len..], b"late", "the late stream was opened and echoed");
+}

@@ -302,3 +302,26 @@ fn a_pinned_route_says_so() {
     assert!(routes[0].pinned && routes[0].paths[0].relays.is_empty(), "{routes:?}");
     assert_eq!(routes[0].paths[0].cost, None, "nothing measured");
 }
+
+#[test]
+fn each_pair_is_introduced_once_to_its_lower_id_and_a_new_node_at_once() {
+    let t = Instant::now();
+    let mut m = MeshState::new(policy(), t);
+    for id in ["a", "b", "c"] {
+        m.register(reg(id, &[]), t);
+    }
+    let intros = |sets: &[(String, InstructionSet)], node: &str| -> Option<Vec<String>> {
+        let set = &sets.iter().find(|(n, _)| n == node)?.1;
+        Some(set.nodes.iter().map(|n| n.node_id.clone()).collect())
+    };
+    let sets = m.recompute(t, 0);
+    assert_eq!(intros(&sets, "a"), Some(vec!["b".to_string(), "c".to_string()]));
+    assert_eq!(intros(&sets, "b"), Some(vec!["c".to_string()]));
+    assert_eq!(intros(&sets, "c"), Some(vec![]), "the highest id dials no one: the others dial it");
+    // A node that joins later is news for every lower id at the next recompute.
+    m.register(reg("d", &[]), t);
+    let sets = m.recompute(t, 1);
+    for lower in ["a", "b", "c"] {
+        assert!(intros(&sets, lower).is_some_and(|i| i.contains(&"d".to_string())), "{lower} meets d");
+    }
+}
