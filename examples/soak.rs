@@ -35,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
     let quick = std::env::args().any(|a| a == "--quick");
     let (small, big) = if quick { (1_000, 20) } else { (10_000, 200) };
+    let count = |flag: &str, default: u64| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (small, big) = (count("--small", small), count("--big", big));
     let dir = TempDir(std::env::temp_dir().join(format!("proxy-soak-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0)?;
@@ -49,8 +58,12 @@ async fn main() -> anyhow::Result<()> {
     println!("{small} flows of 16 KiB: {outcome} in {:.1} s", started.elapsed().as_secs_f64());
     let small_ok = outcome.clean(small);
     let started = Instant::now();
-    let outcome = run_flows(entry, big, 8 << 20, 20, Duration::from_secs(900)).await;
-    println!("{big} flows of 8 MiB: {outcome} in {:.1} s", started.elapsed().as_secs_f64());
+    let outcome = run_flows(entry, big, 8 << 20, 20, Duration::from_secs(1800)).await;
+    println!(
+        "{big} flows of 8 MiB: {outcome} in {:.1} s; {}",
+        started.elapsed().as_secs_f64(),
+        outcome.spread()
+    );
     let big_ok = outcome.clean(big);
 
     let per_flow = idle_flow_memory(entry, 2_000).await?;
@@ -135,11 +148,25 @@ struct Outcome {
     corrupted: AtomicU64,
     failed: AtomicU64,
     stuck: AtomicU64,
+    /// Seconds each intact flow took: their spread shows how fairly flows share a link.
+    took: std::sync::Mutex<Vec<f64>>,
 }
 
 impl Outcome {
     fn clean(&self, total: u64) -> bool {
         self.intact.load(Ordering::Relaxed) == total
+    }
+
+    /// Fastest, median and slowest intact flow, in seconds.
+    fn spread(&self) -> String {
+        let mut took = self.took.lock().map(|t| t.clone()).unwrap_or_default();
+        took.sort_by(f64::total_cmp);
+        match (took.first(), took.get(took.len() / 2), took.last()) {
+            (Some(min), Some(median), Some(max)) => {
+                format!("each took {min:.1} s fastest, {median:.1} s median, {max:.1} s slowest")
+            }
+            _ => "none intact".to_owned(),
+        }
     }
 }
 
@@ -174,8 +201,14 @@ async fn run_flows(
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let outcome = outcome.clone();
         tasks.spawn(async move {
+            let started = Instant::now();
             let counter = match tokio::time::timeout(each, one_flow(entry, len)).await {
-                Ok(Ok(true)) => &outcome.intact,
+                Ok(Ok(true)) => {
+                    if let Ok(mut took) = outcome.took.lock() {
+                        took.push(started.elapsed().as_secs_f64());
+                    }
+                    &outcome.intact
+                }
                 Ok(Ok(false)) => &outcome.corrupted,
                 Ok(Err(e)) => {
                     if outcome.failed.load(Ordering::Relaxed) < 3 {

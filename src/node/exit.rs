@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::core::policy::ExitPolicy;
 use crate::core::wire::{self, RefuseReason, Reply};
 use crate::node::inbound::refuse;
+use crate::node::link_send::LinkSend;
 use crate::node::splice::{self, FlowEnd, Prelude, codes};
 use crate::node::tcp_io;
 use crate::node::{FlowGuard, Shared, log_escape};
@@ -22,7 +23,7 @@ pub(crate) async fn exit_flow(
     guard: FlowGuard,
     target: &str,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
 ) {
     let tcp = match dial_target(&shared, target).await {
@@ -42,14 +43,14 @@ pub(crate) async fn reply_and_splice(
     guard: FlowGuard,
     tcp: TcpStream,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
     route: Option<Arc<crate::node::stats::RouteCounters>>,
 ) {
     tcp_io::arm_reset_on_drop(&tcp);
     let opened = Bytes::from(wire::encode_reply(&Reply::Opened));
     let limit = shared.config.limits.connect_timeout;
-    if !matches!(tokio::time::timeout(limit, send.write_chunk(opened)).await, Ok(Ok(()))) {
+    if !matches!(tokio::time::timeout(limit, send.write_first(&mut [opened])).await, Ok(Ok(()))) {
         splice::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
         guard.finish(&FlowEnd::TimedOut("reply"));
         return;

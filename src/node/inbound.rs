@@ -7,16 +7,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tracing::{Instrument, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::node::flow_registry::FlowRole;
+use crate::node::link_send::LinkSend;
 use crate::node::splice::codes;
 use crate::node::{FlowGuard, Shared, exit, log_escape, multipath, relay};
 
 /// Handles one stream opened by `peer`.
-pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: SendStream, mut recv: RecvStream) {
+pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: LinkSend, mut recv: RecvStream) {
     // Draining first: while draining, shutdown takes every permit that comes free, so the
     // flow limit would otherwise hide the real reason.
     if *shared.draining.borrow() {
@@ -150,7 +151,7 @@ const FIRST_BYTE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// Sends a refusal from this node, finishes the stream and stops reading it.
 pub(crate) async fn refuse(
     shared: &Shared,
-    send: &mut SendStream,
+    send: &mut LinkSend,
     recv: &mut RecvStream,
     reason: RefuseReason,
     detail: &str,
@@ -162,7 +163,7 @@ pub(crate) async fn refuse(
 /// the path whose refusal this node passes back).
 pub(crate) async fn refuse_as(
     shared: &Shared,
-    send: &mut SendStream,
+    send: &mut LinkSend,
     recv: &mut RecvStream,
     reason: RefuseReason,
     hop: &str,
@@ -172,7 +173,7 @@ pub(crate) async fn refuse_as(
     let reply = wire::encode_reply(&Reply::refused(reason, hop, detail));
     // The reply goes out before the stop, so an opener still uploading learns why.
     let write = async {
-        send.write_all(&reply).await.ok()?;
+        send.write_first(&mut [Bytes::from(reply)]).await.ok()?;
         send.finish().ok()
     };
     // Bounded: a peer that never reads must not hold this task.

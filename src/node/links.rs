@@ -12,6 +12,7 @@ use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
 use crate::node::inbound;
+use crate::node::link_send::{LinkSend, LinkTurns};
 use crate::node::peers::LINK_UNKNOWN_PEER;
 use crate::tls;
 
@@ -43,11 +44,12 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
             match dial(&shared, &peer, &address).await {
                 Ok(conn) => {
                     info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
-                    if shared.pool.install(&peer, conn.clone(), Initiator::Local)
+                    let turns = Arc::new(LinkTurns::default());
+                    if shared.pool.install(&peer, conn.clone(), turns.clone(), Initiator::Local)
                         && !revoked_since(&shared, &conn)
                     {
                         tokio::spawn(watch_health(shared.clone(), peer.clone()));
-                        tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn));
+                        tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn, turns));
                         continue;
                     }
                     // Not taken (the peer was removed, or a tie-break kept the other link):
@@ -154,9 +156,12 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 }
             };
             info!(peer = %id, %remote, "link up (accepted)");
-            if shared.pool.install(&id, conn.clone(), Initiator::Remote) && !revoked_since(&shared, &conn) {
+            let turns = Arc::new(LinkTurns::default());
+            if shared.pool.install(&id, conn.clone(), turns.clone(), Initiator::Remote)
+                && !revoked_since(&shared, &conn)
+            {
                 tokio::spawn(watch_health(shared.clone(), id.clone()));
-                serve_streams(shared, id, conn).await;
+                serve_streams(shared, id, conn, turns).await;
             }
         });
     }
@@ -170,11 +175,13 @@ async fn watch_health(shared: Arc<Shared>, peer: String) {
 /// How often link health is sampled.
 const HEALTH_SAMPLE: Duration = Duration::from_millis(50);
 
-/// Accepts flow streams the peer opens on `conn` until the connection closes.
-pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection) {
+/// Accepts flow streams the peer opens on `conn` until the connection closes; their
+/// replies go through the link's `turns`.
+pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, turns: Arc<LinkTurns>) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
+                let send = LinkSend::new(send, turns.clone());
                 tokio::spawn(inbound::handle_stream(shared.clone(), peer.clone(), send, recv));
             }
             Err(e) => {

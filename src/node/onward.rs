@@ -2,10 +2,11 @@
 //! proxy-chain nodes alike.
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream, WriteError};
+use quinn::{RecvStream, WriteError};
 
 use crate::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
 use crate::node::Shared;
+use crate::node::link_send::LinkSend;
 use crate::node::splice::codes;
 
 /// Why the stream could not be opened.
@@ -35,7 +36,7 @@ pub async fn open_stream(
     next: &str,
     header: &FlowHeader,
     leading: Bytes,
-) -> Result<(SendStream, RecvStream), OpenError> {
+) -> Result<(LinkSend, RecvStream), OpenError> {
     let limit = shared.config.limits.connect_timeout;
     match tokio::time::timeout(limit, open_within(shared, next, header, leading)).await {
         Ok(r) => r,
@@ -48,16 +49,14 @@ async fn open_within(
     next: &str,
     header: &FlowHeader,
     leading: Bytes,
-) -> Result<(SendStream, RecvStream), OpenError> {
+) -> Result<(LinkSend, RecvStream), OpenError> {
     let no_link =
         |e: String| OpenError::here(RefuseReason::NoRoute, format!("no link to next hop `{next}`: {e}"));
     let limit = shared.config.limits.connect_timeout;
     let deadline = tokio::time::Instant::now() + limit;
-    let conn = shared.pool.connection(next, limit).await.map_err(|e| no_link(e.to_string()))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| no_link(e.to_string()))?;
-    // A new flow's header goes out ahead of the data other flows have queued on the link:
-    // on a busy link it would otherwise wait behind megabytes (and time out).
-    let _ = send.set_priority(HEADER_PRIORITY);
+    let link = shared.pool.connection(next, limit).await.map_err(|e| no_link(e.to_string()))?;
+    let (send, mut recv) = link.conn.open_bi().await.map_err(|e| no_link(e.to_string()))?;
+    let mut send = LinkSend::new(send, link.turns);
     let encoded = match wire::encode_header(header) {
         Ok(e) => e,
         Err(e) => {
@@ -66,35 +65,24 @@ async fn open_within(
         }
     };
     let mut chunks = [Bytes::from(encoded), leading];
-    let mut rest: &mut [Bytes] = &mut chunks;
-    while rest.iter().any(|c| !c.is_empty()) {
-        match tokio::time::timeout_at(deadline, send.write_chunks(rest)).await {
-            Ok(Ok(w)) => rest = &mut rest[w.chunks..],
-            Ok(Err(WriteError::Stopped(code))) if code == codes::REFUSED => {
-                // The next node refused before reading our header: pass its reason on.
-                return Err(relayed_refusal(&mut recv, next).await);
-            }
-            Ok(Err(e)) => {
-                let _ = send.reset(codes::PEER_RESET);
-                return Err(no_link(e.to_string()));
-            }
-            Err(_) => {
-                // Reset, not finish (which dropping the stream would do): the next node must
-                // not take a cut header for a stream that ended.
-                let _ = send.reset(codes::PEER_RESET);
-                return Err(OpenError::here(
-                    RefuseReason::Overloaded,
-                    format!("no stream to `{next}` in time"),
-                ));
-            }
+    match tokio::time::timeout_at(deadline, send.write_first(&mut chunks)).await {
+        Ok(Ok(())) => Ok((send, recv)),
+        Ok(Err(WriteError::Stopped(code))) if code == codes::REFUSED => {
+            // The next node refused before reading our header: pass its reason on.
+            Err(relayed_refusal(&mut recv, next).await)
+        }
+        Ok(Err(e)) => {
+            let _ = send.reset(codes::PEER_RESET);
+            Err(no_link(e.to_string()))
+        }
+        Err(_) => {
+            // Reset, not finish (which dropping the stream would do): the next node must
+            // not take a cut header for a stream that ended.
+            let _ = send.reset(codes::PEER_RESET);
+            Err(OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time")))
         }
     }
-    let _ = send.set_priority(0);
-    Ok((send, recv))
 }
-
-/// Send priority of a stream while its header goes out (flow data runs at 0).
-const HEADER_PRIORITY: i32 = 1;
 
 /// Reads the refusal the next node sent; falls back to a refusal of our own.
 async fn relayed_refusal(recv: &mut RecvStream, next: &str) -> OpenError {

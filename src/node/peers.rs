@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::PeerConfig;
 use crate::core::link_rule::{self, Existing, Initiator};
+use crate::node::link_send::LinkTurns;
 
 /// Connection close code: a duplicate link lost the tie-break.
 pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
@@ -38,6 +39,17 @@ struct Link {
     since: Instant,
     /// When a datagram last arrived on this link (see [`PeerPool::watch_health`]).
     heard: Arc<Mutex<Instant>>,
+    /// Who goes next into the connection's send buffer.
+    turns: Arc<LinkTurns>,
+}
+
+/// A live link to a peer: its connection and the turns of its send buffer.
+#[derive(Clone)]
+pub struct PooledLink {
+    /// The QUIC connection.
+    pub conn: Connection,
+    /// Every stream sent on `conn` writes through these.
+    pub turns: Arc<LinkTurns>,
 }
 
 struct Slot {
@@ -257,24 +269,28 @@ impl PeerPool {
     }
 
     /// The live connection to `id`, waiting up to `wait` for one to come up.
-    pub async fn connection(&self, id: &str, wait: Duration) -> Result<Connection, PeerError> {
+    pub async fn connection(&self, id: &str, wait: Duration) -> Result<PooledLink, PeerError> {
         let slot = self.slot(id).ok_or_else(|| PeerError::Unknown(id.to_string()))?;
-        if let Some(c) = self.current(id) {
-            return Ok(c);
+        let live = |l: &Option<Link>| l.as_ref().is_some_and(|l| l.conn.close_reason().is_none());
+        let pooled = |l: &Option<Link>| {
+            l.as_ref().map(|l| PooledLink { conn: l.conn.clone(), turns: l.turns.clone() })
+        };
+        {
+            let current = slot.link.borrow();
+            if live(&current) {
+                return pooled(&current).ok_or_else(|| PeerError::Down(id.to_string()));
+            }
         }
         let mut rx = slot.link.subscribe();
-        let live = |l: &Option<Link>| l.as_ref().is_some_and(|l| l.conn.close_reason().is_none());
         match tokio::time::timeout(wait, rx.wait_for(live)).await {
-            Ok(Ok(link)) => {
-                link.as_ref().map(|l| l.conn.clone()).ok_or_else(|| PeerError::Down(id.to_string()))
-            }
+            Ok(Ok(link)) => pooled(&link).ok_or_else(|| PeerError::Down(id.to_string())),
             _ => Err(PeerError::Down(id.to_string())),
         }
     }
 
     /// Offers a newly established connection; returns whether it is now the peer's link.
     /// The losing connection (new or old) is closed.
-    pub fn install(&self, peer: &str, conn: Connection, initiator: Initiator) -> bool {
+    pub fn install(&self, peer: &str, conn: Connection, turns: Arc<LinkTurns>, initiator: Initiator) -> bool {
         let Some(slot) = self.slot(peer) else {
             conn.close(LINK_UNKNOWN_PEER, b"unknown node");
             return false;
@@ -298,7 +314,13 @@ impl PeerPool {
             };
             if replace {
                 let heard = Arc::new(Mutex::new(Instant::now()));
-                replaced = cur.replace(Link { conn: conn.clone(), initiator, since: Instant::now(), heard });
+                replaced = cur.replace(Link {
+                    conn: conn.clone(),
+                    initiator,
+                    since: Instant::now(),
+                    heard,
+                    turns: turns.clone(),
+                });
             }
             replace
         });

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tracing::info;
 
 use crate::core::route::{Exit, choose_path, static_candidates};
 use crate::core::wire::{Destination, FlowHeader, RefuseReason};
 use crate::node::flow_registry::FlowRole;
 use crate::node::inbound::{refuse, refuse_as};
+use crate::node::link_send::LinkSend;
 use crate::node::stats::RouteCounters;
 use crate::node::stream_splice::{StreamPair, splice_streams};
 use crate::node::{FlowGuard, Shared, exit, log_escape, onward};
@@ -23,7 +24,7 @@ pub(crate) async fn forward(
     guard: FlowGuard,
     header: FlowHeader,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
 ) {
     if !shared.config.mesh.relay {
@@ -48,7 +49,7 @@ pub(crate) async fn chain(
     header: FlowHeader,
     port: u16,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
 ) {
     let routes = shared.routes();

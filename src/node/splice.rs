@@ -5,7 +5,7 @@
 //!   shutdown; the flow is complete only when both directions finished.
 //! - Any error, timeout or forced shutdown resets *both* sides: the QUIC stream is reset
 //!   and stopped, and the TCP socket is closed with an RST. quinn finishes a dropped
-//!   `SendStream` cleanly, so the streams are owned here, outside the copy futures, and
+//!   `LinkSend` cleanly, so the streams are owned here, outside the copy futures, and
 //!   reset explicitly after those futures are dropped: a cut flow never looks complete.
 //! - A completed flow is held until the peer acknowledged all its bytes, so a shutdown
 //!   that closes the link right after cannot drop its tail.
@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{ReadError, RecvStream, VarInt, WriteError};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::core::wire::{self, Decoded, RefuseReason, Reply};
 use crate::node::flow_timer::{Activity, FlowTimeouts};
+use crate::node::link_send::LinkSend;
 use crate::node::stats::Counters;
 use crate::node::tcp_io;
 
@@ -130,7 +131,7 @@ impl FlowEnd {
 /// any failure. `force` turning true aborts the flow (shutdown deadline).
 pub async fn splice(
     tcp: TcpStream,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
     prelude: Prelude,
     env: FlowEnv,
@@ -176,7 +177,7 @@ pub async fn splice(
 /// Waits (bounded) until the peer acknowledged all of a finished stream; returns the stop
 /// code when the peer stopped it instead, which means bytes were not all delivered.
 pub(crate) async fn acknowledged(
-    send: &mut SendStream,
+    send: &mut LinkSend,
     timeouts: FlowTimeouts,
     mut force: watch::Receiver<bool>,
 ) -> Option<u64> {
@@ -190,7 +191,7 @@ pub(crate) async fn acknowledged(
 }
 
 /// Resets both sides of a flow: stream reset and stopped, TCP closed with an RST.
-pub fn abort(tcp: TcpStream, send: &mut SendStream, recv: &mut RecvStream, code: VarInt) {
+pub fn abort(tcp: TcpStream, send: &mut LinkSend, recv: &mut RecvStream, code: VarInt) {
     let _ = send.reset(code);
     let _ = recv.stop(code);
     tcp_io::reset_tcp(tcp);
@@ -198,7 +199,7 @@ pub fn abort(tcp: TcpStream, send: &mut SendStream, recv: &mut RecvStream, code:
 
 async fn tcp_to_stream(
     tcp: &TcpStream,
-    send: &mut SendStream,
+    send: &mut LinkSend,
     activity: &Activity,
     counters: &Counters,
     awaiting_reply: &AtomicBool,
@@ -228,7 +229,7 @@ async fn tcp_to_stream(
                     } else {
                         buf.split().freeze()
                     };
-                    match send.write_chunk(chunk).await {
+                    match send.write_data(chunk).await {
                         Ok(()) => {}
                         // A refusing node stops our upload and then sends its reply: stop
                         // sending and let the other direction read why (bounded by the

@@ -11,9 +11,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use quinn::{RecvStream, SendStream, VarInt, WriteError};
+use quinn::{RecvStream, VarInt, WriteError};
 
 use crate::node::flow_timer::Activity;
+use crate::node::link_send::LinkSend;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, write_error};
 use crate::node::stats::Counters;
 
@@ -23,7 +24,7 @@ const CHUNK: usize = 64 * 1024;
 /// One side of a relayed flow: the streams to and from one neighbour.
 pub struct StreamPair {
     /// Towards the neighbour.
-    pub send: SendStream,
+    pub send: LinkSend,
     /// From the neighbour.
     pub recv: RecvStream,
 }
@@ -35,8 +36,9 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
     let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);
     let end = {
-        let forward = copy(&mut back.recv, &mut ahead.send, &activity, &counters, Some(&refused_ahead));
-        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters, None);
+        let forward =
+            copy(&mut back.recv, &mut ahead.send, &activity, &counters, Direction::Forward(&refused_ahead));
+        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters, Direction::Backward);
         tokio::select! {
             r = async { tokio::try_join!(forward, backward) } => match r {
                 Ok(_) if refused_ahead.load(Ordering::Relaxed) => FlowEnd::RefusedAhead,
@@ -85,22 +87,38 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
     end
 }
 
+/// Which way a relay copies.
+enum Direction<'a> {
+    /// Towards the exit; set to true when the next node refused the flow.
+    Forward(&'a AtomicBool),
+    /// Towards the origin: the first bytes are the reply, so they go as an opening.
+    Backward,
+}
+
 /// Copies one direction; a finish is passed on as a finish. Only the forward direction
-/// (`refused` given) takes a stop with `REFUSED` from ahead as a refusal whose reply is on
-/// its way back.
+/// takes a stop with `REFUSED` from ahead as a refusal whose reply is on its way back.
 async fn copy(
     from: &mut RecvStream,
-    to: &mut SendStream,
+    to: &mut LinkSend,
     activity: &Activity,
     counters: &Counters,
-    refused: Option<&AtomicBool>,
+    direction: Direction<'_>,
 ) -> Result<(), FlowEnd> {
+    let (mut opening, refused) = match direction {
+        Direction::Forward(refused) => (false, Some(refused)),
+        Direction::Backward => (true, None),
+    };
     loop {
         match from.read_chunk(CHUNK, true).await {
             Ok(Some(chunk)) => {
                 let n = chunk.bytes.len() as u64;
                 activity.moved(n);
-                match to.write_chunk(chunk.bytes).await {
+                let written = if std::mem::take(&mut opening) {
+                    to.write_first(&mut [chunk.bytes]).await
+                } else {
+                    to.write_data(chunk.bytes).await
+                };
+                match written {
                     Ok(()) => {
                         counters.bytes_relayed.fetch_add(n, Ordering::Relaxed);
                     }

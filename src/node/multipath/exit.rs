@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tokio::sync::mpsc;
 
 use crate::core::multipath::MAX_SUBFLOWS;
 use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
 use crate::node::inbound::refuse;
+use crate::node::link_send::LinkSend;
 use crate::node::multipath::NewSubflow;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::{FlowGuard, Shared, exit, log_escape, tcp_io};
@@ -71,7 +72,7 @@ pub(crate) async fn subflow_arrived(
     subflow: Subflow,
     target: &str,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
 ) {
     let key = (header.origin.clone(), header.flow_id);
@@ -121,7 +122,7 @@ async fn join(
     key: Key,
     subflow: Subflow,
     rest: Bytes,
-    mut send: SendStream,
+    mut send: LinkSend,
     mut recv: RecvStream,
 ) {
     let Some(tx) = shared.sessions.joiner(&key, subflow.token) else {
@@ -145,13 +146,7 @@ async fn join(
 
 /// A subflow as the exit's engine takes it: it answers `Opened` first and may carry
 /// data at once.
-fn arrived(
-    index: u8,
-    send: SendStream,
-    recv: RecvStream,
-    rest: Bytes,
-    guard: Option<FlowGuard>,
-) -> NewSubflow {
+fn arrived(index: u8, send: LinkSend, recv: RecvStream, rest: Bytes, guard: Option<FlowGuard>) -> NewSubflow {
     NewSubflow {
         index,
         path: Vec::new(),

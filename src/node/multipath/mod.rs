@@ -31,12 +31,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::{RecvStream, VarInt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::core::subflow_frame::{Frame, FrameDecoder};
 use crate::core::wire::RefuseReason;
 use crate::node::FlowGuard;
+use crate::node::link_send::LinkSend;
 use crate::node::stats::Counters;
 use state::State;
 
@@ -56,7 +57,7 @@ pub(crate) struct NewSubflow {
     /// The peer the stream goes to (origin side), for link health.
     pub(crate) first_hop: Option<String>,
     /// The stream.
-    pub(crate) send: SendStream,
+    pub(crate) send: LinkSend,
     /// The stream.
     pub(crate) recv: RecvStream,
     /// Bytes to write before any frame (the exit's reply).

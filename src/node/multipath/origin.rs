@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::core::multipath::{MAX_SUBFLOW_INDEX, MAX_SUBFLOWS};
 use crate::core::route::{first_hop, path_via, pick_relays};
 use crate::core::wire::{FlowHeader, Subflow};
+use crate::node::link_send::LinkSend;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::multipath::{NewSubflow, PATH_LOST};
 use crate::node::splice::FlowEnd;
@@ -120,7 +121,7 @@ fn opened(
     index: u8,
     relays: Vec<String>,
     first_hop: String,
-    (send, recv): (SendStream, RecvStream),
+    (send, recv): (LinkSend, RecvStream),
     awaits_reply: (Instant, Duration),
     replacement: bool,
 ) -> NewSubflow {

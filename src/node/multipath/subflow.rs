@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{ReadError, RecvStream, VarInt, WriteError};
 use tokio::time::Instant;
 
 use crate::core::subflow_frame::Frame;
 use crate::core::subflow_frame::FrameDecoder;
+use crate::node::link_send::LinkSend;
 use crate::node::multipath::state::WriterStep;
 use crate::node::multipath::{Event, FLOW_RESET, FlowCore, codes_for_flow};
 use crate::node::splice::{FlowEnd, codes, read_reply};
@@ -23,7 +24,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The sending half of a subflow; reset on drop unless finished.
 pub(crate) struct SendHalf {
     core: Arc<FlowCore>,
-    send: SendStream,
+    send: LinkSend,
     finished: bool,
 }
 
@@ -55,7 +56,7 @@ impl Drop for RecvHalf {
 }
 
 /// Wraps a stream's halves for the tasks.
-pub(crate) fn halves(core: &Arc<FlowCore>, send: SendStream, recv: RecvStream) -> (SendHalf, RecvHalf) {
+pub(crate) fn halves(core: &Arc<FlowCore>, send: LinkSend, recv: RecvStream) -> (SendHalf, RecvHalf) {
     (
         SendHalf { core: core.clone(), send, finished: false },
         RecvHalf { core: core.clone(), recv, ended: false },
@@ -73,7 +74,7 @@ pub(crate) async fn write_loop(
     linger: Duration,
 ) {
     if !preamble.is_empty()
-        && let Err(e) = half.send.write_chunk(preamble).await
+        && let Err(e) = half.send.write_first(&mut [preamble]).await
     {
         report_write_error(&core, slot, e);
         return;
@@ -109,12 +110,9 @@ pub(crate) async fn write_loop(
     }
 }
 
-async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), WriteError> {
-    let mut chunks = frame.chunks();
-    let mut rest: &mut [Bytes] = &mut chunks;
-    while rest.iter().any(|c| !c.is_empty()) {
-        let w = send.write_chunks(rest).await?;
-        rest = &mut rest[w.chunks..];
+async fn write_frame(send: &mut LinkSend, frame: &Frame) -> Result<(), WriteError> {
+    for chunk in frame.chunks() {
+        send.write_data(chunk).await?;
     }
     Ok(())
 }
