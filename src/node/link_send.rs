@@ -125,7 +125,7 @@ impl Turns {
     /// Records that `id`, the head, wrote `bytes`, and takes it out of the queue.
     fn served(&mut self, id: u64, bytes: usize) -> Option<Waker> {
         if let Some(w) = self.writers.get_mut(&id) {
-            (w.attempting, w.woken) = (false, false);
+            (w.attempting, w.woken, w.task) = (false, false, None);
             if let Some(start) = w.queued
                 && !w.opening
             {
@@ -173,7 +173,7 @@ impl Turns {
     /// Ends `id`'s write: out of the queue, and no longer waiting on quinn.
     fn leave(&mut self, id: u64) -> Option<Waker> {
         if let Some(w) = self.writers.get_mut(&id) {
-            (w.blocked, w.attempting, w.woken) = (false, false, false);
+            (w.blocked, w.attempting, w.woken, w.task) = (false, false, false, None);
         }
         self.dequeue(id)
     }
@@ -221,13 +221,16 @@ pub struct LinkSend {
     stream: SendStream,
     link: Arc<LinkTurns>,
     id: u64,
+    /// The waker quinn gets for this writer (one per stream: its id never changes).
+    on_wake: Waker,
 }
 
 impl LinkSend {
     /// `stream`, sent over the link whose queue is `link`.
     pub fn new(stream: SendStream, link: Arc<LinkTurns>) -> Self {
         let id = link.lock().register();
-        Self { stream, link, id }
+        let on_wake = Waker::from(Arc::new(QueueOnWake { link: link.clone(), id }));
+        Self { stream, link, id, on_wake }
     }
 
     /// Writes a stream's first bytes (all of `chunks`) ahead of the link's flow data.
@@ -253,6 +256,17 @@ impl LinkSend {
         Ok(())
     }
 
+    /// Writes `chunks` as flow data in as few turns as quinn allows (for small framed
+    /// writes whose parts belong together; large data goes through [`Self::write_data`]).
+    pub async fn write_data_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+        let mut rest: &mut [Bytes] = chunks;
+        while rest.iter().any(|c| !c.is_empty()) {
+            let written = self.write_turn(rest, false).await?;
+            rest = &mut rest[written.chunks..];
+        }
+        Ok(())
+    }
+
     /// Waits for this writer's turn and writes what quinn takes then (at least one byte).
     async fn write_turn(&mut self, chunks: &mut [Bytes], opening: bool) -> Result<Written, WriteError> {
         let (link, id) = (self.link.clone(), self.id);
@@ -267,7 +281,6 @@ impl LinkSend {
         }
         // Leaves the queue however this ends (also when the caller gives up).
         let _leave = Leave { link: &link, id };
-        let on_wake = Waker::from(Arc::new(QueueOnWake { link: link.clone(), id }));
         loop {
             std::future::poll_fn(|cx| {
                 let mut turns = link.lock();
@@ -285,7 +298,7 @@ impl LinkSend {
             link.lock().attempt(id);
             let attempt = {
                 let mut write = pin!(self.stream.write_chunks(chunks));
-                write.as_mut().poll(&mut Context::from_waker(&on_wake))
+                write.as_mut().poll(&mut Context::from_waker(&self.on_wake))
             };
             let wake = match &attempt {
                 Poll::Ready(Ok(written)) => link.lock().served(id, written.bytes),

@@ -64,8 +64,13 @@ async fn open_within(
             return Err(OpenError::here(RefuseReason::BadHeader, e.to_string()));
         }
     };
-    let mut chunks = [Bytes::from(encoded), leading];
-    match tokio::time::timeout_at(deadline, send.write_first(&mut chunks)).await {
+    let write = async {
+        send.write_first(&mut [Bytes::from(encoded)]).await?;
+        // Bytes that came behind an inbound header are flow data: they wait their turn.
+        send.write_data(leading).await
+    };
+    let written = tokio::time::timeout_at(deadline, write).await;
+    match written {
         Ok(Ok(())) => Ok((send, recv)),
         Ok(Err(WriteError::Stopped(code))) if code == codes::REFUSED => {
             // The next node refused before reading our header: pass its reason on.

@@ -20,6 +20,8 @@ use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
 const CHUNK: usize = 64 * 1024;
+/// The longest reply (see `wire::encode_reply`).
+const REPLY_MAX: usize = crate::core::wire::REPLY_PREFIX_LEN + crate::core::wire::MAX_REPLY_BODY;
 
 /// One side of a relayed flow: the streams to and from one neighbour.
 pub struct StreamPair {
@@ -114,7 +116,13 @@ async fn copy(
                 let n = chunk.bytes.len() as u64;
                 activity.moved(n);
                 let written = if std::mem::take(&mut opening) {
-                    to.write_first(&mut [chunk.bytes]).await
+                    // Only what can be the reply goes ahead; data behind it waits its turn.
+                    let mut rest = chunk.bytes;
+                    let reply = rest.split_to(rest.len().min(REPLY_MAX));
+                    match to.write_first(&mut [reply]).await {
+                        Ok(()) => to.write_data(rest).await,
+                        Err(e) => Err(e),
+                    }
                 } else {
                     to.write_data(chunk.bytes).await
                 };

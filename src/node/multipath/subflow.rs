@@ -111,10 +111,7 @@ pub(crate) async fn write_loop(
 }
 
 async fn write_frame(send: &mut LinkSend, frame: &Frame) -> Result<(), WriteError> {
-    for chunk in frame.chunks() {
-        send.write_data(chunk).await?;
-    }
-    Ok(())
+    send.write_data_chunks(&mut frame.chunks()).await
 }
 
 fn report_write_error(core: &FlowCore, slot: usize, e: WriteError) {
