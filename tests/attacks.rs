@@ -9,19 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use proxy::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
-
-fn header(origin: &str, target: &str) -> Vec<u8> {
-    let h = FlowHeader {
-        flow_id: 9,
-        origin: origin.into(),
-        passed: vec![],
-        hops: vec![],
-        destination: Destination::Target(target.into()),
-        subflow: None,
-    };
-    wire::encode_header(&h).expect("encode")
-}
+use proxy::core::wire::{self, Decoded, RefuseReason, Reply};
 
 /// Opens a stream with `bytes` as its start and returns what came back: the reply, or
 /// `None` when the stream was reset or closed without one.
@@ -84,7 +72,7 @@ async fn targets_outside_the_policy_are_refused_even_under_broad_rules() {
         "127.0.0.1:0".to_string(),
         format!("[::1]:{}", echo.port()),
     ] {
-        let reply = send_header(&conn, &header("x", &target)).await;
+        let reply = send_header(&conn, &exit_header("x", &target)).await;
         assert!(
             refused_by_policy(reply.clone()) || matches!(reply, Some(Reply::Refused { .. })),
             "{target}: {reply:?}"
@@ -102,7 +90,7 @@ async fn a_flow_cannot_reach_the_exit_nodes_own_admin_or_mesh_port() {
     let admin = b.admin_addr();
     let mesh = b.mesh_addr().expect("addr");
     for target in [admin.to_string(), format!("localhost:{}", admin.port()), mesh.to_string()] {
-        let reply = send_header(&conn, &header("x", &target)).await;
+        let reply = send_header(&conn, &exit_header("x", &target)).await;
         assert!(refused_by_policy(reply.clone()), "{target}: {reply:?}");
     }
     many_echo_flows(listener_addr(&a, "in"), 10).await;
@@ -152,7 +140,7 @@ async fn a_peer_that_opens_streams_up_to_the_limit_and_never_reads_does_not_hurt
         let opened = tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await;
         let Ok(Ok((mut send, recv))) = opened else { break };
         let _ = tokio::time::timeout(Duration::from_millis(50), async {
-            send.write_all(&header("x", &echo.to_string())).await.ok()?;
+            send.write_all(&exit_header("x", &echo.to_string())).await.ok()?;
             for _ in 0..16 {
                 send.write_all(&chunk).await.ok()?;
             }
@@ -182,7 +170,7 @@ async fn hostile_strings_in_headers_are_refused() {
         ("x", format!("{long}:80")),
         (long.as_str(), echo.to_string()),
     ] {
-        let reply = send_header(&conn, &header(origin, &target)).await;
+        let reply = send_header(&conn, &exit_header(origin, &target)).await;
         assert!(!matches!(reply, Some(Reply::Opened)), "{:?}: {reply:?}", &target[..target.len().min(40)]);
     }
     many_echo_flows(listener_addr(&a, "in"), 10).await;
@@ -232,7 +220,7 @@ async fn the_header_deadline_runs_from_a_streams_first_byte_not_from_its_implici
     // sends at once, which opens the first at the exit too, implicitly.
     let (mut late_send, mut late_recv) = conn.open_bi().await.expect("open");
     let (mut send, mut recv) = conn.open_bi().await.expect("open");
-    send.write_all(&header("x", &echo.to_string())).await.expect("header");
+    send.write_all(&exit_header("x", &echo.to_string())).await.expect("header");
     send.write_all(b"ping").await.expect("data");
     let mut reply_and_echo = vec![0u8; wire::encode_reply(&Reply::Opened).len() + 4];
     tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut reply_and_echo))
@@ -241,7 +229,7 @@ async fn the_header_deadline_runs_from_a_streams_first_byte_not_from_its_implici
         .expect("read");
     // Well past the header deadline since the exit saw the silent stream, its header comes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    late_send.write_all(&header("x", &echo.to_string())).await.expect("header");
+    late_send.write_all(&exit_header("x", &echo.to_string())).await.expect("header");
     late_send.write_all(b"late").await.expect("data");
     let mut got = vec![0u8; reply_and_echo.len()];
     tokio::time::timeout(Duration::from_secs(5), late_recv.read_exact(&mut got))

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::process::{KillOnDrop, free_port, proxy, temp};
 use common::*;
-use proxy::core::wire::{self, Destination, FlowHeader};
 
 const MIB: usize = 1024 * 1024;
 
@@ -43,18 +42,6 @@ fn rss(pid: u32) -> usize {
     kib * 1024
 }
 
-fn header(origin: &str, target: &str) -> Vec<u8> {
-    let h = FlowHeader {
-        flow_id: 7,
-        origin: origin.into(),
-        passed: vec![],
-        hops: vec![],
-        destination: Destination::Target(target.into()),
-        subflow: None,
-    };
-    wire::encode_header(&h).expect("encode")
-}
-
 /// x's link to b, retried until b is up.
 async fn link_to_b(dir: &Path, mesh_port: u16) -> (quinn::Endpoint, quinn::Connection) {
     let ep = raw_client(&dir.join("x.crt"), &dir.join("x.key"), &dir.join("ca.crt"));
@@ -81,7 +68,7 @@ async fn a_peer_that_pushes_and_never_reads_holds_bounded_memory_and_hostile_str
     let (_ep, conn) = link_to_b(&dir, mesh_port).await;
     // One echoed flow: b is up, and its baseline includes a served flow.
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    send.write_all(&header("x", &echo.to_string())).await.expect("header");
+    send.write_all(&exit_header("x", &echo.to_string())).await.expect("header");
     send.write_all(b"ping").await.expect("ping");
     send.finish().expect("finish");
     let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1024)).await;
@@ -99,7 +86,7 @@ async fn a_peer_that_pushes_and_never_reads_holds_bounded_memory_and_hostile_str
         };
         // Bounded: once b's windows are full, nothing more goes in, header or data.
         let _ = tokio::time::timeout(Duration::from_millis(100), async {
-            send.write_all(&header("x", &echo.to_string())).await.ok()?;
+            send.write_all(&exit_header("x", &echo.to_string())).await.ok()?;
             for _ in 0..256 {
                 send.write_chunk(chunk.clone()).await.ok()?;
             }
@@ -130,7 +117,7 @@ async fn a_peer_that_pushes_and_never_reads_holds_bounded_memory_and_hostile_str
     ] {
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             let (mut send, mut recv) = conn.open_bi().await.ok()?;
-            send.write_all(&header(&origin, &target)).await.ok()?;
+            send.write_all(&exit_header(&origin, &target)).await.ok()?;
             send.finish().ok()?;
             recv.read_to_end(64 * 1024).await.ok()
         })

@@ -31,18 +31,6 @@ async fn exit_with_raw_link() -> (Mesh, proxy::Node, quinn::Endpoint, quinn::Con
     (mesh, b, ep, conn)
 }
 
-fn header_for(target: std::net::SocketAddr) -> Vec<u8> {
-    let h = FlowHeader {
-        flow_id: 9,
-        origin: "a".into(),
-        passed: vec![],
-        hops: vec![],
-        destination: Destination::Target(target.to_string()),
-        subflow: None,
-    };
-    wire::encode_header(&h).expect("encode")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_working() {
     let mesh = Mesh::new(&["a", "b"]);
@@ -57,7 +45,7 @@ async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_workin
 
     // A good flow, opened first and kept open across the bad ones.
     let (mut good_send, mut good_recv) = conn.open_bi().await.expect("open");
-    let mut first = header_for(echo);
+    let mut first = exit_header("a", &echo.to_string());
     first.extend_from_slice(b"ping-1");
     good_send.write_all(&first).await.expect("write");
     let mut reply_and_echo = vec![0u8; wire::encode_reply(&Reply::Opened).len() + 6];

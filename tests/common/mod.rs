@@ -529,3 +529,16 @@ pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &s
         })
         .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
 }
+
+/// The encoded header of a flow from `origin` that exits at the receiving node to `target`.
+pub fn exit_header(origin: &str, target: &str) -> Vec<u8> {
+    let h = proxy::core::wire::FlowHeader {
+        flow_id: 9,
+        origin: origin.into(),
+        passed: vec![],
+        hops: vec![],
+        destination: proxy::core::wire::Destination::Target(target.into()),
+        subflow: None,
+    };
+    proxy::core::wire::encode_header(&h).expect("encode")
+}
