@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use proxy::demo::probe::bulk_flow;
-use proxy::emulator::{LinkEmulator, LinkProfile};
+use proxy::emulator::LinkProfile;
 
 const MIB: usize = 1024 * 1024;
 
@@ -16,26 +16,16 @@ const MIB: usize = 1024 * 1024;
 async fn new_flows_open_while_bulk_flows_fill_the_link() {
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new())];
-    b.allow = vec!["127.0.0.1/32".into()];
-    let b = b.start(&mesh).await;
-    // A 40 Mbit/s bottleneck between a and b, both ways.
-    let link = LinkEmulator::start(b.mesh_addr().expect("addr"), 9).await.expect("emulator");
-    link.set_both(LinkProfile {
+    // A 40 Mbit/s bottleneck between a and b, both ways. A header not in the link's send
+    // buffer within `connect_timeout` is refused: before writers took turns, new flows
+    // behind bulk ones waited out any such limit.
+    let profile = LinkProfile {
         delay: Duration::from_millis(2),
         rate_bps: Some(40_000_000),
         queue_limit: 256,
         ..LinkProfile::ideal()
-    });
-    let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", link.addr().to_string())];
-    a.routes = vec![("in", echo.to_string(), Some("b"))];
-    // A header not in the link's send buffer within this is refused: before writers took
-    // turns, new flows behind bulk ones waited out any such limit.
-    a.limits = vec!["connect_timeout: 3s".into()];
-    let a = a.start(&mesh).await;
-    assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b did not come up");
+    };
+    let (a, _b, _link) = pair_through_emulator(&mesh, echo, profile, &["connect_timeout: 3s"]).await;
     let entry = listener_addr(&a, "in");
 
     // 16 bulk flows of 3 MiB each way: the link's windows (16 MiB) fill at once.

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Mesh, NodeSpec, echo_server, eventually, listener_addr, open_echoed_flow, settled};
+use common::{
+    Mesh, echo_server, eventually, listener_addr, open_echoed_flow, pair_through_emulator, settled,
+};
 use proxy::emulator::{Direction, LinkEmulator, LinkProfile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
@@ -219,17 +221,8 @@ async fn two_nodes_linked_through_the_emulator_carry_a_flow_and_see_its_delay() 
     timeout(TEST_BOUND, async {
         let mesh = Mesh::new(&["a", "b"]);
         let echo = echo_server().await;
-        let mut b = NodeSpec::new("b");
-        b.peers = vec![("a", String::new())];
-        b.allow = vec!["127.0.0.1/32".into()];
-        let b = b.start(&mesh).await;
-        let emu = LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
-        emu.set_both(LinkProfile::delayed(Duration::from_millis(20)));
-        let mut a = NodeSpec::new("a");
-        a.peers = vec![("b", emu.addr().to_string())];
-        a.routes = vec![("in", echo.to_string(), Some("b"))];
-        let a = a.start(&mesh).await;
-        assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link through the emulator");
+        let (a, _b, emu) =
+            pair_through_emulator(&mesh, echo, LinkProfile::delayed(Duration::from_millis(20)), &[]).await;
 
         let mut flow = open_echoed_flow(listener_addr(&a, "in"), 7).await;
         let out: Vec<u8> = (0..64 * 1024).map(|k| (k % 251) as u8).collect();

@@ -542,3 +542,27 @@ pub fn exit_header(origin: &str, target: &str) -> Vec<u8> {
     };
     proxy::core::wire::encode_header(&h).expect("encode")
 }
+
+/// Exit `b` (allowing 127.0.0.1) and origin `a`, whose route `in` goes to `target`, linked
+/// through a link emulator set to `profile` both ways; `a_limits` go into a's `limits`.
+/// Waits for the link.
+pub async fn pair_through_emulator(
+    mesh: &Mesh,
+    target: SocketAddr,
+    profile: proxy::emulator::LinkProfile,
+    a_limits: &[&str],
+) -> (Node, Node, proxy::emulator::LinkEmulator) {
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    let b = b.start(mesh).await;
+    let emu = proxy::emulator::LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
+    emu.set_both(profile);
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", emu.addr().to_string())];
+    a.routes = vec![("in", target.to_string(), Some("b"))];
+    a.limits = a_limits.iter().map(|l| l.to_string()).collect();
+    let a = a.start(mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b through the emulator");
+    (a, b, emu)
+}
