@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = TempDir(std::env::temp_dir().join(format!("proxy-soak-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0)?;
-    let echo = echo_service().await?;
+    let (echo, _echo_task) = proxy::demo::probe::echo_service().await?;
     let mesh = start_mesh(&dir.0, echo).await?;
     let entry = mesh.entry;
 
@@ -299,21 +299,4 @@ impl std::fmt::Display for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} fds, {} tasks, RSS {:.1} MiB", self.fds, self.tasks, self.rss_kib as f64 / 1024.0)
     }
-}
-
-/// The service: echoes every byte, per connection.
-async fn echo_service() -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -21,7 +21,7 @@ use proxy::Node;
 use proxy::pki::{self, MeshCa};
 use ring::digest::{self, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 const LINE: &[u8] = b"hello through the mesh\n";
@@ -63,7 +63,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     }
     println!("mesh CA and certificates for nodes a and b in {}", dir.display());
 
-    let echo = echo_server().await?;
+    let (echo, _echo_task) = proxy::demo::probe::echo_service().await?;
     let b_body = format!("peers:\n  - name: a\nexit_policy:\n  allow:\n    - \"{echo}\"\n");
     let b = start_node(dir, "b", &b_body).await?;
     let b_mesh = b.mesh_addr()?;
@@ -135,23 +135,6 @@ async fn start_node(dir: &Path, id: &str, body: &str) -> anyhow::Result<Node> {
     std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
     let config = proxy::config::load(&path)?;
     Node::start(config).await.with_context(|| format!("node `{id}` did not start"))
-}
-
-/// An echo server: every connection gets its own bytes back, and a FIN after the last.
-async fn echo_server() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("echo server: cannot bind")?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// Sends the line and `data` through `addr`, half-closes, and reads until EOF. Returns the

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::regions::{self, EXIT, MULTIPATH_ORIGIN, NODES};
 use crate::Node;
@@ -60,7 +59,7 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let workspace = Workspace(dir.clone());
-        let (backend_addr, backend) = echo_service().await?;
+        let (backend_addr, backend) = super::probe::echo_service().await?;
         make_certificates(&dir)?;
         let scheduler = Scheduler::start(
             crate::config::scheduler::parse(&scheduler_yaml(), &dir).map_err(|e| anyhow::anyhow!("{e:?}"))?,
@@ -204,30 +203,4 @@ fn node_yaml(id: &str, dial: &[(&str, SocketAddr)], scheduler: &str, backend: So
     }
     y.push_str(&format!("routes:\n{}\n", routes.join("\n")));
     y
-}
-
-/// The backend: echoes every byte back, per connection, until the client finishes.
-async fn echo_service() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match r.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if w.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    Ok((addr, task))
 }

@@ -1,5 +1,5 @@
 //! Traffic the demo drives through a node's listener: round trips of new flows, and a
-//! bulk flow whose echo is checked byte for byte.
+//! bulk flow whose echo is checked byte for byte, and the echo service behind them.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -89,4 +89,31 @@ pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyho
     // On a timeout the writer may still be blocked on a stalled flow: stop it.
     abort.abort();
     outcome.map_err(|_| anyhow::anyhow!("the bulk flow did not finish within {within:?}"))?
+}
+
+/// An echo service on a free loopback port: every byte back, per connection, then a
+/// finish once the client finished. The checked transfers run against it.
+pub async fn echo_service() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Ok((addr, task))
 }

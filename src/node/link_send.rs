@@ -45,11 +45,6 @@ impl LinkTurns {
     fn lock(&self) -> MutexGuard<'_, Turns> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Writers queued for a turn now.
-    pub fn queued(&self) -> usize {
-        self.lock().ready.len()
-    }
 }
 
 /// The queue: pure bookkeeping, no I/O (so it is tested on its own).
@@ -236,11 +231,7 @@ impl LinkSend {
     /// Writes a stream's first bytes (all of `chunks`) ahead of the link's flow data.
     pub async fn write_first(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
         let _ = self.stream.set_priority(OPENING_PRIORITY);
-        let mut rest: &mut [Bytes] = chunks;
-        while rest.iter().any(|c| !c.is_empty()) {
-            let written = self.write_turn(rest, true).await?;
-            rest = &mut rest[written.chunks..];
-        }
+        self.write_all_turns(chunks, true).await?;
         // What is already queued keeps its place; later data queues as flow data.
         let _ = self.stream.set_priority(0);
         Ok(())
@@ -259,9 +250,14 @@ impl LinkSend {
     /// Writes `chunks` as flow data in as few turns as quinn allows (for small framed
     /// writes whose parts belong together; large data goes through [`Self::write_data`]).
     pub async fn write_data_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+        self.write_all_turns(chunks, false).await
+    }
+
+    /// Writes all of `chunks`, a turn at a time.
+    async fn write_all_turns(&mut self, chunks: &mut [Bytes], opening: bool) -> Result<(), WriteError> {
         let mut rest: &mut [Bytes] = chunks;
         while rest.iter().any(|c| !c.is_empty()) {
-            let written = self.write_turn(rest, false).await?;
+            let written = self.write_turn(rest, opening).await?;
             rest = &mut rest[written.chunks..];
         }
         Ok(())

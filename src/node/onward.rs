@@ -37,25 +37,18 @@ pub async fn open_stream(
     header: &FlowHeader,
     leading: Bytes,
 ) -> Result<(LinkSend, RecvStream), OpenError> {
-    let limit = shared.config.limits.connect_timeout;
-    match tokio::time::timeout(limit, open_within(shared, next, header, leading)).await {
-        Ok(r) => r,
-        Err(_) => Err(OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time"))),
-    }
-}
-
-async fn open_within(
-    shared: &Shared,
-    next: &str,
-    header: &FlowHeader,
-    leading: Bytes,
-) -> Result<(LinkSend, RecvStream), OpenError> {
     let no_link =
         |e: String| OpenError::here(RefuseReason::NoRoute, format!("no link to next hop `{next}`: {e}"));
+    let late = || OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time"));
+    // One deadline for all of it; the write has its own timeout (not an outer one) so a
+    // stream that runs out of time is reset, never dropped (which would finish it).
     let limit = shared.config.limits.connect_timeout;
     let deadline = tokio::time::Instant::now() + limit;
     let link = shared.pool.connection(next, limit).await.map_err(|e| no_link(e.to_string()))?;
-    let (send, mut recv) = link.conn.open_bi().await.map_err(|e| no_link(e.to_string()))?;
+    let (send, mut recv) = match tokio::time::timeout_at(deadline, link.conn.open_bi()).await {
+        Ok(opened) => opened.map_err(|e| no_link(e.to_string()))?,
+        Err(_) => return Err(late()),
+    };
     let mut send = LinkSend::new(send, link.turns);
     let encoded = match wire::encode_header(header) {
         Ok(e) => e,
@@ -74,7 +67,10 @@ async fn open_within(
         Ok(Ok(())) => Ok((send, recv)),
         Ok(Err(WriteError::Stopped(code))) if code == codes::REFUSED => {
             // The next node refused before reading our header: pass its reason on.
-            Err(relayed_refusal(&mut recv, next).await)
+            match tokio::time::timeout_at(deadline, relayed_refusal(&mut recv, next)).await {
+                Ok(refusal) => Err(refusal),
+                Err(_) => Err(late()),
+            }
         }
         Ok(Err(e)) => {
             let _ = send.reset(codes::PEER_RESET);
@@ -84,7 +80,7 @@ async fn open_within(
             // Reset, not finish (which dropping the stream would do): the next node must
             // not take a cut header for a stream that ended.
             let _ = send.reset(codes::PEER_RESET);
-            Err(OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time")))
+            Err(late())
         }
     }
 }
