@@ -181,6 +181,48 @@ pub struct RouteConfig {
     pub multipath: bool,
 }
 
+/// A link's congestion controller (`mesh.congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// The mesh's own model-based controller: paced at the measured bottleneck bandwidth,
+    /// in-flight bounded near the bandwidth-delay product, random loss not read as
+    /// congestion (`model`).
+    #[default]
+    Model,
+    /// quinn's BBR (`bbr`).
+    Bbr,
+    /// quinn's CUBIC (`cubic`).
+    Cubic,
+    /// quinn's NewReno (`newreno`).
+    NewReno,
+}
+
+impl Congestion {
+    /// Every accepted name, for messages and completions.
+    pub const NAMES: &'static [&'static str] = &["model", "bbr", "cubic", "newreno"];
+
+    /// The controller named `name` in a config.
+    pub fn from_name(name: &str) -> Option<Congestion> {
+        match name {
+            "model" => Some(Congestion::Model),
+            "bbr" => Some(Congestion::Bbr),
+            "cubic" => Some(Congestion::Cubic),
+            "newreno" => Some(Congestion::NewReno),
+            _ => None,
+        }
+    }
+
+    /// The name a config uses for this controller.
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Model => "model",
+            Congestion::Bbr => "bbr",
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+        }
+    }
+}
+
 /// How a route selects connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -221,6 +263,8 @@ pub struct MeshConfig {
     pub send_window: u64,
     /// UDP socket send and receive buffer size, in bytes.
     pub udp_buffer: usize,
+    /// Congestion controller of every peer link.
+    pub congestion: Congestion,
     /// Whether this node relays flows for others (it always accepts flows that exit here).
     pub relay: bool,
 }

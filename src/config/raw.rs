@@ -217,6 +217,8 @@ pub(crate) struct RawMesh {
     pub(crate) send_window: Option<u64>,
     /// `udp_buffer`.
     pub(crate) udp_buffer: Option<u64>,
+    /// `congestion`.
+    pub(crate) congestion: Option<String>,
     /// `relay`.
     pub(crate) relay: Option<bool>,
 }

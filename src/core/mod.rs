@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod config_diff;
+pub mod congestion;
 pub mod control;
 pub mod enroll;
 pub mod hysteresis;

@@ -20,7 +20,8 @@ pub fn transport_config(mesh: &MeshConfig, limits: &Limits) -> TransportConfig {
         .receive_window(window(mesh.connection_window))
         .send_window(mesh.send_window)
         .keep_alive_interval(Some(mesh.keepalive_interval))
-        .max_idle_timeout(mesh.link_idle_timeout.try_into().ok());
+        .max_idle_timeout(mesh.link_idle_timeout.try_into().ok())
+        .congestion_controller_factory(super::congestion::factory(mesh.congestion));
     t
 }
 

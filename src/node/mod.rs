@@ -5,6 +5,7 @@
 //! [`FlowGuard`], which holds a permit of the node's flow semaphore: the number of flows
 //! is bounded, and shutdown waits for the permits to come back.
 
+pub mod congestion;
 pub mod endpoint;
 pub mod exit;
 pub mod flow_registry;

@@ -1,8 +1,15 @@
 //! The `mesh` and `limits` sections: addresses, certificate files, timers, windows.
 
 use super::*;
-use crate::config::{Limits, MeshConfig};
+use crate::config::{Congestion, Limits, MeshConfig};
 use crate::core::policy::ExitPolicy;
+
+fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
+    let Some(name) = name else { return Ok(Congestion::default()) };
+    Congestion::from_name(name).ok_or_else(|| {
+        format!("unknown congestion controller `{name}` (expected one of: {})", Congestion::NAMES.join(", "))
+    })
+}
 
 impl Checker<'_> {
     pub(super) fn mesh(&mut self, raw: &raw::RawMesh, base: &Path) -> Option<MeshConfig> {
@@ -15,6 +22,7 @@ impl Checker<'_> {
             self.required("mesh.data_dir", Some(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)));
         let timers = self.mesh_timers(raw);
         let windows = self.mesh_windows(raw);
+        let congestion = self.check("mesh.congestion", parse_congestion(raw.congestion.as_deref()));
         let (keepalive_interval, link_idle_timeout, redial_min, redial_max) = timers?;
         let (stream_window, connection_window, send_window, udp_buffer) = windows?;
         Some(MeshConfig {
@@ -32,6 +40,7 @@ impl Checker<'_> {
             connection_window,
             send_window,
             udp_buffer,
+            congestion: congestion?,
             relay: raw.relay.unwrap_or(true),
         })
     }

@@ -70,6 +70,7 @@ fn a_valid_config_gets_every_default() {
     assert_eq!(config.mesh.redial_max, Duration::from_secs(30));
     assert_eq!((config.mesh.stream_window, config.mesh.connection_window), (4 * MIB, 16 * MIB));
     assert_eq!((config.mesh.send_window, config.mesh.udp_buffer), (16 * MIB, 4 << 20));
+    assert_eq!(config.mesh.congestion, crate::config::Congestion::Model);
     assert_eq!(config.limits.max_header_bytes, Limits::default().max_header_bytes);
     assert!(config.scheduler.is_none());
     assert_eq!(config.peers[0].transport, PeerTransport::Quic);
@@ -403,4 +404,19 @@ fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
     for bad in ["a", ":80", "a:", "a:0", "a:65536", "[::1]80", "[zz]:80", "-a:1", "a..b:1", "1.2.3.4.5:80"] {
         assert!(check_host_port(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn an_unknown_congestion_controller_is_named_with_the_choices() {
+    let errors =
+        errors(&with("ca: certs/ca-cert.placeholder", "ca: certs/ca-cert.placeholder\n  congestion: vegas"));
+    assert_has(
+        &errors,
+        "mesh.congestion",
+        "unknown congestion controller `vegas` (expected one of: model, bbr",
+    );
+    let config =
+        run(&with("ca: certs/ca-cert.placeholder", "ca: certs/ca-cert.placeholder\n  congestion: cubic"))
+            .expect("cubic is a controller");
+    assert_eq!(config.mesh.congestion, crate::config::Congestion::Cubic);
 }
