@@ -134,7 +134,8 @@ async fn an_oversized_head_is_refused_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_silent_client_is_dropped_at_the_deadline_without_blocking_others() {
-    let deadline = Duration::from_secs(1);
+    // Long enough that serving one request on a loaded machine stays well inside it.
+    let deadline = Duration::from_secs(3);
     let server = start(None, ServeOptions { head_timeout: deadline, ..ServeOptions::default() }).await;
     let started = Instant::now();
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");

@@ -28,6 +28,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::{Buf, Bytes};
 use quinn::{SendStream, WriteError, Written};
 
+use crate::node::flow_timer::Activity;
+use crate::node::link_delivery::LinkDelivery;
+
 /// Largest slice of flow data in one write to quinn.
 const SLICE: usize = 64 * 1024;
 /// Send priority of an opening (flow data runs at 0).
@@ -35,13 +38,25 @@ const OPENING_PRIORITY: i32 = 1;
 /// The tag of an opening: ahead of all flow data.
 const OPENING_TAG: u64 = 0;
 
-/// One link's (one QUIC connection's) queue of writers.
-#[derive(Debug, Default)]
+/// One link's (one QUIC connection's) queue of writers, and its delivery clock.
+#[derive(Debug)]
 pub struct LinkTurns {
     state: Mutex<Turns>,
+    /// When the link last acknowledged packets: the progress of bytes already queued.
+    delivery: Arc<LinkDelivery>,
 }
 
 impl LinkTurns {
+    /// The queue of the link `conn`.
+    pub fn new(conn: &quinn::Connection) -> Self {
+        Self::with_delivery(Arc::new(LinkDelivery::of_connection(conn.clone())))
+    }
+
+    /// A queue whose link delivers as `delivery` says.
+    pub fn with_delivery(delivery: Arc<LinkDelivery>) -> Self {
+        Self { state: Mutex::new(Turns::default()), delivery }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Turns> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -238,12 +253,41 @@ impl LinkSend {
     }
 
     /// Writes flow data, a slice per turn.
-    pub async fn write_data(&mut self, mut data: Bytes) -> Result<(), WriteError> {
+    pub async fn write_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.write_data_moving(data, None).await
+    }
+
+    /// Writes flow data, a slice per turn, and records every slice quinn takes as progress
+    /// of `activity`: quinn takes bytes only when the far end granted credit or the link
+    /// acknowledged earlier bytes, so a write that goes in is delivery, even when it had to
+    /// wait a long time for room.
+    pub async fn write_data_moving(
+        &mut self,
+        mut data: Bytes,
+        activity: Option<&Activity>,
+    ) -> Result<(), WriteError> {
         while !data.is_empty() {
             let mut slice = [data.slice(..data.len().min(SLICE))];
             let written = self.write_turn(&mut slice, false).await?;
             data.advance(written.bytes);
+            if let Some(a) = activity {
+                a.touch();
+            }
         }
+        Ok(())
+    }
+
+    /// Finishes the stream and hands its delivery to `activity`: until the far end has
+    /// acknowledged every byte, the link's acknowledgements count as the flow's progress.
+    pub fn finish_delivering(&mut self, activity: &Activity) -> Result<(), quinn::ClosedStream> {
+        self.stream.finish()?;
+        let stopped = self.stream.stopped();
+        activity.delivering(
+            async move {
+                let _ = stopped.await;
+            },
+            self.link.delivery.clone(),
+        );
         Ok(())
     }
 

@@ -44,7 +44,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
             match dial(&shared, &peer, &address).await {
                 Ok(conn) => {
                     info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
-                    let turns = Arc::new(LinkTurns::default());
+                    let turns = Arc::new(LinkTurns::new(&conn));
                     if shared.pool.install(&peer, conn.clone(), turns.clone(), Initiator::Local)
                         && !revoked_since(&shared, &conn)
                     {
@@ -156,7 +156,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 }
             };
             info!(peer = %id, %remote, "link up (accepted)");
-            let turns = Arc::new(LinkTurns::default());
+            let turns = Arc::new(LinkTurns::new(&conn));
             if shared.pool.install(&id, conn.clone(), turns.clone(), Initiator::Remote)
                 && !revoked_since(&shared, &conn)
             {

@@ -13,6 +13,7 @@ pub mod flow_timer;
 pub mod identity;
 pub mod inbound;
 pub mod instruction_store;
+pub mod link_delivery;
 pub mod link_send;
 pub mod links;
 pub mod listener;

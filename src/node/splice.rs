@@ -8,12 +8,17 @@
 //!   `LinkSend` cleanly, so the streams are owned here, outside the copy futures, and
 //!   reset explicitly after those futures are dropped: a cut flow never looks complete.
 //! - A completed flow is held until the peer acknowledged all its bytes, so a shutdown
-//!   that closes the link right after cannot drop its tail.
+//!   that closes the link right after cannot drop its tail; it waits as long as the link
+//!   keeps delivering, and gives up after a limit without progress.
+//! - Timeouts count progress anywhere on the path this node can see (see
+//!   [`crate::node::flow_timer`]): bytes read and written here, taken by QUIC, and a
+//!   finished stream's bytes still being acknowledged.
 //! - Memory is bounded per flow: each direction holds at most one chunk (256 KiB) of its
 //!   own, and buffers are only allocated while a socket is readable, so an idle flow holds
 //!   none. Backpressure is the QUIC stream window on one side and the TCP socket buffer on
 //!   the other: a slow reader stops this loop from reading more.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,10 +162,12 @@ pub async fn splice(
         }
     };
     let end = match end {
-        FlowEnd::Completed => match acknowledged(&mut send, timeouts, force.clone()).await {
-            Some(code) => FlowEnd::PeerReset(code),
-            None => FlowEnd::Completed,
-        },
+        FlowEnd::Completed => {
+            match acknowledged(stop_code(&send), &activity, timeouts, force.clone()).await {
+                Some(code) => FlowEnd::PeerReset(code),
+                None => FlowEnd::Completed,
+            }
+        }
         other => other,
     };
     if let Some(route) = route {
@@ -174,19 +181,33 @@ pub async fn splice(
     end
 }
 
-/// Waits (bounded) until the peer acknowledged all of a finished stream; returns the stop
-/// code when the peer stopped it instead, which means bytes were not all delivered.
+/// Waits until the peer acknowledged all of a finished flow's streams (`stopped`, see
+/// [`stop_code`]); returns the stop code when the peer stopped one instead, which means
+/// bytes were not all delivered. The wait lasts while the flow makes progress (the
+/// streams were handed to `activity` at their finish, so a link that keeps acknowledging
+/// keeps it going), and ends after the flow's limit without any.
 pub(crate) async fn acknowledged(
-    send: &mut LinkSend,
+    stopped: impl Future<Output = Option<u64>>,
+    activity: &Activity,
     timeouts: FlowTimeouts,
     mut force: watch::Receiver<bool>,
 ) -> Option<u64> {
     tokio::select! {
-        r = tokio::time::timeout(timeouts.half_closed, send.stopped()) => match r {
-            Ok(Ok(Some(code))) => Some(code.into_inner()),
-            _ => None,
-        },
+        code = stopped => code,
+        _ = activity.watchdog(&timeouts) => None,
         _ = crate::node::wait_true(&mut force) => None,
+    }
+}
+
+/// Completes when the peer acknowledged all of finished `send` (`None`, also when the link
+/// is gone) or stopped it (its code).
+pub(crate) fn stop_code(send: &LinkSend) -> impl Future<Output = Option<u64>> + Send + 'static {
+    let stopped = send.stopped();
+    async move {
+        match stopped.await {
+            Ok(Some(code)) => Some(code.into_inner()),
+            _ => None,
+        }
     }
 }
 
@@ -216,7 +237,7 @@ async fn tcp_to_stream(
             match tcp.try_read_buf(&mut buf) {
                 Ok(0) => {
                     activity.half_close();
-                    send.finish().map_err(|_| FlowEnd::PeerReset(0))?;
+                    send.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0))?;
                     return Ok(());
                 }
                 Ok(n) => {
@@ -229,7 +250,7 @@ async fn tcp_to_stream(
                     } else {
                         buf.split().freeze()
                     };
-                    match send.write_data(chunk).await {
+                    match send.write_data_moving(chunk, Some(activity)).await {
                         Ok(()) => {}
                         // A refusing node stops our upload and then sends its reply: stop
                         // sending and let the other direction read why (bounded by the

@@ -15,7 +15,7 @@ use quinn::{RecvStream, VarInt, WriteError};
 
 use crate::node::flow_timer::Activity;
 use crate::node::link_send::LinkSend;
-use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, write_error};
+use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
@@ -55,15 +55,18 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
         // Hold the flow until both neighbours acknowledged everything (see splice.rs); a
         // neighbour that stopped a finished stream instead did not get all of it.
         FlowEnd::Completed => {
-            let (back_stop, ahead_stop) = tokio::join!(
-                acknowledged(&mut back.send, timeouts, force.clone()),
-                acknowledged(&mut ahead.send, timeouts, force.clone()),
-            );
-            back_stop.or(ahead_stop).map_or(FlowEnd::Completed, FlowEnd::PeerReset)
+            let (back_stop, ahead_stop) = (stop_code(&back.send), stop_code(&ahead.send));
+            let both = async {
+                let (back_stop, ahead_stop) = tokio::join!(back_stop, ahead_stop);
+                back_stop.or(ahead_stop)
+            };
+            acknowledged(both, &activity, timeouts, force.clone())
+                .await
+                .map_or(FlowEnd::Completed, FlowEnd::PeerReset)
         }
         // The refusal travelled back on a finished stream: let it be delivered.
         FlowEnd::RefusedAhead => {
-            let _ = acknowledged(&mut back.send, timeouts, force.clone()).await;
+            let _ = acknowledged(stop_code(&back.send), &activity, timeouts, force.clone()).await;
             FlowEnd::RefusedAhead
         }
         other => other,
@@ -120,11 +123,11 @@ async fn copy(
                     let mut rest = chunk.bytes;
                     let reply = rest.split_to(rest.len().min(REPLY_MAX));
                     match to.write_first(&mut [reply]).await {
-                        Ok(()) => to.write_data(rest).await,
+                        Ok(()) => to.write_data_moving(rest, Some(activity)).await,
                         Err(e) => Err(e),
                     }
                 } else {
-                    to.write_data(chunk.bytes).await
+                    to.write_data_moving(chunk.bytes, Some(activity)).await
                 };
                 match written {
                     Ok(()) => {
@@ -140,7 +143,9 @@ async fn copy(
             }
             Ok(None) => {
                 activity.half_close();
-                return to.finish().map_err(|_| FlowEnd::PeerReset(codes::PEER_RESET.into_inner()));
+                return to
+                    .finish_delivering(activity)
+                    .map_err(|_| FlowEnd::PeerReset(codes::PEER_RESET.into_inner()));
             }
             Err(e) => return Err(read_error(e)),
         }

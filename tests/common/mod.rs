@@ -552,16 +552,33 @@ pub async fn pair_through_emulator(
     profile: proxy::emulator::LinkProfile,
     a_limits: &[&str],
 ) -> (Node, Node, proxy::emulator::LinkEmulator) {
+    let a_limits: Vec<String> = a_limits.iter().map(|l| l.to_string()).collect();
+    pair_through_emulator_tuned(mesh, target, profile, |spec| {
+        if spec.id == "a" {
+            spec.limits = a_limits.clone();
+        }
+    })
+    .await
+}
+
+/// As [`pair_through_emulator`], with `tune` applied to both nodes' specs (`b` first).
+pub async fn pair_through_emulator_tuned(
+    mesh: &Mesh,
+    target: SocketAddr,
+    profile: proxy::emulator::LinkProfile,
+    tune: impl Fn(&mut NodeSpec<'_>),
+) -> (Node, Node, proxy::emulator::LinkEmulator) {
     let mut b = NodeSpec::new("b");
     b.peers = vec![("a", String::new())];
     b.allow = vec!["127.0.0.1/32".into()];
+    tune(&mut b);
     let b = b.start(mesh).await;
     let emu = proxy::emulator::LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
     emu.set_both(profile);
     let mut a = NodeSpec::new("a");
     a.peers = vec![("b", emu.addr().to_string())];
     a.routes = vec![("in", target.to_string(), Some("b"))];
-    a.limits = a_limits.iter().map(|l| l.to_string()).collect();
+    tune(&mut a);
     let a = a.start(mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b through the emulator");
     (a, b, emu)

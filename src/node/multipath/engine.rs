@@ -67,14 +67,14 @@ pub(crate) async fn run(
     let counters = env.counters.clone();
     counters.multipath_flows.fetch_add(1, Ordering::Relaxed);
     tcp_io::arm_reset_on_drop(&tcp);
-    let (core, mut events) = FlowCore::new(counters.clone());
+    let (core, mut events) = FlowCore::new(counters.clone(), env.bytes.clone());
     let mut flow = Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new() };
     flow.add(first);
-    let activity = Activity::counting(env.bytes.clone());
+    let activity = &core.activity;
     let mut force = env.force.clone();
     let end = {
-        let up = tcp_to_subflows(&core, &tcp, &activity, &counters);
-        let down = subflows_to_tcp(&core, &tcp, &activity, &counters);
+        let up = tcp_to_subflows(&core, &tcp, activity, &counters);
+        let down = subflows_to_tcp(&core, &tcp, activity, &counters);
         tokio::pin!(up, down);
         let (mut up_done, mut down_done, mut peer_finished, mut primary_open) = (false, false, false, false);
         let mut pathless_since: Option<Instant> = None;

@@ -37,6 +37,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::core::subflow_frame::{Frame, FrameDecoder};
 use crate::core::wire::RefuseReason;
 use crate::node::FlowGuard;
+use crate::node::flow_timer::Activity;
 use crate::node::link_send::LinkSend;
 use crate::node::stats::Counters;
 use state::State;
@@ -113,10 +114,13 @@ pub(crate) struct FlowCore {
     counters: Arc<Counters>,
     /// Code a subflow half is reset with when dropped unfinished.
     fail_code: AtomicU64,
+    /// The flow's progress, for its idle and half-closed timeouts: bytes moved on its TCP
+    /// socket, and the far end acknowledging that it wrote more of our bytes to its own.
+    activity: Activity,
 }
 
 impl FlowCore {
-    fn new(counters: Arc<Counters>) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+    fn new(counters: Arc<Counters>, bytes: Arc<AtomicU64>) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
         let core = Self {
             state: Mutex::new(State::new()),
@@ -125,6 +129,7 @@ impl FlowCore {
             events,
             counters,
             fail_code: AtomicU64::new(PATH_LOST.into_inner()),
+            activity: Activity::counting(bytes),
         };
         (Arc::new(core), rx)
     }
@@ -151,6 +156,7 @@ impl FlowCore {
         let mut st = self.lock();
         let (mut in_order, mut acked, mut fin) = (false, false, false);
         let delivered_before = st.out_delivered();
+        let peer_delivered_before = st.peer_delivered;
         if let Some(sub) = st.subs.get_mut(slot)
             && decoder.buffered() > 0
         {
@@ -177,7 +183,13 @@ impl FlowCore {
         }
         self.counters.multipath_reorder_peak.fetch_max(st.recv.held() as u64, Ordering::Relaxed);
         let newly_delivered = !delivered_before && st.out_delivered();
+        // The far end wrote more of our bytes to its socket: the flow is being delivered,
+        // even while nothing moves on our own socket (a finished upload crossing a slow path).
+        let peer_progress = st.peer_delivered > peer_delivered_before;
         drop(st);
+        if peer_progress {
+            self.activity.touch();
+        }
         if in_order {
             self.data.notify_one();
         }
