@@ -50,12 +50,15 @@ impl MaxOverRounds {
 pub struct MinRtt {
     value: Option<Duration>,
     stamp: Instant,
+    /// The smallest sample since `stamp`: what the path shows now, should the estimate
+    /// expire.
+    recent: Option<Duration>,
 }
 
 impl MinRtt {
     /// No sample yet.
     pub fn new(now: Instant) -> Self {
-        Self { value: None, stamp: now }
+        Self { value: None, stamp: now, recent: None }
     }
 
     /// The estimate, if any sample was taken.
@@ -68,18 +71,35 @@ impl MinRtt {
         if self.value.is_none_or(|v| sample <= v) {
             self.value = Some(sample);
             self.stamp = now;
+            self.recent = None;
+        } else {
+            self.recent = Some(self.recent.map_or(sample, |r| r.min(sample)));
         }
     }
 
-    /// Whether the estimate went unconfirmed for longer than `window`.
-    pub fn expired(&self, now: Instant, window: Duration) -> bool {
-        now.saturating_duration_since(self.stamp) > window
+    /// Whether the estimate went unconfirmed for longer than `window`, or for longer than
+    /// `quick` while every sample since was more than twice as long: the path itself grew
+    /// longer (a route change under the link), and waiting the whole window would leave
+    /// the window sized for the old path.
+    pub fn expired(&self, now: Instant, window: Duration, quick: Duration) -> bool {
+        let age = now.saturating_duration_since(self.stamp);
+        let grew = match (self.value, self.recent) {
+            (Some(v), Some(r)) => r > v * 2 + Duration::from_millis(2),
+            _ => false,
+        };
+        age > window || (grew && age > quick)
     }
 
     /// Replaces the estimate (after a probe measured the path afresh).
     pub fn set(&mut self, now: Instant, value: Duration) {
         self.value = Some(value);
         self.stamp = now;
+        self.recent = None;
+    }
+
+    /// The smallest sample since the estimate was last confirmed.
+    pub fn recent(&self) -> Option<Duration> {
+        self.recent
     }
 }
 
@@ -108,7 +128,20 @@ mod tests {
         m.update(t0, Duration::from_millis(80));
         m.update(t0 + Duration::from_secs(5), Duration::from_millis(90));
         assert_eq!(m.get(), Some(Duration::from_millis(80)));
-        assert!(!m.expired(t0 + Duration::from_secs(9), Duration::from_secs(10)));
-        assert!(m.expired(t0 + Duration::from_secs(11), Duration::from_secs(10)));
+        let (window, quick) = (Duration::from_secs(10), Duration::from_secs(1));
+        assert!(!m.expired(t0 + Duration::from_secs(9), window, quick));
+        assert!(m.expired(t0 + Duration::from_secs(11), window, quick));
+        assert_eq!(m.recent(), Some(Duration::from_millis(90)));
+    }
+
+    #[test]
+    fn a_path_that_grew_longer_expires_the_min_rtt_early() {
+        let t0 = Instant::now();
+        let mut m = MinRtt::new(t0);
+        let (window, quick) = (Duration::from_secs(10), Duration::from_secs(1));
+        m.update(t0, Duration::from_micros(50));
+        m.update(t0 + Duration::from_millis(500), Duration::from_millis(80));
+        assert!(!m.expired(t0 + Duration::from_millis(900), window, quick));
+        assert!(m.expired(t0 + Duration::from_millis(1100), window, quick));
     }
 }

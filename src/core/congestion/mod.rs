@@ -21,7 +21,8 @@
 //!   phase probes for more bandwidth, the next drains what the probe queued, six cruise;
 //! - **probe RTT**: when a busy link has not confirmed its min RTT for [`MIN_RTT_WINDOW`],
 //!   the window drops to half a BDP for [`PROBE_RTT_TIME`] so the queue empties and the
-//!   true round trip shows again.
+//!   true round trip shows again (an idle link takes the smallest round trip it saw lately
+//!   instead: it builds no queue of its own).
 //!
 //! Loss: random loss does not shrink the window. A round that loses more than
 //! [`LOSS_THRESHOLD`] of what it sent (well above random loss on a usable path) means the
@@ -44,6 +45,8 @@ use filter::{MaxOverRounds, MinRtt};
 pub const BW_ROUNDS: usize = 10;
 /// How long a min-RTT estimate holds without being confirmed.
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How soon a min RTT expires when every round trip since was more than twice as long.
+pub const MIN_RTT_QUICK_EXPIRY: Duration = Duration::from_secs(1);
 /// How long probe RTT holds the window low.
 pub const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// Startup's cap on the window, in BDPs (2/ln 2, the gain that doubles delivery each round).
@@ -222,15 +225,34 @@ impl PathModel {
         self.loss.lost += lost_bytes;
         if persistent {
             // The path is not the one measured: learn it again, from a small window.
-            self.bandwidth.reset();
-            self.delivery.forget();
-            self.full_bw = 0;
-            self.full_bw_rounds = 0;
-            self.loss_cap = None;
-            self.phase = Phase::Startup;
+            self.restart();
             self.window = MIN_PACKETS * self.mtu;
             self.min_rtt = MinRtt::new(now);
         }
+    }
+
+    /// Takes `rtt`, measured afresh, as the propagation round trip; when it more than
+    /// doubled, the path changed and the model starts over.
+    fn adopt_min_rtt(&mut self, now: Instant, rtt: Duration) {
+        let grew = self.min_rtt().is_some_and(|before| rtt > before * 2 + Duration::from_millis(2));
+        self.min_rtt.set(now, rtt);
+        if grew {
+            self.restart();
+        }
+    }
+
+    /// Forgets the bandwidth and starts finding it again: the path changed (its round trip
+    /// more than doubled, or everything in flight was lost), so what was measured on the
+    /// old one says nothing. Startup finds the new rate in a few round trips, where cruise
+    /// would take a probe cycle per 25%.
+    fn restart(&mut self) {
+        self.bandwidth.reset();
+        self.delivery.forget();
+        self.full_bw = 0;
+        self.full_bw_rounds = 0;
+        self.loss_cap = None;
+        self.phase = Phase::Startup;
+        self.window = self.window.max(self.initial_window());
     }
 
     /// The path's datagram size changed.
@@ -287,8 +309,13 @@ impl PathModel {
                 }
             }
             Phase::Cruise { index, since } => {
-                if !self.app_limited && self.min_rtt.expired(now, MIN_RTT_WINDOW) {
-                    self.phase = Phase::ProbeRtt { until: None, seen: None };
+                if self.min_rtt.expired(now, MIN_RTT_WINDOW, MIN_RTT_QUICK_EXPIRY) {
+                    match self.min_rtt.recent() {
+                        // An idle link queues nothing of its own: what it saw lately is the
+                        // path (a route that grew longer under the link shows here).
+                        Some(recent) if self.app_limited => self.adopt_min_rtt(now, recent),
+                        _ => self.phase = Phase::ProbeRtt { until: None, seen: None },
+                    }
                 } else if now.saturating_duration_since(since) >= min_rtt {
                     let next = (index + 1) % CYCLE.len();
                     if next == 0 {
@@ -304,10 +331,10 @@ impl PathModel {
                     self.phase = Phase::ProbeRtt { until: Some(now + hold), seen };
                 }
                 Some(until) if now >= until => {
-                    if let Some(seen) = seen {
-                        self.min_rtt.set(now, seen);
-                    }
                     self.phase = Phase::Cruise { index: 2, since: now };
+                    if let Some(seen) = seen {
+                        self.adopt_min_rtt(now, seen);
+                    }
                 }
                 _ => {}
             },
