@@ -1,0 +1,155 @@
+//! Section 2: round trip x loss x rate. Per case, on fresh paths with the same loss seed:
+//! the path's ceiling (fixed window), one mesh flow per congestion variant, and bare quinn
+//! Cubic and BBR with the mesh's windows.
+
+use anyhow::Result;
+
+use crate::Ctx;
+use crate::bare::{Cc, fixed_window, run_once};
+use crate::ceiling::limited;
+use crate::mesh::Pair;
+use crate::net::Wan;
+use crate::opts::GridRate;
+use crate::report::{Run, Table, pct, ratio};
+
+/// The detail table: one row per run.
+fn detail_table() -> Table {
+    Table::new(&[
+        ("case", 18),
+        ("run", 18),
+        ("Mbit/s", 10),
+        ("of link", 7),
+        ("of ceil", 7),
+        ("resent MiB (%)", 15),
+        ("queue ms avg/max", 16),
+        ("secs", 5),
+    ])
+}
+
+fn detail_row(t: &Table, case: &str, label: &str, run: &Run, wan: Wan, ceiling: f64) {
+    let link = wan.mbit.unwrap_or(1) as f64;
+    t.row(&[
+        case.into(),
+        label.into(),
+        run.rate_cell(),
+        pct(run.mbit() / link),
+        pct(run.mbit() / ceiling),
+        run.resent_cell(),
+        run.queue_cell(),
+        format!("{:.1}", run.t.elapsed.as_secs_f64()),
+    ]);
+}
+
+/// What the summary keeps of one case.
+struct Summary {
+    case: String,
+    mesh: Vec<(String, f64, String)>,
+    ceiling: f64,
+    cubic: Option<f64>,
+    bbr: Option<f64>,
+    link: f64,
+    window_cap: f64,
+}
+
+/// The cases, rates resolved.
+fn cases(ctx: &Ctx) -> Vec<Wan> {
+    let mut out = Vec::new();
+    for &rate in &ctx.opts.rates {
+        let mbit = match rate {
+            GridRate::Fixed(m) => m,
+            GridRate::Top => ctx.top,
+        };
+        for &rtt in &ctx.opts.rtts_ms {
+            for &loss in &ctx.opts.losses_pct {
+                out.push(Wan::new(rtt, loss, mbit));
+            }
+        }
+    }
+    out
+}
+
+/// Runs one case, printing its rows.
+async fn case(ctx: &Ctx, t: &Table, wan: Wan) -> Result<Summary> {
+    let mbit = wan.mbit.unwrap_or(0);
+    let len = ctx.opts.bulk_len(mbit);
+    let star = if limited(ctx, mbit) { "*" } else { "" };
+    let name = format!("{}{star}", wan.label());
+    let ceiling = run_once(ctx, Cc::Fixed(fixed_window(wan)), Some(wan), len).await?;
+    detail_row(t, &name, "ceiling (fixed)", &ceiling, wan, ceiling.mbit());
+    let mut mesh = Vec::new();
+    for cc in ctx.opts.mesh_variants() {
+        let pair = Pair::start(ctx, cc.as_deref(), wan, &[]).await?;
+        let run = pair.upload(len, ctx.opts.timeout).await;
+        pair.close();
+        let run = run?;
+        let label = format!("mesh {}", cc.as_deref().unwrap_or("(default)"));
+        detail_row(t, &name, &label, &run, wan, ceiling.mbit());
+        mesh.push((label, run.mbit(), run.queue_cell()));
+    }
+    let (name_ref, ceiling_mbit) = (&name, ceiling.mbit());
+    let bare = |cc: Cc| async move {
+        let run = run_once(ctx, cc, Some(wan), len).await?;
+        detail_row(t, name_ref, &cc.label(), &run, wan, ceiling_mbit);
+        anyhow::Ok(run.mbit())
+    };
+    let want = |n: &str| ctx.opts.bare.iter().any(|b| b == n);
+    let cubic = if want("cubic") { Some(bare(Cc::Cubic).await?) } else { None };
+    let bbr = if want("bbr") { Some(bare(Cc::Bbr).await?) } else { None };
+    let w = &ctx.mesh_cfg.mesh;
+    let window_cap =
+        w.stream_window.min(w.connection_window) as f64 * 8.0 / 1e6 / (wan.rtt_ms as f64 / 1000.0);
+    Ok(Summary { case: name, mesh, ceiling: ceiling.mbit(), cubic, bbr, link: mbit as f64, window_cap })
+}
+
+fn summary(rows: &[Summary]) {
+    println!("\n  grid summary (mesh against the baselines of its own case)");
+    let t = Table::new(&[
+        ("case", 18),
+        ("mesh", 16),
+        ("of link", 7),
+        ("of ceil", 7),
+        ("vs cubic", 8),
+        ("vs bbr", 8),
+        ("queue ms", 9),
+        ("window cap Mbit/s", 17),
+    ]);
+    for s in rows {
+        for (label, m, q) in &s.mesh {
+            t.row(&[
+                s.case.clone(),
+                label.clone(),
+                pct(m / s.link),
+                pct(m / s.ceiling),
+                s.cubic.map_or("-".into(), |c| ratio(*m, c)),
+                s.bbr.map_or("-".into(), |b| ratio(*m, b)),
+                q.clone(),
+                format!("{:.0}", s.window_cap),
+            ]);
+        }
+    }
+}
+
+/// Runs the grid.
+pub async fn run(ctx: &mut Ctx) -> Result<()> {
+    let cases = cases(ctx);
+    println!(
+        "2. grid: {} cases; one flow per run, max(16 MiB, {} s at link rate), cut at {:.0} s; loss on both directions; bottleneck buffer {} BDP; * = above 80% of the emulator's ceiling",
+        cases.len(),
+        ctx.opts.secs_at_rate,
+        ctx.opts.timeout.as_secs_f64(),
+        ctx.opts.buffer_bdp
+    );
+    println!(
+        "   queue = smoothed RTT during the transfer above the configured RTT; window cap = min(stream, connection window) / RTT"
+    );
+    let t = detail_table();
+    let mut rows = Vec::new();
+    for wan in cases {
+        match case(ctx, &t, wan).await {
+            Ok(s) => rows.push(s),
+            Err(e) => t.row(&[wan.label(), format!("FAILED: {e:#}")]),
+        }
+    }
+    summary(&rows);
+    Ok(())
+}
