@@ -21,7 +21,7 @@
 //! `WAN_LOSSES` (%), `WAN_RATES` (Mbit/s or `top`), `WAN_MIB` (fixed transfer size),
 //! `WAN_SECS` (seconds at link rate per transfer, default 3), `WAN_TIMEOUT` (s per
 //! transfer, default 12), `WAN_TOP` (top rate), `WAN_MESH_CC` (`mesh.congestion` values),
-//! `WAN_MESH_EXTRA` (more `mesh:` keys), `WAN_BARE` (cubic,bbr), `WAN_BUFFER_BDP`,
+//! `WAN_MESH_EXTRA` (more `mesh:` keys), `WAN_BARE` (cubic,bbr; also model, newreno), `WAN_BUFFER_BDP`,
 //! `WAN_FAIR_SECS`. A quick run:
 //! `WAN_CASES=ceiling,grid WAN_RTTS=80 WAN_LOSSES=0.1 WAN_RATES=100 cargo bench --bench wan`.
 
@@ -93,6 +93,10 @@ impl Ctx {
         let yaml = common::yaml("a", "", &opts.mesh_keys(None));
         let mesh_cfg = proxy::config::parse(&yaml, &dir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let top = opts.top.unwrap_or(500);
+        let mut opts = opts;
+        if opts.mesh_cc.is_empty() {
+            opts.mesh_cc = vec![mesh_cfg.mesh.congestion.name().to_string()];
+        }
         Ok(Ctx { dir, opts, mesh_cfg, emu_ceiling: None, top })
     }
 }
@@ -114,11 +118,13 @@ async fn run(dir: PathBuf) -> Result<()> {
     let mut ctx = Ctx::new(dir, Opts::from_env()?)?;
     let w = &ctx.mesh_cfg.mesh;
     println!(
-        "wan bench: mesh windows stream {} KiB, connection {} KiB, send {} KiB; mesh keys `{}`; transfers cut at {:.0} s",
+        "wan bench: mesh windows stream {} KiB, connection {} KiB, send {} KiB; mesh keys `{}`; mesh congestion {}; bare quinn {}; transfers cut at {:.0} s",
         w.stream_window / 1024,
         w.connection_window / 1024,
         w.send_window / 1024,
         ctx.opts.mesh_keys(None),
+        ctx.opts.mesh_cc.join(", "),
+        ctx.opts.bare.join(", "),
         ctx.opts.timeout.as_secs_f64()
     );
     let all = Instant::now();

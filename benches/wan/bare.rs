@@ -9,9 +9,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use proxy::config::Congestion;
 use proxy::emulator::LinkEmulator;
 use proxy::tls::TlsIdentity;
-use quinn::congestion::{BbrConfig, Controller, ControllerFactory, CubicConfig};
+use quinn::congestion::{Controller, ControllerFactory};
 use quinn::{TransportConfig, VarInt};
 
 use crate::Ctx;
@@ -22,10 +23,8 @@ use crate::traffic::{hash_to_end, quic_upload, sampled, timed};
 /// The congestion controller of a bare run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cc {
-    /// quinn's Cubic (its default).
-    Cubic,
-    /// quinn's BBR.
-    Bbr,
+    /// A controller the mesh offers (`mesh.congestion`), on bare quinn.
+    Quinn(Congestion),
     /// A fixed window of this many bytes that ignores loss: what the path can carry.
     Fixed(u64),
 }
@@ -34,8 +33,7 @@ impl Cc {
     /// A row label.
     pub fn label(&self) -> String {
         match self {
-            Cc::Cubic => "quinn cubic".into(),
-            Cc::Bbr => "quinn bbr".into(),
+            Cc::Quinn(c) => format!("quinn {}", c.name()),
             Cc::Fixed(w) => format!("fixed {:.1} MiB", *w as f64 / 1048576.0),
         }
     }
@@ -85,8 +83,7 @@ impl ControllerFactory for FixedWindow {
 fn transport(mesh: &proxy::config::Config, cc: Cc) -> TransportConfig {
     let mut t = proxy::node::endpoint::transport_config(&mesh.mesh, &mesh.limits);
     match cc {
-        Cc::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
-        Cc::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+        Cc::Quinn(c) => t.congestion_controller_factory(proxy::node::congestion::factory(c)),
         Cc::Fixed(w) => {
             let window = (2 * w).max(16 << 20);
             let v = VarInt::from_u64(window).unwrap_or(VarInt::MAX);

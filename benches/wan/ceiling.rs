@@ -27,16 +27,22 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let unlimited = Wan::unlimited();
     let cc = Cc::Fixed(fixed_window(unlimited));
     println!("1. ceiling: {} MiB in one stream, no delay, loss or rate limit ({})", len >> 20, cc.label());
-    let t = Table::new(&[("path", 34), ("Mbit/s", 10), ("vs bare direct", 14)]);
+    let t = Table::new(&[("path", 40), ("Mbit/s", 10), ("vs bare direct", 14)]);
     let direct = run_once(ctx, cc, None, len).await?;
     t.row(&["bare quinn, loopback".into(), direct.rate_cell(), "1.00x".into()]);
     let emu = run_once(ctx, cc, Some(unlimited), len).await?;
     t.row(&["bare quinn, through the emulator".into(), emu.rate_cell(), ratio(emu.mbit(), direct.mbit())]);
-    let pair = Pair::start(ctx, None, unlimited, &[]).await?;
-    let mesh = pair.upload(len, ctx.opts.timeout).await;
-    pair.close();
-    let mesh = mesh?;
-    t.row(&["mesh a -> b, through the emulator".into(), mesh.rate_cell(), ratio(mesh.mbit(), direct.mbit())]);
+    for cc in ctx.opts.mesh_variants() {
+        let pair = Pair::start(ctx, &cc, unlimited, &[]).await?;
+        let mesh = pair.upload(len, ctx.opts.timeout).await;
+        pair.close();
+        let mesh = mesh?;
+        t.row(&[
+            format!("mesh {cc} a -> b, through the emulator"),
+            mesh.rate_cell(),
+            ratio(mesh.mbit(), direct.mbit()),
+        ]);
+    }
     ctx.emu_ceiling = Some(emu.mbit());
     if ctx.opts.top.is_none() {
         ctx.top = top_rate(emu.mbit());

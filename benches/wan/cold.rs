@@ -1,7 +1,8 @@
 //! Section 3: the same 8 MiB on a link just made and on the same link right after it
 //! carried traffic, against the path's ceiling (a fixed window needs no warming).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use proxy::config::Congestion;
 
 use crate::Ctx;
 use crate::bare::{Cc, fixed_window, run_once};
@@ -29,15 +30,16 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     };
     row("ceiling (fixed, fresh)".into(), &ceiling);
     for cc in ctx.opts.mesh_variants() {
-        let name = cc.as_deref().unwrap_or("(default)").to_string();
-        let pair = Pair::start(ctx, cc.as_deref(), WAN, &[]).await?;
+        let name = cc.clone();
+        let pair = Pair::start(ctx, &cc, WAN, &[]).await?;
         let cold = pair.upload(LEN, ctx.opts.timeout).await;
         let warm = pair.upload(LEN, ctx.opts.timeout).await;
         pair.close();
         row(format!("mesh {name}, cold"), &cold?);
         row(format!("mesh {name}, warm"), &warm?);
     }
-    for cc in [Cc::Cubic, Cc::Bbr] {
+    for name in &ctx.opts.bare {
+        let cc = Cc::Quinn(Congestion::from_name(name).context("unknown controller")?);
         let run = run_once(ctx, cc, Some(WAN), LEN).await?;
         row(format!("{}, fresh", cc.label()), &run);
     }

@@ -27,12 +27,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
         secs / 4
     );
     for cc in ctx.opts.mesh_variants() {
-        variant(ctx, cc.as_deref(), secs).await?;
+        variant(ctx, &cc, secs).await?;
     }
     Ok(())
 }
 
-async fn variant(ctx: &Ctx, cc: Option<&str>, secs: u64) -> Result<()> {
+async fn variant(ctx: &Ctx, cc: &str, secs: u64) -> Result<()> {
     let (s1, s2) = (sink().await?, sink().await?);
     let b = node(
         ctx,
@@ -59,9 +59,9 @@ async fn variant(ctx: &Ctx, cc: Option<&str>, secs: u64) -> Result<()> {
     result
 }
 
-async fn measure(cc: Option<&str>, secs: u64, [a1, a2, b]: [&Node; 3], sinks: [&Sink; 2]) -> Result<()> {
+async fn measure(cc: &str, secs: u64, [a1, a2, b]: [&Node; 3], sinks: [&Sink; 2]) -> Result<()> {
     wait_links(&[(a1, "b"), (a2, "b"), (b, "a1"), (b, "a2")]).await?;
-    println!("  mesh {}:", cc.unwrap_or("(default)"));
+    println!("  mesh {}:", cc);
     let stop = Arc::new(AtomicBool::new(false));
     let join = secs / 4;
     let mut flows = vec![tokio::spawn(tcp_stream_until(entry(a1, "bulk")?, stop.clone()))];

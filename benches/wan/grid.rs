@@ -2,7 +2,8 @@
 //! the path's ceiling (fixed window), one mesh flow per congestion variant, and bare quinn
 //! Cubic and BBR with the mesh's windows.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use proxy::config::Congestion;
 
 use crate::Ctx;
 use crate::bare::{Cc, fixed_window, run_once};
@@ -45,8 +46,8 @@ struct Summary {
     case: String,
     mesh: Vec<(String, f64, String)>,
     ceiling: f64,
-    cubic: Option<f64>,
-    bbr: Option<f64>,
+    /// Bare quinn goodput per controller name.
+    others: Vec<(&'static str, f64)>,
     link: f64,
     window_cap: f64,
 }
@@ -78,11 +79,11 @@ async fn case(ctx: &Ctx, t: &Table, wan: Wan) -> Result<Summary> {
     detail_row(t, &name, "ceiling (fixed)", &ceiling, wan, ceiling.mbit());
     let mut mesh = Vec::new();
     for cc in ctx.opts.mesh_variants() {
-        let pair = Pair::start(ctx, cc.as_deref(), wan, &[]).await?;
+        let pair = Pair::start(ctx, &cc, wan, &[]).await?;
         let run = pair.upload(len, ctx.opts.timeout).await;
         pair.close();
         let run = run?;
-        let label = format!("mesh {}", cc.as_deref().unwrap_or("(default)"));
+        let label = format!("mesh {}", cc);
         detail_row(t, &name, &label, &run, wan, ceiling.mbit());
         mesh.push((label, run.mbit(), run.queue_cell()));
     }
@@ -92,39 +93,30 @@ async fn case(ctx: &Ctx, t: &Table, wan: Wan) -> Result<Summary> {
         detail_row(t, name_ref, &cc.label(), &run, wan, ceiling_mbit);
         anyhow::Ok(run.mbit())
     };
-    let want = |n: &str| ctx.opts.bare.iter().any(|b| b == n);
-    let cubic = if want("cubic") { Some(bare(Cc::Cubic).await?) } else { None };
-    let bbr = if want("bbr") { Some(bare(Cc::Bbr).await?) } else { None };
+    let mut others = Vec::new();
+    for name in &ctx.opts.bare {
+        let cc = Congestion::from_name(name).context("unknown controller")?;
+        others.push((cc.name(), bare(Cc::Quinn(cc)).await?));
+    }
     let w = &ctx.mesh_cfg.mesh;
     let window_cap =
         w.stream_window.min(w.connection_window) as f64 * 8.0 / 1e6 / (wan.rtt_ms as f64 / 1000.0);
-    Ok(Summary { case: name, mesh, ceiling: ceiling.mbit(), cubic, bbr, link: mbit as f64, window_cap })
+    Ok(Summary { case: name, mesh, ceiling: ceiling.mbit(), others, link: mbit as f64, window_cap })
 }
 
-fn summary(rows: &[Summary]) {
+fn summary(ctx: &Ctx, rows: &[Summary]) {
     println!("\n  grid summary (mesh against the baselines of its own case)");
-    let t = Table::new(&[
-        ("case", 18),
-        ("mesh", 16),
-        ("of link", 7),
-        ("of ceil", 7),
-        ("vs cubic", 8),
-        ("vs bbr", 8),
-        ("queue ms", 9),
-        ("window cap Mbit/s", 17),
-    ]);
+    let vs: Vec<String> = ctx.opts.bare.iter().map(|b| format!("vs {b}")).collect();
+    let mut columns = vec![("case", 18), ("mesh", 12), ("of link", 7), ("of ceil", 7)];
+    columns.extend(vs.iter().map(|v| (v.as_str(), 8)));
+    columns.extend([("queue ms", 9), ("window cap Mbit/s", 17)]);
+    let t = Table::new(&columns);
     for s in rows {
         for (label, m, q) in &s.mesh {
-            t.row(&[
-                s.case.clone(),
-                label.clone(),
-                pct(m / s.link),
-                pct(m / s.ceiling),
-                s.cubic.map_or("-".into(), |c| ratio(*m, c)),
-                s.bbr.map_or("-".into(), |b| ratio(*m, b)),
-                q.clone(),
-                format!("{:.0}", s.window_cap),
-            ]);
+            let mut cells = vec![s.case.clone(), label.clone(), pct(m / s.link), pct(m / s.ceiling)];
+            cells.extend(s.others.iter().map(|(_, o)| ratio(*m, *o)));
+            cells.extend([q.clone(), format!("{:.0}", s.window_cap)]);
+            t.row(&cells);
         }
     }
 }
@@ -150,6 +142,6 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
             Err(e) => t.row(&[wan.label(), format!("FAILED: {e:#}")]),
         }
     }
-    summary(&rows);
+    summary(ctx, &rows);
     Ok(())
 }

@@ -15,8 +15,8 @@ use crate::report::Run;
 use crate::traffic::{Sink, sampled, sink, tcp_upload, timed};
 
 /// Starts node `id` with the bench's mesh keys and congestion controller `cc`.
-pub async fn node(ctx: &Ctx, id: &str, cc: Option<&str>, body: &str) -> Result<Node> {
-    common::node(&ctx.dir, id, body, &ctx.opts.mesh_keys(cc)).await
+pub async fn node(ctx: &Ctx, id: &str, cc: &str, body: &str) -> Result<Node> {
+    common::node(&ctx.dir, id, body, &ctx.opts.mesh_keys(Some(cc))).await
 }
 
 /// The address of `node`'s listener `name`.
@@ -85,7 +85,7 @@ pub struct Pair {
 
 impl Pair {
     /// Starts both nodes and waits for the link.
-    pub async fn start(ctx: &Ctx, cc: Option<&str>, wan: Wan, others: &[(&str, SocketAddr)]) -> Result<Pair> {
+    pub async fn start(ctx: &Ctx, cc: &str, wan: Wan, others: &[(&str, SocketAddr)]) -> Result<Pair> {
         let sink = sink().await?;
         let mut targets = vec![sink.addr];
         targets.extend(others.iter().map(|o| o.1));

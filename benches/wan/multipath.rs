@@ -17,12 +17,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     println!("6. multipath: a -> {{b | c}} -> d, each a-side link {}", WAN.label());
     let t = Table::new(&[("run", 28), ("Mbit/s", 10), ("of one link", 11), ("vs one path", 11)]);
     for cc in ctx.opts.mesh_variants() {
-        variant(ctx, &t, cc.as_deref()).await?;
+        variant(ctx, &t, &cc).await?;
     }
     Ok(())
 }
 
-async fn variant(ctx: &Ctx, t: &Table, cc: Option<&str>) -> Result<()> {
+async fn variant(ctx: &Ctx, t: &Table, cc: &str) -> Result<()> {
     let sink = sink().await?;
     let d = node(ctx, "d", cc, &format!("peers: [ {{ name: b }}, {{ name: c }} ]\n{}", allow(&[sink.addr])))
         .await?;
@@ -51,10 +51,10 @@ async fn variant(ctx: &Ctx, t: &Table, cc: Option<&str>) -> Result<()> {
     result
 }
 
-async fn measure(ctx: &Ctx, t: &Table, cc: Option<&str>, [a, b, c]: [&Node; 3], sink: &Sink) -> Result<()> {
+async fn measure(ctx: &Ctx, t: &Table, cc: &str, [a, b, c]: [&Node; 3], sink: &Sink) -> Result<()> {
     wait_links(&[(a, "b"), (a, "c"), (b, "d"), (c, "d")]).await?;
     let len = ctx.opts.bulk_len(100);
-    let name = cc.unwrap_or("(default)");
+    let name = cc;
     let one = timed(tcp_upload(entry(a, "one")?, len), len, &sink.received, ctx.opts.timeout).await?;
     let mp = timed(tcp_upload(entry(a, "mp")?, len), len, &sink.received, ctx.opts.timeout).await?;
     t.row(&[format!("mesh {name}, one path"), one.cell(), pct(one.mbit() / 100.0), "1.00x".into()]);

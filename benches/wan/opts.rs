@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use proxy::config::Congestion;
 
 /// The sections of the benchmark, in the order they run.
 pub const SECTIONS: [&str; 7] = ["ceiling", "grid", "cold", "relay", "fair", "multipath", "stalled"];
@@ -37,12 +38,12 @@ pub struct Opts {
     /// `WAN_TOP`: the top rate in Mbit/s, instead of deriving it from the ceiling.
     pub top: Option<u64>,
     /// `WAN_MESH_CC`: `mesh.congestion` values to run the mesh with (default: the node's
-    /// default, key not set).
+    /// default, filled in by `Ctx::new`).
     pub mesh_cc: Vec<String>,
     /// `WAN_MESH_EXTRA`: more `mesh:` keys for every node, e.g. `stream_window: 16777216`.
     pub mesh_extra: String,
-    /// `WAN_BARE`: bare quinn controllers to compare with besides the fixed-window ceiling,
-    /// which always runs (default cubic,bbr).
+    /// `WAN_BARE`: `mesh.congestion` names of the controllers bare quinn runs with, besides
+    /// the fixed-window ceiling, which always runs (default cubic,bbr).
     pub bare: Vec<String>,
     /// `WAN_BUFFER_BDP`: bottleneck buffer in bandwidth-delay products (default 1).
     pub buffer_bdp: f64,
@@ -86,8 +87,11 @@ impl Opts {
             })
             .collect::<Result<_>>()?;
         let bare = list("WAN_BARE", "cubic,bbr");
-        if let Some(bad) = bare.iter().find(|b| !["cubic", "bbr"].contains(&b.as_str())) {
-            anyhow::bail!("WAN_BARE: unknown controller {bad:?} (cubic, bbr)");
+        let mesh_cc = list("WAN_MESH_CC", "");
+        for (name, values) in [("WAN_BARE", &bare), ("WAN_MESH_CC", &mesh_cc)] {
+            if let Some(bad) = values.iter().find(|v| Congestion::from_name(v).is_none()) {
+                anyhow::bail!("{name}: unknown controller {bad:?} (known: {})", Congestion::NAMES.join(", "));
+            }
         }
         Ok(Opts {
             sections,
@@ -98,7 +102,7 @@ impl Opts {
             secs_at_rate: one("WAN_SECS")?.unwrap_or(3.0),
             timeout: Duration::from_secs_f64(one("WAN_TIMEOUT")?.unwrap_or(12.0)),
             top: one("WAN_TOP")?,
-            mesh_cc: list("WAN_MESH_CC", ""),
+            mesh_cc,
             mesh_extra: var("WAN_MESH_EXTRA").unwrap_or_default(),
             bare,
             buffer_bdp: one("WAN_BUFFER_BDP")?.unwrap_or(1.0),
@@ -133,8 +137,8 @@ impl Opts {
         keys.join(", ")
     }
 
-    /// The mesh variants to run: each `WAN_MESH_CC` value, or the default alone.
-    pub fn mesh_variants(&self) -> Vec<Option<String>> {
-        if self.mesh_cc.is_empty() { vec![None] } else { self.mesh_cc.iter().cloned().map(Some).collect() }
+    /// The mesh congestion controllers to run, each a `mesh.congestion` name.
+    pub fn mesh_variants(&self) -> Vec<String> {
+        self.mesh_cc.clone()
     }
 }

@@ -18,12 +18,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     println!("4. relay: a -> b -> c, hops {} each, against a -> c direct, {}", HOP.label(), DIRECT.label());
     let t = Table::new(&[("run", 28), ("Mbit/s", 10), ("of link", 7), ("vs direct", 9)]);
     for cc in ctx.opts.mesh_variants() {
-        variant(ctx, &t, cc.as_deref()).await?;
+        variant(ctx, &t, &cc).await?;
     }
     Ok(())
 }
 
-async fn variant(ctx: &Ctx, t: &Table, cc: Option<&str>) -> Result<()> {
+async fn variant(ctx: &Ctx, t: &Table, cc: &str) -> Result<()> {
     let sink = sink().await?;
     let c = node(ctx, "c", cc, &format!("peers: [ {{ name: a }}, {{ name: b }} ]\n{}", allow(&[sink.addr])))
         .await?;
@@ -50,10 +50,10 @@ async fn variant(ctx: &Ctx, t: &Table, cc: Option<&str>) -> Result<()> {
     result
 }
 
-async fn measure(ctx: &Ctx, t: &Table, cc: Option<&str>, [a, b]: [&Node; 2], sink: &Sink) -> Result<()> {
+async fn measure(ctx: &Ctx, t: &Table, cc: &str, [a, b]: [&Node; 2], sink: &Sink) -> Result<()> {
     wait_links(&[(a, "b"), (a, "c"), (b, "c")]).await?;
     let len = ctx.opts.bulk_len(100);
-    let name = cc.unwrap_or("(default)");
+    let name = cc;
     let direct = timed(tcp_upload(entry(a, "direct")?, len), len, &sink.received, ctx.opts.timeout).await?;
     let relay = timed(tcp_upload(entry(a, "relay")?, len), len, &sink.received, ctx.opts.timeout).await?;
     t.row(&[format!("mesh {name}, direct"), direct.cell(), pct(direct.mbit() / 100.0), "1.00x".into()]);

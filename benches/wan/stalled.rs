@@ -28,8 +28,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     let t = Table::new(&[("measure", 34), ("alone", 12), ("with stalled", 12), ("ratio", 7)]);
     for cc in ctx.opts.mesh_variants() {
         let (stall, echo) = (staller().await?, common::echo_server().await?);
-        let pair = Pair::start(ctx, cc.as_deref(), WAN, &[("stall", stall), ("echo", echo)]).await?;
-        let result = measure(ctx, &t, cc.as_deref(), &pair).await;
+        let pair = Pair::start(ctx, &cc, WAN, &[("stall", stall), ("echo", echo)]).await?;
+        let result = measure(ctx, &t, &cc, &pair).await;
         pair.close();
         result?;
     }
@@ -59,7 +59,7 @@ async fn stall(entry: SocketAddr) -> Result<Vec<crate::AbortOnDrop>> {
     Ok(tasks)
 }
 
-async fn measure(ctx: &Ctx, t: &Table, cc: Option<&str>, pair: &Pair) -> Result<()> {
+async fn measure(ctx: &Ctx, t: &Table, cc: &str, pair: &Pair) -> Result<()> {
     let len = ctx.opts.bulk_len(100);
     let echo = entry(&pair.a, "echo")?;
     let open_alone = opens(echo).await?;
@@ -71,7 +71,7 @@ async fn measure(ctx: &Ctx, t: &Table, cc: Option<&str>, pair: &Pair) -> Result<
     let bulk_loaded = pair.upload(len, ctx.opts.timeout).await;
     drop(stalled);
     let (open_loaded, bulk_loaded) = (open_loaded?, bulk_loaded?);
-    let name = cc.unwrap_or("(default)");
+    let name = cc;
     let rate = |r: &Run| r.rate_cell();
     t.row(&[
         format!("mesh {name}: bulk Mbit/s"),
