@@ -75,11 +75,21 @@ pub async fn write_pattern<W: AsyncWrite + Unpin>(w: &mut W, len: u64) -> std::i
 
 /// Writes the pattern until `stop` is set; returns the bytes written.
 pub async fn write_until<W: AsyncWrite + Unpin>(w: &mut W, stop: &AtomicBool) -> std::io::Result<u64> {
+    write_counted(w, stop, &AtomicU64::new(0)).await
+}
+
+/// Like [`write_until`], adding each write to `counter` as it completes.
+pub async fn write_counted<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    stop: &AtomicBool,
+    counter: &AtomicU64,
+) -> std::io::Result<u64> {
     let mut sent = 0;
     while !stop.load(Ordering::Relaxed) {
         let c = chunk_at(sent, u64::MAX);
         w.write_all(c).await?;
         sent += c.len() as u64;
+        counter.fetch_add(c.len() as u64, Ordering::Relaxed);
     }
     Ok(sent)
 }
@@ -128,9 +138,14 @@ pub async fn sink() -> Result<Sink> {
     Ok(Sink { addr, received })
 }
 
-/// A TCP target that accepts and never reads: what a stalled application looks like.
+/// A TCP target that accepts and never reads: what a stalled application looks like. Its
+/// receive buffer is small (accepted sockets inherit it), so a stalled flow stops after
+/// what the mesh itself buffers, not after megabytes of loopback autotuning.
 pub async fn staller() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let l = socket.listen(1024)?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         let mut held = Vec::new();
