@@ -54,7 +54,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<()> {
     };
     println!("  top rate for the grid: {} Mbit/s, {note}", ctx.top);
     println!(
-        "  (the mesh row also carries TCP in and out and the relay copies: where it is far below the emulator's, the mesh's CPU per byte is what limits the top-rate figures)"
+        "  (the mesh row also carries TCP in and out, and its controller meets a path with no delay: where it is below the top rate, compare the grid's 20 ms top-rate row before reading it as CPU cost)"
     );
     Ok(())
 }

@@ -50,6 +50,9 @@ struct Summary {
     others: Vec<(&'static str, f64)>,
     link: f64,
     window_cap: f64,
+    /// What caps the case besides the protocol: `window` (the stream window cannot cover
+    /// the BDP), `emulator` (the rate is above 80% of the emulator's ceiling).
+    limits: String,
 }
 
 /// The cases, rates resolved.
@@ -101,7 +104,15 @@ async fn case(ctx: &Ctx, t: &Table, wan: Wan) -> Result<Summary> {
     let w = &ctx.mesh_cfg.mesh;
     let window_cap =
         w.stream_window.min(w.connection_window) as f64 * 8.0 / 1e6 / (wan.rtt_ms as f64 / 1000.0);
-    Ok(Summary { case: name, mesh, ceiling: ceiling.mbit(), others, link: mbit as f64, window_cap })
+    let mut limits = Vec::new();
+    if window_cap < mbit as f64 {
+        limits.push("window");
+    }
+    if limited(ctx, mbit) {
+        limits.push("emulator");
+    }
+    let limits = if limits.is_empty() { "-".to_string() } else { limits.join(", ") };
+    Ok(Summary { case: name, mesh, ceiling: ceiling.mbit(), others, link: mbit as f64, window_cap, limits })
 }
 
 fn summary(ctx: &Ctx, rows: &[Summary]) {
@@ -109,13 +120,13 @@ fn summary(ctx: &Ctx, rows: &[Summary]) {
     let vs: Vec<String> = ctx.opts.bare.iter().map(|b| format!("vs {b}")).collect();
     let mut columns = vec![("case", 18), ("mesh", 12), ("of link", 7), ("of ceil", 7)];
     columns.extend(vs.iter().map(|v| (v.as_str(), 8)));
-    columns.extend([("queue ms", 9), ("window cap Mbit/s", 17)]);
+    columns.extend([("queue ms", 9), ("window cap Mbit/s", 17), ("limited by", 10)]);
     let t = Table::new(&columns);
     for s in rows {
         for (label, m, q) in &s.mesh {
             let mut cells = vec![s.case.clone(), label.clone(), pct(m / s.link), pct(m / s.ceiling)];
             cells.extend(s.others.iter().map(|(_, o)| ratio(*m, *o)));
-            cells.extend([q.clone(), format!("{:.0}", s.window_cap)]);
+            cells.extend([q.clone(), format!("{:.0}", s.window_cap), s.limits.clone()]);
             t.row(&cells);
         }
     }
