@@ -255,11 +255,13 @@ pub struct MeshConfig {
     pub redial_min: Duration,
     /// Largest re-dial delay.
     pub redial_max: Duration,
-    /// QUIC receive window per stream, in bytes.
+    /// QUIC receive window per stream, in bytes: the most one flow may have in flight
+    /// towards this node, and the most a stalled flow holds here.
     pub stream_window: u64,
-    /// QUIC receive window per connection, in bytes.
+    /// QUIC receive window per connection for flows that read, in bytes; it grows by one
+    /// stream window per stalled flow (see `node::link_credit`).
     pub connection_window: u64,
-    /// QUIC send window per connection, in bytes.
+    /// QUIC send window per connection, in bytes: unacknowledged data a link may hold.
     pub send_window: u64,
     /// UDP socket send and receive buffer size, in bytes.
     pub udp_buffer: usize,
@@ -290,6 +292,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Subflows a multipath flow keeps open at once (replacements included).
     pub max_subflows: usize,
+    /// Node-wide bound on buffered flow data: link receive windows (a base per link, one
+    /// stream window per stalled flow) and multipath reorder buffers.
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for Limits {
@@ -304,6 +309,7 @@ impl Default for Limits {
             half_closed_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_subflows: 4,
+            max_buffered_bytes: 2 << 30,
         }
     }
 }

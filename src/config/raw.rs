@@ -245,6 +245,8 @@ pub(crate) struct RawLimits {
     pub(crate) drain_timeout: Option<String>,
     /// `max_subflows`.
     pub(crate) max_subflows: Option<u64>,
+    /// `max_buffered_bytes`.
+    pub(crate) max_buffered_bytes: Option<u64>,
 }
 
 /// `exit_policy`.

@@ -29,6 +29,7 @@ use bytes::{Buf, Bytes};
 use quinn::{SendStream, WriteError, Written};
 
 use crate::node::flow_timer::Activity;
+use crate::node::link_credit::{LinkCredit, StallWatch};
 use crate::node::link_delivery::LinkDelivery;
 
 /// Largest slice of flow data in one write to quinn.
@@ -44,17 +45,23 @@ pub struct LinkTurns {
     state: Mutex<Turns>,
     /// When the link last acknowledged packets: the progress of bytes already queued.
     delivery: Arc<LinkDelivery>,
+    credit: Arc<LinkCredit>,
 }
 
 impl LinkTurns {
     /// The queue of the link `conn`.
-    pub fn new(conn: &quinn::Connection) -> Self {
-        Self::with_delivery(Arc::new(LinkDelivery::of_connection(conn.clone())))
+    pub fn new(conn: &quinn::Connection, credit: Arc<LinkCredit>) -> Self {
+        Self::with_delivery(Arc::new(LinkDelivery::of_connection(conn.clone())), credit)
     }
 
     /// A queue whose link delivers as `delivery` says.
-    pub fn with_delivery(delivery: Arc<LinkDelivery>) -> Self {
-        Self { state: Mutex::new(Turns::default()), delivery }
+    pub fn with_delivery(delivery: Arc<LinkDelivery>, credit: Arc<LinkCredit>) -> Self {
+        Self { state: Mutex::new(Turns::default()), delivery, credit }
+    }
+
+    /// The link's receive credit (for the directions that read from it).
+    pub fn credit(&self) -> &Arc<LinkCredit> {
+        &self.credit
     }
 
     fn lock(&self) -> MutexGuard<'_, Turns> {
@@ -241,6 +248,11 @@ impl LinkSend {
         let id = link.lock().register();
         let on_wake = Waker::from(Arc::new(QueueOnWake { link: link.clone(), id }));
         Self { stream, link, id, on_wake }
+    }
+
+    /// A stall watch for the stream this one pairs with: it reads from the same link.
+    pub fn stall_watch(&self) -> StallWatch {
+        StallWatch::new(self.link.credit.clone())
     }
 
     /// Writes a stream's first bytes (all of `chunks`) ahead of the link's flow data.

@@ -12,6 +12,7 @@ use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
 use crate::node::inbound;
+use crate::node::link_credit::LinkCredit;
 use crate::node::link_send::{LinkSend, LinkTurns};
 use crate::node::peers::LINK_UNKNOWN_PEER;
 use crate::tls;
@@ -44,7 +45,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
             match dial(&shared, &peer, &address).await {
                 Ok(conn) => {
                     info!(peer = %peer, addr = %conn.remote_address(), "link up (dialed)");
-                    let turns = Arc::new(LinkTurns::new(&conn));
+                    let turns = Arc::new(LinkTurns::new(&conn, link_credit(&shared, &conn)));
                     if shared.pool.install(&peer, conn.clone(), turns.clone(), Initiator::Local)
                         && !revoked_since(&shared, &conn)
                     {
@@ -156,7 +157,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 }
             };
             info!(peer = %id, %remote, "link up (accepted)");
-            let turns = Arc::new(LinkTurns::new(&conn));
+            let turns = Arc::new(LinkTurns::new(&conn, link_credit(&shared, &conn)));
             if shared.pool.install(&id, conn.clone(), turns.clone(), Initiator::Remote)
                 && !revoked_since(&shared, &conn)
             {
@@ -190,4 +191,10 @@ pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, 
             }
         }
     }
+}
+
+/// Receive credit for a new link, out of the node's buffer budget.
+fn link_credit(shared: &Shared, conn: &quinn::Connection) -> Arc<LinkCredit> {
+    let mesh = &shared.config.mesh;
+    Arc::new(LinkCredit::new(conn.clone(), shared.budget.clone(), mesh.connection_window, mesh.stream_window))
 }

@@ -130,6 +130,29 @@ pub fn render(input: &MetricsInput<'_>) -> String {
         "Bytes sent again after their subflow was lost.",
     )
     .sample(&[], m.bytes_resent as f64);
+    let b = &s.buffers;
+    let mut f = family(
+        &mut out,
+        "proxy_buffer_bytes",
+        "gauge",
+        "Buffered flow data: limit = limits.max_buffered_bytes, used = reserved now (link windows, reorder buffers).",
+    );
+    f.sample(&[("kind", "limit")], b.limit_bytes as f64);
+    f.sample(&[("kind", "used")], b.used_bytes as f64);
+    family(
+        &mut out,
+        "proxy_stalled_flows",
+        "gauge",
+        "Flows whose reader stalled, each holding a stream window.",
+    )
+    .sample(&[], b.stalled_flows as f64);
+    family(
+        &mut out,
+        "proxy_buffer_refusals_total",
+        "counter",
+        "Flows reset because the buffer budget had no room for them.",
+    )
+    .sample(&[], b.refusals as f64);
     family(
         &mut out,
         "proxy_config_version",

@@ -13,6 +13,7 @@ pub mod flow_timer;
 pub mod identity;
 pub mod inbound;
 pub mod instruction_store;
+pub mod link_credit;
 pub mod link_delivery;
 pub mod link_send;
 pub mod links;
@@ -63,6 +64,8 @@ pub struct Shared {
     /// The certificate in force (renewed in place) and the revocations handshakes check.
     tls: identity::NodeTls,
     counters: Arc<Counters>,
+    /// Buffered flow data, node-wide (`limits.max_buffered_bytes`).
+    budget: Arc<link_credit::BufferBudget>,
     flow_permits: Arc<Semaphore>,
     draining: watch::Receiver<bool>,
     force: watch::Receiver<bool>,
@@ -148,6 +151,7 @@ impl Shared {
             force: self.force.clone(),
             route,
             bytes: guard.record.bytes(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -273,6 +277,7 @@ impl Node {
             endpoint,
             tls,
             counters: Arc::new(Counters::new()),
+            budget: link_credit::BufferBudget::new(limits.max_buffered_bytes),
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
             draining,
             force,
@@ -413,7 +418,12 @@ impl NodeView {
 
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
-        stats::snapshot(self.shared.id(), &self.shared.counters, &self.shared.routes().counters())
+        stats::snapshot(
+            self.shared.id(),
+            &self.shared.counters,
+            &self.shared.routes().counters(),
+            &self.shared.budget,
+        )
     }
 
     /// A snapshot of every configured peer and its link.

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::core::wire::{self, Decoded, RefuseReason, Reply};
 use crate::node::flow_timer::{Activity, FlowTimeouts};
+use crate::node::link_credit::StallWatch;
 use crate::node::link_send::LinkSend;
 use crate::node::stats::Counters;
 use crate::node::tcp_io;
@@ -74,6 +75,8 @@ pub struct FlowEnv {
     pub route: Option<Arc<crate::node::stats::RouteCounters>>,
     /// The flow's byte counter (its record in the node's flow registry).
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's buffer budget (multipath reorder buffers reserve from it).
+    pub budget: Arc<crate::node::link_credit::BufferBudget>,
 }
 
 /// What happens on the stream-to-TCP side before plain copying starts.
@@ -116,14 +119,26 @@ pub enum FlowEnd {
     RefusedAhead,
     /// The peer broke the multipath protocol.
     Protocol(String),
+    /// The node's buffer budget had no room for what the flow holds (a stalled reader, a
+    /// reorder buffer): reset so the link's other flows keep their credit.
+    OverBudget,
+}
+
+impl From<crate::node::link_credit::OverBudget> for FlowEnd {
+    fn from(_: crate::node::link_credit::OverBudget) -> Self {
+        FlowEnd::OverBudget
+    }
 }
 
 impl FlowEnd {
     fn reset_code(&self) -> VarInt {
         match self {
-            Self::Completed | Self::TcpReset | Self::LinkLost(_) | Self::BadReply(_) | Self::Protocol(_) => {
-                codes::TCP_RESET
-            }
+            Self::Completed
+            | Self::TcpReset
+            | Self::LinkLost(_)
+            | Self::BadReply(_)
+            | Self::Protocol(_)
+            | Self::OverBudget => codes::TCP_RESET,
             Self::Refused { .. } | Self::RefusedAhead => codes::REFUSED,
             Self::PeerReset(_) => codes::PEER_RESET,
             Self::TimedOut(_) => codes::TIMEOUT,
@@ -141,16 +156,25 @@ pub async fn splice(
     prelude: Prelude,
     env: FlowEnv,
 ) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, route, bytes } = env;
+    let FlowEnv { timeouts, counters, mut force, route, bytes, .. } = env;
     tcp_io::arm_reset_on_drop(&tcp);
     let activity = Activity::counting(bytes);
     // Only an opener still waiting for its reply may take a stop with `REFUSED` as "the
     // reply will say why"; after `Opened` (or on the exit side) it is a failure.
     let awaiting_reply = AtomicBool::new(matches!(prelude, Prelude::ExpectReply));
+    let mut watch = send.stall_watch();
     let end = {
         let up = tcp_to_stream(&tcp, &mut send, &activity, &counters, &awaiting_reply);
-        let down =
-            stream_to_tcp(&mut recv, &tcp, prelude, &activity, &counters, timeouts.reply, &awaiting_reply);
+        let down = stream_to_tcp(
+            &mut recv,
+            &mut watch,
+            &tcp,
+            prelude,
+            &activity,
+            &counters,
+            timeouts.reply,
+            &awaiting_reply,
+        );
         tokio::select! {
             r = async { tokio::try_join!(up, down) } => match r {
                 Ok(_) => FlowEnd::Completed,
@@ -270,8 +294,10 @@ async fn tcp_to_stream(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream_to_tcp(
     recv: &mut RecvStream,
+    watch: &mut StallWatch,
     tcp: &TcpStream,
     prelude: Prelude,
     activity: &Activity,
@@ -294,9 +320,13 @@ async fn stream_to_tcp(
     // syscall per packet on bulk flows.
     let mut chunks: [Bytes; GATHER] = Default::default();
     loop {
-        match recv.read_chunks(&mut chunks).await {
+        match watch.read(recv.read_chunks(&mut chunks)).await {
             Ok(Some(n)) => {
-                let written = tcp_io::write_all_vectored(tcp, &mut chunks[..n], activity, counters).await;
+                // A reader that stops holds this stream's window; the watch keeps that out
+                // of the link's shared credit (see `link_credit`).
+                let written =
+                    watch.write(tcp_io::write_all_vectored(tcp, &mut chunks[..n], activity, counters)).await;
+                let written = written.unwrap_or(Err(FlowEnd::OverBudget));
                 chunks[..n].iter_mut().for_each(|c| *c = Bytes::new());
                 written?;
             }

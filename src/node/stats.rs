@@ -127,6 +127,21 @@ pub struct Stats {
     pub route_refusals: Vec<(String, Vec<(String, u64)>)>,
     /// Multipath flows and their subflows.
     pub multipath: MultipathStats,
+    /// Buffered flow data against the node's budget.
+    pub buffers: BufferStats,
+}
+
+/// The node's buffer budget (`limits.max_buffered_bytes`) and what holds it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BufferStats {
+    /// The budget.
+    pub limit_bytes: u64,
+    /// Reserved now: link receive windows and multipath reorder buffers.
+    pub used_bytes: u64,
+    /// Flows whose reader stalled, each holding one stream window of its link.
+    pub stalled_flows: u64,
+    /// Reservations the budget refused (each a flow reset) since start.
+    pub refusals: u64,
 }
 
 /// Multipath counters.
@@ -167,7 +182,12 @@ fn lookup(list: &[(String, u64)], key: &str) -> u64 {
 }
 
 /// Takes a snapshot; `routes` in config order.
-pub fn snapshot(node_id: &str, c: &Counters, routes: &[(String, Arc<RouteCounters>)]) -> Stats {
+pub fn snapshot(
+    node_id: &str,
+    c: &Counters,
+    routes: &[(String, Arc<RouteCounters>)],
+    budget: &crate::node::link_credit::BufferBudget,
+) -> Stats {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let by_reason = |arr: &[AtomicU64]| -> Vec<(String, u64)> {
         RefuseReason::ALL
@@ -201,6 +221,12 @@ pub fn snapshot(node_id: &str, c: &Counters, routes: &[(String, Arc<RouteCounter
             reorder_peak_bytes: load(&c.multipath_reorder_peak),
             unacked_peak_bytes: load(&c.multipath_unacked_peak),
             window_bytes: crate::core::multipath::FLOW_WINDOW as u64,
+        },
+        buffers: BufferStats {
+            limit_bytes: budget.limit(),
+            used_bytes: budget.used(),
+            stalled_flows: budget.stalled_flows(),
+            refusals: budget.refusals(),
         },
     }
 }

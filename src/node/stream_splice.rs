@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use quinn::{RecvStream, VarInt, WriteError};
 
 use crate::node::flow_timer::Activity;
+use crate::node::link_credit::StallWatch;
 use crate::node::link_send::LinkSend;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 use crate::node::stats::Counters;
@@ -34,13 +35,20 @@ pub struct StreamPair {
 /// Relays between the previous node (`back`) and the next (`ahead`) until both directions
 /// finish, or resets both on any failure.
 pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, bytes, route } = env;
+    let FlowEnv { timeouts, counters, mut force, bytes, route, .. } = env;
     let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);
     let end = {
-        let forward =
-            copy(&mut back.recv, &mut ahead.send, &activity, &counters, Direction::Forward(&refused_ahead));
-        let backward = copy(&mut ahead.recv, &mut back.send, &activity, &counters, Direction::Backward);
+        let (back_watch, ahead_watch) = (back.send.stall_watch(), ahead.send.stall_watch());
+        let forward = copy(
+            (&mut back.recv, back_watch),
+            &mut ahead.send,
+            &activity,
+            &counters,
+            Direction::Forward(&refused_ahead),
+        );
+        let backward =
+            copy((&mut ahead.recv, ahead_watch), &mut back.send, &activity, &counters, Direction::Backward);
         tokio::select! {
             r = async { tokio::try_join!(forward, backward) } => match r {
                 Ok(_) if refused_ahead.load(Ordering::Relaxed) => FlowEnd::RefusedAhead,
@@ -103,7 +111,7 @@ enum Direction<'a> {
 /// Copies one direction; a finish is passed on as a finish. Only the forward direction
 /// takes a stop with `REFUSED` from ahead as a refusal whose reply is on its way back.
 async fn copy(
-    from: &mut RecvStream,
+    (from, mut watch): (&mut RecvStream, StallWatch),
     to: &mut LinkSend,
     activity: &Activity,
     counters: &Counters,
@@ -114,21 +122,25 @@ async fn copy(
         Direction::Backward => (true, None),
     };
     loop {
-        match from.read_chunk(CHUNK, true).await {
+        match watch.read(from.read_chunk(CHUNK, true)).await {
             Ok(Some(chunk)) => {
                 let n = chunk.bytes.len() as u64;
                 activity.moved(n);
-                let written = if std::mem::take(&mut opening) {
-                    // Only what can be the reply goes ahead; data behind it waits its turn.
-                    let mut rest = chunk.bytes;
-                    let reply = rest.split_to(rest.len().min(REPLY_MAX));
-                    match to.write_first(&mut [reply]).await {
-                        Ok(()) => to.write_data_moving(rest, Some(activity)).await,
-                        Err(e) => Err(e),
+                let write = async {
+                    if std::mem::take(&mut opening) {
+                        // Only what can be the reply goes ahead; data behind it waits its turn.
+                        let mut rest = chunk.bytes;
+                        let reply = rest.split_to(rest.len().min(REPLY_MAX));
+                        match to.write_first(&mut [reply]).await {
+                            Ok(()) => to.write_data_moving(rest, Some(activity)).await,
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        to.write_data_moving(chunk.bytes, Some(activity)).await
                     }
-                } else {
-                    to.write_data_moving(chunk.bytes, Some(activity)).await
                 };
+                // The neighbour ahead not taking bytes stalls this flow on the link behind.
+                let written = watch.write(write).await?;
                 match written {
                     Ok(()) => {
                         counters.bytes_relayed.fetch_add(n, Ordering::Relaxed);

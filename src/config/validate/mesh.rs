@@ -82,9 +82,11 @@ impl Checker<'_> {
 
     fn mesh_windows(&mut self, raw: &raw::RawMesh) -> Option<(u64, u64, u64, usize)> {
         let window = (1, QUIC_VARINT_MAX);
-        let stream = self.count("mesh.stream_window", raw.stream_window, 4 * MIB, window);
-        let connection = self.count("mesh.connection_window", raw.connection_window, 16 * MIB, window);
-        let send = self.count("mesh.send_window", raw.send_window, 16 * MIB, window);
+        // 16 MiB in flight per flow fills 500 Mbit/s at a 200 ms round trip; 32 MiB per
+        // link carries two such flows, or one with room for its retransmissions.
+        let stream = self.count("mesh.stream_window", raw.stream_window, 16 * MIB, window);
+        let connection = self.count("mesh.connection_window", raw.connection_window, 32 * MIB, window);
+        let send = self.count("mesh.send_window", raw.send_window, 32 * MIB, window);
         let udp = self.count("mesh.udp_buffer", raw.udp_buffer, 4 * MIB, (1, UDP_BUFFER_MAX));
         let (stream, connection) = (stream?, connection?);
         if stream > connection {
@@ -132,6 +134,12 @@ impl Checker<'_> {
             self.duration("limits.drain_timeout", raw.drain_timeout.as_deref(), d.drain_timeout);
         let max_subflows =
             self.count("limits.max_subflows", raw.max_subflows, d.max_subflows as u64, (1, MAX_SUBFLOWS));
+        let max_buffered = self.count(
+            "limits.max_buffered_bytes",
+            raw.max_buffered_bytes,
+            d.max_buffered_bytes,
+            (1, u64::MAX),
+        );
         Some(Limits {
             // The ranges checked above make these conversions lossless.
             max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
@@ -143,7 +151,25 @@ impl Checker<'_> {
             half_closed_timeout: half_closed_timeout?,
             drain_timeout: drain_timeout?,
             max_subflows: usize::try_from(max_subflows?).ok()?,
+            max_buffered_bytes: max_buffered?,
         })
+    }
+
+    /// The buffer budget must hold at least one link's base window and a multipath flow's
+    /// reorder window, or a node could not carry a single flow at full speed.
+    pub(super) fn budget_fits_windows(&mut self, mesh: &MeshConfig, limits: &Limits) {
+        let least = mesh.connection_window.max(crate::core::multipath::FLOW_WINDOW as u64);
+        if limits.max_buffered_bytes < least {
+            self.error(
+                "limits.max_buffered_bytes",
+                format!(
+                    "must be at least one link window (mesh.connection_window, {}) and one multipath flow window ({}), is {}",
+                    mesh.connection_window,
+                    crate::core::multipath::FLOW_WINDOW,
+                    limits.max_buffered_bytes
+                ),
+            );
+        }
     }
 
     pub(super) fn exit_policy(&mut self, allow: Option<&[String]>) -> Option<ExitPolicy> {

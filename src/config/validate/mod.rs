@@ -52,6 +52,9 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
     check.unrouted_listeners(&raw);
     let mesh = check.mesh(&raw.mesh, base_dir);
     let limits = check.limits(raw.limits.as_ref());
+    if let (Some(m), Some(l)) = (&mesh, &limits) {
+        check.budget_fits_windows(m, l);
+    }
     let exit_policy = check.exit_policy(raw.exit_policy.as_ref().map(|p| p.allow.as_slice()));
     let mut errors = check.errors;
     if !errors.is_empty() {

@@ -67,7 +67,7 @@ pub(crate) async fn run(
     let counters = env.counters.clone();
     counters.multipath_flows.fetch_add(1, Ordering::Relaxed);
     tcp_io::arm_reset_on_drop(&tcp);
-    let (core, mut events) = FlowCore::new(counters.clone(), env.bytes.clone());
+    let (core, mut events) = FlowCore::new(counters.clone(), env.bytes.clone(), env.budget.clone());
     let mut flow = Subflows { core: core.clone(), tasks: JoinSet::new(), slots: Vec::new() };
     flow.add(first);
     let activity = &core.activity;

@@ -38,6 +38,7 @@ use crate::core::subflow_frame::{Frame, FrameDecoder};
 use crate::core::wire::RefuseReason;
 use crate::node::FlowGuard;
 use crate::node::flow_timer::Activity;
+use crate::node::link_credit::{BufferBudget, Reservation};
 use crate::node::link_send::LinkSend;
 use crate::node::stats::Counters;
 use state::State;
@@ -103,6 +104,9 @@ pub(crate) enum Event {
     OutDelivered,
 }
 
+/// Reorder-buffer bytes reserved at a time.
+const REORDER_GRAIN: u64 = 256 * 1024;
+
 /// What a flow's tasks share.
 pub(crate) struct FlowCore {
     state: Mutex<State>,
@@ -117,10 +121,19 @@ pub(crate) struct FlowCore {
     /// The flow's progress, for its idle and half-closed timeouts: bytes moved on its TCP
     /// socket, and the far end acknowledging that it wrote more of our bytes to its own.
     activity: Activity,
+    /// What the reorder buffer holds, out of the node's buffer budget: a peer that opens
+    /// many flows and leaves a gap at offset 0 in each fills them all, so each flow's
+    /// bound alone does not bound the node.
+    reorder: Mutex<Reservation>,
 }
 
 impl FlowCore {
-    fn new(counters: Arc<Counters>, bytes: Arc<AtomicU64>) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+    fn new(
+        counters: Arc<Counters>,
+        bytes: Arc<AtomicU64>,
+        budget: Arc<BufferBudget>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+        let reorder = Mutex::new(budget.empty());
         let (events, rx) = mpsc::unbounded_channel();
         let core = Self {
             state: Mutex::new(State::new()),
@@ -130,6 +143,7 @@ impl FlowCore {
             counters,
             fail_code: AtomicU64::new(PATH_LOST.into_inner()),
             activity: Activity::counting(bytes),
+            reorder,
         };
         (Arc::new(core), rx)
     }
@@ -137,6 +151,20 @@ impl FlowCore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent-enough counters; carry on.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the reorder buffer's reservation at what it holds, rounded up to
+    /// [`REORDER_GRAIN`] so that not every frame touches the shared counter.
+    fn reserve_reorder(&self, held: u64) -> Result<(), String> {
+        let mut r = self.reorder.lock().unwrap_or_else(|p| p.into_inner());
+        let want = held.div_ceil(REORDER_GRAIN) * REORDER_GRAIN;
+        let resize = want > r.bytes() || want + 2 * REORDER_GRAIN < r.bytes();
+        if resize && !r.resize(want) {
+            return Err(
+                "the node's buffer budget (limits.max_buffered_bytes) has no room for this flow's reorder buffer".into()
+            );
+        }
+        Ok(())
     }
 
     fn report(&self, event: Event) {
@@ -181,7 +209,9 @@ impl FlowCore {
         if acked {
             self.assign_waiting(&mut st);
         }
-        self.counters.multipath_reorder_peak.fetch_max(st.recv.held() as u64, Ordering::Relaxed);
+        let held = st.recv.held() as u64;
+        self.counters.multipath_reorder_peak.fetch_max(held, Ordering::Relaxed);
+        self.reserve_reorder(held)?;
         let newly_delivered = !delivered_before && st.out_delivered();
         // The far end wrote more of our bytes to its socket: the flow is being delivered,
         // even while nothing moves on our own socket (a finished upload crossing a slow path).

@@ -1,0 +1,409 @@
+//! Receive credit: how many unread bytes a link may hand this node, and the node-wide
+//! budget all buffered flow data comes out of.
+//!
+//! quinn bounds what a peer may send us twice: per stream (`mesh.stream_window`, fixed for
+//! a connection's life) and per connection (adjustable at any time). A flow whose reader
+//! stops (a target that never reads, a client that went away without closing) keeps its
+//! stream's unread bytes in quinn, and those count against the connection's window too:
+//! with a fixed connection window, four stalled 4 MiB flows used to take a 16 MiB link
+//! window whole, and no other flow on the link could even send its header.
+//!
+//! So the connection window is not fixed:
+//! - a link starts with `mesh.connection_window` (its *base*, for the flows that read);
+//! - a flow whose writer towards its reader has been blocked for [`STALL_AFTER`] is
+//!   *stalled*: the link's window grows by one stream window for as long as it stays so,
+//!   which is at most what the flow can hold, so the stalled flow never takes the others'
+//!   credit, however many there are;
+//! - the flow stops counting as stalled once it has read all quinn held for it (a read that
+//!   had to wait), and the window shrinks back;
+//! - every base and every stalled flow's window is reserved from [`BufferBudget`]
+//!   (`limits.max_buffered_bytes`), as are multipath reorder buffers. A stalled flow that
+//!   the budget cannot cover is reset (and counted): one stuck consumer must not cost the
+//!   node its memory, nor the link its other flows.
+//!
+//! The worst case a node buffers for its peers is therefore the budget, plus at most one
+//! stream window per link whose base the budget could not cover (a link always gets room
+//! for one stream).
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::VarInt;
+
+/// How long a write towards a flow's reader may block before the flow counts as stalled.
+/// Long enough that a reader which is merely slower than the link for a moment (a kernel
+/// socket buffer filling) is not counted, short against any timeout.
+pub const STALL_AFTER: Duration = Duration::from_millis(200);
+
+/// Least time between two announcements of read credit forced on a link with stalled flows.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(2);
+
+/// The node's budget for buffered flow data: link receive windows and multipath reorder
+/// buffers.
+#[derive(Debug)]
+pub struct BufferBudget {
+    limit: u64,
+    used: AtomicU64,
+    /// Reservations refused since start.
+    refusals: AtomicU64,
+    /// Flows counted as stalled now, across all links.
+    stalled: AtomicU64,
+}
+
+impl BufferBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+        })
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reservations refused since start (each one a flow reset or refused).
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Flows counted as stalled now.
+    pub fn stalled_flows(&self) -> u64 {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes` if they fit.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut r = Reservation { budget: self.clone(), bytes: 0 };
+        r.resize(bytes).then_some(r)
+    }
+
+    /// A reservation of nothing, to grow later.
+    pub fn empty(self: &Arc<Self>) -> Reservation {
+        Reservation { budget: self.clone(), bytes: 0 }
+    }
+
+    /// Reserves `bytes`, over the limit if need be (a link's floor of one stream window).
+    fn reserve_anyway(self: &Arc<Self>, bytes: u64) -> Reservation {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        Reservation { budget: self.clone(), bytes }
+    }
+
+    fn grow(&self, bytes: u64) -> bool {
+        let fits = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok();
+        if !fits {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
+    }
+}
+
+/// Bytes held out of the budget until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<BufferBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Holds `bytes` instead; returns false (and keeps what it held) when growing would
+    /// pass the limit.
+    pub fn resize(&mut self, bytes: u64) -> bool {
+        if bytes > self.bytes {
+            if !self.budget.grow(bytes - self.bytes) {
+                return false;
+            }
+        } else {
+            self.budget.used.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a connection's receive window can be set to.
+trait Window: Send + Sync {
+    fn set(&self, bytes: u64);
+
+    /// Announces the credit freed by reads now (a MAX_DATA frame).
+    fn announce(&self, bytes: u64);
+}
+
+impl Window for quinn::Connection {
+    fn set(&self, bytes: u64) {
+        self.set_receive_window(VarInt::from_u64(bytes).unwrap_or(VarInt::MAX));
+    }
+
+    fn announce(&self, bytes: u64) {
+        // quinn announces read credit only once it reaches an eighth of the window. With
+        // most of the window held by stalled flows, the flows that read could free less
+        // than that and wait forever for credit. Widening the window by one byte makes
+        // quinn send MAX_DATA at once (with all credit freed so far); narrowing it again
+        // takes that byte back out of the next read.
+        self.set(bytes + 1);
+        self.set(bytes);
+    }
+}
+
+/// One link's receive credit.
+pub struct LinkCredit {
+    window: Box<dyn Window>,
+    stream_window: u64,
+    budget: Arc<BufferBudget>,
+    state: Mutex<CreditState>,
+}
+
+struct CreditState {
+    base: Reservation,
+    stalled: u64,
+    /// When read credit was last announced by hand (see [`Window::announce`]).
+    announced: Option<Instant>,
+}
+
+impl std::fmt::Debug for LinkCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCredit").field("stream_window", &self.stream_window).finish_non_exhaustive()
+    }
+}
+
+/// The budget had no room for a stalled flow's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node's buffer budget (limits.max_buffered_bytes) has no room for another stalled flow")]
+pub struct OverBudget;
+
+impl LinkCredit {
+    /// Credit for `conn`: a base of `connection_window` from `budget` (at least one
+    /// `stream_window`, even past the budget, so every stream can use its window).
+    pub fn new(
+        conn: quinn::Connection,
+        budget: Arc<BufferBudget>,
+        connection_window: u64,
+        stream_window: u64,
+    ) -> Self {
+        Self::with_window(Box::new(conn), budget, connection_window, stream_window)
+    }
+
+    fn with_window(
+        window: Box<dyn Window>,
+        budget: Arc<BufferBudget>,
+        base: u64,
+        stream_window: u64,
+    ) -> Self {
+        let base = budget.reserve(base).unwrap_or_else(|| budget.reserve_anyway(stream_window));
+        window.set(base.bytes());
+        Self {
+            window,
+            stream_window,
+            budget,
+            state: Mutex::new(CreditState { base, stalled: 0, announced: None }),
+        }
+    }
+
+    /// Flows counted as stalled on this link now.
+    pub fn stalled(&self) -> u64 {
+        self.lock().stalled
+    }
+
+    /// The connection window in force.
+    pub fn window(&self) -> u64 {
+        let st = self.lock();
+        st.base.bytes() + st.stalled * self.stream_window
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CreditState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, st: &CreditState) {
+        self.window.set(st.base.bytes() + st.stalled * self.stream_window);
+    }
+
+    /// A flow read from the link: while stalled flows hold most of the window, announce
+    /// the freed credit at once (at most every [`ANNOUNCE_EVERY`]).
+    fn after_read(&self) {
+        let mut st = self.lock();
+        if st.stalled == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if st.announced.is_some_and(|t| now.duration_since(t) < ANNOUNCE_EVERY) {
+            return;
+        }
+        st.announced = Some(now);
+        self.window.announce(st.base.bytes() + st.stalled * self.stream_window);
+    }
+
+    /// Counts one more stalled flow; its stream window comes out of the budget.
+    fn stall(self: &Arc<Self>) -> Result<StallGuard, OverBudget> {
+        let reservation = self.budget.reserve(self.stream_window).ok_or(OverBudget)?;
+        let mut st = self.lock();
+        st.stalled += 1;
+        self.apply(&st);
+        self.budget.stalled.fetch_add(1, Ordering::Relaxed);
+        Ok(StallGuard { link: self.clone(), _reservation: reservation })
+    }
+}
+
+/// One stalled flow's share of its link's window; dropping it shrinks the window back.
+#[derive(Debug)]
+pub struct StallGuard {
+    link: Arc<LinkCredit>,
+    _reservation: Reservation,
+}
+
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        let mut st = self.link.lock();
+        st.stalled = st.stalled.saturating_sub(1);
+        self.link.apply(&st);
+        self.link.budget.stalled.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Watches one flow direction that reads from a link and writes towards a reader, and
+/// counts it as stalled on that link while its reader holds it up.
+#[derive(Debug)]
+pub struct StallWatch {
+    link: Arc<LinkCredit>,
+    guard: Option<StallGuard>,
+}
+
+impl StallWatch {
+    /// A watch over a direction that reads from `link`.
+    pub fn new(link: Arc<LinkCredit>) -> Self {
+        Self { link, guard: None }
+    }
+
+    /// Whether the flow counts as stalled now.
+    pub fn is_stalled(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    /// Runs a read from the link; one that had to wait means quinn holds nothing more for
+    /// this flow, so it no longer counts as stalled.
+    pub async fn read<T>(&mut self, read: impl Future<Output = T>) -> T {
+        let mut read = pin!(read);
+        let mut first = true;
+        let guard = &mut self.guard;
+        let out = poll_fn(|cx| {
+            let polled = read.as_mut().poll(cx);
+            if std::mem::take(&mut first) && polled.is_pending() {
+                *guard = None;
+            }
+            polled
+        })
+        .await;
+        self.link.after_read();
+        out
+    }
+
+    /// Runs a write towards the reader; if it is still blocked after [`STALL_AFTER`], the
+    /// flow counts as stalled (its link's window grows by a stream window) until a later
+    /// read finds nothing waiting. Fails when the budget has no room for that.
+    pub async fn write<T>(&mut self, write: impl Future<Output = T>) -> Result<T, OverBudget> {
+        let mut write = pin!(write);
+        if self.guard.is_none() {
+            match tokio::time::timeout(STALL_AFTER, write.as_mut()).await {
+                Ok(done) => return Ok(done),
+                Err(_) => self.guard = Some(self.link.stall()?),
+            }
+        }
+        Ok(write.await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<u64>>);
+
+    impl Window for Arc<Recorded> {
+        fn set(&self, bytes: u64) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
+        }
+
+        fn announce(&self, bytes: u64) {
+            self.set(bytes);
+        }
+    }
+
+    fn last(r: &Arc<Recorded>) -> u64 {
+        *r.0.lock().unwrap_or_else(|p| p.into_inner()).last().unwrap_or(&0)
+    }
+
+    #[test]
+    fn each_stalled_flow_widens_its_link_by_a_stream_window_within_the_budget() {
+        let budget = BufferBudget::new(90);
+        let rec = Arc::new(Recorded::default());
+        let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 40, 20));
+        assert_eq!((last(&rec), budget.used()), (40, 40));
+        let a = link.stall().expect("room for one");
+        let b = link.stall().expect("room for two");
+        assert_eq!((last(&rec), budget.used(), budget.stalled_flows()), (80, 80, 2));
+        assert_eq!(link.stall().err(), Some(OverBudget));
+        assert_eq!(budget.refusals(), 1);
+        drop(a);
+        assert_eq!((last(&rec), budget.used(), link.stalled()), (60, 60, 1));
+        drop(b);
+        drop(link);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_link_the_budget_cannot_cover_still_gets_one_stream_window() {
+        let budget = BufferBudget::new(10);
+        let rec = Arc::new(Recorded::default());
+        let _link = LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 40, 20);
+        assert_eq!((last(&rec), budget.used()), (20, 20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_write_stalls_the_flow_until_a_read_finds_nothing_waiting() {
+        let budget = BufferBudget::new(1000);
+        let rec = Arc::new(Recorded::default());
+        let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 100, 50));
+        let mut watch = StallWatch::new(link.clone());
+        // A quick write does not count.
+        watch.write(tokio::time::sleep(STALL_AFTER / 2)).await.expect("budget");
+        assert!(!watch.is_stalled());
+        watch.write(tokio::time::sleep(STALL_AFTER * 3)).await.expect("budget");
+        assert!(watch.is_stalled());
+        assert_eq!(last(&rec), 150);
+        // A read with bytes waiting keeps the stall; one that waits ends it.
+        watch.read(std::future::ready(())).await;
+        assert!(watch.is_stalled());
+        watch.read(tokio::time::sleep(Duration::from_millis(1))).await;
+        assert!(!watch.is_stalled());
+        assert_eq!((last(&rec), budget.used()), (100, 100));
+    }
+}
