@@ -287,7 +287,7 @@ async fn a_malformed_control_message_gets_an_error_and_the_session_goes_on() {
         }
     }
     assert!(matches!(got[0], ToNode::Error { .. }) && matches!(got[1], ToNode::Error { .. }), "{got:?}");
-    assert_eq!(got[2], ToNode::Welcome { version: 0 });
+    assert_eq!(got[2], ToNode::Welcome { version: control::SCHEDULER_FEATURES });
     assert_eq!(scheduler.nodes(), vec!["a".to_string()]);
 }
 

@@ -300,6 +300,7 @@ pub fn render_scheduler(input: &SchedulerStatusInput) -> String {
                 l["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms")),
                 l["loss"].as_f64().map_or("-".into(), |x| format!("{:.2}%", x * 100.0)),
                 l["throughput_bytes_per_sec"].as_u64().map_or("-".into(), |b| format!("{}/s", bytes(b))),
+                l["capacity_bytes_per_sec"].as_u64().map_or("-".into(), |b| format!("{}/s", bytes(b))),
                 text(&l["used"]),
                 list(&l["reported_by"]).iter().map(text).collect::<Vec<_>>().join(","),
                 l["age_secs"].as_f64().map_or("-".into(), age),
@@ -307,8 +308,10 @@ pub fn render_scheduler(input: &SchedulerStatusInput) -> String {
         })
         .collect();
     out += "\nLINKS\n";
-    out +=
-        &table(&["A", "B", "STATE", "RTT", "LOSS", "THROUGHPUT", "USED", "REPORTED BY", "AGE"], &link_rows);
+    out += &table(
+        &["A", "B", "STATE", "RTT", "LOSS", "THROUGHPUT", "CAPACITY", "USED", "REPORTED BY", "AGE"],
+        &link_rows,
+    );
     let mut route_rows: Vec<Vec<String>> = Vec::new();
     for r in &routes {
         for (i, p) in list(&r["paths"]).iter().enumerate() {
@@ -393,7 +396,7 @@ mod tests {
                 {"id": "b", "region": "eu", "mesh_address": "10.0.0.2:7800", "connected": false, "alive": false, "last_report_secs": null, "peers": 0, "listeners": 0, "routes": 0, "links": 0, "instruction_version": 0}
             ]),
             links: json!([
-                {"a": "a", "b": "b", "state": "counted", "reported_by": ["a", "b"], "rtt_ms": 12.34, "loss": 0.005, "throughput_bytes_per_sec": 2048, "used": true, "age_secs": 1.0},
+                {"a": "a", "b": "b", "state": "counted", "reported_by": ["a", "b"], "rtt_ms": 12.34, "loss": 0.005, "throughput_bytes_per_sec": 2048, "capacity_bytes_per_sec": 12500000, "used": true, "age_secs": 1.0},
                 {"a": "a", "b": "m", "state": "one_sided", "reported_by": ["a"], "rtt_ms": 1.0, "loss": 0.0, "throughput_bytes_per_sec": null, "used": false, "age_secs": 1.0}
             ]),
             routes: json!([{"node": "a", "route": "web", "exit": "d", "objective": "latency", "pinned": false, "instruction_version": 9, "issued_at_unix": 1,
@@ -408,6 +411,7 @@ mod tests {
             "12.3 ms",
             "0.50%",
             "2.0 KiB/s",
+            "11.9 MiB/s",
             "one-sided",
             "a,b",
             "a>b>d",

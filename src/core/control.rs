@@ -12,6 +12,13 @@ use bincode::{Decode, Encode};
 pub const CONTROL_MAGIC: [u8; 4] = *b"PXSC";
 /// Protocol version.
 pub const CONTROL_VERSION: u8 = 1;
+/// What a scheduler says it understands, sent as `Welcome.version` (0 in schedulers from
+/// before it was defined). Level 1: it reads [`ToScheduler::Capacity`]. New messages go out
+/// only to a scheduler that announced them, so an older one is never sent a frame it would
+/// skip and answer with `Error` every heartbeat.
+pub const SCHEDULER_FEATURES: u64 = 1;
+/// The `Welcome.version` from which a scheduler reads [`ToScheduler::Capacity`].
+pub const FEATURE_CAPACITY: u64 = 1;
 /// Bytes before the body.
 pub const FRAME_PREFIX_LEN: usize = 9;
 /// Largest body accepted by default (instructions for a large mesh fit comfortably).
@@ -45,10 +52,27 @@ pub struct LinkReport {
     pub peer: String,
     /// Smoothed RTT, microseconds.
     pub rtt_us: u64,
-    /// Lost over sent packets since the last report, in parts per million.
+    /// Loss of data-carrying traffic, in parts per million: a packet-weighted moving
+    /// estimate over the report intervals in which the link carried enough data to measure
+    /// it (an idle link's lost keepalives do not count); carried over unchanged through
+    /// intervals with too little data, 0 until the first.
     pub loss_ppm: u32,
-    /// Bytes per second sent over the link since the last report.
+    /// Bytes per second sent over the link since the last report: what it carried, not
+    /// what it could carry (see [`LinkCapacity`]).
     pub throughput_bps: u64,
+}
+
+/// What one peer link can carry, from its congestion controller. A separate message rather
+/// than a field of [`LinkReport`] because bincode has no optional trailing fields: a new
+/// field would make every `Report` unreadable to schedulers that predate it.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct LinkCapacity {
+    /// The peer.
+    pub peer: String,
+    /// The controller's bottleneck-bandwidth estimate of the path from this node to the
+    /// peer, **bytes** per second; only sent once measured with the sender never short of
+    /// data.
+    pub capacity_bps: u64,
 }
 
 /// Per-route flow statistics since the last report.
@@ -89,6 +113,13 @@ pub enum ToScheduler {
     Renew {
         /// A PKCS#10 certificate request (DER) signed with the node's key.
         csr: Vec<u8>,
+    },
+    /// Link capacities, sent right after each `Report` (and once on `Welcome`) to a
+    /// scheduler whose `Welcome.version` is at least [`FEATURE_CAPACITY`]. Lists every live
+    /// link that has an estimate; a link left out has none (it replaces the previous list).
+    Capacity {
+        /// One entry per live peer link with a capacity estimate.
+        links: Vec<LinkCapacity>,
     },
 }
 
@@ -145,7 +176,8 @@ pub struct InstructionSet {
 pub enum ToNode {
     /// Registration accepted.
     Welcome {
-        /// Reserved (0); instructions follow as `Instructions` once the node subscribes.
+        /// What the scheduler understands ([`SCHEDULER_FEATURES`]; 0 from schedulers that
+        /// predate it). Instructions follow as `Instructions` once the node subscribes.
         version: u64,
     },
     /// New instructions.
@@ -307,6 +339,27 @@ mod tests {
             matches!(decode::<ToScheduler>(&bad, MAX_FRAME_BODY), Err(FrameError::Malformed { skip, .. }) if skip == bad.len())
         );
         assert_eq!(decode::<ToScheduler>(b"GET /", MAX_FRAME_BODY), Err(FrameError::BadMagic));
+    }
+
+    #[test]
+    fn a_report_keeps_the_bytes_older_schedulers_read_and_capacity_is_a_new_variant() {
+        // The example of docs/scheduler-protocol.md §7: unchanged, so a scheduler that
+        // predates capacity still reads every report.
+        let report = ToScheduler::Report {
+            links: vec![LinkReport { peer: "b".into(), rtt_us: 12_000, loss_ppm: 0, throughput_bps: 0 }],
+            routes: vec![],
+        };
+        let frame = encode(&report).expect("encode");
+        assert_eq!(
+            frame,
+            [0x50, 0x58, 0x53, 0x43, 1, 0, 0, 0, 0x0a, 2, 1, 1, b'b', 0xfb, 0x2e, 0xe0, 0, 0, 0]
+        );
+        let capacity =
+            ToScheduler::Capacity { links: vec![LinkCapacity { peer: "b".into(), capacity_bps: 1_250_000 }] };
+        let frame = encode(&capacity).expect("encode");
+        assert_eq!(frame[FRAME_PREFIX_LEN], 5, "variant 5, which older schedulers skip as unknown");
+        let (m, _) = decode::<ToScheduler>(&frame, MAX_FRAME_BODY).expect("decode").expect("complete");
+        assert_eq!(m, capacity);
     }
 
     #[test]

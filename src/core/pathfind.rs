@@ -1,7 +1,8 @@
 //! Path computation over the mesh graph: pure, deterministic, no I/O.
 //!
 //! The graph is directed (a link's metrics can differ per direction) and holds, per link,
-//! the measured round-trip time, loss rate and throughput. For an objective, every link
+//! the measured round-trip time, loss rate and bandwidth (the scheduler fills it with the
+//! link's capacity where both ends report one, else with its throughput). For an objective, every link
 //! gets a cost; the best path minimises the sum of costs (`latency`, `loss`, `balanced`) or
 //! maximises the narrowest link and then minimises latency (`bandwidth`). Alternatives share no relay with the best
 //! path or with each other: each is the best path once the relays already used are
@@ -20,7 +21,7 @@ pub struct LinkMetrics {
     pub rtt_ms: f64,
     /// Packet loss rate, 0.0 to 1.0.
     pub loss: f64,
-    /// Throughput the link can carry, in Mbit/s.
+    /// What the link can carry, in Mbit/s (its capacity, or as a fallback what it carried).
     pub bandwidth_mbps: f64,
 }
 
@@ -31,7 +32,7 @@ pub enum Objective {
     Latency,
     /// Highest delivery probability (product of per-link delivery rates).
     Loss,
-    /// Widest path: the highest bottleneck throughput; ties by latency.
+    /// Widest path: the highest bottleneck bandwidth; ties by latency.
     Bandwidth,
     /// A weighted sum of latency (per ms), loss (per 1% of loss, as `-ln(1-loss)` x 100)
     /// and narrowness (per `100 / Mbit/s`).

@@ -30,12 +30,17 @@ pub struct PathEstimate {
     pub bandwidth: u64,
     /// Propagation round trip.
     pub min_rtt: Duration,
+    /// Whether `bandwidth` was measured with the sender never short of data (a capacity
+    /// figure) rather than only from what an idle link offered (a lower bound); see
+    /// [`PathModel::probed`].
+    pub probed: bool,
 }
 
 /// The bottleneck estimate of `conn`'s controller, when it is the model and has measured.
 pub fn estimate(conn: &quinn::Connection) -> Option<PathEstimate> {
     let controller = conn.congestion_state().into_any().downcast::<ModelController>().ok()?;
-    Some(PathEstimate { bandwidth: controller.model.bandwidth()?, min_rtt: controller.model.min_rtt()? })
+    let model = &controller.model;
+    Some(PathEstimate { bandwidth: model.bandwidth()?, min_rtt: model.min_rtt()?, probed: model.probed() })
 }
 
 /// Builds [`ModelController`]s.

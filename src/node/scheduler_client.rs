@@ -16,7 +16,8 @@ use tracing::{debug, info, warn};
 use crate::config::SchedulerClientConfig;
 use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::control::{
-    self, FrameError, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode, ToScheduler,
+    self, FrameError, LinkCapacity, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode,
+    ToScheduler,
 };
 use crate::node::renewal::Renewal;
 use crate::node::{Shared, instruction_store, log_escape};
@@ -99,6 +100,9 @@ async fn registered_session(
     write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
     let mut buf: Vec<u8> = Vec::new();
+    // What the scheduler said it understands (its `Welcome.version`): capacity goes only to
+    // one that reads it.
+    let mut features = 0u64;
     let mut draining = shared.draining.clone();
     loop {
         tokio::select! {
@@ -108,6 +112,10 @@ async fn registered_session(
                 let links = meter.sample(&shared.pool.live_links());
                 let routes = meter.routes(shared);
                 write(&mut send, &ToScheduler::Report { links, routes }, cfg).await?;
+                if features >= control::FEATURE_CAPACITY {
+                    let links = capacities(&shared.pool.live_links());
+                    write(&mut send, &ToScheduler::Capacity { links }, cfg).await?;
+                }
                 let now_unix = i64::try_from(crate::node::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
                     info!("asking the scheduler to renew this node's certificate");
@@ -122,7 +130,14 @@ async fn registered_session(
                     info!(scheduler = %conn.remote_address(), "connected to the scheduler");
                 }
                 buf.extend_from_slice(&chunk.bytes);
-                read_frames(shared, &mut buf, renewal).await?;
+                let before = features;
+                read_frames(shared, &mut buf, renewal, &mut features).await?;
+                // The first report went before the welcome: send capacity now rather than a
+                // heartbeat later (it is a level, not a count since the last report).
+                if before < control::FEATURE_CAPACITY && features >= control::FEATURE_CAPACITY {
+                    let links = capacities(&shared.pool.live_links());
+                    write(&mut send, &ToScheduler::Capacity { links }, cfg).await?;
+                }
             }
             _ = crate::node::wait_true(&mut draining) => {
                 conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
@@ -150,12 +165,20 @@ async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result
 }
 
 /// Handles every complete frame in `buf`.
-async fn read_frames(shared: &Arc<Shared>, buf: &mut Vec<u8>, renewal: &mut Renewal) -> anyhow::Result<()> {
+async fn read_frames(
+    shared: &Arc<Shared>,
+    buf: &mut Vec<u8>,
+    renewal: &mut Renewal,
+    features: &mut u64,
+) -> anyhow::Result<()> {
     loop {
         match control::decode::<ToNode>(buf, control::MAX_FRAME_BODY) {
             Ok(None) => return Ok(()),
             Ok(Some((message, used))) => {
                 buf.drain(..used);
+                if let ToNode::Welcome { version } = &message {
+                    *features = *version;
+                }
                 handle(shared, message, renewal).await;
             }
             Err(FrameError::UnsupportedVersion { skip, .. } | FrameError::Malformed { skip, .. })
@@ -267,13 +290,109 @@ async fn write(
     Ok(())
 }
 
-/// Turns QUIC connection statistics into per-report link metrics (loss and throughput
-/// since the previous report).
+/// Turns QUIC connection statistics into per-report link metrics (loss, throughput and
+/// capacity; see [`LossEstimate`] for why loss is not simply lost over sent).
 #[derive(Default)]
 struct LinkMeter {
-    previous: HashMap<String, (u64, u64, u64, Instant)>,
+    /// Per peer: the connection last sampled and its counters then.
+    previous: HashMap<String, Sampled>,
     /// Flow and byte counts per route at the previous report.
     routes_before: HashMap<String, (u64, u64)>,
+}
+
+/// What the meter remembers of one peer link between reports.
+struct Sampled {
+    /// `Connection::stable_id` of the connection sampled: a link replaced by a new
+    /// connection starts its counters from zero.
+    conn: usize,
+    counters: Counters,
+    at: Instant,
+    loss: LossEstimate,
+}
+
+/// The connection counters the link metrics come from, cumulative or as a delta.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    /// Packets sent, every kind (data, acknowledgements, keepalive PINGs).
+    sent_packets: u64,
+    /// Packets declared lost (quinn leaves MTU probes out).
+    lost_packets: u64,
+    /// STREAM and DATAGRAM frames sent: the data the link carried, as opposed to
+    /// keepalives and acknowledgements.
+    data_frames: u64,
+    /// UDP payload bytes sent.
+    tx_bytes: u64,
+}
+
+impl Counters {
+    fn of(stats: &quinn::ConnectionStats) -> Self {
+        Counters {
+            sent_packets: stats.path.sent_packets,
+            lost_packets: stats.path.lost_packets,
+            data_frames: stats.frame_tx.stream.saturating_add(stats.frame_tx.datagram),
+            tx_bytes: stats.udp_tx.bytes,
+        }
+    }
+
+    /// `self - before`, each counter saturating at 0.
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            sent_packets: self.sent_packets.saturating_sub(before.sent_packets),
+            lost_packets: self.lost_packets.saturating_sub(before.lost_packets),
+            data_frames: self.data_frames.saturating_sub(before.data_frames),
+            tx_bytes: self.tx_bytes.saturating_sub(before.tx_bytes),
+        }
+    }
+}
+
+/// Data packets a report interval must have sent for its loss to be measured.
+const LOSS_MIN_DATA_PACKETS: u64 = 256;
+/// Share of the past a measured interval keeps (memory of about four measured intervals).
+const LOSS_DECAY: f64 = 0.75;
+
+/// The loss of a link's data traffic, in parts per million, for the scheduler.
+///
+/// Lost over sent packets per report interval misleads in two ways. An idle link sends only
+/// keepalive PINGs and acknowledgements, a few dozen packets per interval, and quinn counts
+/// a PING it gave up on (or declared lost spuriously) like any packet: one in 68 read as
+/// 1.47% loss on an idle loopback link. And a small sample makes a big percentage of a
+/// single loss, which the scheduler would then route around. So an interval counts only
+/// when it carried at least [`LOSS_MIN_DATA_PACKETS`] data packets (so one loss is at most
+/// 0.4%, and keepalives, which quinn sends only when the link is otherwise quiet, are a
+/// negligible share); its lost and sent packets go into sums that decay by
+/// [`LOSS_DECAY`] per counted interval, so a busy interval weighs more than a light one and
+/// the figure follows a change within a few intervals. An interval with too little data
+/// leaves the estimate as it was: an idle link keeps the loss it showed when it last
+/// carried traffic (0 if it never did), since keepalives say nothing about data loss.
+#[derive(Debug, Clone, Copy, Default)]
+struct LossEstimate {
+    lost: f64,
+    sent: f64,
+}
+
+impl LossEstimate {
+    /// Takes one interval's counter deltas; returns the estimate, parts per million.
+    fn update(&mut self, delta: Counters) -> u32 {
+        // Frames and packets differ (several frames may share a packet, PINGs and
+        // acknowledgements carry none): the smaller bounds the data packets from above.
+        let data_packets = delta.data_frames.min(delta.sent_packets);
+        if data_packets >= LOSS_MIN_DATA_PACKETS {
+            // Losses are declared a round trip or more after the send, so an interval may
+            // count losses of the one before: cap its ratio at 1.
+            let lost = delta.lost_packets.min(delta.sent_packets);
+            self.lost = self.lost * LOSS_DECAY + lost as f64;
+            self.sent = self.sent * LOSS_DECAY + delta.sent_packets as f64;
+        }
+        self.ppm()
+    }
+
+    /// The estimate, parts per million (0 before any measured interval).
+    fn ppm(&self) -> u32 {
+        if self.sent <= 0.0 {
+            return 0;
+        }
+        (self.lost / self.sent * 1e6).round().clamp(0.0, 1e6) as u32
+    }
 }
 
 impl LinkMeter {
@@ -298,28 +417,102 @@ impl LinkMeter {
 
     fn sample(&mut self, links: &[(String, Connection)]) -> Vec<LinkReport> {
         let now = Instant::now();
+        // Links gone since the last report are forgotten.
+        self.previous.retain(|peer, _| links.iter().any(|(p, _)| p == peer));
         links
             .iter()
             .map(|(peer, conn)| {
-                let stats = conn.stats();
-                let (lost, sent, bytes) =
-                    (stats.path.lost_packets, stats.path.sent_packets, stats.udp_tx.bytes);
-                let (lost0, sent0, bytes0, at0) = self.previous.get(peer).copied().unwrap_or((0, 0, 0, now));
-                self.previous.insert(peer.clone(), (lost, sent, bytes, now));
-                let sent_delta = sent.saturating_sub(sent0).max(1);
-                let secs = now.duration_since(at0).as_secs_f64();
+                let counters = Counters::of(&conn.stats());
+                let id = conn.stable_id();
+                let (delta, secs, mut loss) = match self.previous.get(peer) {
+                    Some(p) => {
+                        // A new connection for the same peer counts from its own start.
+                        let before = if p.conn == id { p.counters } else { Counters::default() };
+                        (counters.since(before), now.duration_since(p.at).as_secs_f64(), p.loss)
+                    }
+                    // First sight: loss from the connection's start, no throughput yet.
+                    None => (counters, 0.0, LossEstimate::default()),
+                };
+                let loss_ppm = loss.update(delta);
+                self.previous.insert(peer.clone(), Sampled { conn: id, counters, at: now, loss });
                 LinkReport {
                     peer: peer.clone(),
                     rtt_us: u64::try_from(conn.rtt().as_micros()).unwrap_or(u64::MAX),
-                    loss_ppm: u32::try_from(lost.saturating_sub(lost0) * 1_000_000 / sent_delta)
-                        .unwrap_or(u32::MAX),
-                    throughput_bps: if secs > 0.0 {
-                        (bytes.saturating_sub(bytes0) as f64 / secs) as u64
-                    } else {
-                        0
-                    },
+                    loss_ppm,
+                    throughput_bps: if secs > 0.0 { (delta.tx_bytes as f64 / secs) as u64 } else { 0 },
                 }
             })
             .collect()
+    }
+}
+
+/// The capacity of each link whose congestion controller has measured one (the model
+/// controller, once a round trip had the sender never short of data; see
+/// [`crate::node::congestion::PathEstimate::probed`]). Before that its bandwidth estimate is
+/// what keepalives were seen to deliver, far below capacity: such links are left out and the
+/// scheduler falls back to throughput for them.
+fn capacities(links: &[(String, Connection)]) -> Vec<LinkCapacity> {
+    links
+        .iter()
+        .filter_map(|(peer, conn)| {
+            let estimate = crate::node::congestion::estimate(conn).filter(|e| e.probed)?;
+            Some(LinkCapacity { peer: peer.clone(), capacity_bps: estimate.bandwidth })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interval(sent: u64, lost: u64, data: u64) -> Counters {
+        Counters { sent_packets: sent, lost_packets: lost, data_frames: data, tx_bytes: sent * 1200 }
+    }
+
+    #[test]
+    fn lost_keepalives_on_an_idle_link_are_not_loss() {
+        let mut e = LossEstimate::default();
+        // 68 packets, one lost PING, no data: the 1.47% once shown for an idle loopback link.
+        for _ in 0..100 {
+            assert_eq!(e.update(interval(68, 1, 0)), 0);
+        }
+        // A trickle of data (a few requests) is still too little to measure.
+        assert_eq!(e.update(interval(200, 2, 150)), 0);
+    }
+
+    #[test]
+    fn loss_of_a_busy_link_is_measured_and_kept_through_idle_intervals() {
+        let mut e = LossEstimate::default();
+        assert_eq!(e.update(interval(10_000, 100, 9_900)), 10_000, "1%");
+        // Idle: keepalives say nothing about data loss; the figure stays.
+        assert_eq!(e.update(interval(60, 3, 0)), 10_000);
+        // Busy again without loss: the old loss fades.
+        let mut last = u32::MAX;
+        for _ in 0..10 {
+            let now = e.update(interval(10_000, 0, 10_000));
+            assert!(now < last, "{now} after {last}");
+            last = now;
+        }
+        assert!(last < 1_000, "{last}");
+    }
+
+    #[test]
+    fn busy_intervals_weigh_by_their_packets_and_the_ratio_is_capped() {
+        let mut e = LossEstimate::default();
+        e.update(interval(100_000, 0, 100_000));
+        // A light interval with one loss barely moves the estimate of a busy link.
+        assert!(e.update(interval(300, 1, 300)) < 20, "{}", e.ppm());
+        // Losses declared late cannot make more than everything lost.
+        let mut f = LossEstimate::default();
+        assert_eq!(f.update(interval(300, 900, 300)), 1_000_000);
+    }
+
+    #[test]
+    fn counter_deltas_saturate() {
+        let before = interval(10, 5, 10);
+        assert_eq!(
+            interval(4, 6, 12).since(before),
+            Counters { sent_packets: 0, lost_packets: 1, data_frames: 2, tx_bytes: 0 }
+        );
     }
 }

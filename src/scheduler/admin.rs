@@ -91,6 +91,17 @@ pub fn render_metrics(s: &Snapshot) -> String {
             f.sample(&[("a", &l.a), ("b", &l.b)], t as f64);
         }
     }
+    let mut f = family(
+        &mut out,
+        "proxy_scheduler_link_capacity_bytes_per_second",
+        "gauge",
+        "What each counted link can carry, from its ends' congestion controllers (the lower claim).",
+    );
+    for l in &counted {
+        if let Some(c) = l.capacity_bytes_per_sec {
+            f.sample(&[("a", &l.a), ("b", &l.b)], c as f64);
+        }
+    }
     let mut f =
         family(&mut out, "proxy_scheduler_link_used", "gauge", "1 when an issued path runs over the link.");
     for l in &s.links {
@@ -186,6 +197,8 @@ mod tests {
             rtt_ms: 12.5,
             loss: 0.01,
             throughput_bytes_per_sec: Some(1000),
+            capacity_bytes_per_sec: Some(125_000),
+            bandwidth_mbps: 1.0,
             used: state == LinkState::Counted,
             age_secs: 0.5,
         };
@@ -229,6 +242,7 @@ mod tests {
             "proxy_scheduler_link_counted{a=\"a\",b=\"m\"} 0",
             "proxy_scheduler_link_rtt_seconds{a=\"a\",b=\"b\"} 0.0125",
             "proxy_scheduler_link_loss_ratio{a=\"a\",b=\"b\"} 0.01",
+            "proxy_scheduler_link_capacity_bytes_per_second{a=\"a\",b=\"b\"} 125000",
             "proxy_scheduler_link_used{a=\"a\",b=\"b\"} 1",
             "proxy_scheduler_routes 1",
             "proxy_scheduler_instruction_version{node=\"a\"} 7",

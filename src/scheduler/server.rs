@@ -370,7 +370,7 @@ async fn act(
     match action {
         Action::Reply(reply) => write(send, &reply).await,
         Action::Registered => {
-            write(send, &ToNode::Welcome { version: 0 }).await?;
+            write(send, &ToNode::Welcome { version: control::SCHEDULER_FEATURES }).await?;
             write(send, &ToNode::Revocations(shared.revocations.snapshot().to_list())).await?;
             if let Some(cert) = peer_certificate(conn) {
                 let (enrollment, node) = (shared.enrollment.clone(), node.to_string());
@@ -465,6 +465,10 @@ fn handle(
         }
         ToScheduler::Report { links, routes } => {
             shared.with_state(|s| s.report(node, links, routes, now));
+            None
+        }
+        ToScheduler::Capacity { links } => {
+            shared.with_state(|s| s.capacity(node, links, now));
             None
         }
         ToScheduler::Subscribe { since_version } => {

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::scheduler::{Pin, SchedulerConfig};
 use crate::core::control::{
-    InstructedPath, InstructionSet, LinkReport, NodeIntro, Registration, RouteInstruction, RouteReport,
+    InstructedPath, InstructionSet, LinkCapacity, LinkReport, NodeIntro, Registration, RouteInstruction,
+    RouteReport,
 };
 use crate::core::hysteresis::{Hysteresis, RouteChoice};
 use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective, WeightedPath};
@@ -23,6 +24,9 @@ struct NodeState {
     registration: Registration,
     last_seen: Instant,
     links: Vec<(LinkReport, Instant)>,
+    /// Its last capacity claims (bytes per second, by peer) and when they came. Kept apart
+    /// from `links`: they come in their own message, from nodes that have an estimate.
+    capacities: (HashMap<String, u64>, Instant),
     version: u64,
     sent: Option<Vec<RouteInstruction>>,
     /// The nodes introduced in the last set sent.
@@ -104,6 +108,7 @@ impl MeshState {
                     registration,
                     last_seen: now,
                     links: Vec::new(),
+                    capacities: (HashMap::new(), now),
                     version: 0,
                     sent: None,
                     sent_intros: Vec::new(),
@@ -152,6 +157,21 @@ impl MeshState {
         }
     }
 
+    /// A node's capacity claims for its links; they replace its previous claims. Only peers
+    /// of its last report are kept (it sends them right after the report), so the claims
+    /// cannot grow the state beyond its links.
+    pub fn capacity(&mut self, node: &str, links: Vec<LinkCapacity>, now: Instant) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.last_seen = now;
+            let claims = links
+                .into_iter()
+                .filter(|c| n.links.iter().any(|(l, _)| l.peer == c.peer))
+                .map(|c| (c.peer, c.capacity_bps))
+                .collect();
+            n.capacities = (claims, now);
+        }
+    }
+
     /// Flows and bytes reported per route by `node`, sorted by route.
     pub fn route_totals(&self, node: &str) -> Vec<(String, u64, u64)> {
         let mut out: Vec<(String, u64, u64)> = self
@@ -193,6 +213,13 @@ impl MeshState {
             .map(|(l, _)| l)
     }
 
+    /// `id`'s claim of its link's capacity to `peer`, bytes per second, when it is within
+    /// `node_dead_after`.
+    fn capacity_claim(&self, id: &str, peer: &str, now: Instant) -> Option<u64> {
+        let (claims, at) = &self.nodes.get(id)?.capacities;
+        claims.get(peer).copied().filter(|_| now.duration_since(*at) <= self.policy.dead_after)
+    }
+
     /// The link `a - b` as the computation counts it: both ends alive and both reporting
     /// it freshly, at the worse of the two reports (one node cannot make itself look close
     /// to everyone).
@@ -200,7 +227,8 @@ impl MeshState {
         if a == b || !self.alive(a, now) || !self.alive(b, now) {
             return None;
         }
-        Some(metrics_of(self.fresh_report(a, b, now)?, self.fresh_report(b, a, now)?))
+        let claims = (self.capacity_claim(a, b, now), self.capacity_claim(b, a, now));
+        Some(metrics_of(self.fresh_report(a, b, now)?, self.fresh_report(b, a, now)?, claims))
     }
 
     /// The graph of fresh links between live registered nodes.
@@ -275,15 +303,49 @@ impl MeshState {
     }
 }
 
-/// Link metrics from the two ends' reports: the higher RTT and loss, the lower throughput.
-fn metrics_of(a: &LinkReport, b: &LinkReport) -> LinkMetrics {
-    let throughput = throughput_of(a, b);
+/// What the computation assumes of a link that measured nothing: not the bottleneck.
+const UNMEASURED_MBPS: f64 = 1000.0;
+
+/// Link metrics from the two ends' reports and capacity claims: the higher RTT and loss;
+/// for bandwidth, the capacity when both ends claim one (the lower claim), else the lower
+/// throughput, which a single claim may lower but never raise.
+fn metrics_of(a: &LinkReport, b: &LinkReport, claims: (Option<u64>, Option<u64>)) -> LinkMetrics {
     LinkMetrics {
         // A floor, so no link is ever free.
         rtt_ms: (a.rtt_us.max(b.rtt_us) as f64 / 1000.0).max(0.01),
         loss: f64::from(a.loss_ppm.max(b.loss_ppm).min(999_999)) / 1e6,
-        // An idle link has measured nothing: assume it is not the bottleneck.
-        bandwidth_mbps: throughput.map_or(1000.0, |t| t as f64 * 8.0 / 1e6),
+        bandwidth_mbps: bandwidth_mbps(a, b, claims),
+    }
+}
+
+/// Bytes per second to Mbit/s.
+fn mbps(bytes_per_sec: u64) -> f64 {
+    bytes_per_sec as f64 * 8.0 / 1e6
+}
+
+/// The link's width for the `bandwidth` and `balanced` objectives, Mbit/s.
+///
+/// Capacity (what the link could carry) is what those objectives mean; throughput (what it
+/// happened to carry) is the fallback for links whose ends have no capacity estimate (a
+/// controller without one, an older node, a link never loaded). Each end's controller
+/// measures its own sending direction, and either end could lie, so a capacity counts
+/// only when both ends claim one, at the lower claim. One end's claim alone may lower the
+/// fallback (a node can always make its own link worse by dropping traffic), never raise it.
+fn bandwidth_mbps(a: &LinkReport, b: &LinkReport, claims: (Option<u64>, Option<u64>)) -> f64 {
+    // An idle link has measured nothing: assume it is not the bottleneck.
+    let fallback = throughput_of(a, b).map_or(UNMEASURED_MBPS, mbps);
+    match claims {
+        (Some(x), Some(y)) => mbps(x.min(y)),
+        (Some(x), None) | (None, Some(x)) => mbps(x).min(fallback),
+        (None, None) => fallback,
+    }
+}
+
+/// The lower of the capacity claims present, bytes per second (what the admin API shows).
+fn capacity_of(claims: (Option<u64>, Option<u64>)) -> Option<u64> {
+    match claims {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
     }
 }
 

@@ -124,6 +124,10 @@ pub struct PathModel {
     loss_cap: Option<u64>,
     in_flight: u64,
     app_limited: bool,
+    /// Whether a round trip since the last restart had the sender never short of data, so
+    /// the bandwidth estimate was measured against the path and not only against what an
+    /// idle sender offered (keepalives, handshake): see [`PathModel::probed`].
+    probed: bool,
 }
 
 impl PathModel {
@@ -146,6 +150,7 @@ impl PathModel {
             loss_cap: None,
             in_flight: 0,
             app_limited: false,
+            probed: false,
         }
     }
 
@@ -162,6 +167,16 @@ impl PathModel {
     /// The bottleneck-bandwidth estimate in bytes per second, once measured.
     pub fn bandwidth(&self) -> Option<u64> {
         Some(self.bandwidth.get()).filter(|&b| b > 0)
+    }
+
+    /// Whether the bandwidth estimate is a capacity figure: some round trip since the path
+    /// was (re)learned had the sender never short of data. Until then the estimate is only
+    /// the fastest the link was seen to deliver what little it was offered (on an idle link,
+    /// keepalives), a lower bound that can be orders of magnitude below the path's capacity.
+    /// Samples taken while idle enter the estimate only when they beat it, so once probed
+    /// the estimate stays at or above a measured figure.
+    pub fn probed(&self) -> bool {
+        self.probed
     }
 
     /// The propagation round-trip estimate, once measured.
@@ -251,6 +266,7 @@ impl PathModel {
         self.full_bw = 0;
         self.full_bw_rounds = 0;
         self.loss_cap = None;
+        self.probed = false;
         self.phase = Phase::Startup;
         self.window = self.window.max(self.initial_window());
     }
@@ -263,6 +279,10 @@ impl PathModel {
 
     fn end_round(&mut self) {
         self.round += 1;
+        // The first rounds carry the handshake, whose flags say little about the path.
+        if !self.round_app_limited && self.round > 2 {
+            self.probed = true;
+        }
         self.next_round_delivered = self.delivery.delivered();
         let congested = self.loss.lost >= LOSS_MIN_PACKETS * self.mtu
             && self.loss.lost as f64 > LOSS_THRESHOLD * self.loss.sent.max(1) as f64;
@@ -360,5 +380,45 @@ impl PathModel {
             _ => target,
         };
         capped.max(min)
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    /// Rounds of `per_round` 1200-byte packets, each sent 1 ms apart and acknowledged 10 ms
+    /// later, all with the given app-limited flag.
+    fn rounds(m: &mut PathModel, start: Instant, rounds: u32, per_round: u32, app_limited: bool) -> Instant {
+        let mut t = start;
+        for _ in 0..rounds {
+            let sends: Vec<Instant> =
+                (0..per_round).map(|i| t + Duration::from_millis(u64::from(i))).collect();
+            for &s in &sends {
+                m.on_sent(s, 1200);
+            }
+            for &s in &sends {
+                let at = s + Duration::from_millis(10);
+                m.on_ack(at, s, 1200, app_limited);
+                m.on_end_acks(at, 0, app_limited);
+            }
+            t += Duration::from_millis(u64::from(per_round) + 11);
+        }
+        t
+    }
+
+    #[test]
+    fn only_a_round_with_the_sender_never_short_of_data_makes_the_estimate_a_capacity() {
+        let t0 = Instant::now();
+        let mut m = PathModel::new(t0, 1200);
+        // An idle link: keepalives, one small packet per round, all app-limited.
+        let t = rounds(&mut m, t0, 20, 1, true);
+        assert!(m.bandwidth().is_some(), "it measured something");
+        assert!(!m.probed(), "but only what an idle sender offered");
+        rounds(&mut m, t, 5, 20, false);
+        assert!(m.probed());
+        // Persistent loss: the path is learned again, and so is whether it was probed.
+        m.on_loss(t + Duration::from_secs(5), true, 1200);
+        assert!(!m.probed());
     }
 }

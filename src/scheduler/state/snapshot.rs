@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{MeshState, metrics_of, path_is_simple, throughput_of};
+use super::{MeshState, capacity_of, metrics_of, path_is_simple, throughput_of};
 use crate::core::control::LinkReport;
 use crate::core::pathfind::Objective;
 
@@ -81,6 +81,13 @@ pub struct LinkSnapshot {
     /// Bytes per second sent over it: the lower of the reports that measured traffic;
     /// `None` when idle.
     pub throughput_bytes_per_sec: Option<u64>,
+    /// What it can carry, bytes per second: the lower of the ends' capacity claims (their
+    /// congestion controllers' bottleneck estimates); `None` when neither end claims one.
+    /// The computation uses it when both ends claim one; one claim alone only lowers the
+    /// throughput figure.
+    pub capacity_bytes_per_sec: Option<u64>,
+    /// The width the `bandwidth` and `balanced` objectives count for it, Mbit/s.
+    pub bandwidth_mbps: f64,
     /// Whether an issued path runs over it.
     pub used: bool,
     /// Age in seconds of the older report.
@@ -196,6 +203,13 @@ impl MeshState {
             .map(|((a, b), mut by)| {
                 by.sort_by(|x, y| x.0.cmp(y.0));
                 let (first, second) = (by[0].1, by.get(1).map_or(by[0].1, |r| r.1));
+                // Claims count as the computation counts them: fresh, from both ends.
+                let claim = |x: &str, y: &str| self.capacity_claim(x, y, now);
+                let claims = if by.len() == 2 {
+                    (claim(&a, &b), claim(&b, &a))
+                } else {
+                    (claim(by[0].0, &by[0].1.peer), None)
+                };
                 let state = if self.counted_link(&a, &b, now).is_some() {
                     LinkState::Counted
                 } else if by.len() == 2 {
@@ -204,13 +218,15 @@ impl MeshState {
                     LinkState::OneSided
                 };
                 let oldest = by.iter().map(|r| r.2).min().unwrap_or(now);
-                let worse = metrics_of(first, second);
+                let worse = metrics_of(first, second, claims);
                 LinkSnapshot {
                     state,
                     reported_by: by.iter().map(|r| r.0.to_string()).collect(),
                     rtt_ms: first.rtt_us.max(second.rtt_us) as f64 / 1000.0,
                     loss: worse.loss,
                     throughput_bytes_per_sec: throughput_of(first, second),
+                    capacity_bytes_per_sec: capacity_of(claims),
+                    bandwidth_mbps: worse.bandwidth_mbps,
                     used: used.contains(&(a.clone(), b.clone())),
                     age_secs: now.saturating_duration_since(oldest).as_secs_f64(),
                     a,

@@ -325,3 +325,103 @@ fn each_pair_is_introduced_once_to_its_lower_id_and_a_new_node_at_once() {
         assert!(intros(&sets, lower).is_some_and(|i| i.contains(&"d".to_string())), "{lower} meets d");
     }
 }
+
+/// a, b, d as in `mesh`, under `objective`, a-b and b-d 10 ms, a-d 20 ms. The direct link
+/// a-d carries 10 MB/s; the links through b carry only keepalives (100 B/s).
+fn busy_direct_mesh(objective: Objective, t: Instant) -> MeshState {
+    let mut m = MeshState::new(Policy { objective, ..policy() }, t);
+    m.register(reg("a", &[("web", "d")]), t);
+    m.register(reg("b", &[]), t);
+    m.register(reg("d", &[]), t);
+    let l = |peer: &str, rtt_ms: u64, throughput_bps: u64| LinkReport {
+        peer: peer.into(),
+        rtt_us: rtt_ms * 1000,
+        loss_ppm: 0,
+        throughput_bps,
+    };
+    m.report("a", vec![l("b", 10, 100), l("d", 20, 10_000_000)], vec![], t);
+    m.report("b", vec![l("a", 10, 100), l("d", 10, 100)], vec![], t);
+    m.report("d", vec![l("a", 20, 10_000_000), l("b", 10, 100)], vec![], t);
+    m
+}
+
+fn claims(m: &mut MeshState, node: &str, caps: &[(&str, u64)], t: Instant) {
+    let links = caps.iter().map(|(p, c)| LinkCapacity { peer: p.to_string(), capacity_bps: *c }).collect();
+    m.capacity(node, links, t);
+}
+
+/// Capacity claims of both ends of every link: a-d can carry 2 MB/s, the links through b
+/// 50 MB/s.
+fn claim_all(m: &mut MeshState, t: Instant) {
+    claims(m, "a", &[("b", 50_000_000), ("d", 2_000_000)], t);
+    claims(m, "b", &[("a", 50_000_000), ("d", 50_000_000)], t);
+    claims(m, "d", &[("a", 2_000_000), ("b", 50_000_000)], t);
+}
+
+#[test]
+fn bandwidth_and_balanced_objectives_follow_capacity_not_traffic() {
+    let balanced = Objective::Balanced { latency: 1.0, loss: 1.0, bandwidth: 1.0 };
+    for objective in [Objective::Bandwidth, balanced] {
+        let t = Instant::now();
+        // No capacity reported (cubic, older nodes): throughput decides, as before.
+        let mut m = busy_direct_mesh(objective, t);
+        assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec![]), "{objective:?}: by traffic");
+        // Both ends of every link claim a capacity: the idle but wide path wins.
+        let mut m = busy_direct_mesh(objective, t);
+        claim_all(&mut m, t);
+        assert_eq!(
+            primary(&m.recompute(t, 0), "a"),
+            Some(vec!["b".to_string()]),
+            "{objective:?}: by capacity"
+        );
+        let links = m.link_snapshots(t);
+        let ad = links.iter().find(|l| (l.a.as_str(), l.b.as_str()) == ("a", "d")).expect("a-d");
+        assert_eq!(
+            (ad.capacity_bytes_per_sec, ad.throughput_bytes_per_sec),
+            (Some(2_000_000), Some(10_000_000))
+        );
+        assert_eq!(ad.bandwidth_mbps, 16.0);
+    }
+}
+
+#[test]
+fn the_lower_of_two_capacity_claims_counts() {
+    let t = Instant::now();
+    let mut m = busy_direct_mesh(Objective::Bandwidth, t);
+    claim_all(&mut m, t);
+    // b claims a huge capacity towards a; a measured 50 MB/s: 50 MB/s it is.
+    claims(&mut m, "b", &[("a", u64::MAX / 16), ("d", 50_000_000)], t);
+    let ab = m.link_snapshots(t).into_iter().find(|l| l.b == "b").expect("a-b");
+    assert_eq!((ab.capacity_bytes_per_sec, ab.bandwidth_mbps), (Some(50_000_000), 400.0));
+}
+
+#[test]
+fn one_end_s_capacity_claim_may_lower_a_link_but_never_raise_it() {
+    let t = Instant::now();
+    let mut m = busy_direct_mesh(Objective::Bandwidth, t);
+    let ab = |m: &MeshState, now| m.link_snapshots(now).into_iter().find(|l| l.b == "b").expect("a-b");
+    // Only b claims: a-b stays at its throughput (100 B/s), not b's 50 MB/s.
+    claims(&mut m, "b", &[("a", 50_000_000), ("d", 50_000_000)], t);
+    assert_eq!(ab(&m, t).bandwidth_mbps, 0.0008);
+    assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec![]), "b alone cannot draw the route");
+    // A claim below the fallback lowers it: a-d by d's claim of 1 MB/s, not 10 MB/s of traffic.
+    claims(&mut m, "d", &[("a", 1_000_000)], t);
+    let ad = m.link_snapshots(t).into_iter().find(|l| l.b == "d" && l.a == "a").expect("a-d");
+    assert_eq!(ad.bandwidth_mbps, 8.0);
+    // Claims older than node_dead_after count no more, while fresh reports still do.
+    let later = t + Duration::from_secs(16);
+    let mut m = busy_direct_mesh(Objective::Bandwidth, t);
+    claim_all(&mut m, t);
+    m.report("a", vec![link("b", 10), link("d", 20)], vec![], later);
+    m.report("b", vec![link("a", 10), link("d", 10)], vec![], later);
+    m.report("d", vec![link("a", 20), link("b", 10)], vec![], later);
+    assert_eq!((ab(&m, later).capacity_bytes_per_sec, ab(&m, later).bandwidth_mbps), (None, 1000.0));
+}
+
+#[test]
+fn capacity_claims_only_for_reported_links_are_kept() {
+    let t = Instant::now();
+    let mut m = busy_direct_mesh(Objective::Bandwidth, t);
+    claims(&mut m, "a", &[("b", 1), ("ghost", 2), ("another", 3)], t);
+    assert_eq!(m.nodes["a"].capacities.0.len(), 1);
+}
