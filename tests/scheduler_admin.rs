@@ -14,6 +14,7 @@ use proxy::admin::http::get;
 use proxy::config::scheduler as sched_config;
 use proxy::scheduler::Scheduler;
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -329,4 +330,38 @@ async fn a_public_admin_address_without_a_token_is_refused() {
     config.admin_addr = "0.0.0.0:0".parse().expect("addr");
     let refused = Scheduler::start(config).await.err().expect("a public admin without a token is refused");
     assert!(refused.to_string().contains("admin_token"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_carried_a_load_both_ways_reports_its_capacity_and_the_scheduler_counts_it() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let scheduler = start_scheduler(&mesh, "").await;
+    let admin = scheduler.admin_addr();
+    let (a, _b, _d) = three_nodes(&mesh, &scheduler).await;
+    wait_computed(admin).await;
+    // Idle so far: no link has a capacity (keepalives prove nothing) and no loss.
+    let idle = json(admin, "/api/links").await;
+    for l in idle.as_array().expect("array") {
+        assert_eq!((l["loss"].as_f64(), l["capacity_bytes_per_sec"].as_u64()), (Some(0.0), None), "{l}");
+    }
+    // 32 MiB echoed: every link on the path is loaded in both directions.
+    let len = 32 * 1024 * 1024;
+    let (mut r, mut w) = connect(listener_addr(&a, "in")).await.into_split();
+    let writer = tokio::spawn(async move {
+        let h = send_pattern(&mut w, 7, len).await.expect("send");
+        w.shutdown().await.expect("shutdown");
+        h
+    });
+    let (got_len, got) = read_all_hash(&mut r).await.expect("read");
+    assert!(got_len == len && got == writer.await.expect("join"), "echo intact");
+    let counted = |l: &Value| {
+        l["capacity_bytes_per_sec"].as_u64().is_some_and(|c| {
+            l["bandwidth_mbps"].as_f64().is_some_and(|b| (b - c as f64 * 8.0 / 1e6).abs() < 1e-6)
+        })
+    };
+    let links = json_when(admin, "/api/links", Duration::from_secs(10), |l| {
+        l.as_array().is_some_and(|l| l.iter().any(counted))
+    })
+    .await;
+    assert!(links.as_array().is_some_and(|l| l.iter().any(counted)), "no capacity counted: {links}");
 }
