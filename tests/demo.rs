@@ -33,7 +33,9 @@ fn the_quick_demo_shows_everything_it_promises() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
-    for shown in ["via ap-south", "via us-west", "us-west killed", "SHA-256 identical both ways"] {
+    for shown in
+        ["via ap-south", "via us-west", "us-west killed", "SHA-256 identical both ways", "Mbit/s each way"]
+    {
         assert!(stdout.contains(shown), "the demo did not show `{shown}`:\n{stdout}");
     }
     assert!(!stdout.contains("\x1b["), "no terminal control codes when stdout is not a terminal");

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::regions::{self, EXIT, MULTIPATH_ORIGIN, NODES};
+use super::regions::{self, EXIT, LOSSY, MULTIPATH_ORIGIN, NODES};
 use crate::Node;
+use crate::config::Congestion;
 use crate::emulator::{LinkEmulator, LinkProfile};
 use crate::pki::{self, MeshCa};
 use crate::scheduler::Scheduler;
@@ -21,6 +22,9 @@ pub const STEERED: &str = "app";
 pub const DIRECT: &str = "app-direct";
 /// The listener of the multipath route.
 pub const BULK: &str = "bulk";
+/// The two nodes of a [`LossyPair`], dialer first (apart from the five regions: their
+/// link is the only one each has).
+pub const PAIR: [&str; 2] = ["lossy-a", "lossy-b"];
 
 /// The cluster's directory (certificates, keys, configs), removed when dropped, also
 /// when starting fails halfway.
@@ -41,8 +45,9 @@ pub struct Cluster {
     pub nodes: BTreeMap<&'static str, Node>,
     links: Vec<((&'static str, &'static str), LinkEmulator)>,
     backend: tokio::task::JoinHandle<()>,
+    backend_addr: SocketAddr,
     /// Last field: dropped after the nodes, which may still write to it until they stop.
-    _workspace: Workspace,
+    workspace: Workspace,
 }
 
 impl Drop for Cluster {
@@ -86,7 +91,7 @@ impl Cluster {
             let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             nodes.insert(*id, Node::start(config).await.with_context(|| format!("starting {id}"))?);
         }
-        Ok(Cluster { scheduler, nodes, links, backend, _workspace: workspace })
+        Ok(Cluster { scheduler, nodes, links, backend, backend_addr, workspace })
     }
 
     /// Stops every node at once (each closes its links and flows), then the rest.
@@ -121,6 +126,58 @@ impl Cluster {
         }
     }
 
+    /// Starts two more nodes, linked only to each other across an emulator with the
+    /// [`LOSSY`] profile on both directions and using `congestion` on that link, with a
+    /// route from the first node's [`BULK`] listener to the echo service behind the
+    /// second; returns once the link is up. Pairs with different controllers see the same
+    /// emulated path (same profile, same loss seed), so their transfers compare.
+    pub async fn lossy_pair(&self, congestion: Congestion) -> anyhow::Result<LossyPair> {
+        let [a, b] = PAIR;
+        let cc = congestion.name();
+        let backend = self.backend_addr;
+        let mesh = |id: &str| {
+            format!(
+                "common: {{ node_id: {id}, region: {id}, log_level: error, admin_addr: \"127.0.0.1:0\" }}\n\
+                 mesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, \
+                 data_dir: data-{id}-{cc}, congestion: {cc} }}\n"
+            )
+        };
+        let exit = self
+            .start_node(
+                b,
+                cc,
+                &format!("{}peers:\n  - {{ name: {a} }}\nexit_policy:\n  allow: [\"{backend}\"]\n", mesh(b)),
+            )
+            .await?;
+        let emulator = LinkEmulator::start(exit.mesh_addr()?, 15).await?;
+        emulator.set_both(lossy_profile());
+        let origin = self
+            .start_node(
+                a,
+                cc,
+                &format!(
+                    "{}peers:\n  - {{ name: {b}, address: \"{}\" }}\nlisteners:\n  - {{ name: {BULK}, bind: \"127.0.0.1:0\" }}\n\
+                     routes:\n  - {{ name: {BULK}, match: {{ listener: {BULK} }}, target: \"{backend}\", exit: {b} }}\n",
+                    mesh(a),
+                    emulator.addr()
+                ),
+            )
+            .await?;
+        // Lost handshake packets are resent after a second or more: a generous wait.
+        let linked = origin.wait_for_link(b, Duration::from_secs(15)).await;
+        anyhow::ensure!(linked, "the {cc} pair's link did not come up");
+        let entry =
+            origin.listeners().into_iter().find(|l| l.name == BULK).map(|l| l.addr).context("no listener")?;
+        Ok(LossyPair { entry, _nodes: [origin, exit], _emulator: emulator })
+    }
+
+    async fn start_node(&self, id: &str, cc: &str, yaml: &str) -> anyhow::Result<Node> {
+        let path = self.workspace.0.join(format!("{id}-{cc}.yaml"));
+        std::fs::write(&path, yaml)?;
+        let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Node::start(config).await.with_context(|| format!("starting {id} ({cc})"))
+    }
+
     /// Kills `node` as a power cut would for its peers: its links go silent first (nothing
     /// it sends reaches them, not even a goodbye), then it stops. (Its scheduler session,
     /// which runs outside the emulators, is closed normally.)
@@ -134,11 +191,37 @@ impl Cluster {
     }
 }
 
+/// Two nodes across the lossy link, from [`Cluster::lossy_pair`]; dropping it stops both
+/// at once (a transfer given up on is not waited for).
+pub struct LossyPair {
+    /// Where a flow enters the pair: the first node's listener, routed to the echo service
+    /// behind the second.
+    pub entry: SocketAddr,
+    _nodes: [Node; 2],
+    _emulator: LinkEmulator,
+}
+
+/// Each direction of the lossy link: half the round trip, the loss, the rate, and a
+/// bottleneck queue of one bandwidth-delay product (the classic buffer; the limit counts
+/// the packets on the delay line too).
+pub fn lossy_profile() -> LinkProfile {
+    let bdp = LOSSY.mbit * 1_000_000 / 8 * LOSSY.rtt_ms / 1000;
+    let queued = bdp / 2 + bdp;
+    LinkProfile {
+        delay: Duration::from_millis(LOSSY.rtt_ms / 2),
+        loss: LOSSY.loss_pct / 100.0,
+        rate_bps: Some(LOSSY.mbit * 1_000_000),
+        // Packets of about 1250 bytes.
+        queue_limit: (queued / 1250).max(64) as usize,
+        ..LinkProfile::ideal()
+    }
+}
+
 fn make_certificates(dir: &Path) -> anyhow::Result<()> {
     let ca = MeshCa::generate("proxy demo CA")?;
     let mut written = Vec::new();
     pki::write_file(&dir.join("ca.crt"), &ca.cert_pem(), false, &mut written)?;
-    for id in NODES.iter().copied().chain([crate::config::scheduler::SCHEDULER_ID]) {
+    for id in NODES.iter().copied().chain(PAIR).chain([crate::config::scheduler::SCHEDULER_ID]) {
         let cert = ca.issue_node_cert(id, 1)?;
         pki::write_file(&dir.join(format!("{id}.crt")), &cert.cert_pem, false, &mut written)?;
         pki::write_file(&dir.join(format!("{id}.key")), &cert.key_pem, true, &mut written)?;

@@ -2,6 +2,7 @@
 //! bulk flow whose echo is checked byte for byte, and the echo service behind them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ring::digest::{Context, SHA256};
@@ -43,6 +44,43 @@ pub struct BulkOutcome {
 /// Sends `len` pseudo-random bytes through `entry` to the echo service and reads them
 /// back, checking the SHA-256 of both directions; gives up after `within`.
 pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyhow::Result<BulkOutcome> {
+    transfer(entry, len, within, &AtomicUsize::new(0))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the bulk flow did not finish within {within:?}"))
+}
+
+/// How a bulk flow with a time cap ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Capped {
+    /// It finished within the cap.
+    Done(BulkOutcome),
+    /// The cap passed first: `received` bytes had come back by then.
+    GaveUp {
+        /// Bytes echoed back before the cap.
+        received: usize,
+        /// The cap.
+        after: Duration,
+    },
+}
+
+/// [`bulk_flow`], but a flow still running at `cap` is a result, not an error: what it
+/// got through by then measures a path too slow to wait for.
+pub async fn bulk_flow_capped(entry: SocketAddr, len: usize, cap: Duration) -> anyhow::Result<Capped> {
+    let received = AtomicUsize::new(0);
+    Ok(match transfer(entry, len, cap, &received).await? {
+        Some(outcome) => Capped::Done(outcome),
+        None => Capped::GaveUp { received: received.load(Ordering::Relaxed), after: cap },
+    })
+}
+
+/// The bulk flow; `None` when `within` passed before it finished, with the bytes back so
+/// far in `received`.
+async fn transfer(
+    entry: SocketAddr,
+    len: usize,
+    within: Duration,
+    received: &AtomicUsize,
+) -> anyhow::Result<Option<BulkOutcome>> {
     let started = Instant::now();
     let stream = tokio::time::timeout(within, TcpStream::connect(entry))
         .await
@@ -71,7 +109,6 @@ pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyho
     let abort = writer.abort_handle();
     let run = async {
         let mut got = Context::new(&SHA256);
-        let mut received = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = r.read(&mut buf).await?;
@@ -79,16 +116,17 @@ pub async fn bulk_flow(entry: SocketAddr, len: usize, within: Duration) -> anyho
                 break;
             }
             got.update(&buf[..n]);
-            received += n;
+            received.fetch_add(n, Ordering::Relaxed);
         }
         let sent = writer.await??;
+        let received = received.load(Ordering::Relaxed);
         let intact = received == len && sent.as_ref() == got.finish().as_ref();
         anyhow::Ok(BulkOutcome { received, intact, took: started.elapsed() })
     };
     let outcome = tokio::time::timeout(within, run).await;
     // On a timeout the writer may still be blocked on a stalled flow: stop it.
     abort.abort();
-    outcome.map_err(|_| anyhow::anyhow!("the bulk flow did not finish within {within:?}"))?
+    outcome.ok().transpose()
 }
 
 /// An echo service on a free loopback port: every byte back, per connection, then a

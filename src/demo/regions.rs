@@ -18,6 +18,29 @@ pub const DEGRADED: (&str, &str, u64) = ("eu-central", "ap-south", 300);
 /// The origin of the multipath flow.
 pub const MULTIPATH_ORIGIN: &str = "us-east";
 
+/// The lossy intercontinental link of the bulk-transfer step: the demo's us-east <->
+/// eu-central round trip, with the random loss and the bottleneck of a long,
+/// transatlantic path. Loss that is not congestion is what a loss-based controller
+/// (CUBIC, as plain TCP) cannot tell from a full queue, so it shows the difference the
+/// link's congestion controller makes.
+pub const LOSSY: LossyLink =
+    LossyLink { a: "us-east", b: "eu-central", rtt_ms: 90, loss_pct: 1.0, mbit: 100 };
+
+/// An emulated long-distance link with random loss and a bottleneck rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossyLink {
+    /// The end that dials (and where the transfer starts).
+    pub a: &'static str,
+    /// The other end (where the transfer's service is).
+    pub b: &'static str,
+    /// Round trip, milliseconds (half each way).
+    pub rtt_ms: u64,
+    /// Random loss on each direction, percent.
+    pub loss_pct: f64,
+    /// Bottleneck rate of each direction, Mbit/s.
+    pub mbit: u64,
+}
+
 /// Round-trip times between regions, milliseconds, each pair once.
 const RTT_MS: [(&str, &str, u64); 10] = [
     ("us-east", "us-west", 65),
@@ -73,5 +96,8 @@ mod tests {
         let us = path_rtt_ms(&["us-east", "us-west", "ap-northeast"]);
         assert!(us * 10 < rtt_ms("us-east", "ap-northeast") * 9, "{us}");
         assert!(NODES.contains(&EXIT) && NODES.contains(&RELAY_KILLED) && RELAY_KILLED != EXIT);
+        // The lossy link is a copy of one of the matrix's links, with loss.
+        assert_eq!(rtt_ms(LOSSY.a, LOSSY.b), LOSSY.rtt_ms);
+        const { assert!(LOSSY.loss_pct > 0.0) };
     }
 }
