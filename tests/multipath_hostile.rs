@@ -148,3 +148,49 @@ async fn an_end_of_flow_that_moves_resets_the_flow() {
     bad.extend(frame(Frame::Fin { offset: 20 }));
     breaks_the_flow(bad).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_that_leave_a_gap_at_offset_0_cannot_push_the_node_past_its_buffer_budget() {
+    let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = server.local_addr().expect("addr");
+    let mesh = Mesh::new(&["a", "b"]);
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec![target.to_string()];
+    // The link's base window (32 MiB) and room for two full reorder buffers, not five.
+    let budget: u64 = (32 + 20) * 1024 * 1024;
+    b.limits = vec![format!("max_buffered_bytes: {budget}")];
+    let b = b.start(&mesh).await;
+    let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));
+    let conn = ep.connect(b.mesh_addr().expect("addr"), "b").expect("connect").await.expect("handshake");
+
+    // Five flows, each sending all but its first byte: everything waits for offset 0.
+    let ahead = FLOW_WINDOW - 512 * 1024;
+    let mut streams = Vec::new();
+    for flow in 0..5u64 {
+        let (mut send, recv, reply) = open(&conn, subflow_header(target, 100 + flow, 0, TOKEN)).await;
+        assert_eq!(reply, Reply::Opened);
+        let piece = vec![7u8; proxy::core::subflow_frame::MAX_DATA];
+        for offset in (1..ahead as u64).step_by(piece.len()) {
+            let data = Bytes::copy_from_slice(&piece);
+            // A flow the budget refused is reset: its writes fail, which is the point.
+            if send.write_all(&frame(Frame::Data { offset, data })).await.is_err() {
+                break;
+            }
+        }
+        streams.push((send, recv));
+    }
+    let refused = eventually(Duration::from_secs(20), || b.stats().buffers.refusals >= 3).await;
+    let stats = b.stats();
+    assert!(
+        refused,
+        "the budget refused {} reorder buffers, not 3: {:?} {:?}",
+        stats.buffers.refusals, stats.buffers, stats.multipath
+    );
+    assert!(stats.buffers.used_bytes <= budget, "over the budget: {:?}", stats.buffers);
+    assert!(stats.flows_reset >= 3, "the refused flows were reset: {}", stats.flows_reset);
+    // The link and the node go on: a new flow opens.
+    let (_s, _r, again) = open(&conn, subflow_header(target, 200, 0, TOKEN)).await;
+    assert_eq!(again, Reply::Opened);
+    assert!(conn.close_reason().is_none(), "the link closed: {:?}", conn.close_reason());
+}
