@@ -124,6 +124,13 @@ pub struct PathModel {
     loss_cap: Option<u64>,
     in_flight: u64,
     app_limited: bool,
+    /// Bytes acknowledged since the last batch ended.
+    acked_batch: u64,
+    /// The current acknowledgement epoch: since when acknowledgements ran ahead of the
+    /// bandwidth estimate, and how much they acknowledged.
+    ack_epoch: Option<(Instant, u64)>,
+    /// The most acknowledgements ran ahead of the estimate, over recent rounds.
+    extra_acked: MaxOverRounds,
     /// Whether a round trip since the last restart had the sender never short of data, so
     /// the bandwidth estimate was measured against the path and not only against what an
     /// idle sender offered (keepalives, handshake): see [`PathModel::probed`].
@@ -150,6 +157,9 @@ impl PathModel {
             loss_cap: None,
             in_flight: 0,
             app_limited: false,
+            acked_batch: 0,
+            ack_epoch: None,
+            extra_acked: MaxOverRounds::new(BW_ROUNDS),
             probed: false,
         }
     }
@@ -224,12 +234,14 @@ impl PathModel {
         if self.phase == Phase::Startup {
             self.window = self.window.saturating_add(bytes);
         }
+        self.acked_batch += bytes;
     }
 
     /// A batch of acknowledgements was handled; `in_flight` bytes remain unacknowledged.
     pub fn on_end_acks(&mut self, now: Instant, in_flight: u64, app_limited: bool) {
         self.in_flight = in_flight;
         self.app_limited = app_limited;
+        self.measure_aggregation(now);
         self.advance(now);
         self.window = self.target_window();
     }
@@ -267,6 +279,8 @@ impl PathModel {
         self.full_bw_rounds = 0;
         self.loss_cap = None;
         self.probed = false;
+        self.extra_acked.reset();
+        self.ack_epoch = None;
         self.phase = Phase::Startup;
         self.window = self.window.max(self.initial_window());
     }
@@ -361,6 +375,26 @@ impl PathModel {
         }
     }
 
+    /// How far acknowledgements run ahead of the bandwidth estimate: receivers and
+    /// network stacks acknowledge in bursts (delayed acks, batched receive), and a window
+    /// of one BDP then sits idle between bursts. On loopback, where a BDP is a few
+    /// packets, that halved throughput; the window keeps the largest recent excess as
+    /// extra room, as BBR does.
+    fn measure_aggregation(&mut self, now: Instant) {
+        let batch = std::mem::take(&mut self.acked_batch);
+        let bw = self.bandwidth.get();
+        if batch == 0 || bw == 0 {
+            return;
+        }
+        let (start, acked) = self.ack_epoch.unwrap_or((now, 0));
+        let expected = (bw as f64 * now.saturating_duration_since(start).as_secs_f64()) as u64;
+        let (start, acked) = if acked <= expected { (now, batch) } else { (start, acked + batch) };
+        let expected = (bw as f64 * now.saturating_duration_since(start).as_secs_f64()) as u64;
+        self.ack_epoch = Some((start, acked));
+        let extra = acked.saturating_sub(expected).min(self.window);
+        self.extra_acked.update(self.round, extra);
+    }
+
     fn probe_rtt_window(&self) -> u64 {
         (self.bdp().unwrap_or(0) / 2).max(MIN_PACKETS * self.mtu)
     }
@@ -371,8 +405,8 @@ impl PathModel {
         let scaled = |gain: f64| (bdp as f64 * gain) as u64;
         let target = match self.phase {
             Phase::Startup => self.window.min(scaled(STARTUP_GAIN).max(self.initial_window())),
-            Phase::Drain => bdp,
-            Phase::Cruise { index, .. } => scaled(CYCLE[index] + HEADROOM),
+            Phase::Drain => bdp + self.extra_acked.get(),
+            Phase::Cruise { index, .. } => scaled(CYCLE[index] + HEADROOM) + self.extra_acked.get(),
             Phase::ProbeRtt { .. } => return self.probe_rtt_window(),
         };
         let capped = match self.loss_cap {
