@@ -13,6 +13,10 @@ use common::process::{KillOnDrop, free_port, proxy, temp};
 use common::*;
 
 const MIB: usize = 1024 * 1024;
+/// b's buffer budget: its link's 32 MiB base window and two stalled flows' 16 MiB windows.
+/// Stalled flows widen a link's window out of this budget, so it is what a peer that
+/// never reads can pin on the receive side.
+const BUDGET: usize = 64 * MIB;
 
 /// The exit `b` in its own process, logging at info to `log`, allowing `echo`; `x` may link.
 fn start_exit(dir: &Path, mesh_port: u16, echo: std::net::SocketAddr, log: &Path) -> KillOnDrop {
@@ -23,7 +27,7 @@ fn start_exit(dir: &Path, mesh_port: u16, echo: std::net::SocketAddr, log: &Path
     let text = format!(
         "common: {{ node_id: b, region: test, admin_addr: \"127.0.0.1:0\", log_level: info }}\n\
          peers: [ {{ name: x }} ]\nexit_policy: {{ allow: [\"{echo}\"] }}\n\
-         limits: {{ max_streams_per_peer: 64 }}\n\
+         limits: {{ max_streams_per_peer: 64, max_buffered_bytes: {BUDGET} }}\n\
          mesh:\n  bind: \"127.0.0.1:{mesh_port}\"\n  cert: b.crt\n  key: b.key\n  ca: ca.crt\n  data_dir: data-b\n"
     );
     std::fs::write(&path, text).expect("write");
@@ -123,7 +127,7 @@ async fn an_exit_under_attack_holds_bounded_memory_and_logs_hostile_strings_esca
     let before = last;
 
     // 64 streams (the limit), each pushing up to 16 MiB to the echo and reading nothing back:
-    // 1 GiB offered against b's 16 MiB receive and 16 MiB send windows.
+    // 1 GiB offered against b's buffer budget and 32 MiB send window.
     let chunk = bytes::Bytes::from(vec![0x5au8; 64 * 1024]);
     let mut hogs = Vec::new();
     for _ in 0..64 {
@@ -148,9 +152,10 @@ async fn an_exit_under_attack_holds_bounded_memory_and_logs_hostile_strings_esca
     let growth = during.saturating_sub(before);
     eprintln!("b's RSS: {} MiB before the hog, {} MiB with it", before / MIB, during / MIB);
     assert!(hogs.len() >= 60, "the hog opened only {} streams of the 64 allowed", hogs.len());
-    // Bound: the receive and send windows (16 MiB each), a 256 KiB chunk per flow and
-    // direction (32 MiB for 64 flows), and the allocator's slack.
-    assert!(growth < 96 * MIB, "b grew by {} MiB under a never-reading peer", growth / MIB);
+    // Bound: the buffer budget (receive side), the 32 MiB send window, a 256 KiB chunk per
+    // flow and direction (32 MiB for 64 flows), and the allocator's slack.
+    let bound = BUDGET + 32 * MIB + 32 * MIB + 32 * MIB;
+    assert!(growth < bound, "b grew by {} MiB under a never-reading peer", growth / MIB);
     drop(hogs);
 
     // Hostile strings: refused, and logged escaped and capped.
