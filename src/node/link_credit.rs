@@ -29,9 +29,10 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quinn::VarInt;
+use tokio::time::Instant;
 
 /// How long a write towards a flow's reader may block before the flow counts as stalled.
 /// Long enough that a reader which is merely slower than the link for a moment (a kernel
@@ -186,6 +187,10 @@ struct CreditState {
     stalled: u64,
     /// When read credit was last announced by hand (see [`Window::announce`]).
     announced: Option<Instant>,
+    /// A read since then freed credit that is not announced yet.
+    owed: bool,
+    /// A deferred announcement is scheduled for the owed credit.
+    deferred: bool,
 }
 
 impl std::fmt::Debug for LinkCredit {
@@ -223,7 +228,13 @@ impl LinkCredit {
             window,
             stream_window,
             budget,
-            state: Mutex::new(CreditState { base, stalled: 0, announced: None }),
+            state: Mutex::new(CreditState {
+                base,
+                stalled: 0,
+                announced: None,
+                owed: false,
+                deferred: false,
+            }),
         }
     }
 
@@ -247,17 +258,46 @@ impl LinkCredit {
     }
 
     /// A flow read from the link: while stalled flows hold most of the window, announce
-    /// the freed credit at once (at most every [`ANNOUNCE_EVERY`]).
-    fn after_read(&self) {
+    /// the freed credit at once, at most every [`ANNOUNCE_EVERY`]. A read that falls inside
+    /// that interval is announced when it ends: if it were left to quinn, whose threshold
+    /// is an eighth of a window mostly held by stalled flows, the sender could be waiting
+    /// for that very credit while no further read comes to announce it, and the link's
+    /// reading flows would stop for good.
+    fn after_read(self: &Arc<Self>) {
         let mut st = self.lock();
-        if st.stalled == 0 {
+        if st.stalled == 0 && !st.owed {
             return;
         }
         let now = Instant::now();
-        if st.announced.is_some_and(|t| now.duration_since(t) < ANNOUNCE_EVERY) {
-            return;
+        match st.announced {
+            Some(last) if now.duration_since(last) < ANNOUNCE_EVERY => {
+                st.owed = true;
+                if !std::mem::replace(&mut st.deferred, true) {
+                    let link = Arc::downgrade(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(last + ANNOUNCE_EVERY).await;
+                        if let Some(link) = link.upgrade() {
+                            link.announce_owed();
+                        }
+                    });
+                }
+            }
+            _ => self.announce(&mut st, now),
         }
+    }
+
+    /// The deferred announcement of [`Self::after_read`].
+    fn announce_owed(&self) {
+        let mut st = self.lock();
+        st.deferred = false;
+        if st.owed {
+            self.announce(&mut st, Instant::now());
+        }
+    }
+
+    fn announce(&self, st: &mut CreditState, now: Instant) {
         st.announced = Some(now);
+        st.owed = false;
         self.window.announce(st.base.bytes() + st.stalled * self.stream_window);
     }
 
@@ -345,7 +385,7 @@ mod tests {
     use super::*;
 
     #[derive(Default)]
-    struct Recorded(Mutex<Vec<u64>>);
+    struct Recorded(Mutex<Vec<u64>>, AtomicU64);
 
     impl Window for Arc<Recorded> {
         fn set(&self, bytes: u64) {
@@ -353,8 +393,13 @@ mod tests {
         }
 
         fn announce(&self, bytes: u64) {
+            self.1.fetch_add(1, Ordering::Relaxed);
             self.set(bytes);
         }
+    }
+
+    fn announced(r: &Arc<Recorded>) -> u64 {
+        r.1.load(Ordering::Relaxed)
     }
 
     fn last(r: &Arc<Recorded>) -> u64 {
@@ -405,5 +450,25 @@ mod tests {
         watch.read(tokio::time::sleep(Duration::from_millis(1))).await;
         assert!(!watch.is_stalled());
         assert_eq!((last(&rec), budget.used()), (100, 100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credit_freed_inside_the_announce_interval_is_announced_when_it_ends() {
+        let budget = BufferBudget::new(1000);
+        let rec = Arc::new(Recorded::default());
+        let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget, 100, 50));
+        let mut stalled = StallWatch::new(link.clone());
+        stalled.write(tokio::time::sleep(STALL_AFTER * 2)).await.expect("budget");
+        let mut reading = StallWatch::new(link.clone());
+        // The first read is announced at once; the next, right after, is held back...
+        reading.read(std::future::ready(())).await;
+        reading.read(std::future::ready(())).await;
+        assert_eq!(announced(&rec), 1);
+        // ...and announced when the interval ends, with no further read to trigger it
+        // (the sender may be waiting for exactly that credit).
+        tokio::time::sleep(ANNOUNCE_EVERY * 2).await;
+        assert_eq!(announced(&rec), 2);
+        tokio::time::sleep(ANNOUNCE_EVERY * 2).await;
+        assert_eq!(announced(&rec), 2, "nothing more was owed");
     }
 }
