@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use proxy::demo::probe::bulk_flow;
-use ring::digest::{Context, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
 const STALLED: usize = 64;
@@ -19,57 +16,6 @@ const MIB: usize = 1024 * 1024;
 /// Small windows, so that the stalled flows fill them quickly: four stream windows make a
 /// link's base, so before per-link credit four stalled flows took the link whole.
 const WINDOWS: [&str; 2] = ["stream_window: 131072", "connection_window: 524288"];
-
-/// A target that accepts at once but reads nothing until released; then it reads each
-/// connection to its end and answers with the SHA-256 of what it got.
-async fn stalling_target(release: Arc<Semaphore>) -> SocketAddr {
-    let socket = TcpSocket::new_v4().expect("socket");
-    // A small receive buffer: the stall reaches the mesh after a few KiB, not megabytes.
-    socket.set_recv_buffer_size(16 * 1024).expect("rcvbuf");
-    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let listener: TcpListener = socket.listen(1024).expect("listen");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let release = release.clone();
-            tokio::spawn(async move {
-                let Ok(_permit) = release.acquire().await else { return };
-                if let Ok((_, hash)) = read_all_hash(&mut s).await {
-                    let _ = s.write_all(&hash).await;
-                    let _ = s.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Writes pattern bytes until the writes have been blocked for 700 ms (the whole path is
-/// backed up), then half-closes; returns what was written and its SHA-256.
-async fn fill_until_stalled(s: &mut tokio::net::TcpStream, seed: u64) -> (usize, Vec<u8>) {
-    let mut pattern = Pattern::new(seed);
-    let mut hash = Context::new(&SHA256);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let (mut written, mut at) = (0usize, chunk.len());
-    loop {
-        if at == chunk.len() {
-            pattern.fill(&mut chunk);
-            at = 0;
-        }
-        // One `write` at a time: cancelled by the timeout, it has written nothing, so the
-        // hash covers exactly what was sent.
-        match tokio::time::timeout(Duration::from_millis(700), s.write(&chunk[at..])).await {
-            Ok(Ok(n)) => {
-                hash.update(&chunk[at..at + n]);
-                (at, written) = (at + n, written + n);
-            }
-            Ok(Err(e)) => panic!("write failed after {written} bytes: {e}"),
-            Err(_) => break,
-        }
-        assert!(written < 64 * MIB, "the writer was never slowed down");
-    }
-    (written, hash.finish().as_ref().to_vec())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_whose_readers_stall_never_hold_back_their_link_and_resume_intact() {

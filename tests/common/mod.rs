@@ -583,3 +583,54 @@ pub async fn pair_through_emulator_tuned(
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b through the emulator");
     (a, b, emu)
 }
+
+/// A target that accepts at once but reads nothing until released; then it reads each
+/// connection to its end and answers with the SHA-256 of what it got.
+pub async fn stalling_target(release: std::sync::Arc<tokio::sync::Semaphore>) -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive buffer: the stall reaches the mesh after a few KiB, not megabytes.
+    socket.set_recv_buffer_size(16 * 1024).expect("rcvbuf");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let listener: tokio::net::TcpListener = socket.listen(1024).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let release = release.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = release.acquire().await else { return };
+                if let Ok((_, hash)) = read_all_hash(&mut s).await {
+                    let _ = s.write_all(&hash).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Writes pattern bytes until the writes have been blocked for 700 ms (the whole path is
+/// backed up), then half-closes; returns what was written and its SHA-256.
+pub async fn fill_until_stalled(s: &mut tokio::net::TcpStream, seed: u64) -> (usize, Vec<u8>) {
+    let mut pattern = Pattern::new(seed);
+    let mut hash = Context::new(&SHA256);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (mut written, mut at) = (0usize, chunk.len());
+    loop {
+        if at == chunk.len() {
+            pattern.fill(&mut chunk);
+            at = 0;
+        }
+        // One `write` at a time: cancelled by the timeout, it has written nothing, so the
+        // hash covers exactly what was sent.
+        match tokio::time::timeout(Duration::from_millis(700), s.write(&chunk[at..])).await {
+            Ok(Ok(n)) => {
+                hash.update(&chunk[at..at + n]);
+                (at, written) = (at + n, written + n);
+            }
+            Ok(Err(e)) => panic!("write failed after {written} bytes: {e}"),
+            Err(_) => break,
+        }
+        assert!(written < 256 * 1024 * 1024, "the writer was never slowed down");
+    }
+    (written, hash.finish().as_ref().to_vec())
+}

@@ -1,0 +1,105 @@
+//! Links across a lossy, delayed path (through `proxy::emulator`) with the default windows:
+//! many concurrent flows, and a flow whose reader lags behind a full 16 MiB stream window
+//! while loss punches holes into what the receiver holds.
+//!
+//! The second is the condition under which quinn-proto, before 0.11.19, closed the whole
+//! connection with `too many gaps in stream buffer`: its reassembly counted every
+//! retained packet-sized piece of a stream's unread data against a limit of 1024 pieces,
+//! contiguous or not, so any stream holding more than about 2.4 MB unread could take its
+//! link down (quinn issue 2809, fixed by merging contiguous pieces). Cargo.toml requires
+//! 0.11.19; this test keeps that from regressing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use proxy::demo::probe::bulk_flow;
+use proxy::emulator::LinkProfile;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+const MIB: usize = 1024 * 1024;
+
+/// 30 ms round trip, 1% random loss each way, 200 Mbit/s.
+fn lossy_path() -> LinkProfile {
+    LinkProfile {
+        delay: Duration::from_millis(15),
+        loss: 0.01,
+        rate_bps: Some(200_000_000),
+        ..LinkProfile::ideal()
+    }
+}
+
+/// Bytes `b` has received on its current connection from `a`: a link that was closed
+/// and dialed again starts counting from zero.
+fn received_on_current_link(b: &proxy::Node) -> u64 {
+    b.peers().iter().find(|p| p.id == "a" && p.connected).and_then(|p| p.bytes_received).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_flows_cross_a_lossy_link_intact_on_one_connection() {
+    const FLOWS: usize = 16;
+    const EACH: usize = 3 * MIB;
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let (a, b, emu) = pair_through_emulator(&mesh, echo, lossy_path(), &[]).await;
+    let entry = listener_addr(&a, "in");
+
+    let flows: Vec<_> =
+        (0..FLOWS).map(|_| tokio::spawn(bulk_flow(entry, EACH, Duration::from_secs(120)))).collect();
+    for (i, flow) in flows.into_iter().enumerate() {
+        let outcome = flow.await.expect("flow task").unwrap_or_else(|e| panic!("flow {i}: {e:#}"));
+        assert!(outcome.intact && outcome.received == EACH, "flow {i} came back altered: {outcome:?}");
+    }
+
+    let lost = emu.stats().a_to_b.lost + emu.stats().b_to_a.lost;
+    assert!(lost > 0, "the emulated path lost nothing: the test did not test loss");
+    assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0, "no flow was reset");
+    let carried = received_on_current_link(&b);
+    assert!(
+        carried >= (FLOWS * EACH) as u64,
+        "b's current link carried {carried} bytes: the link was redialed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_lagging_a_full_window_behind_on_a_lossy_link_keeps_the_link_up() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let release = Arc::new(Semaphore::new(0));
+    let stall_target = stalling_target(release.clone()).await;
+    let echo = echo_server().await;
+    let (a, b, emu) = pair_through_emulator_tuned(&mesh, echo, lossy_path(), |spec| {
+        if spec.id == "a" {
+            spec.routes.push(("stall", stall_target.to_string(), Some("b")));
+        }
+    })
+    .await;
+    let (stall_entry, entry) = (listener_addr(&a, "stall"), listener_addr(&a, "in"));
+
+    // The lagging flow: its target reads nothing, so b holds a whole default stream
+    // window (16 MiB) of it unread, received through a path that loses 1% of packets.
+    let mut lagging = connect(stall_entry).await;
+    let (len, sent) = fill_until_stalled(&mut lagging, 11).await;
+    assert!(len >= 16 * MIB, "only {len} bytes were taken before the writer blocked");
+    assert!(emu.stats().a_to_b.lost > 0, "the emulated path lost nothing");
+
+    // The link goes on carrying other flows...
+    let bulk =
+        bulk_flow(entry, 4 * MIB, Duration::from_secs(60)).await.expect("a flow beside the lagging one");
+    assert!(bulk.intact, "the flow beside the lagging one came back altered");
+
+    // ...and once the reader reads, the lagging flow arrives whole, on the same link.
+    release.add_permits(1);
+    lagging.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), lagging.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    assert_eq!(answer, sent, "the lagging flow ({len} bytes) arrived altered");
+    assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0, "no flow was reset");
+    let carried = received_on_current_link(&b);
+    assert!(carried >= len as u64, "b's current link carried {carried} bytes: the link was redialed");
+}
