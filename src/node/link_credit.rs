@@ -19,7 +19,8 @@
 //! - every base and every stalled flow's window is reserved from [`BufferBudget`]
 //!   (`limits.max_buffered_bytes`), as are multipath reorder buffers. A stalled flow that
 //!   the budget cannot cover is reset (and counted): one stuck consumer must not cost the
-//!   node its memory, nor the link its other flows.
+//!   node its memory, nor the link its other flows. One link's window may take at most
+//!   half of the budget, so one peer cannot pin all of it.
 //!
 //! The worst case a node buffers for its peers is therefore the budget, plus at most one
 //! stream window per link whose base the budget could not cover (a link always gets room
@@ -38,6 +39,9 @@ use tokio::time::Instant;
 /// Long enough that a reader which is merely slower than the link for a moment (a kernel
 /// socket buffer filling) is not counted, short against any timeout.
 pub const STALL_AFTER: Duration = Duration::from_millis(200);
+
+/// A link's window may grow to at most `1 / LINK_SHARE` of the node's budget.
+const LINK_SHARE: u64 = 2;
 
 /// Least time between two announcements of read credit forced on a link with stalled flows.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(2);
@@ -201,7 +205,9 @@ impl std::fmt::Debug for LinkCredit {
 
 /// The budget had no room for a stalled flow's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the node's buffer budget (limits.max_buffered_bytes) has no room for another stalled flow")]
+#[error(
+    "the node's buffer budget (limits.max_buffered_bytes, at most half of it per link) has no room for another stalled flow"
+)]
 pub struct OverBudget;
 
 impl LinkCredit {
@@ -301,10 +307,17 @@ impl LinkCredit {
         self.window.announce(st.base.bytes() + st.stalled * self.stream_window);
     }
 
-    /// Counts one more stalled flow; its stream window comes out of the budget.
+    /// Counts one more stalled flow; its stream window comes out of the budget. One link
+    /// may hold at most half of the budget ([`LINK_SHARE`]), so a peer that feeds flows
+    /// nobody reads cannot take the room other links' stalled flows need.
     fn stall(self: &Arc<Self>) -> Result<StallGuard, OverBudget> {
-        let reservation = self.budget.reserve(self.stream_window).ok_or(OverBudget)?;
         let mut st = self.lock();
+        let widened = st.base.bytes() + (st.stalled + 1) * self.stream_window;
+        if widened > self.budget.limit / LINK_SHARE {
+            self.budget.refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(OverBudget);
+        }
+        let reservation = self.budget.reserve(self.stream_window).ok_or(OverBudget)?;
         st.stalled += 1;
         self.apply(&st);
         self.budget.stalled.fetch_add(1, Ordering::Relaxed);
@@ -408,20 +421,36 @@ mod tests {
 
     #[test]
     fn each_stalled_flow_widens_its_link_by_a_stream_window_within_the_budget() {
-        let budget = BufferBudget::new(90);
+        let budget = BufferBudget::new(200);
         let rec = Arc::new(Recorded::default());
         let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 40, 20));
-        assert_eq!((last(&rec), budget.used()), (40, 40));
+        let other = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 60, 20));
+        let multipath = budget.reserve(40).expect("a reorder buffer");
+        assert_eq!(budget.used(), 140);
         let a = link.stall().expect("room for one");
         let b = link.stall().expect("room for two");
-        assert_eq!((last(&rec), budget.used(), budget.stalled_flows()), (80, 80, 2));
-        assert_eq!(link.stall().err(), Some(OverBudget));
+        assert_eq!((link.window(), budget.used(), budget.stalled_flows()), (80, 180, 2));
+        let c = other.stall().expect("room for a third");
+        assert_eq!(link.stall().err(), Some(OverBudget), "the budget is full");
         assert_eq!(budget.refusals(), 1);
         drop(a);
-        assert_eq!((last(&rec), budget.used(), link.stalled()), (60, 60, 1));
-        drop(b);
+        assert_eq!((link.window(), budget.used(), link.stalled()), (60, 180, 1));
+        drop((b, c, other, multipath));
         drop(link);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn one_link_may_widen_to_half_of_the_budget_at_most() {
+        let budget = BufferBudget::new(1000);
+        let rec = Arc::new(Recorded::default());
+        let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 100, 100));
+        let held: Vec<_> = (0..4).map(|_| link.stall().expect("within half")).collect();
+        assert_eq!(link.window(), 500);
+        assert_eq!(link.stall().err(), Some(OverBudget), "a fifth would pass half the budget");
+        assert_eq!((budget.used(), budget.refusals()), (500, 1));
+        drop(held);
+        assert_eq!(link.window(), 100);
     }
 
     #[test]
