@@ -1,13 +1,15 @@
-//! Links across a lossy, delayed path (through `proxy::emulator`) with the default windows:
-//! many concurrent flows, and a flow whose reader lags behind a full 16 MiB stream window
-//! while loss punches holes into what the receiver holds.
+//! Links across long and lossy paths (through `proxy::emulator`) with the default windows:
+//! a link's window that grows with the path, many concurrent flows, and a flow whose
+//! reader lags behind a full 16 MiB stream window while loss punches holes into what the
+//! receiver holds.
 //!
-//! The second is the condition under which quinn-proto, before 0.11.19, closed the whole
+//! The second is the condition under which quinn-proto, before 0.11.18, closed the whole
 //! connection with `too many gaps in stream buffer`: its reassembly counted every
 //! retained packet-sized piece of a stream's unread data against a limit of 1024 pieces,
 //! contiguous or not, so any stream holding more than about 2.4 MB unread could take its
-//! link down (quinn issue 2809, fixed by merging contiguous pieces). Cargo.toml requires
-//! 0.11.19; this test keeps that from regressing.
+//! link down (quinn issue 2809, fixed by merging contiguous pieces). With quinn-proto
+//! 0.11.17 this test fails that way every time (the link closes after 22-38 MB); Cargo.toml
+//! requires 0.11.19, and this test keeps it from regressing.
 
 mod common;
 
@@ -102,4 +104,23 @@ async fn a_reader_lagging_a_full_window_behind_on_a_lossy_link_keeps_the_link_up
     assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0, "no flow was reset");
     let carried = received_on_current_link(&b);
     assert!(carried >= len as u64, "b's current link carried {carried} bytes: the link was redialed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_window_grows_with_a_long_path_and_an_idle_link_reserves_only_its_start() {
+    use proxy::node::link_credit::START_WINDOW;
+    let mesh = Mesh::new(&["a", "b"]);
+    let echo = echo_server().await;
+    let long = LinkProfile { delay: Duration::from_millis(100), ..LinkProfile::ideal() };
+    let (a, b, _emu) = pair_through_emulator(&mesh, echo, long, &[]).await;
+    let idle = eventually(Duration::from_secs(10), || b.stats().buffers.used_bytes == START_WINDOW).await;
+    assert!(idle, "an idle link reserves its start window, not {}", b.stats().buffers.used_bytes);
+
+    // 200 ms round trip: a window-limited flow delivers a whole window per round trip,
+    // so the window doubles until the sender or mesh.connection_window limits it.
+    let bulk = bulk_flow(listener_addr(&a, "in"), 32 * MIB, Duration::from_secs(120)).await.expect("bulk flow");
+    assert!(bulk.intact, "the bulk flow came back altered");
+    let grown = b.stats().buffers.used_bytes;
+    assert!(grown > START_WINDOW, "b's link window stayed at {grown} bytes over a 200 ms path");
+    assert!(grown <= 32 * MIB as u64, "past mesh.connection_window: {grown}");
 }

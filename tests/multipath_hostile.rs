@@ -157,8 +157,10 @@ async fn flows_that_leave_a_gap_at_offset_0_cannot_push_the_node_past_its_buffer
     let mut b = NodeSpec::new("b");
     b.peers = vec![("a", String::new())];
     b.allow = vec![target.to_string()];
-    // The link's base window (32 MiB) and room for two full reorder buffers, not five.
-    let budget: u64 = (32 + 20) * 1024 * 1024;
+    // The link's window (8 MiB, fixed: at most the start window) and room for two full
+    // reorder buffers, not five.
+    b.mesh_extra = vec!["stream_window: 4194304".into(), "connection_window: 8388608".into()];
+    let budget: u64 = (8 + 20) * 1024 * 1024;
     b.limits = vec![format!("max_buffered_bytes: {budget}")];
     let b = b.start(&mesh).await;
     let ep = raw_client(&mesh.path("a.crt"), &mesh.path("a.key"), &mesh.path("ca.crt"));

@@ -9,7 +9,11 @@
 //! window whole, and no other flow on the link could even send its header.
 //!
 //! So the connection window is not fixed:
-//! - a link starts with `mesh.connection_window` (its *base*, for the flows that read);
+//! - a link's *base*, the window for the flows that read, starts at [`START_WINDOW`] (or
+//!   `mesh.connection_window` when that is smaller) and follows the path: at least twice
+//!   what the link delivered in its last round trip, up to `mesh.connection_window`, and
+//!   back to the start after [`IDLE_RESET`] of needing no more. A long fat link gets the
+//!   room it needs, and an idle one reserves little of the budget;
 //! - a flow whose writer towards its reader has been blocked for [`STALL_AFTER`] is
 //!   *stalled*: the link's window grows by one stream window for as long as it stays so,
 //!   which is at most what the flow can hold, so the stalled flow never takes the others'
@@ -39,6 +43,17 @@ use tokio::time::Instant;
 /// Long enough that a reader which is merely slower than the link for a moment (a kernel
 /// socket buffer filling) is not counted, short against any timeout.
 pub const STALL_AFTER: Duration = Duration::from_millis(200);
+
+/// A link's base window before it has measured anything, when `mesh.connection_window` is
+/// larger: enough for a single flow at 1 Gbit/s up to a round trip of about 60 ms, so
+/// short links never wait for it to grow.
+pub const START_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// How long a link must need no more than its start window before it goes back to it.
+const IDLE_RESET: Duration = Duration::from_secs(30);
+
+/// How often [`follow_path`] measures what a link delivers.
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 
 /// A link's window may grow to at most `1 / LINK_SHARE` of the node's budget.
 const LINK_SHARE: u64 = 2;
@@ -182,6 +197,10 @@ impl Window for quinn::Connection {
 pub struct LinkCredit {
     window: Box<dyn Window>,
     stream_window: u64,
+    /// The base a link starts with and falls back to.
+    start_base: u64,
+    /// The most the base grows to (`mesh.connection_window`).
+    max_base: u64,
     budget: Arc<BufferBudget>,
     state: Mutex<CreditState>,
 }
@@ -211,8 +230,9 @@ impl std::fmt::Debug for LinkCredit {
 pub struct OverBudget;
 
 impl LinkCredit {
-    /// Credit for `conn`: a base of `connection_window` from `budget` (at least one
-    /// `stream_window`, even past the budget, so every stream can use its window).
+    /// Credit for `conn`: a base of [`start_window`]`(connection_window)` from `budget` (at
+    /// least one stream window or that start, even past the budget, so a link can always
+    /// carry a flow), which may grow to `connection_window`.
     pub fn new(
         conn: quinn::Connection,
         budget: Arc<BufferBudget>,
@@ -225,14 +245,19 @@ impl LinkCredit {
     fn with_window(
         window: Box<dyn Window>,
         budget: Arc<BufferBudget>,
-        base: u64,
+        max_base: u64,
         stream_window: u64,
     ) -> Self {
-        let base = budget.reserve(base).unwrap_or_else(|| budget.reserve_anyway(stream_window));
+        let start_base = start_window(max_base);
+        let base = budget
+            .reserve(start_base)
+            .unwrap_or_else(|| budget.reserve_anyway(stream_window.min(start_base)));
         window.set(base.bytes());
         Self {
             window,
             stream_window,
+            start_base,
+            max_base,
             budget,
             state: Mutex::new(CreditState {
                 base,
@@ -253,6 +278,34 @@ impl LinkCredit {
     pub fn window(&self) -> u64 {
         let st = self.lock();
         st.base.bytes() + st.stalled * self.stream_window
+    }
+
+    /// Follows the path: the base becomes at least twice what the link delivered in its
+    /// last round trip (room for the sender to grow into), up to `mesh.connection_window`,
+    /// as far as the budget allows. Never shrinks it: see [`Self::rest`].
+    pub fn follow(&self, delivered_per_rtt: u64) {
+        let wanted = delivered_per_rtt.saturating_mul(2).clamp(self.start_base, self.max_base);
+        let mut st = self.lock();
+        let room = (self.budget.limit / LINK_SHARE).saturating_sub(st.stalled * self.stream_window);
+        let wanted = wanted.min(room.max(st.base.bytes()));
+        if wanted > st.base.bytes() && st.base.resize(wanted) {
+            self.apply(&st);
+        }
+    }
+
+    /// The link has needed no more than its start for a while: back to it, giving the
+    /// rest to the budget.
+    pub fn rest(&self) {
+        let mut st = self.lock();
+        if st.base.bytes() > self.start_base {
+            st.base.resize(self.start_base);
+            self.apply(&st);
+        }
+    }
+
+    /// The base window a link starts with.
+    pub fn start_base(&self) -> u64 {
+        self.start_base
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CreditState> {
@@ -323,6 +376,44 @@ impl LinkCredit {
         self.budget.stalled.fetch_add(1, Ordering::Relaxed);
         Ok(StallGuard { link: self.clone(), _reservation: reservation })
     }
+}
+
+/// The base window a link with `mesh.connection_window` of `max_base` starts with; also
+/// the window quinn announces in the handshake.
+pub fn start_window(max_base: u64) -> u64 {
+    max_base.min(START_WINDOW)
+}
+
+/// Keeps `credit` following what `conn` delivers (see [`LinkCredit::follow`]) until the
+/// connection closes.
+pub async fn follow_path(conn: quinn::Connection, credit: Arc<LinkCredit>) {
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last_bytes, mut last_at, mut needed_at) =
+        (conn.stats().udp_rx.bytes, Instant::now(), Instant::now());
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tick.tick() => {}
+        }
+        let (bytes, now) = (conn.stats().udp_rx.bytes, Instant::now());
+        let per_rtt = delivered_per_rtt(bytes.saturating_sub(last_bytes), now - last_at, conn.rtt());
+        (last_bytes, last_at) = (bytes, now);
+        credit.follow(per_rtt);
+        if per_rtt.saturating_mul(2) > credit.start_base() {
+            needed_at = now;
+        } else if now - needed_at >= IDLE_RESET {
+            credit.rest();
+        }
+    }
+}
+
+/// Bytes delivered per round trip at the rate of `bytes` in `over`.
+fn delivered_per_rtt(bytes: u64, over: Duration, rtt: Duration) -> u64 {
+    if over.is_zero() {
+        return 0;
+    }
+    (bytes as f64 * rtt.as_secs_f64() / over.as_secs_f64()) as u64
 }
 
 /// One stalled flow's share of its link's window; dropping it shrinks the window back.
@@ -396,6 +487,8 @@ impl StallWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1024 * 1024;
 
     #[derive(Default)]
     struct Recorded(Mutex<Vec<u64>>, AtomicU64);
@@ -499,5 +592,41 @@ mod tests {
         assert_eq!(announced(&rec), 2);
         tokio::time::sleep(ANNOUNCE_EVERY * 2).await;
         assert_eq!(announced(&rec), 2, "nothing more was owed");
+    }
+
+    #[test]
+    fn a_link_window_follows_what_the_link_delivers_within_its_maximum_and_the_budget() {
+        let budget = BufferBudget::new(64 * MIB);
+        let rec = Arc::new(Recorded::default());
+        let link = LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 20 * MIB, MIB);
+        assert_eq!(
+            (link.window(), budget.used()),
+            (START_WINDOW, START_WINDOW),
+            "an idle link reserves its start"
+        );
+        link.follow(MIB);
+        assert_eq!(link.window(), START_WINDOW, "a light load needs no more");
+        link.follow(6 * MIB);
+        assert_eq!((link.window(), budget.used()), (12 * MIB, 12 * MIB), "twice a round trip's delivery");
+        link.follow(100 * MIB);
+        assert_eq!(link.window(), 20 * MIB, "up to mesh.connection_window");
+        link.follow(MIB);
+        assert_eq!(link.window(), 20 * MIB, "a quiet moment keeps the room");
+        link.rest();
+        assert_eq!((link.window(), budget.used()), (START_WINDOW, START_WINDOW));
+
+        // Never past half the budget, stalled flows included.
+        let small = BufferBudget::new(32 * MIB);
+        let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), small.clone(), 64 * MIB, MIB));
+        let _stalled = link.stall().expect("room");
+        link.follow(64 * MIB);
+        assert_eq!(link.window(), 16 * MIB);
+    }
+
+    #[test]
+    fn delivery_per_round_trip_scales_the_measured_rate_by_the_round_trip() {
+        let per_rtt = delivered_per_rtt(10 * MIB, Duration::from_millis(50), Duration::from_millis(200));
+        assert_eq!(per_rtt, 40 * MIB);
+        assert_eq!(delivered_per_rtt(MIB, Duration::ZERO, Duration::from_millis(1)), 0);
     }
 }

@@ -12,7 +12,7 @@ use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
 use crate::node::inbound;
-use crate::node::link_credit::LinkCredit;
+use crate::node::link_credit::{self, LinkCredit};
 use crate::node::link_send::{LinkSend, LinkTurns};
 use crate::node::peers::LINK_UNKNOWN_PEER;
 use crate::tls;
@@ -194,7 +194,15 @@ pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, 
 }
 
 /// Receive credit for a new link, out of the node's buffer budget.
+/// Its base window follows the path for as long as the connection lives.
 fn link_credit(shared: &Shared, conn: &quinn::Connection) -> Arc<LinkCredit> {
     let mesh = &shared.config.mesh;
-    Arc::new(LinkCredit::new(conn.clone(), shared.budget.clone(), mesh.connection_window, mesh.stream_window))
+    let credit = Arc::new(LinkCredit::new(
+        conn.clone(),
+        shared.budget.clone(),
+        mesh.connection_window,
+        mesh.stream_window,
+    ));
+    tokio::spawn(link_credit::follow_path(conn.clone(), credit.clone()));
+    credit
 }
