@@ -118,9 +118,10 @@ async fn a_link_window_grows_with_a_long_path_and_an_idle_link_reserves_only_its
 
     // 200 ms round trip: a window-limited flow delivers a whole window per round trip,
     // so the window doubles until the sender or mesh.connection_window limits it.
-    let bulk = bulk_flow(listener_addr(&a, "in"), 32 * MIB, Duration::from_secs(120)).await.expect("bulk flow");
+    let bulk =
+        bulk_flow(listener_addr(&a, "in"), 32 * MIB, Duration::from_secs(120)).await.expect("bulk flow");
     assert!(bulk.intact, "the bulk flow came back altered");
     let grown = b.stats().buffers.used_bytes;
     assert!(grown > START_WINDOW, "b's link window stayed at {grown} bytes over a 200 ms path");
-    assert!(grown <= 32 * MIB as u64, "past mesh.connection_window: {grown}");
+    assert!(grown <= 64 * MIB as u64, "past mesh.connection_window: {grown}");
 }

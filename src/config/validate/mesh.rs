@@ -82,10 +82,13 @@ impl Checker<'_> {
 
     fn mesh_windows(&mut self, raw: &raw::RawMesh) -> Option<(u64, u64, u64, usize)> {
         let window = (1, QUIC_VARINT_MAX);
-        // 16 MiB in flight per flow fills 500 Mbit/s at a 200 ms round trip; 32 MiB per
-        // link carries two such flows, or one with room for its retransmissions.
+        // 16 MiB in flight per flow fills 500 Mbit/s at a 200 ms round trip, and is what a
+        // stalled flow may hold (quinn fixes it for a connection's life). A link's window
+        // grows to the connection maximum only while the link delivers that much per round
+        // trip, so 64 MiB lets several fast flows fill a long fat link at no cost to an
+        // idle one.
         let stream = self.count("mesh.stream_window", raw.stream_window, 16 * MIB, window);
-        let connection = self.count("mesh.connection_window", raw.connection_window, 32 * MIB, window);
+        let connection = self.count("mesh.connection_window", raw.connection_window, 64 * MIB, window);
         let send = self.count("mesh.send_window", raw.send_window, 32 * MIB, window);
         let udp = self.count("mesh.udp_buffer", raw.udp_buffer, 4 * MIB, (1, UDP_BUFFER_MAX));
         let (stream, connection) = (stream?, connection?);

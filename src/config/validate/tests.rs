@@ -68,7 +68,7 @@ fn a_valid_config_gets_every_default() {
     assert_eq!(config.mesh.link_idle_timeout, Duration::from_secs(30));
     assert_eq!(config.mesh.redial_min, Duration::from_millis(100));
     assert_eq!(config.mesh.redial_max, Duration::from_secs(30));
-    assert_eq!((config.mesh.stream_window, config.mesh.connection_window), (16 * MIB, 32 * MIB));
+    assert_eq!((config.mesh.stream_window, config.mesh.connection_window), (16 * MIB, 64 * MIB));
     assert_eq!((config.mesh.send_window, config.mesh.udp_buffer), (32 * MIB, 4 << 20));
     assert_eq!(config.limits.max_buffered_bytes, 2 << 30);
     assert_eq!(config.mesh.congestion, crate::config::Congestion::Model);
@@ -328,7 +328,7 @@ fn mesh_certificates_must_exist() {
 
 #[test]
 fn mesh_timers_and_windows_are_consistent() {
-    let extra = "ca: certs/ca-cert.placeholder\n  keepalive_interval: 30s\n  redial_min: 1m\n  stream_window: 64000000\n  send_window: 0\n  udp_buffer: 4294967296\n  advertise: nohost";
+    let extra = "ca: certs/ca-cert.placeholder\n  keepalive_interval: 30s\n  redial_min: 1m\n  stream_window: 128000000\n  send_window: 0\n  udp_buffer: 4294967296\n  advertise: nohost";
     let errors = errors(&with("ca: certs/ca-cert.placeholder", extra));
     assert_has(&errors, "mesh.link_idle_timeout", "must be longer than mesh.keepalive_interval");
     assert_has(&errors, "mesh.redial_min", "must not exceed mesh.redial_max");
