@@ -24,7 +24,7 @@
 //!   (`limits.max_buffered_bytes`), as are multipath reorder buffers. A stalled flow that
 //!   the budget cannot cover is reset (and counted): one stuck consumer must not cost the
 //!   node its memory, nor the link its other flows. One link's window may take at most
-//!   half of the budget, so one peer cannot pin all of it.
+//!   three quarters of the budget, so one peer cannot pin all of it.
 //!
 //! The worst case a node buffers for its peers is therefore the budget, plus at most one
 //! stream window per link whose base the budget could not cover (a link always gets room
@@ -55,8 +55,13 @@ const IDLE_RESET: Duration = Duration::from_secs(30);
 /// How often [`follow_path`] measures what a link delivers.
 const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 
-/// A link's window may grow to at most `1 / LINK_SHARE` of the node's budget.
-const LINK_SHARE: u64 = 2;
+/// A link's window may grow to at most three quarters of the node's budget: a peer whose
+/// flows nobody reads cannot take the room other links' stalled flows need, while one
+/// busy link still has room for 64 stalled flows at the default windows (64 x 16 MiB plus
+/// its base, out of 2 GiB).
+fn link_limit(budget: &BufferBudget) -> u64 {
+    budget.limit / 4 * 3
+}
 
 /// Least time between two announcements of read credit forced on a link with stalled flows.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(2);
@@ -225,7 +230,7 @@ impl std::fmt::Debug for LinkCredit {
 /// The budget had no room for a stalled flow's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the node's buffer budget (limits.max_buffered_bytes, at most half of it per link) has no room for another stalled flow"
+    "the node's buffer budget (limits.max_buffered_bytes, at most three quarters of it per link) has no room for another stalled flow"
 )]
 pub struct OverBudget;
 
@@ -286,7 +291,7 @@ impl LinkCredit {
     pub fn follow(&self, delivered_per_rtt: u64) {
         let wanted = delivered_per_rtt.saturating_mul(2).clamp(self.start_base, self.max_base);
         let mut st = self.lock();
-        let room = (self.budget.limit / LINK_SHARE).saturating_sub(st.stalled * self.stream_window);
+        let room = link_limit(&self.budget).saturating_sub(st.stalled * self.stream_window);
         let wanted = wanted.min(room.max(st.base.bytes()));
         if wanted > st.base.bytes() && st.base.resize(wanted) {
             self.apply(&st);
@@ -361,12 +366,12 @@ impl LinkCredit {
     }
 
     /// Counts one more stalled flow; its stream window comes out of the budget. One link
-    /// may hold at most half of the budget ([`LINK_SHARE`]), so a peer that feeds flows
+    /// may hold at most three quarters of the budget ([`link_limit`]), so a peer that feeds flows
     /// nobody reads cannot take the room other links' stalled flows need.
     fn stall(self: &Arc<Self>) -> Result<StallGuard, OverBudget> {
         let mut st = self.lock();
         let widened = st.base.bytes() + (st.stalled + 1) * self.stream_window;
-        if widened > self.budget.limit / LINK_SHARE {
+        if widened > link_limit(&self.budget) {
             self.budget.refusals.fetch_add(1, Ordering::Relaxed);
             return Err(OverBudget);
         }
@@ -534,14 +539,14 @@ mod tests {
     }
 
     #[test]
-    fn one_link_may_widen_to_half_of_the_budget_at_most() {
+    fn one_link_may_widen_to_three_quarters_of_the_budget_at_most() {
         let budget = BufferBudget::new(1000);
         let rec = Arc::new(Recorded::default());
         let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), budget.clone(), 100, 100));
-        let held: Vec<_> = (0..4).map(|_| link.stall().expect("within half")).collect();
-        assert_eq!(link.window(), 500);
-        assert_eq!(link.stall().err(), Some(OverBudget), "a fifth would pass half the budget");
-        assert_eq!((budget.used(), budget.refusals()), (500, 1));
+        let held: Vec<_> = (0..6).map(|_| link.stall().expect("within three quarters")).collect();
+        assert_eq!(link.window(), 700);
+        assert_eq!(link.stall().err(), Some(OverBudget), "a seventh would pass three quarters");
+        assert_eq!((budget.used(), budget.refusals()), (700, 1));
         drop(held);
         assert_eq!(link.window(), 100);
     }
@@ -615,12 +620,12 @@ mod tests {
         link.rest();
         assert_eq!((link.window(), budget.used()), (START_WINDOW, START_WINDOW));
 
-        // Never past half the budget, stalled flows included.
+        // Never past three quarters of the budget, stalled flows included.
         let small = BufferBudget::new(32 * MIB);
         let link = Arc::new(LinkCredit::with_window(Box::new(rec.clone()), small.clone(), 64 * MIB, MIB));
         let _stalled = link.stall().expect("room");
         link.follow(64 * MIB);
-        assert_eq!(link.window(), 16 * MIB);
+        assert_eq!(link.window(), 24 * MIB);
     }
 
     #[test]
