@@ -108,7 +108,8 @@ async fn a_reader_lagging_a_full_window_behind_on_a_lossy_link_keeps_the_link_up
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_window_grows_with_a_long_path_and_an_idle_link_reserves_only_its_start() {
-    use proxy::node::link_credit::START_WINDOW;
+    // The defaults: 16 MiB stream windows, links from one stream window up to 64 MiB.
+    const START_WINDOW: u64 = 16 * MIB as u64;
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
     let long = LinkProfile { delay: Duration::from_millis(100), ..LinkProfile::ideal() };

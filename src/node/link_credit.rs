@@ -9,8 +9,9 @@
 //! window whole, and no other flow on the link could even send its header.
 //!
 //! So the connection window is not fixed:
-//! - a link's *base*, the window for the flows that read, starts at [`START_WINDOW`] (or
-//!   `mesh.connection_window` when that is smaller) and follows the path: at least twice
+//! - a link's *base*, the window for the flows that read, starts at [`start_window`] (one
+//!   stream window, at least [`START_WINDOW`], at most `mesh.connection_window`) and
+//!   follows the path: at least twice
 //!   what the link delivered in its last round trip, up to `mesh.connection_window`, and
 //!   back to the start after [`IDLE_RESET`] of needing no more. A long fat link gets the
 //!   room it needs, and an idle one reserves little of the budget;
@@ -44,9 +45,9 @@ use tokio::time::Instant;
 /// socket buffer filling) is not counted, short against any timeout.
 pub const STALL_AFTER: Duration = Duration::from_millis(200);
 
-/// A link's base window before it has measured anything, when `mesh.connection_window` is
-/// larger: enough for a single flow at 1 Gbit/s up to a round trip of about 60 ms, so
-/// short links never wait for it to grow.
+/// The least base window a link starts with (when `mesh.connection_window` allows):
+/// enough for a single flow at 1 Gbit/s up to a round trip of about 60 ms, so short links
+/// never wait for it to grow.
 pub const START_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// How long a link must need no more than its start window before it goes back to it.
@@ -235,9 +236,9 @@ impl std::fmt::Debug for LinkCredit {
 pub struct OverBudget;
 
 impl LinkCredit {
-    /// Credit for `conn`: a base of [`start_window`]`(connection_window)` from `budget` (at
-    /// least one stream window or that start, even past the budget, so a link can always
-    /// carry a flow), which may grow to `connection_window`.
+    /// Credit for `conn`: a base of [`start_window`] from `budget` (at least one stream
+    /// window or that start, even past the budget, so a link can always carry a flow),
+    /// which may grow to `connection_window`.
     pub fn new(
         conn: quinn::Connection,
         budget: Arc<BufferBudget>,
@@ -253,7 +254,7 @@ impl LinkCredit {
         max_base: u64,
         stream_window: u64,
     ) -> Self {
-        let start_base = start_window(max_base);
+        let start_base = start_window(max_base, stream_window);
         let base = budget
             .reserve(start_base)
             .unwrap_or_else(|| budget.reserve_anyway(stream_window.min(start_base)));
@@ -383,10 +384,13 @@ impl LinkCredit {
     }
 }
 
-/// The base window a link with `mesh.connection_window` of `max_base` starts with; also
-/// the window quinn announces in the handshake.
-pub fn start_window(max_base: u64) -> u64 {
-    max_base.min(START_WINDOW)
+/// The base window a link starts with, given `mesh.connection_window` (`max_base`) and
+/// `mesh.stream_window`; also the window quinn announces in the handshake. At least one
+/// stream window: below it, a single flow was limited by its link before its own window
+/// (through a relay on loopback, 8 MiB against 16 MiB streams carried a third of the
+/// bulk rate of 16 MiB).
+pub fn start_window(max_base: u64, stream_window: u64) -> u64 {
+    max_base.min(START_WINDOW.max(stream_window))
 }
 
 /// Keeps `credit` following what `conn` delivers (see [`LinkCredit::follow`]) until the
