@@ -35,15 +35,22 @@ fn start_exit(dir: &Path, mesh_port: u16, echo: std::net::SocketAddr, log: &Path
     KillOnDrop(proxy().args(["run", "-c"]).arg(&path).stderr(Stdio::from(log)).spawn().expect("spawn"))
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: usize = status
+/// Resident memory of process `pid`, in bytes; a process that is gone (no VmRSS: it
+/// exited and is not reaped yet) fails the test with the end of its log, `log`.
+fn rss(pid: u32, log: &Path) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: Option<usize> = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .and_then(|v| v.parse().ok());
+    let Some(kib) = kib else {
+        let text = std::fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("b (pid {pid}) is gone; the end of its log:\n{}", tail.join("\n"));
+    };
     kib * 1024
 }
 
@@ -78,7 +85,7 @@ async fn an_exit_under_attack_holds_bounded_memory_and_logs_hostile_strings_esca
     send.finish().expect("finish");
     let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1024)).await;
     assert!(answer.is_ok_and(|r| r.is_ok_and(|b| b.ends_with(b"ping"))), "first flow not echoed");
-    let start = rss(b.0.id());
+    let start = rss(b.0.id(), &log);
 
     // Five rounds of 500 handshakes with certificates of another mesh's CA: all refused.
     // The first round raises the allocator's high-water mark (measured: +17 to +19 MiB);
@@ -107,7 +114,7 @@ async fn an_exit_under_attack_holds_bounded_memory_and_logs_hostile_strings_esca
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        after_round.push(rss(b.0.id()));
+        after_round.push(rss(b.0.id(), &log));
     }
     foreign_ep.close(0u32.into(), b"done");
     let (first, last) = (after_round[0], after_round[4]);
@@ -148,7 +155,7 @@ async fn an_exit_under_attack_holds_bounded_memory_and_logs_hostile_strings_esca
     }
     // Let b take in all it will (its windows fill, the echo's sockets fill).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = rss(b.0.id());
+    let during = rss(b.0.id(), &log);
     let growth = during.saturating_sub(before);
     eprintln!("b's RSS: {} MiB before the hog, {} MiB with it", before / MIB, during / MIB);
     assert!(hogs.len() >= 60, "the hog opened only {} streams of the 64 allowed", hogs.len());
