@@ -282,8 +282,17 @@ impl LinkCredit {
 
     /// The connection window in force.
     pub fn window(&self) -> u64 {
-        let st = self.lock();
+        self.window_of(&self.lock())
+    }
+
+    /// The connection window `st` makes: the base plus one stream window per stalled flow.
+    fn window_of(&self, st: &CreditState) -> u64 {
         st.base.bytes() + st.stalled * self.stream_window
+    }
+
+    /// How much more this link's window may take before it passes [`link_limit`].
+    fn share_left(&self, st: &CreditState) -> u64 {
+        link_limit(&self.budget).saturating_sub(self.window_of(st))
     }
 
     /// Follows the path: the base becomes at least twice what the link delivered in its
@@ -292,8 +301,7 @@ impl LinkCredit {
     pub fn follow(&self, delivered_per_rtt: u64) {
         let wanted = delivered_per_rtt.saturating_mul(2).clamp(self.start_base, self.max_base);
         let mut st = self.lock();
-        let room = link_limit(&self.budget).saturating_sub(st.stalled * self.stream_window);
-        let wanted = wanted.min(room.max(st.base.bytes()));
+        let wanted = wanted.min(st.base.bytes() + self.share_left(&st));
         if wanted > st.base.bytes() && st.base.resize(wanted) {
             self.apply(&st);
         }
@@ -319,7 +327,7 @@ impl LinkCredit {
     }
 
     fn apply(&self, st: &CreditState) {
-        self.window.set(st.base.bytes() + st.stalled * self.stream_window);
+        self.window.set(self.window_of(st));
     }
 
     /// A flow read from the link: while stalled flows hold most of the window, announce
@@ -363,7 +371,7 @@ impl LinkCredit {
     fn announce(&self, st: &mut CreditState, now: Instant) {
         st.announced = Some(now);
         st.owed = false;
-        self.window.announce(st.base.bytes() + st.stalled * self.stream_window);
+        self.window.announce(self.window_of(st));
     }
 
     /// Counts one more stalled flow; its stream window comes out of the budget. One link
@@ -371,8 +379,7 @@ impl LinkCredit {
     /// nobody reads cannot take the room other links' stalled flows need.
     fn stall(self: &Arc<Self>) -> Result<StallGuard, OverBudget> {
         let mut st = self.lock();
-        let widened = st.base.bytes() + (st.stalled + 1) * self.stream_window;
-        if widened > link_limit(&self.budget) {
+        if self.share_left(&st) < self.stream_window {
             self.budget.refusals.fetch_add(1, Ordering::Relaxed);
             return Err(OverBudget);
         }

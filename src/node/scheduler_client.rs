@@ -113,8 +113,7 @@ async fn registered_session(
                 let routes = meter.routes(shared);
                 write(&mut send, &ToScheduler::Report { links, routes }, cfg).await?;
                 if features >= control::FEATURE_CAPACITY {
-                    let links = capacities(&shared.pool.live_links());
-                    write(&mut send, &ToScheduler::Capacity { links }, cfg).await?;
+                    send_capacities(shared, &mut send, cfg).await?;
                 }
                 let now_unix = i64::try_from(crate::node::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
@@ -135,8 +134,7 @@ async fn registered_session(
                 // The first report went before the welcome: send capacity now rather than a
                 // heartbeat later (it is a level, not a count since the last report).
                 if before < control::FEATURE_CAPACITY && features >= control::FEATURE_CAPACITY {
-                    let links = capacities(&shared.pool.live_links());
-                    write(&mut send, &ToScheduler::Capacity { links }, cfg).await?;
+                    send_capacities(shared, &mut send, cfg).await?;
                 }
             }
             _ = crate::node::wait_true(&mut draining) => {
@@ -444,6 +442,16 @@ impl LinkMeter {
             })
             .collect()
     }
+}
+
+/// Sends the scheduler the [`capacities`] of this node's live links.
+async fn send_capacities(
+    shared: &Shared,
+    send: &mut SendStream,
+    cfg: &SchedulerClientConfig,
+) -> anyhow::Result<()> {
+    let links = capacities(&shared.pool.live_links());
+    write(send, &ToScheduler::Capacity { links }, cfg).await
 }
 
 /// The capacity of each link whose congestion controller has measured one (the model
