@@ -354,7 +354,11 @@ impl PathModel {
                     let next = (index + 1) % CYCLE.len();
                     if next == 0 {
                         // A whole cycle without congestive loss: allow more in flight.
-                        self.loss_cap = self.loss_cap.map(|c| c + c / 8);
+                        // Saturating: on a short path cycles come thousands of times a
+                        // second, and an overflowing cap killed the link (a panic in
+                        // the connection driver) or, in a release build, wrapped to a
+                        // window of almost nothing.
+                        self.loss_cap = self.loss_cap.map(|c| c.saturating_add(c / 8));
                     }
                     self.phase = Phase::Cruise { index: next, since: now };
                 }
@@ -405,8 +409,10 @@ impl PathModel {
         let scaled = |gain: f64| (bdp as f64 * gain) as u64;
         let target = match self.phase {
             Phase::Startup => self.window.min(scaled(STARTUP_GAIN).max(self.initial_window())),
-            Phase::Drain => bdp + self.extra_acked.get(),
-            Phase::Cruise { index, .. } => scaled(CYCLE[index] + HEADROOM) + self.extra_acked.get(),
+            Phase::Drain => bdp.saturating_add(self.extra_acked.get()),
+            Phase::Cruise { index, .. } => {
+                scaled(CYCLE[index] + HEADROOM).saturating_add(self.extra_acked.get())
+            }
             Phase::ProbeRtt { .. } => return self.probe_rtt_window(),
         };
         let capped = match self.loss_cap {
@@ -439,6 +445,18 @@ mod probe_tests {
             t += Duration::from_millis(u64::from(per_round) + 11);
         }
         t
+    }
+
+    #[test]
+    fn a_loss_cap_that_keeps_growing_through_cruise_cycles_saturates() {
+        let t0 = Instant::now();
+        let mut m = PathModel::new(t0, 1200);
+        let t = rounds(&mut m, t0, 30, 20, false);
+        assert!(matches!(m.phase, Phase::Cruise { .. }), "in cruise: {:?}", m.phase);
+        // Near the top after many loss-free cycles; the next cycles must not overflow.
+        m.loss_cap = Some(u64::MAX - 1);
+        rounds(&mut m, t, 30, 20, false);
+        assert_eq!(m.loss_cap, Some(u64::MAX));
     }
 
     #[test]
