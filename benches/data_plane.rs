@@ -147,10 +147,10 @@ async fn quinn_figures(dir: &Path, bulk: u64) -> Result<Figures> {
             n,
         )?)
     };
-    let server_sock = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
-    let server = proxy::node::endpoint::build(&identity("b")?, transport.clone(), server_sock)?;
-    let client_sock = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
-    let client = proxy::node::endpoint::build(&identity("a")?, transport, client_sock)?;
+    let server_sock = proxy::quic::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+    let server = proxy::quic::build(&identity("b")?, transport.clone(), server_sock)?;
+    let client_sock = proxy::quic::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+    let client = proxy::quic::build(&identity("a")?, transport, client_sock)?;
     let server_addr = server.local_addr()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
     tokio::spawn(async move {

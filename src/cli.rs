@@ -348,7 +348,7 @@ fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u3
     if let Some(id) = &node_id
         && (!crate::core::wire::is_valid_node_id(id) || id == config::scheduler::SCHEDULER_ID)
     {
-        eprintln!("{who}: --node-id: `{}` is not a usable node id", crate::node::log_escape(id));
+        eprintln!("{who}: --node-id: `{}` is not a usable node id", crate::logging::log_escape(id));
         return ExitCode::from(2);
     }
     let scheduler = match load_scheduler_config(config_path, who) {

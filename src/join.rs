@@ -136,7 +136,7 @@ fn check_names(options: &JoinOptions) -> Result<(), JoinError> {
     if !crate::core::wire::is_valid_node_id(&options.node_id) || options.node_id == SCHEDULER_ID {
         return Err(JoinError::Usage(format!(
             "--node-id: `{}` is not a usable node id: use 1-63 of a-z, 0-9 and '-', not `{SCHEDULER_ID}`",
-            crate::node::log_escape(&options.node_id)
+            crate::logging::log_escape(&options.node_id)
         )));
     }
     if !crate::scheduler::enrollment::is_valid_region(&options.region) {

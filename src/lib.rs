@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
@@ -21,7 +22,10 @@ pub mod join;
 pub mod logging;
 pub mod node;
 pub mod pki;
+pub mod prometheus;
+pub mod quic;
 pub mod scheduler;
+pub mod shutdown;
 pub mod tls;
 
 pub use node::Node;

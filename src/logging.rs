@@ -203,6 +203,16 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
+/// Escapes and caps a string that came from the network before it is logged.
+pub fn log_escape(s: &str) -> String {
+    const CAP: usize = 256;
+    let mut out: String = s.chars().take(CAP).flat_map(char::escape_debug).collect();
+    if s.chars().count() > CAP {
+        out.push_str("...");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ const TEST_BOUND: Duration = Duration::from_secs(60);
 
 /// A loopback UDP socket with large buffers, so the test's own sockets drop nothing.
 fn udp() -> UdpSocket {
-    let s = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse().expect("addr"), 4 << 20).expect("bind");
+    let s = proxy::quic::bind_udp("127.0.0.1:0".parse().expect("addr"), 4 << 20).expect("bind");
     s.set_nonblocking(true).expect("nonblocking");
     UdpSocket::from_std(s).expect("tokio socket")
 }

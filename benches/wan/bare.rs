@@ -112,8 +112,8 @@ fn identity(dir: &Path, id: &str) -> Result<TlsIdentity> {
 }
 
 fn endpoint(dir: &Path, id: &str, mesh: &proxy::config::Config, cc: Cc) -> Result<quinn::Endpoint> {
-    let socket = proxy::node::endpoint::bind_udp("127.0.0.1:0".parse()?, mesh.mesh.udp_buffer)?;
-    proxy::node::endpoint::build(&identity(dir, id)?, Arc::new(transport(mesh, cc)), socket)
+    let socket = proxy::quic::bind_udp("127.0.0.1:0".parse()?, mesh.mesh.udp_buffer)?;
+    proxy::quic::build(&identity(dir, id)?, Arc::new(transport(mesh, cc)), socket)
 }
 
 /// Answers each stream of each connection with the SHA-256 of what it carried.

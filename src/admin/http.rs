@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
-pub use super::access::{AccessRules, check_bind, check_bind_keys, default_allowed_hosts};
+pub use super::access::{AccessRules, default_allowed_hosts};
 pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get};
 pub use super::request::{MAX_HEAD_BYTES, MAX_HEADERS, ParseError, Request, parse_request};
 pub use super::response::Response;

@@ -5,6 +5,8 @@
 //! durations parsed, routes refer to known listeners and peers, certificate files exist),
 //! so the node can bind sockets without re-checking anything here.
 
+pub mod admin_bind;
+pub mod diff;
 mod duration;
 mod raw;
 pub mod scheduler;
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use crate::core::policy::ExitPolicy;
 
+pub use crate::core::route::{RouteConfig, RouteMatch};
 pub use duration::parse_duration;
 
 /// A validated node configuration.
@@ -159,28 +162,6 @@ pub enum PeerTransport {
     Quic,
 }
 
-/// One route.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteConfig {
-    /// Unique route name.
-    pub name: String,
-    /// Which accepted connections the route applies to.
-    pub matcher: RouteMatch,
-    /// `host:port` targets dialed by the exit node; several are balanced round robin.
-    /// Empty for a proxy chain.
-    pub targets: Vec<String>,
-    /// The node that dials the target; `None` means this node.
-    pub exit: Option<String>,
-    /// Static relay paths to the exit (the nodes between this node and the exit), tried in
-    /// order; empty means straight to the exit. `via: [..]` is one path.
-    pub paths: Vec<Vec<String>>,
-    /// The seed's proxy chain (`target: <peer>`): the flow goes to this peer, which routes
-    /// it by its own route for the same port.
-    pub chain: Option<String>,
-    /// Whether each flow is striped over several paths at once (`multipath: true`).
-    pub multipath: bool,
-}
-
 /// A link's congestion controller (`mesh.congestion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
@@ -221,15 +202,6 @@ impl Congestion {
             Congestion::NewReno => "newreno",
         }
     }
-}
-
-/// How a route selects connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMatch {
-    /// Connections accepted on the listener bound to this port.
-    Port(u16),
-    /// Connections accepted on the listener with this name.
-    Listener(String),
 }
 
 /// The `mesh` section: this node's QUIC endpoint.

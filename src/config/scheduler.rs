@@ -286,7 +286,7 @@ fn check_admin(
     };
     if let (Ok(addr), Ok(token)) = (parsed, &token)
         && let Err(e) =
-            crate::admin::http::check_bind_keys(addr, token.as_deref(), "admin_addr", "admin_token")
+            crate::config::admin_bind::check_bind_keys(addr, token.as_deref(), "admin_addr", "admin_token")
     {
         errors.push(err("admin_addr", None, e));
     }

@@ -2,7 +2,6 @@
 //! time, random numbers) and returns decisions; the `node` shell carries them out.
 
 pub mod backoff;
-pub mod config_diff;
 pub mod congestion;
 pub mod control;
 pub mod enroll;

@@ -9,8 +9,38 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::config::{Config, RouteMatch};
 use crate::core::wire::RefuseReason;
+
+/// One route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Unique route name.
+    pub name: String,
+    /// Which accepted connections the route applies to.
+    pub matcher: RouteMatch,
+    /// `host:port` targets dialed by the exit node; several are balanced round robin.
+    /// Empty for a proxy chain.
+    pub targets: Vec<String>,
+    /// The node that dials the target; `None` means this node.
+    pub exit: Option<String>,
+    /// Static relay paths to the exit (the nodes between this node and the exit), tried in
+    /// order; empty means straight to the exit. `via: [..]` is one path.
+    pub paths: Vec<Vec<String>>,
+    /// The seed's proxy chain (`target: <peer>`): the flow goes to this peer, which routes
+    /// it by its own route for the same port.
+    pub chain: Option<String>,
+    /// Whether each flow is striped over several paths at once (`multipath: true`).
+    pub multipath: bool,
+}
+
+/// How a route selects connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// Connections accepted on the listener bound to this port.
+    Port(u16),
+    /// Connections accepted on the listener with this name.
+    Listener(String),
+}
 
 /// Where a route's flows leave the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,10 +161,13 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table: for each listener, the first route that names it, else the first
     /// that matches its bound port. Routes named as in `previous` keep their counters.
-    pub fn new(config: &Config, listener_ports: &[(String, u16)], previous: Option<&RouteTable>) -> Self {
-        let local = &config.common.node_id;
-        let routes: Vec<Route> = config
-            .routes
+    pub fn new(
+        local: &str,
+        configured: &[RouteConfig],
+        listener_ports: &[(String, u16)],
+        previous: Option<&RouteTable>,
+    ) -> Self {
+        let routes: Vec<Route> = configured
             .iter()
             .map(|r| Route {
                 name: r.name.clone(),
@@ -151,8 +184,7 @@ impl RouteTable {
                 cursor: AtomicUsize::new(0),
             })
             .collect();
-        let port_matches = config
-            .routes
+        let port_matches = configured
             .iter()
             .enumerate()
             .filter_map(|(i, r)| match r.matcher {
@@ -163,9 +195,8 @@ impl RouteTable {
         let by_listener = listener_ports
             .iter()
             .filter_map(|(name, port)| {
-                let by_name =
-                    config.routes.iter().position(|r| r.matcher == RouteMatch::Listener(name.clone()));
-                let by_port = || config.routes.iter().position(|r| r.matcher == RouteMatch::Port(*port));
+                let by_name = configured.iter().position(|r| r.matcher == RouteMatch::Listener(name.clone()));
+                let by_port = || configured.iter().position(|r| r.matcher == RouteMatch::Port(*port));
                 by_name.or_else(by_port).map(|i| (name.clone(), i))
             })
             .collect();

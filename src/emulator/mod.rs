@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::node::endpoint::bind_udp;
+use crate::quic::bind_udp;
 use schedule::{Schedule, Verdict};
 
 mod schedule;

@@ -11,11 +11,12 @@ use tracing::{debug, info};
 
 use crate::core::policy::ExitPolicy;
 use crate::core::wire::{self, RefuseReason, Reply};
+use crate::logging::log_escape;
 use crate::node::inbound::refuse;
 use crate::node::link_send::LinkSend;
 use crate::node::splice::{self, FlowEnd, Prelude, codes};
 use crate::node::tcp_io;
-use crate::node::{FlowGuard, Shared, log_escape};
+use crate::node::{FlowGuard, Shared};
 
 /// Exits a flow whose header names a `host:port` target.
 pub(crate) async fn exit_flow(

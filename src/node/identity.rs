@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 
 use quinn::TransportConfig;
 
-use super::endpoint;
 use crate::tls::{Revocations, TlsIdentity};
 
 /// The identity and the config to dial with, replaced together.
@@ -19,7 +18,7 @@ pub struct NodeTls {
 impl NodeTls {
     /// The identity the endpoint was built with.
     pub fn new(identity: TlsIdentity, transport: Arc<TransportConfig>) -> anyhow::Result<Self> {
-        let client = endpoint::client_config(&identity, transport.clone())?;
+        let client = crate::quic::client_config(&identity, transport.clone())?;
         Ok(Self { current: RwLock::new((Arc::new(identity), client)), transport })
     }
 
@@ -47,7 +46,7 @@ impl NodeTls {
     /// Puts a renewed certificate (same key) in force for every handshake from now on.
     pub fn renew(&self, endpoint: &quinn::Endpoint, cert_pem: &str, node_id: &str) -> anyhow::Result<()> {
         let next = self.identity().renewed(cert_pem, node_id)?;
-        let client = endpoint::apply_identity(endpoint, &next, self.transport.clone())?;
+        let client = crate::quic::apply_identity(endpoint, &next, self.transport.clone())?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(next), client);
         Ok(())
     }

@@ -11,10 +11,11 @@ use quinn::RecvStream;
 use tracing::{Instrument, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+use crate::logging::log_escape;
 use crate::node::flow_registry::FlowRole;
 use crate::node::link_send::LinkSend;
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, exit, log_escape, multipath, relay};
+use crate::node::{FlowGuard, Shared, exit, multipath, relay};
 
 /// Handles one stream opened by `peer`.
 pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: LinkSend, mut recv: RecvStream) {

@@ -35,7 +35,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
             let since = Instant::now();
             tokio::select! {
                 _ = conn.closed() => {}
-                _ = crate::node::wait_true(&mut draining) => return,
+                _ = crate::shutdown::wait_true(&mut draining) => return,
             }
             if since.elapsed() >= STABLE_LINK {
                 backoff.reset();
@@ -65,7 +65,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
         debug!(peer = %peer, ?delay, "re-dial after backoff");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = crate::node::wait_true(&mut draining) => return,
+            _ = crate::shutdown::wait_true(&mut draining) => return,
         }
     }
 }
@@ -151,7 +151,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                     id
                 }
                 other => {
-                    warn!(%remote, node = ?other.map(|s| crate::node::log_escape(&s)), "refused link from an unknown node");
+                    warn!(%remote, node = ?other.map(|s| crate::logging::log_escape(&s)), "refused link from an unknown node");
                     conn.close(LINK_UNKNOWN_PEER, b"unknown node");
                     return;
                 }

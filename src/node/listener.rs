@@ -38,7 +38,7 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListene
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = crate::node::wait_true(&mut draining) => return,
+            _ = crate::shutdown::wait_true(&mut draining) => return,
         }
     }
 }

@@ -30,7 +30,7 @@ pub async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) ->
             reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
             _ = tcp_io::error_reported(&client) => FlowEnd::TcpReset,
             _ = tcp_io::error_reported(&upstream) => FlowEnd::TcpReset,
-            _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
+            _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
     if let Some(route) = route {

@@ -1,13 +1,12 @@
 //! The node's metrics in the Prometheus text exposition format (version 0.0.4), built
 //! from the same snapshots the admin API serves as JSON.
 
-use std::fmt::Write;
-
 use crate::core::wire::RefuseReason;
 use crate::node::flow_registry::FlowRole;
 use crate::node::peers::PeerInfo;
 use crate::node::route_view::RouteInfo;
 use crate::node::stats::Stats;
+use crate::prometheus::family;
 
 /// Everything the metrics are made of.
 pub struct MetricsInput<'a> {
@@ -25,49 +24,6 @@ pub struct MetricsInput<'a> {
     pub instruction_version: u64,
     /// Whether it is past its TTL.
     pub instructions_stale: bool,
-}
-
-/// A metric family being written: its header once, then samples. Also used for the
-/// scheduler's metrics ([`crate::scheduler::admin`]).
-pub(crate) struct Family<'a> {
-    out: &'a mut String,
-    name: &'static str,
-}
-
-impl Family<'_> {
-    /// One sample with `labels` (values escaped here).
-    pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        let _ = write!(self.out, "{}", self.name);
-        if !labels.is_empty() {
-            let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-            let _ = write!(self.out, "{{{}}}", parts.join(","));
-        }
-        let _ = writeln!(self.out, " {}", number(value));
-    }
-}
-
-/// Starts the family `name` in `out` with its `# HELP` and `# TYPE` lines.
-pub(crate) fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    Family { out, name }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
 }
 
 /// Renders every metric.
@@ -220,17 +176,5 @@ fn route_metrics(out: &mut String, s: &Stats, routes: &[RouteInfo]) {
         for (reason, n) in reasons {
             f.sample(&[("route", route), ("reason", reason)], *n as f64);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_escaped_and_numbers_are_plain() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(number(3.0), "3");
-        assert_eq!(number(0.25), "0.25");
     }
 }

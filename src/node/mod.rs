@@ -44,6 +44,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::core::instructions::InstructionCache;
 use crate::core::route::RouteTable;
@@ -245,10 +246,10 @@ impl Node {
     /// Starts a node with an identity already in memory.
     pub async fn start_with_identity(config: Config, identity: TlsIdentity) -> anyhow::Result<Node> {
         let transport = Arc::new(endpoint::transport_config(&config.mesh, &config.limits));
-        let socket = endpoint::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
+        let socket = crate::quic::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
             .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
         let identity = identity.with_revocations(load_revocations(&config));
-        let endpoint = endpoint::build(&identity, transport.clone(), socket)?;
+        let endpoint = crate::quic::build(&identity, transport.clone(), socket)?;
         let tls = identity::NodeTls::new(identity, transport)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -268,7 +269,12 @@ impl Node {
         let (force_tx, force) = watch::channel(false);
         let limits = &config.limits;
         let shared = Arc::new(Shared {
-            routes: std::sync::RwLock::new(Arc::new(RouteTable::new(&config, &ports, None))),
+            routes: std::sync::RwLock::new(Arc::new(RouteTable::new(
+                &config.common.node_id,
+                &config.routes,
+                &ports,
+                None,
+            ))),
             pool: PeerPool::new(
                 &config.common.node_id,
                 &config.peers,
@@ -566,13 +572,10 @@ fn load_revocations(config: &Config) -> Arc<crate::tls::Revocations> {
     crate::tls::Revocations::new(set)
 }
 
-/// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit
-/// has `header_timeout` to read the header, and each node may take up to `connect_timeout`
-/// to open the next stream or dial the target; the margin covers round trips.
 /// Binds the admin API's listener; a non-loopback address needs a token.
 fn bind_admin(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = config.common.admin_addr;
-    crate::admin::http::check_bind(addr, config.common.admin_token.as_deref())
+    crate::config::admin_bind::check_bind(addr, config.common.admin_token.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     let std_listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("common.admin_addr: cannot bind TCP {addr}"))?;
@@ -580,28 +583,10 @@ fn bind_admin(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(tokio::net::TcpListener::from_std(std_listener)?)
 }
 
+/// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit
+/// has `header_timeout` to read the header, and each node may take up to `connect_timeout`
+/// to open the next stream or dial the target; the margin covers round trips.
 fn reply_deadline(limits: &crate::config::Limits, nodes_ahead: usize) -> Duration {
     let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
     limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5))
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it): instruction sets carry
-/// wall-clock times, since they must mean the same on every node and across restarts.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Waits until a shutdown flag turns true (or its sender is gone).
-pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
-/// Escapes and caps a string that came from the network before it is logged.
-pub fn log_escape(s: &str) -> String {
-    const CAP: usize = 256;
-    let mut out: String = s.chars().take(CAP).flat_map(char::escape_debug).collect();
-    if s.chars().count() > CAP {
-        out.push_str("...");
-    }
-    out
 }

@@ -92,7 +92,7 @@ pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16,
     let _enter = span.enter();
     if let FlowEnd::Refused { reason, hop, detail } = &end {
         shared.counters.refused_origin(*reason, Some(&route.counters));
-        info!(reason = reason.as_str(), hop = %crate::node::log_escape(hop), detail = %crate::node::log_escape(detail), "flow refused");
+        info!(reason = reason.as_str(), hop = %crate::logging::log_escape(hop), detail = %crate::logging::log_escape(detail), "flow refused");
     }
     guard.finish(&end);
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use tokio::task::AbortHandle;
 use tracing::info;
 
+use crate::config::diff::{self as config_diff, ConfigDiff};
 use crate::config::{Config, ConfigErrors};
-use crate::core::config_diff::{self, ConfigDiff};
 use crate::core::route::RouteTable;
 use crate::node::{ListenerInfo, Shared, links, listener};
 
@@ -92,7 +92,7 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
         .map(|l| (l.name.clone(), l.addr.port()))
         .collect();
     let old_table = shared.routes();
-    let table = Arc::new(RouteTable::new(&new, &ports, Some(&old_table)));
+    let table = Arc::new(RouteTable::new(&new.common.node_id, &new.routes, &ports, Some(&old_table)));
     *shared.routes.write().unwrap_or_else(|p| p.into_inner()) = table;
     apply_listeners(shared, &mut running, &closing, bound, &new.listeners);
     apply_peers(shared, &mut running, &diff);

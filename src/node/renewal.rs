@@ -50,7 +50,7 @@ impl Renewal {
 
     /// The scheduler refused: try again later (the current certificate is still valid).
     pub fn refused(&mut self, shared: &Shared, reason: &str) {
-        warn!(reason = %super::log_escape(reason), "certificate renewal refused; trying again later");
+        warn!(reason = %crate::logging::log_escape(reason), "certificate renewal refused; trying again later");
         if let Some((not_before, not_after)) = shared.tls.identity().validity() {
             self.hold_until = Some(Instant::now() + retry_after(not_before, not_after));
         }

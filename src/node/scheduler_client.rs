@@ -19,8 +19,9 @@ use crate::core::control::{
     self, FrameError, LinkCapacity, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode,
     ToScheduler,
 };
+use crate::logging::log_escape;
 use crate::node::renewal::Renewal;
-use crate::node::{Shared, instruction_store, log_escape};
+use crate::node::{Shared, instruction_store};
 
 /// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
 const SLOW_FACTOR: u32 = 10;
@@ -63,7 +64,7 @@ pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = crate::node::wait_true(&mut draining) => return,
+            _ = crate::shutdown::wait_true(&mut draining) => return,
         }
     }
 }
@@ -115,7 +116,7 @@ async fn registered_session(
                 if features >= control::FEATURE_CAPACITY {
                     send_capacities(shared, &mut send, cfg).await?;
                 }
-                let now_unix = i64::try_from(crate::node::unix_now()).unwrap_or(i64::MAX);
+                let now_unix = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
                     info!("asking the scheduler to renew this node's certificate");
                     write(&mut send, &ToScheduler::Renew { csr }, cfg).await?;
@@ -137,7 +138,7 @@ async fn registered_session(
                     send_capacities(shared, &mut send, cfg).await?;
                 }
             }
-            _ = crate::node::wait_true(&mut draining) => {
+            _ = crate::shutdown::wait_true(&mut draining) => {
                 conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
                 return Ok(());
             }

@@ -182,7 +182,7 @@ pub async fn splice(
             },
             reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
             _ = tcp_io::error_reported(&tcp) => FlowEnd::TcpReset,
-            _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
+            _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
     let end = match end {
@@ -219,7 +219,7 @@ pub(crate) async fn acknowledged(
     tokio::select! {
         code = stopped => code,
         _ = activity.watchdog(&timeouts) => None,
-        _ = crate::node::wait_true(&mut force) => None,
+        _ = crate::shutdown::wait_true(&mut force) => None,
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
                 Err(end) => end,
             },
             reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
-            _ = crate::node::wait_true(&mut force) => FlowEnd::Aborted,
+            _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
     let end = match end {

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::admin::http::{Handler, Request, Response};
-use crate::node::metrics::family;
+use crate::prometheus::family;
 use crate::scheduler::server::{SchedulerView, Snapshot};
 use crate::scheduler::state::{LinkState, NodeSnapshot};
 

@@ -12,9 +12,9 @@ use quinn::{Connection, RecvStream, VarInt};
 use tracing::{debug, info};
 
 use super::enrollment::Enrollment;
+use crate::clock::unix_now;
 use crate::core::control::{self, FrameError};
 use crate::core::enroll::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
-use crate::node::unix_now;
 
 /// The whole exchange, from the handshake to the reply.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);

@@ -15,9 +15,11 @@ use tracing::{info, warn};
 
 use super::enrollment::Enrollment;
 use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
+use crate::clock::unix_now;
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
 use crate::core::control::{self, FrameError, InstructionSet, ToNode, ToScheduler};
-use crate::node::{endpoint, log_escape, unix_now};
+use crate::logging::log_escape;
+use crate::quic;
 use crate::tls::{self, Revocations, TlsIdentity};
 
 /// A running scheduler.
@@ -153,10 +155,10 @@ impl Scheduler {
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .keep_alive_interval(Some(Duration::from_secs(5)))
             .max_idle_timeout(Duration::from_secs(30).try_into().ok());
-        let socket = endpoint::bind_udp(config.bind, 4 * 1024 * 1024)?;
+        let socket = quic::bind_udp(config.bind, 4 * 1024 * 1024)?;
         let admin = bind_admin(&config)?;
         let admin_addr = admin.local_addr()?;
-        let endpoint = endpoint::build_scheduler(&identity, Arc::new(transport), socket)?;
+        let endpoint = quic::build_scheduler(&identity, Arc::new(transport), socket)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
             sessions: Mutex::new(HashMap::new()),
@@ -217,8 +219,13 @@ impl Drop for Scheduler {
 /// Binds the admin API's listener; a non-loopback address needs a token.
 fn bind_admin(config: &SchedulerConfig) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = config.admin_addr;
-    crate::admin::http::check_bind_keys(addr, config.admin_token.as_deref(), "admin_addr", "admin_token")
-        .map_err(|e| anyhow::anyhow!(e))?;
+    crate::config::admin_bind::check_bind_keys(
+        addr,
+        config.admin_token.as_deref(),
+        "admin_addr",
+        "admin_token",
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     let std_listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("admin_addr: cannot bind TCP {addr}"))?;
     std_listener.set_nonblocking(true)?;
@@ -252,7 +259,7 @@ async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::wait_true(&mut stopped) => return,
+            _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
         let started = Instant::now();
         let changed = shared.with_state(|s| s.recompute(started, unix_now()));
@@ -498,7 +505,7 @@ async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::node::wait_true(&mut stopped) => return,
+            _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
         let stamp = shared.enrollment.store().stamp();
         if stamp == seen {

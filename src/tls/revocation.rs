@@ -220,7 +220,7 @@ mod tests {
         let ca = crate::pki::MeshCa::generate("test").expect("ca");
         let by_hand = ca.issue_node_cert("h", 365).expect("cert");
         let other = ca.issue_node_cert("k", 365).expect("cert");
-        let removed_at = crate::node::unix_now() as i64;
+        let removed_at = crate::clock::unix_now() as i64;
         let set =
             RevokedSet { issued_before: [("h".to_string(), removed_at)].into(), ..RevokedSet::default() };
         assert!(set.refuses(&der(&by_hand.cert_pem)), "made before the removal");

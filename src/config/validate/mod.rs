@@ -233,7 +233,7 @@ impl Checker<'_> {
             Some(t) => self.check("common.admin_token", check_admin_token(t).map(|()| Some(t.to_owned()))),
         };
         if let (Some(addr), Some(token)) = (admin_addr, &admin_token) {
-            self.check("common.admin_addr", crate::admin::http::check_bind(addr, token.as_deref()));
+            self.check("common.admin_addr", crate::config::admin_bind::check_bind(addr, token.as_deref()));
         }
         Some(CommonConfig {
             node_id: node_id?.to_owned(),

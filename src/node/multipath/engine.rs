@@ -153,7 +153,7 @@ pub(crate) async fn run(
                 }
                 reason = activity.watchdog(&env.timeouts) => break FlowEnd::TimedOut(reason),
                 _ = tcp_io::error_reported(&tcp) => break FlowEnd::TcpReset,
-                _ = crate::node::wait_true(&mut force) => break FlowEnd::Aborted,
+                _ = crate::shutdown::wait_true(&mut force) => break FlowEnd::Aborted,
             }
             // No subflow left: the origin gives up once nothing it opened can still arrive;
             // the exit waits a while for the origin to send a replacement.
@@ -190,7 +190,7 @@ pub(crate) async fn run(
         let close = async { while flow.tasks.join_next().await.is_some() {} };
         tokio::select! {
             _ = tokio::time::timeout(CLOSE_LINGER.min(env.timeouts.half_closed), close) => {}
-            _ = crate::node::wait_true(&mut force) => {}
+            _ = crate::shutdown::wait_true(&mut force) => {}
         }
         tcp_io::disarm_reset_on_drop(&tcp);
     } else {

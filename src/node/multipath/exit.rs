@@ -11,11 +11,12 @@ use tokio::sync::mpsc;
 
 use crate::core::multipath::MAX_SUBFLOWS;
 use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
+use crate::logging::log_escape;
 use crate::node::inbound::refuse;
 use crate::node::link_send::LinkSend;
 use crate::node::multipath::NewSubflow;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
-use crate::node::{FlowGuard, Shared, exit, log_escape, tcp_io};
+use crate::node::{FlowGuard, Shared, exit, tcp_io};
 
 type Key = (String, u64);
 

@@ -108,7 +108,7 @@ impl Enrollment {
         if !crate::core::wire::is_valid_node_id(id) || id == SCHEDULER_ID {
             return Err(format!(
                 "`{}` is not a usable node id: use 1-63 of a-z, 0-9 and '-', not `{SCHEDULER_ID}`",
-                crate::node::log_escape(id)
+                crate::logging::log_escape(id)
             ));
         }
         if !is_valid_region(&request.region) {
@@ -146,7 +146,7 @@ impl Enrollment {
             .map_err(registry_error)?;
         admitted?;
         self.remember(fingerprint);
-        tracing::info!(node = %id, region = %crate::node::log_escape(&request.region), "node joined the mesh");
+        tracing::info!(node = %id, region = %crate::logging::log_escape(&request.region), "node joined the mesh");
         Ok(JoinReply::Accepted { cert_pem, ca_pem: ca_pem.clone() })
     }
 
@@ -260,7 +260,7 @@ pub fn create_token(
     let mut secret = [0u8; 32];
     rand::fill(&mut secret);
     let token = JoinToken { secret, ca_fingerprint };
-    let now = crate::node::unix_now();
+    let now = crate::clock::unix_now();
     RegistryStore::new(&config.data_dir).update(|r| {
         r.purge(now);
         r.tokens.add(&token, node_id, ttl.as_secs().max(1), uses, now);
@@ -274,7 +274,7 @@ pub fn create_token(
 /// within a second. Returns the member, or `None` when the registry had no member by that
 /// id (the id is refused all the same: it may hold a certificate made by hand).
 pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
-    let now = crate::node::unix_now();
+    let now = crate::clock::unix_now();
     Ok(RegistryStore::new(&config.data_dir).update(|r| (r.remove(node_id, now), true))?)
 }
 
@@ -282,7 +282,7 @@ pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Op
 /// registry knows the node before it first connects.
 pub fn record_certificate(config: &SchedulerConfig, node_id: &str, cert_pem: &str) -> anyhow::Result<()> {
     let (fingerprint, not_after) = cert_facts(cert_pem).map_err(|e| anyhow::anyhow!(e))?;
-    let now = crate::node::unix_now();
+    let now = crate::clock::unix_now();
     RegistryStore::new(&config.data_dir).update(|r| {
         r.record_cert(node_id, "", fingerprint, not_after, now);
         ((), true)
