@@ -41,7 +41,7 @@ pub async fn node(dir: &Path, id: &str, body: &str, mesh_extra: &str) -> Result<
 
 /// A TCP echo server on loopback.
 pub async fn echo_server() -> Result<SocketAddr> {
-    let l = proxy::node::listener::bind("127.0.0.1:0".parse()?)?;
+    let l = proxy::node::flow::listener::bind("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::admin::http::{Handler, Request, Response};
 use crate::node::NodeView;
-use crate::node::stats::Stats;
+use crate::node::observe::stats::Stats;
 
 /// `/api/stats`: the counters with the versions of the config and instructions in force.
 #[derive(Debug, Serialize)]

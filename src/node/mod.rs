@@ -1,38 +1,36 @@
 //! The node shell: owns the sockets and tasks, and carries out what the core decides.
 //!
+//! How it fits together:
+//!
+//! - [`link`]: the QUIC links to peers: the endpoint, dialing and accepting, the pool of
+//!   live links, certificates, congestion control, receive credit and the send side;
+//! - [`flow`]: how a flow travels through this node, as origin, relay or exit (the map
+//!   is in its overview);
+//! - [`splice`]: the loops that move a flow's bytes once its path is open (TCP to
+//!   stream, stream to stream, TCP to TCP);
+//! - [`multipath`]: flows striped over several paths at once;
+//! - [`control`]: the scheduler session, the instruction cache on disk, config reloads;
+//! - [`observe`]: counters, open flows, routes, metrics;
+//! - [`Shared`] is what every task holds; [`NodeView`] is what the admin API and
+//!   embedders call; [`Node`] starts and stops it all.
+//!
 //! One QUIC endpoint (peer links, both directions), one TCP listener per configured
 //! listener, one dial loop per peer with an address. Every flow is a task holding a
 //! [`FlowGuard`], which holds a permit of the node's flow semaphore: the number of flows
 //! is bounded, and shutdown waits for the permits to come back.
 
-pub mod congestion;
-pub mod endpoint;
-pub mod exit;
-pub mod flow_registry;
-pub mod flow_timer;
-pub mod identity;
-pub mod inbound;
-pub mod instruction_store;
-pub mod link_credit;
-pub mod link_delivery;
-pub mod link_send;
-pub mod links;
-pub mod listener;
-pub mod local_splice;
-pub mod metrics;
+pub mod control;
+pub mod flow;
+pub mod link;
 pub mod multipath;
-pub mod onward;
-pub mod origin;
-pub mod peers;
-pub mod relay;
-pub mod reload;
-pub mod renewal;
-pub mod route_view;
-pub mod scheduler_client;
+pub mod observe;
+mod shared;
 pub mod splice;
-pub mod stats;
-pub mod stream_splice;
-pub mod tcp_io;
+mod view;
+
+use shared::reply_deadline;
+pub use shared::{FlowGuard, Shared};
+pub use view::NodeView;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,173 +39,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
 
-use crate::clock::unix_now;
 use crate::config::Config;
 use crate::core::instructions::InstructionCache;
 use crate::core::route::RouteTable;
 use crate::core::wire::HeaderLimits;
 use crate::tls::TlsIdentity;
-use flow_registry::{FlowMeta, FlowRecord, FlowRegistry};
-use flow_timer::FlowTimeouts;
-use peers::{PeerInfo, PeerPool};
-use splice::FlowEnd;
-use stats::{Counters, Stats};
-
-/// State shared by every task of a node.
-pub struct Shared {
-    config: Config,
-    routes: std::sync::RwLock<Arc<RouteTable>>,
-    pool: PeerPool,
-    endpoint: quinn::Endpoint,
-    /// The certificate in force (renewed in place) and the revocations handshakes check.
-    tls: identity::NodeTls,
-    counters: Arc<Counters>,
-    /// Buffered flow data, node-wide (`limits.max_buffered_bytes`).
-    budget: Arc<link_credit::BufferBudget>,
-    flow_permits: Arc<Semaphore>,
-    draining: watch::Receiver<bool>,
-    force: watch::Receiver<bool>,
-    flow_ids: AtomicU64,
-    header_limits: HeaderLimits,
-    timeouts: FlowTimeouts,
-    instructions: std::sync::RwLock<InstructionCache>,
-    sessions: multipath::exit::Sessions,
-    flows: Arc<FlowRegistry>,
-    /// 1 at start, +1 per applied reload.
-    config_version: AtomicU64,
-    /// The exit policy in force (replaced whole by a reload).
-    exit_policy: std::sync::RwLock<Arc<crate::core::policy::ExitPolicy>>,
-    /// The config in force and the tasks that serve it.
-    running: std::sync::Mutex<reload::Running>,
-    /// Where the admin API answers.
-    admin_addr: SocketAddr,
-    /// Woken by every applied reload (the scheduler session registers anew).
-    config_changed: tokio::sync::Notify,
-    /// The node's runtime, so a reload called from any thread starts its tasks there.
-    runtime: tokio::runtime::Handle,
-}
-
-impl Shared {
-    fn id(&self) -> &str {
-        &self.config.common.node_id
-    }
-
-    /// The exit policy in force.
-    fn exit_policy(&self) -> Arc<crate::core::policy::ExitPolicy> {
-        self.exit_policy.read().map_or_else(|p| p.into_inner().clone(), |r| r.clone())
-    }
-
-    /// The route table in force (replaced whole by a reload).
-    fn routes(&self) -> Arc<RouteTable> {
-        self.routes.read().map_or_else(|p| p.into_inner().clone(), |r| r.clone())
-    }
-
-    /// Timeouts for a flow this node opens with `nodes_ahead` nodes after it: each may
-    /// take up to `connect_timeout` to open the next stream or dial the target, so the
-    /// reply deadline grows with the path.
-    fn timeouts_for(&self, nodes_ahead: usize) -> FlowTimeouts {
-        FlowTimeouts { reply: reply_deadline(&self.config.limits, nodes_ahead), ..self.timeouts }
-    }
-
-    /// Paths a new flow on `route` tries, in order: the scheduler's instructions (held in
-    /// memory and on disk), the route's static paths, direct.
-    fn candidates(&self, route: &str, exit: &str, static_paths: &[Vec<String>]) -> Vec<Vec<String>> {
-        match self.instructions.read() {
-            Ok(cache) => cache.candidates(self.id(), route, exit, static_paths),
-            Err(_) => crate::core::route::static_candidates(static_paths),
-        }
-    }
-
-    /// The instruction version held (0: none).
-    fn instruction_version(&self) -> u64 {
-        self.instructions.read().map_or(0, |c| c.version())
-    }
-
-    /// Takes a newer instruction set; returns whether it was newer.
-    fn apply_instructions(&self, set: crate::core::control::InstructionSet) -> bool {
-        self.instructions.write().is_ok_and(|mut c| c.apply(set))
-    }
-
-    /// Whether new flows may start on the link to `peer`: it is up and has not gone silent
-    /// for longer than two keepalive intervals.
-    fn link_usable(&self, peer: &str) -> bool {
-        let quiet =
-            self.config.mesh.keepalive_interval.saturating_mul(2).saturating_add(Duration::from_millis(100));
-        self.pool.is_healthy(peer, quiet)
-    }
-
-    /// The environment a flow is spliced in; its bytes count on `guard`'s record.
-    fn flow_env(
-        &self,
-        timeouts: FlowTimeouts,
-        route: Option<Arc<stats::RouteCounters>>,
-        guard: &FlowGuard,
-    ) -> splice::FlowEnv {
-        splice::FlowEnv {
-            timeouts,
-            counters: self.counters.clone(),
-            force: self.force.clone(),
-            route,
-            bytes: guard.record.bytes(),
-            budget: self.budget.clone(),
-        }
-    }
-
-    fn new_flow_id(&self) -> u64 {
-        self.flow_ids.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// Held by every flow task: counts the flow as open, holds its permit, and keeps its
-/// record in the node's flow registry.
-pub struct FlowGuard {
-    counters: Arc<Counters>,
-    _permit: OwnedSemaphorePermit,
-    registry: Arc<FlowRegistry>,
-    record: Arc<FlowRecord>,
-}
-
-impl FlowGuard {
-    /// A guard, or `None` when the node is at its flow limit.
-    pub(crate) fn try_new(shared: &Shared) -> Option<Self> {
-        let permit = shared.flow_permits.clone().try_acquire_owned().ok()?;
-        shared.counters.flows_current.fetch_add(1, Ordering::Relaxed);
-        let record = shared.flows.register();
-        Some(Self {
-            counters: shared.counters.clone(),
-            _permit: permit,
-            registry: shared.flows.clone(),
-            record,
-        })
-    }
-
-    /// Says what the flow is, for the admin API.
-    pub(crate) fn describe(&self, f: impl FnOnce(&mut FlowMeta)) {
-        self.record.describe(f);
-    }
-
-    /// Counts how the flow ended.
-    pub(crate) fn finish(self, end: &FlowEnd) {
-        match end {
-            FlowEnd::Completed => debug!("flow completed"),
-            FlowEnd::Refused { .. } | FlowEnd::RefusedAhead => {}
-            other => {
-                self.counters.flows_reset.fetch_add(1, Ordering::Relaxed);
-                debug!(end = ?other, "flow reset");
-            }
-        }
-    }
-}
-
-impl Drop for FlowGuard {
-    fn drop(&mut self) {
-        self.counters.flows_current.fetch_sub(1, Ordering::Relaxed);
-        self.registry.remove(&self.record);
-    }
-}
+use flow::timer::FlowTimeouts;
+use link::peers::PeerPool;
+use observe::flow_registry::FlowRegistry;
+use observe::stats::Counters;
 
 /// A bound listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -245,15 +88,15 @@ impl Node {
 
     /// Starts a node with an identity already in memory.
     pub async fn start_with_identity(config: Config, identity: TlsIdentity) -> anyhow::Result<Node> {
-        let transport = Arc::new(endpoint::transport_config(&config.mesh, &config.limits));
+        let transport = Arc::new(link::endpoint::transport_config(&config.mesh, &config.limits));
         let socket = crate::quic::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
             .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
         let identity = identity.with_revocations(load_revocations(&config));
         let endpoint = crate::quic::build(&identity, transport.clone(), socket)?;
-        let tls = identity::NodeTls::new(identity, transport)?;
+        let tls = link::identity::NodeTls::new(identity, transport)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let tcp = listener::bind(l.bind)
+            let tcp = flow::listener::bind(l.bind)
                 .with_context(|| format!("listeners.{}: cannot bind TCP {}", l.name, l.bind))?;
             bound.push((l.name.clone(), tcp));
         }
@@ -283,7 +126,7 @@ impl Node {
             endpoint,
             tls,
             counters: Arc::new(Counters::new()),
-            budget: link_credit::BufferBudget::new(limits.max_buffered_bytes),
+            budget: link::credit::BufferBudget::new(limits.max_buffered_bytes),
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
             draining,
             force,
@@ -299,7 +142,7 @@ impl Node {
             flows: Arc::new(FlowRegistry::default()),
             config_version: AtomicU64::new(1),
             exit_policy: std::sync::RwLock::new(Arc::new(config.exit_policy.clone())),
-            running: std::sync::Mutex::new(reload::Running {
+            running: std::sync::Mutex::new(control::reload::Running {
                 config: config.clone(),
                 listeners: Vec::new(),
                 dialers: std::collections::HashMap::new(),
@@ -309,18 +152,18 @@ impl Node {
             runtime: tokio::runtime::Handle::current(),
             config,
         });
-        tokio::spawn(links::accept_loop(shared.clone()));
+        tokio::spawn(link::connect::accept_loop(shared.clone()));
         if let Some(cfg) = shared.config.scheduler.clone() {
-            tokio::spawn(scheduler_client::run(shared.clone(), cfg));
+            tokio::spawn(control::scheduler_client::run(shared.clone(), cfg));
         }
         {
             let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
             for (peer, address) in shared.pool.dialable() {
-                let task = tokio::spawn(links::dial_loop(shared.clone(), peer.clone(), address));
+                let task = tokio::spawn(link::connect::dial_loop(shared.clone(), peer.clone(), address));
                 running.dialers.insert(peer, task.abort_handle());
             }
             for ((name, tcp), info) in bound.into_iter().zip(&listeners) {
-                let task = tokio::spawn(listener::accept_loop(shared.clone(), name, tcp));
+                let task = tokio::spawn(flow::listener::accept_loop(shared.clone(), name, tcp));
                 running.listeners.push((info.clone(), task.abort_handle()));
             }
         }
@@ -359,7 +202,7 @@ impl Node {
                     .await;
         }
         self.view.shared.pool.close_all();
-        self.view.shared.endpoint.close(peers::LINK_SHUTDOWN, b"shutdown");
+        self.view.shared.endpoint.close(link::peers::LINK_SHUTDOWN, b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.view.shared.endpoint.wait_idle()).await;
         info!("stopped");
         ShutdownReport { open_at_start, reset_at_deadline }
@@ -379,166 +222,12 @@ impl std::ops::Deref for Node {
     }
 }
 
-/// A running node's state and operations, cheap to clone: what `Node` offers besides
-/// starting and stopping (the admin server holds one).
-#[derive(Clone)]
-pub struct NodeView {
-    shared: Arc<Shared>,
-}
-
-impl NodeView {
-    /// This node's id.
-    pub fn id(&self) -> &str {
-        self.shared.id()
-    }
-
-    /// Where the admin API answers (`common.admin_addr`, with the real port when it said 0).
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.shared.admin_addr
-    }
-
-    /// The UDP address of the QUIC endpoint.
-    pub fn mesh_addr(&self) -> std::io::Result<SocketAddr> {
-        self.shared.endpoint.local_addr()
-    }
-
-    /// The bound listeners.
-    pub fn listeners(&self) -> Vec<ListenerInfo> {
-        let running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.listeners.iter().map(|(l, _)| l.clone()).collect()
-    }
-
-    /// Applies a new config while the node runs: listeners, peers, routes and the exit
-    /// policy change; flows the change does not concern are not touched. A config whose
-    /// other settings differ, or whose new listeners cannot be bound, is refused and
-    /// nothing changes.
-    pub fn reload(&self, config: Config) -> Result<reload::ReloadReport, reload::ReloadError> {
-        reload::apply(&self.shared, config)
-    }
-
-    /// Reads, validates and applies the config file at `path` (see [`Node::reload`]).
-    pub fn reload_file(&self, path: &std::path::Path) -> Result<reload::ReloadReport, reload::ReloadError> {
-        let config = crate::config::load(path).map_err(reload::ReloadError::Invalid)?;
-        self.reload(config)
-    }
-
-    /// A snapshot of the node's counters.
-    pub fn stats(&self) -> Stats {
-        stats::snapshot(
-            self.shared.id(),
-            &self.shared.counters,
-            &self.shared.routes().counters(),
-            &self.shared.budget,
-        )
-    }
-
-    /// A snapshot of every configured peer and its link.
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        let mut peers = self.shared.pool.snapshot();
-        for p in &mut peers {
-            p.healthy = self.shared.link_usable(&p.id);
-        }
-        peers
-    }
-
-    /// The running config's version: 1 at start, +1 per applied reload.
-    pub fn config_version(&self) -> u64 {
-        self.shared.config_version.load(Ordering::Relaxed)
-    }
-
-    /// Every metric, in the Prometheus text format.
-    pub fn metrics(&self) -> String {
-        let (stats, peers, routes, by_role) =
-            (self.stats(), self.peers(), self.routes(), self.flows_by_role());
-        metrics::render(&metrics::MetricsInput {
-            stats: &stats,
-            peers: &peers,
-            routes: &routes,
-            flows_by_role: &by_role,
-            config_version: self.config_version(),
-            instruction_version: self.shared.instruction_version(),
-            instructions_stale: self.instructions_stale(),
-        })
-    }
-
-    /// The flows open on this node, busiest first.
-    pub fn flows(&self) -> Vec<flow_registry::FlowInfo> {
-        self.shared.flows.snapshot(usize::MAX)
-    }
-
-    /// The `limit` busiest flows open on this node.
-    pub fn busiest_flows(&self, limit: usize) -> Vec<flow_registry::FlowInfo> {
-        self.shared.flows.snapshot(limit)
-    }
-
-    /// Open flows by role (`origin`, `relay`, `exit`, ...).
-    pub fn flows_by_role(&self) -> Vec<(flow_registry::FlowRole, u64)> {
-        self.shared.flows.count_by_role()
-    }
-
-    /// Every route with the path a new flow takes now and its alternatives.
-    pub fn routes(&self) -> Vec<route_view::RouteInfo> {
-        let shared = &self.shared;
-        let (version, stale) = (shared.instruction_version(), self.instructions_stale());
-        shared
-            .routes()
-            .routes()
-            .iter()
-            .map(|route| {
-                let (candidates, instructed) = match &route.exit {
-                    crate::core::route::Exit::Remote { exit, paths } => {
-                        let instructed = shared
-                            .instructions
-                            .read()
-                            .is_ok_and(|c| c.route(&route.name).is_some_and(|r| r.exit == *exit));
-                        (shared.candidates(&route.name, exit, paths), instructed)
-                    }
-                    _ => (Vec::new(), false),
-                };
-                let ctx = route_view::RouteContext {
-                    me: shared.id(),
-                    candidates,
-                    instructed,
-                    version,
-                    stale,
-                    counts: (
-                        route.counters.matches.load(Ordering::Relaxed),
-                        route.counters.bytes.load(Ordering::Relaxed),
-                    ),
-                };
-                route_view::route_info(route, ctx, |n| shared.link_usable(n))
-            })
-            .collect()
-    }
-
-    /// The scheduler's instructions this node holds (from the scheduler or its disk cache).
-    pub fn instructions(&self) -> Option<crate::core::control::InstructionSet> {
-        self.shared.instructions.read().ok().and_then(|c| c.set().cloned())
-    }
-
-    /// The version of the instructions held (0: none).
-    pub fn instruction_version(&self) -> u64 {
-        self.shared.instruction_version()
-    }
-
-    /// Whether the instructions held are past their TTL (still used while nothing newer
-    /// exists).
-    pub fn instructions_stale(&self) -> bool {
-        self.shared.instructions.read().is_ok_and(|c| c.is_stale(unix_now()))
-    }
-
-    /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
-    pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
-        self.shared.pool.connection(peer, timeout).await.is_ok()
-    }
-}
-
 /// Dropping a node stops it at once (as [`Node::abort`]); [`Node::shutdown`] drains first.
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.draining_tx.send(true);
         let _ = self.force_tx.send(true);
-        self.shared.endpoint.close(peers::LINK_SHUTDOWN, b"stopped");
+        self.shared.endpoint.close(link::peers::LINK_SHUTDOWN, b"stopped");
     }
 }
 
@@ -547,7 +236,7 @@ impl Drop for Node {
 /// ignored (static routes apply).
 fn load_instructions(config: &Config) -> InstructionCache {
     let mut cache = InstructionCache::new();
-    match instruction_store::load(&config.mesh.data_dir) {
+    match control::instruction_store::load(&config.mesh.data_dir) {
         Ok(Some(set)) => {
             info!(version = set.version, "loaded cached instructions");
             cache.apply(set);
@@ -561,7 +250,7 @@ fn load_instructions(config: &Config) -> InstructionCache {
 /// The revocations saved in `mesh.data_dir` by an earlier run: a removed node stays
 /// refused across restarts, even while the scheduler is away.
 fn load_revocations(config: &Config) -> Arc<crate::tls::Revocations> {
-    let set = match instruction_store::load_revocations(&config.mesh.data_dir) {
+    let set = match control::instruction_store::load_revocations(&config.mesh.data_dir) {
         Ok(Some(list)) => crate::tls::RevokedSet::from(&list),
         Ok(None) => crate::tls::RevokedSet::default(),
         Err(e) => {
@@ -581,12 +270,4 @@ fn bind_admin(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("common.admin_addr: cannot bind TCP {addr}"))?;
     std_listener.set_nonblocking(true)?;
     Ok(tokio::net::TcpListener::from_std(std_listener)?)
-}
-
-/// How long an opener waits for its reply with `nodes_ahead` nodes after it: the exit
-/// has `header_timeout` to read the header, and each node may take up to `connect_timeout`
-/// to open the next stream or dial the target; the margin covers round trips.
-fn reply_deadline(limits: &crate::config::Limits, nodes_ahead: usize) -> Duration {
-    let per_node = limits.connect_timeout.saturating_mul(u32::try_from(nodes_ahead).unwrap_or(u32::MAX));
-    limits.header_timeout.saturating_add(per_node).saturating_add(Duration::from_secs(5))
 }

@@ -264,7 +264,7 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 
 /// An echo server: copies every connection back to itself, half-close aware.
 pub async fn echo_server() -> SocketAddr {
-    let l = proxy::node::listener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let l = proxy::node::flow::listener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -305,7 +305,7 @@ pub fn path_str(p: &Path) -> String {
 
 /// Closes a socket with an RST.
 pub fn reset(s: TcpStream) {
-    proxy::node::tcp_io::reset_tcp(s);
+    proxy::node::splice::tcp_io::reset_tcp(s);
 }
 
 /// A bare QUIC client endpoint presenting the certificate `<file>.crt` of `mesh` (or of

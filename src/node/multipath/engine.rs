@@ -16,14 +16,14 @@ use tracing::debug;
 
 use crate::core::multipath::MAX_SUBFLOWS;
 use crate::core::subflow_frame::MAX_DATA;
-use crate::node::flow_timer::Activity;
+use crate::node::flow::timer::Activity;
 use crate::node::multipath::origin::Opener;
 use crate::node::multipath::state::Sub;
 use crate::node::multipath::subflow::{halves, read_loop, write_loop};
 use crate::node::multipath::{Event, FLOW_RESET, FlowCore, NewSubflow, PATH_LOST};
+use crate::node::observe::stats::Counters;
 use crate::node::splice::{FlowEnd, FlowEnv};
-use crate::node::stats::Counters;
-use crate::node::{FlowGuard, tcp_io};
+use crate::node::{FlowGuard, splice::tcp_io};
 
 /// Largest read from TCP at once (one `Data` frame).
 const CHUNK: usize = 32 * 1024;

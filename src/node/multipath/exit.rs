@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use crate::core::multipath::MAX_SUBFLOWS;
 use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
 use crate::logging::log_escape;
-use crate::node::inbound::refuse;
-use crate::node::link_send::LinkSend;
+use crate::node::flow::inbound::refuse;
+use crate::node::link::send::LinkSend;
 use crate::node::multipath::NewSubflow;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
-use crate::node::{FlowGuard, Shared, exit, tcp_io};
+use crate::node::{FlowGuard, Shared, flow::exit, splice::tcp_io};
 
 type Key = (String, u64);
 

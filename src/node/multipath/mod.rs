@@ -37,10 +37,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::core::subflow_frame::{Frame, FrameDecoder};
 use crate::core::wire::RefuseReason;
 use crate::node::FlowGuard;
-use crate::node::flow_timer::Activity;
-use crate::node::link_credit::{BufferBudget, Reservation};
-use crate::node::link_send::LinkSend;
-use crate::node::stats::Counters;
+use crate::node::flow::timer::Activity;
+use crate::node::link::credit::{BufferBudget, Reservation};
+use crate::node::link::send::LinkSend;
+use crate::node::observe::stats::Counters;
 use state::State;
 
 pub(crate) use crate::node::splice::codes::{FLOW_RESET, PATH_LOST};

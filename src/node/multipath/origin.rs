@@ -13,12 +13,12 @@ use tokio::time::Instant;
 use crate::core::multipath::{MAX_SUBFLOW_INDEX, MAX_SUBFLOWS};
 use crate::core::route::{first_hop, path_via, pick_relays};
 use crate::core::wire::{FlowHeader, Subflow};
-use crate::node::link_send::LinkSend;
+use crate::node::link::send::LinkSend;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::multipath::{NewSubflow, PATH_LOST};
+use crate::node::observe::stats::RouteCounters;
 use crate::node::splice::FlowEnd;
-use crate::node::stats::RouteCounters;
-use crate::node::{FlowGuard, Shared, onward, tcp_io};
+use crate::node::{FlowGuard, Shared, flow::onward, splice::tcp_io};
 
 /// How long a path that failed in a flow is left alone before the flow tries it again.
 const PATH_RETRY: Duration = Duration::from_secs(10);

@@ -13,10 +13,11 @@ use tokio::time::Instant;
 
 use crate::core::subflow_frame::Frame;
 use crate::core::subflow_frame::FrameDecoder;
-use crate::node::link_send::LinkSend;
+use crate::node::link::send::LinkSend;
 use crate::node::multipath::state::WriterStep;
 use crate::node::multipath::{Event, FLOW_RESET, FlowCore, codes_for_flow};
-use crate::node::splice::{FlowEnd, codes, read_reply};
+use crate::node::splice::tcp_stream::read_reply;
+use crate::node::splice::{FlowEnd, codes};
 
 /// Largest chunk read from a subflow at once.
 const READ_CHUNK: usize = 64 * 1024;

@@ -6,7 +6,7 @@ use quinn::{RecvStream, WriteError};
 
 use crate::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
 use crate::node::Shared;
-use crate::node::link_send::LinkSend;
+use crate::node::link::send::LinkSend;
 use crate::node::splice::codes;
 
 /// Why the stream could not be opened.

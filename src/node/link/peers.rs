@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::PeerConfig;
 use crate::core::link_rule::{self, Existing, Initiator};
-use crate::node::link_send::LinkTurns;
+use crate::node::link::send::LinkTurns;
 
 /// Connection close code: a duplicate link lost the tie-break.
 pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpStream;
 
-use crate::node::flow_timer::Activity;
+use crate::node::flow::timer::Activity;
+use crate::node::observe::stats::Counters;
+use crate::node::splice::tcp_io;
 use crate::node::splice::{FlowEnd, FlowEnv};
-use crate::node::stats::Counters;
-use crate::node::tcp_io;
 
 /// Copies between `client` and `upstream` until both directions finish; resets both on
 /// any failure.

@@ -12,12 +12,12 @@ use tracing::info;
 use crate::core::route::{Exit, choose_path, static_candidates};
 use crate::core::wire::{Destination, FlowHeader, RefuseReason};
 use crate::logging::log_escape;
-use crate::node::flow_registry::FlowRole;
-use crate::node::inbound::{refuse, refuse_as};
-use crate::node::link_send::LinkSend;
-use crate::node::stats::RouteCounters;
-use crate::node::stream_splice::{StreamPair, splice_streams};
-use crate::node::{FlowGuard, Shared, exit, onward};
+use crate::node::flow::inbound::{refuse, refuse_as};
+use crate::node::link::send::LinkSend;
+use crate::node::observe::flow_registry::FlowRole;
+use crate::node::observe::stats::RouteCounters;
+use crate::node::splice::streams::{StreamPair, splice_streams};
+use crate::node::{FlowGuard, Shared, flow::exit, flow::onward};
 
 /// Relays a flow to `header.hops[0]`, which must be a peer of this node.
 pub(crate) async fn forward(

@@ -14,10 +14,13 @@ pub fn transport_config(mesh: &MeshConfig, limits: &Limits) -> TransportConfig {
     t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_peer))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(window(mesh.stream_window))
-        .receive_window(window(super::link_credit::start_window(mesh.connection_window, mesh.stream_window)))
+        .receive_window(window(crate::node::link::credit::start_window(
+            mesh.connection_window,
+            mesh.stream_window,
+        )))
         .send_window(mesh.send_window)
         .keep_alive_interval(Some(mesh.keepalive_interval))
         .max_idle_timeout(mesh.link_idle_timeout.try_into().ok())
-        .congestion_controller_factory(super::congestion::factory(mesh.congestion));
+        .congestion_controller_factory(crate::node::link::congestion::factory(mesh.congestion));
     t
 }

@@ -2,10 +2,10 @@
 //! from the same snapshots the admin API serves as JSON.
 
 use crate::core::wire::RefuseReason;
-use crate::node::flow_registry::FlowRole;
-use crate::node::peers::PeerInfo;
-use crate::node::route_view::RouteInfo;
-use crate::node::stats::Stats;
+use crate::node::link::peers::PeerInfo;
+use crate::node::observe::flow_registry::FlowRole;
+use crate::node::observe::route_view::RouteInfo;
+use crate::node::observe::stats::Stats;
 use crate::prometheus::family;
 
 /// Everything the metrics are made of.

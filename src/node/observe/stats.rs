@@ -186,7 +186,7 @@ pub fn snapshot(
     node_id: &str,
     c: &Counters,
     routes: &[(String, Arc<RouteCounters>)],
-    budget: &crate::node::link_credit::BufferBudget,
+    budget: &crate::node::link::credit::BufferBudget,
 ) -> Stats {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let by_reason = |arr: &[AtomicU64]| -> Vec<(String, u64)> {

@@ -28,9 +28,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::{Buf, Bytes};
 use quinn::{SendStream, WriteError, Written};
 
-use crate::node::flow_timer::Activity;
-use crate::node::link_credit::{LinkCredit, StallWatch};
-use crate::node::link_delivery::LinkDelivery;
+use crate::node::flow::timer::Activity;
+use crate::node::link::credit::{LinkCredit, StallWatch};
+use crate::node::link::delivery::LinkDelivery;
 
 /// Largest slice of flow data in one write to quinn.
 const SLICE: usize = 64 * 1024;

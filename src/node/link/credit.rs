@@ -13,7 +13,7 @@
 //!   stream window, at least [`START_WINDOW`], at most `mesh.connection_window`) and
 //!   follows the path: at least twice
 //!   what the link delivered in its last round trip, up to `mesh.connection_window`, and
-//!   back to the start after [`IDLE_RESET`] of needing no more. A long fat link gets the
+//!   back to the start after `IDLE_RESET` (30 s) of needing no more. A long fat link gets the
 //!   room it needs, and an idle one reserves little of the budget;
 //! - a flow whose writer towards its reader has been blocked for [`STALL_AFTER`] is
 //!   *stalled*: the link's window grows by one stream window for as long as it stays so,

@@ -20,8 +20,8 @@ use crate::core::control::{
     ToScheduler,
 };
 use crate::logging::log_escape;
-use crate::node::renewal::Renewal;
-use crate::node::{Shared, instruction_store};
+use crate::node::link::renewal::Renewal;
+use crate::node::{Shared, control::instruction_store};
 
 /// Slow retry pace, as a multiple of `retry_interval`, after `max_retries` failures.
 const SLOW_FACTOR: u32 = 10;
@@ -152,7 +152,7 @@ async fn registered_session(
 }
 
 async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<Connection> {
-    let addr = crate::node::links::resolve_reachable(shared, &cfg.address, cfg.connect_timeout)
+    let addr = crate::node::link::connect::resolve_reachable(shared, &cfg.address, cfg.connect_timeout)
         .await?
         .into_iter()
         .next()
@@ -248,7 +248,7 @@ fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
             || shared.pool.learn_address(&intro.node_id, &intro.mesh_address)
         {
             info!(peer = %intro.node_id, address = %log_escape(&intro.mesh_address), "introduced by the scheduler");
-            tokio::spawn(crate::node::links::dial_loop(
+            tokio::spawn(crate::node::link::connect::dial_loop(
                 shared.clone(),
                 intro.node_id.clone(),
                 intro.mesh_address.clone(),
@@ -457,14 +457,14 @@ async fn send_capacities(
 
 /// The capacity of each link whose congestion controller has measured one (the model
 /// controller, once a round trip had the sender never short of data; see
-/// [`crate::node::congestion::PathEstimate::probed`]). Before that its bandwidth estimate is
+/// [`crate::node::link::congestion::PathEstimate::probed`]). Before that its bandwidth estimate is
 /// what keepalives were seen to deliver, far below capacity: such links are left out and the
 /// scheduler falls back to throughput for them.
 fn capacities(links: &[(String, Connection)]) -> Vec<LinkCapacity> {
     links
         .iter()
         .filter_map(|(peer, conn)| {
-            let estimate = crate::node::congestion::estimate(conn).filter(|e| e.probed)?;
+            let estimate = crate::node::link::congestion::estimate(conn).filter(|e| e.probed)?;
             Some(LinkCapacity { peer: peer.clone(), capacity_bps: estimate.bandwidth })
         })
         .collect()

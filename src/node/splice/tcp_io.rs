@@ -13,9 +13,9 @@ use bytes::{Buf, Bytes};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::node::flow_timer::Activity;
+use crate::node::flow::timer::Activity;
+use crate::node::observe::stats::Counters;
 use crate::node::splice::FlowEnd;
-use crate::node::stats::Counters;
 
 /// Makes a later drop of `tcp` send an RST (see the module comment).
 pub fn arm_reset_on_drop(tcp: &TcpStream) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::Shared;
+use crate::node::Shared;
 
 /// When a certificate valid from `not_before` to `not_after` (Unix seconds) is renewed:
 /// after two thirds of its lifetime, leaving a third to get a new one.

@@ -11,29 +11,27 @@
 //!   that closes the link right after cannot drop its tail; it waits as long as the link
 //!   keeps delivering, and gives up after a limit without progress.
 //! - Timeouts count progress anywhere on the path this node can see (see
-//!   [`crate::node::flow_timer`]): bytes read and written here, taken by QUIC, and a
+//!   [`crate::node::flow::timer`]): bytes read and written here, taken by QUIC, and a
 //!   finished stream's bytes still being acknowledged.
 //! - Memory is bounded per flow: each direction holds at most one chunk (256 KiB) of its
 //!   own, and buffers are only allocated while a socket is readable, so an idle flow holds
 //!   none. Backpressure is the QUIC stream window on one side and the TCP socket buffer on
 //!   the other: a slow reader stops this loop from reading more.
 
-use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, VarInt, WriteError};
+use quinn::{RecvStream, VarInt, WriteError};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::core::wire::{self, Decoded, RefuseReason, Reply};
-use crate::node::flow_timer::{Activity, FlowTimeouts};
-use crate::node::link_credit::StallWatch;
-use crate::node::link_send::LinkSend;
-use crate::node::stats::Counters;
-use crate::node::tcp_io;
+use crate::core::wire::{self, Decoded, Reply};
+use crate::node::flow::timer::Activity;
+use crate::node::link::credit::StallWatch;
+use crate::node::link::send::LinkSend;
+use crate::node::observe::stats::Counters;
+use crate::node::splice::tcp_io;
+use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
 /// Largest chunk read from TCP in one step.
 const CHUNK: usize = 256 * 1024;
@@ -41,43 +39,6 @@ const CHUNK: usize = 256 * 1024;
 const GATHER: usize = 16;
 /// Reads shorter than this are copied out so the read buffer can be reused.
 const SMALL_READ: usize = 4 * 1024;
-
-/// Application error codes used when resetting or stopping flow streams.
-pub mod codes {
-    use quinn::VarInt;
-    /// The TCP side was reset or failed.
-    pub const TCP_RESET: VarInt = VarInt::from_u32(1);
-    /// The flow timed out (idle or half-closed).
-    pub const TIMEOUT: VarInt = VarInt::from_u32(2);
-    /// The node is shutting down and the drain deadline passed.
-    pub const SHUTDOWN: VarInt = VarInt::from_u32(3);
-    /// The flow was refused; the reply says why.
-    pub const REFUSED: VarInt = VarInt::from_u32(4);
-    /// The far side reset the stream, passed on.
-    pub const PEER_RESET: VarInt = VarInt::from_u32(5);
-    /// A multipath subflow's path was lost; the flow goes on without it.
-    pub const PATH_LOST: VarInt = VarInt::from_u32(6);
-    /// A whole multipath flow ends in a reset (its TCP side was reset, it timed out, or no
-    /// path was left); relays pass it on unchanged on every subflow.
-    pub const FLOW_RESET: VarInt = VarInt::from_u32(7);
-}
-
-/// What a spliced flow runs under: its timeouts, the node's counters, the shutdown signal,
-/// and the route whose byte count it adds to (origin side only).
-pub struct FlowEnv {
-    /// Idle, half-closed and reply timeouts.
-    pub timeouts: FlowTimeouts,
-    /// The node's counters.
-    pub counters: Arc<Counters>,
-    /// Turns true when the node's drain deadline passes.
-    pub force: watch::Receiver<bool>,
-    /// The route (config index) this flow belongs to, when this node originated it.
-    pub route: Option<Arc<crate::node::stats::RouteCounters>>,
-    /// The flow's byte counter (its record in the node's flow registry).
-    pub bytes: Arc<std::sync::atomic::AtomicU64>,
-    /// The node's buffer budget (multipath reorder buffers reserve from it).
-    pub budget: Arc<crate::node::link_credit::BufferBudget>,
-}
 
 /// What happens on the stream-to-TCP side before plain copying starts.
 pub enum Prelude {
@@ -87,64 +48,6 @@ pub enum Prelude {
     WriteFirst(Bytes),
     /// The opener's side: read the far end's reply first.
     ExpectReply,
-}
-
-/// How a flow ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowEnd {
-    /// Both directions finished cleanly.
-    Completed,
-    /// The far end refused the flow.
-    Refused {
-        /// Why.
-        reason: RefuseReason,
-        /// The node that refused.
-        hop: String,
-        /// Its detail text.
-        detail: String,
-    },
-    /// The TCP side reset or failed.
-    TcpReset,
-    /// The far side reset or stopped the stream.
-    PeerReset(u64),
-    /// The peer link was lost.
-    LinkLost(String),
-    /// Idle, half-closed or reply timeout.
-    TimedOut(&'static str),
-    /// Forced shutdown.
-    Aborted,
-    /// The reply was malformed.
-    BadReply(String),
-    /// A relay passed back a refusal from further along the path.
-    RefusedAhead,
-    /// The peer broke the multipath protocol.
-    Protocol(String),
-    /// The node's buffer budget had no room for what the flow holds (a stalled reader, a
-    /// reorder buffer): reset so the link's other flows keep their credit.
-    OverBudget,
-}
-
-impl From<crate::node::link_credit::OverBudget> for FlowEnd {
-    fn from(_: crate::node::link_credit::OverBudget) -> Self {
-        FlowEnd::OverBudget
-    }
-}
-
-impl FlowEnd {
-    fn reset_code(&self) -> VarInt {
-        match self {
-            Self::Completed
-            | Self::TcpReset
-            | Self::LinkLost(_)
-            | Self::BadReply(_)
-            | Self::Protocol(_)
-            | Self::OverBudget => codes::TCP_RESET,
-            Self::Refused { .. } | Self::RefusedAhead => codes::REFUSED,
-            Self::PeerReset(_) => codes::PEER_RESET,
-            Self::TimedOut(_) => codes::TIMEOUT,
-            Self::Aborted => codes::SHUTDOWN,
-        }
-    }
 }
 
 /// Splices `tcp` and the stream until both directions finish, or resets both sides on
@@ -203,36 +106,6 @@ pub async fn splice(
         abort(tcp, &mut send, &mut recv, end.reset_code());
     }
     end
-}
-
-/// Waits until the peer acknowledged all of a finished flow's streams (`stopped`, see
-/// [`stop_code`]); returns the stop code when the peer stopped one instead, which means
-/// bytes were not all delivered. The wait lasts while the flow makes progress (the
-/// streams were handed to `activity` at their finish, so a link that keeps acknowledging
-/// keeps it going), and ends after the flow's limit without any.
-pub(crate) async fn acknowledged(
-    stopped: impl Future<Output = Option<u64>>,
-    activity: &Activity,
-    timeouts: FlowTimeouts,
-    mut force: watch::Receiver<bool>,
-) -> Option<u64> {
-    tokio::select! {
-        code = stopped => code,
-        _ = activity.watchdog(&timeouts) => None,
-        _ = crate::shutdown::wait_true(&mut force) => None,
-    }
-}
-
-/// Completes when the peer acknowledged all of finished `send` (`None`, also when the link
-/// is gone) or stopped it (its code).
-pub(crate) fn stop_code(send: &LinkSend) -> impl Future<Output = Option<u64>> + Send + 'static {
-    let stopped = send.stopped();
-    async move {
-        match stopped.await {
-            Ok(Some(code)) => Some(code.into_inner()),
-            _ => None,
-        }
-    }
 }
 
 /// Resets both sides of a flow: stream reset and stopped, TCP closed with an RST.
@@ -356,23 +229,5 @@ pub(crate) async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> 
             Ok(None) => return Err(FlowEnd::BadReply("stream finished before the reply".into())),
             Err(e) => return Err(read_error(e)),
         }
-    }
-}
-
-/// How a failed stream read ends a flow.
-pub(crate) fn read_error(e: ReadError) -> FlowEnd {
-    match e {
-        ReadError::Reset(code) => FlowEnd::PeerReset(code.into_inner()),
-        ReadError::ConnectionLost(c) => FlowEnd::LinkLost(c.to_string()),
-        other => FlowEnd::LinkLost(other.to_string()),
-    }
-}
-
-/// How a failed stream write ends a flow.
-pub(crate) fn write_error(e: WriteError) -> FlowEnd {
-    match e {
-        WriteError::Stopped(code) => FlowEnd::PeerReset(code.into_inner()),
-        WriteError::ConnectionLost(c) => FlowEnd::LinkLost(c.to_string()),
-        other => FlowEnd::LinkLost(other.to_string()),
     }
 }

@@ -1,5 +1,5 @@
-//! A flow stream opened by a peer: read and check its header, then hand it to the relay,
-//! the proxy chain or the exit.
+//! Flow streams opened by a peer: each link's stream server, and for each stream, read and
+//! check its header, then hand it to the relay, the proxy chain or the exit.
 //!
 //! A stream is refused (reply, finish, stop) rather than the connection closed, so one bad
 //! stream never disturbs the other flows on the same link.
@@ -7,15 +7,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quinn::RecvStream;
-use tracing::{Instrument, info_span, warn};
+use quinn::{Connection, RecvStream};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::logging::log_escape;
-use crate::node::flow_registry::FlowRole;
-use crate::node::link_send::LinkSend;
+use crate::node::link::send::{LinkSend, LinkTurns};
+use crate::node::observe::flow_registry::FlowRole;
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, exit, multipath, relay};
+use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, multipath};
 
 /// Handles one stream opened by `peer`.
 pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: LinkSend, mut recv: RecvStream) {
@@ -99,6 +99,23 @@ fn describe(guard: &FlowGuard, header: &FlowHeader, me: &str) {
             Destination::RouteByPort(p) => format!("port {p}"),
         };
     });
+}
+
+/// Accepts flow streams the peer opens on `conn` until the connection closes; their
+/// replies go through the link's `turns`.
+pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, turns: Arc<LinkTurns>) {
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let send = LinkSend::new(send, turns.clone());
+                tokio::spawn(handle_stream(shared.clone(), peer.clone(), send, recv));
+            }
+            Err(e) => {
+                info!(peer = %peer, reason = %e, "link closed");
+                return;
+            }
+        }
+    }
 }
 
 /// Reads the header within the deadline; returns it and the bytes that followed it.

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use quinn::{RecvStream, VarInt, WriteError};
 
-use crate::node::flow_timer::Activity;
-use crate::node::link_credit::StallWatch;
-use crate::node::link_send::LinkSend;
+use crate::node::flow::timer::Activity;
+use crate::node::link::credit::StallWatch;
+use crate::node::link::send::LinkSend;
+use crate::node::observe::stats::Counters;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
-use crate::node::stats::Counters;
 
 /// Largest chunk moved in one step.
 const CHUNK: usize = 64 * 1024;

@@ -7,7 +7,7 @@
 //! - taken into a stream's QUIC send buffer (quinn takes bytes only when the far end has
 //!   granted credit or the link has acknowledged earlier bytes: both are delivery);
 //! - still queued in the send buffer of a *finished* stream while that stream's link
-//!   keeps acknowledging packets (see [`crate::node::link_delivery`] for why the link's
+//!   keeps acknowledging packets (see [`crate::node::link::delivery`] for why the link's
 //!   acknowledgements stand for this stream's bytes), and the moment all of it is
 //!   acknowledged;
 //! - acknowledged by the far end of a multipath flow (its own `Ack` frames).
@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::node::link_delivery::LinkDelivery;
+use crate::node::link::delivery::LinkDelivery;
 
 /// Timeouts that apply to a spliced flow.
 #[derive(Debug, Clone, Copy)]

@@ -12,10 +12,11 @@ use tracing::{debug, info};
 use crate::core::policy::ExitPolicy;
 use crate::core::wire::{self, RefuseReason, Reply};
 use crate::logging::log_escape;
-use crate::node::inbound::refuse;
-use crate::node::link_send::LinkSend;
-use crate::node::splice::{self, FlowEnd, Prelude, codes};
-use crate::node::tcp_io;
+use crate::node::flow::inbound::refuse;
+use crate::node::link::send::LinkSend;
+use crate::node::splice::tcp_io;
+use crate::node::splice::tcp_stream::Prelude;
+use crate::node::splice::{self, FlowEnd, codes};
 use crate::node::{FlowGuard, Shared};
 
 /// Exits a flow whose header names a `host:port` target.
@@ -46,20 +47,20 @@ pub(crate) async fn reply_and_splice(
     rest: Bytes,
     mut send: LinkSend,
     mut recv: RecvStream,
-    route: Option<Arc<crate::node::stats::RouteCounters>>,
+    route: Option<Arc<crate::node::observe::stats::RouteCounters>>,
 ) {
     tcp_io::arm_reset_on_drop(&tcp);
     let opened = Bytes::from(wire::encode_reply(&Reply::Opened));
     let limit = shared.config.limits.connect_timeout;
     if !matches!(tokio::time::timeout(limit, send.write_first(&mut [opened])).await, Ok(Ok(()))) {
-        splice::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
+        splice::tcp_stream::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
         guard.finish(&FlowEnd::TimedOut("reply"));
         return;
     }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
     let env = shared.flow_env(shared.timeouts, route, &guard);
-    let end = splice::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
+    let end = splice::tcp_stream::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
     guard.finish(&end);
 }
 

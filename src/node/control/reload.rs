@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::diff::{self as config_diff, ConfigDiff};
 use crate::config::{Config, ConfigErrors};
 use crate::core::route::RouteTable;
-use crate::node::{ListenerInfo, Shared, links, listener};
+use crate::node::{ListenerInfo, Shared, flow::listener, link::connect};
 
 /// What the node runs now: the config last applied and the tasks it started for it.
 pub(crate) struct Running {
@@ -148,7 +148,7 @@ fn apply_peers(shared: &Arc<Shared>, running: &mut Running, diff: &ConfigDiff) {
         shared.pool.configure(peer);
         if let Some(address) = &peer.address {
             let task =
-                shared.runtime.spawn(links::dial_loop(shared.clone(), peer.name.clone(), address.clone()));
+                shared.runtime.spawn(connect::dial_loop(shared.clone(), peer.name.clone(), address.clone()));
             running.dialers.insert(peer.name.clone(), task.abort_handle());
         }
     }

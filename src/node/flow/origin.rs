@@ -10,12 +10,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::route::{Exit, choose_path};
 use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
-use crate::node::flow_registry::FlowRole;
-use crate::node::local_splice::splice_tcp;
-use crate::node::splice::{self, FlowEnd, Prelude};
-use crate::node::stats::RouteCounters;
-use crate::node::tcp_io::{self, reset_tcp};
-use crate::node::{FlowGuard, Shared, multipath, onward};
+use crate::node::observe::flow_registry::FlowRole;
+use crate::node::observe::stats::RouteCounters;
+use crate::node::splice::tcp_io::{self, reset_tcp};
+use crate::node::splice::tcp_pair::splice_tcp;
+use crate::node::splice::tcp_stream::Prelude;
+use crate::node::splice::{self, FlowEnd};
+use crate::node::{FlowGuard, Shared, flow::onward, multipath};
 
 /// Routes and carries one accepted application connection.
 pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
@@ -115,7 +116,7 @@ async fn open_flow(
     match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
         Ok((send, recv)) => {
             let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
-            splice::splice(tcp, send, recv, Prelude::ExpectReply, env).await
+            splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, env).await
         }
         Err(e) => {
             reset_tcp(tcp);

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
 
-use crate::node::{Shared, origin};
+use crate::node::{Shared, flow::origin};
 
 /// Accept queue length: a burst of connections must queue in the kernel rather than
 /// overflow it, which with SYN cookies ends in resets the node never sees.

@@ -1,5 +1,6 @@
 //! Keeps peer links up: one dial loop per peer with an address (exponential backoff with
-//! full jitter), one accept loop for the endpoint, and a stream server per connection.
+//! full jitter) and one accept loop for the endpoint; each link's flow streams are served
+//! by [`crate::node::flow::inbound::serve_streams`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +12,10 @@ use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::backoff::Backoff;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
-use crate::node::inbound;
-use crate::node::link_credit::{self, LinkCredit};
-use crate::node::link_send::{LinkSend, LinkTurns};
-use crate::node::peers::LINK_UNKNOWN_PEER;
+use crate::node::flow::inbound;
+use crate::node::link::credit::{LinkCredit, follow_path};
+use crate::node::link::peers::LINK_UNKNOWN_PEER;
+use crate::node::link::send::LinkTurns;
 use crate::tls;
 
 /// A link that lived shorter than this counts as a failed attempt for the backoff, so a
@@ -50,7 +51,7 @@ pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
                         && !revoked_since(&shared, &conn)
                     {
                         tokio::spawn(watch_health(shared.clone(), peer.clone()));
-                        tokio::spawn(serve_streams(shared.clone(), peer.clone(), conn, turns));
+                        tokio::spawn(inbound::serve_streams(shared.clone(), peer.clone(), conn, turns));
                         continue;
                     }
                     // Not taken (the peer was removed, or a tie-break kept the other link):
@@ -116,10 +117,10 @@ async fn dial_addr(shared: &Shared, peer: &str, addr: std::net::SocketAddr) -> a
 /// installed after the revocations were applied to the links then up): if so the link is
 /// closed.
 fn revoked_since(shared: &Shared, conn: &Connection) -> bool {
-    let revoked =
-        crate::node::peers::peer_certificate(conn).is_some_and(|c| shared.tls.revocations().refuses(&c));
+    let revoked = crate::node::link::peers::peer_certificate(conn)
+        .is_some_and(|c| shared.tls.revocations().refuses(&c));
     if revoked {
-        conn.close(crate::node::peers::LINK_REVOKED, b"certificate revoked");
+        conn.close(crate::node::link::peers::LINK_REVOKED, b"certificate revoked");
     }
     revoked
 }
@@ -162,7 +163,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
                 && !revoked_since(&shared, &conn)
             {
                 tokio::spawn(watch_health(shared.clone(), id.clone()));
-                serve_streams(shared, id, conn, turns).await;
+                inbound::serve_streams(shared, id, conn, turns).await;
             }
         });
     }
@@ -176,23 +177,6 @@ async fn watch_health(shared: Arc<Shared>, peer: String) {
 /// How often link health is sampled.
 const HEALTH_SAMPLE: Duration = Duration::from_millis(50);
 
-/// Accepts flow streams the peer opens on `conn` until the connection closes; their
-/// replies go through the link's `turns`.
-pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, turns: Arc<LinkTurns>) {
-    loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                let send = LinkSend::new(send, turns.clone());
-                tokio::spawn(inbound::handle_stream(shared.clone(), peer.clone(), send, recv));
-            }
-            Err(e) => {
-                info!(peer = %peer, reason = %e, "link closed");
-                return;
-            }
-        }
-    }
-}
-
 /// Receive credit for a new link, out of the node's buffer budget.
 /// Its base window follows the path for as long as the connection lives.
 fn link_credit(shared: &Shared, conn: &quinn::Connection) -> Arc<LinkCredit> {
@@ -203,6 +187,6 @@ fn link_credit(shared: &Shared, conn: &quinn::Connection) -> Arc<LinkCredit> {
         mesh.connection_window,
         mesh.stream_window,
     ));
-    tokio::spawn(link_credit::follow_path(conn.clone(), credit.clone()));
+    tokio::spawn(follow_path(conn.clone(), credit.clone()));
     credit
 }

@@ -1,0 +1,26 @@
+//! How a flow travels through a node. Each node plays one of four parts:
+//!
+//! ```text
+//! origin:  listener -> origin -> onward (opens a stream on the first link) -> splice::tcp_stream
+//!          (or, when this node is the exit: origin -> splice::tcp_pair)
+//! relay:   link -> inbound (reads the header) -> relay -> onward -> splice::streams
+//! exit:    link -> inbound -> exit (checks the policy, dials the target) -> splice::tcp_stream
+//! ```
+//!
+//! Multipath flows take the same entrances and continue in `node::multipath`.
+//!
+//! - [`listener`]: TCP listeners, one per configured listener;
+//! - [`origin`]: the node where a flow enters: route, path, header, first bytes;
+//! - [`onward`]: opens the stream to the next node and reads its answer;
+//! - [`inbound`]: the stream server of each link: reads a flow's header, checks who sent
+//!   it, hands it to relay or exit;
+//! - [`relay`], [`exit`]: the two ends a header can ask of this node;
+//! - [`timer`]: when a flow last made progress, and its idle and half-closed timeouts.
+
+pub mod exit;
+pub mod inbound;
+pub mod listener;
+pub mod onward;
+pub mod origin;
+pub mod relay;
+pub mod timer;
