@@ -11,6 +11,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub mod atomic_file;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod prometheus;
 pub mod quic;
 pub mod scheduler;
 pub mod shutdown;
+pub mod text_table;
 pub mod tls;
 
 pub use node::Node;

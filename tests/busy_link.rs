@@ -1,6 +1,6 @@
 //! Flows sharing a link that bulk flows keep full: new flows still open, and every flow
 //! arrives intact (writers take fair turns at the link's send buffer, see
-//! `src/node/link_send.rs`).
+//! `src/node/link/send.rs`).
 
 mod common;
 

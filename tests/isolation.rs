@@ -1,5 +1,5 @@
 //! Flows whose readers stall do not hold back the other flows on their link, and resume
-//! intact once their readers read (receive credit per link, `src/node/link_credit.rs`).
+//! intact once their readers read (receive credit per link, `src/node/link/credit.rs`).
 
 mod common;
 

@@ -77,23 +77,9 @@ async fn get_json(admin: &str, path: &str, token: Option<&str>) -> Result<Value,
 
 /// Aligned columns, two spaces apart, a header row first.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    let mut out = line(headers.to_vec());
-    out.push('\n');
-    for row in rows {
-        out += &line(row.iter().map(String::as_str).collect());
-        out.push('\n');
-    }
-    out
+    let mut lines = vec![headers.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    lines.extend(rows.iter().cloned());
+    crate::text_table::align(&lines)
 }
 
 fn text(v: &Value) -> String {

@@ -231,7 +231,7 @@ pub struct MeshConfig {
     /// towards this node, and the most a stalled flow holds here.
     pub stream_window: u64,
     /// QUIC receive window per connection for flows that read, in bytes; it grows by one
-    /// stream window per stalled flow (see `node::link_credit`).
+    /// stream window per stalled flow (see `node::link::credit`).
     pub connection_window: u64,
     /// QUIC send window per connection, in bytes: unacknowledged data a link may hold.
     pub send_window: u64,

@@ -8,6 +8,23 @@
 
 use bincode::{Decode, Encode};
 
+/// Application codes a scheduler connection is closed with (`docs/scheduler-protocol.md`,
+/// section 1), by the node or the scheduler.
+pub mod close_codes {
+    /// A join exchange finished.
+    pub const DONE: u32 = 0;
+    /// A newer session of the same node took this one's place.
+    pub const REPLACED: u32 = 1;
+    /// The client certificate names no single node id.
+    pub const NO_NODE_ID: u32 = 2;
+    /// The node is draining, or the scheduler is stopping.
+    pub const SHUTTING_DOWN: u32 = 3;
+    /// The node was removed from the mesh (`proxy mesh remove`).
+    pub const REMOVED: u32 = 4;
+    /// The scheduler has too many joins in progress; the joiner tries again.
+    pub const BUSY: u32 = 5;
+}
+
 /// First bytes of every control frame.
 pub const CONTROL_MAGIC: [u8; 4] = *b"PXSC";
 /// Protocol version.

@@ -424,7 +424,7 @@ fn intro() -> String {
     format!(
         "proxy demo: a scheduler and five nodes on loopback, their links through emulators\n\
          with these round trips; an echo service sits behind {EXIT}.\n\n{}",
-        table::align(&lines)
+        crate::text_table::align(&lines)
     )
 }
 

@@ -48,23 +48,7 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
         }
         lines.push(line);
     }
-    align(&lines)
-}
-
-/// Columns padded to their widest cell, two spaces apart.
-pub fn align(lines: &[Vec<String>]) -> String {
-    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for line in lines {
-        let cells: Vec<String> =
-            line.iter().enumerate().map(|(c, s)| format!("{s:<width$}", width = widths[c])).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::text_table::align(&lines)
 }
 
 #[cfg(test)]

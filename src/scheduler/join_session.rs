@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use super::enrollment::Enrollment;
 use crate::clock::unix_now;
+use crate::core::control::close_codes;
 use crate::core::control::{self, FrameError};
 use crate::core::enroll::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
 
@@ -66,7 +67,7 @@ impl Drop for GateSlot<'_> {
 pub async fn serve(enrollment: &std::sync::Arc<Enrollment>, gate: &JoinGate, conn: Connection) {
     let from = conn.remote_address();
     let Some(_slot) = gate.enter(from.ip()) else {
-        conn.close(VarInt::from_u32(5), b"busy: too many joins at once; try again");
+        conn.close(VarInt::from_u32(close_codes::BUSY), b"busy: too many joins at once; try again");
         return;
     };
     let deadline = Instant::now() + JOIN_DEADLINE;
@@ -77,7 +78,7 @@ pub async fn serve(enrollment: &std::sync::Arc<Enrollment>, gate: &JoinGate, con
     }
     // Give the reply time to arrive before the connection goes.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(VarInt::from_u32(0), b"done");
+    conn.close(VarInt::from_u32(close_codes::DONE), b"done");
 }
 
 async fn exchange(

@@ -17,6 +17,7 @@ use super::enrollment::Enrollment;
 use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
 use crate::clock::unix_now;
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
+use crate::core::control::close_codes;
 use crate::core::control::{self, FrameError, InstructionSet, ToNode, ToScheduler};
 use crate::logging::log_escape;
 use crate::quic;
@@ -212,7 +213,7 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        self.endpoint.close(VarInt::from_u32(3), b"scheduler stopped");
+        self.endpoint.close(VarInt::from_u32(close_codes::SHUTTING_DOWN), b"scheduler stopped");
     }
 }
 
@@ -288,19 +289,19 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 return;
             }
             let Some(node) = tls::peer_node_id(&conn).filter(|n| n != SCHEDULER_ID) else {
-                conn.close(VarInt::from_u32(2), b"no node id");
+                conn.close(VarInt::from_u32(close_codes::NO_NODE_ID), b"no node id");
                 return;
             };
             let older =
                 shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), conn.clone());
             if let Some(older) = older {
-                older.close(VarInt::from_u32(1), b"replaced by a newer session");
+                older.close(VarInt::from_u32(close_codes::REPLACED), b"replaced by a newer session");
             }
             // The handshake may have been checked against revocations that changed before
             // the session was listed (where a change would have found it): check again.
             if peer_certificate(&conn).is_some_and(|c| shared.revocations.refuses(&c.into())) {
                 shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
-                conn.close(VarInt::from_u32(4), b"removed from the mesh");
+                conn.close(VarInt::from_u32(close_codes::REMOVED), b"removed from the mesh");
                 return;
             }
             if let Err(e) = session(&shared, &node, &conn).await {
@@ -537,7 +538,7 @@ async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
                 .collect();
             for id in &cut {
                 if let Some(conn) = sessions.remove(id) {
-                    conn.close(VarInt::from_u32(4), b"removed from the mesh");
+                    conn.close(VarInt::from_u32(close_codes::REMOVED), b"removed from the mesh");
                 }
             }
             cut

@@ -9,7 +9,6 @@
 //! never a torn one. A file that does not decode is reported and ignored (the node falls
 //! back to its static routes); it is never trusted partly.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::core::control::{self, InstructionSet, RevocationList};
@@ -64,11 +63,7 @@ fn save_frame<T: bincode::Encode>(dir: &Path, file_name: &str, message: &T) -> R
     std::fs::create_dir_all(dir).map_err(io)?;
     let bytes = control::encode(message)
         .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-    let tmp = dir.join(format!("{file_name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    crate::atomic_file::replace(&path, &bytes, None).map_err(io)
 }
 
 fn load_frame<T: bincode::Decode<()>>(dir: &Path, file_name: &str) -> Result<Option<T>, StoreError> {
@@ -119,7 +114,7 @@ mod tests {
         save(&d, &set(1)).expect("save");
         save(&d, &set(2)).expect("save");
         assert_eq!(load(&d).expect("load"), Some(set(2)));
-        assert!(!d.join("instructions.bin.tmp").exists());
+        assert!(!d.join("instructions.bin.new").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::SchedulerClientConfig;
 use crate::config::scheduler::SCHEDULER_ID;
+use crate::core::control::close_codes;
 use crate::core::control::{
     self, FrameError, LinkCapacity, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode,
     ToScheduler,
@@ -139,7 +140,7 @@ async fn registered_session(
                 }
             }
             _ = crate::shutdown::wait_true(&mut draining) => {
-                conn.close(quinn::VarInt::from_u32(3), b"node shutting down");
+                conn.close(quinn::VarInt::from_u32(close_codes::SHUTTING_DOWN), b"node shutting down");
                 return Ok(());
             }
             // A reload changed listeners, routes or peers: register them anew.

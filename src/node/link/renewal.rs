@@ -70,7 +70,11 @@ impl Renewal {
             warn!("certificate renewed for this run, but not saved: mesh.cert and mesh.key are one file");
             return;
         }
-        match tokio::task::spawn_blocking(move || write_atomically(&path, &cert_pem)).await {
+        match tokio::task::spawn_blocking(move || {
+            crate::atomic_file::replace(&path, cert_pem.as_bytes(), None)
+        })
+        .await
+        {
             Ok(Ok(())) => info!(not_after, "certificate renewed"),
             Ok(Err(e)) => warn!("certificate renewed for this run, but not saved: {e}"),
             Err(e) => warn!("certificate renewed for this run, but not saved: {e}"),
@@ -82,19 +86,6 @@ impl Renewal {
 fn retry_after(not_before: i64, not_after: i64) -> Duration {
     let lifetime = u64::try_from(not_after.saturating_sub(not_before)).unwrap_or(0);
     Duration::from_secs((lifetime / 20).clamp(1, 3600))
-}
-
-/// Writes `text` over `path` through a temporary file in the same directory and a rename,
-/// so a crash leaves the old certificate or the new one.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".new");
-    let temp = std::path::PathBuf::from(temp);
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: Fl
         }
     };
     let end = match end {
-        // Hold the flow until both neighbours acknowledged everything (see splice.rs); a
+        // Hold the flow until both neighbours acknowledged everything (see `splice::tcp_stream`); a
         // neighbour that stopped a finished stream instead did not get all of it.
         FlowEnd::Completed => {
             let (back_stop, ahead_stop) = (stop_code(&back.send), stop_code(&ahead.send));

@@ -196,7 +196,7 @@ async fn stream_to_tcp(
         match watch.read(recv.read_chunks(&mut chunks)).await {
             Ok(Some(n)) => {
                 // A reader that stops holds this stream's window; the watch keeps that out
-                // of the link's shared credit (see `link_credit`).
+                // of the link's shared credit (see `node::link::credit`).
                 let written =
                     watch.write(tcp_io::write_all_vectored(tcp, &mut chunks[..n], activity, counters)).await;
                 let written = written.unwrap_or(Err(FlowEnd::OverBudget));

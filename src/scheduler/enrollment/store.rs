@@ -4,7 +4,6 @@
 //! temporary file and renamed, so a crash leaves the old or the new registry, never half.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::registry::Registry;
@@ -95,21 +94,11 @@ impl RegistryStore {
 
     fn write(&self, registry: &Registry) -> Result<(), StoreError> {
         let path = self.file();
-        let temp = self.dir.join("registry.json.new");
         let io = |source| StoreError::Io { path: path.clone(), source };
         let text = serde_json::to_string_pretty(registry)
             .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temp).map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&temp, &path).map_err(io)
+        // Only hashes of tokens are stored, but member records are nobody else's business.
+        crate::atomic_file::replace(&path, text.as_bytes(), Some(0o600)).map_err(io)
     }
 }
 

@@ -1,0 +1,96 @@
+//! Replacing a file so that a crash at any moment leaves either the old contents or the
+//! new, never a mix or nothing: the renewed certificate, the instruction and revocation
+//! caches, the scheduler's registry.
+//!
+//! The new contents go to `<file>.new` in the same directory, are synced, and are renamed
+//! over the file; then the directory itself is synced, since the rename is an update of
+//! the directory and, until that is on disk, a crash can bring the old file back (or, for
+//! a first write, no file at all).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Replaces `path` with `bytes`. `mode` sets the permission bits on Unix (e.g. `0o600`
+/// for a file holding secrets); `None` leaves the process's default.
+pub fn replace(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let temp = temp_path(path);
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    sync_dir(path)
+}
+
+/// `<path>.new`, in the same directory so the rename cannot cross file systems.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    PathBuf::from(temp)
+}
+
+/// Syncs the directory holding `path`, so its rename is on disk.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened for syncing there; the rename is as durable as the
+        // platform makes it.
+        let _ = (path, File::open);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("proxy-atomic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    #[test]
+    fn replaces_the_contents_and_leaves_no_temporary_file() {
+        let path = dir("replace").join("state.json");
+        replace(&path, b"first", None).expect("first write");
+        replace(&path, b"second", None).expect("second write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
+        assert!(!temp_path(&path).exists(), "the temporary file was left behind");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_mode_is_applied_to_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir("mode").join("secret");
+        replace(&path, b"s", Some(0o600)).expect("write");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_a_panic() {
+        let path = dir("missing").join("no-such-dir").join("file");
+        assert!(replace(&path, b"x", None).is_err());
+    }
+}
