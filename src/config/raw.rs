@@ -258,6 +258,84 @@ pub(crate) struct RawExitPolicy {
     pub(crate) allow: Vec<String>,
 }
 
+/// A scheduler config file (see `config::scheduler` for the keys).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of the scheduler's keys (`bind`, `cert`, `key`, `ca`, ...)"
+)]
+pub(crate) struct RawSchedulerConfig {
+    /// `bind`.
+    pub(crate) bind: Option<String>,
+    /// `cert`.
+    pub(crate) cert: Option<String>,
+    /// `key`.
+    pub(crate) key: Option<String>,
+    /// `ca`.
+    pub(crate) ca: Option<String>,
+    /// `objective`.
+    pub(crate) objective: Option<String>,
+    /// `recompute_interval`.
+    pub(crate) recompute_interval: Option<String>,
+    /// `hysteresis`.
+    pub(crate) hysteresis: Option<RawHysteresis>,
+    /// `instruction_ttl`.
+    pub(crate) instruction_ttl: Option<String>,
+    /// `max_paths`.
+    pub(crate) max_paths: Option<u64>,
+    /// `node_dead_after`.
+    pub(crate) node_dead_after: Option<String>,
+    /// `pins`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) pins: Vec<RawPin>,
+    /// `log_level`.
+    pub(crate) log_level: Option<String>,
+    /// `log_file`.
+    pub(crate) log_file: Option<String>,
+    /// `log_format`.
+    pub(crate) log_format: Option<String>,
+    /// `log_max_bytes`.
+    pub(crate) log_max_bytes: Option<u64>,
+    /// `log_keep`.
+    pub(crate) log_keep: Option<u64>,
+    /// `admin_addr`.
+    pub(crate) admin_addr: Option<String>,
+    /// `admin_token`.
+    pub(crate) admin_token: Option<String>,
+    /// `ca_key`.
+    pub(crate) ca_key: Option<String>,
+    /// `data_dir`.
+    pub(crate) data_dir: Option<String>,
+    /// `node_cert_lifetime`.
+    pub(crate) node_cert_lifetime: Option<String>,
+    /// The text this was parsed from, kept so validation can give line numbers.
+    #[serde(skip)]
+    pub(crate) text: String,
+}
+
+/// The scheduler's `hysteresis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(crate) struct RawHysteresis {
+    /// `margin`.
+    pub(crate) margin: Option<f64>,
+    /// `hold`.
+    pub(crate) hold: Option<String>,
+}
+
+/// One of the scheduler's `pins`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(crate) struct RawPin {
+    /// `node`.
+    pub(crate) node: Option<String>,
+    /// `route`.
+    pub(crate) route: Option<String>,
+    /// `relays`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) relays: Vec<String>,
+}
+
 /// Reads a key written with no value (`peers:` followed by nothing) as the default, the
 /// way an operator who commented out every entry expects.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -271,20 +349,27 @@ where
 /// Parses config text into [`RawConfig`]. Fails with one error (serde stops at the
 /// first) that carries the line and, where serde knows it, the key path.
 pub(crate) fn parse(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    let mut raw: RawConfig =
+        parse_yaml(text, "the file is empty: a node config needs at least `common` and `mesh`")?;
+    raw.text = text.to_owned();
+    Ok(raw)
+}
+
+/// Parses a scheduler config file as written.
+pub(crate) fn parse_scheduler(text: &str) -> Result<RawSchedulerConfig, Vec<ConfigError>> {
+    let mut raw: RawSchedulerConfig =
+        parse_yaml(text, "the file is empty: a scheduler config needs at least `cert`, `key` and `ca`")?;
+    raw.text = text.to_owned();
+    Ok(raw)
+}
+
+/// Either kind of file: an empty one is refused with `empty`, serde's errors carry their
+/// key path and line.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, empty: &str) -> Result<T, Vec<ConfigError>> {
     if text.trim().is_empty() || is_only_comments(text) {
-        return Err(vec![ConfigError {
-            key: "(yaml)".into(),
-            line: None,
-            message: "the file is empty: a node config needs at least `common` and `mesh`".into(),
-        }]);
+        return Err(vec![ConfigError { key: "(yaml)".into(), line: None, message: empty.into() }]);
     }
-    match serde_yaml::from_str::<RawConfig>(text) {
-        Ok(mut raw) => {
-            raw.text = text.to_owned();
-            Ok(raw)
-        }
-        Err(err) => Err(vec![serde_error(&err)]),
-    }
+    serde_yaml::from_str::<T>(text).map_err(|err| vec![serde_error(&err)])
 }
 
 fn is_only_comments(text: &str) -> bool {

@@ -1,5 +1,6 @@
-//! The scheduler's config: parsed with unknown keys denied, validated as a whole (every
-//! problem reported), then typed.
+//! The scheduler's config: the same path as the node's: parsed as written with unknown
+//! keys denied (`raw`), checked as a whole with every problem reported with its key and
+//! line (`validate::scheduler`), then typed.
 //!
 //! ```yaml
 //! bind: "0.0.0.0:7900"          # UDP address of the scheduler's QUIC endpoint
@@ -29,14 +30,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::raw::line_of;
-use super::validate::check_admin_token;
-use super::validate::logging::{RawLogKeys, check_log_keys};
-use super::{ConfigError, ConfigErrors, LogConfig, parse_duration};
+use super::{ConfigError, ConfigErrors, LogConfig};
 use crate::core::pathfind::Objective;
-use crate::core::wire::is_valid_node_id;
 
 /// The node id a scheduler's certificate names, and the server name nodes dial it by.
 pub const SCHEDULER_ID: &str = "scheduler";
@@ -100,49 +95,6 @@ pub struct Pin {
     pub relays: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    bind: Option<String>,
-    cert: String,
-    key: String,
-    ca: String,
-    objective: Option<String>,
-    recompute_interval: Option<String>,
-    hysteresis: Option<RawHysteresis>,
-    instruction_ttl: Option<String>,
-    max_paths: Option<u64>,
-    node_dead_after: Option<String>,
-    #[serde(default)]
-    pins: Vec<RawPin>,
-    log_level: Option<String>,
-    log_file: Option<String>,
-    log_format: Option<String>,
-    log_max_bytes: Option<u64>,
-    log_keep: Option<u64>,
-    admin_addr: Option<String>,
-    admin_token: Option<String>,
-    ca_key: Option<String>,
-    data_dir: Option<String>,
-    node_cert_lifetime: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHysteresis {
-    margin: Option<f64>,
-    hold: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPin {
-    node: String,
-    route: String,
-    #[serde(default)]
-    relays: Vec<String>,
-}
-
 /// Reads and validates a scheduler config; relative paths are relative to the file.
 pub fn load(path: &Path) -> Result<SchedulerConfig, ConfigErrors> {
     let file = path.display().to_string();
@@ -152,173 +104,11 @@ pub fn load(path: &Path) -> Result<SchedulerConfig, ConfigErrors> {
     parse(&text, path.parent().unwrap_or_else(|| Path::new("."))).map_err(fail)
 }
 
-/// Parses and validates scheduler config text.
+/// Parses and validates scheduler config text; relative paths are resolved against
+/// `base`. On failure returns every problem, each with its key and line.
 pub fn parse(text: &str, base: &Path) -> Result<SchedulerConfig, Vec<ConfigError>> {
-    let raw: Raw = serde_yaml::from_str(text)
-        .map_err(|e| vec![err("(yaml)", e.location().map(|l| l.line()), e.to_string())])?;
-    let mut errors = Vec::new();
-    let mut duration = |key: &str, v: &Option<String>, default: u64| -> Duration {
-        match v.as_deref().map(parse_duration) {
-            None => Duration::from_millis(default),
-            Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(30 * 86_400) => d,
-            Some(Ok(_)) => {
-                errors.push(err(key, None, "must be between 1ms and 30 days".into()));
-                Duration::from_millis(default)
-            }
-            Some(Err(e)) => {
-                errors.push(err(key, None, e));
-                Duration::from_millis(default)
-            }
-        }
-    };
-    let recompute_interval = duration("recompute_interval", &raw.recompute_interval, 1_000);
-    let hold = duration("hysteresis.hold", &raw.hysteresis.as_ref().and_then(|h| h.hold.clone()), 5_000);
-    let instruction_ttl = duration("instruction_ttl", &raw.instruction_ttl, 300_000);
-    let node_dead_after = duration("node_dead_after", &raw.node_dead_after, 15_000);
-    let bind = raw.bind.as_deref().unwrap_or("0.0.0.0:7900").parse::<SocketAddr>().unwrap_or_else(|_| {
-        errors.push(err("bind", None, "not an IP:port".into()));
-        SocketAddr::from(([0, 0, 0, 0], 7900))
-    });
-    let objective = parse_objective(raw.objective.as_deref().unwrap_or("latency")).unwrap_or_else(|e| {
-        errors.push(err("objective", None, e));
-        Objective::Latency
-    });
-    let margin = raw.hysteresis.as_ref().and_then(|h| h.margin).unwrap_or(0.1);
-    if !(0.0..1.0).contains(&margin) {
-        errors.push(err("hysteresis.margin", None, "must be at least 0 and below 1".into()));
-    }
-    let max_paths = raw.max_paths.unwrap_or(3);
-    if !(1..=4).contains(&max_paths) {
-        errors.push(err("max_paths", None, "must be 1 to 4".into()));
-    }
-    let files: Vec<PathBuf> = [("cert", &raw.cert), ("key", &raw.key), ("ca", &raw.ca)]
-        .iter()
-        .map(|(key, p)| {
-            let path = base.join(p);
-            if !path.is_file() {
-                errors.push(err(key, None, format!("{} does not exist", path.display())));
-            }
-            path
-        })
-        .collect();
-    let ca_key = raw.ca_key.as_ref().map(|p| {
-        let path = base.join(p);
-        if !path.is_file() {
-            errors.push(err("ca_key", None, format!("{} does not exist", path.display())));
-        }
-        path
-    });
-    let data_dir = base.join(raw.data_dir.as_deref().unwrap_or("state"));
-    let node_cert_lifetime = match raw.node_cert_lifetime.as_deref().map(parse_duration) {
-        None => MAX_NODE_CERT_LIFETIME,
-        Some(Ok(d)) if d >= Duration::from_secs(10) && d <= MAX_NODE_CERT_LIFETIME => d,
-        Some(Ok(_)) => {
-            errors.push(err("node_cert_lifetime", None, "must be between 10s and 90 days".into()));
-            MAX_NODE_CERT_LIFETIME
-        }
-        Some(Err(e)) => {
-            errors.push(err("node_cert_lifetime", None, e));
-            MAX_NODE_CERT_LIFETIME
-        }
-    };
-    let pins = check_pins(&raw.pins, &mut errors);
-    let (admin_addr, admin_token) =
-        check_admin(raw.admin_addr.as_deref(), raw.admin_token.as_deref(), &mut errors);
-    let keys = RawLogKeys {
-        level: raw.log_level.as_deref(),
-        file: raw.log_file.as_deref(),
-        format: raw.log_format.as_deref(),
-        max_bytes: raw.log_max_bytes,
-        keep: raw.log_keep,
-    };
-    let log = check_log_keys(keys, base, &mut |key, message| errors.push(err(key, None, message)));
-    let Some(log) = log.filter(|_| errors.is_empty()) else {
-        for e in &mut errors {
-            e.line = e.line.or_else(|| line_of(text, &e.key));
-        }
-        return Err(errors);
-    };
-    Ok(SchedulerConfig {
-        bind,
-        cert: files[0].clone(),
-        key: files[1].clone(),
-        ca: files[2].clone(),
-        objective,
-        recompute_interval,
-        hysteresis_margin: margin,
-        hysteresis_hold: hold,
-        instruction_ttl,
-        max_paths: max_paths as usize,
-        node_dead_after,
-        pins,
-        log,
-        admin_addr,
-        admin_token,
-        ca_key,
-        data_dir,
-        node_cert_lifetime,
-    })
-}
-
-/// `admin_addr` and `admin_token`, with the node's rules: a token is 16 to 256 visible
-/// ASCII characters, and an address off loopback needs one.
-fn check_admin(
-    addr: Option<&str>,
-    token: Option<&str>,
-    errors: &mut Vec<ConfigError>,
-) -> (SocketAddr, Option<String>) {
-    let fallback = SocketAddr::from(([127, 0, 0, 1], 9900));
-    let value = addr.unwrap_or(DEFAULT_ADMIN_ADDR);
-    let parsed = value.parse::<SocketAddr>().map_err(|_| {
-        errors.push(err(
-            "admin_addr",
-            None,
-            format!("`{value}` is not an IP:port address (write e.g. \"127.0.0.1:9900\" or \"[::1]:9900\")"),
-        ))
-    });
-    let token = match token.map(|t| check_admin_token(t).map(|()| t.to_owned())) {
-        None => Ok(None),
-        Some(Ok(t)) => Ok(Some(t)),
-        Some(Err(e)) => {
-            errors.push(err("admin_token", None, e));
-            Err(())
-        }
-    };
-    if let (Ok(addr), Ok(token)) = (parsed, &token)
-        && let Err(e) =
-            crate::config::admin_bind::check_bind_keys(addr, token.as_deref(), "admin_addr", "admin_token")
-    {
-        errors.push(err("admin_addr", None, e));
-    }
-    (parsed.unwrap_or(fallback), token.unwrap_or_default())
-}
-
-fn check_pins(raw: &[RawPin], errors: &mut Vec<ConfigError>) -> Vec<Pin> {
-    let mut pins = Vec::new();
-    for (i, p) in raw.iter().enumerate() {
-        let ids_ok = std::iter::once(&p.node).chain(&p.relays).all(|n| is_valid_node_id(n));
-        let unique = p.relays.iter().enumerate().all(|(j, r)| *r != p.node && !p.relays[..j].contains(r));
-        if !ids_ok || !unique || p.route.is_empty() {
-            errors.push(err(
-                &format!("pins[{i}]"),
-                None,
-                "needs a node id, a route and distinct relays".into(),
-            ));
-            continue;
-        }
-        pins.push(Pin { node: p.node.clone(), route: p.route.clone(), relays: p.relays.clone() });
-    }
-    pins
-}
-
-fn parse_objective(s: &str) -> Result<Objective, String> {
-    match s {
-        "latency" => Ok(Objective::Latency),
-        "loss" => Ok(Objective::Loss),
-        "bandwidth" => Ok(Objective::Bandwidth),
-        "balanced" => Ok(Objective::Balanced { latency: 1.0, loss: 1.0, bandwidth: 1.0 }),
-        other => Err(format!("`{other}` is not one of latency, loss, bandwidth, balanced")),
-    }
+    let raw = super::raw::parse_scheduler(text)?;
+    super::validate::scheduler::validate_scheduler(raw, base)
 }
 
 fn err(key: &str, line: Option<usize>, message: String) -> ConfigError {
@@ -401,6 +191,18 @@ mod tests {
         assert!(errors.iter().all(|e| e.line.is_some()), "an error without a line: {errors:?}");
         let unknown = parse(&format!("{FILES}colour: blue\n"), &base()).expect_err("unknown key");
         assert!(unknown[0].message.contains("colour"), "{unknown:?}");
+    }
+
+    #[test]
+    fn missing_and_unreadable_keys_are_all_named_with_their_lines() {
+        let text = "key: certs/node-key.placeholder\nca: certs/no-such.pem\npins:\n  - { node: a }\n";
+        let errors = parse(text, &base()).expect_err("invalid");
+        let found: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(found, vec![("ca", Some(2)), ("pins[0].route", Some(4)), ("cert", None)], "{errors:?}");
+        assert!(errors[0].message.contains("file not found"), "{errors:?}");
+        assert!(errors[2].message.contains("is required"), "{errors:?}");
+        let empty = parse("# nothing\n", &base()).expect_err("empty");
+        assert!(empty[0].message.contains("scheduler config needs"), "{empty:?}");
     }
 
     #[test]

@@ -416,6 +416,7 @@ impl RawTargets {
 pub(crate) mod logging;
 mod mesh;
 mod routes;
+pub(crate) mod scheduler;
 #[cfg(test)]
 mod tests;
 
