@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod hysteresis;
 pub mod instructions;
 pub mod join_token;
+pub mod link_health;
 pub mod link_rule;
 pub mod multipath;
 pub mod pathfind;

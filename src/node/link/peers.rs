@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::PeerConfig;
+use crate::core::link_health::Liveness;
 use crate::core::link_rule::{self, Existing, Initiator};
 use crate::node::link::send::LinkTurns;
 
@@ -37,8 +38,8 @@ struct Link {
     conn: Connection,
     initiator: Initiator,
     since: Instant,
-    /// When a datagram last arrived on this link (see [`PeerPool::watch_health`]).
-    heard: Arc<Mutex<Instant>>,
+    /// When a datagram last arrived on this link, sampled by [`PeerPool::watch_health`].
+    heard: Arc<Mutex<Liveness>>,
     /// Who goes next into the connection's send buffer.
     turns: Arc<LinkTurns>,
 }
@@ -313,7 +314,8 @@ impl PeerPool {
                 }
             };
             if replace {
-                let heard = Arc::new(Mutex::new(Instant::now()));
+                let heard =
+                    Arc::new(Mutex::new(Liveness::new(conn.stats().udp_rx.datagrams, Instant::now())));
                 replaced = cur.replace(Link {
                     conn: conn.clone(),
                     initiator,
@@ -341,7 +343,7 @@ impl PeerPool {
         let link = slot.link.borrow();
         link.as_ref()
             .filter(|l| l.conn.close_reason().is_none())
-            .is_some_and(|l| l.heard.lock().map_or(true, |at| at.elapsed() <= quiet))
+            .is_some_and(|l| l.heard.lock().map_or(true, |h| h.is_live(Instant::now(), quiet)))
     }
 
     /// Samples the link to `id` every `every` until it closes, recording when datagrams
@@ -352,18 +354,14 @@ impl PeerPool {
         else {
             return;
         };
-        let mut seen = conn.stats().udp_rx.datagrams;
         while conn.close_reason().is_none() {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = conn.closed() => return,
             }
-            let now = conn.stats().udp_rx.datagrams;
-            if now != seen {
-                seen = now;
-                if let Ok(mut at) = heard.lock() {
-                    *at = Instant::now();
-                }
+            let datagrams = conn.stats().udp_rx.datagrams;
+            if let Ok(mut h) = heard.lock() {
+                h.sample(datagrams, Instant::now());
             }
         }
     }
