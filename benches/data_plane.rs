@@ -45,7 +45,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 /// A TCP sink: counts each connection's bytes to EOF and reports the count.
 async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
-    let l = proxy::node::flow::listener::bind("127.0.0.1:0".parse()?)?;
+    let l = common::listen_local()?;
     let addr = l.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -138,7 +138,7 @@ fn figures(bytes: u64, secs: f64, mut rtts: Vec<Duration>, mut flows: Vec<Durati
 /// A bare quinn stream between two endpoints with the node's tuning.
 async fn quinn_figures(dir: &Path, bulk: u64) -> Result<Figures> {
     let config = node_config_for_tuning(dir)?;
-    let transport = Arc::new(proxy::node::link::endpoint::transport_config(&config.mesh, &config.limits));
+    let transport = Arc::new(proxy::node::transport_config(&config.mesh, &config.limits));
     let identity = |n: &str| -> Result<proxy::tls::TlsIdentity> {
         Ok(proxy::tls::TlsIdentity::load(
             &dir.join(format!("{n}.crt")),

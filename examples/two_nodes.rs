@@ -167,7 +167,7 @@ async fn push_flow(addr: SocketAddr, data: &[u8]) -> anyhow::Result<(usize, dige
     Ok(out)
 }
 
-fn print_stats(s: &proxy::node::observe::stats::Stats) {
+fn print_stats(s: &proxy::node::Stats) {
     let list = |l: &[(String, u64)]| {
         let items: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if items.is_empty() { "none".to_string() } else { items.join(" ") }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `bytes`. `mode` sets the permission bits on Unix (e.g. `0o600`
 /// for a file holding secrets); `None` leaves the process's default.
-pub fn replace(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+pub(crate) fn replace(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let temp = temp_path(path);
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);

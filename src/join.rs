@@ -84,6 +84,40 @@ pub struct Joined {
 }
 
 /// Enrolls this machine; see the module docs.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let dir = std::env::temp_dir().join(format!("proxy-doc-join-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// proxy::pki::init_mesh(&dir, &[])?;
+/// // A scheduler that holds the CA key signs joiners' certificates.
+/// let yaml = "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ncert: scheduler.crt\n\
+///             key: scheduler.key\nca: ca.crt\nca_key: ca.key\n";
+/// let config = proxy::config::scheduler::parse(yaml, &dir).map_err(|e| format!("{e:?}"))?;
+/// let token = proxy::scheduler::enrollment::create_token(&config, None, Duration::from_secs(600), 1)?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let scheduler = proxy::Scheduler::start(config).await?;
+///     let options = proxy::join::JoinOptions {
+///         scheduler: scheduler.local_addr()?.to_string(),
+///         token: token.encode(),
+///         node_id: "edge-1".into(),
+///         region: "eu".into(),
+///         dir: dir.join("edge-1"),
+///         bind: "127.0.0.1:0".parse()?,
+///         advertise: None,
+///         admin_addr: "127.0.0.1:0".parse()?,
+///     };
+///     let joined = proxy::join::join(&options).await?;
+///     // A key made here, a certificate signed there, and a config ready to run.
+///     let config = proxy::config::load(&joined.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+///     assert_eq!(config.common.node_id, "edge-1");
+///     Ok::<_, anyhow::Error>(())
+/// })?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     let token = JoinToken::parse(&options.token).map_err(|e| JoinError::Usage(format!("--token: {e}")))?;
     check_names(options)?;

@@ -26,7 +26,7 @@ use crate::config::{LogConfig, LogFormat, LogLevel};
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     /// The log file could not be opened (or created) for append.
     #[error("cannot open `{}`: {source}", path.display())]
     Open {
@@ -43,7 +43,7 @@ pub enum LogError {
 
 /// Installs the process-wide logger described by `config`. Call once, before the runtime
 /// starts; a second call fails with [`LogError::AlreadySet`].
-pub fn init(config: &LogConfig) -> Result<(), LogError> {
+pub(crate) fn init(config: &LogConfig) -> Result<(), LogError> {
     tracing::dispatcher::set_global_default(dispatch(config)?).map_err(|_| LogError::AlreadySet)
 }
 
@@ -54,7 +54,7 @@ pub fn init(config: &LogConfig) -> Result<(), LogError> {
 /// lines are objects with `timestamp`, `level`, `target`, `fields` (the event's, with
 /// `message`), and, inside a span, `span` (the innermost span's name and fields, such as a
 /// flow's `id`) and `spans` (every open span, outermost first).
-pub fn dispatch(config: &LogConfig) -> Result<Dispatch, LogError> {
+pub(crate) fn dispatch(config: &LogConfig) -> Result<Dispatch, LogError> {
     let (writer, terminal) = match &config.file {
         Some(path) => {
             let file = RotatingFile::open(path, config.max_bytes, config.keep)
@@ -87,7 +87,7 @@ fn level(level: LogLevel) -> tracing::Level {
 
 /// A log file rotated by size, shared by every thread that logs (a [`MakeWriter`]).
 #[derive(Debug)]
-pub struct RotatingFile {
+pub(crate) struct RotatingFile {
     state: Mutex<FileState>,
 }
 
@@ -104,7 +104,7 @@ struct FileState {
 impl RotatingFile {
     /// Opens `path` for append (created if missing, never truncated). Before a write
     /// would take it past `max_bytes` it is rotated, keeping `keep` old files (at least 1).
-    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<RotatingFile> {
+    pub(crate) fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<RotatingFile> {
         let file = open_append(path)?;
         let len = file.metadata()?.len();
         let state = FileState { path: path.to_path_buf(), file, len, max_bytes, keep: keep.max(1) };
@@ -128,7 +128,7 @@ impl<'a> MakeWriter<'a> for RotatingFile {
 /// One holder of the [`RotatingFile`]'s lock: each `write` is written whole, after a
 /// rotation if the file would otherwise pass its size.
 #[derive(Debug)]
-pub struct RotatingWriter<'a> {
+pub(crate) struct RotatingWriter<'a> {
     state: MutexGuard<'a, FileState>,
 }
 
@@ -204,7 +204,7 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
 }
 
 /// Escapes and caps a string that came from the network before it is logged.
-pub fn log_escape(s: &str) -> String {
+pub(crate) fn log_escape(s: &str) -> String {
     const CAP: usize = 256;
     let mut out: String = s.chars().take(CAP).flat_map(char::escape_debug).collect();
     if s.chars().count() > CAP {

@@ -225,6 +225,19 @@ pub struct WrittenFiles {
 /// Makes a mesh in `dir`: `ca.crt`, `ca.key`, the scheduler's `scheduler.crt`,
 /// `scheduler.key` and an example `scheduler.yaml`, and `<node>.crt`, `<node>.key` per node.
 /// Keys are written mode 0600. Refuses to overwrite an existing CA.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("proxy-doc-init-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let written = proxy::pki::init_mesh(&dir, &["a".to_string(), "b".to_string()])?;
+/// assert!(written.files.contains(&dir.join("b.key")));
+/// // The CA is never overwritten.
+/// assert!(proxy::pki::init_mesh(&dir, &[]).is_err());
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError> {
     let reserved = crate::config::scheduler::SCHEDULER_ID;
     if let Some(bad) = nodes.iter().find(|n| !crate::core::wire::is_valid_node_id(n) || *n == reserved) {

@@ -3,6 +3,6 @@
 use tokio::sync::watch;
 
 /// Waits until a shutdown flag turns true (or its sender is gone).
-pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }

@@ -2,7 +2,7 @@
 //! to their widest cell, two spaces apart, no trailing spaces.
 
 /// Columns padded to their widest cell, two spaces apart.
-pub fn align(lines: &[Vec<String>]) -> String {
+pub(crate) fn align(lines: &[Vec<String>]) -> String {
     let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))

@@ -299,7 +299,12 @@ async fn a_node_renews_its_certificate_without_dropping_a_flow() {
     let now = std::fs::read_to_string(ja.config.with_file_name("node.crt")).expect("cert");
     assert_ne!(first, now, "the certificate on disk was renewed");
     let (_, not_after) = proxy::pki::validity(&now).expect("validity");
-    assert!(not_after > proxy::clock::unix_now() as i64, "the one on disk is valid now");
+    assert!(
+        not_after
+            > std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+                as i64,
+        "the one on disk is valid now"
+    );
 
     // A restart presents the renewed certificate, and c accepts it.
     drop(flow);

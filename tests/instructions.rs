@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use proxy::core::control::{InstructedPath, InstructionSet, RouteInstruction};
-use proxy::node::control::instruction_store;
+use proxy::node::instruction_store;
 
 /// a -> d directly by config; the cached instructions say "through b".
 async fn start(mesh: &Mesh, echo: std::net::SocketAddr) -> (proxy::Node, proxy::Node, proxy::Node) {

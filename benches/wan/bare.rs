@@ -1,5 +1,5 @@
 //! Bare quinn over the same emulated path as the mesh: the baselines. The transport is
-//! the mesh's own (`proxy::node::link::endpoint::transport_config`, same windows) with only the
+//! the mesh's own (`proxy::node::transport_config`, same windows) with only the
 //! congestion controller swapped; the path ceiling uses a fixed window that ignores loss.
 
 use std::any::Any;
@@ -81,9 +81,9 @@ impl ControllerFactory for FixedWindow {
 /// The mesh's transport with `cc`. A fixed window also gets flow-control windows of
 /// twice its size, so that only the path limits it.
 fn transport(mesh: &proxy::config::Config, cc: Cc) -> TransportConfig {
-    let mut t = proxy::node::link::endpoint::transport_config(&mesh.mesh, &mesh.limits);
+    let mut t = proxy::node::transport_config(&mesh.mesh, &mesh.limits);
     match cc {
-        Cc::Quinn(c) => t.congestion_controller_factory(proxy::node::link::congestion::factory(c)),
+        Cc::Quinn(c) => t.congestion_controller_factory(proxy::node::congestion_factory(c)),
         Cc::Fixed(w) => {
             let window = (2 * w).max(16 << 20);
             let v = VarInt::from_u64(window).unwrap_or(VarInt::MAX);

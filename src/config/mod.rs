@@ -336,6 +336,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and validates config text; relative paths are resolved against `base_dir`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("proxy-doc-parse-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// proxy::pki::init_mesh(&dir, &["a".to_string()])?; // ca.crt, a.crt, a.key, ...
+/// let yaml = "common: { node_id: a, region: eu }\n\
+///             mesh: { cert: a.crt, key: a.key, ca: ca.crt }\n";
+/// let config = proxy::config::parse(yaml, &dir).map_err(|e| format!("{e:?}"))?;
+/// assert_eq!(config.common.node_id, "a");
+///
+/// // A bad file: every problem at once, each with its key and line.
+/// let bad = "common: { node_id: a, region: eu }\n\
+///            mesh: { bind: nowhere, cert: a.crt, key: a.key, ca: missing.crt }\n";
+/// let errors = proxy::config::parse(bad, &dir).expect_err("two problems");
+/// let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+/// assert_eq!(keys, ["mesh.bind", "mesh.ca"]);
+/// assert_eq!(errors[0].line, Some(2));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
     let raw = raw::parse(text)?;
     validate::validate(raw, base_dir)

@@ -287,6 +287,28 @@ impl Drop for AbortOnDrop {
 
 /// A running emulated link between a client side ("a") and `target` ("b"). Dropping it
 /// stops its tasks.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::{Duration, Instant};
+/// use proxy::{LinkEmulator, LinkProfile};
+///
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let far = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+///     let emulator = LinkEmulator::start(far.local_addr()?, 1).await?;
+///     emulator.set_both(LinkProfile { delay: Duration::from_millis(40), ..LinkProfile::ideal() });
+///     let near = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+///     let sent = Instant::now();
+///     near.send_to(b"ping", emulator.addr()).await?;
+///     let mut buf = [0u8; 16];
+///     let n = far.recv(&mut buf).await?;
+///     assert_eq!(&buf[..n], b"ping");
+///     assert!(sent.elapsed() >= Duration::from_millis(40), "the one-way delay was applied");
+///     Ok::<_, std::io::Error>(())
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct LinkEmulator {
     addr: SocketAddr,

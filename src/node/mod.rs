@@ -2,34 +2,50 @@
 //!
 //! How it fits together:
 //!
-//! - [`link`]: the QUIC links to peers: the endpoint, dialing and accepting, the pool of
+//! - `link`: the QUIC links to peers: the endpoint, dialing and accepting, the pool of
 //!   live links, certificates, congestion control, receive credit and the send side;
-//! - [`flow`]: how a flow travels through this node, as origin, relay or exit (the map
+//! - `flow`: how a flow travels through this node, as origin, relay or exit (the map
 //!   is in its overview);
-//! - [`splice`]: the loops that move a flow's bytes once its path is open (TCP to
+//! - `splice`: the loops that move a flow's bytes once its path is open (TCP to
 //!   stream, stream to stream, TCP to TCP);
-//! - [`multipath`]: flows striped over several paths at once;
-//! - [`control`]: the scheduler session, the instruction cache on disk, config reloads;
-//! - [`observe`]: counters, open flows, routes, metrics;
-//! - [`Shared`] is what every task holds; [`NodeView`] is what the admin API and
+//! - `multipath`: flows striped over several paths at once;
+//! - `control`: the scheduler session, the instruction cache on disk, config reloads;
+//! - `observe`: counters, open flows, routes, metrics;
+//! - `Shared` is what every task holds; [`NodeView`] is what the admin API and
 //!   embedders call; [`Node`] starts and stops it all.
 //!
 //! One QUIC endpoint (peer links, both directions), one TCP listener per configured
 //! listener, one dial loop per peer with an address. Every flow is a task holding a
-//! [`FlowGuard`], which holds a permit of the node's flow semaphore: the number of flows
+//! `FlowGuard`, which holds a permit of the node's flow semaphore: the number of flows
 //! is bounded, and shutdown waits for the permits to come back.
 
-pub mod control;
-pub mod flow;
-pub mod link;
-pub mod multipath;
-pub mod observe;
+pub(crate) mod control;
+pub(crate) mod flow;
+pub(crate) mod link;
+pub(crate) mod multipath;
+pub(crate) mod observe;
 mod shared;
-pub mod splice;
+pub(crate) mod splice;
 mod view;
 
+pub use control::reload::{ReloadError, ReloadReport};
+pub use link::peers::PeerInfo;
+pub use observe::flow_registry::{FlowInfo, FlowRole};
+pub use observe::route_view::RouteInfo;
+pub use observe::stats::{BufferStats, MultipathStats, Stats};
+
+// For the crate's benches and tests, not the embedding API: the QUIC transport and the
+// congestion controllers a node's links use (benches compare bare quinn with the same
+// settings), and the instruction cache on disk (tests seed it before a node starts).
+#[doc(hidden)]
+pub use control::instruction_store;
+#[doc(hidden)]
+pub use link::congestion::factory as congestion_factory;
+#[doc(hidden)]
+pub use link::endpoint::transport_config;
+
 use shared::reply_deadline;
-pub use shared::{FlowGuard, Shared};
+pub(crate) use shared::{FlowGuard, Shared};
 pub use view::NodeView;
 
 use std::net::SocketAddr;
@@ -71,6 +87,30 @@ pub struct ShutdownReport {
 }
 
 /// A running node.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("proxy-doc-node-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// proxy::pki::init_mesh(&dir, &["a".to_string()])?;
+/// let yaml = "common: { node_id: a, region: eu, admin_addr: \"127.0.0.1:0\" }\n\
+///             listeners: [ { name: app, bind: \"127.0.0.1:0\" } ]\n\
+///             routes: [ { name: app, match: { listener: app }, target: \"127.0.0.1:9\" } ]\n\
+///             mesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
+/// let config = proxy::config::parse(yaml, &dir).map_err(|e| format!("{e:?}"))?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let node = proxy::Node::start(config).await?;
+///     assert_eq!(node.id(), "a");
+///     assert_eq!(node.listeners()[0].name, "app");
+///     assert_eq!(node.stats().flows_current, 0);
+///     let report = node.shutdown().await;
+///     assert_eq!(report.open_at_start, 0);
+///     Ok::<_, anyhow::Error>(())
+/// })?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Node {
     view: NodeView,
     draining_tx: watch::Sender<bool>,

@@ -24,7 +24,7 @@ use crate::node::splice::FlowEnd;
 use crate::node::{control, link, multipath, observe, splice};
 
 /// State shared by every task of a node.
-pub struct Shared {
+pub(crate) struct Shared {
     pub(in crate::node) config: Config,
     pub(in crate::node) routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(in crate::node) pool: PeerPool,
@@ -135,7 +135,7 @@ impl Shared {
 
 /// Held by every flow task: counts the flow as open, holds its permit, and keeps its
 /// record in the node's flow registry.
-pub struct FlowGuard {
+pub(crate) struct FlowGuard {
     pub(in crate::node) counters: Arc<Counters>,
     pub(in crate::node) _permit: OwnedSemaphorePermit,
     pub(in crate::node) registry: Arc<FlowRegistry>,

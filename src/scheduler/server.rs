@@ -24,6 +24,25 @@ use crate::quic;
 use crate::tls::{self, Revocations, TlsIdentity};
 
 /// A running scheduler.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("proxy-doc-scheduler-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// proxy::pki::init_mesh(&dir, &[])?; // scheduler.crt and scheduler.key among them
+/// let yaml = "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\n\
+///             cert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nobjective: latency\n";
+/// let config = proxy::config::scheduler::parse(yaml, &dir).map_err(|e| format!("{e:?}"))?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let scheduler = proxy::Scheduler::start(config).await?;
+///     assert!(scheduler.local_addr()?.port() != 0);
+///     assert!(scheduler.nodes().is_empty());
+///     Ok::<_, anyhow::Error>(()) // dropping it stops it
+/// })?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Scheduler {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,

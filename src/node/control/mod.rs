@@ -4,5 +4,5 @@
 //! on SIGHUP or the admin API ([`reload`]).
 
 pub mod instruction_store;
-pub mod reload;
-pub mod scheduler_client;
+pub(crate) mod reload;
+pub(crate) mod scheduler_client;

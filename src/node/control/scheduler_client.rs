@@ -30,7 +30,7 @@ const SLOW_FACTOR: u32 = 10;
 const SLOWEST: Duration = Duration::from_secs(60);
 
 /// Keeps a session with the scheduler until the node drains.
-pub async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
+pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     // Intros cached on disk from an earlier run: keep links to them too.
     if let Some(set) = shared.instructions.read().ok().and_then(|c| c.set().cloned()) {
         meet(&shared, &set.nodes);

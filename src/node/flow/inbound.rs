@@ -18,7 +18,12 @@ use crate::node::splice::codes;
 use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, multipath};
 
 /// Handles one stream opened by `peer`.
-pub async fn handle_stream(shared: Arc<Shared>, peer: String, mut send: LinkSend, mut recv: RecvStream) {
+pub(crate) async fn handle_stream(
+    shared: Arc<Shared>,
+    peer: String,
+    mut send: LinkSend,
+    mut recv: RecvStream,
+) {
     // Draining first: while draining, shutdown takes every permit that comes free, so the
     // flow limit would otherwise hide the real reason.
     if *shared.draining.borrow() {
@@ -103,7 +108,12 @@ fn describe(guard: &FlowGuard, header: &FlowHeader, me: &str) {
 
 /// Accepts flow streams the peer opens on `conn` until the connection closes; their
 /// replies go through the link's `turns`.
-pub async fn serve_streams(shared: Arc<Shared>, peer: String, conn: Connection, turns: Arc<LinkTurns>) {
+pub(crate) async fn serve_streams(
+    shared: Arc<Shared>,
+    peer: String,
+    conn: Connection,
+    turns: Arc<LinkTurns>,
+) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {

@@ -15,7 +15,7 @@ use crate::node::{Shared, flow::origin};
 const BACKLOG: u32 = 4096;
 
 /// Binds a listener with a deep accept queue.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -23,7 +23,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts on `listener` until the node starts draining.
-pub async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListener) {
+pub(crate) async fn accept_loop(shared: Arc<Shared>, name: String, listener: TcpListener) {
     let mut draining = shared.draining.clone();
     let port = listener.local_addr().map_or(0, |a| a.port());
     loop {

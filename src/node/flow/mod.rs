@@ -17,10 +17,10 @@
 //! - [`relay`], [`exit`]: the two ends a header can ask of this node;
 //! - [`timer`]: when a flow last made progress, and its idle and half-closed timeouts.
 
-pub mod exit;
-pub mod inbound;
-pub mod listener;
-pub mod onward;
-pub mod origin;
-pub mod relay;
-pub mod timer;
+pub(crate) mod exit;
+pub(crate) mod inbound;
+pub(crate) mod listener;
+pub(crate) mod onward;
+pub(crate) mod origin;
+pub(crate) mod relay;
+pub(crate) mod timer;

@@ -11,7 +11,7 @@ use crate::node::splice::codes;
 
 /// Why the stream could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenError {
+pub(crate) struct OpenError {
     /// The reason to report.
     pub reason: RefuseReason,
     /// The node that refused: `None` for this node, or the next node when it refused
@@ -31,7 +31,7 @@ impl OpenError {
 /// an inbound header), without waiting for any reply. The whole of it is bounded by one
 /// `limits.connect_timeout`, so each node on a path adds at most that to the time an
 /// origin waits for its reply.
-pub async fn open_stream(
+pub(crate) async fn open_stream(
     shared: &Shared,
     next: &str,
     header: &FlowHeader,

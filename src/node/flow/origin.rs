@@ -19,7 +19,7 @@ use crate::node::splice::{self, FlowEnd};
 use crate::node::{FlowGuard, Shared, flow::onward, multipath};
 
 /// Routes and carries one accepted application connection.
-pub async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
+pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     // From here on, any way this task ends short of completion closes with an RST.
     tcp_io::arm_reset_on_drop(&tcp);

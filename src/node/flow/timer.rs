@@ -32,7 +32,7 @@ use crate::node::link::delivery::LinkDelivery;
 
 /// Timeouts that apply to a spliced flow.
 #[derive(Debug, Clone, Copy)]
-pub struct FlowTimeouts {
+pub(crate) struct FlowTimeouts {
     /// No progress either way for this long resets the flow.
     pub idle: Duration,
     /// Once one direction finished, no progress for this long resets the flow.
@@ -57,7 +57,7 @@ struct InDelivery {
 }
 
 /// Activity of one flow, shared by its two copy directions and its watchdog.
-pub struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     half_closed: AtomicU64,
@@ -78,12 +78,12 @@ impl Default for Activity {
 
 impl Activity {
     /// A flow that starts now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::counting(Arc::new(AtomicU64::new(0)))
     }
 
     /// A flow that starts now and adds the bytes it moves to `bytes` (the flow's record).
-    pub fn counting(bytes: Arc<AtomicU64>) -> Self {
+    pub(crate) fn counting(bytes: Arc<AtomicU64>) -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -103,23 +103,23 @@ impl Activity {
     }
 
     /// Records that bytes moved.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms.fetch_max(self.ms_at(Instant::now()), Ordering::Relaxed);
     }
 
     /// Records that `n` bytes moved.
-    pub fn moved(&self, n: u64) {
+    pub(crate) fn moved(&self, n: u64) {
         self.touch();
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Bytes moved so far, both directions.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Records that one direction finished.
-    pub fn half_close(&self) {
+    pub(crate) fn half_close(&self) {
         self.touch();
         if self.half_closed.swap(1, Ordering::Relaxed) == 0 {
             self.changed.notify_one();
@@ -129,7 +129,11 @@ impl Activity {
     /// Records a finished stream whose bytes may still be on their way over `link`:
     /// `settled` completes once the far end acknowledged all of them (or nothing more can
     /// move). Until then the link's acknowledgements count as this flow's progress.
-    pub fn delivering(&self, settled: impl Future<Output = ()> + Send + 'static, link: Arc<LinkDelivery>) {
+    pub(crate) fn delivering(
+        &self,
+        settled: impl Future<Output = ()> + Send + 'static,
+        link: Arc<LinkDelivery>,
+    ) {
         self.touch();
         self.deliveries().push(InDelivery { settled: Box::pin(settled), link });
         self.changed.notify_one();
@@ -172,7 +176,7 @@ impl Activity {
     }
 
     /// Completes when the flow has made no progress past its limit; returns which limit.
-    pub async fn watchdog(&self, t: &FlowTimeouts) -> &'static str {
+    pub(crate) async fn watchdog(&self, t: &FlowTimeouts) -> &'static str {
         loop {
             let delivering = self.credit_deliveries();
             let (deadline, reason, limit) = self.deadline(t);

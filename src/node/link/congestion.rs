@@ -25,7 +25,7 @@ pub fn factory(choice: Congestion) -> Arc<dyn ControllerFactory + Send + Sync> {
 
 /// What a link's controller knows of its path's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PathEstimate {
+pub(crate) struct PathEstimate {
     /// Bottleneck bandwidth, bytes per second.
     pub bandwidth: u64,
     /// Propagation round trip.
@@ -37,7 +37,7 @@ pub struct PathEstimate {
 }
 
 /// The bottleneck estimate of `conn`'s controller, when it is the model and has measured.
-pub fn estimate(conn: &quinn::Connection) -> Option<PathEstimate> {
+pub(crate) fn estimate(conn: &quinn::Connection) -> Option<PathEstimate> {
     let controller = conn.congestion_state().into_any().downcast::<ModelController>().ok()?;
     let model = &controller.model;
     Some(PathEstimate { bandwidth: model.bandwidth()?, min_rtt: model.min_rtt()?, probed: model.probed() })
@@ -45,7 +45,7 @@ pub fn estimate(conn: &quinn::Connection) -> Option<PathEstimate> {
 
 /// Builds [`ModelController`]s.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ModelFactory;
+pub(crate) struct ModelFactory;
 
 impl ControllerFactory for ModelFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
@@ -58,7 +58,7 @@ impl ControllerFactory for ModelFactory {
 /// records; quinn's calls mutate it through `Arc::make_mut`, which only copies when a
 /// stats snapshot is still alive.
 #[derive(Debug, Clone)]
-pub struct ModelController {
+pub(crate) struct ModelController {
     model: Arc<PathModel>,
 }
 

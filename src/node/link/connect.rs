@@ -23,7 +23,7 @@ use crate::tls;
 const STABLE_LINK: Duration = Duration::from_secs(5);
 
 /// Dials `peer` at `address` whenever no live link exists, until shutdown.
-pub async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
+pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: String, address: String) {
     let mesh = &shared.config.mesh;
     let mut backoff = Backoff::new(mesh.redial_min, mesh.redial_max);
     let mut draining = shared.draining.clone();
@@ -126,7 +126,7 @@ fn revoked_since(shared: &Shared, conn: &Connection) -> bool {
 }
 
 /// Accepts incoming links until the endpoint closes.
-pub async fn accept_loop(shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         if *shared.draining.borrow() {
             incoming.refuse();

@@ -43,12 +43,12 @@ use tokio::time::Instant;
 /// How long a write towards a flow's reader may block before the flow counts as stalled.
 /// Long enough that a reader which is merely slower than the link for a moment (a kernel
 /// socket buffer filling) is not counted, short against any timeout.
-pub const STALL_AFTER: Duration = Duration::from_millis(200);
+pub(crate) const STALL_AFTER: Duration = Duration::from_millis(200);
 
 /// The least base window a link starts with (when `mesh.connection_window` allows):
 /// enough for a single flow at 1 Gbit/s up to a round trip of about 60 ms, so short links
 /// never wait for it to grow.
-pub const START_WINDOW: u64 = 8 * 1024 * 1024;
+pub(crate) const START_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// How long a link must need no more than its start window before it goes back to it.
 const IDLE_RESET: Duration = Duration::from_secs(30);
@@ -70,7 +70,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(2);
 /// The node's budget for buffered flow data: link receive windows and multipath reorder
 /// buffers.
 #[derive(Debug)]
-pub struct BufferBudget {
+pub(crate) struct BufferBudget {
     limit: u64,
     used: AtomicU64,
     /// Reservations refused since start.
@@ -81,7 +81,7 @@ pub struct BufferBudget {
 
 impl BufferBudget {
     /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Arc<Self> {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
         Arc::new(Self {
             limit,
             used: AtomicU64::new(0),
@@ -91,33 +91,33 @@ impl BufferBudget {
     }
 
     /// The limit, in bytes.
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Bytes reserved now.
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Reservations refused since start (each one a flow reset or refused).
-    pub fn refusals(&self) -> u64 {
+    pub(crate) fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
     }
 
     /// Flows counted as stalled now.
-    pub fn stalled_flows(&self) -> u64 {
+    pub(crate) fn stalled_flows(&self) -> u64 {
         self.stalled.load(Ordering::Relaxed)
     }
 
     /// Reserves `bytes` if they fit.
-    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+    pub(crate) fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut r = Reservation { budget: self.clone(), bytes: 0 };
         r.resize(bytes).then_some(r)
     }
 
     /// A reservation of nothing, to grow later.
-    pub fn empty(self: &Arc<Self>) -> Reservation {
+    pub(crate) fn empty(self: &Arc<Self>) -> Reservation {
         Reservation { budget: self.clone(), bytes: 0 }
     }
 
@@ -143,20 +143,20 @@ impl BufferBudget {
 
 /// Bytes held out of the budget until dropped.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: Arc<BufferBudget>,
     bytes: u64,
 }
 
 impl Reservation {
     /// Bytes held.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Holds `bytes` instead; returns false (and keeps what it held) when growing would
     /// pass the limit.
-    pub fn resize(&mut self, bytes: u64) -> bool {
+    pub(crate) fn resize(&mut self, bytes: u64) -> bool {
         if bytes > self.bytes {
             if !self.budget.grow(bytes - self.bytes) {
                 return false;
@@ -200,7 +200,7 @@ impl Window for quinn::Connection {
 }
 
 /// One link's receive credit.
-pub struct LinkCredit {
+pub(crate) struct LinkCredit {
     window: Box<dyn Window>,
     stream_window: u64,
     /// The base a link starts with and falls back to.
@@ -233,13 +233,13 @@ impl std::fmt::Debug for LinkCredit {
 #[error(
     "the node's buffer budget (limits.max_buffered_bytes, at most three quarters of it per link) has no room for another stalled flow"
 )]
-pub struct OverBudget;
+pub(crate) struct OverBudget;
 
 impl LinkCredit {
     /// Credit for `conn`: a base of [`start_window`] from `budget` (at least one stream
     /// window or that start, even past the budget, so a link can always carry a flow),
     /// which may grow to `connection_window`.
-    pub fn new(
+    pub(crate) fn new(
         conn: quinn::Connection,
         budget: Arc<BufferBudget>,
         connection_window: u64,
@@ -276,12 +276,14 @@ impl LinkCredit {
     }
 
     /// Flows counted as stalled on this link now.
-    pub fn stalled(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn stalled(&self) -> u64 {
         self.lock().stalled
     }
 
     /// The connection window in force.
-    pub fn window(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn window(&self) -> u64 {
         self.window_of(&self.lock())
     }
 
@@ -298,7 +300,7 @@ impl LinkCredit {
     /// Follows the path: the base becomes at least twice what the link delivered in its
     /// last round trip (room for the sender to grow into), up to `mesh.connection_window`,
     /// as far as the budget allows. Never shrinks it: see [`Self::rest`].
-    pub fn follow(&self, delivered_per_rtt: u64) {
+    pub(crate) fn follow(&self, delivered_per_rtt: u64) {
         let wanted = delivered_per_rtt.saturating_mul(2).clamp(self.start_base, self.max_base);
         let mut st = self.lock();
         let wanted = wanted.min(st.base.bytes() + self.share_left(&st));
@@ -309,7 +311,7 @@ impl LinkCredit {
 
     /// The link has needed no more than its start for a while: back to it, giving the
     /// rest to the budget.
-    pub fn rest(&self) {
+    pub(crate) fn rest(&self) {
         let mut st = self.lock();
         if st.base.bytes() > self.start_base {
             st.base.resize(self.start_base);
@@ -318,7 +320,7 @@ impl LinkCredit {
     }
 
     /// The base window a link starts with.
-    pub fn start_base(&self) -> u64 {
+    pub(crate) fn start_base(&self) -> u64 {
         self.start_base
     }
 
@@ -396,13 +398,13 @@ impl LinkCredit {
 /// stream window: below it, a single flow was limited by its link before its own window
 /// (through a relay on loopback, 8 MiB against 16 MiB streams carried a third of the
 /// bulk rate of 16 MiB).
-pub fn start_window(max_base: u64, stream_window: u64) -> u64 {
+pub(crate) fn start_window(max_base: u64, stream_window: u64) -> u64 {
     max_base.min(START_WINDOW.max(stream_window))
 }
 
 /// Keeps `credit` following what `conn` delivers (see [`LinkCredit::follow`]) until the
 /// connection closes.
-pub async fn follow_path(conn: quinn::Connection, credit: Arc<LinkCredit>) {
+pub(crate) async fn follow_path(conn: quinn::Connection, credit: Arc<LinkCredit>) {
     let mut tick = tokio::time::interval(FOLLOW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_bytes, mut last_at, mut needed_at) =
@@ -434,7 +436,7 @@ fn delivered_per_rtt(bytes: u64, over: Duration, rtt: Duration) -> u64 {
 
 /// One stalled flow's share of its link's window; dropping it shrinks the window back.
 #[derive(Debug)]
-pub struct StallGuard {
+pub(crate) struct StallGuard {
     link: Arc<LinkCredit>,
     _reservation: Reservation,
 }
@@ -451,25 +453,26 @@ impl Drop for StallGuard {
 /// Watches one flow direction that reads from a link and writes towards a reader, and
 /// counts it as stalled on that link while its reader holds it up.
 #[derive(Debug)]
-pub struct StallWatch {
+pub(crate) struct StallWatch {
     link: Arc<LinkCredit>,
     guard: Option<StallGuard>,
 }
 
 impl StallWatch {
     /// A watch over a direction that reads from `link`.
-    pub fn new(link: Arc<LinkCredit>) -> Self {
+    pub(crate) fn new(link: Arc<LinkCredit>) -> Self {
         Self { link, guard: None }
     }
 
     /// Whether the flow counts as stalled now.
-    pub fn is_stalled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_stalled(&self) -> bool {
         self.guard.is_some()
     }
 
     /// Runs a read from the link; one that had to wait means quinn holds nothing more for
     /// this flow, so it no longer counts as stalled.
-    pub async fn read<T>(&mut self, read: impl Future<Output = T>) -> T {
+    pub(crate) async fn read<T>(&mut self, read: impl Future<Output = T>) -> T {
         let mut read = pin!(read);
         let mut first = true;
         let guard = &mut self.guard;
@@ -488,7 +491,7 @@ impl StallWatch {
     /// Runs a write towards the reader; if it is still blocked after [`STALL_AFTER`], the
     /// flow counts as stalled (its link's window grows by a stream window) until a later
     /// read finds nothing waiting. Fails when the budget has no room for that.
-    pub async fn write<T>(&mut self, write: impl Future<Output = T>) -> Result<T, OverBudget> {
+    pub(crate) async fn write<T>(&mut self, write: impl Future<Output = T>) -> Result<T, OverBudget> {
         let mut write = pin!(write);
         if self.guard.is_none() {
             match tokio::time::timeout(STALL_AFTER, write.as_mut()).await {

@@ -27,7 +27,7 @@ const MIN_SAMPLE: Duration = Duration::from_millis(20);
 type AckCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// One link's delivery clock: when the far end was last seen acknowledging our packets.
-pub struct LinkDelivery {
+pub(crate) struct LinkDelivery {
     acks: AckCount,
     sample: Mutex<Sample>,
 }
@@ -47,12 +47,12 @@ impl std::fmt::Debug for LinkDelivery {
 
 impl LinkDelivery {
     /// The delivery clock of `conn`: ACK frames the peer sent us.
-    pub fn of_connection(conn: quinn::Connection) -> Self {
+    pub(crate) fn of_connection(conn: quinn::Connection) -> Self {
         Self::counting(Box::new(move || conn.stats().frame_rx.acks))
     }
 
     /// A clock over any running count of acknowledgements (tests drive one by hand).
-    pub fn counting(acks: AckCount) -> Self {
+    pub(crate) fn counting(acks: AckCount) -> Self {
         let now = Instant::now();
         let first = acks();
         Self { acks, sample: Mutex::new(Sample { acks: first, taken: now, acked: now }) }
@@ -61,7 +61,7 @@ impl LinkDelivery {
     /// The latest instant at which the link was seen receiving acknowledgements. An
     /// acknowledgement is dated by the sample that first saw it, so the answer is late by
     /// at most the gap between samples (callers that depend on it sample often).
-    pub fn last_ack(&self) -> Instant {
+    pub(crate) fn last_ack(&self) -> Instant {
         let now = Instant::now();
         let mut s = self.sample.lock().unwrap_or_else(|p| p.into_inner());
         if now.duration_since(s.taken) >= MIN_SAMPLE {

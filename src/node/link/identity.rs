@@ -10,30 +10,30 @@ use quinn::TransportConfig;
 use crate::tls::{Revocations, TlsIdentity};
 
 /// The identity and the config to dial with, replaced together.
-pub struct NodeTls {
+pub(crate) struct NodeTls {
     current: RwLock<(Arc<TlsIdentity>, quinn::ClientConfig)>,
     transport: Arc<TransportConfig>,
 }
 
 impl NodeTls {
     /// The identity the endpoint was built with.
-    pub fn new(identity: TlsIdentity, transport: Arc<TransportConfig>) -> anyhow::Result<Self> {
+    pub(crate) fn new(identity: TlsIdentity, transport: Arc<TransportConfig>) -> anyhow::Result<Self> {
         let client = crate::quic::client_config(&identity, transport.clone())?;
         Ok(Self { current: RwLock::new((Arc::new(identity), client)), transport })
     }
 
     /// The identity in force.
-    pub fn identity(&self) -> Arc<TlsIdentity> {
+    pub(crate) fn identity(&self) -> Arc<TlsIdentity> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     /// The revocations every handshake checks.
-    pub fn revocations(&self) -> Arc<Revocations> {
+    pub(crate) fn revocations(&self) -> Arc<Revocations> {
         self.identity().revocations().clone()
     }
 
     /// Dials `addr`, expecting a certificate for `server_name`, with the identity in force.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
@@ -44,7 +44,12 @@ impl NodeTls {
     }
 
     /// Puts a renewed certificate (same key) in force for every handshake from now on.
-    pub fn renew(&self, endpoint: &quinn::Endpoint, cert_pem: &str, node_id: &str) -> anyhow::Result<()> {
+    pub(crate) fn renew(
+        &self,
+        endpoint: &quinn::Endpoint,
+        cert_pem: &str,
+        node_id: &str,
+    ) -> anyhow::Result<()> {
         let next = self.identity().renewed(cert_pem, node_id)?;
         let client = crate::quic::apply_identity(endpoint, &next, self.transport.clone())?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(next), client);

@@ -14,12 +14,12 @@
 //! - [`send`]: a flow's send side on a link, taking fair turns at the link's send buffer;
 //! - [`delivery`]: whether a link is still delivering (progress for flow timeouts).
 
-pub mod congestion;
-pub mod connect;
-pub mod credit;
-pub mod delivery;
-pub mod endpoint;
-pub mod identity;
-pub mod peers;
-pub mod renewal;
-pub mod send;
+pub(crate) mod congestion;
+pub(crate) mod connect;
+pub(crate) mod credit;
+pub(crate) mod delivery;
+pub(crate) mod endpoint;
+pub(crate) mod identity;
+pub(crate) mod peers;
+pub(crate) mod renewal;
+pub(crate) mod send;

@@ -19,13 +19,13 @@ use crate::core::link_rule::{self, Existing, Initiator};
 use crate::node::link::send::LinkTurns;
 
 /// Connection close code: a duplicate link lost the tie-break.
-pub const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
+pub(crate) const LINK_DUPLICATE: VarInt = VarInt::from_u32(1);
 /// Connection close code: the peer is not one of this node's peers.
-pub const LINK_UNKNOWN_PEER: VarInt = VarInt::from_u32(2);
+pub(crate) const LINK_UNKNOWN_PEER: VarInt = VarInt::from_u32(2);
 /// Connection close code: the node is shutting down.
-pub const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
+pub(crate) const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
 /// Connection close code: the peer's certificate was revoked (it left the mesh).
-pub const LINK_REVOKED: VarInt = VarInt::from_u32(4);
+pub(crate) const LINK_REVOKED: VarInt = VarInt::from_u32(4);
 
 /// The certificate the peer presented on `conn`.
 pub(crate) fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
@@ -46,7 +46,7 @@ struct Link {
 
 /// A live link to a peer: its connection and the turns of its send buffer.
 #[derive(Clone)]
-pub struct PooledLink {
+pub(crate) struct PooledLink {
     /// The QUIC connection.
     pub conn: Connection,
     /// Every stream sent on `conn` writes through these.
@@ -62,7 +62,7 @@ struct Slot {
 
 /// Why no connection to a peer is available.
 #[derive(Debug, thiserror::Error)]
-pub enum PeerError {
+pub(crate) enum PeerError {
     /// The peer is not configured.
     #[error("`{0}` is not a known peer")]
     Unknown(String),
@@ -102,7 +102,7 @@ pub struct PeerInfo {
 }
 
 /// The set of peer connections of one node.
-pub struct PeerPool {
+pub(crate) struct PeerPool {
     local_id: String,
     /// Longer than any dial can take: see `core::link_rule`.
     settle: Duration,
@@ -120,7 +120,7 @@ impl Slot {
 
 impl PeerPool {
     /// A pool for the configured peers, none connected yet.
-    pub fn new(local_id: &str, peers: &[PeerConfig], settle: Duration) -> Self {
+    pub(crate) fn new(local_id: &str, peers: &[PeerConfig], settle: Duration) -> Self {
         let slots = peers
             .iter()
             .map(|p| {
@@ -145,7 +145,7 @@ impl PeerPool {
 
     /// Adds a node the scheduler introduced, unless it is already known (an address in the
     /// node's own config wins over a discovered one). Returns whether it was new.
-    pub fn add_discovered(&self, id: &str, address: Option<String>, region: &str) -> bool {
+    pub(crate) fn add_discovered(&self, id: &str, address: Option<String>, region: &str) -> bool {
         if id == self.local_id || self.removed.read().is_ok_and(|r| r.contains(id)) {
             return false;
         }
@@ -164,7 +164,7 @@ impl PeerPool {
 
     /// Adds or updates a configured peer (a reload): its address and region are the
     /// config's from now on. An existing link is kept.
-    pub fn configure(&self, peer: &PeerConfig) {
+    pub(crate) fn configure(&self, peer: &PeerConfig) {
         if peer.name == self.local_id {
             return;
         }
@@ -191,7 +191,7 @@ impl PeerPool {
 
     /// Forgets a peer (a reload removed it): its link is closed and it is refused from now
     /// on.
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         if let Ok(mut removed) = self.removed.write() {
             removed.insert(id.to_string());
         }
@@ -206,7 +206,7 @@ impl PeerPool {
     /// Closes every link whose peer certificate is now revoked, and forgets the removed
     /// node ids (without refusing them for good: if one joins the mesh again, the
     /// scheduler introduces it anew). Returns the peers cut off.
-    pub fn cut_off_revoked(&self, revocations: &crate::tls::Revocations) -> Vec<String> {
+    pub(crate) fn cut_off_revoked(&self, revocations: &crate::tls::Revocations) -> Vec<String> {
         let removed = revocations.snapshot().node_ids;
         let mut cut = Vec::new();
         for (id, slot) in self.all() {
@@ -234,15 +234,10 @@ impl PeerPool {
         cut
     }
 
-    /// The address to dial `id` at, when known.
-    pub fn address_of(&self, id: &str) -> Option<String> {
-        self.slot(id)?.address()
-    }
-
     /// Gives a known peer that had no address (it only dialed in) the address the scheduler
     /// introduced; returns whether it did (the caller then starts dialing it). A configured
     /// address is never replaced.
-    pub fn learn_address(&self, id: &str, address: &str) -> bool {
+    pub(crate) fn learn_address(&self, id: &str, address: &str) -> bool {
         let Some(slot) = self.slot(id) else { return false };
         let Ok(mut current) = slot.address.write() else { return false };
         if current.is_some() {
@@ -253,24 +248,24 @@ impl PeerPool {
     }
 
     /// Whether `id` is a configured peer.
-    pub fn is_known(&self, id: &str) -> bool {
+    pub(crate) fn is_known(&self, id: &str) -> bool {
         self.slot(id).is_some()
     }
 
     /// Configured peers that have an address to dial.
-    pub fn dialable(&self) -> Vec<(String, String)> {
+    pub(crate) fn dialable(&self) -> Vec<(String, String)> {
         self.all().into_iter().filter_map(|(id, s)| s.address().map(|a| (id, a))).collect()
     }
 
     /// The live connection to `id`, if any.
-    pub fn current(&self, id: &str) -> Option<Connection> {
+    pub(crate) fn current(&self, id: &str) -> Option<Connection> {
         let slot = self.slot(id)?;
         let link = slot.link.borrow();
         link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| l.conn.clone())
     }
 
     /// The live connection to `id`, waiting up to `wait` for one to come up.
-    pub async fn connection(&self, id: &str, wait: Duration) -> Result<PooledLink, PeerError> {
+    pub(crate) async fn connection(&self, id: &str, wait: Duration) -> Result<PooledLink, PeerError> {
         let slot = self.slot(id).ok_or_else(|| PeerError::Unknown(id.to_string()))?;
         let live = |l: &Option<Link>| l.as_ref().is_some_and(|l| l.conn.close_reason().is_none());
         let pooled = |l: &Option<Link>| {
@@ -291,7 +286,13 @@ impl PeerPool {
 
     /// Offers a newly established connection; returns whether it is now the peer's link.
     /// The losing connection (new or old) is closed.
-    pub fn install(&self, peer: &str, conn: Connection, turns: Arc<LinkTurns>, initiator: Initiator) -> bool {
+    pub(crate) fn install(
+        &self,
+        peer: &str,
+        conn: Connection,
+        turns: Arc<LinkTurns>,
+        initiator: Initiator,
+    ) -> bool {
         let Some(slot) = self.slot(peer) else {
             conn.close(LINK_UNKNOWN_PEER, b"unknown node");
             return false;
@@ -338,7 +339,7 @@ impl PeerPool {
     /// Whether the link to `id` is live and has carried a datagram within `quiet`: a link
     /// that keepalives should keep busy but that has gone silent is skipped by new flows
     /// at once, long before its idle timeout closes it.
-    pub fn is_healthy(&self, id: &str, quiet: Duration) -> bool {
+    pub(crate) fn is_healthy(&self, id: &str, quiet: Duration) -> bool {
         let Some(slot) = self.slot(id) else { return false };
         let link = slot.link.borrow();
         link.as_ref()
@@ -348,7 +349,7 @@ impl PeerPool {
 
     /// Samples the link to `id` every `every` until it closes, recording when datagrams
     /// arrive (quinn counts them; a rising count is a sign of life).
-    pub async fn watch_health(&self, id: &str, every: Duration) {
+    pub(crate) async fn watch_health(&self, id: &str, every: Duration) {
         let Some(slot) = self.slot(id) else { return };
         let Some((conn, heard)) = slot.link.borrow().as_ref().map(|l| (l.conn.clone(), l.heard.clone()))
         else {
@@ -367,7 +368,7 @@ impl PeerPool {
     }
 
     /// Every live link, by peer id.
-    pub fn live_links(&self) -> Vec<(String, Connection)> {
+    pub(crate) fn live_links(&self) -> Vec<(String, Connection)> {
         let mut out: Vec<(String, Connection)> =
             self.all().into_iter().filter_map(|(id, _)| self.current(&id).map(|c| (id, c))).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -375,7 +376,7 @@ impl PeerPool {
     }
 
     /// Closes every link (shutdown).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         for (_, slot) in self.all() {
             if let Some(l) = slot.link.borrow().as_ref() {
                 l.conn.close(LINK_SHUTDOWN, b"shutdown");
@@ -384,7 +385,7 @@ impl PeerPool {
     }
 
     /// A snapshot of every peer, sorted by id.
-    pub fn snapshot(&self) -> Vec<PeerInfo> {
+    pub(crate) fn snapshot(&self) -> Vec<PeerInfo> {
         let mut out: Vec<PeerInfo> = self.all().iter().map(|(id, slot)| peer_info(id, slot)).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out

@@ -12,20 +12,20 @@ use crate::node::Shared;
 
 /// When a certificate valid from `not_before` to `not_after` (Unix seconds) is renewed:
 /// after two thirds of its lifetime, leaving a third to get a new one.
-pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+pub(crate) fn renew_at(not_before: i64, not_after: i64) -> i64 {
     not_before.saturating_add(not_after.saturating_sub(not_before).max(0) * 2 / 3)
 }
 
 /// The renewal state of one node.
 #[derive(Debug, Default)]
-pub struct Renewal {
+pub(crate) struct Renewal {
     /// No request before this (a request is outstanding, or one was refused).
     hold_until: Option<Instant>,
 }
 
 impl Renewal {
     /// A certificate request, if renewal is due at `now_unix` and none is outstanding.
-    pub fn due(&mut self, shared: &Shared, now_unix: i64) -> Option<Vec<u8>> {
+    pub(crate) fn due(&mut self, shared: &Shared, now_unix: i64) -> Option<Vec<u8>> {
         if self.hold_until.is_some_and(|t| Instant::now() < t) {
             return None;
         }
@@ -49,7 +49,7 @@ impl Renewal {
     }
 
     /// The scheduler refused: try again later (the current certificate is still valid).
-    pub fn refused(&mut self, shared: &Shared, reason: &str) {
+    pub(crate) fn refused(&mut self, shared: &Shared, reason: &str) {
         warn!(reason = %crate::logging::log_escape(reason), "certificate renewal refused; trying again later");
         if let Some((not_before, not_after)) = shared.tls.identity().validity() {
             self.hold_until = Some(Instant::now() + retry_after(not_before, not_after));
@@ -57,7 +57,7 @@ impl Renewal {
     }
 
     /// A renewed certificate arrived: put it in force and write it to `mesh.cert`.
-    pub async fn renewed(&mut self, shared: &Arc<Shared>, cert_pem: String) {
+    pub(crate) async fn renewed(&mut self, shared: &Arc<Shared>, cert_pem: String) {
         self.hold_until = None;
         if let Err(e) = shared.tls.renew(&shared.endpoint, &cert_pem, shared.id()) {
             warn!("renewed certificate not usable, keeping the current one: {e:#}");

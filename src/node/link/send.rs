@@ -41,7 +41,7 @@ const OPENING_TAG: u64 = 0;
 
 /// One link's (one QUIC connection's) queue of writers, and its delivery clock.
 #[derive(Debug)]
-pub struct LinkTurns {
+pub(crate) struct LinkTurns {
     state: Mutex<Turns>,
     /// When the link last acknowledged packets: the progress of bytes already queued.
     delivery: Arc<LinkDelivery>,
@@ -50,18 +50,13 @@ pub struct LinkTurns {
 
 impl LinkTurns {
     /// The queue of the link `conn`.
-    pub fn new(conn: &quinn::Connection, credit: Arc<LinkCredit>) -> Self {
+    pub(crate) fn new(conn: &quinn::Connection, credit: Arc<LinkCredit>) -> Self {
         Self::with_delivery(Arc::new(LinkDelivery::of_connection(conn.clone())), credit)
     }
 
     /// A queue whose link delivers as `delivery` says.
-    pub fn with_delivery(delivery: Arc<LinkDelivery>, credit: Arc<LinkCredit>) -> Self {
+    pub(crate) fn with_delivery(delivery: Arc<LinkDelivery>, credit: Arc<LinkCredit>) -> Self {
         Self { state: Mutex::new(Turns::default()), delivery, credit }
-    }
-
-    /// The link's receive credit (for the directions that read from it).
-    pub fn credit(&self) -> &Arc<LinkCredit> {
-        &self.credit
     }
 
     fn lock(&self) -> MutexGuard<'_, Turns> {
@@ -234,7 +229,7 @@ impl Wake for QueueOnWake {
 /// stream for everything but writing: write with [`LinkSend::write_first`] and
 /// [`LinkSend::write_data`].
 #[derive(Debug)]
-pub struct LinkSend {
+pub(crate) struct LinkSend {
     stream: SendStream,
     link: Arc<LinkTurns>,
     id: u64,
@@ -244,19 +239,19 @@ pub struct LinkSend {
 
 impl LinkSend {
     /// `stream`, sent over the link whose queue is `link`.
-    pub fn new(stream: SendStream, link: Arc<LinkTurns>) -> Self {
+    pub(crate) fn new(stream: SendStream, link: Arc<LinkTurns>) -> Self {
         let id = link.lock().register();
         let on_wake = Waker::from(Arc::new(QueueOnWake { link: link.clone(), id }));
         Self { stream, link, id, on_wake }
     }
 
     /// A stall watch for the stream this one pairs with: it reads from the same link.
-    pub fn stall_watch(&self) -> StallWatch {
+    pub(crate) fn stall_watch(&self) -> StallWatch {
         StallWatch::new(self.link.credit.clone())
     }
 
     /// Writes a stream's first bytes (all of `chunks`) ahead of the link's flow data.
-    pub async fn write_first(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+    pub(crate) async fn write_first(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
         let _ = self.stream.set_priority(OPENING_PRIORITY);
         self.write_all_turns(chunks, true).await?;
         // What is already queued keeps its place; later data queues as flow data.
@@ -265,7 +260,7 @@ impl LinkSend {
     }
 
     /// Writes flow data, a slice per turn.
-    pub async fn write_data(&mut self, data: Bytes) -> Result<(), WriteError> {
+    pub(crate) async fn write_data(&mut self, data: Bytes) -> Result<(), WriteError> {
         self.write_data_moving(data, None).await
     }
 
@@ -273,7 +268,7 @@ impl LinkSend {
     /// of `activity`: quinn takes bytes only when the far end granted credit or the link
     /// acknowledged earlier bytes, so a write that goes in is delivery, even when it had to
     /// wait a long time for room.
-    pub async fn write_data_moving(
+    pub(crate) async fn write_data_moving(
         &mut self,
         mut data: Bytes,
         activity: Option<&Activity>,
@@ -291,7 +286,7 @@ impl LinkSend {
 
     /// Finishes the stream and hands its delivery to `activity`: until the far end has
     /// acknowledged every byte, the link's acknowledgements count as the flow's progress.
-    pub fn finish_delivering(&mut self, activity: &Activity) -> Result<(), quinn::ClosedStream> {
+    pub(crate) fn finish_delivering(&mut self, activity: &Activity) -> Result<(), quinn::ClosedStream> {
         self.stream.finish()?;
         let stopped = self.stream.stopped();
         activity.delivering(
@@ -305,7 +300,7 @@ impl LinkSend {
 
     /// Writes `chunks` as flow data in as few turns as quinn allows (for small framed
     /// writes whose parts belong together; large data goes through [`Self::write_data`]).
-    pub async fn write_data_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+    pub(crate) async fn write_data_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
         self.write_all_turns(chunks, false).await
     }
 

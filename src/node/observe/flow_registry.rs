@@ -48,7 +48,7 @@ impl FlowRole {
 
 /// What is known of a flow.
 #[derive(Debug, Clone, Default)]
-pub struct FlowMeta {
+pub(crate) struct FlowMeta {
     /// The flow id (chosen by the origin).
     pub flow_id: u64,
     /// The origin node.
@@ -65,7 +65,7 @@ pub struct FlowMeta {
 
 /// One open flow's record.
 #[derive(Debug)]
-pub struct FlowRecord {
+pub(crate) struct FlowRecord {
     key: u64,
     started: Instant,
     bytes: Arc<AtomicU64>,
@@ -74,12 +74,12 @@ pub struct FlowRecord {
 
 impl FlowRecord {
     /// The counter the flow's splice adds its bytes to (both directions).
-    pub fn bytes(&self) -> Arc<AtomicU64> {
+    pub(crate) fn bytes(&self) -> Arc<AtomicU64> {
         self.bytes.clone()
     }
 
     /// Updates what is known of the flow.
-    pub fn describe(&self, f: impl FnOnce(&mut FlowMeta)) {
+    pub(crate) fn describe(&self, f: impl FnOnce(&mut FlowMeta)) {
         let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut meta);
     }
@@ -108,7 +108,7 @@ pub struct FlowInfo {
 
 /// The open flows of one node.
 #[derive(Debug, Default)]
-pub struct FlowRegistry {
+pub(crate) struct FlowRegistry {
     flows: Mutex<HashMap<u64, Arc<FlowRecord>>>,
     next_key: AtomicU64,
 }
@@ -119,7 +119,7 @@ impl FlowRegistry {
     }
 
     /// Registers a new flow.
-    pub fn register(&self) -> Arc<FlowRecord> {
+    pub(crate) fn register(&self) -> Arc<FlowRecord> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(FlowRecord {
             key,
@@ -132,12 +132,12 @@ impl FlowRegistry {
     }
 
     /// Forgets a flow.
-    pub fn remove(&self, record: &FlowRecord) {
+    pub(crate) fn remove(&self, record: &FlowRecord) {
         self.lock().remove(&record.key);
     }
 
     /// The open flows, busiest first, at most `limit` of them.
-    pub fn snapshot(&self, limit: usize) -> Vec<FlowInfo> {
+    pub(crate) fn snapshot(&self, limit: usize) -> Vec<FlowInfo> {
         // Copy the records out first: flows starting and ending wait on this lock.
         let mut records: Vec<Arc<FlowRecord>> = self.lock().values().cloned().collect();
         let bytes = |r: &Arc<FlowRecord>| r.bytes.load(Ordering::Relaxed);
@@ -166,7 +166,7 @@ impl FlowRegistry {
     }
 
     /// Open flows by role, every role listed (zero included).
-    pub fn count_by_role(&self) -> Vec<(FlowRole, u64)> {
+    pub(crate) fn count_by_role(&self) -> Vec<(FlowRole, u64)> {
         let records: Vec<Arc<FlowRecord>> = self.lock().values().cloned().collect();
         let mut counts: HashMap<FlowRole, u64> = FlowRole::ALL.iter().map(|r| (*r, 0)).collect();
         for r in &records {

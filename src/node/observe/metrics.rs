@@ -9,7 +9,7 @@ use crate::node::observe::stats::Stats;
 use crate::prometheus::family;
 
 /// Everything the metrics are made of.
-pub struct MetricsInput<'a> {
+pub(crate) struct MetricsInput<'a> {
     /// The counters.
     pub stats: &'a Stats,
     /// The peers, with link health.
@@ -27,7 +27,7 @@ pub struct MetricsInput<'a> {
 }
 
 /// Renders every metric.
-pub fn render(input: &MetricsInput<'_>) -> String {
+pub(crate) fn render(input: &MetricsInput<'_>) -> String {
     let s = input.stats;
     let mut out = String::new();
     family(&mut out, "proxy_flows_current", "gauge", "Flows open now, any role.")

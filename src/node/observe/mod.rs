@@ -2,7 +2,7 @@
 //! routes with their chosen paths ([`route_view`]), and the Prometheus rendering of all of
 //! it ([`metrics`]). The admin API serves these as JSON, `/metrics` as text.
 
-pub mod flow_registry;
-pub mod metrics;
-pub mod route_view;
-pub mod stats;
+pub(crate) mod flow_registry;
+pub(crate) mod metrics;
+pub(crate) mod route_view;
+pub(crate) mod stats;

@@ -35,7 +35,7 @@ pub struct RouteInfo {
 }
 
 /// What the view needs besides the route itself.
-pub struct RouteContext<'a> {
+pub(crate) struct RouteContext<'a> {
     /// This node's id.
     pub me: &'a str,
     /// Candidate relay lists for the route (instructed, static, direct), remote routes only.
@@ -51,7 +51,7 @@ pub struct RouteContext<'a> {
 }
 
 /// Builds the view of `route`; `is_up` says whether a link can take new flows.
-pub fn route_info(route: &Route, ctx: RouteContext<'_>, is_up: impl Fn(&str) -> bool) -> RouteInfo {
+pub(crate) fn route_info(route: &Route, ctx: RouteContext<'_>, is_up: impl Fn(&str) -> bool) -> RouteInfo {
     let full = |exit: &str, relays: &[String]| {
         let p = path_via(exit, relays);
         std::iter::once(p.first_hop).chain(p.hops).collect::<Vec<String>>()

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-pub use crate::core::route::RouteCounters;
+pub(crate) use crate::core::route::RouteCounters;
 use crate::core::wire::RefuseReason;
 
 /// Live counters of one node.
 #[derive(Debug)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Flows open now (any role).
     pub flows_current: AtomicU64,
     /// Flows accepted from local applications since start.
@@ -51,7 +51,7 @@ pub struct Counters {
 
 impl Counters {
     /// Fresh counters.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             flows_current: AtomicU64::new(0),
             flows_originated: AtomicU64::new(0),
@@ -75,7 +75,7 @@ impl Counters {
     }
 
     /// Counts a refusal learned at the origin, for route `route` when known.
-    pub fn refused_origin(&self, reason: RefuseReason, route: Option<&RouteCounters>) {
+    pub(crate) fn refused_origin(&self, reason: RefuseReason, route: Option<&RouteCounters>) {
         self.refused_at_origin[reason.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(route) = route {
             route.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
@@ -83,7 +83,7 @@ impl Counters {
     }
 
     /// Counts a refusal of an inbound flow.
-    pub fn refused_here(&self, reason: RefuseReason) {
+    pub(crate) fn refused_here(&self, reason: RefuseReason) {
         self.refused_inbound[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -182,7 +182,7 @@ fn lookup(list: &[(String, u64)], key: &str) -> u64 {
 }
 
 /// Takes a snapshot; `routes` in config order.
-pub fn snapshot(
+pub(crate) fn snapshot(
     node_id: &str,
     c: &Counters,
     routes: &[(String, Arc<RouteCounters>)],

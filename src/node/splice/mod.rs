@@ -11,10 +11,10 @@
 //! sides, and each direction holds at most one chunk of its own (backpressure is the
 //! stream window on one side and the socket buffer on the other).
 
-pub mod streams;
-pub mod tcp_io;
-pub mod tcp_pair;
-pub mod tcp_stream;
+pub(crate) mod streams;
+pub(crate) mod tcp_io;
+pub(crate) mod tcp_pair;
+pub(crate) mod tcp_stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,28 +28,28 @@ use crate::node::link::send::LinkSend;
 use crate::node::observe::stats::Counters;
 
 /// Application error codes used when resetting or stopping flow streams.
-pub mod codes {
+pub(crate) mod codes {
     use quinn::VarInt;
     /// The TCP side was reset or failed.
-    pub const TCP_RESET: VarInt = VarInt::from_u32(1);
+    pub(crate) const TCP_RESET: VarInt = VarInt::from_u32(1);
     /// The flow timed out (idle or half-closed).
-    pub const TIMEOUT: VarInt = VarInt::from_u32(2);
+    pub(crate) const TIMEOUT: VarInt = VarInt::from_u32(2);
     /// The node is shutting down and the drain deadline passed.
-    pub const SHUTDOWN: VarInt = VarInt::from_u32(3);
+    pub(crate) const SHUTDOWN: VarInt = VarInt::from_u32(3);
     /// The flow was refused; the reply says why.
-    pub const REFUSED: VarInt = VarInt::from_u32(4);
+    pub(crate) const REFUSED: VarInt = VarInt::from_u32(4);
     /// The far side reset the stream, passed on.
-    pub const PEER_RESET: VarInt = VarInt::from_u32(5);
+    pub(crate) const PEER_RESET: VarInt = VarInt::from_u32(5);
     /// A multipath subflow's path was lost; the flow goes on without it.
-    pub const PATH_LOST: VarInt = VarInt::from_u32(6);
+    pub(crate) const PATH_LOST: VarInt = VarInt::from_u32(6);
     /// A whole multipath flow ends in a reset (its TCP side was reset, it timed out, or no
     /// path was left); relays pass it on unchanged on every subflow.
-    pub const FLOW_RESET: VarInt = VarInt::from_u32(7);
+    pub(crate) const FLOW_RESET: VarInt = VarInt::from_u32(7);
 }
 
 /// What a spliced flow runs under: its timeouts, the node's counters, the shutdown signal,
 /// and the route whose byte count it adds to (origin side only).
-pub struct FlowEnv {
+pub(crate) struct FlowEnv {
     /// Idle, half-closed and reply timeouts.
     pub timeouts: FlowTimeouts,
     /// The node's counters.
@@ -66,7 +66,7 @@ pub struct FlowEnv {
 
 /// How a flow ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowEnd {
+pub(crate) enum FlowEnd {
     /// Both directions finished cleanly.
     Completed,
     /// The far end refused the flow.

@@ -25,7 +25,7 @@ const CHUNK: usize = 64 * 1024;
 const REPLY_MAX: usize = crate::core::wire::REPLY_PREFIX_LEN + crate::core::wire::MAX_REPLY_BODY;
 
 /// One side of a relayed flow: the streams to and from one neighbour.
-pub struct StreamPair {
+pub(crate) struct StreamPair {
     /// Towards the neighbour.
     pub send: LinkSend,
     /// From the neighbour.
@@ -34,7 +34,7 @@ pub struct StreamPair {
 
 /// Relays between the previous node (`back`) and the next (`ahead`) until both directions
 /// finish, or resets both on any failure.
-pub async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
+pub(crate) async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
     let FlowEnv { timeouts, counters, mut force, bytes, route, .. } = env;
     let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);

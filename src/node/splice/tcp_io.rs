@@ -18,29 +18,29 @@ use crate::node::observe::stats::Counters;
 use crate::node::splice::FlowEnd;
 
 /// Makes a later drop of `tcp` send an RST (see the module comment).
-pub fn arm_reset_on_drop(tcp: &TcpStream) {
+pub(crate) fn arm_reset_on_drop(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
 }
 
 /// Restores a normal close (FIN) for a flow that completed.
-pub fn disarm_reset_on_drop(tcp: &TcpStream) {
+pub(crate) fn disarm_reset_on_drop(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_linger(None);
 }
 
 /// Closes a TCP connection with an RST instead of a FIN.
-pub fn reset_tcp(tcp: TcpStream) {
+pub(crate) fn reset_tcp(tcp: TcpStream) {
     arm_reset_on_drop(&tcp);
     drop(tcp);
 }
 
 /// Sends FIN on `tcp`; a failure means the connection is already gone.
-pub fn shutdown_write(tcp: &TcpStream) -> Result<(), FlowEnd> {
+pub(crate) fn shutdown_write(tcp: &TcpStream) -> Result<(), FlowEnd> {
     socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write).map_err(|_| FlowEnd::TcpReset)
 }
 
 /// Completes when the socket reports an error (an RST from the application), so a reset
 /// is passed on even when no direction is reading or writing it at that moment.
-pub async fn error_reported(tcp: &TcpStream) {
+pub(crate) async fn error_reported(tcp: &TcpStream) {
     loop {
         if tcp.ready(Interest::ERROR).await.is_err() {
             return;
@@ -54,7 +54,7 @@ pub async fn error_reported(tcp: &TcpStream) {
 }
 
 /// Writes all of `bytes`.
-pub async fn write_all(
+pub(crate) async fn write_all(
     tcp: &TcpStream,
     mut bytes: &[u8],
     activity: &Activity,
@@ -79,7 +79,7 @@ pub async fn write_all(
 const MAX_SLICES: usize = 32;
 
 /// Writes all of `chunks` with as few `writev` calls as the socket allows.
-pub async fn write_all_vectored(
+pub(crate) async fn write_all_vectored(
     tcp: &TcpStream,
     mut chunks: &mut [Bytes],
     activity: &Activity,

@@ -14,7 +14,7 @@ use crate::node::splice::{FlowEnd, FlowEnv};
 
 /// Copies between `client` and `upstream` until both directions finish; resets both on
 /// any failure.
-pub async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) -> FlowEnd {
+pub(crate) async fn splice_tcp(client: TcpStream, upstream: TcpStream, env: FlowEnv) -> FlowEnd {
     let FlowEnv { timeouts, counters, mut force, route, bytes, .. } = env;
     tcp_io::arm_reset_on_drop(&client);
     tcp_io::arm_reset_on_drop(&upstream);

@@ -41,9 +41,7 @@ const GATHER: usize = 16;
 const SMALL_READ: usize = 4 * 1024;
 
 /// What happens on the stream-to-TCP side before plain copying starts.
-pub enum Prelude {
-    /// Nothing: copy at once.
-    Nothing,
+pub(crate) enum Prelude {
     /// These bytes (that arrived behind the header) go to TCP first.
     WriteFirst(Bytes),
     /// The opener's side: read the far end's reply first.
@@ -52,7 +50,7 @@ pub enum Prelude {
 
 /// Splices `tcp` and the stream until both directions finish, or resets both sides on
 /// any failure. `force` turning true aborts the flow (shutdown deadline).
-pub async fn splice(
+pub(crate) async fn splice(
     tcp: TcpStream,
     mut send: LinkSend,
     mut recv: RecvStream,
@@ -109,7 +107,7 @@ pub async fn splice(
 }
 
 /// Resets both sides of a flow: stream reset and stopped, TCP closed with an RST.
-pub fn abort(tcp: TcpStream, send: &mut LinkSend, recv: &mut RecvStream, code: VarInt) {
+pub(crate) fn abort(tcp: TcpStream, send: &mut LinkSend, recv: &mut RecvStream, code: VarInt) {
     let _ = send.reset(code);
     let _ = recv.stop(code);
     tcp_io::reset_tcp(tcp);
@@ -179,7 +177,6 @@ async fn stream_to_tcp(
     awaiting_reply: &AtomicBool,
 ) -> Result<(), FlowEnd> {
     match prelude {
-        Prelude::Nothing => {}
         Prelude::WriteFirst(bytes) => tcp_io::write_all(tcp, &bytes, activity, counters).await?,
         Prelude::ExpectReply => {
             let rest = tokio::time::timeout(reply_timeout, read_reply(recv))
