@@ -56,13 +56,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
         check.budget_fits_windows(m, l);
     }
     let exit_policy = check.exit_policy(raw.exit_policy.as_ref().map(|p| p.allow.as_slice()));
-    let mut errors = check.errors;
-    if !errors.is_empty() {
-        // Stable: errors without a line, or on the same line, keep the order of checks.
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        return Err(errors);
-    }
-    let config = (|| {
+    check.finish(|| {
         Some(Config {
             source: None,
             common: common?,
@@ -74,15 +68,6 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
             limits: limits?,
             exit_policy: exit_policy?,
         })
-    })();
-    // Every `None` above comes with an error, so this cannot fail; say so rather than
-    // panic if a future check forgets to report.
-    config.ok_or_else(|| {
-        vec![ConfigError {
-            key: "(config)".into(),
-            line: None,
-            message: "internal error: a section failed without saying why".into(),
-        }]
     })
 }
 
@@ -96,6 +81,25 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The errors in file order, or what `build` makes of the values that passed. Every
+    /// check that fails reports, so `build` cannot fail when none did; should a future
+    /// check forget to, this says so rather than panic.
+    fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Vec<ConfigError>> {
+        let mut errors = self.errors;
+        if !errors.is_empty() {
+            // Stable: errors without a line, or on the same line, keep the order of checks.
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(errors);
+        }
+        build().ok_or_else(|| {
+            vec![ConfigError {
+                key: "(config)".into(),
+                line: None,
+                message: "internal error: a check failed without saying why".into(),
+            }]
+        })
+    }
+
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         let line = raw::line_of(self.text, &key);

@@ -58,12 +58,7 @@ pub(crate) fn validate_scheduler(
     let data_dir = base_dir.join(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     let node_cert_lifetime =
         check.check("node_cert_lifetime", node_cert_lifetime(raw.node_cert_lifetime.as_deref()));
-    let mut errors = check.errors;
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        return Err(errors);
-    }
-    let config = (|| {
+    check.finish(|| {
         Some(SchedulerConfig {
             bind: bind?,
             cert: cert?,
@@ -84,14 +79,6 @@ pub(crate) fn validate_scheduler(
             data_dir,
             node_cert_lifetime: node_cert_lifetime?,
         })
-    })();
-    // Every `None` above comes with an error; say so rather than panic if one forgets.
-    config.ok_or_else(|| {
-        vec![ConfigError {
-            key: "(config)".into(),
-            line: None,
-            message: "internal error: a key failed without saying why".into(),
-        }]
     })
 }
 
