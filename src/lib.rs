@@ -23,7 +23,6 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
-pub(crate) mod atomic_file;
 pub mod cli;
 pub(crate) mod clock;
 pub mod config;
@@ -41,6 +40,7 @@ pub(crate) mod prometheus;
 pub mod quic;
 pub mod scheduler;
 pub(crate) mod shutdown;
+pub(crate) mod state_file;
 pub(crate) mod text_table;
 pub mod tls;
 

@@ -282,7 +282,7 @@ fn load_instructions(config: &Config) -> InstructionCache {
             cache.apply(set);
         }
         Ok(None) => {}
-        Err(e) => warn!("{e}"),
+        Err(e) => warn!("cached instructions ignored: {e}"),
     }
     cache
 }
@@ -294,7 +294,7 @@ fn load_revocations(config: &Config) -> Arc<crate::tls::Revocations> {
         Ok(Some(list)) => crate::tls::RevokedSet::from(&list),
         Ok(None) => crate::tls::RevokedSet::default(),
         Err(e) => {
-            warn!("{e}");
+            warn!("cached revocations ignored: {e}");
             crate::tls::RevokedSet::default()
         }
     };

@@ -9,33 +9,15 @@
 //! never a torn one. A file that does not decode is reported and ignored (the node falls
 //! back to its static routes); it is never trusted partly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::core::control::{self, InstructionSet, RevocationList};
 
 const FILE: &str = "instructions.bin";
 const REVOCATIONS_FILE: &str = "revocations.bin";
 
-/// Why the stored instructions could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file is there but is not a valid instruction set.
-    #[error("{path}: not a valid file ({message}); ignored")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        message: String,
-    },
-}
+/// Why the stored instructions or revocations could not be used.
+pub type StoreError = crate::state_file::StateFileError;
 
 /// Writes `set` to `dir` atomically.
 pub fn save(dir: &Path, set: &InstructionSet) -> Result<(), StoreError> {
@@ -59,26 +41,19 @@ pub fn load_revocations(dir: &Path) -> Result<Option<RevocationList>, StoreError
 
 fn save_frame<T: bincode::Encode>(dir: &Path, file_name: &str, message: &T) -> Result<(), StoreError> {
     let path = dir.join(file_name);
-    let io = |source| StoreError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let bytes = control::encode(message)
-        .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-    crate::atomic_file::replace(&path, &bytes, None).map_err(io)
+    std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    let bytes = control::encode(message).map_err(|e| StoreError::corrupt(&path, e))?;
+    crate::state_file::replace(&path, &bytes, None).map_err(StoreError::io(&path))
 }
 
 fn load_frame<T: bincode::Decode<()>>(dir: &Path, file_name: &str) -> Result<Option<T>, StoreError> {
     let path = dir.join(file_name);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StoreError::Io { path, source }),
-    };
-    let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), message };
+    let Some(bytes) = crate::state_file::read(&path)? else { return Ok(None) };
     match control::decode::<T>(&bytes, bytes.len().max(control::FRAME_PREFIX_LEN)) {
         Ok(Some((set, used))) if used == bytes.len() => Ok(Some(set)),
-        Ok(Some(_)) => Err(corrupt("trailing bytes".into())),
-        Ok(None) => Err(corrupt("truncated".into())),
-        Err(e) => Err(corrupt(e.to_string())),
+        Ok(Some(_)) => Err(StoreError::corrupt(&path, "trailing bytes")),
+        Ok(None) => Err(StoreError::corrupt(&path, "truncated")),
+        Err(e) => Err(StoreError::corrupt(&path, e)),
     }
 }
 
@@ -87,7 +62,7 @@ mod tests {
     use super::*;
     use crate::core::control::{InstructedPath, RouteInstruction};
 
-    fn dir(tag: &str) -> PathBuf {
+    fn dir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("proxy-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d

@@ -71,7 +71,7 @@ impl Renewal {
             return;
         }
         match tokio::task::spawn_blocking(move || {
-            crate::atomic_file::replace(&path, cert_pem.as_bytes(), None)
+            crate::state_file::replace(&path, cert_pem.as_bytes(), None)
         })
         .await
         {

@@ -9,25 +9,7 @@ use std::path::{Path, PathBuf};
 use super::registry::Registry;
 
 /// Errors reading or writing the registry.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A file could not be read, written or locked.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The registry file is not a registry.
-    #[error("{path}: not a registry: {message}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        message: String,
-    },
-}
+pub type StoreError = crate::state_file::StateFileError;
 
 /// The registry's directory.
 #[derive(Debug, Clone)]
@@ -75,30 +57,30 @@ impl RegistryStore {
 
     fn lock(&self, exclusive: bool) -> Result<fs::File, StoreError> {
         let path = self.dir.join("registry.lock");
-        let io = |source| StoreError::Io { path: path.clone(), source };
-        fs::create_dir_all(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-        if exclusive { file.lock() } else { file.lock_shared() }.map_err(io)?;
+        fs::create_dir_all(&self.dir).map_err(StoreError::io(&self.dir))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(StoreError::io(&path))?;
         Ok(file)
     }
 
     fn read(&self) -> Result<Registry, StoreError> {
         let path = self.file();
-        match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
-            Err(source) => Err(StoreError::Io { path, source }),
+        match crate::state_file::read(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e)),
+            None => Ok(Registry::default()),
         }
     }
 
     fn write(&self, registry: &Registry) -> Result<(), StoreError> {
         let path = self.file();
-        let io = |source| StoreError::Io { path: path.clone(), source };
-        let text = serde_json::to_string_pretty(registry)
-            .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let text = serde_json::to_string_pretty(registry).map_err(|e| StoreError::corrupt(&path, e))?;
         // Only hashes of tokens are stored, but member records are nobody else's business.
-        crate::atomic_file::replace(&path, text.as_bytes(), Some(0o600)).map_err(io)
+        crate::state_file::replace(&path, text.as_bytes(), Some(0o600)).map_err(StoreError::io(&path))
     }
 }
 

@@ -1,6 +1,7 @@
-//! Replacing a file so that a crash at any moment leaves either the old contents or the
-//! new, never a mix or nothing: the renewed certificate, the instruction and revocation
-//! caches, the scheduler's registry.
+//! Files that hold state across restarts (the renewed certificate, the instruction and
+//! revocation caches, the scheduler's registry): read back with an error that names the
+//! file, and replaced so that a crash at any moment leaves either the old contents or the
+//! new, never a mix or nothing.
 //!
 //! The new contents go to `<file>.new` in the same directory, are synced, and are renamed
 //! over the file; then the directory itself is synced, since the rename is an update of
@@ -10,6 +11,48 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// Why a state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The file (or its directory) could not be read, written or locked.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is there but does not hold what it should.
+    #[error("{path}: not a valid file: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl StateFileError {
+    /// An I/O error on `path`.
+    pub(crate) fn io(path: &Path) -> impl Fn(io::Error) -> Self + '_ {
+        move |source| Self::Io { path: path.to_path_buf(), source }
+    }
+
+    /// `path`'s contents were not valid.
+    pub(crate) fn corrupt(path: &Path, message: impl std::fmt::Display) -> Self {
+        Self::Corrupt { path: path.to_path_buf(), message: message.to_string() }
+    }
+}
+
+/// The contents of `path`; `None` when there is no such file.
+pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>, StateFileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateFileError::Io { path: path.to_path_buf(), source }),
+    }
+}
 
 /// Replaces `path` with `bytes`. `mode` sets the permission bits on Unix (e.g. `0o600`
 /// for a file holding secrets); `None` leaves the process's default.
@@ -63,7 +106,7 @@ mod tests {
     use super::*;
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("proxy-atomic-{tag}-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("proxy-state-file-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("dir");
         d
@@ -86,6 +129,14 @@ mod tests {
         replace(&path, b"s", Some(0o600)).expect("write");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_missing_file_reads_as_none_and_an_error_names_the_file() {
+        let path = dir("read").join("absent");
+        assert!(matches!(read(&path), Ok(None)));
+        let err = read(&dir("read-dir")).expect_err("a directory is not a file");
+        assert!(err.to_string().contains("read-dir"), "{err}");
     }
 
     #[test]
