@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::control;
+use crate::core::control::SCHEDULER_ID;
 use crate::core::enroll::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
 use crate::core::join_token::JoinToken;
 
@@ -173,7 +173,7 @@ fn check_names(options: &JoinOptions) -> Result<(), JoinError> {
             crate::logging::log_escape(&options.node_id)
         )));
     }
-    if !crate::scheduler::enrollment::is_valid_region(&options.region) {
+    if !crate::core::enroll::is_valid_region(&options.region) {
         return Err(JoinError::Usage("--region: use 1-63 of letters, digits, '-', '_' and '.'".into()));
     }
     Ok(())
@@ -201,7 +201,7 @@ async fn exchange(
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_chunk(Bytes::from(control::encode(request)?)).await?;
     send.finish()?;
-    let reply = crate::scheduler::join_session::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await?;
+    let reply = crate::quic::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await?;
     conn.close(quinn::VarInt::from_u32(0), b"done");
     endpoint.wait_idle().await;
     Ok(reply)

@@ -239,7 +239,7 @@ pub struct WrittenFiles {
 /// # }
 /// ```
 pub fn init_mesh(dir: &Path, nodes: &[String]) -> Result<WrittenFiles, PkiError> {
-    let reserved = crate::config::scheduler::SCHEDULER_ID;
+    let reserved = crate::core::control::SCHEDULER_ID;
     if let Some(bad) = nodes.iter().find(|n| !crate::core::wire::is_valid_node_id(n) || *n == reserved) {
         return Err(PkiError::InvalidNodeId(bad.clone()));
     }

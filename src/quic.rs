@@ -1,6 +1,6 @@
 //! QUIC endpoints for every part of the mesh that speaks it (node links, the scheduler,
-//! the link emulator's sockets): the UDP socket setup and an endpoint built from a TLS
-//! identity. What a node's links negotiate (windows, controller) is the node's business:
+//! the link emulator's sockets): the UDP socket setup, an endpoint built from a TLS
+//! identity, and reading one framed message from a stream (the join exchange). What a node's links negotiate (windows, controller) is the node's business:
 //! see `node::endpoint`.
 
 use std::net::SocketAddr;
@@ -95,4 +95,28 @@ pub fn apply_identity(
     server.transport_config(transport);
     endpoint.set_server_config(Some(server));
     Ok(client)
+}
+
+/// Reads exactly one frame (at most `max` bytes of body) from a stream that carries
+/// nothing else.
+pub async fn read_frame<T: bincode::Decode<()>>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> anyhow::Result<T> {
+    let mut buf = Vec::new();
+    loop {
+        match crate::core::control::decode::<T>(&buf, max) {
+            Ok(Some((message, _))) => return Ok(message),
+            Ok(None) => {}
+            Err(crate::core::control::FrameError::Malformed { message, .. }) => {
+                anyhow::bail!("malformed: {message}")
+            }
+            Err(e) => anyhow::bail!("{e}"),
+        }
+        match recv.read_chunk(max + crate::core::control::FRAME_PREFIX_LEN - buf.len().min(max), true).await?
+        {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => anyhow::bail!("the stream ended before a whole message"),
+        }
+    }
 }

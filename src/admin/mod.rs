@@ -1,5 +1,6 @@
-//! The node's admin API over HTTP/1.1 (issue 6): health, status and metrics for people,
-//! scrapers and `proxy status`.
+//! The admin API's HTTP layer, shared by the node and the scheduler: health, status and
+//! metrics for people, scrapers and `proxy status`. Each serves its own routes
+//! (`node::admin_api`, `scheduler::admin`) through it.
 //!
 //! Everything is in [`http`]: the server ([`http::serve`]), its access rules (Host header
 //! against DNS rebinding, bearer token, a bind check that keeps a token-less API on
@@ -12,7 +13,6 @@
 //! client. `http` re-exports what the others make public.
 
 mod access;
-pub mod api;
 mod client;
 pub mod http;
 mod request;

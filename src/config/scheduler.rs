@@ -33,8 +33,7 @@ use std::time::Duration;
 use super::{ConfigError, ConfigErrors, LogConfig};
 use crate::core::pathfind::Objective;
 
-/// The node id a scheduler's certificate names, and the server name nodes dial it by.
-pub const SCHEDULER_ID: &str = "scheduler";
+pub use crate::core::control::SCHEDULER_ID;
 
 /// Where the scheduler's admin API answers unless `admin_addr` says otherwise.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9900";

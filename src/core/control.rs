@@ -25,6 +25,9 @@ pub mod close_codes {
     pub const BUSY: u32 = 5;
 }
 
+/// The node id a scheduler's certificate names, and the server name nodes dial it by.
+pub const SCHEDULER_ID: &str = "scheduler";
+
 /// First bytes of every control frame.
 pub const CONTROL_MAGIC: [u8; 4] = *b"PXSC";
 /// Protocol version.

@@ -8,6 +8,12 @@ use bincode::{Decode, Encode};
 /// request and a few names; a reply two certificates.
 pub const MAX_JOIN_FRAME: usize = 16 * 1024;
 
+/// A region label a joining node may give: short, and safe to show and log.
+pub fn is_valid_region(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// A machine asking to join.
 #[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct JoinRequest {

@@ -221,7 +221,7 @@ fn make_certificates(dir: &Path) -> anyhow::Result<()> {
     let ca = MeshCa::generate("proxy demo CA")?;
     let mut written = Vec::new();
     pki::write_file(&dir.join("ca.crt"), &ca.cert_pem(), false, &mut written)?;
-    for id in NODES.iter().copied().chain(PAIR).chain([crate::config::scheduler::SCHEDULER_ID]) {
+    for id in NODES.iter().copied().chain(PAIR).chain([crate::core::control::SCHEDULER_ID]) {
         let cert = ca.issue_node_cert(id, 1)?;
         pki::write_file(&dir.join(format!("{id}.crt")), &cert.cert_pem, false, &mut written)?;
         pki::write_file(&dir.join(format!("{id}.key")), &cert.key_pem, true, &mut written)?;

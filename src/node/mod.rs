@@ -19,6 +19,7 @@
 //! `FlowGuard`, which holds a permit of the node's flow semaphore: the number of flows
 //! is bounded, and shutdown waits for the permits to come back.
 
+mod admin_api;
 pub(crate) mod control;
 pub(crate) mod flow;
 pub(crate) mod link;
@@ -215,7 +216,7 @@ impl Node {
         tokio::spawn(crate::admin::http::serve(
             admin,
             rules,
-            crate::admin::api::node_handler(view),
+            admin_api::node_handler(view),
             shared.force.clone(),
         ));
         info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, admin = %admin_addr, "node started");

@@ -1,4 +1,4 @@
-//! The scheduler's admin routes, in the style of the node's ([`crate::admin::api`]):
+//! The scheduler's admin routes, in the style of the node's (`node::admin_api`):
 //!
 //! - `GET /api/nodes`: every registered node ([`NodeSnapshot`]);
 //! - `GET /api/links`: every reported link with the metrics the computation sees, whether

@@ -8,13 +8,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn::{Connection, RecvStream, VarInt};
+use quinn::{Connection, VarInt};
 use tracing::{debug, info};
 
 use super::enrollment::Enrollment;
 use crate::clock::unix_now;
+use crate::core::control;
 use crate::core::control::close_codes;
-use crate::core::control::{self, FrameError};
 use crate::core::enroll::{JoinReply, JoinRequest, MAX_JOIN_FRAME};
 
 /// The whole exchange, from the handshake to the reply.
@@ -88,7 +88,7 @@ async fn exchange(
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let from = conn.remote_address().ip();
-    let reply = match read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME).await {
+    let reply = match crate::quic::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME).await {
         Ok(request) => {
             let enrollment = enrollment.clone();
             let reply =
@@ -107,24 +107,6 @@ async fn exchange(
     send.write_chunk(Bytes::from(control::encode(&reply)?)).await?;
     send.finish()?;
     Ok(())
-}
-
-/// Reads exactly one frame (at most `max` bytes of body) from a stream that carries
-/// nothing else.
-pub async fn read_frame<T: bincode::Decode<()>>(recv: &mut RecvStream, max: usize) -> anyhow::Result<T> {
-    let mut buf = Vec::new();
-    loop {
-        match control::decode::<T>(&buf, max) {
-            Ok(Some((message, _))) => return Ok(message),
-            Ok(None) => {}
-            Err(FrameError::Malformed { message, .. }) => anyhow::bail!("malformed: {message}"),
-            Err(e) => anyhow::bail!("{e}"),
-        }
-        match recv.read_chunk(max + control::FRAME_PREFIX_LEN - buf.len().min(max), true).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None => anyhow::bail!("the stream ended before a whole message"),
-        }
-    }
 }
 
 #[cfg(test)]

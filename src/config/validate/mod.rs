@@ -336,7 +336,7 @@ impl Checker<'_> {
 /// A node id is used as a DNS name in certificates: 1 to 63 characters of `[a-z0-9-]`,
 /// not starting or ending with `-`.
 fn check_node_id(id: &str) -> Result<&str, String> {
-    if id == crate::config::scheduler::SCHEDULER_ID {
+    if id == crate::core::control::SCHEDULER_ID {
         return Err("`scheduler` is reserved for the scheduler's certificate".to_owned());
     }
     if id.is_empty() || id.len() > 63 {

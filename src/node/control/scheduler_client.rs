@@ -14,7 +14,7 @@ use quinn::{Connection, SendStream};
 use tracing::{debug, info, warn};
 
 use crate::config::SchedulerClientConfig;
-use crate::config::scheduler::SCHEDULER_ID;
+use crate::core::control::SCHEDULER_ID;
 use crate::core::control::close_codes;
 use crate::core::control::{
     self, FrameError, LinkCapacity, LinkReport, NodeIntro, Registration, RevocationList, RouteReport, ToNode,

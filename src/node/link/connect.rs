@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use quinn::Connection;
 use tracing::{debug, info, warn};
 
-use crate::config::scheduler::SCHEDULER_ID;
 use crate::core::backoff::Backoff;
+use crate::core::control::SCHEDULER_ID;
 use crate::core::link_rule::Initiator;
 use crate::node::Shared;
 use crate::node::flow::inbound;

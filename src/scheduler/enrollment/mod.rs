@@ -111,7 +111,7 @@ impl Enrollment {
                 crate::logging::log_escape(id)
             ));
         }
-        if !is_valid_region(&request.region) {
+        if !crate::core::enroll::is_valid_region(&request.region) {
             return Err("the region must be 1-63 of letters, digits, '-', '_' and '.'".into());
         }
         let Some((ca, ca_pem)) = &self.signer else {
@@ -237,12 +237,6 @@ fn source_key(from: IpAddr) -> String {
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
-}
-
-/// A region label a joining node may give: short, and safe to show and log.
-pub fn is_valid_region(region: &str) -> bool {
-    (1..=63).contains(&region.len())
-        && region.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A new join token for the mesh of `config` (`proxy mesh token create`): valid for

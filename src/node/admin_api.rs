@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use crate::admin::http::{Handler, Request, Response};
 use crate::node::NodeView;
-use crate::node::observe::stats::Stats;
+use crate::node::Stats;
 
 /// `/api/stats`: the counters with the versions of the config and instructions in force.
 #[derive(Debug, Serialize)]
-pub struct StatsView {
+pub(super) struct StatsView {
     /// The counters.
     #[serde(flatten)]
     pub stats: Stats,
@@ -24,7 +24,7 @@ pub struct StatsView {
 }
 
 /// The routes of a node's admin API.
-pub fn node_handler(view: NodeView) -> Handler {
+pub(super) fn node_handler(view: NodeView) -> Handler {
     Arc::new(move |request: &Request| route(&view, request))
 }
 
@@ -47,7 +47,7 @@ fn route(view: &NodeView, request: &Request) -> Response {
 }
 
 /// Most flows `/api/flows` lists; `?limit=N` asks for fewer (the busiest).
-pub const MAX_FLOWS_LISTED: usize = 10_000;
+pub(super) const MAX_FLOWS_LISTED: usize = 10_000;
 
 /// `limit=N` from a query string, capped at [`MAX_FLOWS_LISTED`].
 fn limit(query: &str) -> usize {
