@@ -90,6 +90,9 @@ pub struct Joined {
 /// use std::time::Duration;
 /// let dir = std::env::temp_dir().join(format!("proxy-doc-join-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
+/// # struct Cleanup(std::path::PathBuf);
+/// # impl Drop for Cleanup { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _cleanup = Cleanup(dir.clone());
 /// proxy::pki::init_mesh(&dir, &[])?;
 /// // A scheduler that holds the CA key signs joiners' certificates.
 /// let yaml = "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ncert: scheduler.crt\n\
@@ -114,7 +117,6 @@ pub struct Joined {
 ///     assert_eq!(config.common.node_id, "edge-1");
 ///     Ok::<_, anyhow::Error>(())
 /// })?;
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
 /// # }
 /// ```
@@ -202,7 +204,7 @@ async fn exchange(
     send.write_chunk(Bytes::from(control::encode(request)?)).await?;
     send.finish()?;
     let reply = crate::quic::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await?;
-    conn.close(quinn::VarInt::from_u32(0), b"done");
+    conn.close(quinn::VarInt::from_u32(crate::core::control::close_codes::DONE), b"done");
     endpoint.wait_idle().await;
     Ok(reply)
 }

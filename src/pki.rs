@@ -230,11 +230,13 @@ pub struct WrittenFiles {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("proxy-doc-init-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
+/// # struct Cleanup(std::path::PathBuf);
+/// # impl Drop for Cleanup { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _cleanup = Cleanup(dir.clone());
 /// let written = proxy::pki::init_mesh(&dir, &["a".to_string(), "b".to_string()])?;
 /// assert!(written.files.contains(&dir.join("b.key")));
 /// // The CA is never overwritten.
 /// assert!(proxy::pki::init_mesh(&dir, &[]).is_err());
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
 /// # }
 /// ```

@@ -1,7 +1,8 @@
 //! QUIC endpoints for every part of the mesh that speaks it (node links, the scheduler,
 //! the link emulator's sockets): the UDP socket setup, an endpoint built from a TLS
-//! identity, and reading one framed message from a stream (the join exchange). What a node's links negotiate (windows, controller) is the node's business:
-//! see `node::endpoint`.
+//! identity, and reading one framed message from a stream (the join exchange). What a
+//! node's links negotiate (windows, controller) is the node's business: see
+//! `node::link::endpoint`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

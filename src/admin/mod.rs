@@ -3,8 +3,8 @@
 //! (`node::admin_api`, `scheduler::admin`) through it.
 //!
 //! Everything is in [`http`]: the server ([`http::serve`]), its access rules (Host header
-//! against DNS rebinding, bearer token, a bind check that keeps a token-less API on
-//! loopback), and the client. It is written on tokio alone: the API is a handful of GET
+//! against DNS rebinding, bearer token; the bind rule that keeps a token-less API on
+//! loopback is `config::admin_bind`), and the client. It is written on tokio alone: the API is a handful of GET
 //! routes, one request per connection, and a small server whose every limit is visible
 //! here is easier to keep safe than a general one.
 //!

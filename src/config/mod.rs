@@ -341,6 +341,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("proxy-doc-parse-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
+/// # struct Cleanup(std::path::PathBuf);
+/// # impl Drop for Cleanup { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _cleanup = Cleanup(dir.clone());
 /// proxy::pki::init_mesh(&dir, &["a".to_string()])?; // ca.crt, a.crt, a.key, ...
 /// let yaml = "common: { node_id: a, region: eu }\n\
 ///             mesh: { cert: a.crt, key: a.key, ca: ca.crt }\n";
@@ -354,7 +357,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
 /// assert_eq!(keys, ["mesh.bind", "mesh.ca"]);
 /// assert_eq!(errors[0].line, Some(2));
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
 /// # }
 /// ```

@@ -11,7 +11,8 @@ use bincode::{Decode, Encode};
 /// Application codes a scheduler connection is closed with (`docs/scheduler-protocol.md`,
 /// section 1), by the node or the scheduler.
 pub mod close_codes {
-    /// A join exchange finished.
+    /// The exchange or session ended normally: a join finished, or a node closes its
+    /// session to register anew after a config reload.
     pub const DONE: u32 = 0;
     /// A newer session of the same node took this one's place.
     pub const REPLACED: u32 = 1;

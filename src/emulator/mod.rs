@@ -301,7 +301,8 @@ impl Drop for AbortOnDrop {
 ///     let sent = Instant::now();
 ///     near.send_to(b"ping", emulator.addr()).await?;
 ///     let mut buf = [0u8; 16];
-///     let n = far.recv(&mut buf).await?;
+///     let arrived = tokio::time::timeout(Duration::from_secs(5), far.recv(&mut buf)).await;
+///     let n = arrived.map_err(|_| std::io::Error::other("nothing arrived"))??;
 ///     assert_eq!(&buf[..n], b"ping");
 ///     assert!(sent.elapsed() >= Duration::from_millis(40), "the one-way delay was applied");
 ///     Ok::<_, std::io::Error>(())

@@ -93,6 +93,9 @@ pub struct ShutdownReport {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("proxy-doc-node-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
+/// # struct Cleanup(std::path::PathBuf);
+/// # impl Drop for Cleanup { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _cleanup = Cleanup(dir.clone());
 /// proxy::pki::init_mesh(&dir, &["a".to_string()])?;
 /// let yaml = "common: { node_id: a, region: eu, admin_addr: \"127.0.0.1:0\" }\n\
 ///             listeners: [ { name: app, bind: \"127.0.0.1:0\" } ]\n\
@@ -108,7 +111,6 @@ pub struct ShutdownReport {
 ///     assert_eq!(report.open_at_start, 0);
 ///     Ok::<_, anyhow::Error>(())
 /// })?;
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
 /// # }
 /// ```

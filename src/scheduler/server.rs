@@ -29,6 +29,9 @@ use crate::tls::{self, Revocations, TlsIdentity};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = std::env::temp_dir().join(format!("proxy-doc-scheduler-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
+/// # struct Cleanup(std::path::PathBuf);
+/// # impl Drop for Cleanup { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _cleanup = Cleanup(dir.clone());
 /// proxy::pki::init_mesh(&dir, &[])?; // scheduler.crt and scheduler.key among them
 /// let yaml = "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\n\
 ///             cert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\nobjective: latency\n";
@@ -39,7 +42,6 @@ use crate::tls::{self, Revocations, TlsIdentity};
 ///     assert!(scheduler.nodes().is_empty());
 ///     Ok::<_, anyhow::Error>(()) // dropping it stops it
 /// })?;
-/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(())
 /// # }
 /// ```

@@ -1,6 +1,6 @@
 //! The mesh's own congestion controller, as a pure model: it takes sends, acknowledgements
 //! and losses with the time they happened, and answers how many bytes may be in flight.
-//! `node::congestion` adapts it to quinn's `Controller` trait (quinn paces at 1.25 times
+//! `node::link::congestion` adapts it to quinn's `Controller` trait (quinn paces at 1.25 times
 //! that window per smoothed round trip, so the window is also the pacing knob).
 //!
 //! Why a model and not a loss-driven window: cross-region paths lose packets at random

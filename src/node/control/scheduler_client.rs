@@ -145,7 +145,7 @@ async fn registered_session(
             }
             // A reload changed listeners, routes or peers: register them anew.
             _ = shared.config_changed.notified() => {
-                conn.close(quinn::VarInt::from_u32(0), b"config reloaded");
+                conn.close(quinn::VarInt::from_u32(close_codes::DONE), b"config reloaded");
                 return Ok(());
             }
         }
