@@ -176,3 +176,26 @@ async fn a_token_is_required_once_configured_and_a_public_address_needs_one() {
     let refused = proxy::Node::start(config).await.err().expect("a public admin without a token is refused");
     assert!(refused.to_string().contains("common.admin_token"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_ids_are_random_not_counted_up() {
+    // A member that saw some of a node's flows must not be able to predict the next ids
+    // (and squat them at other exits). Counted-up ids would make these four consecutive.
+    let (_mesh, a, b, first) = pair_with_open_flow().await;
+    let mut open = vec![first];
+    for byte in 2..=4u8 {
+        open.push(open_echoed_flow(listener_addr(&a, "in"), byte).await);
+    }
+    let mut ids: Vec<u64> = a.flows().iter().map(|f| f.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    let consecutive = ids.windows(2).filter(|w| w[1] - w[0] == 1).count();
+    assert_eq!(consecutive, 0, "flow ids counted up: {ids:?}");
+    // The id travels with the flow: the exit holds the same ones.
+    let settled = eventually(T, || b.flows().len() == 4).await;
+    assert!(settled, "the exit holds {} flows", b.flows().len());
+    let mut at_exit: Vec<u64> = b.flows().iter().map(|f| f.id).collect();
+    at_exit.sort_unstable();
+    assert_eq!(at_exit, ids);
+    drop(open);
+}

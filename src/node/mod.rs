@@ -173,7 +173,6 @@ impl Node {
             flow_permits: Arc::new(Semaphore::new(limits.max_flows)),
             draining,
             force,
-            flow_ids: AtomicU64::new(rand::random::<u64>() >> 1),
             header_limits: HeaderLimits { max_header_bytes: limits.max_header_bytes, max_hops: 16 },
             timeouts: FlowTimeouts {
                 idle: limits.idle_timeout,

@@ -37,7 +37,6 @@ pub(crate) struct Shared {
     pub(in crate::node) flow_permits: Arc<Semaphore>,
     pub(in crate::node) draining: watch::Receiver<bool>,
     pub(in crate::node) force: watch::Receiver<bool>,
-    pub(in crate::node) flow_ids: AtomicU64,
     pub(in crate::node) header_limits: HeaderLimits,
     pub(in crate::node) timeouts: FlowTimeouts,
     pub(in crate::node) instructions: std::sync::RwLock<InstructionCache>,
@@ -128,8 +127,12 @@ impl Shared {
         }
     }
 
+    /// A new flow's id: random, not counted up, so a member that saw some of this node's
+    /// flows cannot predict the next ones and open multipath flows under them at other
+    /// exits first (an exit refuses a second flow with the same origin and id). Ids need
+    /// only be unique per origin; two of 2^64 coincide with negligible odds.
     pub(in crate::node) fn new_flow_id(&self) -> u64 {
-        self.flow_ids.fetch_add(1, Ordering::Relaxed)
+        rand::random::<u64>()
     }
 }
 
