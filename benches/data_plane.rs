@@ -45,7 +45,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 /// A TCP sink: counts each connection's bytes to EOF and reports the count.
 async fn sink_server() -> Result<(SocketAddr, mpsc::UnboundedReceiver<u64>)> {
-    let l = common::listen_local()?;
+    let l = proxy::node::bind_listener("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -89,22 +89,20 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Syncs the directory holding `path`, so its rename is on disk.
+#[cfg(unix)]
 fn sync_dir(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened for syncing there; the rename is as durable as the
-        // platform makes it.
-        let _ = (path, File::open);
-        Ok(())
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Elsewhere a directory cannot be opened for syncing; the rename is as durable as the
+/// platform makes it.
+#[cfg(not(unix))]
+fn sync_dir(_path: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub async fn node(dir: &Path, id: &str, body: &str, mesh_extra: &str) -> Result<
 
 /// A TCP echo server on loopback.
 pub async fn echo_server() -> Result<SocketAddr> {
-    let l = listen_local()?;
+    let l = proxy::node::bind_listener("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -55,11 +55,4 @@ pub async fn echo_server() -> Result<SocketAddr> {
         }
     });
     Ok(addr)
-}
-
-/// A TCP listener on loopback with a deep accept queue (many flows open at once).
-pub fn listen_local() -> std::io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    socket.listen(1024)
 }

@@ -37,13 +37,18 @@ pub use observe::stats::{BufferStats, MultipathStats, Stats};
 
 // For the crate's benches and tests, not the embedding API: the QUIC transport and the
 // congestion controllers a node's links use (benches compare bare quinn with the same
-// settings), and the instruction cache on disk (tests seed it before a node starts).
+// settings), the instruction cache on disk (tests seed it before a node starts), and the
+// node's own TCP listener and abortive close (test servers and clients use the same).
 #[doc(hidden)]
 pub use control::instruction_store;
+#[doc(hidden)]
+pub use flow::listener::bind as bind_listener;
 #[doc(hidden)]
 pub use link::congestion::factory as congestion_factory;
 #[doc(hidden)]
 pub use link::endpoint::transport_config;
+#[doc(hidden)]
+pub use splice::tcp_io::reset_tcp;
 
 use shared::reply_deadline;
 pub(crate) use shared::{FlowGuard, Shared};

@@ -264,7 +264,7 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 
 /// An echo server: copies every connection back to itself, half-close aware.
 pub async fn echo_server() -> SocketAddr {
-    let l = listen_local();
+    let l = proxy::node::bind_listener("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -303,16 +303,9 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Closes a socket with an RST (a zero linger makes the close abortive).
+/// Closes a socket with an RST.
 pub fn reset(s: TcpStream) {
-    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-    drop(s);
-}
-/// A TCP listener on loopback with a deep accept queue (many flows open at once).
-pub fn listen_local() -> tokio::net::TcpListener {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    socket.listen(1024).expect("listen")
+    proxy::node::reset_tcp(s);
 }
 
 /// A bare QUIC client endpoint presenting the certificate `<file>.crt` of `mesh` (or of

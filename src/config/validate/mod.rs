@@ -100,6 +100,34 @@ impl Checker<'_> {
         })
     }
 
+    /// The logging keys under `prefix` (`common.` for a node, nothing for the scheduler).
+    fn log_keys(&mut self, prefix: &str, keys: RawLogKeys<'_>, base: &Path) -> Option<super::LogConfig> {
+        check_log_keys(keys, base, &mut |key, message| self.error(format!("{prefix}{key}"), message))
+    }
+
+    /// `admin_addr` and `admin_token` under `prefix`: the address (`default` when absent),
+    /// the token (`Some(None)` when absent), and the rule that an address off loopback needs
+    /// a token. `None` where a key failed.
+    fn admin_api(
+        &mut self,
+        prefix: &str,
+        addr: Option<&str>,
+        token: Option<&str>,
+        default: &str,
+    ) -> (Option<SocketAddr>, Option<Option<String>>) {
+        let (addr_key, token_key) = (format!("{prefix}admin_addr"), format!("{prefix}admin_token"));
+        let addr = self.socket_addr(addr_key.clone(), addr, default);
+        let token = match token {
+            None => Some(None),
+            Some(t) => self.check(token_key.clone(), check_admin_token(t).map(|()| Some(t.to_owned()))),
+        };
+        if let (Some(a), Some(t)) = (addr, &token) {
+            let rule = crate::config::admin_bind::check_bind_keys(a, t.as_deref(), &addr_key, &token_key);
+            self.check(addr_key, rule);
+        }
+        (addr, token)
+    }
+
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         let line = raw::line_of(self.text, &key);
@@ -228,17 +256,14 @@ impl Checker<'_> {
             max_bytes: raw.log_max_bytes,
             keep: raw.log_keep,
         };
-        let log =
-            check_log_keys(keys, base, &mut |key, message| self.error(format!("common.{key}"), message));
-        let admin_addr = self.socket_addr("common.admin_addr", raw.admin_addr.as_deref(), DEFAULT_ADMIN_ADDR);
+        let log = self.log_keys("common.", keys, base);
+        let (admin_addr, admin_token) = self.admin_api(
+            "common.",
+            raw.admin_addr.as_deref(),
+            raw.admin_token.as_deref(),
+            DEFAULT_ADMIN_ADDR,
+        );
         let log = log?;
-        let admin_token = match raw.admin_token.as_deref() {
-            None => Some(None),
-            Some(t) => self.check("common.admin_token", check_admin_token(t).map(|()| Some(t.to_owned()))),
-        };
-        if let (Some(addr), Some(token)) = (admin_addr, &admin_token) {
-            self.check("common.admin_addr", crate::config::admin_bind::check_bind(addr, token.as_deref()));
-        }
         Some(CommonConfig {
             node_id: node_id?.to_owned(),
             region: region?.to_owned(),

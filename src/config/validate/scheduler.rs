@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Checker;
-use super::logging::{RawLogKeys, check_log_keys};
+use super::logging::RawLogKeys;
 use crate::config::raw::{RawPin, RawSchedulerConfig};
 use crate::config::scheduler::{DEFAULT_ADMIN_ADDR, MAX_NODE_CERT_LIFETIME, Pin, SchedulerConfig};
 use crate::config::{ConfigError, parse_duration};
@@ -44,13 +44,8 @@ pub(crate) fn validate_scheduler(
         check.duration("node_dead_after", raw.node_dead_after.as_deref(), Duration::from_secs(15));
     let pins = check.pins(&raw.pins);
     let log = check.scheduler_log(&raw, base_dir);
-    let admin_addr = check.socket_addr("admin_addr", raw.admin_addr.as_deref(), DEFAULT_ADMIN_ADDR);
-    let admin_token = check.admin_token(raw.admin_token.as_deref());
-    if let (Some(addr), Some(token)) = (admin_addr, &admin_token) {
-        let rule =
-            crate::config::admin_bind::check_bind_keys(addr, token.as_deref(), "admin_addr", "admin_token");
-        check.check("admin_addr", rule);
-    }
+    let (admin_addr, admin_token) =
+        check.admin_api("", raw.admin_addr.as_deref(), raw.admin_token.as_deref(), DEFAULT_ADMIN_ADDR);
     let ca_key = match raw.ca_key.as_deref() {
         None => Some(None),
         Some(p) => check.existing_file("ca_key", Some(p), base_dir).map(Some),
@@ -122,20 +117,7 @@ impl Checker<'_> {
             max_bytes: raw.log_max_bytes,
             keep: raw.log_keep,
         };
-        let mut problems = Vec::new();
-        let log = check_log_keys(keys, base, &mut |key, message| problems.push((key, message)));
-        for (key, message) in problems {
-            self.error(key, message);
-        }
-        log
-    }
-
-    /// An optional admin token: `Some(None)` when absent, `None` when invalid.
-    fn admin_token(&mut self, token: Option<&str>) -> Option<Option<String>> {
-        match token {
-            None => Some(None),
-            Some(t) => self.check("admin_token", super::check_admin_token(t).map(|()| Some(t.to_owned()))),
-        }
+        self.log_keys("", keys, base)
     }
 }
 

@@ -83,7 +83,8 @@ pub(super) fn run(path: Path, duration: Duration, warmup: Duration) -> Outcome {
         (0u64, 0u64, 0u64, Duration::ZERO);
     let end = t0 + duration;
     let measuring = |t: Instant| t >= t0 + warmup;
-    // Holes at the receiver, (opened, closed), with the last packet number of each.
+    // Holes at the receiver as (opened, closed); a loss right after the last one lost
+    // (by packet number) extends the same hole.
     let mut holes: Vec<(Instant, Instant)> = Vec::new();
     let mut last_lost_pn: Option<u64> = None;
     let mut now = t0;

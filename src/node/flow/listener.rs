@@ -15,7 +15,7 @@ use crate::node::{Shared, flow::origin};
 const BACKLOG: u32 = 4096;
 
 /// Binds a listener with a deep accept queue.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

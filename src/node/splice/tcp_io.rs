@@ -28,7 +28,7 @@ pub(crate) fn disarm_reset_on_drop(tcp: &TcpStream) {
 }
 
 /// Closes a TCP connection with an RST instead of a FIN.
-pub(crate) fn reset_tcp(tcp: TcpStream) {
+pub fn reset_tcp(tcp: TcpStream) {
     arm_reset_on_drop(&tcp);
     drop(tcp);
 }
