@@ -241,6 +241,33 @@ pub struct MeshConfig {
     pub congestion: Congestion,
     /// Whether this node relays flows for others (it always accepts flows that exit here).
     pub relay: bool,
+    /// Whether flows must be sealed end to end (`mesh.e2e`).
+    pub e2e: E2eMode,
+}
+
+/// `mesh.e2e`: how this node treats flows that are not sealed end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum E2eMode {
+    /// Every flow this node originates is sealed (it waits up to `connect_timeout` for the
+    /// exit's card), and it refuses unsealed (wire version 1) flows, to relay or exit.
+    #[default]
+    Required,
+    /// Seal when the exit's card is known, else send the unsealed header; accept unsealed
+    /// flows. For a mesh part-way through an upgrade; unsealed flows are counted.
+    Preferred,
+}
+
+impl E2eMode {
+    /// The config names, in order.
+    pub const NAMES: [&'static str; 2] = ["required", "preferred"];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Preferred => "preferred",
+        }
+    }
 }
 
 /// Limits and timeouts for flows.

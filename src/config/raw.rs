@@ -221,6 +221,8 @@ pub(crate) struct RawMesh {
     pub(crate) congestion: Option<String>,
     /// `relay`.
     pub(crate) relay: Option<bool>,
+    /// `e2e`.
+    pub(crate) e2e: Option<String>,
 }
 
 /// `limits`.

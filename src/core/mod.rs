@@ -14,6 +14,7 @@ pub mod multipath;
 pub mod pathfind;
 pub mod policy;
 pub mod route;
+pub mod seal;
 pub mod subflow_frame;
 pub mod subflow_meter;
 pub mod wire;

@@ -14,8 +14,12 @@ use bincode::{Decode, Encode};
 
 /// First bytes of every flow stream.
 pub const MAGIC: [u8; 4] = *b"PRXY";
-/// Wire version of the header and reply.
+/// Wire version of an unsealed flow's header (`mesh.e2e: preferred` only), and of every
+/// reply.
 pub const VERSION: u8 = 1;
+/// Wire version of a sealed flow's header: routing in the clear, the rest sealed to the
+/// exit ([`SealedHeader`]).
+pub const SEALED_VERSION: u8 = 2;
 /// Bytes before the header body: magic, version, length.
 pub const HEADER_PREFIX_LEN: usize = 7;
 /// Bytes before the reply body: version, length.
@@ -86,6 +90,190 @@ pub struct FlowHeader {
     pub subflow: Option<Subflow>,
 }
 
+/// The header of a sealed flow: what relays need in the clear (the flow id for their
+/// logs, the nodes passed and still to go), and the opening message sealed to the exit
+/// (see [`crate::core::seal::handshake`]), which carries an [`InnerHeader`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SealedHeader {
+    /// Flow id chosen by the origin; random, bound into the sealed opening.
+    pub flow_id: u64,
+    /// Nodes the flow crossed after the origin, up to and including the sender; the
+    /// origin itself is not named.
+    pub passed: Vec<String>,
+    /// Nodes still to go after the receiver; empty: the receiver is the exit.
+    pub hops: Vec<String>,
+    /// The handshake's first message.
+    pub opening: Vec<u8>,
+}
+
+/// What the origin tells only the exit, inside the sealed opening.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct InnerHeader {
+    /// The origin's node id (its card, sealed beside this, proves it).
+    pub origin: String,
+    /// What the exit does with the flow.
+    pub destination: Destination,
+    /// The multipath subflow this stream carries, if any.
+    pub subflow: Option<Subflow>,
+    /// When the origin made the opening, Unix seconds (the exit's replay window).
+    pub sent_at: i64,
+    /// On a proxy chain, the nodes of the earlier legs (the first origin first), so the
+    /// hop limit and loop checks cover the whole chain.
+    pub before: Vec<String>,
+}
+
+/// A decoded header of either version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyHeader {
+    /// Version 1: everything in the clear.
+    Plain(FlowHeader),
+    /// Version 2: sealed to the exit.
+    Sealed(SealedHeader),
+}
+
+impl AnyHeader {
+    /// The flow id.
+    pub fn flow_id(&self) -> u64 {
+        match self {
+            Self::Plain(h) => h.flow_id,
+            Self::Sealed(h) => h.flow_id,
+        }
+    }
+
+    /// Nodes still to go after the receiver.
+    pub fn hops(&self) -> &[String] {
+        match self {
+            Self::Plain(h) => &h.hops,
+            Self::Sealed(h) => &h.hops,
+        }
+    }
+
+    /// Nodes passed after the origin.
+    pub fn passed(&self) -> &[String] {
+        match self {
+            Self::Plain(h) => &h.passed,
+            Self::Sealed(h) => &h.passed,
+        }
+    }
+
+    /// The header the next node gets when `me` forwards this flow to `hops[0]`.
+    pub fn onward(&self, me: &str) -> AnyHeader {
+        match self {
+            Self::Plain(h) => Self::Plain(h.onward(me)),
+            Self::Sealed(h) => {
+                let mut passed = h.passed.clone();
+                passed.push(me.to_string());
+                Self::Sealed(SealedHeader { passed, hops: h.hops.iter().skip(1).cloned().collect(), ..h.clone() })
+            }
+        }
+    }
+
+    /// Encodes the header with its prefix (and the version its kind has).
+    pub fn encode(&self) -> Result<Vec<u8>, HeaderError> {
+        match self {
+            Self::Plain(h) => encode_header(h),
+            Self::Sealed(h) => encode_sealed_header(h),
+        }
+    }
+}
+
+/// Encodes a sealed header with its prefix.
+pub fn encode_sealed_header(header: &SealedHeader) -> Result<Vec<u8>, HeaderError> {
+    let body = bincode::encode_to_vec(header, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    prefixed(SEALED_VERSION, &body)
+}
+
+/// Encodes an inner header (the plaintext sealed in the opening).
+pub fn encode_inner(inner: &InnerHeader) -> Vec<u8> {
+    // Bounded fields (ids, a target), so encoding cannot fail.
+    bincode::encode_to_vec(inner, bincode_config()).unwrap_or_default()
+}
+
+/// Decodes and checks an inner header, once the opening is authenticated: the whole path
+/// (earlier chain legs, origin, passed, the receiver, hops) must keep the hop limit and
+/// name no node twice.
+pub fn decode_inner(bytes: &[u8], outer: &SealedHeader, limits: &HeaderLimits) -> Result<InnerHeader, HeaderError> {
+    let (inner, used): (InnerHeader, usize) =
+        bincode::decode_from_slice(bytes, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(HeaderError::Malformed(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    let plain = FlowHeader {
+        flow_id: outer.flow_id,
+        origin: inner.origin.clone(),
+        passed: inner.before.iter().chain(&outer.passed).cloned().collect(),
+        hops: outer.hops.clone(),
+        destination: inner.destination.clone(),
+        subflow: inner.subflow,
+    };
+    // `before` ends with the earlier legs' origins and relays; checked as if passed.
+    check_header(&plain, limits)?;
+    Ok(inner)
+}
+
+/// Decodes a header of either version from the start of `buf`.
+pub fn decode_any_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<AnyHeader>, HeaderError> {
+    let magic_seen = buf.len().min(MAGIC.len());
+    if buf[..magic_seen] != MAGIC[..magic_seen] {
+        return Err(HeaderError::BadMagic);
+    }
+    if buf.len() > 4 && buf[4] == SEALED_VERSION {
+        return decode_sealed_header(buf, limits).map(|d| match d {
+            Decoded::Complete(h, n) => Decoded::Complete(AnyHeader::Sealed(h), n),
+            Decoded::NeedMore(n) => Decoded::NeedMore(n),
+        });
+    }
+    decode_header(buf, limits).map(|d| match d {
+        Decoded::Complete(h, n) => Decoded::Complete(AnyHeader::Plain(h), n),
+        Decoded::NeedMore(n) => Decoded::NeedMore(n),
+    })
+}
+
+fn decode_sealed_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<SealedHeader>, HeaderError> {
+    if buf.len() < HEADER_PREFIX_LEN {
+        return Ok(Decoded::NeedMore(HEADER_PREFIX_LEN));
+    }
+    let total = HEADER_PREFIX_LEN + usize::from(u16::from_be_bytes([buf[5], buf[6]]));
+    if total > limits.max_header_bytes {
+        return Err(HeaderError::TooLong(total, limits.max_header_bytes));
+    }
+    if buf.len() < total {
+        return Ok(Decoded::NeedMore(total));
+    }
+    let body = &buf[HEADER_PREFIX_LEN..total];
+    let (header, used): (SealedHeader, usize) = bincode::decode_from_slice(body, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(HeaderError::Malformed(format!("{} trailing bytes", body.len() - used)));
+    }
+    // The origin is not named: it counts as one node, and only the exit can check it.
+    let nodes = 1 + header.passed.len() + 1 + header.hops.len();
+    if nodes > limits.max_hops {
+        return Err(HeaderError::HopLimit(nodes, limits.max_hops));
+    }
+    let path: Vec<&String> = header.passed.iter().chain(&header.hops).collect();
+    for (i, node) in path.iter().enumerate() {
+        if !is_valid_node_id(node) {
+            return Err(HeaderError::InvalidField("node id on the path"));
+        }
+        if path[..i].contains(node) {
+            return Err(HeaderError::Loop((*node).clone()));
+        }
+    }
+    Ok(Decoded::Complete(header, total))
+}
+
+fn prefixed(version: u8, body: &[u8]) -> Result<Vec<u8>, HeaderError> {
+    let len = u16::try_from(body.len()).map_err(|_| HeaderError::TooLong(body.len(), u16::MAX as usize))?;
+    let mut out = Vec::with_capacity(HEADER_PREFIX_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(version);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
 /// Limits applied while decoding a header.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderLimits {
@@ -140,13 +328,7 @@ pub enum Decoded<T> {
 pub fn encode_header(header: &FlowHeader) -> Result<Vec<u8>, HeaderError> {
     let body = bincode::encode_to_vec(header, bincode_config())
         .map_err(|e| HeaderError::Malformed(e.to_string()))?;
-    let len = u16::try_from(body.len()).map_err(|_| HeaderError::TooLong(body.len(), u16::MAX as usize))?;
-    let mut out = Vec::with_capacity(HEADER_PREFIX_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    prefixed(VERSION, &body)
 }
 
 /// Decodes a header from the start of `buf`, which may hold only part of it.
@@ -328,6 +510,9 @@ pub enum Reply {
         /// Human-readable detail for the log.
         detail: String,
     },
+    /// A sealed flow's reply from its exit: the handshake's second message, whose
+    /// plaintext is an encoded [`Reply`] (`Opened` or `Refused`).
+    Sealed(Vec<u8>),
 }
 
 impl Reply {

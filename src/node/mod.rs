@@ -125,6 +125,10 @@ pub struct Node {
     force_tx: watch::Sender<bool>,
 }
 
+/// Most sealed openings an exit remembers at once (within the replay window): about
+/// 8,000 new flows a second for two minutes, some 50 MB at most.
+const REPLAY_MEMORY: usize = 1 << 20;
+
 impl Node {
     /// Starts a node: loads its certificates, binds the endpoint and listeners, starts
     /// dialing peers. Fails before serving anything if a socket or file is unusable.
@@ -141,6 +145,14 @@ impl Node {
             .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
         let identity = identity.with_revocations(load_revocations(&config));
         let endpoint = crate::quic::build(&identity, transport.clone(), socket)?;
+        // The sealing key comes from the TLS key, so it survives restarts unchanged and
+        // cards other nodes hold stay good.
+        let seal_keys = crate::core::seal::StaticKeys::derive(&identity.key_fingerprint_input());
+        let own_card = identity
+            .card(&config.common.node_id, seal_keys.public())
+            .context("cannot sign this node's seal card with its certificate key")?;
+        let cards = link::cards::CardStore::default();
+        cards.set_own(own_card);
         let tls = link::identity::NodeTls::new(identity, transport)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -195,6 +207,9 @@ impl Node {
                 dialers: std::collections::HashMap::new(),
             }),
             admin_addr,
+            seal_keys,
+            cards,
+            replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(REPLAY_MEMORY)),
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             config,

@@ -50,6 +50,12 @@ pub(crate) struct Shared {
     pub(in crate::node) running: std::sync::Mutex<control::reload::Running>,
     /// Where the admin API answers.
     pub(in crate::node) admin_addr: SocketAddr,
+    /// This node's static sealing key (end-to-end flows).
+    pub(in crate::node) seal_keys: crate::core::seal::StaticKeys,
+    /// The seal cards known: this node's and other members'.
+    pub(in crate::node) cards: link::cards::CardStore,
+    /// Sealed openings seen lately (an exit refuses a replayed one).
+    pub(in crate::node) replay: std::sync::Mutex<crate::core::seal::replay::ReplayGuard>,
     /// Woken by every applied reload (the scheduler session registers anew).
     pub(in crate::node) config_changed: tokio::sync::Notify,
     /// The node's runtime, so a reload called from any thread starts its tasks there.

@@ -6,6 +6,7 @@
 //! verified certificate and checks it against its configured peers. Revoked certificates
 //! ([`Revocations`]) are refused inside the handshake, both ways.
 
+pub mod card;
 mod pinned;
 mod revocation;
 

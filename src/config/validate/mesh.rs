@@ -1,7 +1,7 @@
 //! The `mesh` and `limits` sections: addresses, certificate files, timers, windows.
 
 use super::*;
-use crate::config::{Congestion, Limits, MeshConfig};
+use crate::config::{Congestion, E2eMode, Limits, MeshConfig};
 use crate::core::policy::ExitPolicy;
 
 fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
@@ -9,6 +9,14 @@ fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
     Congestion::from_name(name).ok_or_else(|| {
         format!("unknown congestion controller `{name}` (expected one of: {})", Congestion::NAMES.join(", "))
     })
+}
+
+fn parse_e2e(name: Option<&str>) -> Result<E2eMode, String> {
+    match name {
+        None | Some("required") => Ok(E2eMode::Required),
+        Some("preferred") => Ok(E2eMode::Preferred),
+        Some(other) => Err(format!("unknown mode `{other}` (expected one of: {})", E2eMode::NAMES.join(", "))),
+    }
 }
 
 impl Checker<'_> {
@@ -23,6 +31,7 @@ impl Checker<'_> {
         let timers = self.mesh_timers(raw);
         let windows = self.mesh_windows(raw);
         let congestion = self.check("mesh.congestion", parse_congestion(raw.congestion.as_deref()));
+        let e2e = self.check("mesh.e2e", parse_e2e(raw.e2e.as_deref()));
         let (keepalive_interval, link_idle_timeout, redial_min, redial_max) = timers?;
         let (stream_window, connection_window, send_window, udp_buffer) = windows?;
         Some(MeshConfig {
@@ -42,6 +51,7 @@ impl Checker<'_> {
             udp_buffer,
             congestion: congestion?,
             relay: raw.relay.unwrap_or(true),
+            e2e: e2e?,
         })
     }
 

@@ -226,6 +226,7 @@ async fn apply_revocations(shared: &Arc<Shared>, list: RevocationList) {
     if !revocations.replace(crate::tls::RevokedSet::from(&list)) {
         return;
     }
+    shared.cards.drop_revoked(&revocations);
     for peer in shared.pool.cut_off_revoked(&revocations) {
         info!(peer = %peer, "removed from the mesh: link closed, certificate refused");
     }

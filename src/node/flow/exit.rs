@@ -12,7 +12,9 @@ use tracing::{debug, info};
 use crate::core::policy::ExitPolicy;
 use crate::core::wire::{self, RefuseReason, Reply};
 use crate::logging::log_escape;
-use crate::node::flow::inbound::refuse;
+use crate::node::flow::inbound::refuse_exit;
+use crate::node::flow::seal::ExitSeal;
+use crate::node::splice::sealing::FlowSeal;
 use crate::node::link::send::LinkSend;
 use crate::node::splice::tcp_io;
 use crate::node::splice::tcp_stream::Prelude;
@@ -25,32 +27,40 @@ pub(crate) async fn exit_flow(
     guard: FlowGuard,
     target: &str,
     rest: Bytes,
-    mut send: LinkSend,
-    mut recv: RecvStream,
+    (mut send, mut recv): (LinkSend, RecvStream),
+    seal: Option<ExitSeal>,
 ) {
     let tcp = match dial_target(&shared, target).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
             info!(target = %log_escape(target), reason = reason.as_str(), %detail, "refused flow");
-            refuse(&shared, &mut send, &mut recv, reason, &detail).await;
+            refuse_exit(&shared, (&mut send, &mut recv), seal, reason, &detail).await;
             return;
         }
     };
-    reply_and_splice(&shared, guard, tcp, rest, send, recv, None).await;
+    reply_and_splice(&shared, guard, tcp, rest, (send, recv), None, seal).await;
 }
 
-/// Sends `Opened` and splices the target connection with the stream.
+/// Sends `Opened` (sealed when `seal` is there) and splices the target connection with
+/// the stream.
 pub(crate) async fn reply_and_splice(
     shared: &Shared,
     guard: FlowGuard,
     tcp: TcpStream,
     rest: Bytes,
-    mut send: LinkSend,
-    mut recv: RecvStream,
+    (mut send, mut recv): (LinkSend, RecvStream),
     route: Option<Arc<crate::node::observe::stats::RouteCounters>>,
+    seal: Option<ExitSeal>,
 ) {
     tcp_io::arm_reset_on_drop(&tcp);
-    let opened = Bytes::from(wire::encode_reply(&Reply::Opened));
+    let (opened, seal) = match opened_reply(seal) {
+        Ok(r) => r,
+        Err(detail) => {
+            splice::tcp_stream::abort(tcp, &mut send, &mut recv, codes::TCP_RESET);
+            guard.finish(&FlowEnd::Protocol(detail));
+            return;
+        }
+    };
     let limit = shared.config.limits.connect_timeout;
     if !matches!(tokio::time::timeout(limit, send.write_first(&mut [opened])).await, Ok(Ok(()))) {
         splice::tcp_stream::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
@@ -60,8 +70,16 @@ pub(crate) async fn reply_and_splice(
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
     let env = shared.flow_env(shared.timeouts, route, &guard);
-    let end = splice::tcp_stream::splice(tcp, send, recv, Prelude::WriteFirst(rest), env).await;
+    let end = splice::tcp_stream::splice(tcp, send, recv, Prelude::WriteFirst(rest), seal, env).await;
     guard.finish(&end);
+}
+
+/// The `Opened` reply, sealed for a sealed flow, and the seal the splice then uses.
+pub(crate) fn opened_reply(seal: Option<ExitSeal>) -> Result<(Bytes, FlowSeal), String> {
+    match seal {
+        Some(seal) => seal.reply(&Reply::Opened),
+        None => Ok((Bytes::from(wire::encode_reply(&Reply::Opened)), FlowSeal::Plain)),
+    }
 }
 
 /// Resolves the target, keeps the addresses the exit policy allows, and connects to the

@@ -10,11 +10,13 @@ use bytes::Bytes;
 use quinn::{Connection, RecvStream};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::core::wire::{self, Decoded, Destination, FlowHeader, RefuseReason, Reply};
+use crate::config::E2eMode;
+use crate::core::wire::{self, AnyHeader, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::logging::log_escape;
 use crate::node::link::send::{LinkSend, LinkTurns};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::splice::codes;
+use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, multipath};
 
 /// Handles one stream opened by `peer`.
@@ -42,51 +44,125 @@ pub(crate) async fn handle_stream(
             return;
         }
     };
-    // The header must name the peer that sent it as the last node passed (or as the
-    // origin), so no peer can hide itself to bounce a flow back to itself.
-    let sender = header.passed.last().unwrap_or(&header.origin);
-    if *sender != peer {
-        let detail = format!("header names `{}` as its sender, but `{}` sent it", log_escape(sender), peer);
-        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+    if let Err((reason, detail)) = check_routing(&shared, &peer, &header) {
+        refuse(&shared, &mut send, &mut recv, reason, &detail).await;
         return;
     }
-    if header.names(shared.id()) {
-        let detail = format!("`{}` is already on this flow's path", shared.id());
-        refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
-        return;
-    }
-    describe(&guard, &header, shared.id());
     // `%`: a string in JSON logs, since a random u64 is past what jq or JavaScript hold exactly.
-    let span = info_span!("flow", id = %header.flow_id, origin = %header.origin);
+    let span = info_span!("flow", id = %header.flow_id(), origin = tracing::field::Empty);
     let flow = async move {
-        match (&header.destination, header.hops.is_empty()) {
-            (_, false) => relay::forward(shared, guard, header, rest, send, recv).await,
-            (Destination::Target(target), true) => {
+        let (header, seal) = match header {
+            AnyHeader::Plain(h) => {
+                shared.counters.flows_unsealed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !h.hops.is_empty() {
+                    describe(&guard, &h.origin, &h, shared.id());
+                    return relay::forward(shared, guard, AnyHeader::Plain(h), rest, send, recv).await;
+                }
+                (h, None)
+            }
+            AnyHeader::Sealed(h) if !h.hops.is_empty() => {
+                // A relay does not know the origin unless the origin is its neighbour.
+                let origin = if h.passed.is_empty() { peer.clone() } else { SEALED_ORIGIN.into() };
+                let shown = FlowHeader {
+                    flow_id: h.flow_id,
+                    origin: origin.clone(),
+                    passed: h.passed.clone(),
+                    hops: h.hops.clone(),
+                    destination: Destination::Target(SEALED_ORIGIN.into()),
+                    subflow: None,
+                };
+                describe(&guard, &origin, &shown, shared.id());
+                return relay::forward(shared, guard, AnyHeader::Sealed(h), rest, send, recv).await;
+            }
+            AnyHeader::Sealed(h) => match seal::open_header(&shared, &peer, &h) {
+                Ok(unsealed) => (unsealed.header, Some((unsealed.seal, unsealed.before))),
+                Err((reason, detail)) => {
+                    warn!(peer = %peer, detail = %log_escape(&detail), "refused a sealed flow");
+                    refuse(&shared, &mut send, &mut recv, reason, &detail).await;
+                    return;
+                }
+            },
+        };
+        if header.names(shared.id()) {
+            let detail = format!("`{}` is already on this flow's path", shared.id());
+            refuse(&shared, &mut send, &mut recv, RefuseReason::Loop, &detail).await;
+            return;
+        }
+        describe(&guard, &header.origin, &header, shared.id());
+        tracing::Span::current().record("origin", tracing::field::display(&header.origin));
+        let (seal, before) = match seal {
+            Some((seal, before)) => (Some(seal), before),
+            None => (None, Vec::new()),
+        };
+        match &header.destination {
+            Destination::Target(target) => {
                 let target = target.clone();
                 match header.subflow {
                     Some(sub) => {
                         multipath::exit::subflow_arrived(
-                            shared, guard, header, sub, &target, rest, send, recv,
+                            shared, guard, header, sub, &target, rest, (send, recv), seal,
                         )
                         .await
                     }
-                    None => exit::exit_flow(shared, guard, &target, rest, send, recv).await,
+                    None => exit::exit_flow(shared, guard, &target, rest, (send, recv), seal).await,
                 }
             }
-            (Destination::RouteByPort(port), true) => {
+            Destination::RouteByPort(port) => {
                 let port = *port;
-                relay::chain(shared, guard, header, port, rest, send, recv).await
+                relay::chain(shared, guard, header, before, port, rest, (send, recv), seal).await
             }
         }
     };
     flow.instrument(span).await;
 }
 
+/// What a relay shows for what it cannot read.
+const SEALED_ORIGIN: &str = "(sealed)";
+
+/// The checks on a header before anything else: its version against `mesh.e2e`, the
+/// sender (the header must name the peer that sent it as the last node passed, or as the
+/// origin, so no peer can hide itself to bounce a flow back to itself), and this node
+/// not being on the path already.
+fn check_routing(shared: &Shared, peer: &str, header: &AnyHeader) -> Result<(), (RefuseReason, String)> {
+    let bad = |detail: String| (RefuseReason::BadHeader, detail);
+    if let AnyHeader::Plain(h) = header {
+        if shared.config.mesh.e2e == E2eMode::Required {
+            return Err(bad(format!(
+                "wire version {} (unsealed flows) is refused: this node speaks version {} and requires sealed flows (mesh.e2e: required)",
+                wire::VERSION,
+                wire::SEALED_VERSION
+            )));
+        }
+        let sender = h.passed.last().unwrap_or(&h.origin);
+        if sender != peer {
+            return Err(bad(format!("header names `{}` as its sender, but `{peer}` sent it", log_escape(sender))));
+        }
+    }
+    if let AnyHeader::Sealed(h) = header {
+        // The origin is sealed; when nothing is passed, the sender is the origin, which
+        // the exit checks. A sender that is also ahead would bounce the flow to itself.
+        match h.passed.last() {
+            Some(sender) if sender != peer => {
+                return Err(bad(format!("header names `{}` as its sender, but `{peer}` sent it", log_escape(sender))));
+            }
+            None if h.hops.iter().any(|n| n == peer) => {
+                return Err((RefuseReason::Loop, format!("`{peer}` is ahead on the path it sent")));
+            }
+            _ => {}
+        }
+    }
+    let me = shared.id();
+    if header.passed().iter().chain(header.hops()).any(|n| n == me) {
+        return Err((RefuseReason::Loop, format!("`{me}` is already on this flow's path")));
+    }
+    Ok(())
+}
+
 /// Records what an inbound flow is, for the admin API.
-fn describe(guard: &FlowGuard, header: &FlowHeader, me: &str) {
+fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
     guard.describe(|m| {
         m.flow_id = header.flow_id;
-        m.origin = header.origin.clone();
+        m.origin = origin.to_string();
         m.role = match (&header.destination, header.hops.is_empty(), header.subflow) {
             (_, false, _) | (Destination::RouteByPort(_), true, _) => FlowRole::Relay,
             (Destination::Target(_), true, Some(sub)) if !sub.opens() => FlowRole::Subflow,
@@ -114,6 +190,7 @@ pub(crate) async fn serve_streams(
     conn: Connection,
     turns: Arc<LinkTurns>,
 ) {
+    tokio::spawn(crate::node::link::cards::exchange(shared.clone(), peer.clone(), conn.clone()));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -132,7 +209,7 @@ pub(crate) async fn serve_streams(
 async fn read_header(
     shared: &Shared,
     recv: &mut RecvStream,
-) -> Result<(FlowHeader, Bytes), (RefuseReason, String)> {
+) -> Result<(AnyHeader, Bytes), (RefuseReason, String)> {
     let limits = shared.header_limits;
     // QUIC opens every lower-numbered stream implicitly when a higher one arrives, so a
     // stream can exist here before its opener has sent anything (its header still queued
@@ -152,7 +229,7 @@ async fn read_header(
     let read = async move {
         let mut buf: Vec<u8> = first.to_vec();
         loop {
-            match wire::decode_header(&buf, &limits) {
+            match wire::decode_any_header(&buf, &limits) {
                 Ok(Decoded::Complete(h, used)) => return Ok((h, Bytes::copy_from_slice(&buf[used..]))),
                 Ok(Decoded::NeedMore(_)) => {}
                 Err(e) => return Err((RefuseReason::from(&e), e.to_string())),
@@ -175,6 +252,25 @@ async fn read_header(
 
 /// How long a stream may exist before its first byte (see `read_header`).
 const FIRST_BYTE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Refuses a flow this node exits: sealed to the origin when the flow is sealed, so
+/// relays learn neither the reason nor the detail.
+pub(crate) async fn refuse_exit(
+    shared: &Shared,
+    (send, recv): (&mut LinkSend, &mut RecvStream),
+    seal: Option<ExitSeal>,
+    reason: RefuseReason,
+    detail: &str,
+) {
+    let Some(seal) = seal else { return refuse(shared, send, recv, reason, detail).await };
+    match seal.reply(&Reply::refused(reason, shared.id(), detail)) {
+        Ok((bytes, _)) => {
+            shared.counters.refused_here(reason);
+            send_refusal(shared, send, recv, bytes).await;
+        }
+        Err(_) => refuse(shared, send, recv, reason, detail).await,
+    }
+}
 
 /// Sends a refusal from this node, finishes the stream and stops reading it.
 pub(crate) async fn refuse(
@@ -199,9 +295,14 @@ pub(crate) async fn refuse_as(
 ) {
     shared.counters.refused_here(reason);
     let reply = wire::encode_reply(&Reply::refused(reason, hop, detail));
+    send_refusal(shared, send, recv, Bytes::from(reply)).await;
+}
+
+/// Writes an encoded refusal, finishes and stops.
+pub(crate) async fn send_refusal(shared: &Shared, send: &mut LinkSend, recv: &mut RecvStream, reply: Bytes) {
     // The reply goes out before the stop, so an opener still uploading learns why.
     let write = async {
-        send.write_first(&mut [Bytes::from(reply)]).await.ok()?;
+        send.write_first(&mut [reply]).await.ok()?;
         send.finish().ok()
     };
     // Bounded: a peer that never reads must not hold this task.

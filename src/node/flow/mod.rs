@@ -23,4 +23,5 @@ pub(crate) mod listener;
 pub(crate) mod onward;
 pub(crate) mod origin;
 pub(crate) mod relay;
+pub(crate) mod seal;
 pub(crate) mod timer;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use quinn::{RecvStream, WriteError};
 
-use crate::core::wire::{self, Decoded, FlowHeader, RefuseReason, Reply};
+use crate::core::wire::{self, AnyHeader, Decoded, RefuseReason, Reply};
 use crate::node::Shared;
 use crate::node::link::send::LinkSend;
 use crate::node::splice::codes;
@@ -22,7 +22,8 @@ pub(crate) struct OpenError {
 }
 
 impl OpenError {
-    fn here(reason: RefuseReason, detail: String) -> Self {
+    /// A refusal by this node.
+    pub(crate) fn here(reason: RefuseReason, detail: String) -> Self {
         Self { reason, hop: None, detail }
     }
 }
@@ -34,7 +35,7 @@ impl OpenError {
 pub(crate) async fn open_stream(
     shared: &Shared,
     next: &str,
-    header: &FlowHeader,
+    header: &AnyHeader,
     leading: Bytes,
 ) -> Result<(LinkSend, RecvStream), OpenError> {
     let no_link =
@@ -50,7 +51,7 @@ pub(crate) async fn open_stream(
         Err(_) => return Err(late()),
     };
     let mut send = LinkSend::new(send, link.turns);
-    let encoded = match wire::encode_header(header) {
+    let encoded = match header.encode() {
         Ok(e) => e,
         Err(e) => {
             let _ = send.reset(codes::REFUSED);

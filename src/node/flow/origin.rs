@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -16,7 +15,7 @@ use crate::node::splice::tcp_io::{self, reset_tcp};
 use crate::node::splice::tcp_pair::splice_tcp;
 use crate::node::splice::tcp_stream::Prelude;
 use crate::node::splice::{self, FlowEnd};
-use crate::node::{FlowGuard, Shared, flow::onward, multipath};
+use crate::node::{FlowGuard, Shared, flow::seal, multipath};
 
 /// Routes and carries one accepted application connection.
 pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, port: u16, tcp: TcpStream) {
@@ -113,10 +112,10 @@ async fn open_flow(
         Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
         Destination::Target(_) => header.hops.len() + 1,
     };
-    match onward::open_stream(shared, first_hop, &header, Bytes::new()).await {
-        Ok((send, recv)) => {
+    match seal::open_stream(shared, first_hop, &header, Vec::new()).await {
+        Ok((send, recv, seal)) => {
             let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
-            splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, env).await
+            splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, seal, env).await
         }
         Err(e) => {
             reset_tcp(tcp);

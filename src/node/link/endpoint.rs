@@ -6,13 +6,17 @@ use quinn::{TransportConfig, VarInt};
 
 use crate::config::{Limits, MeshConfig};
 
+/// Unidirectional streams a peer may have open at once: they carry only seal cards
+/// ([`crate::node::link::cards`]), one batch each.
+const CARD_STREAMS: u32 = 8;
+
 /// QUIC settings of peer links, derived from the config. Windows are set explicitly: quinn's
 /// default connection window is unlimited, which would let one peer pin unbounded memory.
 pub fn transport_config(mesh: &MeshConfig, limits: &Limits) -> TransportConfig {
     let mut t = TransportConfig::default();
     let window = |v: u64| VarInt::from_u64(v).unwrap_or(VarInt::MAX);
     t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_peer))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(CARD_STREAMS))
         .stream_receive_window(window(mesh.stream_window))
         .receive_window(window(crate::node::link::credit::start_window(
             mesh.connection_window,

@@ -14,6 +14,7 @@
 //! - [`send`]: a flow's send side on a link, taking fair turns at the link's send buffer;
 //! - [`delivery`]: whether a link is still delivering (progress for flow timeouts).
 
+pub(crate) mod cards;
 pub(crate) mod congestion;
 pub(crate) mod connect;
 pub(crate) mod credit;

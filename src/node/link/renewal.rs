@@ -63,6 +63,14 @@ impl Renewal {
             warn!("renewed certificate not usable, keeping the current one: {e:#}");
             return;
         }
+        // The card names the certificate: the renewed one goes out to the mesh.
+        match shared.tls.identity().card(shared.id(), shared.seal_keys.public()) {
+            Ok(card) => {
+                shared.cards.set_own(card.clone());
+                crate::node::link::cards::share(shared, &[card], None);
+            }
+            Err(e) => warn!("seal card not renewed: {e}"),
+        }
         let not_after = shared.tls.identity().validity().map_or(0, |(_, t)| t);
         let path = shared.config.mesh.cert.clone();
         if path == shared.config.mesh.key {

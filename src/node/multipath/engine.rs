@@ -240,7 +240,7 @@ impl Subflows {
         let now = std::time::Instant::now();
         let replied = sub.awaits_reply.is_none();
         let slot = self.core.lock().add(Sub::new(sub.index, sub.path, sub.ready, replied, now));
-        let (send, recv) = halves(&self.core, sub.send, sub.recv);
+        let (send, recv) = halves(&self.core, sub.send, sub.recv, sub.seal);
         let reply = sub.awaits_reply.map(|(at, limit)| (limit, at));
         let w = self.tasks.spawn(write_loop(self.core.clone(), slot, send, sub.preamble, CLOSE_LINGER));
         let r = self.tasks.spawn(read_loop(self.core.clone(), slot, recv, sub.leading, reply));

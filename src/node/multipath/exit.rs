@@ -10,9 +10,11 @@ use quinn::RecvStream;
 use tokio::sync::mpsc;
 
 use crate::core::multipath::MAX_SUBFLOWS;
-use crate::core::wire::{self, FlowHeader, RefuseReason, Reply, Subflow};
+use crate::core::wire::{FlowHeader, RefuseReason, Subflow};
 use crate::logging::log_escape;
-use crate::node::flow::inbound::refuse;
+use crate::node::flow::inbound::{refuse, refuse_exit};
+use crate::node::flow::seal::ExitSeal;
+use crate::node::multipath::PATH_LOST;
 use crate::node::link::send::LinkSend;
 use crate::node::multipath::NewSubflow;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
@@ -73,24 +75,26 @@ pub(crate) async fn subflow_arrived(
     subflow: Subflow,
     target: &str,
     rest: Bytes,
-    mut send: LinkSend,
-    mut recv: RecvStream,
+    (mut send, mut recv): (LinkSend, RecvStream),
+    seal: Option<ExitSeal>,
 ) {
+    // Keyed by the origin as the seal authenticated it (sealed flows), so no member can
+    // open or join a flow under another node's id.
     let key = (header.origin.clone(), header.flow_id);
     if !subflow.opens() {
-        join(&shared, guard, key, subflow, rest, send, recv).await;
+        join(&shared, guard, key, subflow, rest, (send, recv), seal).await;
         return;
     }
     if shared.sessions.holds(&key) {
         let detail = format!("flow {} from `{}` is already open here", key.1, log_escape(&key.0));
-        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+        refuse_exit(&shared, (&mut send, &mut recv), seal, RefuseReason::BadHeader, &detail).await;
         return;
     }
     let tcp = match exit::dial_target(&shared, target).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
             tracing::info!(target = %log_escape(target), reason = reason.as_str(), %detail, "refused flow");
-            refuse(&shared, &mut send, &mut recv, reason, &detail).await;
+            refuse_exit(&shared, (&mut send, &mut recv), seal, reason, &detail).await;
             return;
         }
     };
@@ -99,12 +103,15 @@ pub(crate) async fn subflow_arrived(
         // Another primary with the same key won the race while this one dialed.
         tcp_io::reset_tcp(tcp);
         let detail = format!("flow {} from `{}` is already open here", key.1, log_escape(&key.0));
-        refuse(&shared, &mut send, &mut recv, RefuseReason::BadHeader, &detail).await;
+        refuse_exit(&shared, (&mut send, &mut recv), seal, RefuseReason::BadHeader, &detail).await;
         return;
     }
     let _registered = Registered { sessions: &shared.sessions, key };
     shared.counters.flows_exited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let first = arrived(subflow.index, send, recv, rest, None);
+    let Some(first) = arrived(subflow.index, (send, recv), rest, None, seal) else {
+        tcp_io::reset_tcp(tcp);
+        return;
+    };
     let params = EngineParams {
         env: shared.flow_env(shared.timeouts, None, &guard),
         // The origin needs a stall timeout to notice the loss and a connect timeout to
@@ -123,15 +130,15 @@ async fn join(
     key: Key,
     subflow: Subflow,
     rest: Bytes,
-    mut send: LinkSend,
-    mut recv: RecvStream,
+    (mut send, mut recv): (LinkSend, RecvStream),
+    seal: Option<ExitSeal>,
 ) {
     let Some(tx) = shared.sessions.joiner(&key, subflow.token) else {
         let detail = format!("no multipath flow {} from `{}` to join", key.1, log_escape(&key.0));
-        refuse(shared, &mut send, &mut recv, RefuseReason::NoRoute, &detail).await;
+        refuse_exit(shared, (&mut send, &mut recv), seal, RefuseReason::NoRoute, &detail).await;
         return;
     };
-    let new = arrived(subflow.index, send, recv, rest, Some(guard));
+    let Some(new) = arrived(subflow.index, (send, recv), rest, Some(guard), seal) else { return };
     if let Err(e) = tx.try_send(Arrival::Subflow(Box::new(new))) {
         let (reason, detail) = match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -145,20 +152,33 @@ async fn join(
     }
 }
 
-/// A subflow as the exit's engine takes it: it answers `Opened` first and may carry
-/// data at once.
-fn arrived(index: u8, send: LinkSend, recv: RecvStream, rest: Bytes, guard: Option<FlowGuard>) -> NewSubflow {
-    NewSubflow {
+/// A subflow as the exit's engine takes it: it answers `Opened` first (sealed on a sealed
+/// flow) and may carry data at once. `None` (the stream reset) when the reply cannot be
+/// sealed.
+fn arrived(
+    index: u8,
+    (mut send, mut recv): (LinkSend, RecvStream),
+    rest: Bytes,
+    guard: Option<FlowGuard>,
+    seal: Option<ExitSeal>,
+) -> Option<NewSubflow> {
+    let Ok((preamble, seal)) = exit::opened_reply(seal) else {
+        let _ = send.reset(PATH_LOST);
+        let _ = recv.stop(PATH_LOST);
+        return None;
+    };
+    Some(NewSubflow {
         index,
         path: Vec::new(),
         first_hop: None,
         send,
         recv,
-        preamble: Bytes::from(wire::encode_reply(&Reply::Opened)),
+        seal,
+        preamble,
         leading: rest,
         awaits_reply: None,
         ready: true,
         replacement: false,
         guard,
-    }
+    })
 }

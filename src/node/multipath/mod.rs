@@ -62,6 +62,8 @@ pub(crate) struct NewSubflow {
     pub(crate) send: LinkSend,
     /// The stream.
     pub(crate) recv: RecvStream,
+    /// Its end-to-end seal (each subflow has its own).
+    pub(crate) seal: crate::node::splice::sealing::FlowSeal,
     /// Bytes to write before any frame (the exit's reply).
     pub(crate) preamble: Bytes,
     /// Bytes already read behind its header (exit side).

@@ -18,7 +18,8 @@ use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::multipath::{NewSubflow, PATH_LOST};
 use crate::node::observe::stats::RouteCounters;
 use crate::node::splice::FlowEnd;
-use crate::node::{FlowGuard, Shared, flow::onward, splice::tcp_io};
+use crate::node::splice::sealing::FlowSeal;
+use crate::node::{FlowGuard, Shared, flow::seal, splice::tcp_io};
 
 /// How long a path that failed in a flow is left alone before the flow tries it again.
 const PATH_RETRY: Duration = Duration::from_secs(10);
@@ -101,7 +102,7 @@ async fn open_join(
     let index = header.subflow.map_or(0, |s| s.index);
     let started = Instant::now();
     let reply_within = shared.timeouts_for(header.hops.len() + 1).reply;
-    let arrival = match onward::open_stream(&shared, &path.first_hop, &header, Bytes::new()).await {
+    let arrival = match seal::open_stream(&shared, &path.first_hop, &header, Vec::new()).await {
         Ok(streams) => {
             let sub = opened(index, relays, path.first_hop, streams, (started, reply_within), replacement);
             Arrival::Subflow(Box::new(sub))
@@ -121,7 +122,7 @@ fn opened(
     index: u8,
     relays: Vec<String>,
     first_hop: String,
-    (send, recv): (LinkSend, RecvStream),
+    (send, recv, seal): (LinkSend, RecvStream, FlowSeal),
     awaits_reply: (Instant, Duration),
     replacement: bool,
 ) -> NewSubflow {
@@ -131,6 +132,7 @@ fn opened(
         first_hop: Some(first_hop),
         send,
         recv,
+        seal,
         preamble: Bytes::new(),
         leading: Bytes::new(),
         awaits_reply: Some(awaits_reply),
@@ -159,7 +161,7 @@ pub(crate) async fn open_flow(
     header.subflow = Some(Subflow { index: 0, token });
     let nodes_ahead = header.hops.len() + 1;
     let started = Instant::now();
-    let (send, recv) = match onward::open_stream(shared, &path.first_hop, &header, Bytes::new()).await {
+    let (send, recv, seal) = match seal::open_stream(shared, &path.first_hop, &header, Vec::new()).await {
         Ok(stream) => stream,
         Err(e) => {
             tcp_io::reset_tcp(tcp);
@@ -186,7 +188,7 @@ pub(crate) async fn open_flow(
         tx,
     };
     let awaits_reply = (started, shared.timeouts_for(nodes_ahead).reply);
-    let first = opened(0, relays, path.first_hop, (send, recv), awaits_reply, false);
+    let first = opened(0, relays, path.first_hop, (send, recv, seal), awaits_reply, false);
     let health = shared.clone();
     let params = EngineParams {
         env: shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard),

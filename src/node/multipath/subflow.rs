@@ -11,11 +11,11 @@ use bytes::Bytes;
 use quinn::{ReadError, RecvStream, VarInt, WriteError};
 use tokio::time::Instant;
 
-use crate::core::subflow_frame::Frame;
 use crate::core::subflow_frame::FrameDecoder;
 use crate::node::link::send::LinkSend;
 use crate::node::multipath::state::WriterStep;
 use crate::node::multipath::{Event, FLOW_RESET, FlowCore, codes_for_flow};
+use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
 use crate::node::splice::tcp_stream::read_reply;
 use crate::node::splice::{FlowEnd, codes};
 
@@ -26,6 +26,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct SendHalf {
     core: Arc<FlowCore>,
     send: LinkSend,
+    seal: Arc<UpSeal>,
     finished: bool,
 }
 
@@ -43,6 +44,9 @@ impl Drop for SendHalf {
 pub(crate) struct RecvHalf {
     core: Arc<FlowCore>,
     recv: RecvStream,
+    seal: DownSeal,
+    /// The sending half's seal: the reply switches its key.
+    up: Arc<UpSeal>,
     ended: bool,
 }
 
@@ -57,10 +61,12 @@ impl Drop for RecvHalf {
 }
 
 /// Wraps a stream's halves for the tasks.
-pub(crate) fn halves(core: &Arc<FlowCore>, send: LinkSend, recv: RecvStream) -> (SendHalf, RecvHalf) {
+pub(crate) fn halves(core: &Arc<FlowCore>, send: LinkSend, recv: RecvStream, seal: FlowSeal) -> (SendHalf, RecvHalf) {
+    let (up, down) = seal.split();
+    let up = Arc::new(up);
     (
-        SendHalf { core: core.clone(), send, finished: false },
-        RecvHalf { core: core.clone(), recv, ended: false },
+        SendHalf { core: core.clone(), send, seal: up.clone(), finished: false },
+        RecvHalf { core: core.clone(), recv, seal: down, up, ended: false },
     )
 }
 
@@ -85,12 +91,27 @@ pub(crate) async fn write_loop(
         let step = core.lock().writer_step(slot, Instant::now().into_std());
         match step {
             WriterStep::Send(frame) => {
-                if let Err(e) = write_frame(&mut half.send, &frame).await {
+                let written = if half.seal.is_sealed() {
+                    let Ok(sealed) = half.seal.seal(frame.chunks().concat().into()) else {
+                        core.report(Event::Lost(slot, "cannot seal a frame".into()));
+                        return;
+                    };
+                    half.send.write_data(sealed).await
+                } else {
+                    half.send.write_data_chunks(&mut frame.chunks()).await
+                };
+                if let Err(e) = written {
                     report_write_error(&core, slot, e);
                     return;
                 }
             }
             WriterStep::Finish => {
+                if let Ok(Some(fin)) = half.seal.fin()
+                    && let Err(e) = half.send.write_data(fin).await
+                {
+                    report_write_error(&core, slot, e);
+                    return;
+                }
                 if half.send.finish().is_ok() {
                     half.finished = true;
                     let _ = tokio::time::timeout(linger, half.send.stopped()).await;
@@ -109,10 +130,6 @@ pub(crate) async fn write_loop(
             },
         }
     }
-}
-
-async fn write_frame(send: &mut LinkSend, frame: &Frame) -> Result<(), WriteError> {
-    send.write_data_chunks(&mut frame.chunks()).await
 }
 
 fn report_write_error(core: &FlowCore, slot: usize, e: WriteError) {
@@ -135,7 +152,7 @@ pub(crate) async fn read_loop(
     reply: Option<(Duration, Instant)>,
 ) {
     if let Some((limit, opened_at)) = reply {
-        match tokio::time::timeout(limit, read_reply(&mut half.recv)).await {
+        match tokio::time::timeout(limit, read_reply(&mut half.recv, &mut half.seal, &half.up)).await {
             Ok(Ok(rest)) => {
                 leading = rest;
                 core.report(Event::Opened(slot, opened_at.elapsed()));
@@ -161,7 +178,12 @@ pub(crate) async fn read_loop(
         }
     }
     let mut decoder = FrameDecoder::new();
-    decoder.feed(&leading);
+    let mut plain = Vec::new();
+    if let Err(e) = half.seal.open(leading, &mut plain) {
+        core.report(Event::Violation(format!("{e:?}")));
+        return;
+    }
+    plain.drain(..).for_each(|p| decoder.feed(&p));
     let mut saw_fin = false;
     loop {
         match core.take_frames(slot, &mut decoder) {
@@ -172,10 +194,18 @@ pub(crate) async fn read_loop(
             }
         }
         match half.recv.read_chunk(READ_CHUNK, true).await {
-            Ok(Some(chunk)) => decoder.feed(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                if let Err(e) = half.seal.open(chunk.bytes, &mut plain) {
+                    core.report(Event::Violation(format!("{e:?}")));
+                    return;
+                }
+                plain.drain(..).for_each(|p| decoder.feed(&p));
+            }
             Ok(None) => {
                 half.ended = true;
-                if decoder.buffered() > 0 {
+                if half.seal.end().is_err() {
+                    core.report(Event::Violation("sealed subflow cut short".into()));
+                } else if decoder.buffered() > 0 {
                     core.report(Event::Violation("subflow ended inside a frame".into()));
                 } else if saw_fin {
                     core.report(Event::PeerFinished);

@@ -46,6 +46,14 @@ pub(crate) fn render(input: &MetricsInput<'_>) -> String {
     ] {
         f.sample(&[("role", role)], n as f64);
     }
+    let mut f = family(
+        &mut out,
+        "proxy_flow_streams_total",
+        "counter",
+        "Flow streams opened or accepted, by whether they were sealed end to end (sealed: opened here; unsealed: opened or accepted here).",
+    );
+    f.sample(&[("seal", "sealed")], s.flows_sealed as f64);
+    f.sample(&[("seal", "unsealed")], s.flows_unsealed as f64);
     family(&mut out, "proxy_flows_reset_total", "counter", "Flows that ended in a reset or timeout.")
         .sample(&[], s.flows_reset as f64);
     let mut f = family(

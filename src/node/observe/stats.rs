@@ -23,6 +23,11 @@ pub(crate) struct Counters {
     pub flows_relayed: AtomicU64,
     /// Bytes this node relayed between streams, both directions.
     pub bytes_relayed: AtomicU64,
+    /// Flow streams this node opened sealed end to end (as origin or chain node).
+    pub flows_sealed: AtomicU64,
+    /// Unsealed (wire version 1) flow streams this node opened or accepted
+    /// (`mesh.e2e: preferred`).
+    pub flows_unsealed: AtomicU64,
     /// Bytes read from TCP sockets (applications and targets).
     pub bytes_in: AtomicU64,
     /// Bytes written to TCP sockets (applications and targets).
@@ -59,6 +64,8 @@ impl Counters {
             flows_local: AtomicU64::new(0),
             flows_relayed: AtomicU64::new(0),
             bytes_relayed: AtomicU64::new(0),
+            flows_sealed: AtomicU64::new(0),
+            flows_unsealed: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             refused_at_origin: Default::default(),
@@ -111,6 +118,10 @@ pub struct Stats {
     pub flows_relayed: u64,
     /// Bytes relayed between streams.
     pub bytes_relayed: u64,
+    /// Flow streams opened sealed end to end.
+    pub flows_sealed: u64,
+    /// Unsealed flow streams opened or accepted.
+    pub flows_unsealed: u64,
     /// Bytes read from TCP sockets.
     pub bytes_in: u64,
     /// Bytes written to TCP sockets.
@@ -205,6 +216,8 @@ pub(crate) fn snapshot(
         flows_local: load(&c.flows_local),
         flows_relayed: load(&c.flows_relayed),
         bytes_relayed: load(&c.bytes_relayed),
+        flows_sealed: load(&c.flows_sealed),
+        flows_unsealed: load(&c.flows_unsealed),
         bytes_in: load(&c.bytes_in),
         bytes_out: load(&c.bytes_out),
         flows_reset: load(&c.flows_reset),

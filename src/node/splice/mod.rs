@@ -11,6 +11,8 @@
 //! sides, and each direction holds at most one chunk of its own (backpressure is the
 //! stream window on one side and the socket buffer on the other).
 
+pub(crate) mod resealed;
+pub(crate) mod sealing;
 pub(crate) mod streams;
 pub(crate) mod tcp_io;
 pub(crate) mod tcp_pair;

@@ -30,6 +30,7 @@ use crate::node::flow::timer::Activity;
 use crate::node::link::credit::StallWatch;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::stats::Counters;
+use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
 use crate::node::splice::tcp_io;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
@@ -55,6 +56,7 @@ pub(crate) async fn splice(
     mut send: LinkSend,
     mut recv: RecvStream,
     prelude: Prelude,
+    seal: FlowSeal,
     env: FlowEnv,
 ) -> FlowEnd {
     let FlowEnv { timeouts, counters, mut force, route, bytes, .. } = env;
@@ -64,11 +66,11 @@ pub(crate) async fn splice(
     // reply will say why"; after `Opened` (or on the exit side) it is a failure.
     let awaiting_reply = AtomicBool::new(matches!(prelude, Prelude::ExpectReply));
     let mut watch = send.stall_watch();
+    let (up_seal, mut down_seal) = seal.split();
     let end = {
-        let up = tcp_to_stream(&tcp, &mut send, &activity, &counters, &awaiting_reply);
+        let up = tcp_to_stream(&tcp, &mut send, &up_seal, &activity, &counters, &awaiting_reply);
         let down = stream_to_tcp(
-            &mut recv,
-            &mut watch,
+            (&mut recv, &mut watch, &mut down_seal, &up_seal),
             &tcp,
             prelude,
             &activity,
@@ -116,6 +118,7 @@ pub(crate) fn abort(tcp: TcpStream, send: &mut LinkSend, recv: &mut RecvStream, 
 async fn tcp_to_stream(
     tcp: &TcpStream,
     send: &mut LinkSend,
+    seal: &UpSeal,
     activity: &Activity,
     counters: &Counters,
     awaiting_reply: &AtomicBool,
@@ -131,6 +134,9 @@ async fn tcp_to_stream(
             }
             match tcp.try_read_buf(&mut buf) {
                 Ok(0) => {
+                    if let Some(fin) = seal.fin()? {
+                        send.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
+                    }
                     activity.half_close();
                     send.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0))?;
                     return Ok(());
@@ -145,7 +151,7 @@ async fn tcp_to_stream(
                     } else {
                         buf.split().freeze()
                     };
-                    match send.write_data_moving(chunk, Some(activity)).await {
+                    match send.write_data_moving(seal.seal(chunk)?, Some(activity)).await {
                         Ok(()) => {}
                         // A refusing node stops our upload and then sends its reply: stop
                         // sending and let the other direction read why (bounded by the
@@ -165,10 +171,11 @@ async fn tcp_to_stream(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The stream side of the downward direction: the stream, its stall watch, and the seal.
+type StreamSide<'a> = (&'a mut RecvStream, &'a mut StallWatch, &'a mut DownSeal, &'a UpSeal);
+
 async fn stream_to_tcp(
-    recv: &mut RecvStream,
-    watch: &mut StallWatch,
+    (recv, watch, seal, up): StreamSide<'_>,
     tcp: &TcpStream,
     prelude: Prelude,
     activity: &Activity,
@@ -176,31 +183,39 @@ async fn stream_to_tcp(
     reply_timeout: std::time::Duration,
     awaiting_reply: &AtomicBool,
 ) -> Result<(), FlowEnd> {
-    match prelude {
-        Prelude::WriteFirst(bytes) => tcp_io::write_all(tcp, &bytes, activity, counters).await?,
+    let mut plain = Vec::new();
+    let first = match prelude {
+        Prelude::WriteFirst(bytes) => bytes,
         Prelude::ExpectReply => {
-            let rest = tokio::time::timeout(reply_timeout, read_reply(recv))
+            let rest = tokio::time::timeout(reply_timeout, read_reply(recv, seal, up))
                 .await
                 .map_err(|_| FlowEnd::TimedOut("reply"))??;
             awaiting_reply.store(false, Ordering::Relaxed);
-            tcp_io::write_all(tcp, &rest, activity, counters).await?;
+            rest
         }
-    }
+    };
+    seal.open(first, &mut plain)?;
+    tcp_io::write_all_vectored(tcp, &mut plain, activity, counters).await?;
     // Chunks arrive about one QUIC packet each; gathering several per writev saves a
     // syscall per packet on bulk flows.
     let mut chunks: [Bytes; GATHER] = Default::default();
     loop {
         match watch.read(recv.read_chunks(&mut chunks)).await {
             Ok(Some(n)) => {
+                plain.clear();
+                for chunk in &mut chunks[..n] {
+                    seal.open(std::mem::take(chunk), &mut plain)?;
+                }
                 // A reader that stops holds this stream's window; the watch keeps that out
                 // of the link's shared credit (see `node::link::credit`).
-                let written =
-                    watch.write(tcp_io::write_all_vectored(tcp, &mut chunks[..n], activity, counters)).await;
+                let written = watch.write(tcp_io::write_all_vectored(tcp, &mut plain, activity, counters)).await;
                 let written = written.unwrap_or(Err(FlowEnd::OverBudget));
-                chunks[..n].iter_mut().for_each(|c| *c = Bytes::new());
+                plain.clear();
                 written?;
             }
             Ok(None) => {
+                // A sealed stream ends only with its sealed end: anything else was cut.
+                seal.end()?;
                 activity.half_close();
                 return tcp_io::shutdown_write(tcp);
             }
@@ -209,14 +224,18 @@ async fn stream_to_tcp(
     }
 }
 
-/// Reads the reply; returns the bytes that followed it in the stream.
-pub(crate) async fn read_reply(recv: &mut RecvStream) -> Result<Bytes, FlowEnd> {
+/// Reads the reply (unsealing it on a sealed flow); returns the bytes that followed it in
+/// the stream, still as they came.
+pub(crate) async fn read_reply(recv: &mut RecvStream, down: &mut DownSeal, up: &UpSeal) -> Result<Bytes, FlowEnd> {
     let mut buf = Vec::new();
     loop {
         match wire::decode_reply(&buf) {
-            Ok(Decoded::Complete(Reply::Opened, used)) => return Ok(Bytes::copy_from_slice(&buf[used..])),
-            Ok(Decoded::Complete(Reply::Refused { reason, hop, detail }, _)) => {
-                return Err(FlowEnd::Refused { reason, hop, detail });
+            Ok(Decoded::Complete(reply, used)) => {
+                return match down.reply(reply, up)? {
+                    Reply::Opened => Ok(Bytes::copy_from_slice(&buf[used..])),
+                    Reply::Refused { reason, hop, detail } => Err(FlowEnd::Refused { reason, hop, detail }),
+                    Reply::Sealed(_) => Err(FlowEnd::BadReply("a sealed reply inside a sealed reply".into())),
+                };
             }
             Ok(Decoded::NeedMore(_)) => {}
             Err(e) => return Err(FlowEnd::BadReply(e.to_string())),
