@@ -36,6 +36,8 @@ async fn exit_under_attack(
 ) -> (Mesh, proxy::Node, proxy::Node, quinn::Endpoint, quinn::Connection) {
     let mesh = Mesh::new(&["a", "b", "x"]);
     let mut b = NodeSpec::new("b");
+    // The attacker speaks the unsealed (version 1) header by hand: b accepts it.
+    b.mesh_extra = vec!["e2e: preferred".into()];
     b.peers = vec![("a", String::new()), ("x", String::new())];
     b.allow = allow.to_vec();
     b.limits = limits.iter().map(|s| s.to_string()).collect();

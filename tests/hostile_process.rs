@@ -28,7 +28,7 @@ fn start_exit(dir: &Path, mesh_port: u16, echo: std::net::SocketAddr, log: &Path
         "common: {{ node_id: b, region: test, admin_addr: \"127.0.0.1:0\", log_level: info }}\n\
          peers: [ {{ name: x }} ]\nexit_policy: {{ allow: [\"{echo}\"] }}\n\
          limits: {{ max_streams_per_peer: 64, max_buffered_bytes: {BUDGET} }}\n\
-         mesh:\n  bind: \"127.0.0.1:{mesh_port}\"\n  cert: b.crt\n  key: b.key\n  ca: ca.crt\n  data_dir: data-b\n"
+         mesh:\n  bind: \"127.0.0.1:{mesh_port}\"\n  cert: b.crt\n  key: b.key\n  ca: ca.crt\n  data_dir: data-b\n  e2e: preferred\n"
     );
     std::fs::write(&path, text).expect("write");
     let log = std::fs::File::create(log).expect("log file");

@@ -23,6 +23,8 @@ async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
 async fn exit_with_raw_link() -> (Mesh, proxy::Node, quinn::Endpoint, quinn::Connection) {
     let mesh = Mesh::new(&["a", "b"]);
     let mut b = NodeSpec::new("b");
+    // Unsealed (version 1) headers written by hand: b accepts them.
+    b.mesh_extra = vec!["e2e: preferred".into()];
     b.peers = vec![("a", String::new())];
     b.allow = vec!["127.0.0.1/32".into()];
     let b = b.start(&mesh).await;
@@ -36,6 +38,8 @@ async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_workin
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
     let mut b = NodeSpec::new("b");
+    // Unsealed (version 1) headers written by hand: b accepts them.
+    b.mesh_extra = vec!["e2e: preferred".into()];
     b.peers = vec![("a", String::new())];
     b.allow = vec!["127.0.0.1/32".into()];
     b.limits = vec!["header_timeout: \"700ms\"".into()];
@@ -70,7 +74,7 @@ async fn bad_headers_are_refused_while_a_good_flow_on_the_same_link_keeps_workin
             Reply::Refused { reason, hop, .. } => {
                 assert_eq!((reason, hop.as_str()), (RefuseReason::BadHeader, "b"), "{name}");
             }
-            Reply::Opened => panic!("{name} header was accepted"),
+            Reply::Opened | Reply::Sealed(_) => panic!("{name} header was accepted"),
         }
     }
     assert_eq!(settled(3, || b.stats().refused_inbound(RefuseReason::BadHeader)).await, 3);
@@ -106,7 +110,7 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
         s.write_chunk(Bytes::from(wire::encode_header(&h).expect("encode"))).await.expect("write");
         match read_reply(&mut r).await {
             Reply::Refused { reason, .. } => assert_eq!(reason, expected, "hops {hops:?}"),
-            Reply::Opened => panic!("accepted {hops:?}"),
+            Reply::Opened | Reply::Sealed(_) => panic!("accepted {hops:?}"),
         }
     }
     let distinct: Vec<String> = (0..15).map(|i| format!("n{i}")).collect();
@@ -122,7 +126,7 @@ async fn loop_and_relay_headers_are_refused_with_their_reason() {
     s.write_all(&wire::encode_header(&h).expect("encode")).await.expect("write");
     match read_reply(&mut r).await {
         Reply::Refused { reason, .. } => assert_eq!(reason, RefuseReason::HopLimit),
-        Reply::Opened => panic!("17-node path accepted"),
+        Reply::Opened | Reply::Sealed(_) => panic!("17-node path accepted"),
     }
 }
 
@@ -144,6 +148,6 @@ async fn a_header_that_does_not_name_its_sender_is_refused() {
         Reply::Refused { reason, hop, .. } => {
             assert_eq!((reason, hop.as_str()), (RefuseReason::BadHeader, "b"))
         }
-        Reply::Opened => panic!("accepted a header that hides its sender"),
+        Reply::Opened | Reply::Sealed(_) => panic!("accepted a header that hides its sender"),
     }
 }

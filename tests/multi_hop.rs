@@ -225,14 +225,15 @@ async fn raw_reply_as(
 fn refused(reply: Reply) -> (RefuseReason, String) {
     match reply {
         Reply::Refused { reason, hop, .. } => (reason, hop),
-        Reply::Opened => panic!("opened"),
+        Reply::Opened | Reply::Sealed(_) => panic!("opened"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_paths_are_refused_with_the_reason_and_the_hop_that_refused() {
     let echo = echo_server().await;
-    let ch = chain(echo, &[], &[], false).await;
+    // Unsealed (version 1) headers written by hand: the nodes accept them.
+    let ch = chain(echo, &[], &["e2e: preferred"], false).await;
     let dir = ch._mesh.dir.clone();
     let target = echo.to_string();
     // Into b, as if from a.
@@ -256,7 +257,7 @@ async fn bad_paths_are_refused_with_the_reason_and_the_hop_that_refused() {
     );
     // A refusal by the exit travels back through both relays.
     let lone = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
-    let ch2 = chain(lone, &[], &[], true).await;
+    let ch2 = chain(lone, &[], &["e2e: preferred"], true).await;
     let got = refused(raw_reply(&ch2._mesh.dir, &ch2.b, &["c", "d"], "10.9.9.9:80").await);
     assert_eq!(got, (RefuseReason::Policy, "d".to_string()));
     // And an origin learns the refusal, counted per route.
@@ -373,7 +374,7 @@ async fn a_silently_cut_link_resets_both_ends_within_the_link_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_before_the_header_is_read_comes_back_with_the_refusing_hop() {
     let echo = echo_server().await;
-    let ch = chain_with_exit_limits(echo, &[], &[], true, &["max_flows: 1"]).await;
+    let ch = chain_with_exit_limits(echo, &[], &["e2e: preferred"], true, &["max_flows: 1"]).await;
     // d's one flow slot is taken: the next flow is refused at d before d reads its header,
     // and the refusal must come back through c and b naming d.
     let _held = open_echoed_flow(listener_addr(&ch.a, "in"), 7).await;

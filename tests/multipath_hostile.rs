@@ -21,6 +21,8 @@ const TOKEN: u64 = 0x005E_C2E7;
 async fn exit_and_raw_link(target: SocketAddr) -> (Mesh, proxy::Node, quinn::Endpoint, quinn::Connection) {
     let mesh = Mesh::new(&["a", "b"]);
     let mut b = NodeSpec::new("b");
+    // Unsealed (version 1) headers written by hand: b accepts them.
+    b.mesh_extra = vec!["e2e: preferred".into()];
     b.peers = vec![("a", String::new())];
     b.allow = vec![target.to_string()];
     let b = b.start(&mesh).await;
@@ -67,7 +69,7 @@ async fn open(conn: &quinn::Connection, header: Vec<u8>) -> (quinn::SendStream, 
 fn refusal(reply: &Reply) -> Option<RefuseReason> {
     match reply {
         Reply::Refused { reason, .. } => Some(*reason),
-        Reply::Opened => None,
+        Reply::Opened | Reply::Sealed(_) => None,
     }
 }
 
@@ -155,11 +157,13 @@ async fn flows_that_leave_a_gap_at_offset_0_cannot_push_the_node_past_its_buffer
     let target = server.local_addr().expect("addr");
     let mesh = Mesh::new(&["a", "b"]);
     let mut b = NodeSpec::new("b");
+    // Unsealed (version 1) headers written by hand: b accepts them.
+    b.mesh_extra = vec!["e2e: preferred".into()];
     b.peers = vec![("a", String::new())];
     b.allow = vec![target.to_string()];
     // The link's window (8 MiB, fixed: at most the start window) and room for two full
     // reorder buffers, not five.
-    b.mesh_extra = vec!["stream_window: 4194304".into(), "connection_window: 8388608".into()];
+    b.mesh_extra.extend(["stream_window: 4194304".into(), "connection_window: 8388608".into()]);
     let budget: u64 = (8 + 20) * 1024 * 1024;
     b.limits = vec![format!("max_buffered_bytes: {budget}")];
     let b = b.start(&mesh).await;
