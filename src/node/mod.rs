@@ -49,6 +49,8 @@ pub use link::congestion::factory as congestion_factory;
 pub use link::endpoint::transport_config;
 #[doc(hidden)]
 pub use splice::tcp_io::reset_tcp;
+#[doc(hidden)]
+pub use splice::relay_tap::{RelayTap, TapAction, TapDirection};
 
 use shared::reply_deadline;
 pub(crate) use shared::{FlowGuard, Shared};
@@ -209,6 +211,7 @@ impl Node {
             admin_addr,
             seal_keys,
             cards,
+            relay_tap: Default::default(),
             replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(REPLAY_MEMORY)),
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),

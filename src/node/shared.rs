@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(in crate::node) seal_keys: crate::core::seal::StaticKeys,
     /// The seal cards known: this node's and other members'.
     pub(in crate::node) cards: link::cards::CardStore,
+    /// A test's hostile-relay hook.
+    pub(in crate::node) relay_tap: splice::relay_tap::TapSlot,
     /// Sealed openings seen lately (an exit refuses a replayed one).
     pub(in crate::node) replay: std::sync::Mutex<crate::core::seal::replay::ReplayGuard>,
     /// Woken by every applied reload (the scheduler session registers anew).
@@ -130,6 +132,7 @@ impl Shared {
             route,
             bytes: guard.record.bytes(),
             budget: self.budget.clone(),
+            tap: self.relay_tap.get(),
         }
     }
 

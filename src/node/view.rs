@@ -61,6 +61,13 @@ impl NodeView {
         self.reload(config)
     }
 
+    /// Makes this node a hostile relay for tests: `tap` sees, and may change, drop, repeat
+    /// or cut, every chunk it relays from now on (`None` restores honest relaying).
+    #[doc(hidden)]
+    pub fn set_relay_tap(&self, tap: Option<crate::node::splice::relay_tap::RelayTap>) {
+        self.shared.relay_tap.set(tap);
+    }
+
     /// A snapshot of the node's counters.
     pub fn stats(&self) -> Stats {
         observe::stats::snapshot(

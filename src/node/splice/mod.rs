@@ -11,6 +11,7 @@
 //! sides, and each direction holds at most one chunk of its own (backpressure is the
 //! stream window on one side and the socket buffer on the other).
 
+pub(crate) mod relay_tap;
 pub(crate) mod resealed;
 pub(crate) mod sealing;
 pub(crate) mod streams;
@@ -64,6 +65,8 @@ pub(crate) struct FlowEnv {
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
     /// The node's buffer budget (multipath reorder buffers reserve from it).
     pub budget: Arc<crate::node::link::credit::BufferBudget>,
+    /// A test's hostile-relay hook (see [`relay_tap`]); `None` in real use.
+    pub tap: Option<relay_tap::RelayTap>,
 }
 
 /// How a flow ended.

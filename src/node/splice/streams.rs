@@ -17,6 +17,7 @@ use crate::node::flow::timer::Activity;
 use crate::node::link::credit::StallWatch;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::stats::Counters;
+use crate::node::splice::relay_tap::{RelayTap, TapAction, TapDirection};
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
 /// Largest chunk moved in one step.
@@ -35,7 +36,7 @@ pub(crate) struct StreamPair {
 /// Relays between the previous node (`back`) and the next (`ahead`) until both directions
 /// finish, or resets both on any failure.
 pub(crate) async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, env: FlowEnv) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, bytes, route, .. } = env;
+    let FlowEnv { timeouts, counters, mut force, bytes, route, tap, .. } = env;
     let activity = Activity::counting(bytes);
     let refused_ahead = AtomicBool::new(false);
     let end = {
@@ -43,12 +44,15 @@ pub(crate) async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, 
         let forward = copy(
             (&mut back.recv, back_watch),
             &mut ahead.send,
-            &activity,
-            &counters,
+            (&activity, &counters, tap.as_ref()),
             Direction::Forward(&refused_ahead),
         );
-        let backward =
-            copy((&mut ahead.recv, ahead_watch), &mut back.send, &activity, &counters, Direction::Backward);
+        let backward = copy(
+            (&mut ahead.recv, ahead_watch),
+            &mut back.send,
+            (&activity, &counters, tap.as_ref()),
+            Direction::Backward,
+        );
         tokio::select! {
             r = async { tokio::try_join!(forward, backward) } => match r {
                 Ok(_) if refused_ahead.load(Ordering::Relaxed) => FlowEnd::RefusedAhead,
@@ -113,31 +117,41 @@ enum Direction<'a> {
 async fn copy(
     (from, mut watch): (&mut RecvStream, StallWatch),
     to: &mut LinkSend,
-    activity: &Activity,
-    counters: &Counters,
+    (activity, counters, tap): (&Activity, &Counters, Option<&RelayTap>),
     direction: Direction<'_>,
 ) -> Result<(), FlowEnd> {
-    let (mut opening, refused) = match direction {
-        Direction::Forward(refused) => (false, Some(refused)),
-        Direction::Backward => (true, None),
+    let (mut opening, refused, side) = match direction {
+        Direction::Forward(refused) => (false, Some(refused), TapDirection::Forward),
+        Direction::Backward => (true, None, TapDirection::Backward),
     };
     loop {
         match watch.read(from.read_chunk(CHUNK, true)).await {
             Ok(Some(chunk)) => {
                 let n = chunk.bytes.len() as u64;
                 activity.moved(n);
-                let write = async {
-                    if std::mem::take(&mut opening) {
-                        // Only what can be the reply goes ahead; data behind it waits its turn.
-                        let mut rest = chunk.bytes;
-                        let reply = rest.split_to(rest.len().min(REPLY_MAX));
-                        match to.write_first(&mut [reply]).await {
-                            Ok(()) => to.write_data_moving(rest, Some(activity)).await,
-                            Err(e) => Err(e),
+                let chunks = match tap {
+                    None => vec![chunk.bytes],
+                    Some(tap) => match tap(side, chunk.bytes) {
+                        TapAction::Send(chunks) => chunks,
+                        TapAction::Finish => {
+                            activity.half_close();
+                            return to.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0));
                         }
-                    } else {
-                        to.write_data_moving(chunk.bytes, Some(activity)).await
+                    },
+                };
+                let write = async {
+                    for bytes in chunks {
+                        if std::mem::take(&mut opening) {
+                            // Only what can be the reply goes ahead; data behind it waits its turn.
+                            let mut rest = bytes;
+                            let reply = rest.split_to(rest.len().min(REPLY_MAX));
+                            to.write_first(&mut [reply]).await?;
+                            to.write_data_moving(rest, Some(activity)).await?;
+                        } else {
+                            to.write_data_moving(bytes, Some(activity)).await?;
+                        }
                     }
+                    Ok(())
                 };
                 // The neighbour ahead not taking bytes stalls this flow on the link behind.
                 let written = watch.write(write).await?;
