@@ -291,10 +291,29 @@ const NODE_IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
 /// Relay counts measured after the two-node flow.
 const MAX_RELAYS: usize = NODE_IDS.len() - 2;
 
-fn node_yaml(id: &str, peers: &str, extra: &str) -> String {
+fn node_yaml(id: &str, peers: &str, extra: &str, e2e: Seal) -> String {
+    let e2e = e2e.mode();
     format!(
-        "common: {{ node_id: {id}, region: bench, admin_addr: \"127.0.0.1:0\", log_level: warn }}\npeers: [ {peers} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt }}\n{LIMITS}{extra}"
+        "common: {{ node_id: {id}, region: bench, admin_addr: \"127.0.0.1:0\", log_level: warn }}\npeers: [ {peers} ]\nmesh: {{ bind: \"127.0.0.1:0\", cert: {id}.crt, key: {id}.key, ca: ca.crt, e2e: {e2e} }}\n{LIMITS}{extra}"
     )
+}
+
+/// Whether the proxy rows seal flows end to end (`mesh.e2e`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seal {
+    /// `required`, the default.
+    Sealed,
+    /// `off`: the same flows without end-to-end sealing, the baseline of its cost.
+    Unsealed,
+}
+
+impl Seal {
+    fn mode(self) -> &'static str {
+        match self {
+            Self::Sealed => "required",
+            Self::Unsealed => "off",
+        }
+    }
 }
 
 async fn start_in_process(dir: &Path, yaml: &str) -> Result<proxy::Node> {
@@ -304,7 +323,12 @@ async fn start_in_process(dir: &Path, yaml: &str) -> Result<proxy::Node> {
 
 /// The origin: listeners `bulk` and `echo`, routed to `sink` and `echo` at the last of
 /// `ids` via the ones between; it dials `ids[1]` at `next`.
-fn origin_yaml(ids: &[&str], next: SocketAddr, sink: SocketAddr, echo: SocketAddr) -> Result<String> {
+fn origin_yaml(
+    ids: &[&str],
+    next: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    e2e: Seal,
+) -> Result<String> {
     let (first, exit) = (ids.get(1).context("no next hop")?, ids.last().context("no exit")?);
     let relays = ids.get(1..ids.len() - 1).unwrap_or_default();
     let via = if relays.is_empty() { String::new() } else { format!(", via: [{}]", relays.join(", ")) };
@@ -318,7 +342,7 @@ fn origin_yaml(ids: &[&str], next: SocketAddr, sink: SocketAddr, echo: SocketAdd
         route("bulk", sink),
         route("echo", echo)
     );
-    Ok(node_yaml(ids[0], &format!("{{ name: {first}, address: \"{next}\" }}"), &extra))
+    Ok(node_yaml(ids[0], &format!("{{ name: {first}, address: \"{next}\" }}"), &extra, e2e))
 }
 
 /// Starts a chain origin -> `relays` relays -> exit in this process, each node dialing the
@@ -329,19 +353,20 @@ async fn start_chain(
     sink: SocketAddr,
     echo: SocketAddr,
     relays: usize,
+    e2e: Seal,
 ) -> Result<Vec<proxy::Node>> {
     let ids = NODE_IDS.get(..relays + 2).with_context(|| format!("at most {MAX_RELAYS} relays"))?;
     let allow = "exit_policy: { allow: [\"127.0.0.1/32\"] }\n";
-    let exit = node_yaml(ids[relays + 1], &format!("{{ name: {} }}", ids[relays]), allow);
+    let exit = node_yaml(ids[relays + 1], &format!("{{ name: {} }}", ids[relays]), allow, e2e);
     // From the exit back to the origin, so each node knows the address of the next.
     let mut nodes = vec![start_in_process(dir, &exit).await?];
     for i in (1..=relays).rev() {
         let next = nodes.last().context("no next node")?.mesh_addr()?;
         let peers = format!("{{ name: {} }}, {{ name: {}, address: \"{next}\" }}", ids[i - 1], ids[i + 1]);
-        nodes.push(start_in_process(dir, &node_yaml(ids[i], &peers, "")).await?);
+        nodes.push(start_in_process(dir, &node_yaml(ids[i], &peers, "", e2e)).await?);
     }
     let next = nodes.last().context("no next node")?.mesh_addr()?;
-    nodes.push(start_in_process(dir, &origin_yaml(ids, next, sink, echo)?).await?);
+    nodes.push(start_in_process(dir, &origin_yaml(ids, next, (sink, echo), e2e)?).await?);
     nodes.reverse();
     for (node, peer) in nodes.iter().zip(ids.iter().skip(1)) {
         if !node.wait_for_link(peer, Duration::from_secs(10)).await {
@@ -359,8 +384,9 @@ async fn chain_figures(
     echo: SocketAddr,
     relays: usize,
     bulk: u64,
+    e2e: Seal,
 ) -> Result<Figures> {
-    let nodes = start_chain(dir, sink, echo, relays).await?;
+    let nodes = start_chain(dir, sink, echo, relays, e2e).await?;
     let origin = nodes.first().context("empty chain")?;
     let f = tcp_figures(entry(origin, "bulk")?, sink_rx, entry(origin, "echo")?, bulk).await;
     for node in nodes {
@@ -450,13 +476,40 @@ async fn suite(title: &str, dir: &Path, bulk: u64) -> Result<()> {
     row("bare quinn stream", &quinn);
     let mut hops = Vec::new();
     for relays in 0..=MAX_RELAYS {
-        let f = chain_figures(dir, sink, &mut sink_rx, echo, relays, bulk).await?;
+        let f = chain_figures(dir, sink, &mut sink_rx, echo, relays, bulk, Seal::Sealed).await?;
         row(&hop_label(relays), &f);
         hops.push(f);
     }
+    let mut unsealed = Vec::new();
+    for relays in 0..=SEAL_COST_RELAYS {
+        let f = chain_figures(dir, sink, &mut sink_rx, echo, relays, bulk, Seal::Unsealed).await?;
+        row(&format!("{}, unsealed", hop_label(relays)), &f);
+        unsealed.push(f);
+    }
     pair_ratios(&direct, &quinn, hops.first().context("no two-node figures")?);
     hop_ratios(&direct, &hops);
+    seal_costs(&hops, &unsealed);
     Ok(())
+}
+
+/// Relay counts measured without sealing too (the cost of sealing by path length).
+const SEAL_COST_RELAYS: usize = 2;
+
+/// What end-to-end sealing costs: sealed against unsealed flows on the same paths (aims:
+/// bulk at most 10% lower, 64 B round trip at most 10 µs more through 2 nodes).
+fn seal_costs(sealed: &[Figures], unsealed: &[Figures]) {
+    println!("end-to-end sealing (mesh.e2e: required vs off, same run):");
+    for (relays, (s, u)) in sealed.iter().zip(unsealed).enumerate() {
+        println!(
+            "  {:<18} bulk {:>5.1}% {:<6} rtt64 p50 {:>+6.1} µs  p99 {:>+6.1} µs  new flow p50 {:>+7.1} µs",
+            hop_label(relays),
+            (ratio(s.gbit, u.gbit) - 1.0) * 100.0,
+            "",
+            micros(s.rtt_p50) - micros(u.rtt_p50),
+            micros(s.rtt_p99) - micros(u.rtt_p99),
+            micros(s.new_flow_p50) - micros(u.new_flow_p50),
+        );
+    }
 }
 
 fn hop_label(relays: usize) -> String {

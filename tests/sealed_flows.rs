@@ -13,7 +13,9 @@ use bytes::Bytes;
 use common::*;
 use proxy::core::seal::StaticKeys;
 use proxy::core::seal::handshake::{self, Initiated};
-use proxy::core::wire::{self, Decoded, Destination, InnerHeader, RefuseReason, Reply, SealedHeader, Subflow};
+use proxy::core::wire::{
+    self, Decoded, Destination, InnerHeader, RefuseReason, Reply, SealedHeader, Subflow,
+};
 use proxy::node::{TapAction, TapDirection};
 use proxy::tls::TlsIdentity;
 use proxy::tls::card::{self, Card};
@@ -107,7 +109,10 @@ async fn read_until_end(s: &mut (impl AsyncReadExt + Unpin)) -> (Vec<u8>, bool) 
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await.expect("flow ends in time") {
+        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("flow ends in time")
+        {
             Ok(0) => return (got, false),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) => {
@@ -188,8 +193,13 @@ struct Member {
 }
 
 fn member(mesh: &Mesh, id: &str) -> Member {
-    let tls = TlsIdentity::load(&mesh.path(&format!("{id}.crt")), &mesh.path(&format!("{id}.key")), &mesh.path("ca.crt"), id)
-        .expect("identity");
+    let tls = TlsIdentity::load(
+        &mesh.path(&format!("{id}.crt")),
+        &mesh.path(&format!("{id}.key")),
+        &mesh.path("ca.crt"),
+        id,
+    )
+    .expect("identity");
     let keys = StaticKeys::derive(&tls.key_fingerprint_input());
     let card = tls.card(id, keys.public()).expect("card");
     Member { id: id.into(), keys, card }
@@ -197,22 +207,40 @@ fn member(mesh: &Mesh, id: &str) -> Member {
 
 /// A sealed header from `from` (sealing with its keys, sending `card`, naming `origin`)
 /// to the exit `to`.
-fn opening(from: &Member, card: &Card, origin: &str, to: &Member, flow_id: u64, target: &str, subflow: Option<Subflow>) -> (Vec<u8>, Initiated) {
+fn opening(
+    from: &Member,
+    card: &Card,
+    origin: &str,
+    to: &Member,
+    flow_id: u64,
+    target: &str,
+    subflow: Option<Subflow>,
+) -> (Vec<u8>, Initiated) {
     let inner = InnerHeader {
         origin: origin.into(),
         destination: Destination::Target(target.into()),
         subflow,
-        sent_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64,
+        sent_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+            as i64,
         before: vec![],
     };
-    let started = handshake::initiate(&from.keys, &to.card.seal_key, flow_id, &card::encode(card), &wire::encode_inner(&inner))
-        .expect("initiate");
+    let started = handshake::initiate(
+        &from.keys,
+        &to.card.seal_key,
+        flow_id,
+        &card::encode(card),
+        &wire::encode_inner(&inner),
+    )
+    .expect("initiate");
     let header = SealedHeader { flow_id, passed: vec![], hops: vec![], opening: started.message.clone() };
     (wire::encode_sealed_header(&header).expect("encode"), started)
 }
 
 /// Writes `header` on a new stream and reads the reply.
-async fn send_header(conn: &quinn::Connection, header: &[u8]) -> (quinn::SendStream, quinn::RecvStream, Reply) {
+async fn send_header(
+    conn: &quinn::Connection,
+    header: &[u8],
+) -> (quinn::SendStream, quinn::RecvStream, Reply) {
     let (mut s, mut r) = conn.open_bi().await.expect("open");
     s.write_all(header).await.expect("write");
     let mut buf = Vec::new();
@@ -240,9 +268,11 @@ fn refusal(reply: Reply) -> (RefuseReason, String) {
 async fn a_member_cannot_pass_itself_off_as_another_origin() {
     let echo = echo_server().await;
     let l = line(echo).await;
-    let (alpha, mallory, omega) = (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
+    let (alpha, mallory, omega) =
+        (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
     let ep = raw_client(&l.mesh.path("mallory.crt"), &l.mesh.path("mallory.key"), &l.mesh.path("ca.crt"));
-    let conn = ep.connect(l.omega.mesh_addr().expect("addr"), "omega").expect("connect").await.expect("handshake");
+    let conn =
+        ep.connect(l.omega.mesh_addr().expect("addr"), "omega").expect("connect").await.expect("handshake");
     let target = echo.to_string();
 
     // Its own card, another's name.
@@ -266,8 +296,18 @@ async fn a_member_cannot_pass_itself_off_as_another_origin() {
     let (_s, _r, reply) = send_header(&conn, &h).await;
     let Reply::Sealed(message) = reply else { panic!("not sealed: {reply:?}") };
     let finished = started.initiator.finish(&message).expect("the exit's reply opens");
-    assert_eq!(wire::decode_reply(&finished.reply).expect("reply"), Decoded::Complete(Reply::Opened, finished.reply.len()));
-    assert!(eventually(Duration::from_secs(5), || l.omega.flows().iter().any(|f| f.id == 3 && f.origin == "mallory")).await);
+    assert_eq!(
+        wire::decode_reply(&finished.reply).expect("reply"),
+        Decoded::Complete(Reply::Opened, finished.reply.len())
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || l
+            .omega
+            .flows()
+            .iter()
+            .any(|f| f.id == 3 && f.origin == "mallory"))
+        .await
+    );
 
     // The same opening again (a replay) is refused.
     let (reason, detail) = refusal(send_header(&conn, &h).await.2);
@@ -279,10 +319,15 @@ async fn a_member_cannot_pass_itself_off_as_another_origin() {
 async fn a_multipath_flow_id_taken_by_one_member_does_not_block_another() {
     let echo = echo_server().await;
     let l = line(echo).await;
-    let (alpha, mallory, omega) = (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
+    let (alpha, mallory, omega) =
+        (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
     let target = echo.to_string();
     let link = |id: &str| {
-        let ep = raw_client(&l.mesh.path(&format!("{id}.crt")), &l.mesh.path(&format!("{id}.key")), &l.mesh.path("ca.crt"));
+        let ep = raw_client(
+            &l.mesh.path(&format!("{id}.crt")),
+            &l.mesh.path(&format!("{id}.key")),
+            &l.mesh.path("ca.crt"),
+        );
         let addr = l.omega.mesh_addr().expect("addr");
         async move { (ep.connect(addr, "omega").expect("connect").await.expect("handshake"), ep) }
     };
@@ -296,13 +341,18 @@ async fn a_multipath_flow_id_taken_by_one_member_does_not_block_another() {
     assert!(matches!(reply, Reply::Sealed(_)), "{reply:?}");
     // alpha's flow with the same id opens all the same: flows are keyed by the
     // authenticated origin.
-    let (h, _) = opening(&alpha, &alpha.card, &alpha.id, &omega, id, &target, Some(Subflow { index: 0, token: 2 }));
+    let (h, _) =
+        opening(&alpha, &alpha.card, &alpha.id, &omega, id, &target, Some(Subflow { index: 0, token: 2 }));
     let (_as, _ar, reply) = send_header(&a_conn, &h).await;
     assert!(matches!(reply, Reply::Sealed(_)), "{reply:?}");
     // And mallory cannot join alpha's flow, even with its token.
-    let (h, _) = opening(&mallory, &mallory.card, "alpha", &omega, id, &target, Some(Subflow { index: 1, token: 2 }));
+    let (h, _) =
+        opening(&mallory, &mallory.card, "alpha", &omega, id, &target, Some(Subflow { index: 1, token: 2 }));
     let (reason, _) = refusal(send_header(&m_conn, &h).await.2);
     assert_eq!(reason, RefuseReason::BadHeader);
     let origins: Vec<String> = l.omega.flows().into_iter().filter(|f| f.id == id).map(|f| f.origin).collect();
-    assert!(origins.contains(&"alpha".to_string()) && origins.contains(&"mallory".to_string()), "{origins:?}");
+    assert!(
+        origins.contains(&"alpha".to_string()) && origins.contains(&"mallory".to_string()),
+        "{origins:?}"
+    );
 }

@@ -255,17 +255,22 @@ pub enum E2eMode {
     /// Seal when the exit's card is known, else send the unsealed header; accept unsealed
     /// flows. For a mesh part-way through an upgrade; unsealed flows are counted.
     Preferred,
+    /// Never seal; accept unsealed flows (sealed ones too, as an exit). Relays then see what
+    /// they forward: only for a mesh whose every node is trusted, or to measure what
+    /// sealing costs.
+    Off,
 }
 
 impl E2eMode {
     /// The config names, in order.
-    pub const NAMES: [&'static str; 2] = ["required", "preferred"];
+    pub const NAMES: [&'static str; 3] = ["required", "preferred", "off"];
 
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {
             Self::Required => "required",
             Self::Preferred => "preferred",
+            Self::Off => "off",
         }
     }
 }

@@ -163,7 +163,11 @@ impl AnyHeader {
             Self::Sealed(h) => {
                 let mut passed = h.passed.clone();
                 passed.push(me.to_string());
-                Self::Sealed(SealedHeader { passed, hops: h.hops.iter().skip(1).cloned().collect(), ..h.clone() })
+                Self::Sealed(SealedHeader {
+                    passed,
+                    hops: h.hops.iter().skip(1).cloned().collect(),
+                    ..h.clone()
+                })
             }
         }
     }
@@ -193,9 +197,13 @@ pub fn encode_inner(inner: &InnerHeader) -> Vec<u8> {
 /// Decodes and checks an inner header, once the opening is authenticated: the whole path
 /// (earlier chain legs, origin, passed, the receiver, hops) must keep the hop limit and
 /// name no node twice.
-pub fn decode_inner(bytes: &[u8], outer: &SealedHeader, limits: &HeaderLimits) -> Result<InnerHeader, HeaderError> {
-    let (inner, used): (InnerHeader, usize) =
-        bincode::decode_from_slice(bytes, bincode_config()).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+pub fn decode_inner(
+    bytes: &[u8],
+    outer: &SealedHeader,
+    limits: &HeaderLimits,
+) -> Result<InnerHeader, HeaderError> {
+    let (inner, used): (InnerHeader, usize) = bincode::decode_from_slice(bytes, bincode_config())
+        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(HeaderError::Malformed(format!("{} trailing bytes", bytes.len() - used)));
     }

@@ -48,9 +48,9 @@ pub use link::congestion::factory as congestion_factory;
 #[doc(hidden)]
 pub use link::endpoint::transport_config;
 #[doc(hidden)]
-pub use splice::tcp_io::reset_tcp;
-#[doc(hidden)]
 pub use splice::relay_tap::{RelayTap, TapAction, TapDirection};
+#[doc(hidden)]
+pub use splice::tcp_io::reset_tcp;
 
 use shared::reply_deadline;
 pub(crate) use shared::{FlowGuard, Shared};

@@ -67,9 +67,11 @@ impl TlsIdentity {
             SignatureScheme::ED25519,
             SignatureScheme::RSA_PSS_SHA256,
         ];
-        let signer = key.choose_scheme(&schemes).ok_or_else(|| CardError::Signing("no usable scheme".into()))?;
-        let signature =
-            signer.sign(&signed_message(node_id, &seal_key)).map_err(|e| CardError::Signing(e.to_string()))?;
+        let signer =
+            key.choose_scheme(&schemes).ok_or_else(|| CardError::Signing("no usable scheme".into()))?;
+        let signature = signer
+            .sign(&signed_message(node_id, &seal_key))
+            .map_err(|e| CardError::Signing(e.to_string()))?;
         Ok(Card {
             node_id: node_id.to_string(),
             cert: cert.to_vec(),
@@ -87,7 +89,8 @@ impl TlsIdentity {
         }
         let provider = rustls::crypto::ring::default_provider();
         let algorithms = provider.signature_verification_algorithms;
-        let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| CardError::Certificate(e.to_string()))?;
+        let cert =
+            webpki::EndEntityCert::try_from(&der).map_err(|e| CardError::Certificate(e.to_string()))?;
         cert.verify_for_usage(
             algorithms.all,
             &self.roots.roots,

@@ -15,7 +15,10 @@ fn parse_e2e(name: Option<&str>) -> Result<E2eMode, String> {
     match name {
         None | Some("required") => Ok(E2eMode::Required),
         Some("preferred") => Ok(E2eMode::Preferred),
-        Some(other) => Err(format!("unknown mode `{other}` (expected one of: {})", E2eMode::NAMES.join(", "))),
+        Some("off") => Ok(E2eMode::Off),
+        Some(other) => {
+            Err(format!("unknown mode `{other}` (expected one of: {})", E2eMode::NAMES.join(", ")))
+        }
     }
 }
 

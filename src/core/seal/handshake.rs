@@ -337,7 +337,8 @@ mod tests {
     #[test]
     fn any_flipped_bit_in_either_message_is_refused() {
         let (origin, exit) = (StaticKeys::random(), StaticKeys::random());
-        let Initiated { message, initiator, .. } = initiate(&origin, &exit.public(), 9, b"card", b"inner").unwrap();
+        let Initiated { message, initiator, .. } =
+            initiate(&origin, &exit.public(), 9, b"card", b"inner").unwrap();
         for i in 0..message.len() {
             let mut m = message.clone();
             m[i] ^= 0x10;
@@ -355,7 +356,11 @@ mod tests {
         let (origin, exit, relay) = (StaticKeys::random(), StaticKeys::random(), StaticKeys::random());
         let Initiated { message, initiator, .. } = initiate(&origin, &exit.public(), 3, b"c", b"i").unwrap();
         // The relay does not have the exit's secret: it can only make up its own keys.
-        let fake = Responder { t: Transcript::start(3, &exit.public()), origin_static: origin.public(), ephemeral: message[..32].try_into().unwrap() };
+        let fake = Responder {
+            t: Transcript::start(3, &exit.public()),
+            origin_static: origin.public(),
+            ephemeral: message[..32].try_into().unwrap(),
+        };
         let forged = fake.reply(b"opened").unwrap().message;
         assert!(initiator.finish(&forged).is_err());
         let _ = relay;

@@ -38,7 +38,8 @@ impl DirectionKey {
     /// A key whose first record uses nonce `first`.
     pub fn new(bytes: &[u8; 32], first: u64) -> Self {
         // 32 bytes is AES-256's key length, so this cannot fail.
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!("AES-256 key length"));
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!("AES-256 key length"));
         Self { key: LessSafeKey::new(unbound), next: first }
     }
 
@@ -236,8 +237,11 @@ mod tests {
         let a = s.seal(b"first").unwrap();
         let b = s.seal(b"second").unwrap();
         let c = s.seal(b"third").unwrap();
-        for wire in [[a.clone(), c.clone()].concat(), [a.clone(), a.clone()].concat(), [b.clone(), a.clone()].concat()]
-        {
+        for wire in [
+            [a.clone(), c.clone()].concat(),
+            [a.clone(), a.clone()].concat(),
+            [b.clone(), a.clone()].concat(),
+        ] {
             let (_, mut o) = pair();
             assert_eq!(open_all(&mut o, &wire), Err(SealError::Forged));
         }

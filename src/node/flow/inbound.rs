@@ -13,10 +13,10 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::E2eMode;
 use crate::core::wire::{self, AnyHeader, Decoded, Destination, FlowHeader, RefuseReason, Reply};
 use crate::logging::log_escape;
+use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::link::send::{LinkSend, LinkTurns};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::splice::codes;
-use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, multipath};
 
 /// Handles one stream opened by `peer`.
@@ -100,7 +100,14 @@ pub(crate) async fn handle_stream(
                 match header.subflow {
                     Some(sub) => {
                         multipath::exit::subflow_arrived(
-                            shared, guard, header, sub, &target, rest, (send, recv), seal,
+                            shared,
+                            guard,
+                            header,
+                            sub,
+                            &target,
+                            rest,
+                            (send, recv),
+                            seal,
                         )
                         .await
                     }
@@ -135,7 +142,10 @@ fn check_routing(shared: &Shared, peer: &str, header: &AnyHeader) -> Result<(), 
         }
         let sender = h.passed.last().unwrap_or(&h.origin);
         if sender != peer {
-            return Err(bad(format!("header names `{}` as its sender, but `{peer}` sent it", log_escape(sender))));
+            return Err(bad(format!(
+                "header names `{}` as its sender, but `{peer}` sent it",
+                log_escape(sender)
+            )));
         }
     }
     if let AnyHeader::Sealed(h) = header {
@@ -143,7 +153,10 @@ fn check_routing(shared: &Shared, peer: &str, header: &AnyHeader) -> Result<(), 
         // the exit checks. A sender that is also ahead would bounce the flow to itself.
         match h.passed.last() {
             Some(sender) if sender != peer => {
-                return Err(bad(format!("header names `{}` as its sender, but `{peer}` sent it", log_escape(sender))));
+                return Err(bad(format!(
+                    "header names `{}` as its sender, but `{peer}` sent it",
+                    log_escape(sender)
+                )));
             }
             None if h.hops.iter().any(|n| n == peer) => {
                 return Err((RefuseReason::Loop, format!("`{peer}` is ahead on the path it sent")));

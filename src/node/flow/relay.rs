@@ -14,12 +14,12 @@ use crate::core::wire::{AnyHeader, Destination, FlowHeader, RefuseReason, Reply}
 use crate::logging::log_escape;
 use crate::node::flow::inbound::{refuse, refuse_as, refuse_exit, send_refusal};
 use crate::node::flow::seal::{self, ExitSeal};
-use crate::node::splice::resealed::{Leg, splice_resealed};
-use crate::node::splice::{FlowEnd, codes};
 use crate::node::link::send::LinkSend;
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::observe::stats::RouteCounters;
+use crate::node::splice::resealed::{Leg, splice_resealed};
 use crate::node::splice::streams::{StreamPair, splice_streams};
+use crate::node::splice::{FlowEnd, codes};
 use crate::node::{FlowGuard, Shared, flow::exit, flow::onward};
 
 /// Relays a flow to `header.hops[0]`, which must be a peer of this node.
@@ -109,14 +109,22 @@ pub(crate) async fn chain(
         return;
     }
     match seal {
-        None => hand_on(shared, guard, &next, AnyHeader::Plain(onward), rest, StreamPair { send, recv }, counters).await,
+        None => {
+            hand_on(shared, guard, &next, AnyHeader::Plain(onward), rest, StreamPair { send, recv }, counters)
+                .await
+        }
         Some(seal) => {
             // This node originates the next leg: its own id, a fresh flow id, the nodes so far.
             let leg_passed = header.passed.get(before.len()..).unwrap_or_default().to_vec();
             let mut before = before;
             before.push(header.origin.clone());
             before.extend(leg_passed);
-            let leg = FlowHeader { flow_id: shared.new_flow_id(), origin: shared.id().to_string(), passed: Vec::new(), ..onward };
+            let leg = FlowHeader {
+                flow_id: shared.new_flow_id(),
+                origin: shared.id().to_string(),
+                passed: Vec::new(),
+                ..onward
+            };
             reseal(shared, guard, &next, leg, before, rest, (send, recv, seal), counters).await
         }
     }
@@ -160,7 +168,8 @@ async fn reseal(
         Err(e) => {
             info!(next = %log_escape(next), reason = e.reason.as_str(), detail = %log_escape(&e.detail), "refused to go on");
             let hop = e.hop.as_deref().unwrap_or(shared.id()).to_string();
-            match seal.accept().and_then(|(reply, _)| reply.seal(&Reply::refused(e.reason, &hop, &e.detail))) {
+            match seal.accept().and_then(|(reply, _)| reply.seal(&Reply::refused(e.reason, &hop, &e.detail)))
+            {
                 Ok(bytes) => {
                     shared.counters.refused_here(e.reason);
                     send_refusal(&shared, &mut send, &mut recv, bytes).await;

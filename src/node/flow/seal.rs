@@ -4,7 +4,7 @@
 //!
 //! `mesh.e2e: required` (the default) seals every flow and refuses unsealed ones;
 //! `preferred` seals when the exit's card is known and otherwise sends (and accepts) the
-//! unsealed version-1 header, for a mesh part-way through an upgrade.
+//! unsealed version-1 header, for a mesh part-way through an upgrade; `off` never seals.
 
 use std::sync::atomic::Ordering;
 
@@ -46,9 +46,10 @@ async fn seal_header(
     // Waiting for a card only makes sense when the flow cannot go without one.
     let wait = match mode {
         E2eMode::Required => shared.config.limits.connect_timeout,
-        E2eMode::Preferred => std::time::Duration::ZERO,
+        E2eMode::Preferred | E2eMode::Off => std::time::Duration::ZERO,
     };
     let card = match shared.cards.get(exit) {
+        _ if mode == E2eMode::Off => None,
         Some(card) => Some(card),
         None if wait.is_zero() => None,
         None => shared.cards.wait_for(exit, wait).await,
@@ -71,8 +72,14 @@ async fn seal_header(
         sent_at: unix_now(),
         before,
     };
-    let started = handshake::initiate(&shared.seal_keys, &card.seal_key, header.flow_id, &own, &wire::encode_inner(&inner))
-        .map_err(|e| OpenError::here(RefuseReason::BadHeader, format!("cannot seal to `{exit}`: {e}")))?;
+    let started = handshake::initiate(
+        &shared.seal_keys,
+        &card.seal_key,
+        header.flow_id,
+        &own,
+        &wire::encode_inner(&inner),
+    )
+    .map_err(|e| OpenError::here(RefuseReason::BadHeader, format!("cannot seal to `{exit}`: {e}")))?;
     let sealed = SealedHeader {
         flow_id: header.flow_id,
         passed: header.passed.clone(),
@@ -80,7 +87,10 @@ async fn seal_header(
         opening: started.message,
     };
     shared.counters.flows_sealed.fetch_add(1, Ordering::Relaxed);
-    Ok((AnyHeader::Sealed(sealed), FlowSeal::Origin { early: started.early, initiator: started.initiator }))
+    Ok((
+        AnyHeader::Sealed(sealed),
+        FlowSeal::Origin { early: Box::new(started.early), initiator: Box::new(started.initiator) },
+    ))
 }
 
 fn unix_now() -> i64 {
@@ -106,7 +116,11 @@ pub(crate) struct Unsealed {
 /// Opens `outer` (which arrived from `peer`): the opening must be sealed to this node's
 /// key, carry a card the mesh CA vouches for, prove the card's key, name the card's node
 /// as origin, be fresh, and (with nothing passed) come from the origin itself.
-pub(crate) fn open_header(shared: &Shared, peer: &str, outer: &SealedHeader) -> Result<Unsealed, (RefuseReason, String)> {
+pub(crate) fn open_header(
+    shared: &Shared,
+    peer: &str,
+    outer: &SealedHeader,
+) -> Result<Unsealed, (RefuseReason, String)> {
     let bad = |detail: String| (RefuseReason::BadHeader, detail);
     let received = handshake::receive(&shared.seal_keys, outer.flow_id, &outer.opening)
         .map_err(|_| bad("sealed opening does not open with this node's key (a stale card?)".into()))?;
@@ -115,10 +129,11 @@ pub(crate) fn open_header(shared: &Shared, peer: &str, outer: &SealedHeader) -> 
         return Err(bad(format!("origin card of `{}` refused: {e}", log_escape(&origin_card.node_id))));
     }
     let ephemeral = received.ephemeral;
-    let (inner, responder) = received
-        .authenticate(&origin_card.seal_key)
-        .map_err(|_| bad(format!("opening not made by the holder of `{}`'s key", log_escape(&origin_card.node_id))))?;
-    let inner = wire::decode_inner(&inner, outer, &shared.header_limits).map_err(|e| (RefuseReason::from(&e), e.to_string()))?;
+    let (inner, responder) = received.authenticate(&origin_card.seal_key).map_err(|_| {
+        bad(format!("opening not made by the holder of `{}`'s key", log_escape(&origin_card.node_id)))
+    })?;
+    let inner = wire::decode_inner(&inner, outer, &shared.header_limits)
+        .map_err(|e| (RefuseReason::from(&e), e.to_string()))?;
     if inner.origin != origin_card.node_id {
         return Err(bad(format!(
             "opening names `{}` as origin but carries the card of `{}`",
@@ -128,7 +143,10 @@ pub(crate) fn open_header(shared: &Shared, peer: &str, outer: &SealedHeader) -> 
     }
     let sender = outer.passed.last().unwrap_or(&inner.origin);
     if sender != peer {
-        return Err(bad(format!("header names `{}` as its sender, but `{peer}` sent it", log_escape(sender))));
+        return Err(bad(format!(
+            "header names `{}` as its sender, but `{peer}` sent it",
+            log_escape(sender)
+        )));
     }
     let now = unix_now();
     shared
@@ -163,13 +181,16 @@ impl ExitSeal {
     /// The flow's keys now, the reply later (a proxy-chain node).
     pub(crate) fn accept(self) -> Result<(PendingReply, FlowSeal), String> {
         let (pending, sealer, opener) = self.responder.accept().map_err(|e| e.to_string())?;
-        Ok((PendingReply(pending), FlowSeal::Exit { sealer, opener }))
+        Ok((PendingReply(pending), FlowSeal::Exit { sealer: Box::new(sealer), opener: Box::new(opener) }))
     }
 
     /// The reply bytes for `reply`, sealed, and the flow's seal for the splice.
     pub(crate) fn reply(self, reply: &Reply) -> Result<(Bytes, FlowSeal), String> {
         let replied = self.responder.reply(&wire::encode_reply(reply)).map_err(|e| e.to_string())?;
         let bytes = wire::encode_reply(&Reply::Sealed(replied.message));
-        Ok((Bytes::from(bytes), FlowSeal::Exit { sealer: replied.sealer, opener: replied.opener }))
+        Ok((
+            Bytes::from(bytes),
+            FlowSeal::Exit { sealer: Box::new(replied.sealer), opener: Box::new(replied.opener) },
+        ))
     }
 }

@@ -98,9 +98,10 @@ impl CardStore {
 
     /// Forgets the cards whose certificates are now revoked.
     pub(crate) fn drop_revoked(&self, revocations: &crate::tls::Revocations) {
-        self.cards.write().unwrap_or_else(|p| p.into_inner()).retain(|_, c| {
-            !revocations.refuses(&rustls::pki_types::CertificateDer::from(c.cert.as_slice()))
-        });
+        self.cards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| !revocations.refuses(&rustls::pki_types::CertificateDer::from(c.cert.as_slice())));
     }
 }
 
@@ -129,7 +130,9 @@ pub(crate) async fn exchange(shared: Arc<Shared>, peer: String, conn: Connection
             match shared.cards.learn(&shared, c.clone()) {
                 Ok(true) => fresh.push(c),
                 Ok(false) => {}
-                Err(e) => debug!(peer = %peer, node = %crate::logging::log_escape(&c.node_id), "card refused: {e}"),
+                Err(e) => {
+                    debug!(peer = %peer, node = %crate::logging::log_escape(&c.node_id), "card refused: {e}")
+                }
             }
         }
         if !fresh.is_empty() {

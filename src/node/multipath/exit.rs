@@ -14,9 +14,9 @@ use crate::core::wire::{FlowHeader, RefuseReason, Subflow};
 use crate::logging::log_escape;
 use crate::node::flow::inbound::{refuse, refuse_exit};
 use crate::node::flow::seal::ExitSeal;
-use crate::node::multipath::PATH_LOST;
 use crate::node::link::send::LinkSend;
 use crate::node::multipath::NewSubflow;
+use crate::node::multipath::PATH_LOST;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::{FlowGuard, Shared, flow::exit, splice::tcp_io};
 

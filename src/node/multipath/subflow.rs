@@ -61,7 +61,12 @@ impl Drop for RecvHalf {
 }
 
 /// Wraps a stream's halves for the tasks.
-pub(crate) fn halves(core: &Arc<FlowCore>, send: LinkSend, recv: RecvStream, seal: FlowSeal) -> (SendHalf, RecvHalf) {
+pub(crate) fn halves(
+    core: &Arc<FlowCore>,
+    send: LinkSend,
+    recv: RecvStream,
+    seal: FlowSeal,
+) -> (SendHalf, RecvHalf) {
     let (up, down) = seal.split();
     let up = Arc::new(up);
     (

@@ -4,8 +4,8 @@
 //! [`crate::node::NodeView::set_relay_tap`] to show that sealed flows fail rather than
 //! deliver what a relay altered, and that a relay sees no plaintext.
 
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 

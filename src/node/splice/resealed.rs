@@ -63,9 +63,10 @@ pub(crate) async fn splice_resealed(
             }
         };
         let backward = async {
-            let answer = tokio::time::timeout(timeouts.reply, read_reply(&mut ahead.recv, &mut ahead_down, &ahead_up))
-                .await
-                .map_err(|_| FlowEnd::TimedOut("reply"));
+            let answer =
+                tokio::time::timeout(timeouts.reply, read_reply(&mut ahead.recv, &mut ahead_down, &ahead_up))
+                    .await
+                    .map_err(|_| FlowEnd::TimedOut("reply"));
             let (answer, first) = match answer? {
                 Ok(first) => (Reply::Opened, Some(first)),
                 Err(FlowEnd::Refused { reason, hop, detail }) => (Reply::refused(reason, &hop, detail), None),
@@ -102,7 +103,9 @@ pub(crate) async fn splice_resealed(
                 let (b, a) = tokio::join!(back_stop, ahead_stop);
                 b.or(a)
             };
-            acknowledged(both, &activity, timeouts, force.clone()).await.map_or(FlowEnd::Completed, FlowEnd::PeerReset)
+            acknowledged(both, &activity, timeouts, force.clone())
+                .await
+                .map_or(FlowEnd::Completed, FlowEnd::PeerReset)
         }
         FlowEnd::RefusedAhead => {
             let _ = back.recv.stop(codes::REFUSED);
@@ -127,7 +130,12 @@ pub(crate) async fn splice_resealed(
 }
 
 /// Seals and sends the plaintext pieces in `plain` (emptied).
-async fn send_plain(to: &mut LinkSend, seal: &UpSeal, plain: &mut Vec<Bytes>, activity: &Activity) -> Result<(), FlowEnd> {
+async fn send_plain(
+    to: &mut LinkSend,
+    seal: &UpSeal,
+    plain: &mut Vec<Bytes>,
+    activity: &Activity,
+) -> Result<(), FlowEnd> {
     for piece in plain.drain(..) {
         activity.moved(piece.len() as u64);
         to.write_data_moving(seal.seal(piece)?, Some(activity)).await.map_err(write_error)?;
@@ -161,7 +169,9 @@ async fn pump(
                     to.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
                 }
                 activity.half_close();
-                return to.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(codes::PEER_RESET.into_inner()));
+                return to
+                    .finish_delivering(activity)
+                    .map_err(|_| FlowEnd::PeerReset(codes::PEER_RESET.into_inner()));
             }
             Err(e) => return Err(read_error(e)),
         }

@@ -19,16 +19,16 @@ pub(crate) enum FlowSeal {
     /// The origin, before the exit's reply.
     Origin {
         /// Seals under the early key until the reply brings the final one.
-        early: Sealer,
+        early: Box<Sealer>,
         /// Opens the reply.
-        initiator: Initiator,
+        initiator: Box<Initiator>,
     },
     /// The exit, after it sealed its reply.
     Exit {
         /// Seals the exit's records.
-        sealer: Sealer,
+        sealer: Box<Sealer>,
         /// Opens the origin's records.
-        opener: Opener,
+        opener: Box<Opener>,
     },
 }
 
@@ -38,10 +38,10 @@ impl FlowSeal {
         match self {
             Self::Plain => (UpSeal(None), DownSeal { initiator: None, opener: None }),
             Self::Origin { early, initiator } => {
-                (UpSeal(Some(Mutex::new(early))), DownSeal { initiator: Some(initiator), opener: None })
+                (UpSeal(Some(Mutex::new(*early))), DownSeal { initiator: Some(*initiator), opener: None })
             }
             Self::Exit { sealer, opener } => {
-                (UpSeal(Some(Mutex::new(sealer))), DownSeal { initiator: None, opener: Some(opener) })
+                (UpSeal(Some(Mutex::new(*sealer))), DownSeal { initiator: None, opener: Some(*opener) })
             }
         }
     }

@@ -208,7 +208,8 @@ async fn stream_to_tcp(
                 }
                 // A reader that stops holds this stream's window; the watch keeps that out
                 // of the link's shared credit (see `node::link::credit`).
-                let written = watch.write(tcp_io::write_all_vectored(tcp, &mut plain, activity, counters)).await;
+                let written =
+                    watch.write(tcp_io::write_all_vectored(tcp, &mut plain, activity, counters)).await;
                 let written = written.unwrap_or(Err(FlowEnd::OverBudget));
                 plain.clear();
                 written?;
@@ -226,7 +227,11 @@ async fn stream_to_tcp(
 
 /// Reads the reply (unsealing it on a sealed flow); returns the bytes that followed it in
 /// the stream, still as they came.
-pub(crate) async fn read_reply(recv: &mut RecvStream, down: &mut DownSeal, up: &UpSeal) -> Result<Bytes, FlowEnd> {
+pub(crate) async fn read_reply(
+    recv: &mut RecvStream,
+    down: &mut DownSeal,
+    up: &UpSeal,
+) -> Result<Bytes, FlowEnd> {
     let mut buf = Vec::new();
     loop {
         match wire::decode_reply(&buf) {
