@@ -46,7 +46,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let config = proxy::config::scheduler::load(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let scheduler = Scheduler::start(config.clone()).await?;
     let address = scheduler.local_addr()?.to_string();
-    let token = create_token(&config, None, Duration::from_secs(3600), 3)?.encode();
+    let token = create_token(&config, None, Vec::new(), Duration::from_secs(3600), 3)?.encode();
 
     let ids = ["a", "b", "c"];
     let mut nodes: Vec<Node> = Vec::new();

@@ -165,6 +165,10 @@ pub enum TokenCommand {
         /// How many machines it enrolls.
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// Groups the nodes it enrolls are in, comma-separated: their certificates name
+        /// them, and `exit_policy` rules can allow `from: [group:NAME]`.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
 }
 
@@ -269,8 +273,8 @@ fn mesh(command: MeshCommand) -> ExitCode {
         MeshCommand::Init { dir, nodes, token_ttl, token_uses } => {
             mesh_init(&dir, &nodes, &token_ttl, token_uses)
         }
-        MeshCommand::Token { command: TokenCommand::Create { config, node_id, ttl, uses } } => {
-            token_create(&config, node_id, &ttl, uses)
+        MeshCommand::Token { command: TokenCommand::Create { config, node_id, ttl, uses, groups } } => {
+            token_create(&config, node_id, groups, &ttl, uses)
         }
         MeshCommand::Join {
             scheduler,
@@ -336,7 +340,13 @@ fn load_scheduler_config(path: &Path, who: &str) -> Result<config::scheduler::Sc
         .map_err(|errors| config_refused(&errors, &format!("{who}: {}", path.display())))
 }
 
-fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u32) -> ExitCode {
+fn token_create(
+    config_path: &Path,
+    node_id: Option<String>,
+    groups: Vec<String>,
+    ttl: &str,
+    uses: u32,
+) -> ExitCode {
     let who = "proxy mesh token create";
     let ttl = match token_limits(ttl, uses) {
         Ok(t) => t,
@@ -351,6 +361,13 @@ fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u3
         eprintln!("{who}: --node-id: `{}` is not a usable node id", crate::logging::log_escape(id));
         return ExitCode::from(2);
     }
+    if let Some(bad) = groups.iter().find(|g| !crate::pki::is_valid_group(g)) {
+        eprintln!(
+            "{who}: --groups: `{}` is not a group name (1-63 of a-z, 0-9 and '-')",
+            crate::logging::log_escape(bad)
+        );
+        return ExitCode::from(2);
+    }
     let scheduler = match load_scheduler_config(config_path, who) {
         Ok(c) => c,
         Err(code) => return code,
@@ -362,10 +379,11 @@ fn token_create(config_path: &Path, node_id: Option<String>, ttl: &str, uses: u3
         );
         return ExitCode::from(2);
     }
-    match crate::scheduler::enrollment::create_token(&scheduler, node_id.clone(), ttl, uses) {
+    let granted = if groups.is_empty() { String::new() } else { format!(", groups {}", groups.join(", ")) };
+    match crate::scheduler::enrollment::create_token(&scheduler, node_id.clone(), groups, ttl, uses) {
         Ok(token) => {
             println!("{}", token.encode());
-            let bound = node_id.map_or_else(String::new, |id| format!(", for node `{id}` only"));
+            let bound = node_id.map_or_else(String::new, |id| format!(", for node `{id}` only")) + &granted;
             eprintln!("join token valid for {ttl:?}, {uses} use(s){bound}; only its hash is stored");
             ExitCode::SUCCESS
         }
@@ -481,7 +499,7 @@ fn mesh_init(dir: &Path, nodes: &[String], token_ttl: &str, token_uses: u32) -> 
                     return ExitCode::FAILURE;
                 }
             }
-            match crate::scheduler::enrollment::create_token(&scheduler, None, ttl, token_uses) {
+            match crate::scheduler::enrollment::create_token(&scheduler, None, Vec::new(), ttl, token_uses) {
                 Ok(token) => {
                     println!("join token ({token_uses} use(s), valid {ttl:?}): {}", token.encode());
                     println!("next: proxy scheduler -c {}", scheduler_yaml.display());

@@ -98,7 +98,7 @@ pub struct Joined {
 /// let yaml = "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ncert: scheduler.crt\n\
 ///             key: scheduler.key\nca: ca.crt\nca_key: ca.key\n";
 /// let config = proxy::config::scheduler::parse(yaml, &dir).map_err(|e| format!("{e:?}"))?;
-/// let token = proxy::scheduler::enrollment::create_token(&config, None, Duration::from_secs(600), 1)?;
+/// let token = proxy::scheduler::enrollment::create_token(&config, None, Vec::new(), Duration::from_secs(600), 1)?;
 /// tokio::runtime::Runtime::new()?.block_on(async {
 ///     let scheduler = proxy::Scheduler::start(config).await?;
 ///     let options = proxy::join::JoinOptions {

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, CustomExtension,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -37,6 +37,9 @@ pub enum PkiError {
     /// A certificate request is not one, or its signature does not verify.
     #[error("bad certificate request: {0}")]
     BadRequest(String),
+    /// A group name cannot be put in a certificate.
+    #[error("invalid group `{0}`: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")]
+    InvalidGroup(String),
     /// The node id cannot be put in a certificate.
     #[error("invalid node id `{0}`: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")]
     InvalidNodeId(String),
@@ -92,9 +95,23 @@ impl MeshCa {
         lifetime: std::time::Duration,
         not_before_floor: Option<i64>,
     ) -> Result<String, PkiError> {
+        self.sign_request_with_groups(csr_der, node_id, &[], lifetime, not_before_floor)
+    }
+
+    /// [`Self::sign_request`], naming the node's `groups` in the certificate (see
+    /// [`groups_in_cert`]).
+    pub fn sign_request_with_groups(
+        &self,
+        csr_der: &[u8],
+        node_id: &str,
+        groups: &[String],
+        lifetime: std::time::Duration,
+        not_before_floor: Option<i64>,
+    ) -> Result<String, PkiError> {
         let mut request = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;
         request.params = node_params(node_id, lifetime, not_before_floor)?;
+        add_groups(&mut request.params, groups)?;
         Ok(request.signed_by(&self.cert, &self.key)?.pem())
     }
 
@@ -110,7 +127,19 @@ impl MeshCa {
 
     /// Issues a certificate for `node_id`, valid for `days`, with a fresh key.
     pub fn issue_node_cert(&self, node_id: &str, days: i64) -> Result<IssuedCert, PkiError> {
-        let params = node_params(node_id, std::time::Duration::from_secs(days.max(0) as u64 * 86_400), None)?;
+        self.issue_node_cert_with_groups(node_id, &[], days)
+    }
+
+    /// [`Self::issue_node_cert`], naming the node's `groups` in the certificate.
+    pub fn issue_node_cert_with_groups(
+        &self,
+        node_id: &str,
+        groups: &[String],
+        days: i64,
+    ) -> Result<IssuedCert, PkiError> {
+        let mut params =
+            node_params(node_id, std::time::Duration::from_secs(days.max(0) as u64 * 86_400), None)?;
+        add_groups(&mut params, groups)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -148,6 +177,90 @@ fn node_params(
     params.not_before = not_before;
     params.not_after = not_before + Duration::try_from(lifetime).unwrap_or(Duration::days(CA_LIFETIME_DAYS));
     Ok(params)
+}
+
+/// The certificate extension that names a node's groups (for `exit_policy` rules with
+/// `from: [group:NAME]`): an OID under the UUID arc (2.25, ITU-T X.667), so it needs no
+/// registration and cannot collide; its value is a DER `SEQUENCE OF UTF8String`. The CA
+/// puts it in; a node cannot add groups to its own certificate.
+const GROUPS_OID: &[u64] = &[2, 25, 2_265_194_483_611_787_303];
+
+/// A group name: like a node id (1-63 of a-z, 0-9, '-').
+pub fn is_valid_group(name: &str) -> bool {
+    crate::core::wire::is_valid_node_id(name)
+}
+
+fn add_groups(params: &mut CertificateParams, groups: &[String]) -> Result<(), PkiError> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    if let Some(bad) = groups.iter().find(|g| !is_valid_group(g)) {
+        return Err(PkiError::InvalidGroup(bad.clone()));
+    }
+    let mut body = Vec::new();
+    for g in groups {
+        der_push(&mut body, 0x0c, g.as_bytes());
+    }
+    let mut value = Vec::new();
+    der_push(&mut value, 0x30, &body);
+    params.custom_extensions.push(CustomExtension::from_oid_content(GROUPS_OID, value));
+    Ok(())
+}
+
+/// Appends a DER TLV.
+fn der_push(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+}
+
+/// Reads one DER TLV from the front of `input`: its tag, content and the rest.
+fn der_take(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The groups a DER certificate names (empty when it names none, or cannot be read).
+pub fn groups_in_cert(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Some(ext) = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.iter().is_some_and(|arcs| arcs.eq(GROUPS_OID.iter().copied())))
+    else {
+        return Vec::new();
+    };
+    let Some((0x30, mut body, _)) = der_take(ext.value) else { return Vec::new() };
+    let mut groups = Vec::new();
+    while let Some((tag, content, rest)) = der_take(body) {
+        if tag == 0x0c
+            && let Ok(g) = std::str::from_utf8(content)
+            && is_valid_group(g)
+        {
+            groups.push(g.to_string());
+        }
+        body = rest;
+    }
+    groups
 }
 
 /// A new private key for a node, PEM (PKCS#8). It is made where it is used and never sent.

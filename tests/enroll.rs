@@ -48,7 +48,14 @@ impl FreshMesh {
     }
 
     fn token(&self, node_id: Option<&str>, ttl: Duration, uses: u32) -> String {
-        create_token(&self.config, node_id.map(str::to_string), ttl, uses).expect("token").encode()
+        create_token(&self.config, node_id.map(str::to_string), Vec::new(), ttl, uses)
+            .expect("token")
+            .encode()
+    }
+
+    fn token_with_groups(&self, groups: &[&str]) -> String {
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        create_token(&self.config, None, groups, Duration::from_secs(600), 1).expect("token").encode()
     }
 
     fn options(&self, id: &str, token: &str, dir: &str) -> JoinOptions {
@@ -265,10 +272,11 @@ async fn a_removed_node_is_cut_off_within_a_heartbeat_and_cannot_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_renews_its_certificate_without_dropping_a_flow() {
     let mesh = FreshMesh::start("node_cert_lifetime: \"12s\"\n").await;
-    let token = mesh.token(None, HOUR, 2);
+    let token = mesh.token(None, HOUR, 1);
     let echo = echo_server().await;
     let jc = mesh.join("c", &token).await.expect("c joins");
-    let ja = mesh.join("a", &token).await.expect("a joins");
+    // a's token puts it in two groups: its certificate says so, and renewals keep them.
+    let ja = mesh.join("a", &mesh.token_with_groups(&["backend", "eu"])).await.expect("a joins");
     let c = mesh.start_node(&jc, "", "\"127.0.0.1/32\"", "1s").await;
     let route = format!(
         "listeners:\n  - name: in\n    bind: \"127.0.0.1:0\"\nroutes:\n  - name: to-c\n    match: {{ listener: in }}\n    target: \"{echo}\"\n    exit: c\n"
@@ -276,6 +284,9 @@ async fn a_node_renews_its_certificate_without_dropping_a_flow() {
     let a = mesh.start_node(&ja, &route, "", "1s").await;
     assert!(meets(&a, "c").await);
     let first = std::fs::read_to_string(ja.config.with_file_name("node.crt")).expect("cert");
+    assert_eq!(groups(&first), ["backend", "eu"]);
+    let c_cert = std::fs::read_to_string(jc.config.with_file_name("node.crt")).expect("cert");
+    assert!(groups(&c_cert).is_empty(), "a token without groups grants none");
 
     // One flow, echoing a chunk every 100 ms for 15 s: past the renewals (every 4 s after
     // the first 8 s) and past the first certificate's expiry.
@@ -298,6 +309,7 @@ async fn a_node_renews_its_certificate_without_dropping_a_flow() {
     assert_eq!(sha256(&sent), sha256(&got), "the flow carried every byte across the renewals");
     let now = std::fs::read_to_string(ja.config.with_file_name("node.crt")).expect("cert");
     assert_ne!(first, now, "the certificate on disk was renewed");
+    assert_eq!(groups(&now), ["backend", "eu"], "the renewed certificate keeps the groups");
     let (_, not_after) = proxy::pki::validity(&now).expect("validity");
     assert!(
         not_after
@@ -313,4 +325,12 @@ async fn a_node_renews_its_certificate_without_dropping_a_flow() {
     let a = Node::start(config).await.expect("restart with the renewed certificate");
     assert!(meets(&a, "c").await);
     drop(c);
+}
+
+/// The groups a PEM certificate names.
+fn groups(cert_pem: &str) -> Vec<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
+    proxy::pki::groups_in_cert(&der)
 }

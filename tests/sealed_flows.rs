@@ -356,3 +356,87 @@ async fn a_multipath_flow_id_taken_by_one_member_does_not_block_another() {
         "{origins:?}"
     );
 }
+
+/// Opens a sealed flow from `from` to `to` over `conn`; returns the exit's answer,
+/// unsealed.
+async fn sealed_answer(conn: &quinn::Connection, from: &Member, to: &Member, target: &str) -> Reply {
+    let (h, started) = opening(from, &from.card, &from.id, to, rand::random(), target, None);
+    let (_s, _r, reply) = send_header(conn, &h).await;
+    match reply {
+        Reply::Sealed(message) => {
+            let finished = started.initiator.finish(&message).expect("the exit's reply opens");
+            match wire::decode_reply(&finished.reply).expect("reply") {
+                Decoded::Complete(r, _) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+        clear => clear,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_policy_rules_can_name_origins_and_certificate_groups() {
+    let mesh = Mesh::new(&["omega", "beta"]);
+    // alpha's certificate names the group `backend`: the CA put it there.
+    let alpha_cert = mesh.ca.issue_node_cert_with_groups("alpha", &["backend".into()], 1).expect("issue");
+    std::fs::write(mesh.path("alpha.crt"), alpha_cert.cert_pem).expect("write");
+    std::fs::write(mesh.path("alpha.key"), alpha_cert.key_pem).expect("write");
+    let (e1, e2, e3) = (echo_server().await, echo_server().await, echo_server().await);
+    let policy = |first_from: &str| {
+        format!(
+            "exit_policy:\n  allow:\n    - {{ to: \"{e1}\", from: [{first_from}] }}\n    - {{ to: \"{e2}\", from: [\"group:backend\"] }}\n    - \"{e3}\"\n"
+        )
+    };
+    let mut spec = NodeSpec::new("omega");
+    spec.peers = vec![("alpha", String::new()), ("beta", String::new())];
+    // Unsealed headers are accepted, to show that a claimed origin never meets `from`.
+    spec.mesh_extra = vec!["e2e: preferred".into()];
+    spec.policy = Some(policy("alpha"));
+    let omega = spec.start(&mesh).await;
+    let (alpha, beta, omega_m) = (member(&mesh, "alpha"), member(&mesh, "beta"), member(&mesh, "omega"));
+    let link = |id: &str| {
+        let ep = raw_client(
+            &mesh.path(&format!("{id}.crt")),
+            &mesh.path(&format!("{id}.key")),
+            &mesh.path("ca.crt"),
+        );
+        let addr = omega.mesh_addr().expect("addr");
+        async move { (ep.connect(addr, "omega").expect("connect").await.expect("handshake"), ep) }
+    };
+    let (a_conn, _a) = link("alpha").await;
+    let (b_conn, _b) = link("beta").await;
+
+    // A rule for a node id.
+    assert_eq!(sealed_answer(&a_conn, &alpha, &omega_m, &e1.to_string()).await, Reply::Opened);
+    let (reason, detail) = refusal(sealed_answer(&b_conn, &beta, &omega_m, &e1.to_string()).await);
+    assert_eq!(reason, RefuseReason::Policy);
+    assert!(detail.contains("allow[0]") && detail.contains("for `beta`"), "{detail}");
+    assert!(!detail.contains("alpha"), "the refusal does not tell who the rule is for: {detail}");
+    // A rule for a group, read from the origin's certificate.
+    assert_eq!(sealed_answer(&a_conn, &alpha, &omega_m, &e2.to_string()).await, Reply::Opened);
+    let (reason, detail) = refusal(sealed_answer(&b_conn, &beta, &omega_m, &e2.to_string()).await);
+    assert_eq!(reason, RefuseReason::Policy);
+    assert!(detail.contains("allow[1]"), "{detail}");
+    // A rule without `from` is for everyone.
+    assert_eq!(sealed_answer(&b_conn, &beta, &omega_m, &e3.to_string()).await, Reply::Opened);
+    // An unsealed header that claims to come from alpha meets no `from` rule.
+    let (reason, _) = refusal(send_header(&b_conn, &exit_header("beta", &e1.to_string())).await.2);
+    assert_eq!(reason, RefuseReason::Policy);
+    let (_, _, reply) = send_header(&a_conn, &exit_header("alpha", &e1.to_string())).await;
+    assert_eq!(refusal(reply).0, RefuseReason::Policy, "a claim is not an identity, even when true");
+
+    // A node cannot claim groups in its own config: there is no such setting.
+    let claimed =
+        NodeSpec::new("beta").yaml().replace("region: test\n", "region: test\n  groups: [backend]\n");
+    assert!(proxy::config::parse(&claimed, &mesh.dir).is_err(), "a config that claims groups is refused");
+
+    // Hot reload: the first rule now names beta too.
+    let mut reloaded = NodeSpec::new("omega");
+    reloaded.peers = spec.peers.clone();
+    reloaded.mesh_extra = spec.mesh_extra.clone();
+    reloaded.policy = Some(policy("alpha, beta"));
+    let path = mesh.path("omega-reloaded.yaml");
+    std::fs::write(&path, reloaded.yaml()).expect("write");
+    omega.reload_file(&path).expect("reload");
+    assert_eq!(sealed_answer(&b_conn, &beta, &omega_m, &e1.to_string()).await, Reply::Opened);
+}

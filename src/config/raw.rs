@@ -257,7 +257,30 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawExitPolicy {
     /// `allow`.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub(crate) allow: Vec<String>,
+    pub(crate) allow: Vec<RawAllow>,
+}
+
+/// One `exit_policy.allow` entry: a pattern, or a pattern with the origins it is for.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a pattern such as \"10.0.0.0/8:443\", or a mapping { to: PATTERN, from: [NODE or group:NAME, ...] }"
+)]
+pub(crate) enum RawAllow {
+    /// `"10.0.0.0/8:443"`.
+    Pattern(String),
+    /// `{ to: "10.0.0.0/8:443", from: [fra-1, group:backend] }`.
+    Rule(RawAllowRule),
+}
+
+/// `{ to, from }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAllowRule {
+    /// `to`.
+    pub(crate) to: String,
+    /// `from`.
+    pub(crate) from: Vec<String>,
 }
 
 /// A scheduler config file (see `config::scheduler` for the keys).

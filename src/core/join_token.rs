@@ -100,6 +100,9 @@ pub struct TokenRecord {
     pub expires_unix: u64,
     /// Enrollments it still allows.
     pub uses_left: u32,
+    /// Groups the certificates it enrolls name (`mesh token create --groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Why a token was refused; each says what to do about it.
@@ -175,8 +178,21 @@ impl TokenStore {
             node_id,
             expires_unix: now_unix.saturating_add(ttl_secs),
             uses_left: uses,
+            groups: Vec::new(),
         };
         self.records.insert(record.hash, record);
+    }
+
+    /// Makes `token` grant `groups` to the nodes it enrolls.
+    pub fn grant_groups(&mut self, token: &JoinToken, groups: Vec<String>) {
+        if let Some(record) = self.records.get_mut(&token.hash()) {
+            record.groups = groups;
+        }
+    }
+
+    /// The groups `token` grants (none for an unknown token).
+    pub fn groups_of(&self, token: &JoinToken) -> Vec<String> {
+        self.records.get(&token.hash()).map(|r| r.groups.clone()).unwrap_or_default()
     }
 
     /// Says whether `token` would enroll `node_id` at `now_unix`, without taking a use.

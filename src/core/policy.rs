@@ -22,11 +22,78 @@ pub struct ExitPolicy {
     rules: Vec<AllowRule>,
 }
 
-/// One allow rule: a host part and a port range.
+/// One allow rule: a host part and a port range, and optionally who may use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowRule {
     host: HostPattern,
     ports: PortRange,
+    /// `None`: any origin; else only these (node ids, `group:` names).
+    from: Option<Vec<Principal>>,
+}
+
+/// Who a rule is for: a node id, or a group its certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// `fra-1`.
+    Node(String),
+    /// `group:backend`.
+    Group(String),
+}
+
+impl Principal {
+    /// Parses `node-id` or `group:name`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let valid = crate::core::wire::is_valid_node_id;
+        match s.strip_prefix("group:") {
+            Some(g) if valid(g) => Ok(Self::Group(g.to_string())),
+            Some(_) => Err(format!("`{s}`: not a group name (1-63 of a-z, 0-9, '-')")),
+            None if valid(s) => Ok(Self::Node(s.to_string())),
+            None => Err(format!("`{s}`: not a node id or `group:NAME`")),
+        }
+    }
+
+    fn admits(&self, who: &Requester<'_>) -> bool {
+        who.authenticated
+            && match self {
+                Self::Node(n) => n == who.node,
+                Self::Group(g) => who.groups.iter().any(|h| h == g),
+            }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node(n) => write!(f, "{n}"),
+            Self::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+/// Who asks the exit for a flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// The origin's node id.
+    pub node: &'a str,
+    /// The groups its certificate names.
+    pub groups: &'a [String],
+    /// Whether the exit checked who it is (a sealed flow); rules with `from` never admit
+    /// a claimed, unchecked origin.
+    pub authenticated: bool,
+}
+
+impl Requester<'_> {
+    /// Nobody in particular: only rules without `from` apply.
+    pub const ANYONE: Requester<'static> = Requester { node: "", groups: &[], authenticated: false };
+}
+
+/// One `exit_policy.allow` entry as written: the pattern and, optionally, who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    /// The `host:port` pattern.
+    pub to: String,
+    /// `from`: node ids and `group:` names; `None` means any origin.
+    pub from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +129,29 @@ impl ExitPolicy {
 
     /// Parses allow patterns; on failure returns `(index, message)` for every bad one.
     pub fn parse(patterns: &[String]) -> Result<Self, Vec<(usize, String)>> {
-        let mut rules = Vec::with_capacity(patterns.len());
+        let entries: Vec<AllowEntry> =
+            patterns.iter().map(|p| AllowEntry { to: p.clone(), from: None }).collect();
+        Self::parse_entries(&entries)
+    }
+
+    /// Parses allow entries (patterns with optional `from`); on failure returns
+    /// `(index, message)` for every bad one.
+    pub fn parse_entries(entries: &[AllowEntry]) -> Result<Self, Vec<(usize, String)>> {
+        let mut rules = Vec::with_capacity(entries.len());
         let mut errors = Vec::new();
-        for (i, p) in patterns.iter().enumerate() {
-            match AllowRule::parse(p) {
-                Ok(rule) => rules.push(rule),
-                Err(message) => errors.push((i, message)),
+        for (i, e) in entries.iter().enumerate() {
+            let from = match &e.from {
+                None => Ok(None),
+                Some(list) if list.is_empty() => {
+                    Err("`from` is empty: leave it out to allow any origin".to_string())
+                }
+                Some(list) => {
+                    list.iter().map(|p| Principal::parse(p)).collect::<Result<Vec<_>, _>>().map(Some)
+                }
+            };
+            match (AllowRule::parse(&e.to), from) {
+                (Ok(rule), Ok(from)) => rules.push(AllowRule { from, ..rule }),
+                (Err(message), _) | (_, Err(message)) => errors.push((i, message)),
             }
         }
         if errors.is_empty() { Ok(Self { rules }) } else { Err(errors) }
@@ -82,31 +166,79 @@ impl ExitPolicy {
     /// checked exactly; a name only needs a name rule that matches it or an IP rule for the
     /// port. Used to avoid resolving names that no rule could ever allow.
     pub fn may_allow(&self, host: &str, port: u16) -> bool {
+        self.may_allow_for(&Requester::ANYONE, host, port)
+    }
+
+    /// [`Self::may_allow`] for `who`: only rules that admit it count.
+    pub fn may_allow_for(&self, who: &Requester<'_>, host: &str, port: u16) -> bool {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return self.allows(host, SocketAddr::new(ip, port));
+            return self.allows_for(who, host, SocketAddr::new(ip, port));
         }
         let name = normalize_name(host);
         port != 0
-            && self.rules.iter().any(|r| match r.host {
+            && self.rules.iter().filter(|r| r.admits(who)).any(|r| match r.host {
                 HostPattern::Cidr(_) => r.ports.contains(port),
                 _ => r.matches(&name, IpAddr::from([0, 0, 0, 0]), port),
             })
     }
 
-    /// Whether this node may dial `addr`, reached by resolving `requested_host`.
+    /// Whether this node may dial `addr`, reached by resolving `requested_host`, for
+    /// anyone (rules without `from`).
     pub fn allows(&self, requested_host: &str, addr: SocketAddr) -> bool {
+        self.allows_for(&Requester::ANYONE, requested_host, addr)
+    }
+
+    /// Whether this node may dial `addr`, reached by resolving `requested_host`, for `who`.
+    pub fn allows_for(&self, who: &Requester<'_>, requested_host: &str, addr: SocketAddr) -> bool {
+        self.matching(requested_host, addr).any(|(_, r)| r.admits(who))
+    }
+
+    /// The first rule that covers the target but not `who`, by index: what a refusal may
+    /// name (the rule's place, not its contents) when the target is allowed to others.
+    pub fn closest_for(&self, who: &Requester<'_>, requested_host: &str, addr: SocketAddr) -> Option<usize> {
+        self.matching(requested_host, addr).find(|(_, r)| !r.admits(who)).map(|(i, _)| i)
+    }
+
+    /// [`Self::closest_for`] before resolution (a name checked against name rules, an IP
+    /// literal exactly).
+    pub fn closest_before_resolving(&self, who: &Requester<'_>, host: &str, port: u16) -> Option<usize> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.closest_for(who, host, SocketAddr::new(ip, port));
+        }
+        let name = normalize_name(host);
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !r.admits(who) && r.matches(&name, IpAddr::from([0, 0, 0, 0]), port))
+            .map(|(i, _)| i)
+    }
+
+    /// The rules that cover dialing `addr` for `requested_host`, whoever asks.
+    fn matching<'p>(
+        &'p self,
+        requested_host: &str,
+        addr: SocketAddr,
+    ) -> impl Iterator<Item = (usize, &'p AllowRule)> + 'p {
         let ip = addr.ip().to_canonical();
-        if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
-            return false;
-        }
-        if let Some(block) = guarded_block(ip) {
-            return self.rules.iter().any(|r| {
-                matches!(r.host, HostPattern::Cidr(c) if c.prefix >= block && c.contains(ip))
-                    && r.ports.contains(addr.port())
-            });
-        }
+        let refused = addr.port() == 0 || ip.is_unspecified() || ip.is_multicast();
+        let block = guarded_block(ip);
         let name = normalize_name(requested_host);
-        self.rules.iter().any(|r| r.matches(&name, ip, addr.port()))
+        let port = addr.port();
+        self.rules.iter().enumerate().filter(move |(_, r)| {
+            !refused
+                && match block {
+                    Some(block) => {
+                        matches!(r.host, HostPattern::Cidr(c) if c.prefix >= block && c.contains(ip))
+                            && r.ports.contains(port)
+                    }
+                    None => r.matches(&name, ip, port),
+                }
+        })
+    }
+
+    /// The rule at `index`, for logs.
+    pub fn rule(&self, index: usize) -> Option<&AllowRule> {
+        self.rules.get(index)
     }
 }
 
@@ -136,7 +268,7 @@ impl AllowRule {
             None => ANY_PORT,
         };
         if let Some(cidr) = parse_cidr(host)? {
-            return Ok(Self { host: HostPattern::Cidr(cidr), ports });
+            return Ok(Self { host: HostPattern::Cidr(cidr), ports, from: None });
         }
         if port.is_none() {
             return Err(format!("`{p}`: a name needs a port (`{p}:443` or `{p}:*`)"));
@@ -144,10 +276,15 @@ impl AllowRule {
         let name = normalize_name(host);
         if let Some(suffix) = name.strip_prefix("*.") {
             check_name(suffix, p)?;
-            return Ok(Self { host: HostPattern::Suffix(suffix.to_string()), ports });
+            return Ok(Self { host: HostPattern::Suffix(suffix.to_string()), ports, from: None });
         }
         check_name(&name, p)?;
-        Ok(Self { host: HostPattern::Name(name), ports })
+        Ok(Self { host: HostPattern::Name(name), ports, from: None })
+    }
+
+    /// Whether `who` may use this rule.
+    fn admits(&self, who: &Requester<'_>) -> bool {
+        self.from.as_ref().is_none_or(|from| from.iter().any(|p| p.admits(who)))
     }
 
     fn matches(&self, name: &str, ip: IpAddr, port: u16) -> bool {
@@ -175,12 +312,17 @@ impl fmt::Display for AllowRule {
             HostPattern::Suffix(s) => write!(f, "*.{s}")?,
         }
         if self.ports == ANY_PORT {
-            write!(f, ":*")
+            write!(f, ":*")?;
         } else if self.ports.low == self.ports.high {
-            write!(f, ":{}", self.ports.low)
+            write!(f, ":{}", self.ports.low)?;
         } else {
-            write!(f, ":{}-{}", self.ports.low, self.ports.high)
+            write!(f, ":{}-{}", self.ports.low, self.ports.high)?;
         }
+        if let Some(from) = &self.from {
+            let names: Vec<String> = from.iter().map(ToString::to_string).collect();
+            write!(f, " from [{}]", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -84,6 +84,8 @@ pub struct NodeSpec<'a> {
     pub keepalive: &'a str,
     /// Extra lines for every route, e.g. `multipath: true`.
     pub route_extra: Vec<String>,
+    /// The whole `exit_policy` section, instead of one from `allow`.
+    pub policy: Option<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -102,6 +104,7 @@ impl<'a> NodeSpec<'a> {
             scheduler: None,
             keepalive: "1s",
             route_extra: vec![],
+            policy: None,
         }
     }
 
@@ -161,6 +164,9 @@ impl<'a> NodeSpec<'a> {
             for l in &self.limits {
                 y += &format!("  {l}\n");
             }
+        }
+        if let Some(policy) = &self.policy {
+            return y + policy;
         }
         y += "exit_policy:\n  allow:\n";
         if self.allow.is_empty() {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{Congestion, E2eMode, Limits, MeshConfig};
-use crate::core::policy::ExitPolicy;
+use crate::core::policy::{AllowEntry, ExitPolicy};
 
 fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
     let Some(name) = name else { return Ok(Congestion::default()) };
@@ -188,12 +188,19 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn exit_policy(&mut self, allow: Option<&[String]>) -> Option<ExitPolicy> {
+    pub(super) fn exit_policy(&mut self, allow: Option<&[raw::RawAllow]>) -> Option<ExitPolicy> {
         let allow = allow.unwrap_or_default();
         if allow.is_empty() {
             return Some(ExitPolicy::deny_all());
         }
-        match ExitPolicy::parse(allow) {
+        let entries: Vec<AllowEntry> = allow
+            .iter()
+            .map(|a| match a {
+                raw::RawAllow::Pattern(p) => AllowEntry { to: p.clone(), from: None },
+                raw::RawAllow::Rule(r) => AllowEntry { to: r.to.clone(), from: Some(r.from.clone()) },
+            })
+            .collect();
+        match ExitPolicy::parse_entries(&entries) {
             Ok(policy) => Some(policy),
             Err(problems) => {
                 for (i, message) in problems {

@@ -128,7 +128,7 @@ pub fn initiate(
     t.absorb(&e);
     let k_card = t.mix(&ephemeral.agree(exit_static)?);
     let c_card = t.seal(&k_card, card)?;
-    let k_inner = t.mix(&origin.agree(exit_static)?);
+    let k_inner = t.mix(&origin.agree_static(exit_static)?);
     let c_inner = t.seal(&k_inner, inner)?;
     let card_len = u16::try_from(c_card.len()).map_err(|_| SealError::Malformed)?;
     let mut message = Vec::with_capacity(32 + 2 + c_card.len() + c_inner.len());
@@ -145,7 +145,7 @@ pub struct Finished {
     /// The reply's plaintext.
     pub reply: Vec<u8>,
     /// The final key for the origin's direction (hand to [`Sealer::switch_to`]).
-    pub origin_to_exit: DirectionKey,
+    pub origin_to_exit: [u8; 32],
     /// Opens the exit's records after the reply.
     pub opener: Opener,
 }
@@ -167,11 +167,7 @@ impl Initiator {
         // transcript, which binds it to both messages.
         let len = DirectionKey::new(&x2o, 0).open_in_place(&self.t.h, &mut reply)?;
         reply.truncate(len);
-        Ok(Finished {
-            reply,
-            origin_to_exit: DirectionKey::new(&o2x, 0),
-            opener: Opener::new(DirectionKey::new(&x2o, 1)),
-        })
+        Ok(Finished { reply, origin_to_exit: o2x, opener: Opener::new(DirectionKey::new(&x2o, 1)) })
     }
 }
 
@@ -217,7 +213,7 @@ impl Received {
     /// Opens the inner header with the static key from the (checked) card: success proves
     /// the sender holds that key's secret.
     pub fn authenticate(mut self, origin_static: &[u8; 32]) -> Result<(Vec<u8>, Responder), SealError> {
-        let k_inner = self.t.mix(&self.exit.agree(origin_static)?);
+        let k_inner = self.t.mix(&self.exit.agree_static(origin_static)?);
         let inner = self.t.open(&k_inner, &self.c_inner)?;
         let responder = Responder { t: self.t, origin_static: *origin_static, ephemeral: self.ephemeral };
         Ok((inner, responder))
@@ -255,7 +251,7 @@ impl Responder {
         Ok((
             PendingReply { re, h: self.t.h, key: x2o },
             Sealer::new(DirectionKey::new(&x2o, 1)),
-            Opener::with_early(DirectionKey::new(&early, 0), DirectionKey::new(&o2x, 0)),
+            Opener::with_early(DirectionKey::new(&early, 0), o2x),
         ))
     }
 }

@@ -52,6 +52,12 @@ impl DirectionKey {
         Ok(Nonce::assume_unique_for_key(bytes))
     }
 
+    /// Seals `buf` in place with associated data `ad`; returns the tag.
+    fn seal_separate(&mut self, ad: &[u8], buf: &mut [u8]) -> Result<ring::aead::Tag, SealError> {
+        let nonce = self.nonce()?;
+        self.key.seal_in_place_separate_tag(nonce, Aad::from(ad), buf).map_err(|_| SealError::Malformed)
+    }
+
     /// Seals `plain` in place with associated data `ad` (the tag is appended).
     pub fn seal_in_place(&mut self, ad: &[u8], plain: &mut Vec<u8>) -> Result<(), SealError> {
         let nonce = self.nonce()?;
@@ -68,8 +74,9 @@ impl DirectionKey {
 /// Seals one direction's bytes into records.
 pub struct Sealer {
     key: DirectionKey,
-    /// The key that replaces `key` after an `EndOfEarly` record (the origin's side).
-    next: Option<DirectionKey>,
+    /// The key that replaces `key` after an `EndOfEarly` record (the origin's side), kept
+    /// as bytes until used: an expanded AES key is half a kilobyte per idle flow.
+    next: Option<[u8; 32]>,
 }
 
 impl Sealer {
@@ -78,9 +85,9 @@ impl Sealer {
         Self { key, next: None }
     }
 
-    /// From the next record on, seal under `key`; an `EndOfEarly` record under the old key
-    /// goes first (see [`Self::seal`]).
-    pub fn switch_to(&mut self, key: DirectionKey) {
+    /// From the next record on, seal under `key` (from nonce 0); an `EndOfEarly` record
+    /// under the old key goes first (see [`Self::seal`]).
+    pub fn switch_to(&mut self, key: [u8; 32]) {
         self.next = Some(key);
     }
 
@@ -106,19 +113,20 @@ impl Sealer {
     fn pending_switch(&mut self, out: &mut BytesMut) -> Result<(), SealError> {
         if let Some(next) = self.next.take() {
             self.record(out, Kind::EndOfEarly, &[])?;
-            self.key = next;
+            self.key = DirectionKey::new(&next, 0);
         }
         Ok(())
     }
 
+    /// Appends one record, sealed where it lies (one copy of the data, into `out`).
     fn record(&mut self, out: &mut BytesMut, kind: Kind, data: &[u8]) -> Result<(), SealError> {
-        let mut body = Vec::with_capacity(1 + data.len() + TAG_LEN);
-        body.push(kind as u8);
-        body.extend_from_slice(data);
-        self.key.seal_in_place(&[], &mut body)?;
-        let len = u16::try_from(body.len()).map_err(|_| SealError::Malformed)?;
+        let len = u16::try_from(1 + data.len() + TAG_LEN).map_err(|_| SealError::Malformed)?;
         out.put_u16(len);
-        out.put_slice(&body);
+        let start = out.len();
+        out.put_u8(kind as u8);
+        out.put_slice(data);
+        let tag = self.key.seal_separate(&[], &mut out[start..])?;
+        out.put_slice(tag.as_ref());
         Ok(())
     }
 }
@@ -126,8 +134,8 @@ impl Sealer {
 /// Opens one direction's records as they arrive, in pieces of any size.
 pub struct Opener {
     key: DirectionKey,
-    /// The key that follows an `EndOfEarly` record (the exit's side).
-    next: Option<DirectionKey>,
+    /// The key that follows an `EndOfEarly` record (the exit's side), as bytes until used.
+    next: Option<[u8; 32]>,
     buf: BytesMut,
     finished: bool,
 }
@@ -138,8 +146,9 @@ impl Opener {
         Self { key, next: None, buf: BytesMut::new(), finished: false }
     }
 
-    /// Opens records under `early` until an `EndOfEarly` record, then under `then`.
-    pub fn with_early(early: DirectionKey, then: DirectionKey) -> Self {
+    /// Opens records under `early` until an `EndOfEarly` record, then under `then` (from
+    /// nonce 0).
+    pub fn with_early(early: DirectionKey, then: [u8; 32]) -> Self {
         Self { next: Some(then), ..Self::new(early) }
     }
 
@@ -172,7 +181,7 @@ impl Opener {
                 }
                 k if k == Kind::Fin as u8 && body.is_empty() => self.finished = true,
                 k if k == Kind::EndOfEarly as u8 && body.is_empty() => {
-                    self.key = self.next.take().ok_or(SealError::Malformed)?;
+                    self.key = DirectionKey::new(&self.next.take().ok_or(SealError::Malformed)?, 0);
                 }
                 _ => return Err(SealError::Malformed),
             }
@@ -271,7 +280,7 @@ mod tests {
     #[test]
     fn the_early_key_switch_is_authenticated() {
         let early = || DirectionKey::new(&[1; 32], 1);
-        let last = || DirectionKey::new(&[2; 32], 0);
+        let last = || [2; 32];
         let mut s = Sealer::new(early());
         let mut wire = s.seal(b"early").unwrap().to_vec();
         s.switch_to(last());

@@ -9,7 +9,7 @@ use quinn::RecvStream;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::core::policy::ExitPolicy;
+use crate::core::policy::{ExitPolicy, Requester};
 use crate::core::wire::{self, RefuseReason, Reply};
 use crate::logging::log_escape;
 use crate::node::flow::inbound::refuse_exit;
@@ -25,12 +25,15 @@ use crate::node::{FlowGuard, Shared};
 pub(crate) async fn exit_flow(
     shared: Arc<Shared>,
     guard: FlowGuard,
+    origin: String,
     target: &str,
     rest: Bytes,
     (mut send, mut recv): (LinkSend, RecvStream),
     seal: Option<ExitSeal>,
 ) {
-    let tcp = match dial_target(&shared, target).await {
+    let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
+    let who = requester(&origin, &groups, seal.is_some());
+    let tcp = match dial_target(&shared, target, &who).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
             info!(target = %log_escape(target), reason = reason.as_str(), %detail, "refused flow");
@@ -82,18 +85,30 @@ pub(crate) fn opened_reply(seal: Option<ExitSeal>) -> Result<(Bytes, FlowSeal), 
     }
 }
 
-/// Resolves the target, keeps the addresses the exit policy allows, and connects to the
-/// first that answers, all within one `connect_timeout`. A name is resolved only when some
-/// rule could allow it, so a deny-all node never looks up names peers send it.
-pub(crate) async fn dial_target(shared: &Shared, target: &str) -> Result<TcpStream, (RefuseReason, String)> {
+/// Who asks for a flow, for the exit policy: the origin the seal authenticated (with the
+/// groups its certificate names), or an unsealed flow's claimed origin, which rules with
+/// `from` never admit.
+pub(crate) fn requester<'a>(origin: &'a str, groups: &'a [String], authenticated: bool) -> Requester<'a> {
+    Requester { node: origin, groups, authenticated }
+}
+
+/// Resolves the target, keeps the addresses the exit policy allows `who`, and connects to
+/// the first that answers, all within one `connect_timeout`. A name is resolved only when
+/// some rule could allow it, so a deny-all node never looks up names peers send it.
+pub(crate) async fn dial_target(
+    shared: &Shared,
+    target: &str,
+    who: &Requester<'_>,
+) -> Result<TcpStream, (RefuseReason, String)> {
     let policy = shared.exit_policy();
     let (host, port) = split_target(target);
-    if !policy.may_allow(host, port) {
-        return Err((RefuseReason::Policy, format!("exit policy does not allow {}", log_escape(target))));
+    if !policy.may_allow_for(who, host, port) {
+        let closest = policy.closest_before_resolving(who, host, port);
+        return Err((RefuseReason::Policy, policy_refusal(&policy, target, who, closest)));
     }
     let budget = shared.config.limits.connect_timeout;
     let own = own_services(shared);
-    match tokio::time::timeout(budget, resolve_and_connect(&policy, &own, target, host)).await {
+    match tokio::time::timeout(budget, resolve_and_connect(&policy, who, &own, target, host)).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
     }
@@ -124,8 +139,26 @@ fn is_own_service(own: &[SocketAddr], addr: SocketAddr) -> bool {
     })
 }
 
+/// The refusal detail: the target, and, when a rule covers it for other origins only,
+/// that rule's place in `exit_policy.allow` (not its contents: the requester learns no more
+/// of the policy than that). The exit's log names the rule in full.
+fn policy_refusal(policy: &ExitPolicy, shown: &str, who: &Requester<'_>, closest: Option<usize>) -> String {
+    match closest.and_then(|i| policy.rule(i).map(|r| (i, r))) {
+        Some((i, rule)) => {
+            info!(origin = %log_escape(who.node), authenticated = who.authenticated, rule = %rule, "exit policy rule is for other origins");
+            format!(
+                "exit policy does not allow {} for `{}`: the closest rule, allow[{i}], is for other origins",
+                log_escape(shown),
+                log_escape(who.node)
+            )
+        }
+        None => format!("exit policy does not allow {}", log_escape(shown)),
+    }
+}
+
 async fn resolve_and_connect(
     policy: &ExitPolicy,
+    who: &Requester<'_>,
     own: &[SocketAddr],
     target: &str,
     host: &str,
@@ -134,11 +167,15 @@ async fn resolve_and_connect(
         Ok(addrs) => addrs.collect(),
         Err(e) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
     };
-    let allowed: Vec<SocketAddr> =
-        resolved.iter().copied().filter(|a| policy.allows(host, *a) && !is_own_service(own, *a)).collect();
+    let allowed: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|a| policy.allows_for(who, host, *a) && !is_own_service(own, *a))
+        .collect();
     if allowed.is_empty() {
         let shown: Vec<String> = resolved.iter().map(ToString::to_string).collect();
-        return Err((RefuseReason::Policy, format!("exit policy does not allow {}", shown.join(", "))));
+        let closest = resolved.iter().find_map(|a| policy.closest_for(who, host, *a));
+        return Err((RefuseReason::Policy, policy_refusal(policy, &shown.join(", "), who, closest)));
     }
     let mut last = String::new();
     for addr in allowed {

@@ -111,7 +111,10 @@ pub(crate) async fn handle_stream(
                         )
                         .await
                     }
-                    None => exit::exit_flow(shared, guard, &target, rest, (send, recv), seal).await,
+                    None => {
+                        let origin = header.origin.clone();
+                        exit::exit_flow(shared, guard, origin, &target, rest, (send, recv), seal).await
+                    }
                 }
             }
             Destination::RouteByPort(port) => {

@@ -17,6 +17,7 @@ use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::link::send::LinkSend;
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::observe::stats::RouteCounters;
+use crate::node::splice::relay_tap::{TapAction, TapDirection};
 use crate::node::splice::resealed::{Leg, splice_resealed};
 use crate::node::splice::streams::{StreamPair, splice_streams};
 use crate::node::splice::{FlowEnd, codes};
@@ -75,7 +76,9 @@ pub(crate) async fn chain(
         Exit::Local => {
             // Flows from the mesh are held to the exit policy, chain or not: a node is
             // never an open relay. The detail does not name the route's target.
-            match exit::dial_target(&shared, &target).await {
+            let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
+            let who = exit::requester(&header.origin, &groups, seal.is_some());
+            match exit::dial_target(&shared, &target, &who).await {
                 Ok(tcp) => {
                     guard.describe(|m| m.role = FlowRole::Exit);
                     exit::reply_and_splice(&shared, guard, tcp, rest, (send, recv), counters, seal).await
@@ -190,6 +193,11 @@ async fn hand_on(
     mut back: StreamPair,
     route: Option<Arc<RouteCounters>>,
 ) {
+    // A test's hostile relay sees the bytes that came behind the header too.
+    let rest = match shared.relay_tap.get().map(|tap| tap(TapDirection::Forward, rest.clone())) {
+        Some(TapAction::Send(chunks)) => Bytes::from(chunks.concat()),
+        _ => rest,
+    };
     let leading = rest.len() as u64;
     match onward::open_stream(&shared, next, &header, rest).await {
         Ok((send, recv)) => {

@@ -100,6 +100,8 @@ fn unix_now() -> i64 {
 /// The exit's side of a sealed flow, between reading the header and replying.
 pub(crate) struct ExitSeal {
     responder: Responder,
+    /// The groups the origin's certificate names (for the exit policy).
+    pub groups: Vec<String>,
 }
 
 /// An opened sealed header: the flow as the exit knows it (the origin authenticated),
@@ -163,7 +165,8 @@ pub(crate) fn open_header(
         destination: inner.destination,
         subflow: inner.subflow,
     };
-    Ok(Unsealed { header, before: inner.before, seal: ExitSeal { responder } })
+    let groups = crate::pki::groups_in_cert(&origin_card.cert);
+    Ok(Unsealed { header, before: inner.before, seal: ExitSeal { responder, groups } })
 }
 
 /// A sealed reply still to be written (see [`ExitSeal::accept`]).

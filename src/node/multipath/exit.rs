@@ -90,7 +90,9 @@ pub(crate) async fn subflow_arrived(
         refuse_exit(&shared, (&mut send, &mut recv), seal, RefuseReason::BadHeader, &detail).await;
         return;
     }
-    let tcp = match exit::dial_target(&shared, target).await {
+    let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
+    let who = exit::requester(&header.origin, &groups, seal.is_some());
+    let tcp = match exit::dial_target(&shared, target, &who).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
             tracing::info!(target = %log_escape(target), reason = reason.as_str(), %detail, "refused flow");

@@ -77,7 +77,7 @@ impl UpSeal {
         }
     }
 
-    fn switch_to(&self, key: crate::core::seal::record::DirectionKey) {
+    fn switch_to(&self, key: [u8; 32]) {
         if let Some(s) = &self.0 {
             s.lock().unwrap_or_else(|p| p.into_inner()).switch_to(key);
         }

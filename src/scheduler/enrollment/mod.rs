@@ -121,12 +121,17 @@ impl Enrollment {
             tracing::error!("registry: {e}");
             "the scheduler cannot read or write its registry; try again later".to_string()
         };
-        // A certificate for an id removed before must start after the removal.
-        let floor = self.store.load().map_err(registry_error)?.not_before_floor(id);
-        // Signing first: a bad request must not use the token up.
-        let cert_pem = ca.sign_request(&request.csr, id, self.lifetime, floor).map_err(|e| e.to_string())?;
-        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         let token = JoinToken { secret: request.secret, ca_fingerprint: [0; 32] };
+        let registry = self.store.load().map_err(registry_error)?;
+        // A certificate for an id removed before must start after the removal.
+        let floor = registry.not_before_floor(id);
+        // The token says which groups the node is in; the joiner cannot ask for more.
+        let groups = registry.tokens.groups_of(&token);
+        // Signing first: a bad request must not use the token up.
+        let cert_pem = ca
+            .sign_request_with_groups(&request.csr, id, &groups, self.lifetime, floor)
+            .map_err(|e| e.to_string())?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         let admitted = self
             .store
             .update(|r| {
@@ -140,6 +145,9 @@ impl Enrollment {
                 let outcome = r.admit(&token, id, now_unix);
                 if outcome.is_ok() {
                     r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
+                    if let Some(member) = r.members.get_mut(id.as_str()) {
+                        member.groups = groups.clone();
+                    }
                 }
                 (outcome.map_err(|e: JoinError| e.to_string()), true)
             })
@@ -178,7 +186,10 @@ impl Enrollment {
             self.store.load().map_err(|e| format!("the scheduler cannot read its registry: {e}"))?;
         registry.may_renew(node_id, &held)?;
         let floor = registry.not_before_floor(node_id);
-        let cert_pem = ca.sign_request(csr, node_id, self.lifetime, floor).map_err(|e| e.to_string())?;
+        let groups = registry.members.get(node_id).map(|m| m.groups.clone()).unwrap_or_default();
+        let cert_pem = ca
+            .sign_request_with_groups(csr, node_id, &groups, self.lifetime, floor)
+            .map_err(|e| e.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         // Checked again under the lock: a removal may have landed since.
         self.store
@@ -240,10 +251,12 @@ fn source_key(from: IpAddr) -> String {
 }
 
 /// A new join token for the mesh of `config` (`proxy mesh token create`): valid for
-/// `ttl`, for `uses` joins, for `node_id` only when given. Only its hash is stored.
+/// `ttl`, for `uses` joins, for `node_id` only when given, granting `groups` to the nodes
+/// it enrolls. Only its hash is stored.
 pub fn create_token(
     config: &SchedulerConfig,
     node_id: Option<String>,
+    groups: Vec<String>,
     ttl: Duration,
     uses: u32,
 ) -> anyhow::Result<JoinToken> {
@@ -258,6 +271,7 @@ pub fn create_token(
     RegistryStore::new(&config.data_dir).update(|r| {
         r.purge(now);
         r.tokens.add(&token, node_id, ttl.as_secs().max(1), uses, now);
+        r.tokens.grant_groups(&token, groups);
         ((), true)
     })?;
     Ok(token)

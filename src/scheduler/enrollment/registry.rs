@@ -24,6 +24,9 @@ pub struct Member {
     /// Its certificates not yet expired: SHA-256 (hex) to not-after (Unix seconds).
     #[serde(default)]
     pub certs: BTreeMap<String, i64>,
+    /// The groups its certificates name (from its join token), kept for renewals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Why a join was refused, in words for the operator.
@@ -112,6 +115,7 @@ impl Registry {
             region: region.to_string(),
             since_unix: now_unix,
             certs: BTreeMap::new(),
+            groups: Vec::new(),
         });
         member.certs.insert(hex(&fingerprint), not_after);
     }
