@@ -31,18 +31,25 @@ pub(crate) async fn open_stream(
     before: Vec<String>,
 ) -> Result<(LinkSend, RecvStream, FlowSeal), OpenError> {
     let exit = header.hops.last().map_or(first_hop, String::as_str);
-    let (wire_header, seal) = seal_header(shared, exit, header, before).await?;
+    let (wire_header, seal) = seal_header(shared, (first_hop, exit), header, before).await?;
     let (send, recv) = onward::open_stream(shared, first_hop, &wire_header, Bytes::new()).await?;
     Ok((send, recv, seal))
 }
 
 async fn seal_header(
     shared: &Shared,
-    exit: &str,
+    (first_hop, exit): (&str, &str),
     header: &FlowHeader,
     before: Vec<String>,
 ) -> Result<(AnyHeader, FlowSeal), OpenError> {
     let mode = shared.config.mesh.e2e;
+    // During an upgrade, a node without a card speaks only version 1 and would refuse a
+    // sealed header it has to relay: seal only when every node ahead has a card.
+    let path_upgraded = || std::iter::once(first_hop).chain(header.hops.iter().map(String::as_str)).all(|n| shared.cards.get(n).is_some());
+    if mode == E2eMode::Preferred && !path_upgraded() {
+        shared.counters.flows_unsealed.fetch_add(1, Ordering::Relaxed);
+        return Ok((AnyHeader::Plain(header.clone()), FlowSeal::Plain));
+    }
     // Waiting for a card only makes sense when the flow cannot go without one.
     let wait = match mode {
         E2eMode::Required => shared.config.limits.connect_timeout,
