@@ -31,6 +31,36 @@ pub fn flow_header(data: &[u8]) {
     }
 }
 
+/// What an exit reads of a sealed flow before it trusts anything: the header of either
+/// version (an accepted one re-encodes to the same bytes), the opening under a fixed exit
+/// key, the origin's card, and records. Any input may be refused; none may panic.
+pub fn sealed(data: &[u8]) {
+    use crate::core::seal::record::{DirectionKey, Opener};
+    let limits = HeaderLimits::default();
+    if let Ok(Decoded::Complete(header, used)) = wire::decode_any_header(data, &limits) {
+        assert!(used <= data.len());
+        let again = header.encode().expect("an accepted header encodes");
+        match wire::decode_any_header(&again, &limits) {
+            Ok(Decoded::Complete(back, n)) => assert!(back == header && n == again.len()),
+            other => panic!("a re-encoded header does not decode: {other:?}"),
+        }
+    }
+    if let Ok(received) = crate::core::seal::handshake::receive(&fuzz_exit_keys(), 0, data) {
+        let _ = crate::tls::card::decode(&received.card);
+    }
+    if let Some(card) = crate::tls::card::decode(data) {
+        assert_eq!(crate::tls::card::decode(&crate::tls::card::encode(&card)), Some(card));
+    }
+    let mut opener = Opener::new(DirectionKey::new(&[0; 32], 0));
+    let mut out = Vec::new();
+    let _ = opener.open(data, &mut out);
+}
+
+/// The exit key the `sealed` target opens openings with (its seeds are sealed to it).
+fn fuzz_exit_keys() -> crate::core::seal::StaticKeys {
+    crate::core::seal::StaticKeys::derive(b"fuzz exit")
+}
+
 /// A reply: like [`flow_header`].
 pub fn reply(data: &[u8]) {
     match wire::decode_reply(data) {
@@ -123,11 +153,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         destination: Destination::Target("10.0.0.5:443".into()),
         subflow: Some(Subflow { index: 1, token: 99 }),
     };
-    let mut out = vec![
+    let mut out = sealed_seeds();
+    out.extend([
         ("flow_header", wire::encode_header(&header).unwrap_or_default()),
         ("reply", wire::encode_reply(&Reply::Opened)),
         ("reply", wire::encode_reply(&Reply::refused(RefuseReason::Policy, "b", "not allowed"))),
-    ];
+    ]);
     let register = ToScheduler::Register(Registration {
         node_id: "a".into(),
         region: "eu".into(),
@@ -176,6 +207,43 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// Seeds of the `sealed` target: a sealed header, an opening sealed to the fuzz exit key,
+/// and two records under the all-zero key.
+fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::core::seal::handshake;
+    use crate::core::seal::record::{DirectionKey, Sealer};
+    use crate::core::wire::{Destination, InnerHeader, SealedHeader};
+    let inner = InnerHeader {
+        origin: "a".into(),
+        destination: Destination::Target("10.0.0.5:443".into()),
+        subflow: None,
+        sent_at: 1_800_000_000,
+        before: vec![],
+    };
+    let origin = crate::core::seal::StaticKeys::derive(b"fuzz origin");
+    let mut out = Vec::new();
+    if let Ok(started) = handshake::initiate(
+        &origin,
+        &fuzz_exit_keys().public(),
+        0,
+        b"not a card",
+        &wire::encode_inner(&inner),
+    ) {
+        let header = SealedHeader {
+            flow_id: 0,
+            passed: vec![],
+            hops: vec!["b".into()],
+            opening: started.message.clone(),
+        };
+        out.push(("sealed", wire::encode_sealed_header(&header).unwrap_or_default()));
+        out.push(("sealed", started.message));
+    }
+    let mut sealer = Sealer::new(DirectionKey::new(&[0; 32], 0));
+    let records = [sealer.seal(b"hello").unwrap_or_default(), sealer.fin().unwrap_or_default()].concat();
+    out.push(("sealed", records));
+    out
+}
+
 /// The entry point for each target name.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
     Some(match name {
@@ -185,9 +253,11 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "join" => join_messages,
         "subflow_frames" => subflow_frames,
         "config_text" => config_text,
+        "sealed" => sealed,
         _ => return None,
     })
 }
 
 /// Every target's name.
-pub const TARGETS: [&str; 6] = ["flow_header", "reply", "control", "join", "subflow_frames", "config_text"];
+pub const TARGETS: [&str; 7] =
+    ["flow_header", "reply", "control", "join", "subflow_frames", "config_text", "sealed"];

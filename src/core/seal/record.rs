@@ -14,7 +14,9 @@ pub const MAX_RECORD_DATA: usize = u16::MAX as usize - 1 - TAG_LEN;
 /// The AEAD tag.
 pub const TAG_LEN: usize = 16;
 /// Bytes a record adds to its data: length, kind and tag.
-pub const RECORD_OVERHEAD: usize = 2 + 1 + TAG_LEN;
+pub const RECORD_OVERHEAD: usize = RECORD_HEAD + TAG_LEN;
+/// Bytes before a record's data: length and kind.
+pub const RECORD_HEAD: usize = 2 + 1;
 
 /// What a record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,27 @@ impl Sealer {
             self.record(&mut out, Kind::Data, piece)?;
         }
         Ok(out.freeze())
+    }
+
+    /// Seals, where it lies, the record whose data follows [`RECORD_HEAD`] reserved bytes
+    /// in `record` (at most [`MAX_RECORD_DATA`] of it): fills the head in and appends the
+    /// tag, so data read straight into the buffer is never copied. Returns the
+    /// `EndOfEarly` record to send before it, when a key switch was due.
+    pub fn seal_reserved(&mut self, record: &mut BytesMut) -> Result<Option<Bytes>, SealError> {
+        let data = record.len().checked_sub(RECORD_HEAD).filter(|n| *n <= MAX_RECORD_DATA);
+        let data = data.ok_or(SealError::Malformed)?;
+        let mut before = None;
+        if self.next.is_some() {
+            let mut out = BytesMut::with_capacity(RECORD_OVERHEAD);
+            self.pending_switch(&mut out)?;
+            before = Some(out.freeze());
+        }
+        let len = u16::try_from(1 + data + TAG_LEN).map_err(|_| SealError::Malformed)?;
+        record[..2].copy_from_slice(&len.to_be_bytes());
+        record[2] = Kind::Data as u8;
+        let tag = self.key.seal_separate(&[], &mut record[2..])?;
+        record.extend_from_slice(tag.as_ref());
+        Ok(before)
     }
 
     /// The record that ends this direction cleanly.
@@ -230,6 +253,19 @@ mod tests {
         wire.extend_from_slice(&s.fin().unwrap());
         assert_eq!(open_all(&mut o, &wire).unwrap(), data);
         assert!(o.check_end().is_ok());
+    }
+
+    #[test]
+    fn a_record_sealed_in_place_opens_like_any_other() {
+        let (mut s, mut o) = pair();
+        let mut record = BytesMut::from(&[0u8; RECORD_HEAD][..]);
+        record.extend_from_slice(b"read straight into the buffer");
+        assert_eq!(s.seal_reserved(&mut record).unwrap(), None);
+        let wire = [record.freeze(), s.seal(b", then more").unwrap(), s.fin().unwrap()].concat();
+        assert_eq!(open_all(&mut o, &wire).unwrap(), b"read straight into the buffer, then more");
+        assert!(o.check_end().is_ok());
+        let mut too_long = BytesMut::zeroed(RECORD_HEAD + MAX_RECORD_DATA + 1);
+        assert_eq!(s.seal_reserved(&mut too_long), Err(SealError::Malformed));
     }
 
     #[test]

@@ -45,7 +45,11 @@ async fn seal_header(
     let mode = shared.config.mesh.e2e;
     // During an upgrade, a node without a card speaks only version 1 and would refuse a
     // sealed header it has to relay: seal only when every node ahead has a card.
-    let path_upgraded = || std::iter::once(first_hop).chain(header.hops.iter().map(String::as_str)).all(|n| shared.cards.get(n).is_some());
+    let path_upgraded = || {
+        std::iter::once(first_hop)
+            .chain(header.hops.iter().map(String::as_str))
+            .all(|n| shared.cards.get(n).is_some())
+    };
     if mode == E2eMode::Preferred && !path_upgraded() {
         shared.counters.flows_unsealed.fetch_add(1, Ordering::Relaxed);
         return Ok((AnyHeader::Plain(header.clone()), FlowSeal::Plain));

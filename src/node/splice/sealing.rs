@@ -69,6 +69,15 @@ impl UpSeal {
         }
     }
 
+    /// Seals in place the record reserved in `record` (see
+    /// [`Sealer::seal_reserved`]); returns a record to send before it. Sealed flows only.
+    pub(crate) fn seal_reserved(&self, record: &mut bytes::BytesMut) -> Result<Option<Bytes>, FlowEnd> {
+        match &self.0 {
+            None => Err(FlowEnd::Protocol("sealing an unsealed flow".into())),
+            Some(s) => s.lock().unwrap_or_else(|p| p.into_inner()).seal_reserved(record).map_err(broken),
+        }
+    }
+
     /// The record that ends this direction (none when unsealed).
     pub(crate) fn fin(&self) -> Result<Option<Bytes>, FlowEnd> {
         match &self.0 {

@@ -21,10 +21,11 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{RecvStream, VarInt, WriteError};
 use tokio::net::TcpStream;
 
+use crate::core::seal::record::{MAX_RECORD_DATA, RECORD_HEAD, RECORD_OVERHEAD, TAG_LEN};
 use crate::core::wire::{self, Decoded, Reply};
 use crate::node::flow::timer::Activity;
 use crate::node::link::credit::StallWatch;
@@ -128,11 +129,23 @@ async fn tcp_to_stream(
         // Allocated only once the socket is readable, dropped when it would block: an idle
         // flow holds no buffer.
         let mut buf = BytesMut::with_capacity(CHUNK);
+        // A sealed flow reads each record's data straight behind its reserved head.
+        let head = if seal.is_sealed() { RECORD_HEAD } else { 0 };
         loop {
-            if buf.capacity() - buf.len() < SMALL_READ {
+            if buf.capacity() - buf.len() < SMALL_READ + RECORD_OVERHEAD {
                 buf = BytesMut::with_capacity(CHUNK);
             }
-            match tcp.try_read_buf(&mut buf) {
+            buf.put_bytes(0, head);
+            let room = if head == 0 {
+                usize::MAX
+            } else {
+                (buf.capacity() - buf.len() - TAG_LEN).min(MAX_RECORD_DATA)
+            };
+            let read = tcp.try_read_buf(&mut (&mut buf).limit(room));
+            if !matches!(read, Ok(n) if n > 0) {
+                buf.clear();
+            }
+            match read {
                 Ok(0) => {
                     if let Some(fin) = seal.fin()? {
                         send.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
@@ -144,14 +157,18 @@ async fn tcp_to_stream(
                 Ok(n) => {
                     activity.moved(n as u64);
                     counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let before = if head == 0 { None } else { seal.seal_reserved(&mut buf)? };
                     let chunk = if n < SMALL_READ {
-                        let c = Bytes::copy_from_slice(&buf[..n]);
+                        let c = Bytes::copy_from_slice(&buf);
                         buf.clear();
                         c
                     } else {
                         buf.split().freeze()
                     };
-                    match send.write_data_moving(seal.seal(chunk)?, Some(activity)).await {
+                    if let Some(before) = before {
+                        send.write_data_moving(before, Some(activity)).await.map_err(write_error)?;
+                    }
+                    match send.write_data_moving(chunk, Some(activity)).await {
                         Ok(()) => {}
                         // A refusing node stops our upload and then sends its reply: stop
                         // sending and let the other direction read why (bounded by the
