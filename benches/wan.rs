@@ -16,6 +16,8 @@
 //! 5. `fair`: two origins through one shared bottleneck; per-second shares.
 //! 6. `multipath`: one flow striped over two lossy paths against one path.
 //! 7. `stalled`: 64 flows whose target never reads, next to a bulk flow and new flows.
+//! 8. `newflow`: new flows over 80 ms, sealed end to end against unsealed, next to the
+//!    path's round trip.
 //!
 //! Environment (all optional): `WAN_CASES` (sections, comma separated), `WAN_RTTS` (ms),
 //! `WAN_LOSSES` (%), `WAN_RATES` (Mbit/s or `top`), `WAN_MIB` (fixed transfer size),
@@ -44,6 +46,8 @@ mod mesh;
 mod multipath;
 #[path = "wan/net.rs"]
 mod net;
+#[path = "wan/newflow.rs"]
+mod newflow;
 #[path = "wan/opts.rs"]
 mod opts;
 #[path = "wan/relay.rs"]
@@ -110,6 +114,7 @@ async fn section(ctx: &mut Ctx, name: &str) -> Result<()> {
         "fair" => fair::run(ctx).await,
         "multipath" => multipath::run(ctx).await,
         "stalled" => stalled::run(ctx).await,
+        "newflow" => newflow::run(ctx).await,
         _ => Ok(()),
     }
 }

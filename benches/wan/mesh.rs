@@ -16,7 +16,16 @@ use crate::traffic::{Sink, sampled, sink, tcp_upload, timed};
 
 /// Starts node `id` with the bench's mesh keys and congestion controller `cc`.
 pub async fn node(ctx: &Ctx, id: &str, cc: &str, body: &str) -> Result<Node> {
-    common::node(&ctx.dir, id, body, &ctx.opts.mesh_keys(Some(cc))).await
+    node_with(ctx, id, cc, body, "").await
+}
+
+/// [`node`] with more `mesh:` keys (`key: value, ...`).
+pub async fn node_with(ctx: &Ctx, id: &str, cc: &str, body: &str, mesh_extra: &str) -> Result<Node> {
+    let mut keys = ctx.opts.mesh_keys(Some(cc));
+    if !mesh_extra.is_empty() {
+        keys = format!("{keys}, {mesh_extra}");
+    }
+    common::node(&ctx.dir, id, body, &keys).await
 }
 
 /// The address of `node`'s listener `name`.
@@ -86,10 +95,23 @@ pub struct Pair {
 impl Pair {
     /// Starts both nodes and waits for the link.
     pub async fn start(ctx: &Ctx, cc: &str, wan: Wan, others: &[(&str, SocketAddr)]) -> Result<Pair> {
+        Self::start_with(ctx, cc, wan, others, "").await
+    }
+
+    /// [`Pair::start`] with more `mesh:` keys on both nodes.
+    pub async fn start_with(
+        ctx: &Ctx,
+        cc: &str,
+        wan: Wan,
+        others: &[(&str, SocketAddr)],
+        mesh_extra: &str,
+    ) -> Result<Pair> {
         let sink = sink().await?;
         let mut targets = vec![sink.addr];
         targets.extend(others.iter().map(|o| o.1));
-        let b = node(ctx, "b", cc, &format!("peers: [ {{ name: a }} ]\n{}", allow(&targets))).await?;
+        let b =
+            node_with(ctx, "b", cc, &format!("peers: [ {{ name: a }} ]\n{}", allow(&targets)), mesh_extra)
+                .await?;
         let emu = emulate(b.mesh_addr()?, wan, ctx.opts.buffer_bdp).await?;
         let mut routes = vec![("bulk", sink.addr, "b", "")];
         routes.extend(others.iter().map(|(n, t)| (*n, *t, "b", "")));
@@ -98,7 +120,7 @@ impl Pair {
             emu.addr(),
             listeners_and_routes(&routes)
         );
-        let a = node(ctx, "a", cc, &body).await?;
+        let a = node_with(ctx, "a", cc, &body, mesh_extra).await?;
         wait_links(&[(&a, "b"), (&b, "a")]).await?;
         Ok(Pair { a, b, emu, sink, wan })
     }

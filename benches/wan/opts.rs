@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use proxy::config::Congestion;
 
 /// The sections of the benchmark, in the order they run.
-pub const SECTIONS: [&str; 7] = ["ceiling", "grid", "cold", "relay", "fair", "multipath", "stalled"];
+pub const SECTIONS: [&str; 8] =
+    ["ceiling", "grid", "cold", "relay", "fair", "multipath", "stalled", "newflow"];
 
 /// A rate in the grid: a fixed figure, or the top rate picked from the measured ceiling.
 #[derive(Debug, Clone, Copy, PartialEq)]

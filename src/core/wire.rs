@@ -239,22 +239,10 @@ pub fn decode_any_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<An
 }
 
 fn decode_sealed_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<SealedHeader>, HeaderError> {
-    if buf.len() < HEADER_PREFIX_LEN {
-        return Ok(Decoded::NeedMore(HEADER_PREFIX_LEN));
-    }
-    let total = HEADER_PREFIX_LEN + usize::from(u16::from_be_bytes([buf[5], buf[6]]));
-    if total > limits.max_header_bytes {
-        return Err(HeaderError::TooLong(total, limits.max_header_bytes));
-    }
-    if buf.len() < total {
-        return Ok(Decoded::NeedMore(total));
-    }
-    let body = &buf[HEADER_PREFIX_LEN..total];
-    let (header, used): (SealedHeader, usize) = bincode::decode_from_slice(body, bincode_config())
-        .map_err(|e| HeaderError::Malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(HeaderError::Malformed(format!("{} trailing bytes", body.len() - used)));
-    }
+    let (header, total) = match decode_body::<SealedHeader>(buf, limits)? {
+        Decoded::Complete(h, total) => (h, total),
+        Decoded::NeedMore(n) => return Ok(Decoded::NeedMore(n)),
+    };
     // The origin is not named: it counts as one node, and only the exit can check it.
     let nodes = 1 + header.passed.len() + 1 + header.hops.len();
     if nodes > limits.max_hops {
@@ -351,6 +339,21 @@ pub fn decode_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<FlowHe
     if buf[4] != VERSION {
         return Err(HeaderError::UnsupportedVersion(buf[4]));
     }
+    let (header, total) = match decode_body::<FlowHeader>(buf, limits)? {
+        Decoded::Complete(h, total) => (h, total),
+        Decoded::NeedMore(n) => return Ok(Decoded::NeedMore(n)),
+    };
+    check_header(&header, limits)?;
+    Ok(Decoded::Complete(header, total))
+}
+
+/// The body behind a header prefix (magic and version already checked): its declared
+/// length checked against the limit before a byte of it is read, then exactly that many
+/// bytes of bincode.
+fn decode_body<T: Decode<()>>(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<T>, HeaderError> {
+    if buf.len() < HEADER_PREFIX_LEN {
+        return Ok(Decoded::NeedMore(HEADER_PREFIX_LEN));
+    }
     let total = HEADER_PREFIX_LEN + usize::from(u16::from_be_bytes([buf[5], buf[6]]));
     if total > limits.max_header_bytes {
         return Err(HeaderError::TooLong(total, limits.max_header_bytes));
@@ -359,13 +362,12 @@ pub fn decode_header(buf: &[u8], limits: &HeaderLimits) -> Result<Decoded<FlowHe
         return Ok(Decoded::NeedMore(total));
     }
     let body = &buf[HEADER_PREFIX_LEN..total];
-    let (header, used): (FlowHeader, usize) = bincode::decode_from_slice(body, bincode_config())
+    let (value, used): (T, usize) = bincode::decode_from_slice(body, bincode_config())
         .map_err(|e| HeaderError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(HeaderError::Malformed(format!("{} trailing bytes", body.len() - used)));
     }
-    check_header(&header, limits)?;
-    Ok(Decoded::Complete(header, total))
+    Ok(Decoded::Complete(value, total))
 }
 
 fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError> {

@@ -145,6 +145,34 @@ pub(crate) async fn acknowledged(
     }
 }
 
+/// How a flow between two streams (a relay, a proxy-chain node) ends once both directions
+/// stopped: a completed one is held until both neighbours acknowledged everything (one that
+/// stopped a finished stream instead did not get all of it); a refusal from ahead until it
+/// reached the side behind.
+pub(crate) async fn settle_between(
+    end: FlowEnd,
+    (back, ahead): (&LinkSend, &LinkSend),
+    activity: &Activity,
+    timeouts: FlowTimeouts,
+    force: watch::Receiver<bool>,
+) -> FlowEnd {
+    match end {
+        FlowEnd::Completed => {
+            let (back_stop, ahead_stop) = (stop_code(back), stop_code(ahead));
+            let both = async {
+                let (back_stop, ahead_stop) = tokio::join!(back_stop, ahead_stop);
+                back_stop.or(ahead_stop)
+            };
+            acknowledged(both, activity, timeouts, force).await.map_or(FlowEnd::Completed, FlowEnd::PeerReset)
+        }
+        FlowEnd::RefusedAhead => {
+            let _ = acknowledged(stop_code(back), activity, timeouts, force).await;
+            FlowEnd::RefusedAhead
+        }
+        other => other,
+    }
+}
+
 /// Completes when the peer acknowledged all of finished `send` (`None`, also when the link
 /// is gone) or stopped it (its code).
 pub(crate) fn stop_code(send: &LinkSend) -> impl Future<Output = Option<u64>> + Send + 'static {

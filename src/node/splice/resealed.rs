@@ -18,7 +18,7 @@ use crate::node::flow::timer::Activity;
 use crate::node::link::send::LinkSend;
 use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
 use crate::node::splice::tcp_stream::read_reply;
-use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
+use crate::node::splice::{FlowEnd, FlowEnv, codes, read_error, settle_between, write_error};
 
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
@@ -96,25 +96,12 @@ pub(crate) async fn splice_resealed(
             _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    let end = match end {
-        FlowEnd::Completed => {
-            let (back_stop, ahead_stop) = (stop_code(&back.send), stop_code(&ahead.send));
-            let both = async {
-                let (b, a) = tokio::join!(back_stop, ahead_stop);
-                b.or(a)
-            };
-            acknowledged(both, &activity, timeouts, force.clone())
-                .await
-                .map_or(FlowEnd::Completed, FlowEnd::PeerReset)
-        }
-        FlowEnd::RefusedAhead => {
-            let _ = back.recv.stop(codes::REFUSED);
-            let _ = acknowledged(stop_code(&back.send), &activity, timeouts, force.clone()).await;
-            let _ = ahead.send.reset(codes::REFUSED);
-            FlowEnd::RefusedAhead
-        }
-        other => other,
-    };
+    if end == FlowEnd::RefusedAhead {
+        // The next leg is over; the origin stops sending once the refusal reaches it.
+        let _ = back.recv.stop(codes::REFUSED);
+        let _ = ahead.send.reset(codes::REFUSED);
+    }
+    let end = settle_between(end, (&back.send, &ahead.send), &activity, timeouts, force.clone()).await;
     if let Some(route) = route {
         route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
     }

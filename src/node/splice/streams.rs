@@ -18,7 +18,7 @@ use crate::node::link::credit::StallWatch;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::stats::Counters;
 use crate::node::splice::relay_tap::{RelayTap, TapAction, TapDirection};
-use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
+use crate::node::splice::{FlowEnd, FlowEnv, codes, read_error, settle_between, write_error};
 
 /// Largest chunk moved in one step.
 const CHUNK: usize = 64 * 1024;
@@ -63,26 +63,7 @@ pub(crate) async fn splice_streams(mut back: StreamPair, mut ahead: StreamPair, 
             _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    let end = match end {
-        // Hold the flow until both neighbours acknowledged everything (see `splice::tcp_stream`); a
-        // neighbour that stopped a finished stream instead did not get all of it.
-        FlowEnd::Completed => {
-            let (back_stop, ahead_stop) = (stop_code(&back.send), stop_code(&ahead.send));
-            let both = async {
-                let (back_stop, ahead_stop) = tokio::join!(back_stop, ahead_stop);
-                back_stop.or(ahead_stop)
-            };
-            acknowledged(both, &activity, timeouts, force.clone())
-                .await
-                .map_or(FlowEnd::Completed, FlowEnd::PeerReset)
-        }
-        // The refusal travelled back on a finished stream: let it be delivered.
-        FlowEnd::RefusedAhead => {
-            let _ = acknowledged(stop_code(&back.send), &activity, timeouts, force.clone()).await;
-            FlowEnd::RefusedAhead
-        }
-        other => other,
-    };
+    let end = settle_between(end, (&back.send, &ahead.send), &activity, timeouts, force.clone()).await;
     // A proxy-chain node counts the flow on its own route.
     if let Some(route) = route {
         route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
