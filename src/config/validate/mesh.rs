@@ -22,6 +22,9 @@ fn parse_e2e(name: Option<&str>) -> Result<E2eMode, String> {
     }
 }
 
+/// The least `limits.max_header_bytes` that takes a sealed header.
+const MIN_SEALED_HEADER_LIMIT: usize = 2048;
+
 impl Checker<'_> {
     pub(super) fn mesh(&mut self, raw: &raw::RawMesh, base: &Path) -> Option<MeshConfig> {
         let bind = self.socket_addr("mesh.bind", raw.bind.as_deref(), DEFAULT_MESH_BIND);
@@ -183,6 +186,21 @@ impl Checker<'_> {
                     mesh.connection_window,
                     crate::core::multipath::FLOW_WINDOW,
                     limits.max_buffered_bytes
+                ),
+            );
+        }
+    }
+
+    /// A sealed header carries the origin's seal card (its certificate, about a kilobyte):
+    /// a node that seals must accept headers that large.
+    pub(super) fn sealed_headers_fit(&mut self, mesh: &MeshConfig, limits: &Limits) {
+        if mesh.e2e != E2eMode::Off && limits.max_header_bytes < MIN_SEALED_HEADER_LIMIT {
+            self.error(
+                "limits.max_header_bytes",
+                format!(
+                    "must be at least {MIN_SEALED_HEADER_LIMIT} with mesh.e2e: {}: a sealed flow's header carries the origin's certificate; is {}",
+                    mesh.e2e.name(),
+                    limits.max_header_bytes
                 ),
             );
         }

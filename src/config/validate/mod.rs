@@ -54,6 +54,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
     let limits = check.limits(raw.limits.as_ref());
     if let (Some(m), Some(l)) = (&mesh, &limits) {
         check.budget_fits_windows(m, l);
+        check.sealed_headers_fit(m, l);
     }
     let exit_policy = check.exit_policy(raw.exit_policy.as_ref().map(|p| p.allow.as_slice()));
     check.finish(|| {

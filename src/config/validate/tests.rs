@@ -357,6 +357,23 @@ fn durations_must_parse_and_be_positive() {
 }
 
 #[test]
+fn a_sealing_node_takes_headers_large_enough_for_a_certificate() {
+    let small = "limits:\n  max_header_bytes: 1024\nmesh:";
+    assert_has(
+        &errors(&with("mesh:", small)),
+        "limits.max_header_bytes",
+        "at least 2048 with mesh.e2e: required",
+    );
+    let unsealed = with("mesh:", "limits:\n  max_header_bytes: 1024\nmesh:\n  e2e: off");
+    assert_eq!(run(&unsealed).expect("valid without sealing").limits.max_header_bytes, 1024);
+    assert_has(
+        &errors(&with("mesh:", "mesh:\n  e2e: maybe")),
+        "mesh.e2e",
+        "expected one of: required, preferred, off",
+    );
+}
+
+#[test]
 fn limits_are_range_checked_and_default_per_field() {
     let limits = "limits:\n  max_header_bytes: 10\n  max_flows: 0\n  max_streams_per_peer: 5000000000\n  max_subflows: 17\nmesh:";
     let errors = errors(&with("mesh:", limits));
