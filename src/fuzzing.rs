@@ -217,7 +217,7 @@ fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
         origin: "a".into(),
         destination: Destination::Target("10.0.0.5:443".into()),
         subflow: None,
-        sent_at: 1_800_000_000,
+        sent_at: 1_800_000_000_000,
         before: vec![],
     };
     let origin = crate::core::seal::StaticKeys::derive(b"fuzz origin");

@@ -220,8 +220,10 @@ fn opening(
         origin: origin.into(),
         destination: Destination::Target(target.into()),
         subflow,
-        sent_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
-            as i64,
+        sent_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
         before: vec![],
     };
     let started = handshake::initiate(

@@ -115,8 +115,8 @@ pub struct InnerHeader {
     pub destination: Destination,
     /// The multipath subflow this stream carries, if any.
     pub subflow: Option<Subflow>,
-    /// When the origin made the opening, Unix seconds (the exit's replay window).
-    pub sent_at: i64,
+    /// When the origin made the opening, Unix milliseconds (the exit's replay window).
+    pub sent_at: u64,
     /// On a proxy chain, the nodes of the earlier legs (the first origin first), so the
     /// hop limit and loop checks cover the whole chain.
     pub before: Vec<String>,

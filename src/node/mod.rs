@@ -127,8 +127,9 @@ pub struct Node {
     force_tx: watch::Sender<bool>,
 }
 
-/// Most sealed openings an exit remembers at once (within the replay window): about
-/// 8,000 new flows a second for two minutes, some 50 MB at most.
+/// Most sealed openings an exit remembers at once (each for up to four minutes): about
+/// 4,000 new sealed streams a second, some 100 MB at most; beyond it new sealed flows are
+/// refused until entries expire.
 const REPLAY_MEMORY: usize = 1 << 20;
 
 impl Node {
@@ -212,7 +213,10 @@ impl Node {
             seal_keys,
             cards,
             relay_tap: Default::default(),
-            replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(REPLAY_MEMORY)),
+            replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(
+                REPLAY_MEMORY,
+                flow::seal::unix_millis(),
+            )),
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             config,

@@ -43,6 +43,9 @@ pub enum CardError {
     /// The signature over the sealing key does not verify.
     #[error("sealing key not signed by the certificate's key")]
     BadSignature,
+    /// A card with a newer certificate for the node is known.
+    #[error("a newer card for this node is known")]
+    Older,
     /// This node's key cannot sign.
     #[error("cannot sign the card: {0}")]
     Signing(String),
@@ -137,17 +140,26 @@ pub fn decode(bytes: &[u8]) -> Option<Card> {
     }
 }
 
-/// Encodes a batch of cards (what a link carries).
+/// Largest encoded batch of cards one stream carries.
+pub const MAX_BATCH_BYTES: usize = 1 << 22;
+/// Most cards one batch carries (a link sends more as several batches).
+pub const MAX_BATCH_CARDS: usize = 256;
+
+/// Encodes a batch of cards (what a link carries): at most [`MAX_BATCH_CARDS`].
 pub fn encode_batch(cards: &[Card]) -> Vec<u8> {
-    bincode::encode_to_vec(cards, bincode::config::standard().with_big_endian().with_limit::<{ 1 << 22 }>())
-        .unwrap_or_default()
+    let cards = &cards[..cards.len().min(MAX_BATCH_CARDS)];
+    bincode::encode_to_vec(
+        cards,
+        bincode::config::standard().with_big_endian().with_limit::<MAX_BATCH_BYTES>(),
+    )
+    .unwrap_or_default()
 }
 
-/// Decodes a batch of cards.
+/// Decodes a batch of cards (at most [`MAX_BATCH_CARDS`]).
 pub fn decode_batch(bytes: &[u8]) -> Option<Vec<Card>> {
-    let config = bincode::config::standard().with_big_endian().with_limit::<{ 1 << 22 }>();
+    let config = bincode::config::standard().with_big_endian().with_limit::<MAX_BATCH_BYTES>();
     match bincode::decode_from_slice::<Vec<Card>, _>(bytes, config) {
-        Ok((cards, used)) if used == bytes.len() => Some(cards),
+        Ok((cards, used)) if used == bytes.len() && cards.len() <= MAX_BATCH_CARDS => Some(cards),
         _ => None,
     }
 }

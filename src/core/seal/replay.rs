@@ -1,20 +1,25 @@
 //! The exit's defence against a replayed first message: a relay that recorded a flow's
 //! opening could otherwise send it again and have the exit dial the target and deliver
-//! the origin's first bytes twice. A first message carries the time it was made; the exit
-//! takes it only within [`WINDOW_SECS`] of its own clock and only once (its ephemeral key
-//! is remembered until the window has passed).
+//! the origin's first bytes twice. A first message carries the time it was made
+//! (milliseconds); the exit takes it only within [`WINDOW_MS`] of its own clock, only once
+//! (its ephemeral key is remembered until the window has passed), and never when it was
+//! made before this exit started: the memory is not kept across restarts, so an opening
+//! from before a restart could otherwise be replayed to the new process.
 
 use std::collections::{HashSet, VecDeque};
 
 /// How far a first message's time may be from the exit's clock, either way.
-pub const WINDOW_SECS: i64 = 120;
+pub const WINDOW_MS: u64 = 120_000;
 
 /// Why a first message was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
     /// Made too long ago or too far ahead: a replay, or clocks that disagree.
-    #[error("first message is {0} s away from this node's clock (at most {WINDOW_SECS} s allowed)")]
-    OutsideWindow(i64),
+    #[error("first message is {0} ms away from this node's clock (at most {WINDOW_MS} ms allowed)")]
+    OutsideWindow(u64),
+    /// Made before this node started (it cannot know whether it saw it then).
+    #[error("first message made before this node started")]
+    BeforeStart,
     /// Seen before.
     #[error("first message replayed")]
     Replayed,
@@ -27,26 +32,31 @@ pub enum ReplayError {
 #[derive(Debug)]
 pub struct ReplayGuard {
     seen: HashSet<[u8; 32]>,
-    order: VecDeque<(i64, [u8; 32])>,
+    /// (forget after, key), in the order taken: the expiry only grows (see `admit`).
+    order: VecDeque<(u64, [u8; 32])>,
     capacity: usize,
+    started_ms: u64,
 }
 
 impl ReplayGuard {
-    /// Remembers at most `capacity` openings at a time.
-    pub fn new(capacity: usize) -> Self {
-        Self { seen: HashSet::new(), order: VecDeque::new(), capacity }
+    /// Remembers at most `capacity` openings at a time; refuses openings made before
+    /// `started_ms` (Unix milliseconds: when this process started).
+    pub fn new(capacity: usize, started_ms: u64) -> Self {
+        Self { seen: HashSet::new(), order: VecDeque::new(), capacity, started_ms }
     }
 
-    /// Takes a first message with ephemeral key `ephemeral` made at `sent_at` (Unix
-    /// seconds), seen at `now`.
-    pub fn admit(&mut self, ephemeral: [u8; 32], sent_at: i64, now: i64) -> Result<(), ReplayError> {
-        let skew = sent_at.saturating_sub(now);
-        if skew.abs() > WINDOW_SECS {
+    /// Takes a first message with ephemeral key `ephemeral` made at `sent_ms`, seen at
+    /// `now_ms` (Unix milliseconds).
+    pub fn admit(&mut self, ephemeral: [u8; 32], sent_ms: u64, now_ms: u64) -> Result<(), ReplayError> {
+        let skew = sent_ms.abs_diff(now_ms);
+        if skew > WINDOW_MS {
             return Err(ReplayError::OutsideWindow(skew));
         }
-        // A key is kept until no message made with it could still be in the window.
-        while let Some((expires, key)) = self.order.front().copied() {
-            if expires > now {
+        if sent_ms < self.started_ms {
+            return Err(ReplayError::BeforeStart);
+        }
+        while let Some((forget_after, key)) = self.order.front().copied() {
+            if forget_after > now_ms {
                 break;
             }
             self.order.pop_front();
@@ -59,10 +69,11 @@ impl ReplayGuard {
             return Err(ReplayError::Full);
         }
         self.seen.insert(ephemeral);
-        // Expiry: the later of its own window end and now's, so the queue stays ordered
-        // closely enough (an entry kept a little longer is only safer).
-        let expires = sent_at.max(now) + WINDOW_SECS + 1;
-        self.order.push_back((expires, ephemeral));
+        // A message taken now was made at most one window ahead, so it is stale (refused
+        // by the window) two windows from now: keep it that long. Counted from `now`, the
+        // expiry grows with every entry, so the oldest is always first.
+        self.order
+            .push_back((now_ms.max(self.order.back().map_or(0, |b| b.0)) + 2 * WINDOW_MS + 1, ephemeral));
         Ok(())
     }
 
@@ -81,39 +92,49 @@ impl ReplayGuard {
 mod tests {
     use super::*;
 
+    const T: u64 = 1_000_000;
+
     #[test]
     fn a_message_is_taken_once() {
-        let mut g = ReplayGuard::new(10);
-        assert_eq!(g.admit([1; 32], 1000, 1000), Ok(()));
-        assert_eq!(g.admit([1; 32], 1000, 1010), Err(ReplayError::Replayed));
-        assert_eq!(g.admit([2; 32], 1000, 1010), Ok(()));
+        let mut g = ReplayGuard::new(10, 0);
+        assert_eq!(g.admit([1; 32], T, T), Ok(()));
+        assert_eq!(g.admit([1; 32], T, T + 10), Err(ReplayError::Replayed));
+        assert_eq!(g.admit([2; 32], T, T + 10), Ok(()));
     }
 
     #[test]
-    fn old_and_future_messages_are_refused() {
-        let mut g = ReplayGuard::new(10);
-        assert!(matches!(g.admit([1; 32], 1000, 1000 + WINDOW_SECS + 1), Err(ReplayError::OutsideWindow(_))));
-        assert!(matches!(g.admit([1; 32], 1000 + WINDOW_SECS + 1, 1000), Err(ReplayError::OutsideWindow(_))));
+    fn old_future_and_before_start_messages_are_refused() {
+        let mut g = ReplayGuard::new(10, T);
+        assert!(matches!(g.admit([1; 32], T, T + WINDOW_MS + 1), Err(ReplayError::OutsideWindow(_))));
+        assert!(matches!(g.admit([1; 32], T + WINDOW_MS + 1, T), Err(ReplayError::OutsideWindow(_))));
+        assert!(matches!(g.admit([1; 32], u64::MAX, T), Err(ReplayError::OutsideWindow(_))));
+        // Within the window, but made before this node started: it may have been taken by
+        // the node's previous run.
+        assert_eq!(g.admit([1; 32], T - 1, T + 5), Err(ReplayError::BeforeStart));
+        assert_eq!(g.admit([1; 32], T, T + 5), Ok(()));
     }
 
     #[test]
     fn keys_are_forgotten_only_once_their_messages_are_stale() {
-        let mut g = ReplayGuard::new(10);
-        g.admit([1; 32], 1000, 1000).unwrap();
-        // Still within the window: remembered.
-        assert_eq!(g.admit([1; 32], 1000, 1000 + WINDOW_SECS), Err(ReplayError::Replayed));
-        // Past it: forgotten, and the message itself is refused as too old anyway.
-        assert!(matches!(g.admit([1; 32], 1000, 1000 + 2 * WINDOW_SECS), Err(ReplayError::OutsideWindow(_))));
-        g.admit([2; 32], 1000 + 2 * WINDOW_SECS, 1000 + 2 * WINDOW_SECS).unwrap();
+        let mut g = ReplayGuard::new(10, 0);
+        // Made a full window ahead: still remembered when that time has come and gone.
+        g.admit([1; 32], T + WINDOW_MS, T).unwrap();
+        assert_eq!(g.admit([1; 32], T + WINDOW_MS, T + 2 * WINDOW_MS), Err(ReplayError::Replayed));
+        // Past both windows: forgotten, and the message itself is refused as too old anyway.
+        g.admit([2; 32], T + 3 * WINDOW_MS, T + 3 * WINDOW_MS).unwrap();
         assert_eq!(g.len(), 1);
+        assert!(matches!(
+            g.admit([1; 32], T + WINDOW_MS, T + 3 * WINDOW_MS),
+            Err(ReplayError::OutsideWindow(_))
+        ));
     }
 
     #[test]
     fn a_full_memory_refuses_instead_of_forgetting() {
-        let mut g = ReplayGuard::new(2);
-        g.admit([1; 32], 1000, 1000).unwrap();
-        g.admit([2; 32], 1000, 1000).unwrap();
-        assert_eq!(g.admit([3; 32], 1000, 1000), Err(ReplayError::Full));
-        assert_eq!(g.admit([1; 32], 1000, 1000), Err(ReplayError::Replayed));
+        let mut g = ReplayGuard::new(2, 0);
+        g.admit([1; 32], T, T).unwrap();
+        g.admit([2; 32], T, T).unwrap();
+        assert_eq!(g.admit([3; 32], T, T), Err(ReplayError::Full));
+        assert_eq!(g.admit([1; 32], T, T), Err(ReplayError::Replayed));
     }
 }

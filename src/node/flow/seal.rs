@@ -80,7 +80,7 @@ async fn seal_header(
         origin: header.origin.clone(),
         destination: header.destination.clone(),
         subflow: header.subflow,
-        sent_at: unix_now(),
+        sent_at: unix_millis(),
         before,
     };
     let started = handshake::initiate(
@@ -104,8 +104,11 @@ async fn seal_header(
     ))
 }
 
-fn unix_now() -> i64 {
-    i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX)
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The exit's side of a sealed flow, between reading the header and replying.
@@ -138,6 +141,7 @@ pub(crate) fn open_header(
     let received = handshake::receive(&shared.seal_keys, outer.flow_id, &outer.opening)
         .map_err(|_| bad("sealed opening does not open with this node's key (a stale card?)".into()))?;
     let origin_card = card::decode(&received.card).ok_or_else(|| bad("malformed origin card".into()))?;
+    // A card the exit holds costs no signature check; a new one is checked in full.
     if let Err(e) = shared.cards.learn(shared, origin_card.clone()) {
         return Err(bad(format!("origin card of `{}` refused: {e}", log_escape(&origin_card.node_id))));
     }
@@ -161,7 +165,7 @@ pub(crate) fn open_header(
             log_escape(sender)
         )));
     }
-    let now = unix_now();
+    let now = unix_millis();
     shared
         .replay
         .lock()

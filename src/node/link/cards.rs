@@ -21,8 +21,6 @@ use crate::tls::card::{self, Card, CardError};
 
 /// Most cards kept (members of one mesh).
 const MAX_CARDS: usize = 16_384;
-/// Largest batch of cards read from one stream.
-const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// Cards by node id.
 pub(crate) struct CardStore {
@@ -65,19 +63,27 @@ impl CardStore {
         self.cards.read().unwrap_or_else(|p| p.into_inner()).values().map(|c| (**c).clone()).collect()
     }
 
-    /// Takes `card` if it checks out against `shared`'s CA and revocations and is not
-    /// older than the one held; returns whether it was new.
+    /// Takes `card` for use: one the store already holds (the same certificate and key,
+    /// whatever the signature's bytes, which differ each time a node signs) is checked only
+    /// for expiry and revocation; one with an older certificate than the held one is
+    /// refused; any other is checked in full against `shared`'s CA and revocations and
+    /// kept. Returns whether it was new (worth passing on). A new signature over the same
+    /// certificate and key is not new, so restarts and hostile re-signing flood nothing.
     pub(crate) fn learn(&self, shared: &Shared, card: Card) -> Result<bool, CardError> {
-        if let Some(held) = self.get(&card.node_id)
-            && *held == card
-        {
-            return Ok(false);
+        let issued = |c: &Card| crate::pki::validity_der(&c.cert).map_or(i64::MIN, |(from, _)| from);
+        if let Some(held) = self.get(&card.node_id) {
+            if held.cert == card.cert && held.seal_key == card.seal_key {
+                return still_valid(shared, &held).map(|()| false);
+            }
+            if issued(&card) <= issued(&held) {
+                return Err(CardError::Older);
+            }
         }
         shared.tls.identity().verify_card(&card)?;
         let mut cards = self.cards.write().unwrap_or_else(|p| p.into_inner());
-        let issued = |c: &Card| crate::pki::validity_der(&c.cert).map_or(i64::MIN, |(from, _)| from);
+        // Checked again under the lock: another task may have stored a newer one meanwhile.
         if let Some(held) = cards.get(&card.node_id)
-            && issued(held) > issued(&card)
+            && issued(held) >= issued(&card)
         {
             return Ok(false);
         }
@@ -105,19 +111,39 @@ impl CardStore {
     }
 }
 
+/// A held card's certificate is still in force: not expired, not revoked since.
+fn still_valid(shared: &Shared, card: &Card) -> Result<(), CardError> {
+    let expired =
+        crate::pki::validity_der(&card.cert).is_none_or(|(_, until)| until < crate::clock::unix_now() as i64);
+    if expired {
+        return Err(CardError::Certificate("expired".into()));
+    }
+    if shared.tls.revocations().refuses(&rustls::pki_types::CertificateDer::from(card.cert.as_slice())) {
+        return Err(CardError::Revoked);
+    }
+    Ok(())
+}
+
 /// Runs the card exchange on a link that just came up: sends every card known, then takes
 /// the peer's batches for as long as the link lives.
 pub(crate) async fn exchange(shared: Arc<Shared>, peer: String, conn: Connection) {
-    tokio::spawn(send_batch(conn.clone(), shared.cards.all()));
+    tokio::spawn(send_batches(conn.clone(), shared.cards.all()));
     loop {
         let mut stream = match conn.accept_uni().await {
             Ok(s) => s,
             Err(_) => return,
         };
-        let bytes = match stream.read_to_end(MAX_BATCH_BYTES).await {
-            Ok(b) => b,
-            Err(e) => {
+        // Bounded: a peer that opens a stream and stalls must not hold the exchange.
+        let read = tokio::time::timeout(BATCH_READ_TIMEOUT, stream.read_to_end(card::MAX_BATCH_BYTES)).await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 debug!(peer = %peer, "card batch not read: {e}");
+                continue;
+            }
+            Err(_) => {
+                let _ = stream.stop(quinn::VarInt::from_u32(0));
+                debug!(peer = %peer, "card batch not read in time");
                 continue;
             }
         };
@@ -125,41 +151,54 @@ pub(crate) async fn exchange(shared: Arc<Shared>, peer: String, conn: Connection
             warn!(peer = %peer, "malformed card batch ignored");
             continue;
         };
-        let mut fresh = Vec::new();
-        for c in batch {
-            match shared.cards.learn(&shared, c.clone()) {
-                Ok(true) => fresh.push(c),
-                Ok(false) => {}
-                Err(e) => {
-                    debug!(peer = %peer, node = %crate::logging::log_escape(&c.node_id), "card refused: {e}")
+        // Checking certificates and signatures is CPU work: off the async workers.
+        let (checker, from) = (shared.clone(), peer.clone());
+        let fresh = tokio::task::spawn_blocking(move || {
+            let mut fresh = Vec::new();
+            for c in batch {
+                match checker.cards.learn(&checker, c.clone()) {
+                    Ok(true) => fresh.push(c),
+                    Ok(false) | Err(CardError::Older) => {}
+                    Err(e) => {
+                        debug!(peer = %from, node = %crate::logging::log_escape(&c.node_id), "card refused: {e}")
+                    }
                 }
             }
-        }
+            fresh
+        })
+        .await
+        .unwrap_or_default();
         if !fresh.is_empty() {
             share(&shared, &fresh, Some(&peer));
         }
     }
 }
 
+/// How long one batch may take to arrive.
+const BATCH_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Sends `cards` to every live link except `except`'s.
 pub(crate) fn share(shared: &Shared, cards: &[Card], except: Option<&str>) {
     for (id, conn) in shared.pool.live_links() {
         if Some(id.as_str()) != except {
-            tokio::spawn(send_batch(conn, cards.to_vec()));
+            tokio::spawn(send_batches(conn, cards.to_vec()));
         }
     }
 }
 
-async fn send_batch(conn: Connection, cards: Vec<Card>) {
-    if cards.is_empty() {
-        return;
+/// Sends `cards` in batches of at most [`card::MAX_BATCH_CARDS`], one stream each.
+async fn send_batches(conn: Connection, cards: Vec<Card>) {
+    for batch in cards.chunks(card::MAX_BATCH_CARDS) {
+        let bytes = card::encode_batch(batch);
+        // Bounded: a peer that never takes the stream (an older node allows none) must
+        // not hold the task.
+        let send = async {
+            let mut stream = conn.open_uni().await.ok()?;
+            stream.write_all(&bytes).await.ok()?;
+            stream.finish().ok()
+        };
+        if tokio::time::timeout(BATCH_READ_TIMEOUT, send).await.ok().flatten().is_none() {
+            return;
+        }
     }
-    let bytes = card::encode_batch(&cards);
-    // Bounded: a peer that never takes the stream must not hold the task.
-    let send = async {
-        let mut stream = conn.open_uni().await.ok()?;
-        stream.write_all(&bytes).await.ok()?;
-        stream.finish().ok()
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(30), send).await;
 }

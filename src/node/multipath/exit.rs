@@ -20,7 +20,10 @@ use crate::node::multipath::PATH_LOST;
 use crate::node::multipath::engine::{self, Arrival, EngineParams};
 use crate::node::{FlowGuard, Shared, flow::exit, splice::tcp_io};
 
-type Key = (String, u64);
+/// Origin, flow id, and whether the flow is sealed: a sealed flow's origin is
+/// authenticated, an unsealed one's only claimed, so the two never share a key (an
+/// unsealed header claiming another node's id cannot open or join its sealed flow).
+type Key = (String, u64, bool);
 
 /// The multipath flows exiting at this node, by origin and flow id.
 #[derive(Default)]
@@ -80,7 +83,7 @@ pub(crate) async fn subflow_arrived(
 ) {
     // Keyed by the origin as the seal authenticated it (sealed flows), so no member can
     // open or join a flow under another node's id.
-    let key = (header.origin.clone(), header.flow_id);
+    let key = (header.origin.clone(), header.flow_id, seal.is_some());
     if !subflow.opens() {
         join(&shared, guard, key, subflow, rest, (send, recv), seal).await;
         return;
