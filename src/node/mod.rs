@@ -127,9 +127,9 @@ pub struct Node {
     force_tx: watch::Sender<bool>,
 }
 
-/// Most sealed openings an exit remembers at once (each for up to four minutes): about
-/// 4,000 new sealed streams a second, some 100 MB at most; beyond it new sealed flows are
-/// refused until entries expire.
+/// Most sealed openings an exit remembers at once (each for about two minutes): some 8,000
+/// new sealed streams a second, an eighth of that per origin, about 100 MB at most; beyond
+/// it new sealed streams are refused `overloaded` until entries expire.
 const REPLAY_MEMORY: usize = 1 << 20;
 
 impl Node {

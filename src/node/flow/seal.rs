@@ -13,6 +13,7 @@ use quinn::RecvStream;
 
 use crate::config::E2eMode;
 use crate::core::seal::handshake::{self, Responder};
+use crate::core::seal::replay::ReplayError;
 use crate::core::wire::{self, AnyHeader, FlowHeader, InnerHeader, RefuseReason, Reply, SealedHeader};
 use crate::logging::log_escape;
 use crate::node::Shared;
@@ -170,8 +171,11 @@ pub(crate) fn open_header(
         .replay
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .admit(ephemeral, inner.sent_at, now)
-        .map_err(|e| bad(format!("opening refused: {e}")))?;
+        .admit(&inner.origin, ephemeral, inner.sent_at, now)
+        .map_err(|e| match e {
+            ReplayError::Full | ReplayError::OriginFull => (RefuseReason::Overloaded, e.to_string()),
+            _ => bad(format!("opening refused: {e}")),
+        })?;
     let header = FlowHeader {
         flow_id: outer.flow_id,
         origin: inner.origin,
