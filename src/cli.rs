@@ -406,11 +406,17 @@ fn mesh_remove(config_path: &Path, node_id: &str) -> ExitCode {
                 "removed `{node_id}`: the node id and its {} known certificate(s) are revoked, and any made for it before now; a running scheduler applies this within a second",
                 member.certs.len()
             );
+            println!(
+                "to enroll `{node_id}` again: proxy mesh token create --node-id {node_id} (a general token is refused for a removed id)"
+            );
             ExitCode::SUCCESS
         }
         Ok(None) => {
             println!(
                 "`{node_id}` was not a member the scheduler knew; its id, and any certificate made for it before now, are refused from now on"
+            );
+            println!(
+                "to enroll `{node_id}` again: proxy mesh token create --node-id {node_id} (a general token is refused for a removed id)"
             );
             ExitCode::SUCCESS
         }

@@ -264,7 +264,17 @@ async fn a_removed_node_is_cut_off_within_a_heartbeat_and_cannot_come_back() {
     assert!(outcome.contains("Revoked"), "a refuses c's certificate in the handshake: {outcome}");
     assert!(mesh.dir.join("a/data/revocations.bin").is_file(), "a keeps the revocations across restarts");
 
-    // The operator may enroll the id again, with a new token and a new key.
+    // Whoever holds a general token cannot take the removed id (and its place in other
+    // nodes' routes); the refusal says what the operator does instead, and the token keeps
+    // its use.
+    let general = mesh.token(None, HOUR, 1);
+    let taken = proxy::join::join(&mesh.options("c", &general, "c-squat")).await;
+    let Err(JoinError::Refused(reason)) = taken else {
+        panic!("a general token took a removed id: {taken:?}")
+    };
+    assert!(reason.contains("token create --node-id c"), "{reason}");
+    proxy::join::join(&mesh.options("d", &general, "d")).await.expect("the general token kept its use");
+    // The operator may enroll the id again, with a token made for it and a new key.
     let again = mesh.token(Some("c"), HOUR, 1);
     proxy::join::join(&mesh.options("c", &again, "c-again")).await.expect("c joins again");
 }

@@ -190,6 +190,11 @@ impl TokenStore {
         }
     }
 
+    /// Whether `token` is bound to `node_id` (made with `--node-id` for it).
+    pub fn is_bound_to(&self, token: &JoinToken, node_id: &str) -> bool {
+        self.records.get(&token.hash()).is_some_and(|r| r.node_id.as_deref() == Some(node_id))
+    }
+
     /// The groups `token` grants (none for an unknown token).
     pub fn groups_of(&self, token: &JoinToken) -> Vec<String> {
         self.records.get(&token.hash()).map(|r| r.groups.clone()).unwrap_or_default()

@@ -35,6 +35,11 @@ pub enum JoinError {
     /// The token was refused.
     #[error("{0}")]
     Token(#[from] JoinRefusal),
+    /// The id was removed, and the token is not bound to it.
+    #[error(
+        "node id `{0}` was removed from the mesh: enrolling it again needs a token made for it (`proxy mesh token create --node-id {0}`)"
+    )]
+    Removed(String),
     /// The id is taken by a member.
     #[error(
         "node id `{0}` is already in the mesh: choose another id, or remove it first with `proxy mesh remove {0}`"
@@ -69,11 +74,16 @@ pub struct Registry {
 impl Registry {
     /// Takes one use of `token` for `node_id`, unless the id is a member's or the token
     /// is refused. A refused id does not use the token up.
-    /// A removed id may join again (its earlier certificates stay refused).
+    /// A removed id may join again (its earlier certificates stay refused), but only with a
+    /// token made for that id: whoever holds a general token must not take over a removed
+    /// node's place in other nodes' configs (`exit: X`, static paths, pins).
     pub fn admit(&mut self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinError> {
         self.tokens.check(token, node_id, now_unix)?;
         if self.members.contains_key(node_id) {
             return Err(JoinError::Taken(node_id.to_string()));
+        }
+        if self.removed.contains_key(node_id) && !self.tokens.is_bound_to(token, node_id) {
+            return Err(JoinError::Removed(node_id.to_string()));
         }
         self.tokens.redeem(token, node_id, now_unix)?;
         self.removed.remove(node_id);
@@ -198,6 +208,13 @@ mod tests {
         assert_eq!(r.may_renew("a", &[2; 32]), Err("`a` was removed from the mesh".into()));
         r.record_cert("a", "eu", [9; 32], 3000, 6);
         assert!(!r.members.contains_key("a"), "a removed node's session cannot make it a member again");
+        r.tokens.add(&token(5), None, 60, 1, 10);
+        assert_eq!(
+            r.admit(&token(5), "a", 11),
+            Err(JoinError::Removed("a".into())),
+            "not with a general token"
+        );
+        assert_eq!(r.admit(&token(5), "e", 11), Ok(()), "which kept its use");
         r.tokens.add(&token(3), Some("a".into()), 60, 1, 10);
         assert_eq!(r.admit(&token(3), "a", 11), Ok(()), "a removed id may join again");
         assert_eq!(r.not_before_floor("a"), Some(6));
