@@ -12,6 +12,8 @@
 //! narrow as their block (`127.0.0.1/32`, `169.254.169.254`): a broad rule such as
 //! `0.0.0.0/0` does not cover them, and a name rule never does, whatever the name resolves
 //! to (a name whose DNS answer points at loopback cannot reach the node's own services).
+//! The IPv6 metadata address and the IPv6 forms that carry an IPv4 address (NAT64,
+//! IPv4-compatible) are guarded the same way (see `guarded_block`).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -242,14 +244,28 @@ impl ExitPolicy {
     }
 }
 
-/// The prefix length of the guarded block `ip` is in (loopback, link-local), if any: only
-/// an IP rule at least that narrow reaches it.
+/// The prefix length of the guarded block `ip` is in, if any: only an IP rule at least
+/// that narrow reaches it. Loopback and link-local; the IPv6 cloud metadata address
+/// (`fd00:ec2::254`); and the IPv6 forms that carry an IPv4 address a translator or the
+/// stack may turn into any IPv4 address, loopback and metadata included: NAT64
+/// (`64:ff9b::/96`, `64:ff9b:1::/48`) and IPv4-compatible (`::a.b.c.d`).
 fn guarded_block(ip: IpAddr) -> Option<u8> {
+    const METADATA_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
     match ip {
         IpAddr::V4(v4) if v4.is_loopback() => Some(8),
         IpAddr::V4(v4) if v4.is_link_local() => Some(16),
-        IpAddr::V6(v6) if v6.is_loopback() => Some(128),
+        IpAddr::V6(v6) if v6.is_loopback() || v6 == METADATA_V6 => Some(128),
         IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(10),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            match s {
+                [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(96),
+                [0x64, 0xff9b, 1, ..] => Some(48),
+                // `::a.b.c.d` (deprecated IPv4-compatible): `::` and `::1` are handled above.
+                [0, 0, 0, 0, 0, 0, _, _] => Some(96),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -486,6 +502,26 @@ mod tests {
         assert!(narrow.allows("x", sa("169.254.169.254:80")));
         assert!(!narrow.allows("x", sa("127.0.0.1:9001")) && !narrow.allows("x", sa("127.0.0.2:9000")));
         assert!(policy(&["127.0.0.0/8"]).allows("x", sa("127.9.9.9:1")), "the whole block, named as such");
+    }
+
+    #[test]
+    fn ipv6_forms_that_reach_ipv4_and_the_v6_metadata_address_need_a_narrow_rule() {
+        let broad = policy(&["::/0", "0.0.0.0/0", "2000::/3", "fd00::/8"]);
+        for target in [
+            "[fd00:ec2::254]:80",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "[64:ff9b::7f00:1]:80",
+            "[64:ff9b:1::a9fe:a9fe]:80",
+            "[::a9fe:a9fe]:80",
+            "[::7f00:1]:80",
+        ] {
+            assert!(!broad.allows("x", sa(target)), "{target} is not reached by a broad rule");
+        }
+        let narrow = policy(&["[fd00:ec2::254]:80", "[64:ff9b::/96]:443", "[::c000:207]:22"]);
+        assert!(narrow.allows("x", sa("[fd00:ec2::254]:80")));
+        assert!(narrow.allows("x", sa("[64:ff9b::c000:207]:443")), "a NAT64 rule names the prefix");
+        assert!(narrow.allows("x", sa("[::c000:207]:22")));
+        assert!(broad.allows("x", sa("[2001:db8::1]:80")), "other IPv6 addresses still are");
     }
 
     #[test]
