@@ -1,8 +1,12 @@
 //! Aligned text tables for terminals (`proxy status`, the demo's tables): columns padded
 //! to their widest cell, two spaces apart, no trailing spaces.
 
-/// Columns padded to their widest cell, two spaces apart.
+/// Columns padded to their widest cell, two spaces apart. Control characters in a cell
+/// (which may come from a peer: a region, an address, a route name) are shown escaped,
+/// so no cell can move the cursor or rewrite the operator's terminal.
 pub(crate) fn align(lines: &[Vec<String>]) -> String {
+    let lines: Vec<Vec<String>> = lines.iter().map(|l| l.iter().map(|c| printable(c)).collect()).collect();
+    let lines = &lines[..];
     let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
@@ -17,9 +21,23 @@ pub(crate) fn align(lines: &[Vec<String>]) -> String {
     out
 }
 
+/// `s` with its control characters escaped (`\u{1b}`, `\n`).
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_a_cell_are_escaped() {
+        let lines = vec![vec!["\u{1b}[2Jregion".to_string(), "a\nb".to_string()]];
+        assert_eq!(align(&lines), "\\u{1b}[2Jregion  a\\nb\n");
+    }
 
     #[test]
     fn columns_line_up_and_lines_carry_no_trailing_spaces() {

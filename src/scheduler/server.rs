@@ -264,16 +264,23 @@ const MAX_FROM_NODE: usize = 256 * 1024;
 const MAX_ITEMS: usize = 1024;
 const MAX_NAME: usize = 255;
 
+/// Within the limits, and every name made of characters that are safe to show: node ids
+/// as node ids, addresses as visible ASCII, and the region (a free-form label in the node's
+/// config), listener and route names without control characters. The scheduler shows all
+/// of them to operators (`proxy status --scheduler`, `/api/*`), so a member must not be
+/// able to send escape sequences.
 fn registration_within_limits(r: &crate::core::control::Registration) -> bool {
-    let short = |s: &String| s.len() <= MAX_NAME;
+    let label = |s: &String| !s.is_empty() && s.len() <= MAX_NAME && !s.chars().any(char::is_control);
+    let address = |s: &String| label(s) && s.bytes().all(|b| b.is_ascii_graphic());
+    let node = |s: &String| crate::core::wire::is_valid_node_id(s);
     r.peers.len() <= MAX_ITEMS
         && r.listeners.len() <= MAX_ITEMS
         && r.routes.len() <= MAX_ITEMS
-        && short(&r.region)
-        && short(&r.mesh_address)
-        && r.peers.iter().all(|(p, a)| short(p) && a.as_ref().is_none_or(short))
-        && r.listeners.iter().all(short)
-        && r.routes.iter().all(|(n, e)| short(n) && e.as_ref().is_none_or(short))
+        && label(&r.region)
+        && address(&r.mesh_address)
+        && r.peers.iter().all(|(p, a)| node(p) && a.as_ref().is_none_or(address))
+        && r.listeners.iter().all(label)
+        && r.routes.iter().all(|(n, e)| label(n) && e.as_ref().is_none_or(node))
 }
 
 async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch::Receiver<bool>) {
@@ -473,7 +480,7 @@ fn handle(
         ToScheduler::Register(mut registration) => {
             if !registration_within_limits(&registration) {
                 anyhow::bail!(
-                    "registration from `{node}` exceeds the limits ({MAX_ITEMS} items, {MAX_NAME}-byte names)"
+                    "registration from `{node}` exceeds the limits ({MAX_ITEMS} items, {MAX_NAME}-byte names without control characters, node ids, addresses of visible ASCII)"
                 );
             }
             if registration.node_id != node {
@@ -624,5 +631,24 @@ mod tests {
         let long_exit =
             Registration { routes: vec![("web".into(), Some("y".repeat(MAX_NAME + 1)))], ..reg() };
         assert!(!registration_within_limits(&long_exit));
+    }
+
+    #[test]
+    fn registrations_with_characters_unsafe_to_show_are_refused() {
+        let escape = "\u{1b}[2J";
+        for bad in [
+            Registration { region: format!("eu{escape}"), ..reg() },
+            Registration { mesh_address: format!("10.0.0.1:7800{escape}"), ..reg() },
+            Registration { listeners: vec![format!("web\n{escape}")], ..reg() },
+            Registration { routes: vec![(format!("r{escape}"), None)], ..reg() },
+            Registration { routes: vec![("web".into(), Some("Not A Node".into()))], ..reg() },
+            Registration { peers: vec![("b\u{7}".into(), None)], ..reg() },
+            Registration { region: String::new(), ..reg() },
+            Registration { mesh_address: "10.0.0.1 :7800".into(), ..reg() },
+        ] {
+            assert!(!registration_within_limits(&bad), "{bad:?}");
+        }
+        let free_form = Registration { region: "EU Central (Frankfurt) – zone b".into(), ..reg() };
+        assert!(registration_within_limits(&free_form), "a region is a free-form label");
     }
 }
