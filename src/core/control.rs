@@ -49,6 +49,22 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_big_endian().with_limit::<{ 16 * 1024 * 1024 }>()
 }
 
+/// Frames of up to this many bytes (join frames) decode with [`SMALL_FRAME_CAP`]. The cap
+/// counts each container at its in-memory size, so it leaves room above the frame size.
+const SMALL_FRAME: usize = 64 * 1024;
+/// The allocation cap of small frames.
+const SMALL_FRAME_CAP: usize = 256 * 1024;
+
+/// Decodes with at most `CAP` bytes allocated, the same encoding as [`config`].
+fn decode_capped<T: Decode<()>, const CAP: usize>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::decode_from_slice::<T, _>(
+        body,
+        bincode::config::standard().with_big_endian().with_limit::<CAP>(),
+    )
+}
+
 /// A node's own description, sent when it registers.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct Registration {
@@ -297,7 +313,14 @@ pub fn decode<T: Decode<()>>(buf: &[u8], max_body: usize) -> Result<Option<(T, u
         return Ok(None);
     }
     let body = &buf[FRAME_PREFIX_LEN..total];
-    match bincode::decode_from_slice::<T, _>(body, config()) {
+    // The decoder's allocation cap follows the frame's: a length inside a small frame (a
+    // join request from a machine not yet authenticated) must not make it allocate 16 MiB.
+    let decoded = if max_body <= SMALL_FRAME {
+        decode_capped::<T, SMALL_FRAME_CAP>(body)
+    } else {
+        bincode::decode_from_slice::<T, _>(body, config())
+    };
+    match decoded {
         Ok((m, used)) if used == body.len() => Ok(Some((m, total))),
         Ok((_, used)) => Err(FrameError::Malformed {
             message: format!("{} trailing bytes", body.len() - used),

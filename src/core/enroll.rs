@@ -84,4 +84,25 @@ mod tests {
         let frame = encode(&big).expect("encode");
         assert!(decode::<JoinRequest>(&frame[..16], MAX_JOIN_FRAME).is_err());
     }
+
+    #[test]
+    fn a_small_request_cannot_make_the_decoder_allocate_megabytes() {
+        let small = JoinRequest { secret: [0; 32], node_id: "a".into(), region: "r".into(), csr: vec![] };
+        let valid = encode(&small).expect("encode");
+        // The same body, but the certificate request's length claims 15 MiB.
+        let mut body = valid[crate::core::control::FRAME_PREFIX_LEN..valid.len() - 1].to_vec();
+        body.extend_from_slice(&[0xfc, 0x00, 0xf0, 0x00, 0x00, 1, 2, 3]);
+        let mut frame = valid[..5].to_vec();
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        match decode::<JoinRequest>(&frame, MAX_JOIN_FRAME) {
+            Err(crate::core::control::FrameError::Malformed { message, .. }) => {
+                assert!(
+                    message.to_lowercase().contains("limit"),
+                    "refused by the cap, not by a short read: {message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
