@@ -205,6 +205,16 @@ fn member(mesh: &Mesh, id: &str) -> Member {
     Member { id: id.into(), keys, card }
 }
 
+/// A raw QUIC link to `node` as member `id` (its certificate from `mesh`); the endpoint
+/// must live as long as the link.
+async fn link_as(mesh: &Mesh, id: &str, node: &proxy::Node) -> (quinn::Connection, quinn::Endpoint) {
+    let file = |ext: &str| mesh.path(&format!("{id}.{ext}"));
+    let ep = raw_client(&file("crt"), &file("key"), &mesh.path("ca.crt"));
+    let conn =
+        ep.connect(node.mesh_addr().expect("addr"), node.id()).expect("connect").await.expect("handshake");
+    (conn, ep)
+}
+
 /// A sealed header from `from` (sealing with its keys, sending `card`, naming `origin`)
 /// to the exit `to`.
 fn opening(
@@ -272,9 +282,7 @@ async fn a_member_cannot_pass_itself_off_as_another_origin() {
     let l = line(echo).await;
     let (alpha, mallory, omega) =
         (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
-    let ep = raw_client(&l.mesh.path("mallory.crt"), &l.mesh.path("mallory.key"), &l.mesh.path("ca.crt"));
-    let conn =
-        ep.connect(l.omega.mesh_addr().expect("addr"), "omega").expect("connect").await.expect("handshake");
+    let (conn, _ep) = link_as(&l.mesh, "mallory", &l.omega).await;
     let target = echo.to_string();
 
     // Its own card, another's name.
@@ -324,17 +332,8 @@ async fn a_multipath_flow_id_taken_by_one_member_does_not_block_another() {
     let (alpha, mallory, omega) =
         (member(&l.mesh, "alpha"), member(&l.mesh, "mallory"), member(&l.mesh, "omega"));
     let target = echo.to_string();
-    let link = |id: &str| {
-        let ep = raw_client(
-            &l.mesh.path(&format!("{id}.crt")),
-            &l.mesh.path(&format!("{id}.key")),
-            &l.mesh.path("ca.crt"),
-        );
-        let addr = l.omega.mesh_addr().expect("addr");
-        async move { (ep.connect(addr, "omega").expect("connect").await.expect("handshake"), ep) }
-    };
-    let (m_conn, _m_ep) = link("mallory").await;
-    let (a_conn, _a_ep) = link("alpha").await;
+    let (m_conn, _m_ep) = link_as(&l.mesh, "mallory", &l.omega).await;
+    let (a_conn, _a_ep) = link_as(&l.mesh, "alpha", &l.omega).await;
     let id = 0x5eed;
     // mallory opens a multipath flow under alpha's next id, first: as itself.
     let sub = Some(Subflow { index: 0, token: 1 });
@@ -396,17 +395,8 @@ async fn exit_policy_rules_can_name_origins_and_certificate_groups() {
     spec.policy = Some(policy("alpha"));
     let omega = spec.start(&mesh).await;
     let (alpha, beta, omega_m) = (member(&mesh, "alpha"), member(&mesh, "beta"), member(&mesh, "omega"));
-    let link = |id: &str| {
-        let ep = raw_client(
-            &mesh.path(&format!("{id}.crt")),
-            &mesh.path(&format!("{id}.key")),
-            &mesh.path("ca.crt"),
-        );
-        let addr = omega.mesh_addr().expect("addr");
-        async move { (ep.connect(addr, "omega").expect("connect").await.expect("handshake"), ep) }
-    };
-    let (a_conn, _a) = link("alpha").await;
-    let (b_conn, _b) = link("beta").await;
+    let (a_conn, _a) = link_as(&mesh, "alpha", &omega).await;
+    let (b_conn, _b) = link_as(&mesh, "beta", &omega).await;
 
     // A rule for a node id.
     assert_eq!(sealed_answer(&a_conn, &alpha, &omega_m, &e1.to_string()).await, Reply::Opened);

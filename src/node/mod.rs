@@ -215,7 +215,7 @@ impl Node {
             relay_tap: Default::default(),
             replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(
                 REPLAY_MEMORY,
-                flow::seal::unix_millis(),
+                crate::clock::unix_millis(),
             )),
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),

@@ -31,8 +31,7 @@ pub(crate) async fn exit_flow(
     (mut send, mut recv): (LinkSend, RecvStream),
     seal: Option<ExitSeal>,
 ) {
-    let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
-    let who = requester(&origin, &groups, seal.is_some());
+    let who = ExitSeal::requester(seal.as_ref(), &origin);
     let tcp = match dial_target(&shared, target, &who).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
@@ -83,13 +82,6 @@ pub(crate) fn opened_reply(seal: Option<ExitSeal>) -> Result<(Bytes, FlowSeal), 
         Some(seal) => seal.reply(&Reply::Opened),
         None => Ok((Bytes::from(wire::encode_reply(&Reply::Opened)), FlowSeal::Plain)),
     }
-}
-
-/// Who asks for a flow, for the exit policy: the origin the seal authenticated (with the
-/// groups its certificate names), or an unsealed flow's claimed origin, which rules with
-/// `from` never admit.
-pub(crate) fn requester<'a>(origin: &'a str, groups: &'a [String], authenticated: bool) -> Requester<'a> {
-    Requester { node: origin, groups, authenticated }
 }
 
 /// Resolves the target, keeps the addresses the exit policy allows `who`, and connects to

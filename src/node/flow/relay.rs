@@ -76,8 +76,7 @@ pub(crate) async fn chain(
         Exit::Local => {
             // Flows from the mesh are held to the exit policy, chain or not: a node is
             // never an open relay. The detail does not name the route's target.
-            let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
-            let who = exit::requester(&header.origin, &groups, seal.is_some());
+            let who = ExitSeal::requester(seal.as_ref(), &header.origin);
             match exit::dial_target(&shared, &target, &who).await {
                 Ok(tcp) => {
                     guard.describe(|m| m.role = FlowRole::Exit);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use quinn::RecvStream;
 
 use crate::config::E2eMode;
+use crate::core::policy::Requester;
 use crate::core::seal::handshake::{self, Responder};
 use crate::core::seal::replay::ReplayError;
 use crate::core::wire::{self, AnyHeader, FlowHeader, InnerHeader, RefuseReason, Reply, SealedHeader};
@@ -76,12 +77,12 @@ async fn seal_header(
         shared.counters.flows_unsealed.fetch_add(1, Ordering::Relaxed);
         return Ok((AnyHeader::Plain(header.clone()), FlowSeal::Plain));
     };
-    let own = shared.cards.get(shared.id()).map(|c| card::encode(&c)).unwrap_or_default();
+    let own = shared.cards.own_encoded();
     let inner = InnerHeader {
         origin: header.origin.clone(),
         destination: header.destination.clone(),
         subflow: header.subflow,
-        sent_at: unix_millis(),
+        sent_at: crate::clock::unix_millis(),
         before,
     };
     let started = handshake::initiate(
@@ -103,13 +104,6 @@ async fn seal_header(
         AnyHeader::Sealed(sealed),
         FlowSeal::Origin { early: Box::new(started.early), initiator: Box::new(started.initiator) },
     ))
-}
-
-/// The wall clock in Unix milliseconds (0 before 1970).
-pub(crate) fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The exit's side of a sealed flow, between reading the header and replying.
@@ -166,7 +160,7 @@ pub(crate) fn open_header(
             log_escape(sender)
         )));
     }
-    let now = unix_millis();
+    let now = crate::clock::unix_millis();
     shared
         .replay
         .lock()
@@ -200,6 +194,17 @@ impl PendingReply {
 }
 
 impl ExitSeal {
+    /// Who asks for `origin`'s flow, for the exit policy: the authenticated origin and its
+    /// certificate's groups when `seal` is there, else the claimed origin (which rules
+    /// with `from` never admit).
+    pub(crate) fn requester<'a>(seal: Option<&'a ExitSeal>, origin: &'a str) -> Requester<'a> {
+        Requester {
+            node: origin,
+            groups: seal.map_or(&[], |s| s.groups.as_slice()),
+            authenticated: seal.is_some(),
+        }
+    }
+
     /// The flow's keys now, the reply later (a proxy-chain node).
     pub(crate) fn accept(self) -> Result<(PendingReply, FlowSeal), String> {
         let (pending, sealer, opener) = self.responder.accept().map_err(|e| e.to_string())?;

@@ -27,11 +27,13 @@ pub(crate) struct CardStore {
     cards: RwLock<HashMap<String, Arc<Card>>>,
     /// Bumped whenever a card is added or replaced, for flows waiting for one.
     changed: watch::Sender<u64>,
+    /// This node's own card, encoded once: every sealed flow it opens carries it.
+    own_encoded: RwLock<Arc<Vec<u8>>>,
 }
 
 impl Default for CardStore {
     fn default() -> Self {
-        Self { cards: RwLock::default(), changed: watch::channel(0).0 }
+        Self { cards: RwLock::default(), changed: watch::channel(0).0, own_encoded: RwLock::default() }
     }
 }
 
@@ -56,6 +58,11 @@ impl CardStore {
             }
         };
         tokio::time::timeout(wait, found).await.ok()
+    }
+
+    /// This node's own card, encoded.
+    pub(crate) fn own_encoded(&self) -> Arc<Vec<u8>> {
+        self.own_encoded.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every card known.
@@ -98,6 +105,7 @@ impl CardStore {
 
     /// Puts this node's own card in (at start, and after a renewal).
     pub(crate) fn set_own(&self, card: Card) {
+        *self.own_encoded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(card::encode(&card));
         self.cards.write().unwrap_or_else(|p| p.into_inner()).insert(card.node_id.clone(), Arc::new(card));
         self.changed.send_modify(|v| *v += 1);
     }

@@ -93,8 +93,7 @@ pub(crate) async fn subflow_arrived(
         refuse_exit(&shared, (&mut send, &mut recv), seal, RefuseReason::BadHeader, &detail).await;
         return;
     }
-    let groups = seal.as_ref().map(|s| s.groups.clone()).unwrap_or_default();
-    let who = exit::requester(&header.origin, &groups, seal.is_some());
+    let who = ExitSeal::requester(seal.as_ref(), &header.origin);
     let tcp = match exit::dial_target(&shared, target, &who).await {
         Ok(tcp) => tcp,
         Err((reason, detail)) => {
