@@ -432,3 +432,37 @@ async fn exit_policy_rules_can_name_origins_and_certificate_groups() {
     omega.reload_file(&path).expect("reload");
     assert_eq!(sealed_answer(&b_conn, &beta, &omega_m, &e1.to_string()).await, Reply::Opened);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_off_sends_unsealed_flows_which_only_a_node_that_accepts_them_carries() {
+    let echo = echo_server().await;
+    let mesh = Mesh::new(&["a", "b"]);
+    let start = |exit_mode: &'static str| {
+        let mesh = &mesh;
+        async move {
+            let mut b = NodeSpec::new("b");
+            b.peers = vec![("a", String::new())];
+            b.allow = vec!["127.0.0.1/32".into()];
+            b.mesh_extra = vec![format!("e2e: {exit_mode}")];
+            let b = b.start(mesh).await;
+            let mut a = NodeSpec::new("a");
+            a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+            a.routes = vec![("in", echo.to_string(), Some("b"))];
+            a.mesh_extra = vec!["e2e: off".into()];
+            let a = a.start(mesh).await;
+            assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+            (a, b)
+        }
+    };
+    // An exit that accepts unsealed flows carries them, and both ends count them.
+    let (a, b) = start("preferred").await;
+    let mut s = open_echoed_flow(listener_addr(&a, "in"), 5).await;
+    s.shutdown().await.expect("half-close");
+    assert_eq!((a.stats().flows_sealed, a.stats().flows_unsealed), (0, 1));
+    assert_eq!(settled(1, || b.stats().flows_unsealed).await, 1);
+    drop((a, b));
+    // One that requires sealing refuses them, naming the versions.
+    let (a, b) = start("required").await;
+    expect_refused(listener_addr(&a, "in"), b"hello").await;
+    assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::BadHeader)).await, 1);
+}
