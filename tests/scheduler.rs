@@ -11,6 +11,8 @@ use proxy::Node;
 use proxy::config::scheduler as sched_config;
 use proxy::emulator::{LinkEmulator, LinkProfile};
 use proxy::scheduler::Scheduler;
+use proxy::scheduler::state::LinkState;
+use tokio::io::AsyncWriteExt;
 
 /// The admin API on a free port, so tests can run side by side.
 const ADMIN: &str = "admin_addr: \"127.0.0.1:0\"\n";
@@ -54,15 +56,18 @@ async fn relay_b(mesh: &Mesh, d: &Node, scheduler: &str) -> Node {
     b.start(mesh).await
 }
 
-/// The origin `a`: reaches b and d through emulated links, routes `in` to `echo` at d.
+/// The origin `a`: reaches b and d through emulated links, routes `in` to `echo` at d;
+/// `limits` are lines for its `limits` section.
 async fn origin_a(
     mesh: &Mesh,
     to_b: &LinkEmulator,
     to_d: &LinkEmulator,
     echo: std::net::SocketAddr,
     scheduler: &str,
+    limits: &[&str],
 ) -> Node {
     let mut a = NodeSpec::new("a");
+    a.limits = limits.iter().map(|l| l.to_string()).collect();
     a.peers = vec![("b", to_b.addr().to_string()), ("d", to_d.addr().to_string())];
     a.routes = vec![("in", echo.to_string(), Some("d"))];
     a.scheduler = Some(scheduler.to_string());
@@ -84,7 +89,7 @@ async fn flows_follow_the_measured_best_path_and_survive_the_scheduler() {
     to_d.set_both(LinkProfile::delayed(Duration::from_millis(40)));
     let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
     to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
-    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr).await;
+    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr, &[]).await;
     for (n, p) in [(&a, "b"), (&b, "d")] {
         assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
     }
@@ -221,7 +226,7 @@ async fn two_paths_within_the_hysteresis_margin_never_trade_places() {
     let b = b.start(&mesh).await;
     let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 7).await.expect("emulator");
     to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
-    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr).await;
+    let a = origin_a(&mesh, &to_b, &to_d, echo, &sched_addr, &[]).await;
     for (n, p) in [(&a, "b"), (&b, "d")] {
         assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
     }
@@ -318,4 +323,100 @@ async fn a_multipath_route_stripes_over_the_paths_the_scheduler_computed() {
     let m = a.stats().multipath;
     assert_eq!((m.flows, m.subflows_opened, m.subflows_lost), (1, 2, 0), "{m:?}");
     assert!(b.stats().bytes_relayed > 1024 * 1024, "the path through b carried part of the flow");
+}
+
+/// The mesh of the first test (a-d 80 ms, a-b-d about 10 ms), with `b_extra` lines in b's
+/// `mesh` section and `a_limits` in a's `limits`; returns it once a and b have their links.
+async fn fast_relay_mesh(
+    mesh: &Mesh,
+    sched_addr: &str,
+    b_extra: &[&str],
+    a_limits: &[&str],
+) -> (Node, Node, Node, LinkEmulator, LinkEmulator) {
+    let echo = echo_server().await;
+    let d = exit_d(mesh, sched_addr).await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new()), ("d", d.mesh_addr().expect("addr").to_string())];
+    b.scheduler = Some(sched_addr.to_string());
+    b.mesh_extra = b_extra.iter().map(|l| l.to_string()).collect();
+    let b = b.start(mesh).await;
+    let to_d = LinkEmulator::start(d.mesh_addr().expect("addr"), 1).await.expect("emulator");
+    to_d.set_both(LinkProfile::delayed(Duration::from_millis(40)));
+    let to_b = LinkEmulator::start(b.mesh_addr().expect("addr"), 2).await.expect("emulator");
+    to_b.set_both(LinkProfile::delayed(Duration::from_millis(5)));
+    let a = origin_a(mesh, &to_b, &to_d, echo, sched_addr, a_limits).await;
+    for (n, p) in [(&a, "b"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await);
+    }
+    (a, b, d, to_b, to_d)
+}
+
+/// A member turned hostile relays nothing: it keeps its links (which measure fine) and
+/// silently drops the flows it is given. The origin's failed flows reach the scheduler,
+/// which moves that origin's route off the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_silently_drops_flows_loses_the_origin_s_route() {
+    use proxy::node::TapAction;
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let settings = "recompute_interval: \"200ms\"\nhysteresis: { margin: 0.1, hold: \"600ms\" }\n";
+    let (scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
+    // Short deadlines, so a flow without a reply fails within seconds (about 5.6 s here).
+    let limits = ["header_timeout: \"200ms\"", "connect_timeout: \"200ms\""];
+    let (a, b, d, _to_b, _to_d) = fast_relay_mesh(&mesh, &sched_addr, &[], &limits).await;
+    assert!(wait_primary(&a, &["b"], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
+    let _honest = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+
+    b.set_relay_tap(Some(std::sync::Arc::new(|_, _| TapAction::Send(Vec::new()))));
+    let entry = listener_addr(&a, "in");
+    let mut dropped = tokio::task::JoinSet::new();
+    for i in 0..3u8 {
+        dropped.spawn(async move {
+            let mut c = connect(entry).await;
+            let _ = c.write_all(&[i]).await;
+            // The origin gives up waiting for the reply and resets the connection.
+            let got = tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut c)).await;
+            let got = got.expect("the origin never gave up on the flow");
+            assert!(got.map_or(true, |echoed| echoed.is_empty()), "a dropped flow echoed");
+        });
+    }
+    while let Some(done) = dropped.join_next().await {
+        done.expect("flow task");
+    }
+
+    // a's route leaves b, though b's links still measure as the faster path.
+    assert!(wait_primary(&a, &[], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
+    let avoided = scheduler.view().nodes().into_iter().find(|n| n.id == "a").map(|n| n.avoided_relays);
+    assert_eq!(avoided, Some(vec!["b".to_string()]));
+    let exited = d.stats().flows_exited;
+    let _direct = open_echoed_flow(entry, 9).await;
+    assert_eq!(d.stats().flows_exited, exited + 1, "a new flow goes direct and arrives");
+}
+
+/// `mesh.relay: false` reaches the scheduler: no path goes through that node, though its
+/// links are measured and faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_relay_off_is_never_on_a_computed_path() {
+    let mesh = Mesh::new(&["a", "b", "d"]);
+    let settings = "recompute_interval: \"100ms\"\n";
+    let (scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
+    let (a, b, _d, _to_b, _to_d) = fast_relay_mesh(&mesh, &sched_addr, &["relay: false"], &[]).await;
+    let view = scheduler.view();
+    // Every link of a-b-d counted, then two recomputes more.
+    let counted = |x: &str, y: &str| {
+        view.links().iter().any(|l| (l.a.as_str(), l.b.as_str()) == (x, y) && l.state == LinkState::Counted)
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || counted("a", "b") && counted("b", "d") && counted("a", "d"))
+            .await,
+        "links: {:?}",
+        view.links()
+    );
+    let after = view.recompute_stats().recomputes + 2;
+    assert!(eventually(Duration::from_secs(5), || view.recompute_stats().recomputes >= after).await);
+    assert_eq!(view.nodes().iter().find(|n| n.id == "b").map(|n| n.relay), Some(false));
+    let set = a.instructions().expect("instructions");
+    let paths: Vec<Vec<String>> = set.routes[0].paths.iter().map(|p| p.relays.clone()).collect();
+    assert_eq!(paths, vec![Vec::<String>::new()], "only the direct path, no alternative through b");
+    let _direct = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+    assert_eq!(b.stats().flows_relayed, 0);
 }

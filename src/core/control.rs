@@ -34,12 +34,15 @@ pub const CONTROL_MAGIC: [u8; 4] = *b"PXSC";
 /// Protocol version.
 pub const CONTROL_VERSION: u8 = 1;
 /// What a scheduler says it understands, sent as `Welcome.version` (0 in schedulers from
-/// before it was defined). Level 1: it reads [`ToScheduler::Capacity`]. New messages go out
-/// only to a scheduler that announced them, so an older one is never sent a frame it would
-/// skip and answer with `Error` every heartbeat.
-pub const SCHEDULER_FEATURES: u64 = 1;
+/// before it was defined). Level 1: it reads [`ToScheduler::Capacity`]; level 2:
+/// [`ToScheduler::Outcomes`]. New messages go out only to a scheduler that announced them,
+/// so an older one is never sent a frame it would skip and answer with `Error` every
+/// heartbeat.
+pub const SCHEDULER_FEATURES: u64 = 2;
 /// The `Welcome.version` from which a scheduler reads [`ToScheduler::Capacity`].
 pub const FEATURE_CAPACITY: u64 = 1;
+/// The `Welcome.version` from which a scheduler reads [`ToScheduler::Outcomes`].
+pub const FEATURE_OUTCOMES: u64 = 2;
 /// Bytes before the body.
 pub const FRAME_PREFIX_LEN: usize = 9;
 /// Largest body accepted by default (instructions for a large mesh fit comfortably).
@@ -123,6 +126,20 @@ pub struct RouteReport {
     pub bytes: u64,
 }
 
+/// How the flows one origin opened on one path of a route fared since the last report.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct PathOutcome {
+    /// The route.
+    pub route: String,
+    /// The path's relays (empty: direct to the exit).
+    pub relays: Vec<String>,
+    /// Flows opened on it.
+    pub flows: u64,
+    /// Of those, the ones the path failed: refused by a node other than the exit, or no
+    /// reply from the exit in time (a relay that drops flows silently).
+    pub failed: u64,
+}
+
 /// Messages from a node to the scheduler.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum ToScheduler {
@@ -157,6 +174,15 @@ pub enum ToScheduler {
     Capacity {
         /// One entry per live peer link with a capacity estimate.
         links: Vec<LinkCapacity>,
+    },
+    /// Sent right after each `Report` to a scheduler whose `Welcome.version` is at least
+    /// [`FEATURE_OUTCOMES`]: whether this node relays for others (`mesh.relay`), and how its
+    /// flows fared per path, so path choice avoids relays that fail them.
+    Outcomes {
+        /// `mesh.relay`: paths may go through this node.
+        relay: bool,
+        /// Paths that carried flows since the last report.
+        paths: Vec<PathOutcome>,
     },
 }
 

@@ -187,8 +187,21 @@ impl MeshGraph {
         objective: Objective,
         max: usize,
     ) -> Vec<WeightedPath> {
+        self.disjoint_paths_avoiding(source, exit, objective, max, |_| false)
+    }
+
+    /// As [`Self::disjoint_paths`], never relaying through a node for which `no_relay`
+    /// holds (it may still be the source or the exit).
+    pub fn disjoint_paths_avoiding(
+        &self,
+        source: &str,
+        exit: &str,
+        objective: Objective,
+        max: usize,
+        no_relay: impl Fn(&str) -> bool,
+    ) -> Vec<WeightedPath> {
         let (Some(&s), Some(&e)) = (self.index.get(source), self.index.get(exit)) else { return Vec::new() };
-        let mut banned = vec![false; self.len()];
+        let mut banned: Vec<bool> = self.names.iter().map(|n| no_relay(n)).collect();
         let mut direct_used = false;
         let mut paths = Vec::new();
         while paths.len() < max {

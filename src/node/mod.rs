@@ -202,6 +202,7 @@ impl Node {
             instructions: std::sync::RwLock::new(instructions),
             sessions: multipath::exit::Sessions::default(),
             flows: Arc::new(FlowRegistry::default()),
+            path_outcomes: Default::default(),
             config_version: AtomicU64::new(1),
             exit_policy: std::sync::RwLock::new(Arc::new(config.exit_policy.clone())),
             running: std::sync::Mutex::new(control::reload::Running {

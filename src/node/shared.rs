@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(in crate::node) instructions: std::sync::RwLock<InstructionCache>,
     pub(in crate::node) sessions: multipath::exit::Sessions,
     pub(in crate::node) flows: Arc<FlowRegistry>,
+    /// How flows fared per path since the last scheduler report.
+    pub(in crate::node) path_outcomes: crate::node::observe::path_outcomes::PathOutcomes,
     /// 1 at start, +1 per applied reload.
     pub(in crate::node) config_version: AtomicU64,
     /// The exit policy in force (replaced whole by a reload).

@@ -188,6 +188,8 @@ mod tests {
             routes: 0,
             links: 1,
             instruction_version: 7,
+            relay: true,
+            avoided_relays: vec![],
         };
         let link = |a: &str, b: &str, state| LinkSnapshot {
             a: a.into(),

@@ -262,6 +262,10 @@ const REGISTRY_POLL: Duration = Duration::from_millis(500);
 const MAX_FROM_NODE: usize = 256 * 1024;
 /// Most peers, listeners or routes in one registration, and the longest name in it.
 const MAX_ITEMS: usize = 1024;
+/// Routes a node may register: each distinct exit costs a path search per recompute.
+const MAX_ROUTES: usize = 256;
+/// Path outcomes per report: a node has at most `max_paths` paths per route.
+const MAX_OUTCOMES: usize = 1024;
 const MAX_NAME: usize = 255;
 
 /// Within the limits, and every name made of characters that are safe to show: node ids
@@ -275,7 +279,7 @@ fn registration_within_limits(r: &crate::core::control::Registration) -> bool {
     let node = |s: &String| crate::core::wire::is_valid_node_id(s);
     r.peers.len() <= MAX_ITEMS
         && r.listeners.len() <= MAX_ITEMS
-        && r.routes.len() <= MAX_ITEMS
+        && r.routes.len() <= MAX_ROUTES
         && label(&r.region)
         && address(&r.mesh_address)
         && r.peers.iter().all(|(p, a)| node(p) && a.as_ref().is_none_or(address))
@@ -480,7 +484,7 @@ fn handle(
         ToScheduler::Register(mut registration) => {
             if !registration_within_limits(&registration) {
                 anyhow::bail!(
-                    "registration from `{node}` exceeds the limits ({MAX_ITEMS} items, {MAX_NAME}-byte names without control characters, node ids, addresses of visible ASCII)"
+                    "registration from `{node}` exceeds the limits ({MAX_ITEMS} peers or listeners, {MAX_ROUTES} routes, {MAX_NAME}-byte names without control characters, node ids, addresses of visible ASCII)"
                 );
             }
             if registration.node_id != node {
@@ -505,6 +509,11 @@ fn handle(
         }
         ToScheduler::Capacity { links } => {
             shared.with_state(|s| s.capacity(node, links, now));
+            None
+        }
+        ToScheduler::Outcomes { relay, mut paths } => {
+            paths.truncate(MAX_OUTCOMES);
+            shared.with_state(|s| s.outcomes(node, relay, paths, now));
             None
         }
         ToScheduler::Subscribe { since_version } => {

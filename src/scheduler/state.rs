@@ -7,13 +7,13 @@
 //! grows each time its instructions change, and never otherwise; it is at least the issue
 //! time in Unix seconds times 1000, so it also grows across scheduler restarts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::config::scheduler::{Pin, SchedulerConfig};
 use crate::core::control::{
-    InstructedPath, InstructionSet, LinkCapacity, LinkReport, NodeIntro, Registration, RouteInstruction,
-    RouteReport,
+    InstructedPath, InstructionSet, LinkCapacity, LinkReport, NodeIntro, PathOutcome, Registration,
+    RouteInstruction, RouteReport,
 };
 use crate::core::hysteresis::{Hysteresis, RouteChoice};
 use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective, WeightedPath};
@@ -23,7 +23,14 @@ use crate::core::pathfind::{LinkMetrics, MeshGraph, Objective, WeightedPath};
 struct NodeState {
     registration: Registration,
     last_seen: Instant,
-    links: Vec<(LinkReport, Instant)>,
+    /// Its last report's links, one per peer (ordered, so path ties break the same way
+    /// on every run).
+    links: BTreeMap<String, (LinkReport, Instant)>,
+    /// Whether paths may go through it (`mesh.relay` of its config; true until it says).
+    relay: bool,
+    /// Relays that failed its flows lately, with when its paths may use them again: its
+    /// own routes avoid them (one origin's reports change only its own paths).
+    suspects: HashMap<String, Instant>,
     /// Its last capacity claims (bytes per second, by peer) and when they came. Kept apart
     /// from `links`: they come in their own message, from nodes that have an estimate.
     capacities: (HashMap<String, u64>, Instant),
@@ -107,7 +114,9 @@ impl MeshState {
                 let state = NodeState {
                     registration,
                     last_seen: now,
-                    links: Vec::new(),
+                    links: BTreeMap::new(),
+                    relay: true,
+                    suspects: HashMap::new(),
                     capacities: (HashMap::new(), now),
                     version: 0,
                     sent: None,
@@ -141,14 +150,36 @@ impl MeshState {
     }
 
     /// A node's link measurements and per-route flow statistics.
+    ///
+    /// A report is cut down to what the computation can use before it is kept: one entry
+    /// per peer, registered peers (and a few others, for the admin view) only, and routes
+    /// the node registered; so a hostile member's report costs the recompute no more than
+    /// an honest one.
     pub fn report(&mut self, node: &str, links: Vec<LinkReport>, routes: Vec<RouteReport>, now: Instant) {
+        let mut kept = BTreeMap::new();
+        let mut unregistered = 0;
+        for l in links {
+            if l.peer == node || kept.contains_key(&l.peer) {
+                continue;
+            }
+            if !self.nodes.contains_key(&l.peer) {
+                if unregistered >= MAX_UNREGISTERED_PEERS {
+                    continue;
+                }
+                unregistered += 1;
+            }
+            kept.insert(l.peer.clone(), (l, now));
+        }
         if let Some(n) = self.nodes.get_mut(node) {
             n.last_seen = now;
             n.last_report = Some(now);
-            n.links = links.into_iter().map(|l| (l, now)).collect();
+            n.links = kept;
+            // Only routes the node registered, once each: names in reports cannot grow the
+            // state.
+            let mut pending: std::collections::HashSet<&str> =
+                n.registration.routes.iter().map(|(name, _)| name.as_str()).collect();
             for r in routes {
-                // Only routes the node registered: names in reports cannot grow the state.
-                if !n.registration.routes.iter().any(|(name, _)| *name == r.route) {
+                if !pending.remove(r.route.as_str()) {
                     continue;
                 }
                 let total = n.route_totals.entry(r.route).or_default();
@@ -165,10 +196,36 @@ impl MeshState {
             n.last_seen = now;
             let claims = links
                 .into_iter()
-                .filter(|c| n.links.iter().any(|(l, _)| l.peer == c.peer))
+                .filter(|c| n.links.contains_key(&c.peer))
                 .map(|c| (c.peer, c.capacity_bps))
                 .collect();
             n.capacities = (claims, now);
+        }
+    }
+
+    /// A node's standing as a relay and how its flows fared per path. Relays of a path that
+    /// failed most of at least [`MIN_FAILED_FLOWS`] flows become suspects for
+    /// [`SUSPECT_FOR`]: that node's own routes avoid them while another path exists. Only
+    /// its own routes, so a member that reports lies can only make its own paths worse.
+    pub fn outcomes(&mut self, node: &str, relay: bool, paths: Vec<PathOutcome>, now: Instant) {
+        let registered: Vec<String> = paths
+            .iter()
+            .flat_map(|p| p.relays.iter())
+            .filter(|r| self.nodes.contains_key(r.as_str()))
+            .cloned()
+            .collect();
+        let Some(n) = self.nodes.get_mut(node) else { return };
+        n.last_seen = now;
+        n.relay = relay;
+        n.suspects.retain(|_, until| *until > now);
+        for p in paths {
+            let failing = p.failed >= MIN_FAILED_FLOWS && p.failed.saturating_mul(2) >= p.flows;
+            if !failing || !n.registration.routes.iter().any(|(name, _)| *name == p.route) {
+                continue;
+            }
+            for r in p.relays.iter().filter(|r| *r != node && registered.contains(r)) {
+                n.suspects.insert(r.clone(), now + SUSPECT_FOR);
+            }
         }
     }
 
@@ -203,7 +260,7 @@ impl MeshState {
 
     /// `id`'s report of its link to `peer`, whatever its age, with when it came.
     fn report_of(&self, id: &str, peer: &str) -> Option<&(LinkReport, Instant)> {
-        self.nodes.get(id)?.links.iter().find(|(l, _)| l.peer == peer)
+        self.nodes.get(id)?.links.get(peer)
     }
 
     /// `id`'s report of its link to `peer` when it is within `node_dead_after`.
@@ -236,9 +293,9 @@ impl MeshState {
         let mut g = MeshGraph::new();
         for (id, n) in &self.nodes {
             g.node(id);
-            for (l, _) in &n.links {
-                if let Some(metrics) = self.counted_link(id, &l.peer, now) {
-                    g.set_link(id, &l.peer, metrics);
+            for peer in n.links.keys() {
+                if let Some(metrics) = self.counted_link(id, peer, now) {
+                    g.set_link(id, peer, metrics);
                 }
             }
         }
@@ -250,6 +307,8 @@ impl MeshState {
         let graph = self.graph(now);
         let clock = now.duration_since(self.epoch);
         let policy = self.policy.clone();
+        let no_relay: Vec<String> =
+            self.nodes.iter().filter(|(_, n)| !n.relay).map(|(id, _)| id.clone()).collect();
         // Every registered node is introduced to every other that does not have it in its
         // config: a node that joined with no peers configured gets links, hence
         // measurements, hence paths, within one recompute. Liveness is left out, so a node
@@ -266,7 +325,8 @@ impl MeshState {
         all_nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
         let mut changed = Vec::new();
         for (id, node) in self.nodes.iter_mut() {
-            let routes = route_instructions(id, node, &graph, &policy, clock);
+            node.suspects.retain(|_, until| *until > now);
+            let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock);
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
             // A pair is introduced only to its node with the lower id, so it dials once. The
             // link rule keeps the connection the lower id opened anyway: a dial from the
@@ -305,6 +365,15 @@ impl MeshState {
 
 /// What the computation assumes of a link that measured nothing: not the bottleneck.
 const UNMEASURED_MBPS: f64 = 1000.0;
+/// The most a link is believed to carry, bytes per second (100 Gbit/s): a larger claim or
+/// throughput is a lie or an error, and counts as this.
+const MAX_PLAUSIBLE_BPS: u64 = 12_500_000_000;
+/// Peers outside the registry kept per report (they show in the admin API only).
+const MAX_UNREGISTERED_PEERS: usize = 16;
+/// Failed flows on one path in one report that make its relays suspects.
+pub const MIN_FAILED_FLOWS: u64 = 3;
+/// How long a relay that failed an origin's flows stays out of that origin's paths.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(600);
 
 /// Link metrics from the two ends' reports and capacity claims: the higher RTT and loss;
 /// for bandwidth, the capacity when both ends claim one (the lower claim), else the lower
@@ -320,7 +389,7 @@ fn metrics_of(a: &LinkReport, b: &LinkReport, claims: (Option<u64>, Option<u64>)
 
 /// Bytes per second to Mbit/s.
 fn mbps(bytes_per_sec: u64) -> f64 {
-    bytes_per_sec as f64 * 8.0 / 1e6
+    bytes_per_sec.min(MAX_PLAUSIBLE_BPS) as f64 * 8.0 / 1e6
 }
 
 /// The link's width for the `bandwidth` and `balanced` objectives, Mbit/s.
@@ -344,18 +413,19 @@ fn bandwidth_mbps(a: &LinkReport, b: &LinkReport, claims: (Option<u64>, Option<u
 /// The lower of the capacity claims present, bytes per second (what the admin API shows).
 fn capacity_of(claims: (Option<u64>, Option<u64>)) -> Option<u64> {
     match claims {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
+        (Some(x), Some(y)) => Some(x.min(y).min(MAX_PLAUSIBLE_BPS)),
+        (x, y) => x.or(y).map(|c| c.min(MAX_PLAUSIBLE_BPS)),
     }
 }
 
-/// Bytes per second over the link from two reports: the lower of those that measured
-/// something; `None` when neither did (an idle link).
+/// Bytes per second over the link from two reports: the lower of the two when both ends
+/// measured something; `None` otherwise. An end that measured nothing (an idle direction)
+/// is unknown, not agreement: taking the other end's figure alone would let one member
+/// claim any width for its links.
 fn throughput_of(a: &LinkReport, b: &LinkReport) -> Option<u64> {
     match (a.throughput_bps, b.throughput_bps) {
-        (0, 0) => None,
-        (0, x) | (x, 0) => Some(x),
-        (x, y) => Some(x.min(y)),
+        (0, _) | (_, 0) => None,
+        (x, y) => Some(x.min(y).min(MAX_PLAUSIBLE_BPS)),
     }
 }
 
@@ -400,20 +470,38 @@ fn route_instructions(
     node: &mut NodeState,
     graph: &MeshGraph,
     policy: &Policy,
+    no_relay: &[String],
     clock: Duration,
 ) -> Vec<RouteInstruction> {
     let mut out = Vec::new();
     let mut kept = HashMap::new();
+    // Paths depend on the exit only: routes that share an exit share one search, so the
+    // cost of a recompute grows with the exits a node uses, not with its routes.
+    let mut searched: HashMap<&str, Vec<WeightedPath>> = HashMap::new();
+    let suspects = &node.suspects;
+    let avoided = |n: &str| no_relay.iter().any(|r| r == n) || suspects.contains_key(n);
     for (route, exit) in &node.registration.routes {
         let Some(exit) = exit.as_ref().filter(|e| *e != id) else { continue };
-        let usable = |relays: &[String]| path_is_simple(id, relays, exit);
-        if let Some(pin) = policy.pins.iter().find(|p| p.node == id && p.route == *route && usable(&p.relays))
+        let simple = |relays: &[String]| path_is_simple(id, relays, exit);
+        // Operator pins are kept as written: the operator chose those relays.
+        if let Some(pin) = policy.pins.iter().find(|p| p.node == id && p.route == *route && simple(&p.relays))
         {
             let paths = vec![InstructedPath { relays: pin.relays.clone(), weight: 1.0 }];
             out.push(RouteInstruction { route: route.clone(), exit: exit.clone(), paths });
             continue;
         }
-        let found = graph.disjoint_paths(id, exit, policy.objective, policy.max_paths);
+        let found = searched.entry(exit.as_str()).or_insert_with(|| {
+            let clean = graph.disjoint_paths_avoiding(id, exit, policy.objective, policy.max_paths, avoided);
+            // A relay to avoid is still better than no route at all.
+            if clean.is_empty() {
+                graph.disjoint_paths_avoiding(id, exit, policy.objective, policy.max_paths, |n| {
+                    no_relay.iter().any(|r| r == n)
+                })
+            } else {
+                clean
+            }
+        });
+        let usable = |relays: &[String]| simple(relays) && !relays.iter().any(|r| avoided(r));
         let Some(best) = found.first() else {
             // Nothing measured yet (a node that just joined): go direct, so the link gets
             // made and measured.
@@ -437,7 +525,7 @@ fn route_instructions(
         out.push(RouteInstruction {
             route: route.clone(),
             exit: exit.clone(),
-            paths: with_alternatives(&chosen, &found, policy.max_paths),
+            paths: with_alternatives(&chosen, found, policy.max_paths),
         });
     }
     // Choices for routes the node no longer has are dropped.

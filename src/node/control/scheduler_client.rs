@@ -117,6 +117,12 @@ async fn registered_session(
                 if features >= control::FEATURE_CAPACITY {
                     send_capacities(shared, &mut send, cfg).await?;
                 }
+                // Taken whatever the scheduler reads, so they do not pile up for one that
+                // does not.
+                let paths = shared.path_outcomes.take();
+                if features >= control::FEATURE_OUTCOMES {
+                    write(&mut send, &ToScheduler::Outcomes { relay: shared.config.mesh.relay, paths }, cfg).await?;
+                }
                 let now_unix = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
                     info!("asking the scheduler to renew this node's certificate");
@@ -137,6 +143,11 @@ async fn registered_session(
                 // heartbeat later (it is a level, not a count since the last report).
                 if before < control::FEATURE_CAPACITY && features >= control::FEATURE_CAPACITY {
                     send_capacities(shared, &mut send, cfg).await?;
+                }
+                // Whether it relays counts for path choice at once, not a report later.
+                if before < control::FEATURE_OUTCOMES && features >= control::FEATURE_OUTCOMES {
+                    let relay = shared.config.mesh.relay;
+                    write(&mut send, &ToScheduler::Outcomes { relay, paths: Vec::new() }, cfg).await?;
                 }
             }
             _ = crate::shutdown::wait_true(&mut draining) => {

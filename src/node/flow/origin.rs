@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::core::route::{Exit, choose_path};
+use crate::core::route::{Exit, path_via, pick_relays};
 use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::observe::stats::RouteCounters;
@@ -76,12 +76,17 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
         }
         Exit::Remote { exit, paths } => {
             let candidates = shared.candidates(&route.name, exit, paths);
-            let path = choose_path(exit, &candidates, |n| shared.link_usable(n));
+            let relays = pick_relays(exit, &candidates, |n| shared.link_usable(n));
+            let path = path_via(exit, &relays);
             guard.describe(|m| {
                 m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect()
             });
             let h = header(path.hops, Destination::Target(target));
-            open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone()).instrument(span.clone()).await
+            let end = open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone())
+                .instrument(span.clone())
+                .await;
+            shared.path_outcomes.record(&route.name, &relays, exit, &me, &end);
+            end
         }
         Exit::Chain(peer) => {
             guard.describe(|m| m.path = vec![peer.clone()]);

@@ -4,5 +4,6 @@
 
 pub(crate) mod flow_registry;
 pub(crate) mod metrics;
+pub(crate) mod path_outcomes;
 pub(crate) mod route_view;
 pub(crate) mod stats;

@@ -38,6 +38,10 @@ pub struct NodeSnapshot {
     pub links: usize,
     /// Version of the last instruction set issued to it (0: none yet).
     pub instruction_version: u64,
+    /// Whether paths may go through it (its `mesh.relay`).
+    pub relay: bool,
+    /// Relays its own routes avoid for now, because they failed its flows; sorted.
+    pub avoided_relays: Vec<String>,
 }
 
 /// How the computation treats a link.
@@ -175,6 +179,17 @@ impl MeshState {
                 routes: n.registration.routes.len(),
                 links: n.links.len(),
                 instruction_version: n.issued.as_ref().map_or(0, |i| i.version),
+                relay: n.relay,
+                avoided_relays: {
+                    let mut r: Vec<String> = n
+                        .suspects
+                        .iter()
+                        .filter(|(_, until)| **until > now)
+                        .map(|(r, _)| r.clone())
+                        .collect();
+                    r.sort();
+                    r
+                },
             })
             .collect();
         out.sort_by(|x, y| x.id.cmp(&y.id));
@@ -187,15 +202,9 @@ impl MeshState {
         // Each unordered pair once, with the reports of its ends.
         let mut reports: BTreeMap<(String, String), Vec<Report<'_>>> = BTreeMap::new();
         for (id, n) in &self.nodes {
-            for (l, at) in &n.links {
-                if l.peer == *id {
-                    continue;
-                }
-                let entry = reports.entry(pair(id, &l.peer)).or_default();
-                // A report naming a peer twice counts once.
-                if !entry.iter().any(|(by, _, _)| *by == id.as_str()) {
-                    entry.push((id.as_str(), l, *at));
-                }
+            // Reports are kept one per peer, never naming the node itself.
+            for (l, at) in n.links.values() {
+                reports.entry(pair(id, &l.peer)).or_default().push((id.as_str(), l, *at));
             }
         }
         reports

@@ -250,8 +250,8 @@ fn link_snapshots_list_each_pair_once_with_its_state_and_use() {
     assert_eq!(ab.reported_by, vec!["a", "b"]);
     assert_eq!(
         (ab.rtt_ms, ab.loss, ab.throughput_bytes_per_sec),
-        (12.0, 0.005, Some(700)),
-        "the worse report"
+        (12.0, 0.005, None),
+        "the worse report; a measured no throughput, so the link's is unknown"
     );
     assert_eq!(ab.age_secs, 1.0);
     // a's route goes a-b-d with a-d as the alternative: every counted link is on a path.
@@ -424,4 +424,129 @@ fn capacity_claims_only_for_reported_links_are_kept() {
     let mut m = busy_direct_mesh(Objective::Bandwidth, t);
     claims(&mut m, "a", &[("b", 1), ("ghost", 2), ("another", 3)], t);
     assert_eq!(m.nodes["a"].capacities.0.len(), 1);
+}
+
+#[test]
+fn an_idle_end_is_unknown_not_agreement_with_the_other_end_s_throughput() {
+    let t = Instant::now();
+    let mut m = busy_direct_mesh(Objective::Bandwidth, t);
+    // b claims it carried u64::MAX bytes per second to d, where d measured nothing.
+    let l = |peer: &str, throughput_bps: u64| LinkReport {
+        peer: peer.into(),
+        rtt_us: 10_000,
+        loss_ppm: 0,
+        throughput_bps,
+    };
+    m.report("b", vec![l("a", 0), l("d", u64::MAX)], vec![], t);
+    m.report("d", vec![LinkReport { rtt_us: 20_000, ..l("a", 10_000_000) }, l("b", 0)], vec![], t);
+    let links = m.link_snapshots(t);
+    let bd = links.iter().find(|l| (l.a.as_str(), l.b.as_str()) == ("b", "d")).expect("b-d");
+    assert_eq!(bd.throughput_bytes_per_sec, None, "one end's figure alone is not the link's");
+    assert_eq!(bd.bandwidth_mbps, UNMEASURED_MBPS);
+    // Both ends claim an absurd capacity: it counts as the plausible maximum.
+    claims(&mut m, "b", &[("d", u64::MAX)], t);
+    claims(&mut m, "d", &[("b", u64::MAX)], t);
+    let bd =
+        m.link_snapshots(t).into_iter().find(|l| (l.a.as_str(), l.b.as_str()) == ("b", "d")).expect("b-d");
+    assert_eq!(bd.capacity_bytes_per_sec, Some(MAX_PLAUSIBLE_BPS));
+    assert_eq!(bd.bandwidth_mbps, 100_000.0);
+}
+
+#[test]
+fn a_report_is_cut_to_one_entry_per_registered_peer() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    // 20k names nobody registered and 20k copies of a real peer, from b.
+    let mut links: Vec<LinkReport> = (0..20_000).map(|i| link(&format!("x{i}"), 1)).collect();
+    links.extend((0..20_000).map(|_| link("d", 10)));
+    links.push(link("a", 10));
+    links.push(link("b", 0));
+    m.report("b", links, vec![RouteReport { route: "nope".into(), flows: 1, bytes: 1 }], t);
+    let b = m.nodes.get("b").expect("b");
+    assert_eq!(b.links.len(), 2 + MAX_UNREGISTERED_PEERS, "a, d and a few unregistered names; never itself");
+    assert!(b.route_totals.is_empty(), "a route it did not register is not counted");
+    assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]), "the computation is unchanged");
+}
+
+#[test]
+fn routes_to_one_exit_share_one_path_search() {
+    let t = Instant::now();
+    let mut m = MeshState::new(policy(), t);
+    let routes: Vec<(String, String)> = (0..200).map(|i| (format!("r{i}"), "d".to_string())).collect();
+    let routes: Vec<(&str, &str)> = routes.iter().map(|(r, e)| (r.as_str(), e.as_str())).collect();
+    m.register(reg("a", &routes), t);
+    m.register(reg("b", &[]), t);
+    m.register(reg("d", &[]), t);
+    report(&mut m, 10, 80, t);
+    let sets = m.recompute(t, 0);
+    let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
+    assert_eq!(a.routes.len(), 200);
+    assert!(a.routes.iter().all(|r| r.paths[0].relays == ["b"]));
+}
+
+#[test]
+fn a_node_that_does_not_relay_is_never_on_a_path() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]));
+    m.outcomes("b", false, vec![], t);
+    let sets = m.recompute(t, 1);
+    let a = &sets.iter().find(|(n, _)| n == "a").expect("a").1;
+    assert_eq!(a.routes[0].paths.len(), 1, "no alternative through b either: {:?}", a.routes[0].paths);
+    assert!(a.routes[0].paths[0].relays.is_empty());
+    // Relaying again: b's path wins back after the hold.
+    m.outcomes("b", true, vec![], t);
+    let _ = m.recompute(t, 2);
+    let later = t + Duration::from_secs(6);
+    report(&mut m, 10, 80, later);
+    assert_eq!(primary(&m.recompute(later, 3), "a"), Some(vec!["b".to_string()]), "relaying again");
+}
+
+fn outcome(relays: &[&str], flows: u64, failed: u64) -> PathOutcome {
+    PathOutcome { route: "web".into(), relays: relays.iter().map(|r| r.to_string()).collect(), flows, failed }
+}
+
+#[test]
+fn a_relay_that_fails_an_origin_s_flows_is_avoided_by_that_origin_for_a_while() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    m.register(reg("c", &[("web", "d")]), t);
+    m.report("c", vec![link("b", 10), link("d", 80)], vec![], t);
+    m.report("b", vec![link("a", 10), link("d", 10), link("c", 10)], vec![], t);
+    m.report("d", vec![link("a", 80), link("b", 10), link("c", 80)], vec![], t);
+    let sets = m.recompute(t, 0);
+    assert_eq!((primary(&sets, "a"), primary(&sets, "c")), (Some(vec!["b".into()]), Some(vec!["b".into()])));
+    // A few failures among many flows, or on a route a does not have, change nothing.
+    m.outcomes(
+        "a",
+        true,
+        vec![outcome(&["b"], 100, 2), PathOutcome { route: "x".into(), ..outcome(&["b"], 5, 5) }],
+        t,
+    );
+    assert!(m.recompute(t, 1).is_empty());
+    // Most of a's flows through b fail: a goes direct at once (no hold), c keeps b.
+    m.outcomes("a", true, vec![outcome(&["b"], 6, 4)], t);
+    let sets = m.recompute(t, 2);
+    assert_eq!(primary(&sets, "a"), Some(vec![]));
+    assert!(primary(&sets, "c").is_none(), "c's set is unchanged");
+    // Until the suspicion runs out; then b, still the faster path, comes back (after the hold).
+    let later = t + SUSPECT_FOR + Duration::from_secs(1);
+    report(&mut m, 10, 80, later);
+    m.report("c", vec![link("b", 10), link("d", 80)], vec![], later);
+    let _ = m.recompute(later, 3);
+    let after_hold = later + Duration::from_secs(6);
+    report(&mut m, 10, 80, after_hold);
+    m.report("c", vec![link("b", 10), link("d", 80)], vec![], after_hold);
+    assert_eq!(primary(&m.recompute(after_hold, 4), "a"), Some(vec!["b".to_string()]));
+}
+
+#[test]
+fn a_suspect_relay_is_still_used_when_it_is_the_only_way() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    // a and d have no direct link: only b joins them.
+    m.report("a", vec![link("b", 10)], vec![], t);
+    m.report("d", vec![link("b", 10)], vec![], t);
+    m.outcomes("a", true, vec![outcome(&["b"], 3, 3)], t);
+    assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]));
 }
