@@ -26,6 +26,24 @@ async fn send_header(conn: &quinn::Connection, bytes: &[u8]) -> Option<Reply> {
     }
 }
 
+/// Opens a stream with `bytes` as its start and returns the reply as soon as it is whole,
+/// leaving the stream open (an opened flow's stream does not end by itself).
+async fn send_header_keep(conn: &quinn::Connection, bytes: &[u8]) -> Option<Reply> {
+    let (mut send, mut recv) = conn.open_bi().await.expect("open");
+    send.write_all(bytes).await.ok()?;
+    let mut buf = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = recv.read_chunk(4096, true).await {
+            buf.extend_from_slice(&chunk.bytes);
+            if let Ok(Decoded::Complete(r, _)) = wire::decode_reply(&buf) {
+                return Some(r);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("answered")
+}
+
 /// An exit `b` with `allow` as its policy and `limits`, a normal origin `a` with route
 /// `in` to `target` through it, and a raw QUIC link to `b` from a peer `x` (a valid
 /// certificate: the attacker is a member of the mesh).
@@ -34,6 +52,17 @@ async fn exit_under_attack(
     limits: &[&str],
     target: SocketAddr,
 ) -> (Mesh, proxy::Node, proxy::Node, quinn::Endpoint, quinn::Connection) {
+    exit_under_attack_tuned(allow, limits, target, |_| {}).await
+}
+
+/// As [`exit_under_attack`], with `tune` applied to b's spec last, and a's route to a
+/// target given as text (a name).
+async fn exit_under_attack_tuned(
+    allow: &[String],
+    limits: &[&str],
+    target: impl ToString,
+    tune: impl FnOnce(&mut NodeSpec),
+) -> (Mesh, proxy::Node, proxy::Node, quinn::Endpoint, quinn::Connection) {
     let mesh = Mesh::new(&["a", "b", "x"]);
     let mut b = NodeSpec::new("b");
     // The attacker speaks the unsealed (version 1) header by hand: b accepts it.
@@ -41,6 +70,7 @@ async fn exit_under_attack(
     b.peers = vec![("a", String::new()), ("x", String::new())];
     b.allow = allow.to_vec();
     b.limits = limits.iter().map(|s| s.to_string()).collect();
+    tune(&mut b);
     let b = b.start(&mesh).await;
     let mut a = NodeSpec::new("a");
     a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
@@ -241,4 +271,155 @@ async fn the_header_deadline_runs_from_a_streams_first_byte_not_from_its_implici
     let reply_len = got.len() - 4;
     assert!(matches!(wire::decode_reply(&got[..reply_len]), Ok(Decoded::Complete(Reply::Opened, _))));
     assert_eq!(&got[reply_len..], b"late", "the late stream was opened and echoed");
+}
+
+/// A DNS server for the test: names under `slow.test` are never answered (each name asked
+/// is recorded), any other name is `127.0.0.1` (an empty answer for other record types).
+struct TestDns {
+    addr: SocketAddr,
+    slow_names: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl TestDns {
+    async fn start() -> Self {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
+        let addr = socket.local_addr().expect("addr");
+        let slow_names = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let asked = slow_names.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Some((name, question_end, qtype)) = dns_question(&buf[..n]) else { continue };
+                if name.ends_with("slow.test") {
+                    asked.lock().expect("names").insert(name);
+                    continue;
+                }
+                let mut out = buf[..question_end].to_vec();
+                out[2] = 0x81; // a response, recursion desired
+                out[3] = 0x80; // recursion available, no error
+                out[6..12].copy_from_slice(&[0, u8::from(qtype == 1), 0, 0, 0, 0]);
+                if qtype == 1 {
+                    // The name by pointer to the question, A, IN, TTL 60, 127.0.0.1.
+                    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+                }
+                let _ = socket.send_to(&out, from).await;
+            }
+        });
+        TestDns { addr, slow_names }
+    }
+
+    /// The never-answered names asked so far.
+    fn slow_names(&self) -> usize {
+        self.slow_names.lock().expect("names").len()
+    }
+}
+
+/// The first question of a DNS query: its name, where the question ends, its type.
+fn dns_question(msg: &[u8]) -> Option<(String, usize, u16)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*msg.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(msg.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]);
+    Some((labels.join("."), at + 4, qtype))
+}
+
+/// A member floods the exit with target names whose DNS never answers. Its lookups are
+/// capped per origin and end at the deadline, failed names are answered from memory, and
+/// another origin's flows to a name keep resolving and carrying bytes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_names_that_never_resolve_leaves_other_origins_lookups_alone() {
+    let dns = TestDns::start().await;
+    let echo = echo_server().await;
+    let allow = vec!["127.0.0.1/32".to_string()];
+    // A deadline far beyond the time the flood takes to arrive, so all of it meets the cap.
+    let limits = ["max_lookups_per_origin: 4", "max_lookups: 16", "connect_timeout: \"5s\""];
+    let nameserver = dns.addr;
+    let honest_target = format!("echo.fast.test:{}", echo.port());
+    let (_mesh, a, _b, _ep, conn) = exit_under_attack_tuned(&allow, &limits, &honest_target, |b| {
+        b.policy =
+            Some(format!("exit_policy:\n  allow: [\"127.0.0.1/32\"]\n  nameservers: [\"{nameserver}\"]\n"));
+    })
+    .await;
+    let _ = open_echoed_flow(listener_addr(&a, "in"), 1).await;
+
+    // 40 flows at once from x, each to its own name that never resolves.
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(
+                async move { send_header(&conn, &exit_header("x", &format!("n{i}.slow.test:80"))).await },
+            )
+        })
+        .collect();
+    // Meanwhile a's flows resolve their name and carry bytes.
+    let mut honest = Vec::new();
+    for i in 0..10u8 {
+        let started = Instant::now();
+        let _ = open_echoed_flow(listener_addr(&a, "in"), i).await;
+        honest.push(started.elapsed());
+    }
+    let mut overloaded = 0;
+    for f in flood {
+        match f.await.expect("flood task") {
+            Some(Reply::Refused { reason: RefuseReason::Overloaded, .. }) => overloaded += 1,
+            Some(Reply::Refused { reason: RefuseReason::TargetUnreachable, .. }) => {}
+            other => panic!("a name that never resolves got {other:?}"),
+        }
+    }
+    eprintln!("honest flows (lookup, connect, echo) during the flood: {honest:?}");
+    // Only 4 of x's lookups ran at once; the rest were refused without one.
+    assert_eq!((overloaded, dns.slow_names()), (36, 4), "refused as overloaded, names asked");
+    // A failed name is answered from memory: the server is not asked again.
+    let failed = dns.slow_names.lock().expect("names").first().cloned().expect("a name");
+    let again = send_header(&conn, &exit_header("x", &format!("{failed}:80"))).await;
+    assert!(
+        matches!(&again, Some(Reply::Refused { reason: RefuseReason::TargetUnreachable, detail, .. }) if detail.contains("within the last")),
+        "{again:?}"
+    );
+}
+
+/// An echo server on every address of this host (as services often bind).
+async fn echo_on_all_addresses() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The exit's own non-loopback addresses are guarded like loopback: a broad rule does not
+/// reach a service bound to all of them; a rule naming the address does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_s_own_addresses_need_a_rule_naming_them() {
+    let own = if_addrs::get_if_addrs()
+        .expect("interfaces")
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| matches!(ip, std::net::IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local()));
+    let Some(own) = own else {
+        eprintln!("this host has no non-loopback IPv4 address: nothing to check");
+        return;
+    };
+    let (hidden, named) = (echo_on_all_addresses().await, echo_on_all_addresses().await);
+    let allow = vec!["0.0.0.0/0:*".to_string(), "::/0".to_string(), format!("{own}/32:{}", named.port())];
+    let echo = echo_server().await;
+    let (_mesh, _a, _b, _ep, conn) = exit_under_attack(&allow, &[], echo).await;
+    let refused = send_header(&conn, &exit_header("x", &format!("{own}:{}", hidden.port()))).await;
+    assert!(refused_by_policy(refused.clone()), "{own}:{} under 0.0.0.0/0: {refused:?}", hidden.port());
+    let opened = send_header_keep(&conn, &exit_header("x", &format!("{own}:{}", named.port()))).await;
+    assert!(matches!(opened, Some(Reply::Opened)), "{own}:{} named by a rule: {opened:?}", named.port());
 }

@@ -68,6 +68,9 @@ pub fn diff(old: &Config, new: &Config) -> Result<ConfigDiff, Vec<&'static str>>
     if old.limits != new.limits {
         restart.push("limits");
     }
+    if old.nameservers != new.nameservers {
+        restart.push("exit_policy.nameservers");
+    }
     if old.scheduler != new.scheduler {
         restart.push("scheduler");
     }

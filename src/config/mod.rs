@@ -42,6 +42,9 @@ pub struct Config {
     pub limits: Limits,
     /// What this node will dial for flows that arrive from the mesh.
     pub exit_policy: ExitPolicy,
+    /// `exit_policy.nameservers`: the DNS servers asked for target names of flows that
+    /// exit here (empty: those of `/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// The `common` section.
@@ -299,6 +302,11 @@ pub struct Limits {
     /// Node-wide bound on buffered flow data: link receive windows (a base per link, one
     /// stream window per stalled flow) and multipath reorder buffers.
     pub max_buffered_bytes: u64,
+    /// Target name lookups in flight at once on this node; beyond it flows that need one
+    /// are refused as `overloaded`.
+    pub max_lookups: usize,
+    /// Target name lookups in flight at once for any one origin.
+    pub max_lookups_per_origin: usize,
 }
 
 impl Default for Limits {
@@ -314,6 +322,8 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(30),
             max_subflows: 4,
             max_buffered_bytes: 2 << 30,
+            max_lookups: 64,
+            max_lookups_per_origin: 8,
         }
     }
 }

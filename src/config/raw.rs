@@ -249,6 +249,10 @@ pub(crate) struct RawLimits {
     pub(crate) max_subflows: Option<u64>,
     /// `max_buffered_bytes`.
     pub(crate) max_buffered_bytes: Option<u64>,
+    /// `max_lookups`.
+    pub(crate) max_lookups: Option<u64>,
+    /// `max_lookups_per_origin`.
+    pub(crate) max_lookups_per_origin: Option<u64>,
 }
 
 /// `exit_policy`.
@@ -258,6 +262,9 @@ pub(crate) struct RawExitPolicy {
     /// `allow`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) allow: Vec<RawAllow>,
+    /// `nameservers`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) nameservers: Vec<String>,
 }
 
 /// One `exit_policy.allow` entry: a pattern, or a pattern with the origins it is for.

@@ -192,13 +192,38 @@ impl ExitPolicy {
 
     /// Whether this node may dial `addr`, reached by resolving `requested_host`, for `who`.
     pub fn allows_for(&self, who: &Requester<'_>, requested_host: &str, addr: SocketAddr) -> bool {
-        self.matching(requested_host, addr).any(|(_, r)| r.admits(who))
+        self.allows_for_at(who, requested_host, addr, &[])
+    }
+
+    /// [`Self::allows_for`] on a host whose own interface addresses are `own`: those are
+    /// guarded like loopback, reached only by an IP rule naming the address itself (a
+    /// broad rule would let a flow reach the exit's own services bound to all addresses,
+    /// or loop back into the mesh).
+    pub fn allows_for_at(
+        &self,
+        who: &Requester<'_>,
+        requested_host: &str,
+        addr: SocketAddr,
+        own: &[IpAddr],
+    ) -> bool {
+        self.matching(requested_host, addr, own).any(|(_, r)| r.admits(who))
     }
 
     /// The first rule that covers the target but not `who`, by index: what a refusal may
     /// name (the rule's place, not its contents) when the target is allowed to others.
     pub fn closest_for(&self, who: &Requester<'_>, requested_host: &str, addr: SocketAddr) -> Option<usize> {
-        self.matching(requested_host, addr).find(|(_, r)| !r.admits(who)).map(|(i, _)| i)
+        self.closest_for_at(who, requested_host, addr, &[])
+    }
+
+    /// [`Self::closest_for`] on a host whose own interface addresses are `own`.
+    pub fn closest_for_at(
+        &self,
+        who: &Requester<'_>,
+        requested_host: &str,
+        addr: SocketAddr,
+        own: &[IpAddr],
+    ) -> Option<usize> {
+        self.matching(requested_host, addr, own).find(|(_, r)| !r.admits(who)).map(|(i, _)| i)
     }
 
     /// [`Self::closest_for`] before resolution (a name checked against name rules, an IP
@@ -220,10 +245,12 @@ impl ExitPolicy {
         &'p self,
         requested_host: &str,
         addr: SocketAddr,
+        own: &[IpAddr],
     ) -> impl Iterator<Item = (usize, &'p AllowRule)> + 'p {
         let ip = addr.ip().to_canonical();
         let refused = addr.port() == 0 || ip.is_unspecified() || ip.is_multicast();
-        let block = guarded_block(ip);
+        let full = if ip.is_ipv4() { 32 } else { 128 };
+        let block = guarded_block(ip).or_else(|| own.iter().any(|o| o.to_canonical() == ip).then_some(full));
         let name = normalize_name(requested_host);
         let port = addr.port();
         self.rules.iter().enumerate().filter(move |(_, r)| {
@@ -502,6 +529,25 @@ mod tests {
         assert!(narrow.allows("x", sa("169.254.169.254:80")));
         assert!(!narrow.allows("x", sa("127.0.0.1:9001")) && !narrow.allows("x", sa("127.0.0.2:9000")));
         assert!(policy(&["127.0.0.0/8"]).allows("x", sa("127.9.9.9:1")), "the whole block, named as such");
+    }
+
+    #[test]
+    fn the_exit_s_own_addresses_need_a_rule_naming_the_address() {
+        let own: Vec<IpAddr> = vec!["192.0.2.2".parse().expect("ip"), "fd00::2".parse().expect("ip")];
+        let who = Requester::ANYONE;
+        let broad = policy(&["0.0.0.0/0:*", "::/0", "192.0.2.0/24:*"]);
+        for target in ["192.0.2.2:22", "[::ffff:192.0.2.2]:22", "[fd00::2]:8080"] {
+            assert!(
+                !broad.allows_for_at(&who, "x", sa(target), &own),
+                "{target} is not reached by a broad rule"
+            );
+            assert!(broad.allows_for(&who, "x", sa(target)), "{target}: only as an own address");
+        }
+        assert!(broad.allows_for_at(&who, "x", sa("192.0.2.3:22"), &own), "a neighbour still is");
+        let narrow = policy(&["192.0.2.2/32:22", "[fd00::2]:8080"]);
+        assert!(narrow.allows_for_at(&who, "x", sa("192.0.2.2:22"), &own));
+        assert!(narrow.allows_for_at(&who, "x", sa("[fd00::2]:8080"), &own));
+        assert!(!narrow.allows_for_at(&who, "x", sa("192.0.2.2:23"), &own), "and only on its ports");
     }
 
     #[test]

@@ -203,6 +203,13 @@ impl Node {
             sessions: multipath::exit::Sessions::default(),
             flows: Arc::new(FlowRegistry::default()),
             path_outcomes: Default::default(),
+            own_addresses: Default::default(),
+            resolver: flow::resolve::TargetResolver::new(
+                &config.nameservers,
+                config.limits.connect_timeout,
+                config.limits.max_lookups,
+                config.limits.max_lookups_per_origin,
+            ),
             config_version: AtomicU64::new(1),
             exit_policy: std::sync::RwLock::new(Arc::new(config.exit_policy.clone())),
             running: std::sync::Mutex::new(control::reload::Running {

@@ -42,6 +42,10 @@ pub(crate) struct Shared {
     pub(in crate::node) instructions: std::sync::RwLock<InstructionCache>,
     pub(in crate::node) sessions: multipath::exit::Sessions,
     pub(in crate::node) flows: Arc<FlowRegistry>,
+    /// This host's interface addresses, guarded by the exit policy.
+    pub(in crate::node) own_addresses: crate::node::flow::own_addresses::OwnAddresses,
+    /// Looks up the target names of flows that exit here, within caps.
+    pub(in crate::node) resolver: crate::node::flow::resolve::TargetResolver,
     /// How flows fared per path since the last scheduler report.
     pub(in crate::node) path_outcomes: crate::node::observe::path_outcomes::PathOutcomes,
     /// 1 at start, +1 per applied reload.

@@ -159,6 +159,14 @@ impl Checker<'_> {
             d.max_buffered_bytes,
             (1, u64::MAX),
         );
+        let max_lookups =
+            self.count("limits.max_lookups", raw.max_lookups, d.max_lookups as u64, (1, 65_536));
+        let per_origin = self.count(
+            "limits.max_lookups_per_origin",
+            raw.max_lookups_per_origin,
+            d.max_lookups_per_origin as u64,
+            (1, 65_536),
+        );
         Some(Limits {
             // The ranges checked above make these conversions lossless.
             max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
@@ -171,6 +179,8 @@ impl Checker<'_> {
             drain_timeout: drain_timeout?,
             max_subflows: usize::try_from(max_subflows?).ok()?,
             max_buffered_bytes: max_buffered?,
+            max_lookups: usize::try_from(max_lookups?).ok()?,
+            max_lookups_per_origin: usize::try_from(per_origin?).ok()?,
         })
     }
 
@@ -204,6 +214,32 @@ impl Checker<'_> {
                 ),
             );
         }
+    }
+
+    /// `exit_policy.nameservers`: IP addresses, with a port or on 53.
+    pub(super) fn nameservers(&mut self, raw: Option<&[String]>) -> Option<Vec<std::net::SocketAddr>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, s) in raw.unwrap_or_default().iter().enumerate() {
+            let parsed = s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                s.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| (ip, 53).into())
+            });
+            match parsed {
+                Some(a) => out.push(a),
+                None => {
+                    ok = false;
+                    self.error(
+                        format!("exit_policy.nameservers[{i}]"),
+                        format!("expected an IP address, optionally with a port (\"10.0.0.2\", \"10.0.0.2:5353\"), got {s:?}"),
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     pub(super) fn exit_policy(&mut self, allow: Option<&[raw::RawAllow]>) -> Option<ExitPolicy> {

@@ -57,6 +57,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
         check.sealed_headers_fit(m, l);
     }
     let exit_policy = check.exit_policy(raw.exit_policy.as_ref().map(|p| p.allow.as_slice()));
+    let nameservers = check.nameservers(raw.exit_policy.as_ref().map(|p| p.nameservers.as_slice()));
     check.finish(|| {
         Some(Config {
             source: None,
@@ -68,6 +69,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Vec<Co
             mesh: mesh?,
             limits: limits?,
             exit_policy: exit_policy?,
+            nameservers: nameservers?,
         })
     })
 }

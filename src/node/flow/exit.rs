@@ -99,8 +99,9 @@ pub(crate) async fn dial_target(
         return Err((RefuseReason::Policy, policy_refusal(&policy, target, who, closest)));
     }
     let budget = shared.config.limits.connect_timeout;
-    let own = own_services(shared);
-    match tokio::time::timeout(budget, resolve_and_connect(&policy, who, &own, target, host)).await {
+    let own = Own { services: own_services(shared), addresses: shared.own_addresses.current() };
+    let resolved = shared.resolver.lookup(who.node, host, port, budget);
+    match tokio::time::timeout(budget, resolve_and_connect(&policy, who, &own, resolved, host)).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
     }
@@ -111,6 +112,14 @@ fn split_target(target: &str) -> (&str, u16) {
         Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse().unwrap_or(0)),
         None => (target, 0),
     }
+}
+
+/// What of this host a flow must not reach by a broad rule.
+struct Own {
+    /// The node's own services: never dialed for a flow.
+    services: Vec<SocketAddr>,
+    /// The host's interface addresses: reached only by a rule naming the address.
+    addresses: Arc<[std::net::IpAddr]>,
 }
 
 /// This node's own service addresses (the admin API, the mesh endpoint): never dialed for
@@ -151,22 +160,19 @@ fn policy_refusal(policy: &ExitPolicy, shown: &str, who: &Requester<'_>, closest
 async fn resolve_and_connect(
     policy: &ExitPolicy,
     who: &Requester<'_>,
-    own: &[SocketAddr],
-    target: &str,
+    own: &Own,
+    resolved: impl std::future::Future<Output = Result<Vec<SocketAddr>, (RefuseReason, String)>>,
     host: &str,
 ) -> Result<TcpStream, (RefuseReason, String)> {
-    let resolved: Vec<SocketAddr> = match tokio::net::lookup_host(target).await {
-        Ok(addrs) => addrs.collect(),
-        Err(e) => return Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}"))),
-    };
+    let resolved = resolved.await?;
     let allowed: Vec<SocketAddr> = resolved
         .iter()
         .copied()
-        .filter(|a| policy.allows_for(who, host, *a) && !is_own_service(own, *a))
+        .filter(|a| policy.allows_for_at(who, host, *a, &own.addresses) && !is_own_service(&own.services, *a))
         .collect();
     if allowed.is_empty() {
         let shown: Vec<String> = resolved.iter().map(ToString::to_string).collect();
-        let closest = resolved.iter().find_map(|a| policy.closest_for(who, host, *a));
+        let closest = resolved.iter().find_map(|a| policy.closest_for_at(who, host, *a, &own.addresses));
         return Err((RefuseReason::Policy, policy_refusal(policy, &shown.join(", "), who, closest)));
     }
     let mut last = String::new();

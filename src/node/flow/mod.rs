@@ -22,6 +22,8 @@ pub(crate) mod inbound;
 pub(crate) mod listener;
 pub(crate) mod onward;
 pub(crate) mod origin;
+pub(crate) mod own_addresses;
 pub(crate) mod relay;
+pub(crate) mod resolve;
 pub(crate) mod seal;
 pub(crate) mod timer;
