@@ -185,6 +185,8 @@ impl Enrollment {
         let registry =
             self.store.load().map_err(|e| format!("the scheduler cannot read its registry: {e}"))?;
         registry.may_renew(node_id, &held)?;
+        let last = registry.members.get(node_id).and_then(|m| m.last_renewed_unix);
+        renewal_due(crate::pki::validity_der(current), last, self.lifetime, now_unix)?;
         let floor = registry.not_before_floor(node_id);
         let groups = registry.members.get(node_id).map(|m| m.groups.clone()).unwrap_or_default();
         let cert_pem = ca
@@ -196,6 +198,7 @@ impl Enrollment {
             .update(|r| match r.may_renew(node_id, &held) {
                 Ok(()) => {
                     r.record_cert(node_id, region, fingerprint, not_after, now_unix);
+                    r.renewed(node_id, now_unix);
                     (Ok(()), true)
                 }
                 Err(e) => (Err(e), false),
@@ -230,6 +233,40 @@ impl Enrollment {
     fn remember(&self, fingerprint: [u8; 32]) {
         self.recorded.lock().unwrap_or_else(|p| p.into_inner()).insert(fingerprint);
     }
+}
+
+/// Whether a member may renew now: the certificate it holds (its validity, Unix seconds)
+/// has passed half its lifetime (nodes renew at two thirds), and its last renewal is a
+/// quarter of a certificate lifetime ago. A node that lost the certificate it was just
+/// given can still renew before its old one expires (two thirds plus a quarter is under
+/// one); a member cannot renew every minute and fill the registry.
+fn renewal_due(
+    held: Option<(i64, i64)>,
+    last_renewed_unix: Option<u64>,
+    lifetime: Duration,
+    now_unix: u64,
+) -> Result<(), String> {
+    let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+    if let Some((from, until)) = held {
+        let opens = from.saturating_add(until.saturating_sub(from) / 2);
+        if now < opens {
+            return Err(format!(
+                "the certificate in use is in the first half of its lifetime: renewal opens in {} s",
+                opens - now
+            ));
+        }
+    }
+    let spacing = (lifetime.as_secs() / 4).max(1);
+    if let Some(opens) = last_renewed_unix.map(|t| t.saturating_add(spacing))
+        && now_unix < opens
+    {
+        return Err(format!(
+            "renewed {} s ago: the next renewal opens in {} s",
+            spacing - (opens - now_unix),
+            opens - now_unix
+        ));
+    }
+    Ok(())
 }
 
 fn cert_facts(cert_pem: &str) -> Result<([u8; 32], i64), String> {
@@ -296,4 +333,28 @@ pub fn record_certificate(config: &SchedulerConfig, node_id: &str, cert_pem: &st
         ((), true)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn renewals_open_at_half_the_lifetime_and_are_spaced_by_a_quarter() {
+        let life = Duration::from_secs(90 * DAY);
+        let held = Some((0, (90 * DAY) as i64));
+        assert!(renewal_due(held, None, life, 44 * DAY).is_err_and(|e| e.contains("first half")));
+        assert_eq!(renewal_due(held, None, life, 60 * DAY), Ok(()), "a node renews at two thirds");
+        // It renewed at day 60; a member that kept the old certificate cannot renew again
+        // with it until day 82.5, nor with the new one (day 60 to 150) before day 105.
+        let last = Some(60 * DAY);
+        assert!(renewal_due(held, last, life, 61 * DAY).is_err_and(|e| e.contains("next renewal opens")));
+        assert_eq!(renewal_due(held, last, life, 83 * DAY), Ok(()), "before the old one expires at day 90");
+        let new = Some(((60 * DAY) as i64, (150 * DAY) as i64));
+        assert!(renewal_due(new, last, life, 100 * DAY).is_err());
+        assert_eq!(renewal_due(new, last, life, 105 * DAY), Ok(()));
+        // At most one renewal per 22.5 days: about 4 per 90 days instead of 130,000.
+    }
 }

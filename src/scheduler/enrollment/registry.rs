@@ -11,6 +11,10 @@ use crate::tls::RevokedSet;
 
 /// How long an expired token is remembered, seconds.
 const EXPIRED_TOKENS_KEPT_SECS: u64 = 86_400;
+/// Certificates kept per member, the latest to expire: a removal refuses all of a node's
+/// earlier certificates by date (`issued_before`), so older ones need no record, and a
+/// member that renews often cannot grow the registry.
+pub const MAX_CERTS_PER_MEMBER: usize = 8;
 
 /// One member of the mesh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +31,9 @@ pub struct Member {
     /// The groups its certificates name (from its join token), kept for renewals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// When it last renewed its certificate, Unix seconds (renewals are spaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renewed_unix: Option<u64>,
 }
 
 /// Why a join was refused, in words for the operator.
@@ -126,8 +133,15 @@ impl Registry {
             since_unix: now_unix,
             certs: BTreeMap::new(),
             groups: Vec::new(),
+            last_renewed_unix: None,
         });
         member.certs.insert(hex(&fingerprint), not_after);
+        while member.certs.len() > MAX_CERTS_PER_MEMBER {
+            let Some(first) = member.certs.iter().min_by_key(|(_, t)| **t).map(|(fp, _)| fp.clone()) else {
+                break;
+            };
+            member.certs.remove(&first);
+        }
     }
 
     /// Whether `node_id` is a member that already has the certificate `fingerprint`.
@@ -138,14 +152,22 @@ impl Registry {
     /// Removes `node_id`: the id is refused, and so is every certificate it had, known
     /// to the registry or not. Returns the member, or `None` when the registry had no
     /// member by that id (the id is refused all the same).
+    ///
+    /// The certificates are refused by date (`issued_before`), one entry per id, not by
+    /// listing their fingerprints: the revocation list every node is sent then grows with
+    /// removals, not with how often the removed nodes renewed.
     pub fn remove(&mut self, node_id: &str, now_unix: u64) -> Option<Member> {
         let member = self.members.remove(node_id);
         self.removed.insert(node_id.to_string(), now_unix);
         self.issued_before.insert(node_id.to_string(), i64::try_from(now_unix).unwrap_or(i64::MAX));
-        if let Some(m) = &member {
-            self.revoked_certs.extend(m.certs.iter().map(|(fp, t)| (fp.clone(), *t)));
-        }
         member
+    }
+
+    /// Notes that `node_id` renewed at `now_unix`.
+    pub fn renewed(&mut self, node_id: &str, now_unix: u64) {
+        if let Some(m) = self.members.get_mut(node_id) {
+            m.last_renewed_unix = Some(now_unix);
+        }
     }
 
     /// Forgets expired tokens and certificates (an expired certificate is refused by its
@@ -180,6 +202,29 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_renews_often_keeps_a_bounded_record_and_revocation_list() {
+        let mut r = Registry::default();
+        // 130,000 renewals, as one a minute for 90 days would make.
+        for i in 0..130_000u32 {
+            let mut fp = [0u8; 32];
+            fp[..4].copy_from_slice(&i.to_be_bytes());
+            r.record_cert("a", "eu", fp, 1_000_000 + i64::from(i), u64::from(i));
+        }
+        let certs = &r.members["a"].certs;
+        assert_eq!(certs.len(), MAX_CERTS_PER_MEMBER);
+        assert!(
+            certs.values().all(|t| *t >= 1_000_000 + 130_000 - MAX_CERTS_PER_MEMBER as i64),
+            "the latest kept"
+        );
+        r.remove("a", 200_000);
+        let list = r.revoked().to_list();
+        assert!(list.cert_fingerprints.is_empty());
+        let frame =
+            crate::core::control::encode(&crate::core::control::ToNode::Revocations(list)).expect("encode");
+        assert!(frame.len() < 100, "one removal, {} bytes", frame.len());
+    }
+
+    #[test]
     fn a_member_id_is_refused_without_using_the_token_up() {
         let mut r = Registry::default();
         r.tokens.add(&token(1), None, 3600, 1, 0);
@@ -204,7 +249,8 @@ mod tests {
         assert!(r.remove("a", 5).is_some());
         let revoked = r.revoked();
         assert!(revoked.node_ids.contains("a") && revoked.node_ids.contains("x"));
-        assert_eq!(revoked.certs.len(), 2);
+        assert!(revoked.certs.is_empty(), "refused by date, not listed one by one");
+        assert_eq!(revoked.issued_before.get("a"), Some(&5));
         assert_eq!(r.may_renew("a", &[2; 32]), Err("`a` was removed from the mesh".into()));
         r.record_cert("a", "eu", [9; 32], 3000, 6);
         assert!(!r.members.contains_key("a"), "a removed node's session cannot make it a member again");
@@ -221,11 +267,11 @@ mod tests {
         r.record_cert("a", "eu", [3; 32], 3000, 11);
         let revoked = r.revoked();
         assert!(!revoked.node_ids.contains("a"), "the new certificate is accepted");
-        assert_eq!(revoked.certs.len(), 2, "the old ones stay refused");
-        assert_eq!(revoked.issued_before.get("a"), Some(&5), "and any made before the removal");
+        assert_eq!(revoked.issued_before.get("a"), Some(&5), "the old ones stay refused, by date");
         assert_eq!(r.may_renew("a", &[3; 32]), Ok(()));
+        r.revoked_certs.insert(hex(&[7; 32]), 1000);
         r.purge(1500);
-        assert_eq!(r.revoked().certs.len(), 1, "an expired certificate need not be listed");
+        assert!(r.revoked().certs.is_empty(), "an expired certificate need not be listed");
         r.tokens.add(&token(4), None, 10, 1, 1500);
         r.purge(1600);
         assert_eq!(
