@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::dns::TestDns;
 use common::*;
 use proxy::core::wire::{self, Decoded, RefuseReason, Reply};
 
@@ -24,24 +25,6 @@ async fn send_header(conn: &quinn::Connection, bytes: &[u8]) -> Option<Reply> {
         Ok(Decoded::Complete(r, _)) => Some(r),
         _ => None,
     }
-}
-
-/// Opens a stream with `bytes` as its start and returns the reply as soon as it is whole,
-/// leaving the stream open (an opened flow's stream does not end by itself).
-async fn send_header_keep(conn: &quinn::Connection, bytes: &[u8]) -> Option<Reply> {
-    let (mut send, mut recv) = conn.open_bi().await.expect("open");
-    send.write_all(bytes).await.ok()?;
-    let mut buf = Vec::new();
-    let read = async {
-        while let Ok(Some(chunk)) = recv.read_chunk(4096, true).await {
-            buf.extend_from_slice(&chunk.bytes);
-            if let Ok(Decoded::Complete(r, _)) = wire::decode_reply(&buf) {
-                return Some(r);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.expect("answered")
 }
 
 /// An exit `b` with `allow` as its policy and `limits`, a normal origin `a` with route
@@ -273,64 +256,6 @@ async fn the_header_deadline_runs_from_a_streams_first_byte_not_from_its_implici
     assert_eq!(&got[reply_len..], b"late", "the late stream was opened and echoed");
 }
 
-/// A DNS server for the test: names under `slow.test` are never answered (each name asked
-/// is recorded), any other name is `127.0.0.1` (an empty answer for other record types).
-struct TestDns {
-    addr: SocketAddr,
-    slow_names: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
-}
-
-impl TestDns {
-    async fn start() -> Self {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
-        let addr = socket.local_addr().expect("addr");
-        let slow_names = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-        let asked = slow_names.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                let Some((name, question_end, qtype)) = dns_question(&buf[..n]) else { continue };
-                if name.ends_with("slow.test") {
-                    asked.lock().expect("names").insert(name);
-                    continue;
-                }
-                let mut out = buf[..question_end].to_vec();
-                out[2] = 0x81; // a response, recursion desired
-                out[3] = 0x80; // recursion available, no error
-                out[6..12].copy_from_slice(&[0, u8::from(qtype == 1), 0, 0, 0, 0]);
-                if qtype == 1 {
-                    // The name by pointer to the question, A, IN, TTL 60, 127.0.0.1.
-                    out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-                }
-                let _ = socket.send_to(&out, from).await;
-            }
-        });
-        TestDns { addr, slow_names }
-    }
-
-    /// The never-answered names asked so far.
-    fn slow_names(&self) -> usize {
-        self.slow_names.lock().expect("names").len()
-    }
-}
-
-/// The first question of a DNS query: its name, where the question ends, its type.
-fn dns_question(msg: &[u8]) -> Option<(String, usize, u16)> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = usize::from(*msg.get(at)?);
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(msg.get(at..at + len)?).to_ascii_lowercase());
-        at += len;
-    }
-    let qtype = u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]);
-    Some((labels.join("."), at + 4, qtype))
-}
-
 /// A member floods the exit with target names whose DNS never answers. Its lookups are
 /// capped per origin and end at the deadline, failed names are answered from memory, and
 /// another origin's flows to a name keep resolving and carrying bytes throughout.
@@ -420,6 +345,7 @@ async fn the_exit_s_own_addresses_need_a_rule_naming_them() {
     let (_mesh, _a, _b, _ep, conn) = exit_under_attack(&allow, &[], echo).await;
     let refused = send_header(&conn, &exit_header("x", &format!("{own}:{}", hidden.port()))).await;
     assert!(refused_by_policy(refused.clone()), "{own}:{} under 0.0.0.0/0: {refused:?}", hidden.port());
-    let opened = send_header_keep(&conn, &exit_header("x", &format!("{own}:{}", named.port()))).await;
+    let opened =
+        common::raw_flow::open_raw_flow(&conn, &exit_header("x", &format!("{own}:{}", named.port()))).await;
     assert!(matches!(opened, Some(Reply::Opened)), "{own}:{} named by a rule: {opened:?}", named.port());
 }

@@ -2,7 +2,9 @@
 //! servers (echo, sink, banner) with checksums.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod process;
+pub mod raw_flow;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
