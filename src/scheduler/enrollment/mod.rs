@@ -46,6 +46,7 @@ impl Enrollment {
     pub fn open(config: &SchedulerConfig) -> anyhow::Result<Self> {
         let signer = match &config.ca_key {
             Some(key_path) => {
+                crate::key_file::warn_if_exposed(key_path);
                 let key = std::fs::read_to_string(key_path)
                     .with_context(|| format!("ca_key: cannot read {}", key_path.display()))?;
                 let cert = std::fs::read_to_string(&config.ca)
