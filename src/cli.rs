@@ -53,8 +53,13 @@ pub enum Command {
         /// 127.0.0.1:9900) instead of a node.
         #[arg(long, value_name = "ADDR", conflicts_with = "admin")]
         scheduler: Option<String>,
-        /// The admin token, when the node or scheduler requires one (else `PROXY_ADMIN_TOKEN`).
-        #[arg(long)]
+        /// A file holding the admin token, when the node or scheduler requires one (else
+        /// `PROXY_ADMIN_TOKEN`; both keep it out of the process list).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The admin token on the command line: works, with a warning, since every local
+        /// user can read it in the process list.
+        #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
     },
     /// A five-region mesh on loopback that shows routing, failover and multipath live
@@ -179,15 +184,45 @@ pub fn main() -> ExitCode {
         Some(Command::Run { config }) => run(&config),
         Some(Command::Check { config }) => check(&config),
         Some(Command::Scheduler { config }) => run_scheduler(&config),
-        Some(Command::Status { admin, scheduler, token }) => status(&admin, scheduler.as_deref(), token),
+        Some(Command::Status { admin, scheduler, token_file, token }) => {
+            match admin_token(token_file.as_deref(), token) {
+                Ok(token) => status(&admin, scheduler.as_deref(), token),
+                Err(e) => {
+                    eprintln!("proxy status: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Mesh { command }) => mesh(command),
         Some(Command::Demo { quick, keep }) => demo(crate::demo::DemoOptions { quick, keep }),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
     }
 }
 
+/// The admin token for `proxy status`: from `--token-file`, else `--token` (with a
+/// warning), else `PROXY_ADMIN_TOKEN`, else none.
+fn admin_token(file: Option<&Path>, token: Option<String>) -> Result<Option<String>, String> {
+    if let Some(file) = file {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+        // Files end in a newline; a token is visible ASCII, so surrounding space is not part of it.
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("--token-file {}: the file is empty", file.display()));
+        }
+        return Ok(Some(token.to_string()));
+    }
+    if token.is_some() {
+        eprintln!(
+            "proxy status: warning: --token shows the token to every local user in the process list; \
+             use --token-file FILE or PROXY_ADMIN_TOKEN"
+        );
+        return Ok(token);
+    }
+    Ok(std::env::var("PROXY_ADMIN_TOKEN").ok())
+}
+
 fn status(admin: &str, scheduler: Option<&str>, token: Option<String>) -> ExitCode {
-    let token = token.or_else(|| std::env::var("PROXY_ADMIN_TOKEN").ok());
     let runtime = match start_runtime(false, "proxy status") {
         Ok(r) => r,
         Err(code) => return code,

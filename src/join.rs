@@ -200,13 +200,37 @@ async fn exchange(
             "cannot reach the scheduler at {addr} ({e}); check --scheduler and that the token is this mesh's"
         )
     })?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_chunk(Bytes::from(control::encode(request)?)).await?;
-    send.finish()?;
-    let reply = crate::quic::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await?;
-    conn.close(quinn::VarInt::from_u32(crate::core::control::close_codes::DONE), b"done");
+    let asked = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_chunk(Bytes::from(control::encode(request)?)).await?;
+        send.finish()?;
+        crate::quic::read_frame::<JoinReply>(&mut recv, MAX_JOIN_FRAME).await
+    };
+    let reply = match asked.await {
+        Ok(reply) => reply,
+        // The scheduler turned the connection away before reading the request.
+        Err(e) => match refused_by_close(&conn) {
+            Some(reason) => JoinReply::Refused { reason },
+            None => return Err(e),
+        },
+    };
+    conn.close(quinn::VarInt::from_u32(control::close_codes::DONE), b"done");
     endpoint.wait_idle().await;
     Ok(reply)
+}
+
+/// The reason the scheduler gave when it closed a join connection without a reply (busy,
+/// held off for failures, or no request in time), escaped for the terminal.
+fn refused_by_close(conn: &quinn::Connection) -> Option<String> {
+    use control::close_codes::{BUSY, HELD_OFF, TIMED_OUT};
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if [BUSY, HELD_OFF, TIMED_OUT].map(u64::from).contains(&close.error_code.into_inner()) =>
+        {
+            Some(crate::logging::log_escape(&String::from_utf8_lossy(&close.reason)))
+        }
+        _ => None,
+    }
 }
 
 fn write_files(options: &JoinOptions, key_pem: &str, cert_pem: &str, ca_pem: &str) -> anyhow::Result<Joined> {

@@ -32,6 +32,7 @@ pub mod emulator;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod join;
+pub(crate) mod key_file;
 pub(crate) mod logging;
 pub mod node;
 pub mod pki;

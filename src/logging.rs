@@ -3,6 +3,9 @@
 //!
 //! Invariants of a log file ([`RotatingFile`]):
 //! - it is opened for append and never truncated, so a restart continues it;
+//! - it is created mode 0600: lines carry addresses, routes and targets, nobody else's
+//!   business on a shared machine (an existing file keeps the mode it has, so an operator
+//!   may open it to a log reader's group);
 //! - before a write would take it past `max_bytes`, it is renamed `<file>.1` (older ones
 //!   move up to `<file>.2` ... `<file>.<keep>`, the oldest is deleted) and a new file is
 //!   opened; at most `keep` rotated files exist;
@@ -186,7 +189,8 @@ impl FileState {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 /// `<path>.<n>`.
@@ -313,6 +317,28 @@ mod tests {
         log(&file, "fresh\n");
         assert_eq!(read(&path), "fresh\n");
         assert_eq!(read(&numbered(&path, 1)).len(), 100);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_files_are_created_private_and_an_existing_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let dir = temp("modes");
+        let path = dir.join("node.log");
+        let file = RotatingFile::open(&path, 50, 2).expect("open");
+        assert_eq!(mode(&path), 0o600, "a new log file");
+        log(&file, &line(0, 40));
+        log(&file, &line(1, 40));
+        assert_eq!((mode(&path), mode(&numbered(&path, 1))), (0o600, 0o600), "after a rotation");
+        drop(file);
+
+        let chosen = dir.join("shared.log");
+        fs::write(&chosen, "").expect("write");
+        fs::set_permissions(&chosen, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let file = RotatingFile::open(&chosen, 50, 2).expect("open");
+        log(&file, "kept\n");
+        assert_eq!(mode(&chosen), 0o640, "the operator's choice is kept");
         let _ = fs::remove_dir_all(&dir);
     }
 

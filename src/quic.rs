@@ -104,7 +104,16 @@ pub async fn read_frame<T: bincode::Decode<()>>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> anyhow::Result<T> {
-    let mut buf = Vec::new();
+    read_frame_after(recv, max, Vec::new()).await
+}
+
+/// [`read_frame`] for a caller that has read the frame's first bytes already (`buf`), for
+/// instance to put a deadline on the first byte alone.
+pub async fn read_frame_after<T: bincode::Decode<()>>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    mut buf: Vec<u8>,
+) -> anyhow::Result<T> {
     loop {
         match crate::core::control::decode::<T>(&buf, max) {
             Ok(Some((message, _))) => return Ok(message),

@@ -220,6 +220,85 @@ async fn repeated_failures_from_one_address_are_held_off() {
     assert!(held.contains("too many failed join attempts"), "{held}");
 }
 
+/// A join connection from `local` (a loopback address) to the mesh's scheduler that
+/// completes the handshake and then sends nothing.
+async fn silent_join(mesh: &FreshMesh, token: &str, local: &str) -> (quinn::Endpoint, quinn::Connection) {
+    let ca_fingerprint = proxy::core::join_token::JoinToken::parse(token).expect("token").ca_fingerprint;
+    let crypto = proxy::tls::join_client_config(ca_fingerprint).expect("client config");
+    let mut endpoint = quinn::Endpoint::client(format!("{local}:0").parse().expect("addr")).expect("bind");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = endpoint
+        .connect(mesh.addr.parse().expect("addr"), "scheduler")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    (endpoint, conn)
+}
+
+/// The close code the scheduler closed `conn` with, once it has.
+async fn close_code(conn: &quinn::Connection) -> u64 {
+    match conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
+        other => panic!("expected the scheduler to close the connection, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_source_do_not_keep_another_from_joining() {
+    use proxy::core::control::close_codes::{BUSY, TIMED_OUT};
+    let mesh = FreshMesh::start("").await;
+    let token = mesh.token(None, HOUR, 1);
+    // 127.0.0.2 opens ten connections and sends nothing: it gets its share of the slots
+    // (two), the rest are turned away at once.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(silent_join(&mesh, &token, "127.0.0.2").await);
+    }
+    let closed = |silent: &[(quinn::Endpoint, quinn::Connection)]| {
+        silent.iter().filter(|(_, c)| c.close_reason().is_some()).count()
+    };
+    assert!(
+        eventually(Duration::from_secs(2), || closed(&silent) >= 8).await,
+        "the extra ones are turned away"
+    );
+    let (turned_away, held): (Vec<_>, Vec<_>) = silent.iter().partition(|(_, c)| c.close_reason().is_some());
+    assert_eq!(held.len(), 2, "one source holds two slots");
+    for (_, conn) in turned_away {
+        assert_eq!(close_code(conn).await, u64::from(BUSY));
+    }
+    // Another source joins while they are held.
+    mesh.join("x", &token).await.expect("a join from 127.0.0.1 is served");
+    for (_, conn) in held {
+        assert_eq!(close_code(conn).await, u64::from(TIMED_OUT), "a silent connection is timed out");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_join_connection_is_closed_within_the_deadline_and_counts_as_a_failure() {
+    use proxy::core::control::close_codes::TIMED_OUT;
+    use proxy::scheduler::join_session::FIRST_BYTE_DEADLINE;
+    let mesh = FreshMesh::start("").await;
+    let good = mesh.token(None, HOUR, 1);
+    let fp = good.rsplit('-').next().expect("fingerprint").to_string();
+    // Four failures of five allowed...
+    for i in 0..4u8 {
+        let guess = format!("pxj1-{}-{fp}", format!("{i:02x}").repeat(32));
+        assert!(refusal(mesh.join("g", &guess).await).contains("unknown join token"));
+    }
+    // ...and a connection that never sends its request is the fifth.
+    let (_endpoint, conn) = silent_join(&mesh, &good, "127.0.0.1").await;
+    let opened = std::time::Instant::now();
+    assert_eq!(close_code(&conn).await, u64::from(TIMED_OUT));
+    let waited = opened.elapsed();
+    assert!(
+        waited >= FIRST_BYTE_DEADLINE - Duration::from_millis(500)
+            && waited <= FIRST_BYTE_DEADLINE + Duration::from_secs(2),
+        "closed after {waited:?}, the deadline is {FIRST_BYTE_DEADLINE:?}"
+    );
+    let held = refusal(mesh.join("g", &good).await);
+    assert!(held.contains("too many failed join attempts from 127.0.0.1"), "{held}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_is_cut_off_within_a_heartbeat_and_cannot_come_back() {
     let mesh = FreshMesh::start("").await;

@@ -143,3 +143,28 @@ async fn a_blackholed_first_relay_is_routed_around_within_a_second() {
     assert!(took < Duration::from_millis(1500), "first new flow after {took:?}");
     assert_eq!(d.stats().flows_exited, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_revocations_file_stops_the_node_from_starting_and_names_the_file() {
+    let mesh = Mesh::new(&["a"]);
+    let spec = NodeSpec::new("a");
+    let config_path = mesh.path("a.yaml");
+    std::fs::write(&config_path, spec.yaml()).expect("write config");
+    let revocations = mesh.path("data-a/revocations.bin");
+    std::fs::create_dir_all(mesh.path("data-a")).expect("data dir");
+    std::fs::write(&revocations, b"PXSC\x01 not a revocation list").expect("write");
+
+    let config = proxy::config::load(&config_path).expect("config");
+    let error = match proxy::Node::start(config.clone()).await {
+        Ok(_) => panic!("a node started without its revocations"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains(&revocations.display().to_string()), "{error}");
+    assert!(error.contains("restore the file") && error.contains("delete it"), "{error}");
+
+    // The operator's way on: without the file the node starts (with no revocations until
+    // its scheduler sends them).
+    std::fs::remove_file(&revocations).expect("remove");
+    let node = proxy::Node::start(config).await.expect("starts without the file");
+    drop(node);
+}

@@ -303,6 +303,26 @@ async fn a_token_is_required_once_configured_and_the_api_stops_with_the_schedule
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("scheduler  nodes 0 (0 connected)"));
 
+    // ...and from a file, which keeps it out of the process list; `--token` still works,
+    // with a warning.
+    let token_file = mesh.path("admin-token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write token file");
+    let by_file = ["--token-file".to_string(), token_file.display().to_string()];
+    let (code, stdout, stderr) = proxy_status(&addr, &by_file).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("scheduler  nodes 0 (0 connected)") && stderr.is_empty(), "{stderr}");
+    let (code, stdout, stderr) = proxy_status(&addr, &["--token".into(), token.into()]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("scheduler  nodes 0 (0 connected)"));
+    assert!(
+        stderr.contains("warning: --token shows the token") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    let missing = ["--token-file".to_string(), mesh.path("no-such-file").display().to_string()];
+    let (code, _, stderr) = proxy_status(&addr, &missing).await;
+    assert_eq!(code, Some(2), "an unreadable token file is bad usage");
+    assert!(stderr.contains("no-such-file"), "{stderr}");
+
     drop(scheduler);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let closed = loop {
@@ -364,4 +384,14 @@ async fn a_link_that_carried_a_load_both_ways_reports_its_capacity_and_the_sched
     })
     .await;
     assert!(links.as_array().is_some_and(|l| l.iter().any(counted)), "no capacity counted: {links}");
+}
+
+/// `proxy status --scheduler ADDR ARGS...` without `PROXY_ADMIN_TOKEN`: exit code, stdout,
+/// stderr.
+async fn proxy_status(addr: &str, args: &[String]) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"));
+    command.args(["status", "--scheduler", addr]).args(args).env_remove("PROXY_ADMIN_TOKEN");
+    let out = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }

@@ -24,6 +24,12 @@ pub mod close_codes {
     pub const REMOVED: u32 = 4;
     /// The scheduler has too many joins in progress; the joiner tries again.
     pub const BUSY: u32 = 5;
+    /// A join connection sent no request in time: nothing within the first-byte deadline,
+    /// or not the whole request within the exchange's deadline.
+    pub const TIMED_OUT: u32 = 6;
+    /// Too many failed joins from the joiner's address (IPv4) or /64 (IPv6) lately; it
+    /// waits and checks its token.
+    pub const HELD_OFF: u32 = 7;
 }
 
 /// The node id a scheduler's certificate names, and the server name nodes dial it by.

@@ -1,6 +1,7 @@
 //! Join tokens (`proxy mesh join`), pure: the token's text form,
-//! the scheduler's store of token hashes with expiry, uses and node binding, and a limiter
-//! of failed attempts per address.
+//! the scheduler's store of token hashes with expiry, uses and node binding, the key
+//! joiners are counted by (an address, or an IPv6 /64), and a limiter of failed attempts
+//! per such key.
 //!
 //! A token carries a 32-byte secret and the SHA-256 fingerprint of the mesh CA, so the
 //! joining machine can check the scheduler's certificate chain before it sends anything.
@@ -8,6 +9,7 @@
 //! join. Text form: `pxj1-<64 hex: secret>-<64 hex: CA fingerprint>`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ring::digest::{SHA256, digest};
 
@@ -248,6 +250,44 @@ impl TokenStore {
     }
 }
 
+/// Who a join attempt is counted against: an IPv4 address, or the /64 an IPv6 address is
+/// in. One IPv6 host usually gets a whole /64 and may rotate through it at will, so
+/// counting exact IPv6 addresses would let one machine take every join slot and every
+/// failure allowance; an IPv4 address is scarce enough to count alone. IPv4-mapped IPv6
+/// counts as the IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourcePrefix {
+    /// One IPv4 address.
+    V4(Ipv4Addr),
+    /// The first 64 bits of an IPv6 address.
+    V6([u16; 4]),
+}
+
+impl SourcePrefix {
+    /// The key `from` is counted by.
+    pub fn of(from: IpAddr) -> Self {
+        match from.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                Self::V6([s[0], s[1], s[2], s[3]])
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SourcePrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::V4(v4) => write!(f, "{v4}"),
+            Self::V6(p) => {
+                let prefix = std::net::Ipv6Addr::new(p[0], p[1], p[2], p[3], 0, 0, 0, 0);
+                write!(f, "{prefix}/64")
+            }
+        }
+    }
+}
+
 /// Limits failed join attempts per source address: after `max_failures` within
 /// `window_secs`, the address is refused until the window has passed since its last
 /// failure.
@@ -304,6 +344,18 @@ impl FailureLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_and_ipv4_by_address() {
+        let key = |s: &str| SourcePrefix::of(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "one /64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "the next /64");
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"), "IPv4 counts each address");
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"), "a mapped address is the IPv4 one");
+        assert_eq!(key("192.0.2.1").to_string(), "192.0.2.1");
+        assert_eq!(key("::1").to_string(), "::/64");
+    }
 
     fn token(seed: u8) -> JoinToken {
         JoinToken { secret: [seed; 32], ca_fingerprint: sha256(b"ca") }

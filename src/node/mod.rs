@@ -146,7 +146,7 @@ impl Node {
         let transport = Arc::new(link::endpoint::transport_config(&config.mesh, &config.limits));
         let socket = crate::quic::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
             .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
-        let identity = identity.with_revocations(load_revocations(&config));
+        let identity = identity.with_revocations(load_revocations(&config)?);
         let endpoint = crate::quic::build(&identity, transport.clone(), socket)?;
         // The sealing key comes from the TLS key, so it survives restarts unchanged and
         // cards other nodes hold stay good.
@@ -326,16 +326,23 @@ fn load_instructions(config: &Config) -> InstructionCache {
 
 /// The revocations saved in `mesh.data_dir` by an earlier run: a removed node stays
 /// refused across restarts, even while the scheduler is away.
-fn load_revocations(config: &Config) -> Arc<crate::tls::Revocations> {
+///
+/// A file that cannot be read or decoded stops the start. Starting with no revocations
+/// would let every removed node back in until the scheduler sends the list (never, on a
+/// node without one), and falling back to an older copy could miss the very removal the
+/// lost file recorded; only the operator can tell which risk to take, so the error names
+/// the file and the two ways on.
+fn load_revocations(config: &Config) -> anyhow::Result<Arc<crate::tls::Revocations>> {
     let set = match control::instruction_store::load_revocations(&config.mesh.data_dir) {
         Ok(Some(list)) => crate::tls::RevokedSet::from(&list),
         Ok(None) => crate::tls::RevokedSet::default(),
-        Err(e) => {
-            warn!("cached revocations ignored: {e}");
-            crate::tls::RevokedSet::default()
-        }
+        Err(e) => anyhow::bail!(
+            "mesh.data_dir: cannot use the saved revocations ({e}); the node does not start without \
+             them, or removed nodes could connect: restore the file from a backup, or delete it to \
+             start with none until the scheduler sends its list"
+        ),
     };
-    crate::tls::Revocations::new(set)
+    Ok(crate::tls::Revocations::new(set))
 }
 
 /// Binds the admin API's listener; a non-loopback address needs a token.

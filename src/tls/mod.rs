@@ -74,6 +74,7 @@ impl TlsIdentity {
     /// Loads PEM files and checks that the certificate names `node_id`.
     pub fn load(cert: &Path, key: &Path, ca: &Path, node_id: &str) -> Result<Self, TlsError> {
         let chain = read_certs(cert)?;
+        crate::key_file::warn_if_exposed(key);
         let key_bytes = read(key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| pem_err(key, e))?;
         let ca_certs = read_certs(ca)?;

@@ -6,8 +6,9 @@
 //! Each file is one control frame holding the message (magic, version, length, body: see
 //! `core::control`). It is written atomically: a temporary file is written and
 //! synced, then renamed over the old one, so a crash leaves either the old or the new set,
-//! never a torn one. A file that does not decode is reported and ignored (the node falls
-//! back to its static routes); it is never trusted partly.
+//! never a torn one. A file that does not decode is never trusted partly: a bad
+//! instruction cache is reported and ignored (the node falls back to its static routes),
+//! a bad revocation list stops the node from starting (see `node::load_revocations`).
 
 use std::path::Path;
 

@@ -46,6 +46,7 @@ impl Enrollment {
     pub fn open(config: &SchedulerConfig) -> anyhow::Result<Self> {
         let signer = match &config.ca_key {
             Some(key_path) => {
+                crate::key_file::warn_if_exposed(key_path);
                 let key = std::fs::read_to_string(key_path)
                     .with_context(|| format!("ca_key: cannot read {}", key_path.display()))?;
                 let cert = std::fs::read_to_string(&config.ca)
@@ -80,11 +81,7 @@ impl Enrollment {
     pub fn join(&self, request: &JoinRequest, from: IpAddr, now_unix: u64, deadline: Instant) -> JoinReply {
         let source = source_key(from);
         if !self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allows(&source, now_unix) {
-            return JoinReply::Refused {
-                reason: format!(
-                    "too many failed join attempts from {source}; wait {FAILURE_WINDOW_SECS}s and check the token"
-                ),
-            };
+            return JoinReply::Refused { reason: Self::held_off_reason(from) };
         }
         match self.admit(request, now_unix, deadline) {
             Ok(reply) => {
@@ -98,9 +95,24 @@ impl Enrollment {
         }
     }
 
-    /// Counts a request that could not even be read as a failure of its source.
-    pub fn malformed(&self, from: IpAddr, now_unix: u64) {
+    /// Counts an attempt that never became a readable request (malformed, or not sent
+    /// within its deadline) as a failure of its source.
+    pub fn failed_attempt(&self, from: IpAddr, now_unix: u64) {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner()).failed(&source_key(from), now_unix);
+    }
+
+    /// Whether `from` may try to join now, or is held off for too many failures: checked
+    /// before a join slot is given, so a held-off source cannot even hold one.
+    pub fn admits_attempts_from(&self, from: IpAddr, now_unix: u64) -> bool {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allows(&source_key(from), now_unix)
+    }
+
+    /// Why `from` is held off, as the joiner is told.
+    pub fn held_off_reason(from: IpAddr) -> String {
+        format!(
+            "too many failed join attempts from {}; wait {FAILURE_WINDOW_SECS}s and check the token",
+            source_key(from)
+        )
     }
 
     fn admit(&self, request: &JoinRequest, now_unix: u64, deadline: Instant) -> Result<JoinReply, String> {
@@ -275,16 +287,9 @@ fn cert_facts(cert_pem: &str) -> Result<([u8; 32], i64), String> {
     Ok((fingerprint, not_after))
 }
 
-/// The key the failure limit counts a source by: an IPv4 address, or an IPv6 /64 (one
-/// host usually has a whole /64 to rotate through).
+/// The key the failure limit counts a source by: an IPv4 address, or an IPv6 /64.
 fn source_key(from: IpAddr) -> String {
-    match from.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
+    crate::core::join_token::SourcePrefix::of(from).to_string()
 }
 
 /// A new join token for the mesh of `config` (`proxy mesh token create`): valid for

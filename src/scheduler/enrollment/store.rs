@@ -2,6 +2,9 @@
 //! an exclusive lock on `registry.lock`, so the running scheduler and the `proxy mesh`
 //! commands (which may run beside it) never lose each other's changes. Written whole to a
 //! temporary file and renamed, so a crash leaves the old or the new registry, never half.
+//!
+//! The directory is created 0700 and the lock file 0600: whoever can open the lock file
+//! can hold the lock and stall every join, renewal and `mesh` command.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -56,14 +59,25 @@ impl RegistryStore {
     }
 
     fn lock(&self, exclusive: bool) -> Result<fs::File, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         let path = self.dir.join("registry.lock");
-        fs::create_dir_all(&self.dir).map_err(StoreError::io(&self.dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(StoreError::io(&self.dir))?;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(StoreError::io(&path))?;
+        // A lock file made by an older release is 0644: anyone could open it and lock.
+        let mode = file.metadata().map_err(StoreError::io(&path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(StoreError::io(&path))?;
+        }
         if exclusive { file.lock() } else { file.lock_shared() }.map_err(StoreError::io(&path))?;
         Ok(file)
     }
@@ -113,5 +127,25 @@ mod tests {
         fs::write(dir.join("registry.json"), "{ not json").expect("write");
         assert!(matches!(one.load(), Err(StoreError::Corrupt { .. })));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_state_directory_and_its_files_are_private_to_the_scheduler() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let base = std::env::temp_dir().join(format!("proxy-registry-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let dir = base.join("state");
+        let store = RegistryStore::new(&dir);
+        store.update(|r| (r.record_cert("n", "eu", [1; 32], 10, 0), true)).expect("update");
+        assert_eq!(mode(&dir), 0o700, "state directory");
+        assert_eq!(mode(&dir.join("registry.lock")), 0o600, "lock file");
+        assert_eq!(mode(&dir.join("registry.json")), 0o600, "registry");
+
+        // A lock file left world-readable by an older release is made private at next use.
+        fs::set_permissions(dir.join("registry.lock"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        store.load().expect("load");
+        assert_eq!(mode(&dir.join("registry.lock")), 0o600, "lock file tightened");
+        let _ = fs::remove_dir_all(&base);
     }
 }
