@@ -47,12 +47,14 @@ impl PathOutcomes {
 }
 
 /// Whether the path, rather than the exit, the target or this node, failed the flow: a
-/// node other than the exit and this one refused it, or the exit's reply never came (what
-/// a relay that drops flows looks like from here).
+/// node other than the exit and this one refused it, the exit's reply never came (what a
+/// relay that drops flows looks like from here), or what came back was malformed or did
+/// not open under the flow's seal (what a relay that forges or tampers looks like).
 fn path_failed(end: &FlowEnd, exit: &str, me: &str) -> bool {
     match end {
         FlowEnd::Refused { hop, .. } => hop != exit && hop != me,
         FlowEnd::TimedOut(reason) => *reason == "reply",
+        FlowEnd::BadReply(_) | FlowEnd::Protocol(_) => true,
         _ => false,
     }
 }
@@ -67,10 +69,12 @@ mod tests {
     }
 
     #[test]
-    fn relay_refusals_and_missing_replies_count_against_the_path_exit_refusals_do_not() {
+    fn relay_refusals_missing_and_forged_replies_count_against_the_path_exit_refusals_do_not() {
         let o = PathOutcomes::default();
         let relays = vec!["b".to_string()];
-        for end in [refused("b"), FlowEnd::TimedOut("reply"), refused("d"), refused("a"), FlowEnd::Completed]
+        let forged = FlowEnd::BadReply("forged".into());
+        for end in
+            [refused("b"), FlowEnd::TimedOut("reply"), forged, refused("d"), refused("a"), FlowEnd::Completed]
         {
             o.record("in", &relays, "d", "a", &end);
         }
@@ -81,7 +85,7 @@ mod tests {
             got,
             vec![
                 PathOutcome { route: "in".into(), relays: vec![], flows: 1, failed: 0 },
-                PathOutcome { route: "in".into(), relays, flows: 5, failed: 2 },
+                PathOutcome { route: "in".into(), relays, flows: 6, failed: 3 },
             ]
         );
         assert!(o.take().is_empty(), "counts start over after each report");
