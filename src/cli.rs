@@ -349,6 +349,10 @@ fn mesh(command: MeshCommand) -> ExitCode {
 /// The join token from `--token`, `--token-file` or `PROXY_JOIN_TOKEN`, in that order.
 fn join_token(token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
     if let Some(t) = token {
+        eprintln!(
+            "proxy mesh join: warning: --token shows the token to every local user in the process list; \
+             use --token-file FILE or PROXY_JOIN_TOKEN"
+        );
         return Ok(t);
     }
     if let Some(file) = file {

@@ -455,6 +455,15 @@ fn a_machine_joins_with_one_command_and_is_removed_with_another() {
     );
     let malformed = join("pxj1-zz", "b", "b").output().expect("join");
     assert_eq!(malformed.status.code(), Some(2));
+    // On the command line the token works, with a warning: every local user can read it.
+    let on_line = join("", "b", "b").env_remove("PROXY_JOIN_TOKEN").args(["--token", "pxj1-zz"]).output();
+    let on_line = on_line.expect("join");
+    let stderr = String::from_utf8_lossy(&on_line.stderr);
+    assert_eq!(on_line.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("warning: --token shows the token") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
     let bad_ttl = proxy().args(["mesh", "token", "create", "-c"]).arg(&cfg).args(["--ttl", "0s"]).output();
     assert_eq!(bad_ttl.expect("run").status.code(), Some(2));
 
