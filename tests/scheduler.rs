@@ -351,12 +351,39 @@ async fn fast_relay_mesh(
     (a, b, d, to_b, to_d)
 }
 
+/// Flows from a's listener that `b`, turned hostile with `tap`, keeps from ever echoing:
+/// rounds of 3 at once, until a's route leaves b (at most 5 rounds; failures add up over
+/// reports). Returns whether it left.
+async fn fail_flows_until_the_route_moves(a: &Node, b: &Node, tap: proxy::node::RelayTap) -> bool {
+    b.set_relay_tap(Some(tap));
+    let entry = listener_addr(a, "in");
+    for _ in 0..5 {
+        let mut failing = tokio::task::JoinSet::new();
+        for i in 0..3u8 {
+            failing.spawn(async move {
+                let mut c = connect(entry).await;
+                let _ = c.write_all(&[i]).await;
+                // The origin gives up on the flow and resets the connection.
+                let got = tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut c)).await;
+                let got = got.expect("the origin never gave up on the flow");
+                assert!(got.map_or(true, |echoed| echoed.is_empty()), "a failed flow echoed");
+            });
+        }
+        while let Some(done) = failing.join_next().await {
+            done.expect("flow task");
+        }
+        // Two heartbeats carry the outcomes; a recompute follows.
+        if wait_primary(a, &[], Duration::from_secs(3)).await {
+            return true;
+        }
+    }
+    false
+}
+
 /// A member turned hostile relays nothing: it keeps its links (which measure fine) and
-/// silently drops the flows it is given. The origin's failed flows reach the scheduler,
-/// which moves that origin's route off the relay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_that_silently_drops_flows_loses_the_origin_s_route() {
-    use proxy::node::TapAction;
+/// makes the flows it is given fail, by `tap`. The origin's failed flows reach the
+/// scheduler, which moves that origin's route off the relay; a new flow then goes direct.
+async fn a_hostile_relay_loses_the_origin_s_route(tap: proxy::node::RelayTap) {
     let mesh = Mesh::new(&["a", "b", "d"]);
     let settings = "recompute_interval: \"200ms\"\nhysteresis: { margin: 0.1, hold: \"600ms\" }\n";
     let (scheduler, sched_addr) = scheduler_for(&mesh, settings).await;
@@ -366,30 +393,38 @@ async fn a_relay_that_silently_drops_flows_loses_the_origin_s_route() {
     assert!(wait_primary(&a, &["b"], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
     let _honest = open_echoed_flow(listener_addr(&a, "in"), 1).await;
 
-    b.set_relay_tap(Some(std::sync::Arc::new(|_, _| TapAction::Send(Vec::new()))));
-    let entry = listener_addr(&a, "in");
-    let mut dropped = tokio::task::JoinSet::new();
-    for i in 0..3u8 {
-        dropped.spawn(async move {
-            let mut c = connect(entry).await;
-            let _ = c.write_all(&[i]).await;
-            // The origin gives up waiting for the reply and resets the connection.
-            let got = tokio::time::timeout(Duration::from_secs(30), read_to_end_or_error(&mut c)).await;
-            let got = got.expect("the origin never gave up on the flow");
-            assert!(got.map_or(true, |echoed| echoed.is_empty()), "a dropped flow echoed");
-        });
-    }
-    while let Some(done) = dropped.join_next().await {
-        done.expect("flow task");
-    }
-
     // a's route leaves b, though b's links still measure as the faster path.
-    assert!(wait_primary(&a, &[], Duration::from_secs(15)).await, "instructions: {:?}", a.instructions());
+    assert!(fail_flows_until_the_route_moves(&a, &b, tap).await, "instructions: {:?}", a.instructions());
     let avoided = scheduler.view().nodes().into_iter().find(|n| n.id == "a").map(|n| n.avoided_relays);
     assert_eq!(avoided, Some(vec!["b".to_string()]));
     let exited = d.stats().flows_exited;
-    let _direct = open_echoed_flow(entry, 9).await;
+    let _direct = open_echoed_flow(listener_addr(&a, "in"), 9).await;
     assert_eq!(d.stats().flows_exited, exited + 1, "a new flow goes direct and arrives");
+}
+
+/// The relay drops every byte both ways: the origin never gets the exit's reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_silently_drops_flows_loses_the_origin_s_route() {
+    use proxy::node::TapAction;
+    a_hostile_relay_loses_the_origin_s_route(std::sync::Arc::new(|_, _| TapAction::Send(Vec::new()))).await;
+}
+
+/// The relay answers for the exit: a refusal in the clear naming the exit, which only the
+/// exit's seal could make true. It still counts against the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_forges_the_exit_s_refusal_loses_the_origin_s_route() {
+    use proxy::core::wire::{self, RefuseReason, Reply};
+    use proxy::node::{TapAction, TapDirection};
+    let forged = bytes::Bytes::from(wire::encode_reply(&Reply::Refused {
+        reason: RefuseReason::Policy,
+        hop: "d".into(),
+        detail: "exit policy does not allow it".into(),
+    }));
+    let tap: proxy::node::RelayTap = std::sync::Arc::new(move |direction, _| match direction {
+        TapDirection::Backward => TapAction::Send(vec![forged.clone()]),
+        TapDirection::Forward => TapAction::Send(Vec::new()),
+    });
+    a_hostile_relay_loses_the_origin_s_route(tap).await;
 }
 
 /// `mesh.relay: false` reaches the scheduler: no path goes through that node, though its

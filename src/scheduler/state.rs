@@ -7,7 +7,7 @@
 //! grows each time its instructions change, and never otherwise; it is at least the issue
 //! time in Unix seconds times 1000, so it also grows across scheduler restarts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::scheduler::{Pin, SchedulerConfig};
@@ -28,9 +28,9 @@ struct NodeState {
     links: BTreeMap<String, (LinkReport, Instant)>,
     /// Whether paths may go through it (`mesh.relay` of its config; true until it says).
     relay: bool,
-    /// Relays that failed its flows lately, with when its paths may use them again: its
-    /// own routes avoid them (one origin's reports change only its own paths).
-    suspects: HashMap<String, Instant>,
+    /// Relays that failed its flows lately: its own routes avoid them (one origin's
+    /// reports change only its own paths).
+    suspects: Suspects,
     /// Its last capacity claims (bytes per second, by peer) and when they came. Kept apart
     /// from `links`: they come in their own message, from nodes that have an estimate.
     capacities: (HashMap<String, u64>, Instant),
@@ -116,7 +116,7 @@ impl MeshState {
                     last_seen: now,
                     links: BTreeMap::new(),
                     relay: true,
-                    suspects: HashMap::new(),
+                    suspects: Suspects::default(),
                     capacities: (HashMap::new(), now),
                     version: 0,
                     sent: None,
@@ -203,30 +203,40 @@ impl MeshState {
         }
     }
 
-    /// A node's standing as a relay and how its flows fared per path. Relays of a path that
-    /// failed most of at least [`MIN_FAILED_FLOWS`] flows become suspects for
-    /// [`SUSPECT_FOR`]: that node's own routes avoid them while another path exists. Only
-    /// its own routes, so a member that reports lies can only make its own paths worse.
+    /// A node's standing as a relay and how its flows fared per path. Each relay of a
+    /// path of a registered route is tallied, towards the route's exit, with the path's
+    /// flows and failures; a relay whose (decaying) tally shows at least
+    /// [`suspects::MIN_FAILED_FLOWS`] failures, and at least half its flows, is avoided by
+    /// that node's routes to that exit for [`suspects::SUSPECT_FOR`] while another path
+    /// exists. Only its own routes, so a member that reports lies can only make its own
+    /// paths worse. The work is linear in the message: paths naming more relays than a
+    /// header may hold, or a node twice, are skipped.
     pub fn outcomes(&mut self, node: &str, relay: bool, paths: Vec<PathOutcome>, now: Instant) {
-        let registered: Vec<String> = paths
+        let Some(n) = self.nodes.get(node) else { return };
+        let exits: HashMap<&str, &str> = n
+            .registration
+            .routes
             .iter()
-            .flat_map(|p| p.relays.iter())
-            .filter(|r| self.nodes.contains_key(r.as_str()))
-            .cloned()
+            .filter_map(|(name, exit)| Some((name.as_str(), exit.as_deref()?)))
             .collect();
+        let mut counted: Vec<(String, String, u64, u64)> = Vec::new();
+        for p in &paths {
+            let Some(exit) = exits.get(p.route.as_str()) else { continue };
+            if p.relays.len() > MAX_PATH_RELAYS || !path_is_simple(node, &p.relays, exit) {
+                continue;
+            }
+            for r in p.relays.iter().filter(|r| self.nodes.contains_key(r.as_str())) {
+                counted.push((exit.to_string(), r.clone(), p.flows, p.failed));
+            }
+        }
         let Some(n) = self.nodes.get_mut(node) else { return };
         n.last_seen = now;
         n.relay = relay;
-        n.suspects.retain(|_, until| *until > now);
-        for p in paths {
-            let failing = p.failed >= MIN_FAILED_FLOWS && p.failed.saturating_mul(2) >= p.flows;
-            if !failing || !n.registration.routes.iter().any(|(name, _)| *name == p.route) {
-                continue;
-            }
-            for r in p.relays.iter().filter(|r| *r != node && registered.contains(r)) {
-                n.suspects.insert(r.clone(), now + SUSPECT_FOR);
-            }
+        n.suspects.begin_report(now);
+        for (exit, r, flows, failed) in counted {
+            n.suspects.count(&exit, &r, flows, failed);
         }
+        n.suspects.end_report(now);
     }
 
     /// Flows and bytes reported per route by `node`, sorted by route.
@@ -307,7 +317,7 @@ impl MeshState {
         let graph = self.graph(now);
         let clock = now.duration_since(self.epoch);
         let policy = self.policy.clone();
-        let no_relay: Vec<String> =
+        let no_relay: HashSet<String> =
             self.nodes.iter().filter(|(_, n)| !n.relay).map(|(id, _)| id.clone()).collect();
         // Every registered node is introduced to every other that does not have it in its
         // config: a node that joined with no peers configured gets links, hence
@@ -325,8 +335,7 @@ impl MeshState {
         all_nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
         let mut changed = Vec::new();
         for (id, node) in self.nodes.iter_mut() {
-            node.suspects.retain(|_, until| *until > now);
-            let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock);
+            let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock, now);
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
             // A pair is introduced only to its node with the lower id, so it dials once. The
             // link rule keeps the connection the lower id opened anyway: a dial from the
@@ -370,10 +379,8 @@ const UNMEASURED_MBPS: f64 = 1000.0;
 const MAX_PLAUSIBLE_BPS: u64 = 12_500_000_000;
 /// Peers outside the registry kept per report (they show in the admin API only).
 const MAX_UNREGISTERED_PEERS: usize = 16;
-/// Failed flows on one path in one report that make its relays suspects.
-pub const MIN_FAILED_FLOWS: u64 = 3;
-/// How long a relay that failed an origin's flows stays out of that origin's paths.
-pub const SUSPECT_FOR: Duration = Duration::from_secs(600);
+/// Relays a path may name in a report (a header holds at most 16 hops).
+const MAX_PATH_RELAYS: usize = 16;
 
 /// Link metrics from the two ends' reports and capacity claims: the higher RTT and loss;
 /// for bandwidth, the capacity when both ends claim one (the lower claim), else the lower
@@ -419,12 +426,15 @@ fn capacity_of(claims: (Option<u64>, Option<u64>)) -> Option<u64> {
 }
 
 /// Bytes per second over the link from two reports: the lower of the two when both ends
-/// measured something; `None` otherwise. An end that measured nothing (an idle direction)
-/// is unknown, not agreement: taking the other end's figure alone would let one member
-/// claim any width for its links.
+/// measured something; `None` when neither did (an idle link). One end's figure alone
+/// counts only up to what an unmeasured link is assumed to carry: it may lower the
+/// assumption (so an honest end's measurement still counts when the other reports 0),
+/// never raise it (so one member cannot claim any width for its links).
 fn throughput_of(a: &LinkReport, b: &LinkReport) -> Option<u64> {
+    const UNMEASURED_BPS: u64 = (UNMEASURED_MBPS * 1e6 / 8.0) as u64;
     match (a.throughput_bps, b.throughput_bps) {
-        (0, _) | (_, 0) => None,
+        (0, 0) => None,
+        (0, x) | (x, 0) => Some(x.min(UNMEASURED_BPS)),
         (x, y) => Some(x.min(y).min(MAX_PLAUSIBLE_BPS)),
     }
 }
@@ -470,8 +480,9 @@ fn route_instructions(
     node: &mut NodeState,
     graph: &MeshGraph,
     policy: &Policy,
-    no_relay: &[String],
+    no_relay: &HashSet<String>,
     clock: Duration,
+    now: Instant,
 ) -> Vec<RouteInstruction> {
     let mut out = Vec::new();
     let mut kept = HashMap::new();
@@ -479,7 +490,6 @@ fn route_instructions(
     // cost of a recompute grows with the exits a node uses, not with its routes.
     let mut searched: HashMap<&str, Vec<WeightedPath>> = HashMap::new();
     let suspects = &node.suspects;
-    let avoided = |n: &str| no_relay.iter().any(|r| r == n) || suspects.contains_key(n);
     for (route, exit) in &node.registration.routes {
         let Some(exit) = exit.as_ref().filter(|e| *e != id) else { continue };
         let simple = |relays: &[String]| path_is_simple(id, relays, exit);
@@ -490,12 +500,13 @@ fn route_instructions(
             out.push(RouteInstruction { route: route.clone(), exit: exit.clone(), paths });
             continue;
         }
+        let avoided = |n: &str| no_relay.contains(n) || suspects.avoids(exit, n, now);
         let found = searched.entry(exit.as_str()).or_insert_with(|| {
             let clean = graph.disjoint_paths_avoiding(id, exit, policy.objective, policy.max_paths, avoided);
             // A relay to avoid is still better than no route at all.
             if clean.is_empty() {
                 graph.disjoint_paths_avoiding(id, exit, policy.objective, policy.max_paths, |n| {
-                    no_relay.iter().any(|r| r == n)
+                    no_relay.contains(n)
                 })
             } else {
                 clean
@@ -534,7 +545,10 @@ fn route_instructions(
 }
 
 mod snapshot;
+pub mod suspects;
 #[cfg(test)]
 mod tests;
+
+use suspects::Suspects;
 
 pub use snapshot::{LinkSnapshot, LinkState, NodeSnapshot, PathSnapshot, RouteSnapshot};

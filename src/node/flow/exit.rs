@@ -100,7 +100,10 @@ pub(crate) async fn dial_target(
     }
     let budget = shared.config.limits.connect_timeout;
     let own = Own { services: own_services(shared), addresses: shared.own_addresses.current() };
-    let resolved = shared.resolver.lookup(who.node, host, port, budget);
+    // An unsealed flow's origin is a claim anyone on the path can make: such flows share
+    // one origin's quota of lookups, so rotating claimed names cannot take the node's.
+    let asker = if who.authenticated { who.node } else { "(unsealed flows)" };
+    let resolved = shared.resolver.lookup(asker, host, port, budget);
     match tokio::time::timeout(budget, resolve_and_connect(&policy, who, &own, resolved, host)).await {
         Ok(r) => r,
         Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),

@@ -10,7 +10,9 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::core::route::{Exit, path_via, pick_relays};
 use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::observe::flow_registry::FlowRole;
+use crate::node::observe::path_outcomes::Answer;
 use crate::node::observe::stats::RouteCounters;
+use crate::node::splice::sealing::FlowSeal;
 use crate::node::splice::tcp_io::{self, reset_tcp};
 use crate::node::splice::tcp_pair::splice_tcp;
 use crate::node::splice::tcp_stream::Prelude;
@@ -82,16 +84,16 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
                 m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect()
             });
             let h = header(path.hops, Destination::Target(target));
-            let end = open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone())
+            let (end, answer) = open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone())
                 .instrument(span.clone())
                 .await;
-            shared.path_outcomes.record(&route.name, &relays, exit, &me, &end);
+            shared.path_outcomes.record(&route.name, &relays, exit, &end, answer);
             end
         }
         Exit::Chain(peer) => {
             guard.describe(|m| m.path = vec![peer.clone()]);
             let h = header(Vec::new(), Destination::RouteByPort(port));
-            open_flow(&shared, &guard, tcp, peer, h, index).instrument(span.clone()).await
+            open_flow(&shared, &guard, tcp, peer, h, index).instrument(span.clone()).await.0
         }
     };
     let _enter = span.enter();
@@ -103,7 +105,7 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
 }
 
 /// Opens the flow's stream to `first_hop`, writes the header and splices without waiting
-/// for the reply.
+/// for the reply; returns how the flow ended and what the exit answered.
 async fn open_flow(
     shared: &Shared,
     guard: &FlowGuard,
@@ -111,7 +113,7 @@ async fn open_flow(
     first_hop: &str,
     header: FlowHeader,
     route: Arc<RouteCounters>,
-) -> FlowEnd {
+) -> (FlowEnd, Answer) {
     // A proxy chain may go on for as long as the hop limit allows.
     let nodes_ahead = match header.destination {
         Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
@@ -120,15 +122,20 @@ async fn open_flow(
     match seal::open_stream(shared, first_hop, &header, Vec::new()).await {
         Ok((send, recv, seal)) => {
             let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
-            splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, seal, env).await
+            let answered = env.answered.clone();
+            let sealed = !matches!(seal, FlowSeal::Plain);
+            let end = splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, seal, env).await;
+            (end, Answer { sealed, answered: answered.load(Ordering::Relaxed) })
         }
         Err(e) => {
             reset_tcp(tcp);
-            FlowEnd::Refused {
+            let end = FlowEnd::Refused {
                 reason: e.reason,
                 hop: e.hop.unwrap_or_else(|| shared.id().to_string()),
                 detail: e.detail,
-            }
+            };
+            // No stream, so no answer; a refusal from further on came in the clear.
+            (end, Answer { sealed: shared.config.mesh.e2e != crate::config::E2eMode::Off, answered: false })
         }
     }
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio::sync::Semaphore;
@@ -22,7 +22,8 @@ use tracing::warn;
 
 use crate::core::wire::RefuseReason;
 
-/// How long a name whose lookup failed or timed out is answered from memory.
+/// How long a name that does not exist, or whose lookup found no answer by its deadline,
+/// is answered from memory.
 pub(crate) const FAILED_NAME_FOR: Duration = Duration::from_secs(30);
 /// Failed names remembered at most (a flood of distinct names then goes to the caps).
 const MAX_FAILED_NAMES: usize = 4096;
@@ -62,7 +63,11 @@ impl TargetResolver {
         };
         let opts = builder.options_mut();
         opts.timeout = query_timeout;
-        opts.attempts = 1;
+        // One lost datagram is retried within the lookup's deadline.
+        opts.attempts = 2;
+        // Both families, IPv4 first: a host whose IPv6 is broken (common) would otherwise
+        // spend the whole connect budget on a dead address.
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         // Each lookup asks for A and AAAA: room for every lookup the caps let through.
         opts.max_active_requests = opts.max_active_requests.max(max_lookups.saturating_mul(2));
         let resolver = builder
@@ -109,7 +114,10 @@ impl TargetResolver {
         match tokio::time::timeout(deadline, resolver.lookup_ip(host)).await {
             Ok(Ok(found)) => Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
             Ok(Err(e)) => {
-                self.remember_failure(name);
+                // A name that does not exist is remembered; a server failure may pass.
+                if e.is_no_records_found() {
+                    self.remember_failure(name);
+                }
                 Err((RefuseReason::TargetUnreachable, format!("cannot resolve: {e}")))
             }
             Err(_) => {
@@ -186,26 +194,27 @@ impl Drop for OriginSlot<'_> {
 mod tests {
     use super::*;
 
-    fn resolver(per_origin: usize, nodes: usize) -> TargetResolver {
-        // A name server nobody answers on: lookups run until their deadline.
-        TargetResolver::new(
-            &["127.0.0.1:9".parse().expect("addr")],
-            Duration::from_secs(5),
-            nodes,
-            per_origin,
-        )
+    /// A resolver asking `server`.
+    fn resolver(server: SocketAddr, per_origin: usize, nodes: usize) -> TargetResolver {
+        TargetResolver::new(&[server], Duration::from_secs(5), nodes, per_origin)
+    }
+
+    /// A name server that never answers: lookups run until their deadline.
+    fn silent_server() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")
     }
 
     #[tokio::test]
     async fn ip_literals_need_no_lookup_and_no_slot() {
-        let r = resolver(0, 0);
+        let r = resolver("127.0.0.1:9".parse().expect("addr"), 0, 0);
         let got = r.lookup("a", "::1", 80, Duration::from_millis(1)).await;
         assert_eq!(got, Ok(vec!["[::1]:80".parse().expect("addr")]));
     }
 
     #[tokio::test]
     async fn a_failed_name_is_answered_from_memory_and_slots_come_back() {
-        let r = resolver(1, 8);
+        let server = silent_server();
+        let r = resolver(server.local_addr().expect("addr"), 1, 8);
         let first = r.lookup("a", "never.invalid", 80, Duration::from_millis(50)).await;
         assert_eq!(first.map_err(|e| e.0), Err(RefuseReason::TargetUnreachable));
         let again = r.lookup("a", "NEVER.invalid.", 80, Duration::from_secs(60)).await;

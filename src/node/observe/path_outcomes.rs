@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::core::control::PathOutcome;
+use crate::core::wire::RefuseReason;
 use crate::node::splice::FlowEnd;
 
 /// Paths remembered between two reports; more are not counted (a node has a few paths
@@ -23,9 +24,10 @@ pub(crate) struct PathOutcomes {
 }
 
 impl PathOutcomes {
-    /// Counts one flow on `relays` of `route` that ended with `end`.
-    pub(crate) fn record(&self, route: &str, relays: &[String], exit: &str, me: &str, end: &FlowEnd) {
-        let failed = path_failed(end, exit, me);
+    /// Counts one flow on `relays` of `route` to `exit` that ended with `end`, `answer`
+    /// saying what came back from the exit.
+    pub(crate) fn record(&self, route: &str, relays: &[String], exit: &str, end: &FlowEnd, answer: Answer) {
+        let failed = path_failed(end, exit, answer);
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         let key = (route.to_string(), relays.to_vec());
         if paths.len() >= MAX_PATHS && !paths.contains_key(&key) {
@@ -46,48 +48,96 @@ impl PathOutcomes {
     }
 }
 
-/// Whether the path, rather than the exit, the target or this node, failed the flow: a
-/// node other than the exit and this one refused it, the exit's reply never came (what a
-/// relay that drops flows looks like from here), or what came back was malformed or did
-/// not open under the flow's seal (what a relay that forges or tampers looks like).
-fn path_failed(end: &FlowEnd, exit: &str, me: &str) -> bool {
+/// What the origin got from the exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Answer {
+    /// The flow was sealed: only a sealed reply is the exit's.
+    pub(crate) sealed: bool,
+    /// The exit's own answer came (its sealed reply; `Opened` on an unsealed flow).
+    pub(crate) answered: bool,
+}
+
+/// Whether the path, rather than the exit, the target or the application, failed the flow.
+///
+/// Before the exit's own answer, any end but the application's own is the path's: a relay
+/// can drop the flow (no reply), reset its stream, stall the header, refuse it, or forge a
+/// refusal in the exit's name, and none of those must let it escape the count. Only an
+/// unsealed flow's refusal naming the exit is taken at its word (nothing can tell it from
+/// the exit's), and a header this node could not encode is its own. After the answer, only
+/// what breaks the seal (tampered or forged bytes) is the path's; resets and timeouts then
+/// say nothing about who caused them.
+fn path_failed(end: &FlowEnd, exit: &str, answer: Answer) -> bool {
     match end {
-        FlowEnd::Refused { hop, .. } => hop != exit && hop != me,
-        FlowEnd::TimedOut(reason) => *reason == "reply",
-        FlowEnd::BadReply(_) | FlowEnd::Protocol(_) => true,
-        _ => false,
+        FlowEnd::Completed | FlowEnd::TcpReset | FlowEnd::Aborted | FlowEnd::OverBudget => false,
+        _ if answer.answered => matches!(end, FlowEnd::BadReply(_) | FlowEnd::Protocol(_)),
+        FlowEnd::Refused { reason: RefuseReason::BadHeader, .. } => false,
+        FlowEnd::Refused { hop, .. } => answer.sealed || hop != exit,
+        _ => true,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::wire::RefuseReason;
 
     fn refused(hop: &str) -> FlowEnd {
         FlowEnd::Refused { reason: RefuseReason::NoRoute, hop: hop.into(), detail: String::new() }
     }
 
+    const SEALED_NO_ANSWER: Answer = Answer { sealed: true, answered: false };
+    const SEALED_ANSWERED: Answer = Answer { sealed: true, answered: true };
+    const CLEAR: Answer = Answer { sealed: false, answered: false };
+
     #[test]
-    fn relay_refusals_missing_and_forged_replies_count_against_the_path_exit_refusals_do_not() {
+    fn before_the_exit_answers_every_end_but_the_application_s_counts_against_the_path() {
+        for end in [
+            FlowEnd::TimedOut("reply"),
+            FlowEnd::PeerReset(5),
+            FlowEnd::LinkLost("b".into()),
+            FlowEnd::BadReply("forged".into()),
+            refused("b"),
+            refused("a"),
+            refused("d"),
+        ] {
+            assert!(path_failed(&end, "d", SEALED_NO_ANSWER), "{end:?}");
+        }
+        let own =
+            FlowEnd::Refused { reason: RefuseReason::BadHeader, hop: "a".into(), detail: String::new() };
+        for end in [FlowEnd::Completed, FlowEnd::TcpReset, FlowEnd::Aborted, own] {
+            assert!(!path_failed(&end, "d", SEALED_NO_ANSWER), "{end:?}");
+        }
+        assert!(
+            !path_failed(&refused("d"), "d", CLEAR),
+            "an unsealed refusal naming the exit is taken at its word"
+        );
+        assert!(path_failed(&refused("b"), "d", CLEAR));
+    }
+
+    #[test]
+    fn after_the_exit_answers_only_a_broken_seal_counts() {
+        assert!(!path_failed(&refused("d"), "d", SEALED_ANSWERED), "the exit's own sealed refusal");
+        for end in [FlowEnd::PeerReset(5), FlowEnd::TimedOut("idle"), FlowEnd::LinkLost("b".into())] {
+            assert!(!path_failed(&end, "d", SEALED_ANSWERED), "{end:?}");
+        }
+        assert!(path_failed(&FlowEnd::Protocol("sealed stream: bad record".into()), "d", SEALED_ANSWERED));
+    }
+
+    #[test]
+    fn counts_are_per_path_and_start_over_after_each_report() {
         let o = PathOutcomes::default();
         let relays = vec!["b".to_string()];
-        let forged = FlowEnd::BadReply("forged".into());
-        for end in
-            [refused("b"), FlowEnd::TimedOut("reply"), forged, refused("d"), refused("a"), FlowEnd::Completed]
-        {
-            o.record("in", &relays, "d", "a", &end);
-        }
-        o.record("in", &[], "d", "a", &FlowEnd::TimedOut("idle"));
+        o.record("in", &relays, "d", &FlowEnd::TimedOut("reply"), SEALED_NO_ANSWER);
+        o.record("in", &relays, "d", &FlowEnd::Completed, SEALED_ANSWERED);
+        o.record("in", &[], "d", &FlowEnd::TimedOut("idle"), SEALED_ANSWERED);
         let mut got = o.take();
         got.sort_by(|x, y| x.relays.cmp(&y.relays));
         assert_eq!(
             got,
             vec![
                 PathOutcome { route: "in".into(), relays: vec![], flows: 1, failed: 0 },
-                PathOutcome { route: "in".into(), relays, flows: 6, failed: 3 },
+                PathOutcome { route: "in".into(), relays, flows: 2, failed: 1 },
             ]
         );
-        assert!(o.take().is_empty(), "counts start over after each report");
+        assert!(o.take().is_empty());
     }
 }

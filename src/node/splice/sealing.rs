@@ -126,6 +126,12 @@ impl DownSeal {
         }
     }
 
+    /// Whether the exit's sealed reply came and opened (an `Opened` or a refusal only the
+    /// exit could have sealed).
+    pub(crate) fn answered_sealed(&self) -> bool {
+        self.initiator.is_none() && self.opener.is_some()
+    }
+
     /// Appends the plaintext in `bytes` to `out`.
     pub(crate) fn open(&mut self, bytes: Bytes, out: &mut Vec<Bytes>) -> Result<(), FlowEnd> {
         match &mut self.opener {

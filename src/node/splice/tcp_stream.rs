@@ -60,12 +60,13 @@ pub(crate) async fn splice(
     seal: FlowSeal,
     env: FlowEnv,
 ) -> FlowEnd {
-    let FlowEnv { timeouts, counters, mut force, route, bytes, .. } = env;
+    let FlowEnv { timeouts, counters, mut force, route, bytes, answered, .. } = env;
     tcp_io::arm_reset_on_drop(&tcp);
     let activity = Activity::counting(bytes);
     // Only an opener still waiting for its reply may take a stop with `REFUSED` as "the
     // reply will say why"; after `Opened` (or on the exit side) it is a failure.
-    let awaiting_reply = AtomicBool::new(matches!(prelude, Prelude::ExpectReply));
+    let expects_reply = matches!(prelude, Prelude::ExpectReply);
+    let awaiting_reply = AtomicBool::new(expects_reply);
     let mut watch = send.stall_watch();
     let (up_seal, mut down_seal) = seal.split();
     let end = {
@@ -89,6 +90,9 @@ pub(crate) async fn splice(
             _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
+    if expects_reply && (!awaiting_reply.load(Ordering::Relaxed) || down_seal.answered_sealed()) {
+        answered.store(true, Ordering::Relaxed);
+    }
     let end = match end {
         FlowEnd::Completed => {
             match acknowledged(stop_code(&send), &activity, timeouts, force.clone()).await {

@@ -249,7 +249,9 @@ impl Enrollment {
 
 /// Whether a member may renew now: the certificate it holds (its validity, Unix seconds)
 /// has passed half its lifetime (nodes renew at two thirds), and its last renewal is a
-/// quarter of a certificate lifetime ago. A node that lost the certificate it was just
+/// quarter of a certificate lifetime ago (the shorter of the held certificate's and the
+/// configured one, so raising `node_cert_lifetime` never leaves a node with a short
+/// certificate waiting past its expiry). A node that lost the certificate it was just
 /// given can still renew before its old one expires (two thirds plus a quarter is under
 /// one); a member cannot renew every minute and fill the registry.
 fn renewal_due(
@@ -268,14 +270,16 @@ fn renewal_due(
             ));
         }
     }
-    let spacing = (lifetime.as_secs() / 4).max(1);
-    if let Some(opens) = last_renewed_unix.map(|t| t.saturating_add(spacing))
-        && now_unix < opens
+    let held_lifetime =
+        held.map_or(u64::MAX, |(from, until)| u64::try_from(until.saturating_sub(from)).unwrap_or(0));
+    let spacing = (lifetime.as_secs().min(held_lifetime) / 4).max(1);
+    if let Some(last) = last_renewed_unix
+        && now_unix < last.saturating_add(spacing)
     {
+        let opens_in = last.saturating_add(spacing) - now_unix;
         return Err(format!(
-            "renewed {} s ago: the next renewal opens in {} s",
-            spacing - (opens - now_unix),
-            opens - now_unix
+            "renewed {} s ago: the next renewal opens in {opens_in} s",
+            now_unix.saturating_sub(last)
         ));
     }
     Ok(())
@@ -361,5 +365,15 @@ mod tests {
         assert!(renewal_due(new, last, life, 100 * DAY).is_err());
         assert_eq!(renewal_due(new, last, life, 105 * DAY), Ok(()));
         // At most one renewal per 22.5 days: about 4 per 90 days instead of 130,000.
+        // The lifetime raised from 1 day to 90: a node on a 1-day certificate renewed
+        // at hour 16 renews again 6 hours later, not 22.5 days.
+        let hour = 3600;
+        let short = Some(((16 * hour) as i64, (40 * hour) as i64));
+        assert_eq!(renewal_due(short, Some(16 * hour), life, 32 * hour), Ok(()));
+        assert!(renewal_due(short, Some(16 * hour), life, 21 * hour).is_err());
+        // A clock that stepped back is refused with a message, not a panic.
+        assert!(
+            renewal_due(held, Some(70 * DAY), life, 60 * DAY).is_err_and(|e| e.contains("renewed 0 s ago"))
+        );
     }
 }

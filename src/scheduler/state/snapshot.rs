@@ -180,16 +180,7 @@ impl MeshState {
                 links: n.links.len(),
                 instruction_version: n.issued.as_ref().map_or(0, |i| i.version),
                 relay: n.relay,
-                avoided_relays: {
-                    let mut r: Vec<String> = n
-                        .suspects
-                        .iter()
-                        .filter(|(_, until)| **until > now)
-                        .map(|(r, _)| r.clone())
-                        .collect();
-                    r.sort();
-                    r
-                },
+                avoided_relays: n.suspects.avoided(now),
             })
             .collect();
         out.sort_by(|x, y| x.id.cmp(&y.id));

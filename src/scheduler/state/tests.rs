@@ -250,8 +250,8 @@ fn link_snapshots_list_each_pair_once_with_its_state_and_use() {
     assert_eq!(ab.reported_by, vec!["a", "b"]);
     assert_eq!(
         (ab.rtt_ms, ab.loss, ab.throughput_bytes_per_sec),
-        (12.0, 0.005, None),
-        "the worse report; a measured no throughput, so the link's is unknown"
+        (12.0, 0.005, Some(700)),
+        "the worse report; a measured no throughput, so b's figure counts (it is below what an unmeasured link is assumed to carry)"
     );
     assert_eq!(ab.age_secs, 1.0);
     // a's route goes a-b-d with a-d as the alternative: every counted link is on a path.
@@ -441,8 +441,13 @@ fn an_idle_end_is_unknown_not_agreement_with_the_other_end_s_throughput() {
     m.report("d", vec![LinkReport { rtt_us: 20_000, ..l("a", 10_000_000) }, l("b", 0)], vec![], t);
     let links = m.link_snapshots(t);
     let bd = links.iter().find(|l| (l.a.as_str(), l.b.as_str()) == ("b", "d")).expect("b-d");
-    assert_eq!(bd.throughput_bytes_per_sec, None, "one end's figure alone is not the link's");
-    assert_eq!(bd.bandwidth_mbps, UNMEASURED_MBPS);
+    assert_eq!(bd.bandwidth_mbps, UNMEASURED_MBPS, "one end's figure alone never raises a link");
+    // An honest end's measurement still counts when the other end reports 0.
+    m.report("b", vec![l("a", 0), l("d", 0)], vec![], t);
+    m.report("d", vec![LinkReport { rtt_us: 20_000, ..l("a", 10_000_000) }, l("b", 1_000)], vec![], t);
+    let bd =
+        m.link_snapshots(t).into_iter().find(|l| (l.a.as_str(), l.b.as_str()) == ("b", "d")).expect("b-d");
+    assert_eq!((bd.throughput_bytes_per_sec, bd.bandwidth_mbps), (Some(1_000), 0.008));
     // Both ends claim an absurd capacity: it counts as the plausible maximum.
     claims(&mut m, "b", &[("d", u64::MAX)], t);
     claims(&mut m, "d", &[("b", u64::MAX)], t);
@@ -520,17 +525,20 @@ fn a_relay_that_fails_an_origin_s_flows_is_avoided_by_that_origin_for_a_while() 
     m.outcomes(
         "a",
         true,
-        vec![outcome(&["b"], 100, 2), PathOutcome { route: "x".into(), ..outcome(&["b"], 5, 5) }],
+        vec![outcome(&["b"], 20, 2), PathOutcome { route: "x".into(), ..outcome(&["b"], 5, 5) }],
         t,
     );
     assert!(m.recompute(t, 1).is_empty());
-    // Most of a's flows through b fail: a goes direct at once (no hold), c keeps b.
-    m.outcomes("a", true, vec![outcome(&["b"], 6, 4)], t);
+    // Then all of a's flows through b fail; failures add up over reports (and the good
+    // flows fade): on the second such report a goes direct at once (no hold); c keeps b.
+    m.outcomes("a", true, vec![outcome(&["b"], 6, 6)], t);
+    assert!(m.recompute(t, 2).is_empty());
+    m.outcomes("a", true, vec![outcome(&["b"], 6, 6)], t);
     let sets = m.recompute(t, 2);
     assert_eq!(primary(&sets, "a"), Some(vec![]));
     assert!(primary(&sets, "c").is_none(), "c's set is unchanged");
     // Until the suspicion runs out; then b, still the faster path, comes back (after the hold).
-    let later = t + SUSPECT_FOR + Duration::from_secs(1);
+    let later = t + suspects::SUSPECT_FOR + Duration::from_secs(1);
     report(&mut m, 10, 80, later);
     m.report("c", vec![link("b", 10), link("d", 80)], vec![], later);
     let _ = m.recompute(later, 3);
@@ -549,4 +557,14 @@ fn a_suspect_relay_is_still_used_when_it_is_the_only_way() {
     m.report("d", vec![link("b", 10)], vec![], t);
     m.outcomes("a", true, vec![outcome(&["b"], 3, 3)], t);
     assert_eq!(primary(&m.recompute(t, 0), "a"), Some(vec!["b".to_string()]));
+}
+
+#[test]
+fn an_outcome_naming_a_relay_many_times_is_skipped_cheaply() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    // 65,000 copies of b: a path no header could carry.
+    let relays: Vec<&str> = std::iter::repeat_n("b", 65_000).collect();
+    m.outcomes("a", true, vec![outcome(&relays, 9, 9), outcome(&["b", "b"], 9, 9), outcome(&["a"], 9, 9)], t);
+    assert!(m.nodes["a"].suspects.avoided(t).is_empty(), "none of them counts");
 }
