@@ -222,13 +222,13 @@ async fn repeated_failures_from_one_address_are_held_off() {
 
 /// A join connection from `local` (a loopback address) to the mesh's scheduler that
 /// completes the handshake and then sends nothing.
-async fn silent_join(mesh: &FreshMesh, token: &str, local: &str) -> (quinn::Endpoint, quinn::Connection) {
+async fn silent_join(scheduler: &str, token: &str, local: &str) -> (quinn::Endpoint, quinn::Connection) {
     let ca_fingerprint = proxy::core::join_token::JoinToken::parse(token).expect("token").ca_fingerprint;
     let crypto = proxy::tls::join_client_config(ca_fingerprint).expect("client config");
     let mut endpoint = quinn::Endpoint::client(format!("{local}:0").parse().expect("addr")).expect("bind");
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
     let conn = endpoint
-        .connect(mesh.addr.parse().expect("addr"), "scheduler")
+        .connect(scheduler.parse().expect("addr"), "scheduler")
         .expect("connect")
         .await
         .expect("handshake");
@@ -248,11 +248,17 @@ async fn silent_connections_from_one_source_do_not_keep_another_from_joining() {
     use proxy::core::control::close_codes::{BUSY, TIMED_OUT};
     let mesh = FreshMesh::start("").await;
     let token = mesh.token(None, HOUR, 1);
-    // 127.0.0.2 opens ten connections and sends nothing: it gets its share of the slots
-    // (two), the rest are turned away at once.
-    let mut silent = Vec::new();
+    // 127.0.0.2 opens ten connections at once and sends nothing: it gets its share of the
+    // slots (two), the rest are turned away at once. At once, so all ten are in well
+    // within the first-byte deadline (3 s) that frees the two.
+    let mut opening = tokio::task::JoinSet::new();
     for _ in 0..10 {
-        silent.push(silent_join(&mesh, &token, "127.0.0.2").await);
+        let (addr, token) = (mesh.addr.clone(), token.clone());
+        opening.spawn(async move { silent_join(&addr, &token, "127.0.0.2").await });
+    }
+    let mut silent = Vec::new();
+    while let Some(opened) = opening.join_next().await {
+        silent.push(opened.expect("handshake task"));
     }
     let closed = |silent: &[(quinn::Endpoint, quinn::Connection)]| {
         silent.iter().filter(|(_, c)| c.close_reason().is_some()).count()
@@ -286,13 +292,14 @@ async fn a_silent_join_connection_is_closed_within_the_deadline_and_counts_as_a_
         assert!(refusal(mesh.join("g", &guess).await).contains("unknown join token"));
     }
     // ...and a connection that never sends its request is the fifth.
-    let (_endpoint, conn) = silent_join(&mesh, &good, "127.0.0.1").await;
+    let (_endpoint, conn) = silent_join(&mesh.addr, &good, "127.0.0.1").await;
     let opened = std::time::Instant::now();
     assert_eq!(close_code(&conn).await, u64::from(TIMED_OUT));
     let waited = opened.elapsed();
+    // Not before the deadline; well before anything else would close it (the upper bound
+    // is loose: a loaded machine may be slow to run the close).
     assert!(
-        waited >= FIRST_BYTE_DEADLINE - Duration::from_millis(500)
-            && waited <= FIRST_BYTE_DEADLINE + Duration::from_secs(2),
+        waited >= FIRST_BYTE_DEADLINE - Duration::from_millis(500) && waited < FIRST_BYTE_DEADLINE * 4,
         "closed after {waited:?}, the deadline is {FIRST_BYTE_DEADLINE:?}"
     );
     let held = refusal(mesh.join("g", &good).await);
