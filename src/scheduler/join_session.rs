@@ -34,6 +34,9 @@ pub const FIRST_BYTE_DEADLINE: Duration = Duration::from_secs(3);
 const MAX_JOINS_AT_ONCE: usize = 16;
 /// Join exchanges served at once for one source (address or /64).
 const MAX_JOINS_PER_SOURCE: usize = 2;
+/// Join exchanges served at once for one IPv6 /48 (a site's usual allocation): whoever
+/// holds one has 65,536 /64s, which must not add up to every slot.
+const MAX_JOINS_PER_SITE: usize = 4;
 
 /// Admission to the join service: a few exchanges at once, fewer per source, so
 /// connections that send nothing cannot hold every slot from one machine (nor from one
@@ -49,13 +52,24 @@ struct GateSlot<'a> {
     source: SourcePrefix,
 }
 
+/// The IPv6 /48 a /64 is in (`None` for IPv4, counted by address alone).
+fn site(source: &SourcePrefix) -> Option<[u16; 3]> {
+    match source {
+        SourcePrefix::V6(p) => Some([p[0], p[1], p[2]]),
+        SourcePrefix::V4(_) => None,
+    }
+}
+
 impl JoinGate {
     fn enter(&self, from: IpAddr) -> Option<GateSlot<'_>> {
         let source = SourcePrefix::of(from);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = open.values().sum();
         let mine = open.get(&source).copied().unwrap_or(0);
-        if total >= MAX_JOINS_AT_ONCE || mine >= MAX_JOINS_PER_SOURCE {
+        // At most 16 sources hold slots, so this walk is short.
+        let my_site: usize = site(&source)
+            .map_or(0, |s| open.iter().filter(|(k, _)| site(k) == Some(s)).map(|(_, n)| n).sum());
+        if total >= MAX_JOINS_AT_ONCE || mine >= MAX_JOINS_PER_SOURCE || my_site >= MAX_JOINS_PER_SITE {
             return None;
         }
         open.insert(source, mine + 1);
@@ -67,7 +81,7 @@ impl Drop for GateSlot<'_> {
     fn drop(&mut self) {
         let mut open = self.gate.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&self.source) {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 open.remove(&self.source);
             }
@@ -222,5 +236,18 @@ mod tests {
         assert!(gate.enter("2001:db8:5:6:ffff::1".parse().unwrap()).is_none());
         assert!(gate.enter("2001:db8:5:7::1".parse().unwrap()).is_some(), "the next /64 is another source");
         assert!(gate.enter("192.0.2.7".parse().unwrap()).is_some(), "and so is an IPv4 joiner");
+    }
+
+    #[test]
+    fn the_64s_of_one_48_together_hold_a_few_places_and_leave_the_rest() {
+        let gate = JoinGate::default();
+        // One site rotating through its /64s: each is a new source, the /48 is not.
+        let held: Vec<_> = (1..=200u16)
+            .filter_map(|i| gate.enter(format!("2001:db8:5:{i:x}::1").parse().unwrap()))
+            .collect();
+        assert_eq!(held.len(), MAX_JOINS_PER_SITE);
+        let others: Vec<_> =
+            (1..=20u16).filter_map(|i| gate.enter(format!("2001:db8:{i:x}::1").parse().unwrap())).collect();
+        assert_eq!(others.len(), MAX_JOINS_AT_ONCE - MAX_JOINS_PER_SITE, "the other sites get the rest");
     }
 }
