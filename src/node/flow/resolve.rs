@@ -28,59 +28,119 @@ pub(crate) const FAILED_NAME_FOR: Duration = Duration::from_secs(30);
 /// Failed names remembered at most (a flood of distinct names then goes to the caps).
 const MAX_FAILED_NAMES: usize = 4096;
 
+/// How often the system's DNS settings are checked for a change (DHCP, a VPN coming up),
+/// as the C library does: the files' modification times, at most this often.
+const SYSTEM_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The files the system's DNS settings come from.
+const SYSTEM_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+
 /// The exit's resolver, its caps and its memory of failed names.
 pub(crate) struct TargetResolver {
-    /// `None` when no resolver could be built (logged): names are then refused.
-    resolver: Option<TokioResolver>,
+    settings: Settings,
+    /// The files whose change makes a resolver that follows the system's settings rebuild.
+    system_files: Vec<std::path::PathBuf>,
+    current: Mutex<Current>,
     node_slots: Arc<Semaphore>,
     per_origin_max: usize,
     in_flight: Mutex<HashMap<String, usize>>,
     failed: Mutex<HashMap<String, Instant>>,
 }
 
+/// What a resolver is built from.
+struct Settings {
+    nameservers: Vec<SocketAddr>,
+    query_timeout: Duration,
+    max_lookups: usize,
+}
+
+/// The resolver in use and the system settings it was built from.
+struct Current {
+    /// `None` when no resolver could be built (logged): names are then refused.
+    resolver: Option<Arc<TokioResolver>>,
+    /// The system files' modification times it was built from.
+    built_from: Vec<Option<std::time::SystemTime>>,
+    checked: Instant,
+}
+
 /// Why a lookup gave no address: the refusal reason and its detail.
 pub(crate) type LookupRefusal = (RefuseReason, String);
 
-impl TargetResolver {
-    /// A resolver asking `nameservers` (empty: those of `/etc/resolv.conf`), each query
-    /// given up after `query_timeout`, with at most `max_lookups` in flight, and
-    /// `per_origin` for any one origin.
-    pub(crate) fn new(
-        nameservers: &[SocketAddr],
-        query_timeout: Duration,
-        max_lookups: usize,
-        per_origin: usize,
-    ) -> Self {
+impl Settings {
+    /// A resolver asking the configured name servers, or the system's.
+    fn build(&self) -> Option<TokioResolver> {
         let provider = TokioRuntimeProvider::default();
-        let mut builder = if nameservers.is_empty() {
+        let mut builder = if self.nameservers.is_empty() {
             TokioResolver::builder_tokio().unwrap_or_else(|e| {
                 warn!("cannot read the system's DNS settings ({e}): exits resolve target names from /etc/hosts only; set exit_policy.nameservers");
                 Resolver::builder_with_config(ResolverConfig::from_name_servers(Vec::new()), provider.clone())
             })
         } else {
-            let servers = nameservers.iter().map(|s| name_server(*s)).collect();
+            let servers = self.nameservers.iter().map(|s| name_server(*s)).collect();
             Resolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
         };
         let opts = builder.options_mut();
-        opts.timeout = query_timeout;
+        opts.timeout = self.query_timeout;
         // One lost datagram is retried within the lookup's deadline.
         opts.attempts = 2;
         // Both families, IPv4 first: a host whose IPv6 is broken (common) would otherwise
         // spend the whole connect budget on a dead address.
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         // Each lookup asks for A and AAAA: room for every lookup the caps let through.
-        opts.max_active_requests = opts.max_active_requests.max(max_lookups.saturating_mul(2));
-        let resolver = builder
+        opts.max_active_requests = opts.max_active_requests.max(self.max_lookups.saturating_mul(2));
+        builder
             .build()
             .inspect_err(|e| warn!("cannot build the DNS resolver ({e}): exits refuse target names"))
-            .ok();
+            .ok()
+    }
+}
+
+/// The files' modification times (`None` for one that cannot be read).
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+}
+
+impl TargetResolver {
+    /// A resolver asking `nameservers` (empty: those of `/etc/resolv.conf`, followed when
+    /// the file changes), each query given up after `query_timeout`, with at most
+    /// `max_lookups` in flight, and `per_origin` for any one origin.
+    pub(crate) fn new(
+        nameservers: &[SocketAddr],
+        query_timeout: Duration,
+        max_lookups: usize,
+        per_origin: usize,
+    ) -> Self {
+        let settings = Settings { nameservers: nameservers.to_vec(), query_timeout, max_lookups };
+        let system_files: Vec<std::path::PathBuf> = SYSTEM_FILES.iter().map(Into::into).collect();
+        let current = Current {
+            built_from: stamps(&system_files),
+            resolver: settings.build().map(Arc::new),
+            checked: Instant::now(),
+        };
         Self {
-            resolver,
+            settings,
+            system_files,
+            current: Mutex::new(current),
             node_slots: Arc::new(Semaphore::new(max_lookups)),
             per_origin_max: per_origin,
             in_flight: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The resolver to use now: rebuilt when it follows the system's settings and their
+    /// files changed (checked at most every [`SYSTEM_CHECK_EVERY`]).
+    fn resolver(&self) -> Option<Arc<TokioResolver>> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if self.settings.nameservers.is_empty() && current.checked.elapsed() >= SYSTEM_CHECK_EVERY {
+            current.checked = Instant::now();
+            let stamps = stamps(&self.system_files);
+            if stamps != current.built_from {
+                tracing::info!("the system's DNS settings changed: exits use them from now on");
+                current.resolver = self.settings.build().map(Arc::new);
+                current.built_from = stamps;
+            }
+        }
+        current.resolver.clone()
     }
 
     /// The addresses of `host` (a name or an IP literal) with `port`, looked up for
@@ -108,7 +168,7 @@ impl TargetResolver {
         let Ok(_node_slot) = self.node_slots.try_acquire() else {
             return Err((RefuseReason::Overloaded, "too many name lookups in flight".into()));
         };
-        let Some(resolver) = &self.resolver else {
+        let Some(resolver) = self.resolver() else {
             return Err((RefuseReason::TargetUnreachable, "cannot resolve: no resolver".into()));
         };
         match tokio::time::timeout(deadline, resolver.lookup_ip(host)).await {
@@ -202,6 +262,27 @@ mod tests {
     /// A name server that never answers: lookups run until their deadline.
     fn silent_server() -> std::net::UdpSocket {
         std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")
+    }
+
+    #[tokio::test]
+    async fn a_resolver_following_the_system_is_rebuilt_when_its_files_change() {
+        let dir = std::env::temp_dir().join(format!("proxy-resolv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("resolv.conf");
+        std::fs::write(&file, "nameserver 127.0.0.1\n").expect("write");
+        let mut r = TargetResolver::new(&[], Duration::from_secs(1), 4, 1);
+        r.system_files = vec![file.clone()];
+        r.current.lock().expect("lock").built_from = stamps(&r.system_files);
+        let first = r.resolver().expect("built");
+        let expire = |r: &TargetResolver| r.current.lock().expect("lock").checked -= SYSTEM_CHECK_EVERY;
+        expire(&r);
+        assert!(Arc::ptr_eq(&first, &r.resolver().expect("built")), "unchanged files: the same resolver");
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(later)).expect("touch");
+        assert!(Arc::ptr_eq(&first, &r.resolver().expect("built")), "not checked again so soon");
+        expire(&r);
+        assert!(!Arc::ptr_eq(&first, &r.resolver().expect("built")), "a changed file: a new resolver");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
