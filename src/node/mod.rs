@@ -203,7 +203,7 @@ impl Node {
             sessions: multipath::exit::Sessions::default(),
             flows: Arc::new(FlowRegistry::default()),
             path_outcomes: Default::default(),
-            own_addresses: Default::default(),
+            own_addresses: flow::own_addresses::OwnAddresses::new(config.mesh.advertise.as_deref()),
             resolver: flow::resolve::TargetResolver::new(
                 &config.nameservers,
                 config.limits.connect_timeout,

@@ -139,7 +139,7 @@ impl Shared {
             bytes: guard.record.bytes(),
             budget: self.budget.clone(),
             tap: self.relay_tap.get(),
-            answered: Default::default(),
+            answered: None,
         }
     }
 

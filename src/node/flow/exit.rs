@@ -99,7 +99,7 @@ pub(crate) async fn dial_target(
         return Err((RefuseReason::Policy, policy_refusal(&policy, target, who, closest)));
     }
     let budget = shared.config.limits.connect_timeout;
-    let own = Own { services: own_services(shared), addresses: own_addresses(shared) };
+    let own = Own { services: own_services(shared), addresses: shared.own_addresses.current() };
     // An unsealed flow's origin is a claim anyone on the path can make: such flows share
     // one origin's quota of lookups, so rotating claimed names cannot take the node's.
     let asker = if who.authenticated { who.node } else { "(unsealed flows)" };
@@ -121,27 +121,9 @@ fn split_target(target: &str) -> (&str, u16) {
 struct Own {
     /// The node's own services: never dialed for a flow.
     services: Vec<SocketAddr>,
-    /// The host's interface addresses: reached only by a rule naming the address.
+    /// The host's addresses (interfaces, `mesh.advertise`): reached only by a rule naming
+    /// the address.
     addresses: Arc<[std::net::IpAddr]>,
-}
-
-/// The host's interface addresses and, when `mesh.advertise` names one, that address too: a
-/// public address NAT maps to this host reaches it as well as its interfaces do.
-fn own_addresses(shared: &Shared) -> Arc<[std::net::IpAddr]> {
-    let interfaces = shared.own_addresses.current();
-    match advertised_ip(shared.config.mesh.advertise.as_deref(), &interfaces) {
-        Some(ip) => interfaces.iter().copied().chain(std::iter::once(ip)).collect(),
-        None => interfaces,
-    }
-}
-
-/// The IP of `mesh.advertise` when it is an IP address (not a name), not loopback, and not
-/// already among `interfaces`.
-fn advertised_ip(advertise: Option<&str>, interfaces: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
-    let a = advertise?;
-    let ip = a.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.parse::<std::net::IpAddr>()).ok()?;
-    let ip = ip.to_canonical();
-    (!ip.is_loopback() && !interfaces.contains(&ip)).then_some(ip)
 }
 
 /// This node's own service addresses (the admin API, the mesh endpoint): never dialed for
@@ -208,22 +190,4 @@ async fn resolve_and_connect(
         }
     }
     Err((RefuseReason::TargetUnreachable, last))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_advertised_public_address_is_guarded_like_the_interfaces() {
-        let eth0: Vec<std::net::IpAddr> = vec!["192.0.2.2".parse().expect("ip")];
-        let public = "203.0.113.9".parse().ok();
-        assert_eq!(advertised_ip(Some("203.0.113.9:7800"), &eth0), public);
-        assert_eq!(advertised_ip(Some("[::ffff:203.0.113.9]:7800"), &eth0), public, "as IPv4");
-        assert_eq!(advertised_ip(Some("203.0.113.9"), &eth0), public);
-        assert_eq!(advertised_ip(Some("192.0.2.2:7800"), &eth0), None, "already an interface's");
-        assert_eq!(advertised_ip(Some("127.0.0.1:7800"), &eth0), None, "loopback has its own rule");
-        assert_eq!(advertised_ip(Some("mesh.example.com:7800"), &eth0), None, "a name is not resolved");
-        assert_eq!(advertised_ip(None, &eth0), None);
-    }
 }

@@ -121,8 +121,9 @@ async fn open_flow(
     };
     match seal::open_stream(shared, first_hop, &header, Vec::new()).await {
         Ok((send, recv, seal)) => {
-            let env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
-            let answered = env.answered.clone();
+            let mut env = shared.flow_env(shared.timeouts_for(nodes_ahead), Some(route), guard);
+            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            env.answered = Some(answered.clone());
             let sealed = !matches!(seal, FlowSeal::Plain);
             let end = splice::tcp_stream::splice(tcp, send, recv, Prelude::ExpectReply, seal, env).await;
             (end, Answer { sealed, answered: answered.load(Ordering::Relaxed) })

@@ -67,9 +67,10 @@ pub(crate) struct FlowEnv {
     pub budget: Arc<crate::node::link::credit::BufferBudget>,
     /// A test's hostile-relay hook (see [`relay_tap`]); `None` in real use.
     pub tap: Option<relay_tap::RelayTap>,
-    /// Set by an origin's splice when the exit's own answer came: its sealed reply on a
-    /// sealed flow, `Opened` on an unsealed one (a refusal in the clear may be a relay's).
-    pub answered: Arc<std::sync::atomic::AtomicBool>,
+    /// Given by an origin that wants to know, set by its splice when the exit's own answer
+    /// came: its sealed reply on a sealed flow, `Opened` on an unsealed one (a refusal in
+    /// the clear may be a relay's). `None` elsewhere, so other flows allocate nothing.
+    pub answered: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How a flow ended.

@@ -90,7 +90,10 @@ pub(crate) async fn splice(
             _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
         }
     };
-    if expects_reply && (!awaiting_reply.load(Ordering::Relaxed) || down_seal.answered_sealed()) {
+    if let Some(answered) = answered
+        && expects_reply
+        && (!awaiting_reply.load(Ordering::Relaxed) || down_seal.answered_sealed())
+    {
         answered.store(true, Ordering::Relaxed);
     }
     let end = match end {

@@ -28,8 +28,9 @@ type Pair = (String, String);
 pub(super) struct Suspects {
     /// Per pair: flows and failed flows, decayed.
     tallies: HashMap<Pair, (f64, f64)>,
-    /// Per pair: until when the origin's routes to the exit avoid the relay.
-    until: HashMap<Pair, Instant>,
+    /// Per exit, per relay: until when the origin's routes to the exit avoid the relay.
+    /// Nested so the path search, which asks about every node, looks up by `&str`.
+    until: HashMap<String, HashMap<String, Instant>>,
 }
 
 impl Suspects {
@@ -40,7 +41,10 @@ impl Suspects {
             t.1 *= DECAY;
         }
         self.tallies.retain(|_, t| t.0 >= FADED);
-        self.until.retain(|_, until| *until > now);
+        for relays in self.until.values_mut() {
+            relays.retain(|_, until| *until > now);
+        }
+        self.until.retain(|_, relays| !relays.is_empty());
     }
 
     /// Counts `flows` through `relay` towards `exit`, `failed` of them failed.
@@ -56,27 +60,26 @@ impl Suspects {
 
     /// Ends a report: relays whose tally shows they fail the flows become suspects.
     pub(super) fn end_report(&mut self, now: Instant) {
-        for (pair, (flows, failed)) in &self.tallies {
+        for ((exit, relay), (flows, failed)) in &self.tallies {
             if *failed >= MIN_FAILED_FLOWS && failed * 2.0 >= *flows {
-                self.until.insert(pair.clone(), now + SUSPECT_FOR);
+                self.until.entry(exit.clone()).or_default().insert(relay.clone(), now + SUSPECT_FOR);
             }
         }
     }
 
     /// Whether routes to `exit` avoid `relay` now.
     pub(super) fn avoids(&self, exit: &str, relay: &str, now: Instant) -> bool {
-        // Keyed by owned strings: a lookup by borrowed pair would need a custom key type
-        // for a map of at most a few entries per exit.
-        self.until.get(&(exit.to_string(), relay.to_string())).is_some_and(|until| *until > now)
+        self.until.get(exit).and_then(|relays| relays.get(relay)).is_some_and(|until| *until > now)
     }
 
     /// The relays avoided now, on the way to any exit, sorted, each once.
     pub(super) fn avoided(&self, now: Instant) -> Vec<String> {
         let mut out: Vec<String> = self
             .until
-            .iter()
+            .values()
+            .flat_map(|relays| relays.iter())
             .filter(|(_, until)| **until > now)
-            .map(|((_, relay), _)| relay.clone())
+            .map(|(relay, _)| relay.clone())
             .collect();
         out.sort();
         out.dedup();
