@@ -65,6 +65,9 @@ fn settings_only_a_restart_applies_are_named_and_nothing_is_applied() {
     let new =
         BASE.replace("region: eu", "region: us").replace("mesh: {", "limits: { max_flows: 10 }\nmesh: {");
     assert_eq!(diff(&config(BASE), &config(&new)), Err(vec!["common", "limits"]));
+    let resolvers =
+        BASE.replace("allow: [\"10.0.0.0/8\"]", "allow: [\"10.0.0.0/8\"], nameservers: [\"10.0.0.53\"]");
+    assert_eq!(diff(&config(BASE), &config(&resolvers)), Err(vec!["exit_policy.nameservers"]));
 }
 
 #[test]

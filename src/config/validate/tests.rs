@@ -444,3 +444,22 @@ fn a_buffer_budget_smaller_than_one_link_window_is_refused() {
     let text = format!("{VALID}limits:\n  max_buffered_bytes: 1000000\n");
     assert_has(&errors(&text), "limits.max_buffered_bytes", "must be at least one link window");
 }
+
+#[test]
+fn nameservers_and_lookup_caps_are_checked_and_named() {
+    let text = with(
+        "mesh:",
+        "exit_policy:\n  nameservers: [\"10.0.0.2\", \"[fd00::53]:5353\", \"dns.example\"]\nlimits:\n  max_lookups: 0\n  max_lookups_per_origin: 70000\nmesh:",
+    );
+    let errors = errors(&text);
+    assert_has(&errors, "exit_policy.nameservers[2]", "expected an IP address");
+    assert!(!errors.iter().any(|e| e.key.starts_with("exit_policy.nameservers[0")), "{errors:#?}");
+    assert_has(&errors, "limits.max_lookups", "");
+    assert_has(&errors, "limits.max_lookups_per_origin", "");
+    let ok = run(&with("mesh:", "exit_policy:\n  nameservers: [\"10.0.0.2\", \"[fd00::53]:5353\"]\nmesh:"))
+        .expect("valid");
+    let want: Vec<std::net::SocketAddr> =
+        vec!["10.0.0.2:53".parse().expect("addr"), "[fd00::53]:5353".parse().expect("addr")];
+    assert_eq!(ok.nameservers, want, "port 53 unless given");
+    assert_eq!((ok.limits.max_lookups, ok.limits.max_lookups_per_origin), (64, 8), "defaults");
+}
