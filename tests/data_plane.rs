@@ -1,5 +1,6 @@
 //! Flows through two nodes on loopback: bytes, half-close, reset, concurrency, refusals.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -11,18 +12,28 @@ use tokio::net::TcpListener;
 
 const MIB: usize = 1024 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_mib_each_way_at_once_arrive_byte_exact() {
-    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
+// The data-plane guarantees hold over both link transports: QUIC, and TLS on TCP.
+over_both_transports!(
+    sixty_four_mib_each_way_at_once_arrive_byte_exact,
+    half_close_from_client_then_server_replies_after_eof,
+    server_that_speaks_first_and_half_closes_reaches_the_client,
+    client_reset_reaches_the_server_as_a_reset,
+    server_reset_reaches_the_client_as_a_reset,
+    thousand_concurrent_flows_each_arrive_byte_exact,
+    exit_policy_refusal_closes_the_client_and_is_counted,
+    unreachable_target_is_refused_with_its_reason,
+);
+
+async fn sixty_four_mib_each_way_at_once_arrive_byte_exact(transport: Transport) {
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server_over(&[], Some(transport)).await;
     exchange_both_ways(listener_addr(&a, "in"), server, 64 * MIB).await;
     let stats = a.stats();
     assert_eq!(stats.flows_originated, 1);
     assert_eq!(stats.flows_reset, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_close_from_client_then_server_replies_after_eof() {
-    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
+async fn half_close_from_client_then_server_replies_after_eof(transport: Transport) {
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server_over(&[], Some(transport)).await;
     tokio::spawn(async move {
         let (mut s, _) = server.accept().await.expect("accept");
         let mut req = Vec::new();
@@ -40,9 +51,8 @@ async fn half_close_from_client_then_server_replies_after_eof() {
     assert_eq!(String::from_utf8_lossy(&reply), expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_that_speaks_first_and_half_closes_reaches_the_client() {
-    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
+async fn server_that_speaks_first_and_half_closes_reaches_the_client(transport: Transport) {
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server_over(&[], Some(transport)).await;
     tokio::spawn(async move {
         let (mut s, _) = server.accept().await.expect("accept");
         s.write_all(b"220 banner\r\n").await.expect("banner");
@@ -62,9 +72,8 @@ async fn server_that_speaks_first_and_half_closes_reaches_the_client() {
     c.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_reset_reaches_the_server_as_a_reset() {
-    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
+async fn client_reset_reaches_the_server_as_a_reset(transport: Transport) {
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server_over(&[], Some(transport)).await;
     let c = connect(listener_addr(&a, "in")).await;
     let (mut s, _) = server.accept().await.expect("accept");
     let mut c = c;
@@ -77,9 +86,8 @@ async fn client_reset_reaches_the_server_as_a_reset() {
     assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "server must see a reset, not a clean EOF");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_reset_reaches_the_client_as_a_reset() {
-    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server(&[]).await;
+async fn server_reset_reaches_the_client_as_a_reset(transport: Transport) {
+    let PairWithServer { server, a, b: _b, mesh: _mesh } = pair_with_server_over(&[], Some(transport)).await;
     let mut c = connect(listener_addr(&a, "in")).await;
     c.write_all(b"hello").await.expect("write");
     let (mut s, _) = server.accept().await.expect("accept");
@@ -93,35 +101,32 @@ async fn server_reset_reaches_the_client_as_a_reset() {
     assert_eq!(settled(1, || a.stats().flows_reset).await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_concurrent_flows_each_arrive_byte_exact() {
+async fn thousand_concurrent_flows_each_arrive_byte_exact(transport: Transport) {
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
-    let (a, b) = two_nodes(&mesh, echo, "127.0.0.1/32", &[]).await;
+    let (a, b) = two_nodes_over(&mesh, echo, "127.0.0.1/32", &[], Some(transport)).await;
     many_echo_flows(listener_addr(&a, "in"), 1000).await;
     assert_eq!(a.stats().flows_originated, 1000);
     assert_eq!(b.stats().flows_exited, 1000);
     assert_eq!(a.stats().flows_reset + b.stats().flows_reset, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exit_policy_refusal_closes_the_client_and_is_counted() {
+async fn exit_policy_refusal_closes_the_client_and_is_counted(transport: Transport) {
     let mesh = Mesh::new(&["a", "b"]);
     let echo = echo_server().await;
     // b allows only another address, so the echo server's address is refused.
-    let (a, b) = two_nodes(&mesh, echo, "10.0.0.0/8", &[]).await;
+    let (a, b) = two_nodes_over(&mesh, echo, "10.0.0.0/8", &[], Some(transport)).await;
     expect_refused(listener_addr(&a, "in"), b"must not arrive").await;
     assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::Policy)).await, 1);
     assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::Policy)).await, 1);
     assert_eq!(b.stats().flows_exited, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_target_is_refused_with_its_reason() {
+async fn unreachable_target_is_refused_with_its_reason(transport: Transport) {
     let mesh = Mesh::new(&["a", "b"]);
     // A port nothing listens on.
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
-    let (a, b) = two_nodes(&mesh, closed, "127.0.0.1/32", &[]).await;
+    let (a, b) = two_nodes_over(&mesh, closed, "127.0.0.1/32", &[], Some(transport)).await;
     expect_refused(listener_addr(&a, "in"), b"").await;
     assert_eq!(settled(1, || a.stats().refused_at_origin(RefuseReason::TargetUnreachable)).await, 1);
     assert_eq!(settled(1, || b.stats().refused_inbound(RefuseReason::TargetUnreachable)).await, 1);

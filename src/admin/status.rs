@@ -142,6 +142,7 @@ pub fn render(input: &StatusInput) -> String {
                 text(&p["id"]),
                 text(&p["connected"]),
                 text(&p["healthy"]),
+                text(&p["transport"]),
                 p["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms")),
                 p["loss"].as_f64().map_or("-".into(), |l| format!("{:.2}%", l * 100.0)),
                 p["connected_secs"].as_f64().map_or("-".into(), age),
@@ -150,7 +151,7 @@ pub fn render(input: &StatusInput) -> String {
         })
         .collect();
     out += "\nPEERS\n";
-    out += &table(&["ID", "CONNECTED", "HEALTHY", "RTT", "LOSS", "UP", "ADDRESS"], &peers);
+    out += &table(&["ID", "CONNECTED", "HEALTHY", "TRANSPORT", "RTT", "LOSS", "UP", "ADDRESS"], &peers);
     let listeners: Vec<Vec<String>> =
         list(&input.listeners).iter().map(|l| vec![text(&l["name"]), text(&l["addr"])]).collect();
     out += "\nLISTENERS\n";

@@ -150,19 +150,48 @@ pub struct SchedulerClientConfig {
 pub struct PeerConfig {
     /// The peer's node id (its certificate must name it).
     pub name: String,
-    /// `host:port` of the peer's QUIC endpoint; `None` for a peer that only dials in.
+    /// `host:port` to dial (UDP for QUIC, TCP for `type: tcp`); `None` for a peer that
+    /// only dials in.
     pub address: Option<String>,
-    /// Transport; only QUIC exists (`tcp` is accepted as an alias).
+    /// How the link is carried (`type`).
     pub transport: PeerTransport,
+    /// `host:port` of the peer's TCP links, for `type: auto` when it differs from
+    /// `address` (by default the same host and port, over TCP).
+    pub tcp_address: Option<String>,
     /// The peer's region label, when known.
     pub region: Option<String>,
 }
 
-/// How a peer link is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a peer link is carried (`peers[].type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PeerTransport {
-    /// QUIC, the only transport today.
+    /// QUIC first; TLS on TCP when no QUIC handshake completes within
+    /// `mesh.fallback_after`, back to QUIC when a probe succeeds (`auto`).
+    #[default]
+    Auto,
+    /// QUIC only (`quic`).
     Quic,
+    /// TLS on TCP only (`tcp`).
+    Tcp,
+}
+
+impl PeerTransport {
+    /// The config names, in order.
+    pub const NAMES: [&'static str; 3] = ["auto", "quic", "tcp"];
+}
+
+/// Where a node accepts links over TCP (`mesh.tcp_bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpBind {
+    /// The IP of `mesh.bind` and the UDP port its endpoint got, over TCP: peers that
+    /// know the QUIC address know the TCP one. If that port is taken the node runs
+    /// without TCP links and says so.
+    #[default]
+    SameAsQuic,
+    /// No TCP links accepted (`off`).
+    Off,
+    /// This address; failing to bind it fails the start.
+    At(SocketAddr),
 }
 
 /// A link's congestion controller (`mesh.congestion`).
@@ -212,6 +241,12 @@ impl Congestion {
 pub struct MeshConfig {
     /// UDP address of the QUIC endpoint.
     pub bind: SocketAddr,
+    /// Where links over TLS on TCP are accepted.
+    pub tcp_bind: TcpBind,
+    /// How long a `type: auto` dial waits for QUIC before it also tries TCP.
+    pub fallback_after: Duration,
+    /// How often a link that fell back to TCP tries QUIC again.
+    pub quic_probe_interval: Duration,
     /// Address other nodes should dial, when it differs from `bind`.
     pub advertise: Option<String>,
     /// PEM certificate chain naming this node.

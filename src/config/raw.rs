@@ -111,6 +111,8 @@ pub(crate) struct RawPeer {
     /// `type`.
     #[serde(rename = "type")]
     pub(crate) kind: Option<String>,
+    /// `tcp_address`.
+    pub(crate) tcp_address: Option<String>,
     /// `region`.
     pub(crate) region: Option<String>,
 }
@@ -191,6 +193,12 @@ impl<'de> Visitor<'de> for TargetsVisitor {
 pub(crate) struct RawMesh {
     /// `bind`.
     pub(crate) bind: Option<String>,
+    /// `tcp_bind`.
+    pub(crate) tcp_bind: Option<String>,
+    /// `fallback_after`.
+    pub(crate) fallback_after: Option<String>,
+    /// `quic_probe_interval`.
+    pub(crate) quic_probe_interval: Option<String>,
     /// `advertise`.
     pub(crate) advertise: Option<String>,
     /// `cert`.

@@ -24,6 +24,33 @@ pub enum Initiator {
     Remote,
 }
 
+/// What carries a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTransport {
+    /// QUIC on UDP.
+    Quic,
+    /// QUIC packets inside TLS on TCP: the fallback where UDP is blocked.
+    Tcp,
+}
+
+impl LinkTransport {
+    /// The name the admin API, metrics and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkTransport::Quic => "quic",
+            LinkTransport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Between two live links over different transports, whether the new one replaces the
+/// existing one: QUIC always wins, so both ends agree whatever order the links came in,
+/// and a link that fell back to TCP gives way to QUIC once a probe gets through. `None`
+/// when the transports are the same (the rest of the rule decides).
+pub fn transport_decides(existing: LinkTransport, new: LinkTransport) -> Option<bool> {
+    (existing != new).then_some(new == LinkTransport::Quic)
+}
+
 /// The link already held for a peer, as the rule sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Existing {
@@ -63,6 +90,15 @@ mod tests {
 
     fn fresh(initiator: Initiator) -> Existing {
         Existing { initiator, alive: true, age: Duration::from_millis(5) }
+    }
+
+    #[test]
+    fn quic_wins_over_tcp_whichever_came_first() {
+        use LinkTransport::*;
+        assert_eq!(transport_decides(Tcp, Quic), Some(true));
+        assert_eq!(transport_decides(Quic, Tcp), Some(false));
+        assert_eq!(transport_decides(Quic, Quic), None);
+        assert_eq!(transport_decides(Tcp, Tcp), None);
     }
 
     #[test]

@@ -156,7 +156,9 @@ impl Node {
             .context("cannot sign this node's seal card with its certificate key")?;
         let cards = link::cards::CardStore::default();
         cards.set_own(own_card);
-        let tls = link::identity::NodeTls::new(identity, transport)?;
+        let tcp_transport = Arc::new(link::endpoint::tcp_transport_config(&config.mesh, &config.limits));
+        let tls = link::identity::NodeTls::new(identity, transport, tcp_transport)?;
+        let tcp_links = link::tcp::bind(config.mesh.tcp_bind, endpoint.local_addr()?)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tcp = flow::listener::bind(l.bind)
@@ -187,6 +189,7 @@ impl Node {
                 limits.connect_timeout.saturating_add(Duration::from_secs(1)),
             ),
             endpoint,
+            tcp_links_addr: tcp_links.as_ref().and_then(|l| l.local_addr().ok()),
             tls,
             counters: Arc::new(Counters::new()),
             budget: link::credit::BufferBudget::new(limits.max_buffered_bytes),
@@ -230,6 +233,10 @@ impl Node {
             config,
         });
         tokio::spawn(link::connect::accept_loop(shared.clone()));
+        if let Some(listener) = tcp_links {
+            link::tcp::announce(&listener);
+            tokio::spawn(link::tcp::accept_loop(shared.clone(), listener));
+        }
         if let Some(cfg) = shared.config.scheduler.clone() {
             tokio::spawn(control::scheduler_client::run(shared.clone(), cfg));
         }

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(in crate::node) routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(in crate::node) pool: PeerPool,
     pub(in crate::node) endpoint: quinn::Endpoint,
+    /// Where links over TLS on TCP are accepted, if anywhere.
+    pub(in crate::node) tcp_links_addr: Option<SocketAddr>,
     /// The certificate in force (renewed in place) and the revocations handshakes check.
     pub(in crate::node) tls: link::identity::NodeTls,
     pub(in crate::node) counters: Arc<Counters>,

@@ -35,6 +35,11 @@ impl NodeView {
         self.shared.endpoint.local_addr()
     }
 
+    /// Where links over TLS on TCP are accepted (`mesh.tcp_bind`), if anywhere.
+    pub fn tcp_links_addr(&self) -> Option<SocketAddr> {
+        self.shared.tcp_links_addr
+    }
+
     /// The bound listeners.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
         let running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());

@@ -24,6 +24,9 @@ use rustls::server::WebPkiClientVerifier;
 
 /// ALPN protocol of peer links (and of a node's session with the scheduler).
 pub const ALPN_PEER: &[u8] = b"proxy-peer/1";
+/// ALPN protocol of the TLS layer of a link over TCP (QUIC packets framed inside, see
+/// `node::link::stream_socket`).
+pub const ALPN_TCP_LINK: &[u8] = b"proxy-tcp-link/1";
 /// ALPN protocol of a join request: a machine without a certificate asking for one.
 pub const ALPN_JOIN: &[u8] = b"proxy-join/1";
 
@@ -160,6 +163,26 @@ impl TlsIdentity {
     }
 
     fn server_config(&self, accept_joins: bool) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
+        let tls = self.rustls_server_config(accept_joins)?;
+        tls.try_into().map_err(|e: quinn::crypto::rustls::NoInitialCipherSuite| TlsError::Quic(e.to_string()))
+    }
+
+    /// The server side of the TLS layer of links over TCP: the same verification as QUIC
+    /// links (mesh CA, revocations, TLS 1.3, no resumption).
+    pub fn tcp_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut tls = self.rustls_server_config(false)?;
+        tls.alpn_protocols = vec![ALPN_TCP_LINK.to_vec()];
+        Ok(Arc::new(tls))
+    }
+
+    /// The client side of the TLS layer of links over TCP, like [`Self::quic_client_config`].
+    pub fn tcp_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut tls = self.rustls_client_config()?;
+        tls.alpn_protocols = vec![ALPN_TCP_LINK.to_vec()];
+        Ok(Arc::new(tls))
+    }
+
+    fn rustls_server_config(&self, accept_joins: bool) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
         let mut builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
         if accept_joins {
@@ -185,11 +208,16 @@ impl TlsIdentity {
         if accept_joins {
             tls.alpn_protocols.push(ALPN_JOIN.to_vec());
         }
-        tls.try_into().map_err(|e: quinn::crypto::rustls::NoInitialCipherSuite| TlsError::Quic(e.to_string()))
+        Ok(tls)
     }
 
     /// The QUIC client crypto: presents this node's certificate, trusts only the mesh CA.
     pub fn quic_client_config(&self) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+        let tls = self.rustls_client_config()?;
+        tls.try_into().map_err(|e: quinn::crypto::rustls::NoInitialCipherSuite| TlsError::Quic(e.to_string()))
+    }
+
+    fn rustls_client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         let provider = provider();
         let verifier = Arc::new(revocation::RevocationCheckingServerVerifier {
             inner: WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
@@ -202,7 +230,9 @@ impl TlsIdentity {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         tls.alpn_protocols = vec![ALPN_PEER.to_vec()];
-        tls.try_into().map_err(|e: quinn::crypto::rustls::NoInitialCipherSuite| TlsError::Quic(e.to_string()))
+        // No resumption: each link's handshake checks the peer against the revocations.
+        tls.resumption = rustls::client::Resumption::disabled();
+        Ok(tls)
     }
 }
 

@@ -88,6 +88,51 @@ pub struct NodeSpec<'a> {
     pub route_extra: Vec<String>,
     /// The whole `exit_policy` section, instead of one from `allow`.
     pub policy: Option<String>,
+    /// The `type` of every peer with an address; with it, the node also accepts links over
+    /// TCP on a port of its own (see [`link_addr`]).
+    pub transport: Option<Transport>,
+}
+
+/// A link transport a test runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Quic,
+    Tcp,
+}
+
+impl Transport {
+    /// The `peers[].type` value, and the name `/api/peers` reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// The address peers dial `node` at over `transport`.
+pub fn link_addr(node: &Node, transport: Transport) -> String {
+    match transport {
+        Transport::Quic => node.mesh_addr().expect("mesh addr").to_string(),
+        Transport::Tcp => node.tcp_links_addr().expect("the node accepts links over TCP").to_string(),
+    }
+}
+
+/// Makes `name::quic` and `name::tcp` tests from `async fn name(transport: Transport)`.
+#[macro_export]
+macro_rules! over_both_transports {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic() {
+                super::$name(super::common::Transport::Quic).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(super::common::Transport::Tcp).await
+            }
+        }
+    )* };
 }
 
 impl<'a> NodeSpec<'a> {
@@ -107,6 +152,7 @@ impl<'a> NodeSpec<'a> {
             keepalive: "1s",
             route_extra: vec![],
             policy: None,
+            transport: None,
         }
     }
 
@@ -131,6 +177,9 @@ impl<'a> NodeSpec<'a> {
             y += &format!("  - name: {name}\n");
             if !addr.is_empty() {
                 y += &format!("    address: \"{addr}\"\n");
+                if let Some(t) = self.transport {
+                    y += &format!("    type: {}\n", t.name());
+                }
             }
         }
         y += "routes:\n";
@@ -153,6 +202,9 @@ impl<'a> NodeSpec<'a> {
             "mesh:\n  bind: \"{}\"\n  cert: {cert}.crt\n  key: {cert}.key\n  ca: ca.crt\n  data_dir: data-{}\n  redial_min: \"50ms\"\n  redial_max: \"1s\"\n  keepalive_interval: \"{}\"\n  link_idle_timeout: \"{}\"\n",
             self.mesh_bind, self.id, self.keepalive, self.link_idle
         );
+        if self.transport.is_some() {
+            y += "  tcp_bind: \"127.0.0.1:0\"\n";
+        }
         for l in &self.mesh_extra {
             y += &format!("  {l}\n");
         }
@@ -194,18 +246,41 @@ impl<'a> NodeSpec<'a> {
 /// Starts exit node `b` (allowing `allow`) and origin node `a` whose route `in` goes to
 /// `target` through `b`. Waits for the link.
 pub async fn two_nodes(mesh: &Mesh, target: SocketAddr, allow: &str, limits: &[&str]) -> (Node, Node) {
+    two_nodes_over(mesh, target, allow, limits, None).await
+}
+
+/// [`two_nodes`] with every link over `transport` (`None`: the default, `auto`); checks
+/// the link came up over it.
+pub async fn two_nodes_over(
+    mesh: &Mesh,
+    target: SocketAddr,
+    allow: &str,
+    limits: &[&str],
+    transport: Option<Transport>,
+) -> (Node, Node) {
     let mut b = NodeSpec::new("b");
     b.peers = vec![("a", String::new())];
     b.allow = vec![allow.to_string()];
     b.limits = limits.iter().map(|s| s.to_string()).collect();
+    b.transport = transport;
     let b = b.start(mesh).await;
     let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.peers = vec![("b", link_addr(&b, transport.unwrap_or(Transport::Quic)))];
     a.routes = vec![("in", target.to_string(), Some("b"))];
     a.limits = limits.iter().map(|s| s.to_string()).collect();
+    a.transport = transport;
     let a = a.start(mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b did not come up");
+    if let Some(t) = transport {
+        assert_link_transport(&a, "b", t);
+    }
     (a, b)
+}
+
+/// Asserts the link from `node` to `peer` is up over `transport`.
+pub fn assert_link_transport(node: &Node, peer: &str, transport: Transport) {
+    let info = node.peers().into_iter().find(|p| p.id == peer).expect("peer listed");
+    assert_eq!(info.transport, Some(transport.name()), "the link to {peer} runs over {transport:?}");
 }
 
 pub fn listener_addr(node: &Node, name: &str) -> SocketAddr {
@@ -373,10 +448,15 @@ pub struct PairWithServer {
 }
 
 pub async fn pair_with_server(limits: &[&str]) -> PairWithServer {
+    pair_with_server_over(limits, None).await
+}
+
+/// [`pair_with_server`] with the link over `transport` (`None`: the default).
+pub async fn pair_with_server_over(limits: &[&str], transport: Option<Transport>) -> PairWithServer {
     let mesh = Mesh::new(&["a", "b"]);
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = server.local_addr().expect("addr");
-    let (a, b) = two_nodes(&mesh, target, "127.0.0.1/32", limits).await;
+    let (a, b) = two_nodes_over(&mesh, target, "127.0.0.1/32", limits, transport).await;
     PairWithServer { mesh, server, a, b }
 }
 

@@ -1,7 +1,7 @@
 //! The `mesh` and `limits` sections: addresses, certificate files, timers, windows.
 
 use super::*;
-use crate::config::{Congestion, E2eMode, Limits, MeshConfig};
+use crate::config::{Congestion, E2eMode, Limits, MeshConfig, TcpBind};
 use crate::core::policy::{AllowEntry, ExitPolicy};
 
 fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
@@ -9,6 +9,17 @@ fn parse_congestion(name: Option<&str>) -> Result<Congestion, String> {
     Congestion::from_name(name).ok_or_else(|| {
         format!("unknown congestion controller `{name}` (expected one of: {})", Congestion::NAMES.join(", "))
     })
+}
+
+fn parse_tcp_bind(value: Option<&str>) -> Result<TcpBind, String> {
+    match value {
+        None => Ok(TcpBind::SameAsQuic),
+        Some("off") => Ok(TcpBind::Off),
+        Some(addr) => addr
+            .parse()
+            .map(TcpBind::At)
+            .map_err(|_| format!("`{addr}` is not an IP:port (or `off` for no TCP links)")),
+    }
 }
 
 fn parse_e2e(name: Option<&str>) -> Result<E2eMode, String> {
@@ -28,6 +39,14 @@ const MIN_SEALED_HEADER_LIMIT: usize = 2048;
 impl Checker<'_> {
     pub(super) fn mesh(&mut self, raw: &raw::RawMesh, base: &Path) -> Option<MeshConfig> {
         let bind = self.socket_addr("mesh.bind", raw.bind.as_deref(), DEFAULT_MESH_BIND);
+        let tcp_bind = self.check("mesh.tcp_bind", parse_tcp_bind(raw.tcp_bind.as_deref()));
+        let fallback_after =
+            self.duration("mesh.fallback_after", raw.fallback_after.as_deref(), Duration::from_secs(1));
+        let quic_probe_interval = self.duration(
+            "mesh.quic_probe_interval",
+            raw.quic_probe_interval.as_deref(),
+            Duration::from_secs(30),
+        );
         let advertise = self.host_port("mesh.advertise", raw.advertise.as_deref());
         let cert = self.existing_file("mesh.cert", raw.cert.as_deref(), base);
         let key = self.existing_file("mesh.key", raw.key.as_deref(), base);
@@ -42,6 +61,9 @@ impl Checker<'_> {
         let (stream_window, connection_window, send_window, udp_buffer) = windows?;
         Some(MeshConfig {
             bind: bind?,
+            tcp_bind: tcp_bind?,
+            fallback_after: fallback_after?,
+            quic_probe_interval: quic_probe_interval?,
             advertise: advertise?,
             cert: cert?,
             key: key?,

@@ -347,14 +347,28 @@ impl Checker<'_> {
             }
             let address = self.host_port(format!("peers[{i}].address"), peer.address.as_deref());
             let transport = self.check(format!("peers[{i}].type"), parse_transport(peer.kind.as_deref()));
+            let tcp_address = self.host_port(format!("peers[{i}].tcp_address"), peer.tcp_address.as_deref());
+            if peer.address.is_none() && peer.kind.is_some() {
+                self.error(
+                    format!("peers[{i}].type"),
+                    "applies to dialing the peer, and this peer has no `address` (it only dials in)"
+                        .to_owned(),
+                );
+            }
+            if peer.tcp_address.is_some() && transport.is_some_and(|t| t != PeerTransport::Auto) {
+                self.error(
+                    format!("peers[{i}].tcp_address"),
+                    "is only for `type: auto` (with `type: tcp`, `address` is the TCP address)".to_owned(),
+                );
+            }
             let region = match peer.region.as_deref() {
                 None => Some(None),
                 Some(r) => self.required(format!("peers[{i}].region"), Some(r)).map(|r| Some(r.to_owned())),
             };
-            if let (Some(name), Some(address), Some(transport), Some(region)) =
-                (name, address, transport, region)
+            if let (Some(name), Some(address), Some(transport), Some(tcp_address), Some(region)) =
+                (name, address, transport, tcp_address, region)
             {
-                out.push(PeerConfig { name: name.to_owned(), address, transport, region });
+                out.push(PeerConfig { name: name.to_owned(), address, transport, tcp_address, region });
             }
         }
         (out.len() == raw.len()).then_some(out)
@@ -381,10 +395,11 @@ fn check_node_id(id: &str) -> Result<&str, String> {
 
 fn parse_transport(kind: Option<&str>) -> Result<PeerTransport, String> {
     match kind {
-        // `tcp` is the seed's name; it means the same link until a TCP fallback exists.
-        None | Some("quic") | Some("tcp") => Ok(PeerTransport::Quic),
+        None | Some("auto") => Ok(PeerTransport::Auto),
+        Some("quic") => Ok(PeerTransport::Quic),
+        Some("tcp") => Ok(PeerTransport::Tcp),
         Some(other) => {
-            Err(format!("unknown peer type `{other}` (expected quic; tcp is accepted as an alias)"))
+            Err(format!("unknown peer type `{other}` (expected one of: {})", PeerTransport::NAMES.join(", ")))
         }
     }
 }

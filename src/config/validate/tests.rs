@@ -74,7 +74,11 @@ fn a_valid_config_gets_every_default() {
     assert_eq!(config.mesh.congestion, crate::config::Congestion::Model);
     assert_eq!(config.limits.max_header_bytes, Limits::default().max_header_bytes);
     assert!(config.scheduler.is_none());
-    assert_eq!(config.peers[0].transport, PeerTransport::Quic);
+    assert_eq!(config.peers[0].transport, PeerTransport::Auto);
+    assert_eq!(config.peers[0].tcp_address, None);
+    assert_eq!(config.mesh.tcp_bind, crate::config::TcpBind::SameAsQuic);
+    assert_eq!(config.mesh.fallback_after, Duration::from_secs(1));
+    assert_eq!(config.mesh.quic_probe_interval, Duration::from_secs(30));
     assert_eq!(config.routes[0].matcher, RouteMatch::Listener("web".into()));
     assert_eq!(config.routes[0].targets, vec!["10.0.0.5:80".to_owned()]);
     assert_eq!(config.routes[0].exit.as_deref(), Some("b"));
@@ -189,14 +193,17 @@ fn a_public_admin_address_needs_a_token_of_fair_length() {
 
 #[test]
 fn peers_are_checked_for_names_types_and_addresses() {
-    let peers = "  - name: b\n    type: tcp\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n";
+    let peers = "  - name: b\n    type: tcp\n    address: b:443\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n  - name: d\n    type: quic\n  - name: e\n    type: tcp\n    address: e:443\n    tcp_address: e:444\n  - name: f\n    address: f:7800\n    tcp_address: nope\n";
     let text = with("  - name: b\n    address: \"10.0.0.2:7800\"\n", peers);
     let errors = errors(&text);
     assert_has(&errors, "peers[1].name", "duplicate name `b` (also peers[0])");
     assert_has(&errors, "peers[2].name", "this node's own id");
-    assert_has(&errors, "peers[3].type", "unknown peer type `udp`");
+    assert_has(&errors, "peers[3].type", "unknown peer type `udp` (expected one of: auto, quic, tcp)");
     assert_has(&errors, "peers[3].address", "not in 1..65535");
-    assert!(!errors.iter().any(|e| e.key == "peers[0].type"), "tcp is an alias: {errors:#?}");
+    assert_has(&errors, "peers[4].type", "has no `address`");
+    assert_has(&errors, "peers[5].tcp_address", "only for `type: auto`");
+    assert_has(&errors, "peers[6].tcp_address", "nope");
+    assert!(!errors.iter().any(|e| e.key == "peers[0].type"), "tcp is a transport: {errors:#?}");
 }
 
 #[test]
@@ -324,6 +331,18 @@ fn mesh_certificates_must_exist() {
         "mesh.cert",
         "is not a file",
     );
+}
+
+#[test]
+fn mesh_tcp_keys_are_checked() {
+    let extra = "ca: certs/ca-cert.placeholder\n  tcp_bind: \"0.0.0.0\"\n  fallback_after: 0s\n  quic_probe_interval: soon";
+    let errors = errors(&with("ca: certs/ca-cert.placeholder", extra));
+    assert_has(&errors, "mesh.tcp_bind", "not an IP:port (or `off` for no TCP links)");
+    assert_has(&errors, "mesh.fallback_after", "greater than zero");
+    assert_has(&errors, "mesh.quic_probe_interval", "soon");
+    let off = "ca: certs/ca-cert.placeholder\n  tcp_bind: \"off\"";
+    let config = run(&with("ca: certs/ca-cert.placeholder", off)).expect("valid");
+    assert_eq!(config.mesh.tcp_bind, crate::config::TcpBind::Off);
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The node's TLS identity in force: its certificate (renewed in place), the client config
-//! it dials with, and the revocations every handshake checks. A renewal changes only new
-//! handshakes: established links, and the flows on them, go on.
+//! The node's TLS identity in force: its certificate (renewed in place), the configs it
+//! dials and accepts links with (QUIC, and TLS on TCP), and the revocations every
+//! handshake checks. A renewal changes only new handshakes: established links, and the
+//! flows on them, go on.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -9,27 +10,65 @@ use quinn::TransportConfig;
 
 use crate::tls::{Revocations, TlsIdentity};
 
-/// The identity and the config to dial with, replaced together.
+/// Everything built from one identity, replaced together.
+struct InForce {
+    identity: Arc<TlsIdentity>,
+    /// QUIC on UDP, dialing (the endpoint holds the accepting side).
+    quic_client: quinn::ClientConfig,
+    /// The TLS layer of links over TCP.
+    tcp: TcpLinkConfigs,
+}
+
+/// What a link over TCP is set up with: the outer TLS, and the QUIC inside it (with the
+/// transport of links over TCP, see `node::link::endpoint`).
+#[derive(Clone)]
+pub(crate) struct TcpLinkConfigs {
+    /// Outer TLS, dialing.
+    pub tls_client: Arc<rustls::ClientConfig>,
+    /// Outer TLS, accepting.
+    pub tls_server: Arc<rustls::ServerConfig>,
+    /// QUIC inside, dialing.
+    pub quic_client: quinn::ClientConfig,
+    /// QUIC inside, accepting.
+    pub quic_server: quinn::ServerConfig,
+}
+
+/// The identity and the configs built from it.
 pub(crate) struct NodeTls {
-    current: RwLock<(Arc<TlsIdentity>, quinn::ClientConfig)>,
+    current: RwLock<InForce>,
     transport: Arc<TransportConfig>,
+    tcp_transport: Arc<TransportConfig>,
 }
 
 impl NodeTls {
-    /// The identity the endpoint was built with.
-    pub(crate) fn new(identity: TlsIdentity, transport: Arc<TransportConfig>) -> anyhow::Result<Self> {
-        let client = crate::quic::client_config(&identity, transport.clone())?;
-        Ok(Self { current: RwLock::new((Arc::new(identity), client)), transport })
+    /// The identity the endpoint was built with; `transport` is QUIC links',
+    /// `tcp_transport` links over TCP.
+    pub(crate) fn new(
+        identity: TlsIdentity,
+        transport: Arc<TransportConfig>,
+        tcp_transport: Arc<TransportConfig>,
+    ) -> anyhow::Result<Self> {
+        let current = in_force(identity, &transport, &tcp_transport)?;
+        Ok(Self { current: RwLock::new(current), transport, tcp_transport })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, InForce> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The identity in force.
     pub(crate) fn identity(&self) -> Arc<TlsIdentity> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.read().identity.clone()
     }
 
     /// The revocations every handshake checks.
     pub(crate) fn revocations(&self) -> Arc<Revocations> {
         self.identity().revocations().clone()
+    }
+
+    /// The configs links over TCP are set up with now.
+    pub(crate) fn tcp(&self) -> TcpLinkConfigs {
+        self.read().tcp.clone()
     }
 
     /// Dials `addr`, expecting a certificate for `server_name`, with the identity in force.
@@ -39,7 +78,7 @@ impl NodeTls {
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<quinn::Connecting, quinn::ConnectError> {
-        let client = self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let client = self.read().quic_client.clone();
         endpoint.connect_with(client, addr, server_name)
     }
 
@@ -51,8 +90,26 @@ impl NodeTls {
         node_id: &str,
     ) -> anyhow::Result<()> {
         let next = self.identity().renewed(cert_pem, node_id)?;
-        let client = crate::quic::apply_identity(endpoint, &next, self.transport.clone())?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(next), client);
+        crate::quic::apply_identity(endpoint, &next, self.transport.clone())?;
+        let next = in_force(next, &self.transport, &self.tcp_transport)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
     }
+}
+
+fn in_force(
+    identity: TlsIdentity,
+    transport: &Arc<TransportConfig>,
+    tcp_transport: &Arc<TransportConfig>,
+) -> anyhow::Result<InForce> {
+    let quic_client = crate::quic::client_config(&identity, transport.clone())?;
+    let mut quic_server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
+    quic_server.transport_config(tcp_transport.clone());
+    let tcp = TcpLinkConfigs {
+        tls_client: identity.tcp_client_config()?,
+        tls_server: identity.tcp_server_config()?,
+        quic_client: crate::quic::client_config(&identity, tcp_transport.clone())?,
+        quic_server,
+    };
+    Ok(InForce { identity: Arc::new(identity), quic_client, tcp })
 }

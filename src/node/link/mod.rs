@@ -12,7 +12,9 @@
 //! - [`credit`]: how much a link may buffer for its flows (the window that follows the
 //!   path, the node-wide budget, stalled flows kept out of the shared credit);
 //! - [`send`]: a flow's send side on a link, taking fair turns at the link's send buffer;
-//! - [`delivery`]: whether a link is still delivering (progress for flow timeouts).
+//! - [`delivery`]: whether a link is still delivering (progress for flow timeouts);
+//! - [`tcp`], [`stream_socket`]: links over TLS on TCP, the same QUIC connection with its
+//!   packets inside a TCP stream, for where UDP is blocked.
 
 pub(crate) mod cards;
 pub(crate) mod congestion;
@@ -24,3 +26,5 @@ pub(crate) mod identity;
 pub(crate) mod peers;
 pub(crate) mod renewal;
 pub(crate) mod send;
+pub(crate) mod stream_socket;
+pub(crate) mod tcp;

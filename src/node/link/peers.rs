@@ -13,9 +13,9 @@ use quinn::{Connection, VarInt};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, PeerTransport};
 use crate::core::link_health::Liveness;
-use crate::core::link_rule::{self, Existing, Initiator};
+use crate::core::link_rule::{self, Existing, Initiator, LinkTransport};
 use crate::node::link::send::LinkTurns;
 
 /// Connection close code: a duplicate link lost the tie-break.
@@ -26,6 +26,14 @@ pub(crate) const LINK_UNKNOWN_PEER: VarInt = VarInt::from_u32(2);
 pub(crate) const LINK_SHUTDOWN: VarInt = VarInt::from_u32(3);
 /// Connection close code: the peer's certificate was revoked (it left the mesh).
 pub(crate) const LINK_REVOKED: VarInt = VarInt::from_u32(4);
+/// Connection close code: a link over TCP whose flows all ended after a QUIC link took
+/// its place.
+pub(crate) const LINK_SUPERSEDED: VarInt = VarInt::from_u32(5);
+/// Connection close code: the TCP connection under a link ended.
+pub(crate) const LINK_TRANSPORT_LOST: VarInt = VarInt::from_u32(6);
+
+/// How often a superseded link is checked for flows still on it.
+const DRAIN_CHECK: Duration = Duration::from_millis(500);
 
 /// The certificate the peer presented on `conn`.
 pub(crate) fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
@@ -37,6 +45,7 @@ pub(crate) fn peer_certificate(conn: &Connection) -> Option<rustls::pki_types::C
 struct Link {
     conn: Connection,
     initiator: Initiator,
+    transport: LinkTransport,
     since: Instant,
     /// When a datagram last arrived on this link, sampled by [`PeerPool::watch_health`].
     heard: Arc<Mutex<Liveness>>,
@@ -56,6 +65,8 @@ pub(crate) struct PooledLink {
 struct Slot {
     /// Where to dial; learned from the scheduler for a peer that only dialed in so far.
     address: RwLock<Option<String>>,
+    /// How to dial: the transport, and the TCP address when it differs from `address`.
+    dialing: RwLock<(PeerTransport, Option<String>)>,
     region: Option<String>,
     link: watch::Sender<Option<Link>>,
 }
@@ -87,6 +98,8 @@ pub struct PeerInfo {
     pub healthy: bool,
     /// `local` when this node dialed the connection, `remote` when the peer did.
     pub initiator: Option<&'static str>,
+    /// What carries the link: `quic`, or `tcp` (TLS on TCP, where UDP is blocked).
+    pub transport: Option<&'static str>,
     /// Smoothed round-trip time, in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Packets lost over packets sent on the connection.
@@ -126,6 +139,7 @@ impl PeerPool {
             .map(|p| {
                 let slot = Slot {
                     address: RwLock::new(p.address.clone()),
+                    dialing: RwLock::new((p.transport, p.tcp_address.clone())),
                     region: p.region.clone(),
                     link: watch::Sender::new(None),
                 };
@@ -155,6 +169,7 @@ impl PeerPool {
         }
         let slot = Slot {
             address: RwLock::new(address),
+            dialing: RwLock::new((PeerTransport::Auto, None)),
             region: Some(region.to_string()),
             link: watch::Sender::new(None),
         };
@@ -177,10 +192,14 @@ impl PeerPool {
                 if let Ok(mut a) = slot.address.write() {
                     a.clone_from(&peer.address);
                 }
+                if let Ok(mut d) = slot.dialing.write() {
+                    *d = (peer.transport, peer.tcp_address.clone());
+                }
             }
             None => {
                 let slot = Slot {
                     address: RwLock::new(peer.address.clone()),
+                    dialing: RwLock::new((peer.transport, peer.tcp_address.clone())),
                     region: peer.region.clone(),
                     link: watch::Sender::new(None),
                 };
@@ -247,6 +266,14 @@ impl PeerPool {
         true
     }
 
+    /// How to dial `id`: its transport, and its TCP address when it differs from its
+    /// address. `None` for an unknown peer.
+    pub(crate) fn dialing(&self, id: &str) -> Option<(PeerTransport, Option<String>)> {
+        let slot = self.slot(id)?;
+        let dialing = slot.dialing.read().ok()?;
+        Some(dialing.clone())
+    }
+
     /// Whether `id` is a configured peer.
     pub(crate) fn is_known(&self, id: &str) -> bool {
         self.slot(id).is_some()
@@ -259,9 +286,14 @@ impl PeerPool {
 
     /// The live connection to `id`, if any.
     pub(crate) fn current(&self, id: &str) -> Option<Connection> {
+        self.current_with_transport(id).map(|(conn, _)| conn)
+    }
+
+    /// The live connection to `id` and what carries it, if any.
+    pub(crate) fn current_with_transport(&self, id: &str) -> Option<(Connection, LinkTransport)> {
         let slot = self.slot(id)?;
         let link = slot.link.borrow();
-        link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| l.conn.clone())
+        link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| (l.conn.clone(), l.transport))
     }
 
     /// The live connection to `id`, waiting up to `wait` for one to come up.
@@ -285,13 +317,16 @@ impl PeerPool {
     }
 
     /// Offers a newly established connection; returns whether it is now the peer's link.
-    /// The losing connection (new or old) is closed.
+    /// The losing connection (new or old) is closed, except a link over TCP that a QUIC
+    /// link replaced: new flows take the QUIC link, and the old one closes once the flows
+    /// still on it have ended.
     pub(crate) fn install(
         &self,
         peer: &str,
         conn: Connection,
         turns: Arc<LinkTurns>,
         initiator: Initiator,
+        transport: LinkTransport,
     ) -> bool {
         let Some(slot) = self.slot(peer) else {
             conn.close(LINK_UNKNOWN_PEER, b"unknown node");
@@ -306,12 +341,18 @@ impl PeerPool {
             let replace = match cur {
                 None => true,
                 Some(l) => {
-                    let existing = Existing {
-                        initiator: l.initiator,
-                        alive: l.conn.close_reason().is_none(),
-                        age: l.since.elapsed(),
-                    };
-                    link_rule::new_replaces_existing(&self.local_id, peer, existing, initiator, self.settle)
+                    let alive = l.conn.close_reason().is_none();
+                    let existing = Existing { initiator: l.initiator, alive, age: l.since.elapsed() };
+                    let by_transport = link_rule::transport_decides(l.transport, transport).filter(|_| alive);
+                    by_transport.unwrap_or_else(|| {
+                        link_rule::new_replaces_existing(
+                            &self.local_id,
+                            peer,
+                            existing,
+                            initiator,
+                            self.settle,
+                        )
+                    })
                 }
             };
             if replace {
@@ -320,6 +361,7 @@ impl PeerPool {
                 replaced = cur.replace(Link {
                     conn: conn.clone(),
                     initiator,
+                    transport,
                     since: Instant::now(),
                     heard,
                     turns: turns.clone(),
@@ -328,7 +370,11 @@ impl PeerPool {
             replace
         });
         if let Some(old) = replaced {
-            old.conn.close(LINK_DUPLICATE, b"duplicate link");
+            if old.transport != transport && old.conn.close_reason().is_none() {
+                tokio::spawn(close_when_drained(old.conn, old.turns));
+            } else {
+                old.conn.close(LINK_DUPLICATE, b"duplicate link");
+            }
         }
         if !installed {
             conn.close(LINK_DUPLICATE, b"duplicate link");
@@ -392,6 +438,24 @@ impl PeerPool {
     }
 }
 
+/// Closes a superseded link once no flow stream has been left on it for two checks in a
+/// row (both ends run this; the first to find its side empty closes the link). The second
+/// check leaves time for the last bytes a finished stream sent to be acknowledged.
+async fn close_when_drained(conn: Connection, turns: Arc<LinkTurns>) {
+    let mut empty_checks = 0;
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(DRAIN_CHECK) => {}
+        }
+        empty_checks = if turns.streams_open() == 0 { empty_checks + 1 } else { 0 };
+        if empty_checks >= 2 {
+            conn.close(LINK_SUPERSEDED, b"superseded by a QUIC link");
+            return;
+        }
+    }
+}
+
 fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
     let link = slot.link.borrow();
     let live = link.as_ref().filter(|l| l.conn.close_reason().is_none());
@@ -406,6 +470,7 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
             Initiator::Local => "local",
             Initiator::Remote => "remote",
         }),
+        transport: live.map(|l| l.transport.name()),
         rtt_ms: live.map(|l| l.conn.rtt().as_secs_f64() * 1000.0),
         loss: stats.map(|s| s.path.lost_packets as f64 / s.path.sent_packets.max(1) as f64),
         connected_secs: live.map(|l| l.since.elapsed().as_secs()),

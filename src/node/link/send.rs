@@ -62,6 +62,11 @@ impl LinkTurns {
     fn lock(&self) -> MutexGuard<'_, Turns> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Flow streams with a send side on this link now (each flow on a link has one).
+    pub(crate) fn streams_open(&self) -> usize {
+        self.lock().writers.len()
+    }
 }
 
 /// The queue: pure bookkeeping, no I/O (so it is tested on its own).

@@ -76,6 +76,14 @@ pub(crate) fn render(input: &MetricsInput<'_>) -> String {
         f.sample(&[("side", "origin"), ("reason", reason.as_str())], s.refused_at_origin(reason) as f64);
         f.sample(&[("side", "inbound"), ("reason", reason.as_str())], s.refused_inbound(reason) as f64);
     }
+    let mut f = family(
+        &mut out,
+        "proxy_link_fallbacks_total",
+        "counter",
+        "Links dialed over TCP because no QUIC handshake completed in time (to=tcp), and links that moved back to QUIC when a probe got through (to=quic).",
+    );
+    f.sample(&[("to", "tcp")], s.link_fallbacks as f64);
+    f.sample(&[("to", "quic")], s.links_back_to_quic as f64);
     peer_metrics(&mut out, input.peers);
     route_metrics(&mut out, s, input.routes);
     let m = &s.multipath;
@@ -146,6 +154,17 @@ fn peer_metrics(out: &mut String, peers: &[PeerInfo]) {
         family(out, "proxy_peer_healthy", "gauge", "1 when new flows may use the link (heard from lately).");
     for p in peers {
         f.sample(&[("peer", &p.id)], if p.healthy { 1.0 } else { 0.0 });
+    }
+    let mut f = family(
+        out,
+        "proxy_peer_transport",
+        "gauge",
+        "1 for what carries the link to the peer: quic, or tcp (TLS on TCP where UDP is blocked).",
+    );
+    for p in peers {
+        if let Some(transport) = p.transport {
+            f.sample(&[("peer", &p.id), ("transport", transport)], 1.0);
+        }
     }
     let mut f = family(out, "proxy_peer_rtt_seconds", "gauge", "Smoothed round-trip time of the link.");
     for p in peers {

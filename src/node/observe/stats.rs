@@ -36,6 +36,10 @@ pub(crate) struct Counters {
     pub refused_at_origin: [AtomicU64; RefuseReason::ALL.len()],
     /// Flows arriving from the mesh that this node refused, by reason.
     pub refused_inbound: [AtomicU64; RefuseReason::ALL.len()],
+    /// Links dialed over TCP because no QUIC handshake completed in time (`type: auto`).
+    pub link_fallbacks: AtomicU64,
+    /// Links that fell back to TCP and moved to QUIC when a probe got through.
+    pub links_back_to_quic: AtomicU64,
     /// Flows that ended with a reset or timeout instead of a clean close.
     pub flows_reset: AtomicU64,
     /// Multipath flows started here (origin or exit).
@@ -71,6 +75,8 @@ impl Counters {
             refused_at_origin: Default::default(),
             refused_inbound: Default::default(),
             flows_reset: AtomicU64::new(0),
+            link_fallbacks: AtomicU64::new(0),
+            links_back_to_quic: AtomicU64::new(0),
             multipath_flows: AtomicU64::new(0),
             subflows_opened: AtomicU64::new(0),
             subflows_lost: AtomicU64::new(0),
@@ -128,6 +134,10 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Flows ended by a reset or timeout.
     pub flows_reset: u64,
+    /// Links dialed over TCP because QUIC did not answer in time.
+    pub link_fallbacks: u64,
+    /// Links that fell back to TCP and moved back to QUIC.
+    pub links_back_to_quic: u64,
     /// Refusals of flows this node originated, by reason name (only non-zero ones).
     pub refused_at_origin: Vec<(String, u64)>,
     /// Refusals of inbound flows, by reason name (only non-zero ones).
@@ -221,6 +231,8 @@ pub(crate) fn snapshot(
         bytes_in: load(&c.bytes_in),
         bytes_out: load(&c.bytes_out),
         flows_reset: load(&c.flows_reset),
+        link_fallbacks: load(&c.link_fallbacks),
+        links_back_to_quic: load(&c.links_back_to_quic),
         refused_at_origin: by_reason(&c.refused_at_origin),
         refused_inbound: by_reason(&c.refused_inbound),
         route_matches: routes.iter().map(|(name, r)| (name.clone(), load(&r.matches))).collect(),

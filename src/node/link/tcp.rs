@@ -1,0 +1,199 @@
+//! Links over TLS on TCP, for where UDP is blocked.
+//!
+//! A link over TCP is a QUIC connection whose packets travel inside one TLS 1.3
+//! connection ([`StreamSocket`]), on a QUIC endpoint of its own. So the rest of the node
+//! gets the same `quinn::Connection` whichever transport carries a link: one stream per
+//! flow with its own flow control, half-close and resets, the fair turns at the send
+//! buffer, stalled-flow isolation and seal cards all work unchanged. The choice against a
+//! stream multiplexer (yamux, HTTP/2) over TLS: those would need a second implementation
+//! of everything the data plane does with QUIC streams, and still lack QUIC's per-stream
+//! resets with codes, stream priorities and datagrams.
+//!
+//! Both layers authenticate with the node's identity: the outer TLS runs the same
+//! verifiers as QUIC (mesh CA, revocations, TLS 1.3 only, no resumption), so a TCP
+//! connection from outside the mesh never reaches a QUIC endpoint; the QUIC handshake
+//! inside then names the peer, as on UDP. The kernel's TCP congestion control governs the
+//! path (`bbr` when the link runs a model-based controller, else the one named alike);
+//! QUIC's own controller above it sees no loss, only TCP's queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use quinn::Connection;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::config::{Congestion, TcpBind};
+use crate::core::link_rule::LinkTransport;
+use crate::node::Shared;
+use crate::node::link::connect::{admit, expect_peer};
+use crate::node::link::endpoint::tcp_endpoint_config;
+use crate::node::link::peers::LINK_TRANSPORT_LOST;
+use crate::node::link::stream_socket::{StreamEnded, StreamSocket};
+
+/// TCP connections in their handshakes at once; more wait in the kernel's queue. Keeps
+/// a flood of connections from outside the mesh from costing more than this many TLS
+/// handshakes at a time.
+const HANDSHAKES: usize = 64;
+/// How long a closed link's endpoint may take to tell the peer before its TCP connection
+/// is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Binds the listener for links over TCP (`mesh.tcp_bind`); `quic` is the address the
+/// QUIC endpoint got. `None` with `off`, or when the default port is taken (said in the
+/// log: only an explicit address must bind).
+pub(crate) fn bind(tcp_bind: TcpBind, quic: SocketAddr) -> anyhow::Result<Option<TcpListener>> {
+    let addr = match tcp_bind {
+        TcpBind::Off => return Ok(None),
+        TcpBind::At(addr) => {
+            let listener = crate::node::flow::listener::bind(addr)
+                .with_context(|| format!("mesh.tcp_bind: cannot bind TCP {addr}"))?;
+            return Ok(Some(listener));
+        }
+        TcpBind::SameAsQuic => quic,
+    };
+    match crate::node::flow::listener::bind(addr) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) => {
+            warn!(%addr, error = %e, "no links over TCP accepted: the QUIC port is taken on TCP (set mesh.tcp_bind)");
+            Ok(None)
+        }
+    }
+}
+
+/// Accepts links over TCP until the node drains.
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
+    let mut draining = shared.draining.clone();
+    loop {
+        let permit = tokio::select! {
+            p = handshakes.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = crate::shutdown::wait_true(&mut draining) => return,
+        };
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "TCP link accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::wait_true(&mut draining) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let deadline = shared.config.limits.connect_timeout;
+            match tokio::time::timeout(deadline, accept(&shared, tcp, remote)).await {
+                Ok(Ok(conn)) => {
+                    drop(permit);
+                    admit(&shared, conn, LinkTransport::Tcp);
+                }
+                Ok(Err(e)) => debug!(%remote, error = %format!("{e:#}"), "incoming TCP link failed"),
+                Err(_) => debug!(%remote, "incoming TCP link timed out in its handshake"),
+            }
+        });
+    }
+}
+
+/// The outer TLS handshake of an accepted TCP connection, then the QUIC handshake inside.
+async fn accept(shared: &Shared, tcp: TcpStream, remote: SocketAddr) -> anyhow::Result<Connection> {
+    prepare(&tcp, shared.config.mesh.congestion);
+    let local = tcp.local_addr()?;
+    let configs = shared.tls.tcp();
+    let tls = tokio_rustls::TlsAcceptor::from(configs.tls_server).accept(tcp).await?;
+    let (socket, ended) = StreamSocket::new(tls, local, remote);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        tcp_endpoint_config(),
+        Some(configs.quic_server),
+        socket.clone(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let incoming = endpoint.accept().await.context("the endpoint closed")?;
+    // One link per TCP connection: a second QUIC connection inside it is refused.
+    endpoint.set_server_config(None);
+    let conn = incoming.await?;
+    tokio::spawn(supervise_endpoint(endpoint, socket, ended));
+    Ok(conn)
+}
+
+/// Dials `peer` at `address` over TLS on TCP and returns the QUIC connection inside.
+pub(crate) async fn dial(shared: &Shared, peer: &str, address: &str) -> anyhow::Result<Connection> {
+    let timeout = shared.config.limits.connect_timeout;
+    let addrs = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+        .await
+        .map_err(|_| anyhow::anyhow!("resolving {address} timed out"))??;
+    let mut last = anyhow::anyhow!("{address} resolves to no address");
+    for addr in addrs {
+        match tokio::time::timeout(timeout, dial_addr(shared, peer, addr)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => last = e.context(format!("TCP {addr}")),
+            Err(_) => last = anyhow::anyhow!("TCP {addr}: no link within {timeout:?}"),
+        }
+    }
+    Err(last)
+}
+
+async fn dial_addr(shared: &Shared, peer: &str, addr: SocketAddr) -> anyhow::Result<Connection> {
+    let tcp = TcpStream::connect(addr).await?;
+    prepare(&tcp, shared.config.mesh.congestion);
+    let local = tcp.local_addr()?;
+    let configs = shared.tls.tcp();
+    let name = ServerName::try_from(peer.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(configs.tls_client).connect(name, tcp).await?;
+    let (socket, ended) = StreamSocket::new(tls, local, addr);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        tcp_endpoint_config(),
+        None,
+        socket.clone(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let conn = endpoint.connect_with(configs.quic_client, addr, peer)?.await?;
+    let conn = expect_peer(conn, peer)?;
+    tokio::spawn(supervise_endpoint(endpoint, socket, ended));
+    Ok(conn)
+}
+
+/// Ties a link's QUIC endpoint to its TCP connection: when the TCP connection ends, the
+/// QUIC connection is closed at once (rather than after the idle timeout); when the QUIC
+/// connection ends, the TCP connection is dropped once the close has been sent.
+async fn supervise_endpoint(endpoint: quinn::Endpoint, socket: Arc<StreamSocket>, mut ended: StreamEnded) {
+    tokio::select! {
+        _ = ended.wait_for(|e| *e) => {
+            endpoint.close(LINK_TRANSPORT_LOST, b"TCP connection lost");
+            debug!("TCP connection under a link ended");
+        }
+        _ = endpoint.wait_idle() => {}
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    socket.close();
+}
+
+/// Socket options of a link's TCP connection: no Nagle delay (QUIC batches already), and
+/// the kernel congestion controller of the link's family when the kernel has it.
+fn prepare(tcp: &TcpStream, congestion: Congestion) {
+    let _ = tcp.set_nodelay(true);
+    let name: &[u8] = match congestion {
+        Congestion::Model | Congestion::Bbr => b"bbr",
+        Congestion::Cubic => b"cubic",
+        Congestion::NewReno => b"reno",
+    };
+    let socket = socket2::SockRef::from(tcp);
+    if let Err(e) = socket.set_tcp_congestion(name) {
+        debug!(error = %e, controller = %String::from_utf8_lossy(name), "kernel TCP congestion control left as is");
+    }
+}
+
+/// Logs where links over TCP are accepted.
+pub(crate) fn announce(listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "links over TLS on TCP accepted");
+    }
+}
