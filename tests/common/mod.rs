@@ -91,6 +91,8 @@ pub struct NodeSpec<'a> {
     /// The `type` of every peer with an address; with it, the node also accepts links over
     /// TCP on a port of its own (see [`link_addr`]).
     pub transport: Option<Transport>,
+    /// Extra lines for every peer with an address, e.g. `tcp_address: ...`.
+    pub peer_extra: Vec<String>,
 }
 
 /// A link transport a test runs over.
@@ -153,6 +155,7 @@ impl<'a> NodeSpec<'a> {
             route_extra: vec![],
             policy: None,
             transport: None,
+            peer_extra: vec![],
         }
     }
 
@@ -179,6 +182,9 @@ impl<'a> NodeSpec<'a> {
                 y += &format!("    address: \"{addr}\"\n");
                 if let Some(t) = self.transport {
                     y += &format!("    type: {}\n", t.name());
+                }
+                for l in &self.peer_extra {
+                    y += &format!("    {l}\n");
                 }
             }
         }
