@@ -348,6 +348,31 @@ async fn a_removed_node_is_cut_off_within_a_heartbeat_and_cannot_come_back() {
     .await
     .expect("answered");
     assert!(outcome.contains("Revoked"), "a refuses c's certificate in the handshake: {outcome}");
+    // Links over TCP check the same revocations, in their outer TLS handshake.
+    let tcp = a.tcp_links_addr().expect("a accepts links over TCP on its QUIC port number");
+    let c_identity = proxy::tls::TlsIdentity::load(
+        &mesh.dir.join("c/node.crt"),
+        &mesh.dir.join("c/node.key"),
+        &mesh.dir.join("c/ca.crt"),
+        "c",
+    )
+    .expect("c's identity");
+    let connector = tokio_rustls::TlsConnector::from(c_identity.tcp_client_config().expect("config"));
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        let stream = tokio::net::TcpStream::connect(tcp).await.expect("tcp connect");
+        let name = rustls::pki_types::ServerName::try_from("a").expect("name");
+        match connector.connect(name, stream).await {
+            Err(e) => e.to_string(),
+            // TLS 1.3 again: the server's refusal is the first thing read.
+            Ok(mut tls) => match tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 1]).await {
+                Err(e) => e.to_string(),
+                Ok(n) => format!("read {n} bytes"),
+            },
+        }
+    })
+    .await
+    .expect("answered");
+    assert!(outcome.contains("Revoked"), "a refuses c's certificate on a TCP link: {outcome}");
     assert!(mesh.dir.join("a/data/revocations.bin").is_file(), "a keeps the revocations across restarts");
 
     // Whoever holds a general token cannot take the removed id (and its place in other

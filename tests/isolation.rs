@@ -1,6 +1,7 @@
 //! Flows whose readers stall do not hold back the other flows on their link, and resume
 //! intact once their readers read (receive credit per link, `src/node/link/credit.rs`).
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -17,8 +18,10 @@ const MIB: usize = 1024 * 1024;
 /// link's base, so before per-link credit four stalled flows took the link whole.
 const WINDOWS: [&str; 2] = ["stream_window: 131072", "connection_window: 524288"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flows_whose_readers_stall_never_hold_back_their_link_and_resume_intact() {
+// Per-flow backpressure and stalled-flow isolation hold over both link transports.
+over_both_transports!(flows_whose_readers_stall_never_hold_back_their_link_and_resume_intact);
+
+async fn flows_whose_readers_stall_never_hold_back_their_link_and_resume_intact(transport: Transport) {
     let mesh = Mesh::new(&["a", "b"]);
     let release = Arc::new(Semaphore::new(0));
     let stall_target = stalling_target(release.clone()).await;
@@ -28,15 +31,18 @@ async fn flows_whose_readers_stall_never_hold_back_their_link_and_resume_intact(
     b.peers = vec![("a", String::new())];
     b.allow = vec!["127.0.0.1/32".into()];
     b.mesh_extra = WINDOWS.iter().map(|s| s.to_string()).collect();
+    b.transport = Some(transport);
     let b = b.start(&mesh).await;
     let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.peers = vec![("b", link_addr(&b, transport))];
+    a.transport = Some(transport);
     a.routes = vec![("stall", stall_target.to_string(), Some("b")), ("in", echo.to_string(), Some("b"))];
     a.mesh_extra = WINDOWS.iter().map(|s| s.to_string()).collect();
     // A header that gets no credit is refused after this, so a clogged link fails fast.
     a.limits = vec!["connect_timeout: 3s".into()];
     let a = a.start(&mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b");
+    assert_link_transport(&a, "b", transport);
     let (stall_entry, entry) = (listener_addr(&a, "stall"), listener_addr(&a, "in"));
 
     // 64 flows whose target never reads: each fills its path until the writer blocks.

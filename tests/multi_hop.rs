@@ -1,6 +1,7 @@
 //! Source-routed flows over a chain A -> B -> C -> D: bytes, half-close, resets, a relay
 //! dying, refusals with the hop that refused, bounded relay buffering, proxy chains.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -27,12 +28,28 @@ async fn chain(target: SocketAddr, limits: &[&str], mesh_extra: &[&str], c_relay
     chain_with_exit_limits(target, limits, mesh_extra, c_relays, &[]).await
 }
 
+/// The chain with every link over `transport`.
+async fn chain_over(target: SocketAddr, transport: Transport) -> Chain {
+    chain_of(target, &[], &[], true, &[], Some(transport)).await
+}
+
 async fn chain_with_exit_limits(
     target: SocketAddr,
     limits: &[&str],
     mesh_extra: &[&str],
     c_relays: bool,
     exit_limits: &[&str],
+) -> Chain {
+    chain_of(target, limits, mesh_extra, c_relays, exit_limits, None).await
+}
+
+async fn chain_of(
+    target: SocketAddr,
+    limits: &[&str],
+    mesh_extra: &[&str],
+    c_relays: bool,
+    exit_limits: &[&str],
+    transport: Option<Transport>,
 ) -> Chain {
     // "e" is a probe: a peer of b that only the tests' raw streams use.
     let mesh = Mesh::new(&["a", "b", "c", "d", "e"]);
@@ -43,35 +60,45 @@ async fn chain_with_exit_limits(
         s.peers = peers;
         s.limits = lim.clone();
         s.mesh_extra = extra.clone();
+        s.transport = transport;
         s
     };
+    let addr = |n: &Node| link_addr(n, transport.unwrap_or(Transport::Quic));
     let mut d = spec("d", vec![("c", String::new())]);
     d.allow = vec!["127.0.0.1/32".into()];
     d.limits.extend(exit_limits.iter().map(|s| s.to_string()));
     let d = d.start(&mesh).await;
-    let mut c = spec("c", vec![("b", String::new()), ("d", d.mesh_addr().expect("addr").to_string())]);
+    let mut c = spec("c", vec![("b", String::new()), ("d", addr(&d))]);
     if !c_relays {
         c.mesh_extra.push("relay: false".into());
     }
     let c = c.start(&mesh).await;
-    let b_peers =
-        vec![("a", String::new()), ("c", c.mesh_addr().expect("addr").to_string()), ("e", String::new())];
+    let b_peers = vec![("a", String::new()), ("c", addr(&c)), ("e", String::new())];
     let b = spec("b", b_peers);
     let b = b.start(&mesh).await;
-    let mut a = spec("a", vec![("b", b.mesh_addr().expect("addr").to_string())]);
+    let mut a = spec("a", vec![("b", addr(&b))]);
     a.routes = vec![("in", target.to_string(), Some("d"))];
     a.via = vec!["b", "c"];
     let a = a.start(&mesh).await;
     for (node, peer) in [(&a, "b"), (&b, "c"), (&c, "d")] {
         assert!(node.wait_for_link(peer, Duration::from_secs(10)).await, "{} -> {peer} link", node.id());
+        if let Some(t) = transport {
+            assert_link_transport(node, peer, t);
+        }
     }
     Chain { _mesh: mesh, a, b, c, d }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_mib_each_way_cross_three_hops_byte_exact() {
+// Relaying holds over both link transports.
+over_both_transports!(
+    sixty_four_mib_each_way_cross_three_hops_byte_exact,
+    half_close_crosses_every_hop_both_ways,
+    resets_cross_every_hop_both_ways,
+);
+
+async fn sixty_four_mib_each_way_cross_three_hops_byte_exact(transport: Transport) {
     let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    let ch = chain_over(server.local_addr().expect("addr"), transport).await;
     exchange_both_ways(listener_addr(&ch.a, "in"), server, 64 * MIB).await;
     assert_eq!(
         (ch.b.stats().flows_relayed, ch.c.stats().flows_relayed, ch.d.stats().flows_exited),
@@ -93,10 +120,9 @@ async fn thousand_concurrent_flows_cross_three_hops_byte_exact() {
     assert_eq!(ch.d.stats().flows_exited, 1000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_close_crosses_every_hop_both_ways() {
+async fn half_close_crosses_every_hop_both_ways(transport: Transport) {
     let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    let ch = chain_over(server.local_addr().expect("addr"), transport).await;
     tokio::spawn(async move {
         let (mut s, _) = server.accept().await.expect("accept");
         let mut req = Vec::new();
@@ -111,10 +137,9 @@ async fn half_close_crosses_every_hop_both_ways() {
     assert_eq!(read_to_end_or_error(&mut c).await.expect("clean end"), sha256(&request));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resets_cross_every_hop_both_ways() {
+async fn resets_cross_every_hop_both_ways(transport: Transport) {
     let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ch = chain(server.local_addr().expect("addr"), &[], &[], true).await;
+    let ch = chain_over(server.local_addr().expect("addr"), transport).await;
     // Client resets: the server sees a reset.
     let mut c = connect(listener_addr(&ch.a, "in")).await;
     c.write_all(b"one").await.expect("write");

@@ -2,6 +2,7 @@
 //! emulator: striping, the loss of a path (blackholed link, killed relay), paths of very
 //! different RTT, the loss of every path, and the buffer bounds.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -43,6 +44,22 @@ async fn mesh_of(
     ac_profile: LinkProfile,
     direct: bool,
 ) -> TwoPaths {
+    mesh_over(target, ab_profile, ac_profile, direct, None).await
+}
+
+/// Like [`mesh_of`]; with a transport, every link runs over it, and over TCP the links
+/// go direct (the emulators are UDP relays: they and their profiles are left out).
+async fn mesh_over(
+    target: SocketAddr,
+    ab_profile: LinkProfile,
+    ac_profile: LinkProfile,
+    direct: bool,
+    transport: Option<Transport>,
+) -> TwoPaths {
+    let over_tcp = transport == Some(Transport::Tcp);
+    let via = |emulator: &LinkEmulator, node: &Node| {
+        if over_tcp { link_addr(node, Transport::Tcp) } else { emulator.addr().to_string() }
+    };
     let mesh = Mesh::new(&["a", "b", "c", "d"]);
     let mut d = NodeSpec::new("d");
     d.peers = vec![("b", String::new()), ("c", String::new())];
@@ -51,13 +68,15 @@ async fn mesh_of(
     }
     d.allow = vec![target.to_string()];
     d.keepalive = "200ms";
+    d.transport = transport;
     let d = d.start(&mesh).await;
     let bd = LinkEmulator::start(d.mesh_addr().expect("addr"), 11).await.expect("emulator");
     let cd = LinkEmulator::start(d.mesh_addr().expect("addr"), 12).await.expect("emulator");
     let relay = |id: &'static str, to_d: &LinkEmulator| {
         let mut spec = NodeSpec::new(id);
-        spec.peers = vec![("a", String::new()), ("d", to_d.addr().to_string())];
+        spec.peers = vec![("a", String::new()), ("d", via(to_d, &d))];
         spec.keepalive = "200ms";
+        spec.transport = transport;
         spec
     };
     let b = relay("b", &bd).start(&mesh).await;
@@ -67,12 +86,13 @@ async fn mesh_of(
     ab.set_both(ab_profile);
     ac.set_both(ac_profile);
     let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", ab.addr().to_string()), ("c", ac.addr().to_string())];
+    a.peers = vec![("b", via(&ab, &b)), ("c", via(&ac, &c))];
+    a.transport = transport;
     a.routes = vec![("mp", target.to_string(), Some("d"))];
     a.route_extra = vec!["paths: [[b], [c]]".into(), "multipath: true".into()];
     a.keepalive = "200ms";
     if direct {
-        a.peers.push(("d", d.mesh_addr().expect("addr").to_string()));
+        a.peers.push(("d", link_addr(&d, transport.unwrap_or(Transport::Quic))));
         a.limits = vec!["max_subflows: 2".into()];
     }
     let a = a.start(&mesh).await;
@@ -81,6 +101,9 @@ async fn mesh_of(
     }
     for (node, peer) in [(&a, "b"), (&a, "c"), (&b, "d"), (&c, "d")] {
         assert!(node.wait_for_link(peer, Duration::from_secs(10)).await, "{} to {peer}", node.id());
+        if let Some(t) = transport {
+            assert_link_transport(node, peer, t);
+        }
     }
     let entry = listener_addr(&a, "mp");
     TwoPaths { a, b: Some(b), c: Some(c), d, ab, ac, bd, cd, entry, _mesh: mesh }
@@ -230,11 +253,13 @@ async fn losing_every_path_resets_the_application() {
     drop((t.ab, t.ac, t.bd, t.cd));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_close_and_reset_cross_a_multipath_flow() {
+// Multipath subflows work over both link transports.
+over_both_transports!(half_close_and_reset_cross_a_multipath_flow);
+
+async fn half_close_and_reset_cross_a_multipath_flow(transport: Transport) {
     let server = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let ideal = LinkProfile::ideal();
-    let t = two_paths(server.local_addr().expect("addr"), ideal.clone(), ideal).await;
+    let t = mesh_over(server.local_addr().expect("addr"), ideal.clone(), ideal, false, Some(transport)).await;
     // Half-close: the request ends with a FIN, the reply still flows back.
     let mut client = connect(t.entry).await;
     client.write_all(b"request").await.expect("write");

@@ -1,5 +1,6 @@
 //! Peer links: mutual authentication, one connection per pair, re-dial after loss.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -74,6 +75,40 @@ async fn a_certificate_naming_another_node_is_rejected_both_ways() {
     let a = a.start(&mesh).await;
     assert!(!a.wait_for_link("b", Duration::from_secs(2)).await, "a accepted c's certificate as b");
     assert!(!c.peers()[0].connected);
+}
+
+// The mutual authentication of links holds over both transports.
+over_both_transports!(peers_of_another_ca_or_under_another_name_get_no_link);
+
+async fn peers_of_another_ca_or_under_another_name_get_no_link(transport: Transport) {
+    let mesh = Mesh::new(&["a", "b", "c"]);
+    let rogue = Mesh::new(&["a", "b"]);
+    let spec = |id: &'static str, peers: Vec<(&'static str, String)>| {
+        let mut spec = NodeSpec::new(id);
+        spec.peers = peers;
+        spec.transport = Some(transport);
+        spec
+    };
+    // A real b, and a rogue b (another CA) under the same name.
+    let b = spec("b", vec![("a", String::new())]).start(&mesh).await;
+    let rogue_b = spec("b", vec![("a", String::new())]).start(&rogue).await;
+    // The real a dials the rogue b: refused by a.
+    let a = spec("a", vec![("b", link_addr(&rogue_b, transport))]).start(&mesh).await;
+    // A rogue a dials the real b: refused by b.
+    let rogue_a = spec("a", vec![("b", link_addr(&b, transport))]).start(&rogue).await;
+    // c's certificate does not name b: a that believes b lives where c does is refused.
+    let c = spec("c", vec![("a", String::new())]).start(&mesh).await;
+    let misled = spec("a", vec![("b", link_addr(&c, transport))]).start(&mesh).await;
+    for (node, peer) in [(&a, "b"), (&rogue_a, "b"), (&misled, "b")] {
+        assert!(
+            !node.wait_for_link(peer, Duration::from_secs(2)).await,
+            "{} linked to a false {peer}",
+            node.id()
+        );
+    }
+    for node in [&b, &rogue_b, &c] {
+        assert!(node.peers().iter().all(|p| !p.connected), "{} took a link it must refuse", node.id());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,8 +230,6 @@ impl TlsIdentity {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         tls.alpn_protocols = vec![ALPN_PEER.to_vec()];
-        // No resumption: each link's handshake checks the peer against the revocations.
-        tls.resumption = rustls::client::Resumption::disabled();
         Ok(tls)
     }
 }
