@@ -455,3 +455,31 @@ async fn a_node_with_relay_off_is_never_on_a_computed_path() {
     let _direct = open_echoed_flow(listener_addr(&a, "in"), 1).await;
     assert_eq!(b.stats().flows_relayed, 0);
 }
+
+/// The scheduler learns which links run over TLS on TCP, and measures and counts them like
+/// any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_over_tcp_is_counted_and_shown_as_tcp() {
+    let mesh = Mesh::new(&["a", "d"]);
+    let (scheduler, sched_addr) = scheduler_for(&mesh, "recompute_interval: \"100ms\"\n").await;
+    let mut d = NodeSpec::new("d");
+    d.peers = vec![("a", String::new())];
+    d.scheduler = Some(sched_addr.clone());
+    d.transport = Some(Transport::Tcp);
+    let d = d.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("d", link_addr(&d, Transport::Tcp))];
+    a.scheduler = Some(sched_addr);
+    a.transport = Some(Transport::Tcp);
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("d", Duration::from_secs(10)).await);
+    let view = scheduler.view();
+    let over_tcp = || {
+        view.links().iter().any(|l| {
+            (l.a.as_str(), l.b.as_str()) == ("a", "d")
+                && l.state == LinkState::Counted
+                && l.transport == "tcp"
+        })
+    };
+    assert!(eventually(Duration::from_secs(15), over_tcp).await, "links: {:?}", view.links());
+}

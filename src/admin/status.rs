@@ -284,6 +284,7 @@ pub fn render_scheduler(input: &SchedulerStatusInput) -> String {
                 text(&l["a"]),
                 text(&l["b"]),
                 text(&l["state"]).replace('_', "-"),
+                text(&l["transport"]),
                 l["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms")),
                 l["loss"].as_f64().map_or("-".into(), |x| format!("{:.2}%", x * 100.0)),
                 l["throughput_bytes_per_sec"].as_u64().map_or("-".into(), |b| format!("{}/s", bytes(b))),
@@ -296,7 +297,19 @@ pub fn render_scheduler(input: &SchedulerStatusInput) -> String {
         .collect();
     out += "\nLINKS\n";
     out += &table(
-        &["A", "B", "STATE", "RTT", "LOSS", "THROUGHPUT", "CAPACITY", "USED", "REPORTED BY", "AGE"],
+        &[
+            "A",
+            "B",
+            "STATE",
+            "TRANSPORT",
+            "RTT",
+            "LOSS",
+            "THROUGHPUT",
+            "CAPACITY",
+            "USED",
+            "REPORTED BY",
+            "AGE",
+        ],
         &link_rows,
     );
     let mut route_rows: Vec<Vec<String>> = Vec::new();

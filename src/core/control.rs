@@ -41,14 +41,16 @@ pub const CONTROL_MAGIC: [u8; 4] = *b"PXSC";
 pub const CONTROL_VERSION: u8 = 1;
 /// What a scheduler says it understands, sent as `Welcome.version` (0 in schedulers from
 /// before it was defined). Level 1: it reads [`ToScheduler::Capacity`]; level 2:
-/// [`ToScheduler::Outcomes`]. New messages go out only to a scheduler that announced them,
+/// [`ToScheduler::Outcomes`]; level 3: [`ToScheduler::Transports`]. New messages go out only to a scheduler that announced them,
 /// so an older one is never sent a frame it would skip and answer with `Error` every
 /// heartbeat.
-pub const SCHEDULER_FEATURES: u64 = 2;
+pub const SCHEDULER_FEATURES: u64 = 3;
 /// The `Welcome.version` from which a scheduler reads [`ToScheduler::Capacity`].
 pub const FEATURE_CAPACITY: u64 = 1;
 /// The `Welcome.version` from which a scheduler reads [`ToScheduler::Outcomes`].
 pub const FEATURE_OUTCOMES: u64 = 2;
+/// The `Welcome.version` from which a scheduler reads [`ToScheduler::Transports`].
+pub const FEATURE_TRANSPORTS: u64 = 3;
 /// Bytes before the body.
 pub const FRAME_PREFIX_LEN: usize = 9;
 /// Largest body accepted by default (instructions for a large mesh fit comfortably).
@@ -189,6 +191,13 @@ pub enum ToScheduler {
         relay: bool,
         /// Paths that carried flows since the last report.
         paths: Vec<PathOutcome>,
+    },
+    /// Sent right after each `Report` to a scheduler whose `Welcome.version` is at least
+    /// [`FEATURE_TRANSPORTS`]: the peers whose live link runs over TLS on TCP (the
+    /// fallback where UDP is blocked); every other reported link runs over QUIC.
+    Transports {
+        /// Peer ids, at most one per reported link.
+        tcp: Vec<String>,
     },
 }
 

@@ -201,6 +201,7 @@ mod tests {
             throughput_bytes_per_sec: Some(1000),
             capacity_bytes_per_sec: Some(125_000),
             bandwidth_mbps: 1.0,
+            transport: "quic",
             used: state == LinkState::Counted,
             age_secs: 0.5,
         };

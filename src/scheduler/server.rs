@@ -516,6 +516,10 @@ fn handle(
             shared.with_state(|s| s.outcomes(node, relay, paths, now));
             None
         }
+        ToScheduler::Transports { tcp } => {
+            shared.with_state(|s| s.transports(node, tcp, now));
+            None
+        }
         ToScheduler::Subscribe { since_version } => {
             shared.with_state(|s| s.subscribed(node, since_version));
             state.subscribed_from = Some(since_version);

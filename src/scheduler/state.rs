@@ -34,6 +34,8 @@ struct NodeState {
     /// Its last capacity claims (bytes per second, by peer) and when they came. Kept apart
     /// from `links`: they come in their own message, from nodes that have an estimate.
     capacities: (HashMap<String, u64>, Instant),
+    /// Peers of its reported links whose link runs over TCP (its last `Transports`).
+    over_tcp: std::collections::BTreeSet<String>,
     version: u64,
     sent: Option<Vec<RouteInstruction>>,
     /// The nodes introduced in the last set sent.
@@ -118,6 +120,7 @@ impl MeshState {
                     relay: true,
                     suspects: Suspects::default(),
                     capacities: (HashMap::new(), now),
+                    over_tcp: Default::default(),
                     version: 0,
                     sent: None,
                     sent_intros: Vec::new(),
@@ -200,6 +203,15 @@ impl MeshState {
                 .map(|c| (c.peer, c.capacity_bps))
                 .collect();
             n.capacities = (claims, now);
+        }
+    }
+
+    /// Which of a node's reported links run over TCP; replaces its previous list. Peers
+    /// outside its last report are dropped, so the list cannot outgrow its links.
+    pub fn transports(&mut self, node: &str, tcp: Vec<String>, now: Instant) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.last_seen = now;
+            n.over_tcp = tcp.into_iter().filter(|p| n.links.contains_key(p)).collect();
         }
     }
 

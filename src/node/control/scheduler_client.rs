@@ -123,6 +123,10 @@ async fn registered_session(
                 if features >= control::FEATURE_OUTCOMES {
                     write(&mut send, &ToScheduler::Outcomes { relay: shared.config.mesh.relay, paths }, cfg).await?;
                 }
+                if features >= control::FEATURE_TRANSPORTS {
+                    let tcp = shared.pool.peers_over(crate::core::link_rule::LinkTransport::Tcp);
+                    write(&mut send, &ToScheduler::Transports { tcp }, cfg).await?;
+                }
                 let now_unix = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
                     info!("asking the scheduler to renew this node's certificate");

@@ -421,6 +421,18 @@ impl PeerPool {
         out
     }
 
+    /// Peers whose live link runs over `transport`, sorted.
+    pub(crate) fn peers_over(&self, transport: LinkTransport) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|(id, _)| self.current_with_transport(id).is_some_and(|(_, t)| t == transport))
+            .map(|(id, _)| id)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Closes every link (shutdown).
     pub(crate) fn close_all(&self) {
         for (_, slot) in self.all() {

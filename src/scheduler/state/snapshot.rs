@@ -92,6 +92,9 @@ pub struct LinkSnapshot {
     pub capacity_bytes_per_sec: Option<u64>,
     /// The width the `bandwidth` and `balanced` objectives count for it, Mbit/s.
     pub bandwidth_mbps: f64,
+    /// What carries it: `tcp` when an end says its link runs over TLS on TCP, else
+    /// `quic`. Measured and counted like any other link.
+    pub transport: &'static str,
     /// Whether an issued path runs over it.
     pub used: bool,
     /// Age in seconds of the older report.
@@ -218,6 +221,8 @@ impl MeshState {
                     LinkState::OneSided
                 };
                 let oldest = by.iter().map(|r| r.2).min().unwrap_or(now);
+                let over_tcp =
+                    by.iter().any(|r| self.nodes.get(r.0).is_some_and(|n| n.over_tcp.contains(&r.1.peer)));
                 let worse = metrics_of(first, second, claims);
                 LinkSnapshot {
                     state,
@@ -227,6 +232,7 @@ impl MeshState {
                     throughput_bytes_per_sec: throughput_of(first, second),
                     capacity_bytes_per_sec: capacity_of(claims),
                     bandwidth_mbps: worse.bandwidth_mbps,
+                    transport: if over_tcp { "tcp" } else { "quic" },
                     used: used.contains(&(a.clone(), b.clone())),
                     age_secs: now.saturating_duration_since(oldest).as_secs_f64(),
                     a,

@@ -427,6 +427,23 @@ fn capacity_claims_only_for_reported_links_are_kept() {
 }
 
 #[test]
+fn a_link_over_tcp_is_shown_so_and_only_reported_links_are_kept() {
+    let t = Instant::now();
+    let mut m = busy_direct_mesh(Objective::Latency, t);
+    m.transports("a", vec!["d".into(), "ghost".into()], t);
+    assert_eq!(m.nodes["a"].over_tcp.len(), 1);
+    let transport = |m: &MeshState, a: &str, b: &str| {
+        m.link_snapshots(t).into_iter().find(|l| l.a == a && l.b == b).map(|l| l.transport)
+    };
+    assert_eq!(transport(&m, "a", "d"), Some("tcp"));
+    assert_eq!(transport(&m, "a", "b"), Some("quic"));
+    // It is measured and counted like any other link.
+    assert!(m.link_snapshots(t).iter().all(|l| l.state == LinkState::Counted));
+    m.transports("a", vec![], t);
+    assert_eq!(transport(&m, "a", "d"), Some("quic"), "a later list replaces the earlier");
+}
+
+#[test]
 fn an_idle_end_is_unknown_not_agreement_with_the_other_end_s_throughput() {
     let t = Instant::now();
     let mut m = busy_direct_mesh(Objective::Bandwidth, t);
