@@ -1,0 +1,260 @@
+//! Link transport benchmark: `cargo bench --bench transports`.
+//!
+//! In one run, nodes in this process, on loopback:
+//!
+//! 1. `bulk`: one flow through two nodes whose link runs over QUIC, then over TLS on TCP
+//!    (QUIC packets inside one TLS connection): bulk throughput (SHA-256 checked by
+//!    nothing but byte count here; the tests check bytes), 64-byte round trip p50, and the
+//!    time to a new flow's first echoed byte. Direct TCP is the baseline of both. Aim: TCP
+//!    link bulk at least 0.8x the QUIC link's.
+//! 2. `fallback`: the peer's UDP is blackholed (a user-space relay drops everything): time
+//!    from the node's start to the first echoed byte of a flow over the TCP link that the
+//!    default `mesh.fallback_after` (1 s) brings up. Aim: under 3 s. Then UDP returns:
+//!    time until new flows use QUIC, against `mesh.quic_probe_interval`. Aim: within one
+//!    interval.
+//!
+//! Environment: `BENCH_BULK_MIB` (default 1024), `BENCH_RTT_ROUNDS` (default 5000),
+//! `BENCH_NEW_FLOWS` (default 200), `BENCH_PROBE_SECS` (default 5).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use proxy::Node;
+use proxy::emulator::{LinkEmulator, LinkProfile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CHUNK: usize = 64 * 1024;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// What one row measures.
+struct Figures {
+    gbit: f64,
+    rtt_p50: Duration,
+    new_flow_p50: Duration,
+}
+
+fn p50(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// A TCP sink that reads each connection to its end.
+async fn sink_server() -> Result<SocketAddr> {
+    let l = proxy::node::bind_listener("127.0.0.1:0".parse()?)?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Sends `bytes` to `entry` (a sink), half-closes, waits for the sink's acknowledgement.
+async fn bulk(entry: SocketAddr, bytes: u64) -> Result<f64> {
+    let mut s = TcpStream::connect(entry).await?;
+    let buf = vec![0x5au8; CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(&buf).await?;
+        sent += CHUNK as u64;
+    }
+    s.shutdown().await?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await.context("no acknowledgement from the sink")?;
+    Ok(sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Round trips of 64 bytes on one connection to an echo entry.
+async fn round_trips(entry: SocketAddr, rounds: usize) -> Result<Duration> {
+    let mut s = TcpStream::connect(entry).await?;
+    s.set_nodelay(true)?;
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(p50(samples))
+}
+
+/// Time to the first echoed byte of each of `n` new connections.
+async fn new_flows(entry: SocketAddr, n: usize) -> Result<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut s = TcpStream::connect(entry).await?;
+        s.write_all(b"x").await?;
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(p50(samples))
+}
+
+async fn figures(bulk_entry: SocketAddr, echo_entry: SocketAddr, bytes: u64) -> Result<Figures> {
+    let gbit = bulk(bulk_entry, bytes).await?;
+    let rtt_p50 = round_trips(echo_entry, env_usize("BENCH_RTT_ROUNDS", 5000)).await?;
+    let new_flow_p50 = new_flows(echo_entry, env_usize("BENCH_NEW_FLOWS", 200)).await?;
+    Ok(Figures { gbit, rtt_p50, new_flow_p50 })
+}
+
+/// Exit `b`, accepting links over TCP on a port of their own.
+async fn exit_b(dir: &Path) -> Result<Node> {
+    let body = "peers: [ { name: a } ]\nexit_policy: { allow: [\"127.0.0.1/32\"] }";
+    common::node(dir, "b", body, "tcp_bind: \"127.0.0.1:0\"").await
+}
+
+/// Origin `a` with routes `bulk` and `echo` to `targets` at `b`, its peer `b` of `type`
+/// `kind` at `address` (and `tcp_address`, for `auto`).
+async fn origin_a(
+    dir: &Path,
+    kind: &str,
+    targets: (SocketAddr, SocketAddr),
+    (address, tcp_address): (String, Option<String>),
+    a_mesh: &str,
+) -> Result<Node> {
+    let tcp = tcp_address.map(|t| format!(", tcp_address: \"{t}\"")).unwrap_or_default();
+    let (sink, echo) = targets;
+    let body = format!(
+        "listeners: [ {{ name: bulk, bind: \"127.0.0.1:0\" }}, {{ name: echo, bind: \"127.0.0.1:0\" }} ]\npeers: [ {{ name: b, type: {kind}, address: \"{address}\"{tcp} }} ]\nroutes:\n  - {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink}\", exit: b }}\n  - {{ name: echo, match: {{ listener: echo }}, target: \"{echo}\", exit: b }}"
+    );
+    common::node(dir, "a", &body, a_mesh).await
+}
+
+fn entry(node: &Node, name: &str) -> Result<SocketAddr> {
+    node.listeners().into_iter().find(|l| l.name == name).map(|l| l.addr).context("no such listener")
+}
+
+async fn echoed(entry: SocketAddr) -> Result<()> {
+    let mut s = TcpStream::connect(entry).await?;
+    s.write_all(b"r").await?;
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).await?;
+    Ok(())
+}
+
+async fn transport_of(node: &Node, peer: &str) -> Option<&'static str> {
+    node.peers().into_iter().find(|p| p.id == peer && p.connected).and_then(|p| p.transport)
+}
+
+fn row(name: &str, f: &Figures) {
+    println!(
+        "{name:<28} {:>9.2} Gbit/s {:>10.1} µs {:>10.1} µs",
+        f.gbit,
+        f.rtt_p50.as_secs_f64() * 1e6,
+        f.new_flow_p50.as_secs_f64() * 1e6
+    );
+}
+
+async fn bulk_section(dir: &Path, bytes: u64) -> Result<()> {
+    let sink = sink_server().await?;
+    let echo = common::echo_server().await?;
+    println!("1. bulk: one flow through two nodes, {} MiB, loopback", bytes >> 20);
+    println!("{:<28} {:>16} {:>13} {:>13}", "", "bulk", "rtt64 p50", "new flow p50");
+    let direct = figures(sink, echo, bytes).await?;
+    row("direct TCP", &direct);
+    let mut rows = Vec::new();
+    for (kind, name) in [("quic", "QUIC link"), ("tcp", "TLS/TCP link")] {
+        let b = exit_b(dir).await?;
+        let addr = if kind == "tcp" { b.tcp_links_addr().context("no TCP links")? } else { b.mesh_addr()? };
+        let a = origin_a(dir, kind, (sink, echo), (addr.to_string(), None), "").await?;
+        echoed(entry(&a, "echo")?).await?;
+        let f = figures(entry(&a, "bulk")?, entry(&a, "echo")?, bytes).await?;
+        row(name, &f);
+        if transport_of(&a, "b").await != Some(kind) {
+            bail!("the link ran over {:?}, not {kind}", transport_of(&a, "b").await);
+        }
+        rows.push(f);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+    let (quic, tcp) = (&rows[0], &rows[1]);
+    println!(
+        "TLS/TCP link against QUIC link: bulk {:.2}x (aim >= 0.8x), rtt64 {:.2}x, new flow {:.2}x; QUIC link against direct TCP: bulk {:.2}x",
+        tcp.gbit / quic.gbit,
+        tcp.rtt_p50.as_secs_f64() / quic.rtt_p50.as_secs_f64(),
+        tcp.new_flow_p50.as_secs_f64() / quic.new_flow_p50.as_secs_f64(),
+        quic.gbit / direct.gbit,
+    );
+    Ok(())
+}
+
+async fn fallback_section(dir: &Path) -> Result<()> {
+    let sink = sink_server().await?;
+    let echo = common::echo_server().await?;
+    let probe = Duration::from_secs(env_usize("BENCH_PROBE_SECS", 5) as u64);
+    println!();
+    println!(
+        "2. fallback: the peer's UDP blackholed, mesh.fallback_after 1s (the default), quic_probe_interval {probe:?}"
+    );
+    let b = exit_b(dir).await?;
+    let emulator = LinkEmulator::start(b.mesh_addr()?, 1).await?;
+    emulator.set_both(LinkProfile::blackholed());
+    let tcp = b.tcp_links_addr().context("no TCP links")?.to_string();
+    let addrs = (emulator.addr().to_string(), Some(tcp));
+    let started = Instant::now();
+    let a_mesh = format!("quic_probe_interval: \"{}s\"", probe.as_secs());
+    let a = origin_a(dir, "auto", (sink, echo), addrs, &a_mesh).await?;
+    let since_start = Instant::now();
+    echoed(entry(&a, "echo")?).await?;
+    let first = started.elapsed();
+    println!(
+        "first flow answered {:.0} ms after the node started ({:.0} ms after start returned), over {:?} (aim: under 3 s)",
+        first.as_secs_f64() * 1e3,
+        since_start.elapsed().as_secs_f64() * 1e3,
+        transport_of(&a, "b").await.unwrap_or("nothing"),
+    );
+    emulator.set_both(LinkProfile::ideal());
+    let restored = Instant::now();
+    while transport_of(&a, "b").await != Some("quic") {
+        if restored.elapsed() > probe * 3 {
+            bail!("no move back to QUIC within three probe intervals");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = restored.elapsed();
+    echoed(entry(&a, "echo")?).await?;
+    println!(
+        "UDP restored: new flows over QUIC after {:.2} s (aim: within one probe interval, {:.0} s)",
+        back.as_secs_f64(),
+        probe.as_secs_f64()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let dir = common::make_mesh("transports", &["a", "b"])?;
+    let bytes = env_usize("BENCH_BULK_MIB", 1024) as u64 * 1024 * 1024;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = runtime.block_on(async {
+        println!("proxy link transport benchmark (nodes in this process, loopback)");
+        bulk_section(&dir, bytes).await?;
+        fallback_section(&dir).await
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
