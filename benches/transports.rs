@@ -13,11 +13,21 @@
 //!    time until new flows use QUIC, against `mesh.quic_probe_interval`. Aim: within one
 //!    interval.
 //!
-//! Environment: `BENCH_BULK_MIB` (default 1024), `BENCH_RTT_ROUNDS` (default 5000),
-//! `BENCH_NEW_FLOWS` (default 200), `BENCH_PROBE_SECS` (default 5).
+//! 3. `wan`: one flow over an 80 ms, 0.1%-loss (each way), 100 Mbit/s path, over a QUIC
+//!    link and over a TLS/TCP link (kernel TCP with `bbr`, the family of the default
+//!    `model` controller). Both cross the same path: two network namespaces joined by TUN
+//!    devices through this process ([`tun_path`]), whose own ceiling (no delay, loss or rate
+//!    limit) is measured first. Aim: the TCP link within 20% of the QUIC link. Needs root;
+//!    skipped with a message otherwise.
+//!
+//! Environment: `BENCH_SECTIONS` (default `bulk,fallback,wan`), `BENCH_BULK_MIB` (default
+//! 1024), `BENCH_RTT_ROUNDS` (default 5000), `BENCH_NEW_FLOWS` (default 200),
+//! `BENCH_PROBE_SECS` (default 5), `BENCH_WAN_MIB` (default 48).
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "transports/tun_path.rs"]
+mod tun_path;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -246,14 +256,160 @@ async fn fallback_section(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A node running in network namespace `ns` on a thread of its own (every socket it ever
+/// opens must live there); stopped when the returned sender is dropped.
+fn node_in_netns(
+    ns: &str,
+    dir: &Path,
+    yaml: String,
+) -> Result<(proxy::node::NodeView, tokio::sync::oneshot::Sender<()>)> {
+    let config = proxy::config::parse(&yaml, dir).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let run = || -> Result<()> {
+            let file = std::fs::File::open(&path)?;
+            // SAFETY: setns on this thread only, with a valid namespace descriptor.
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let node = proxy::Node::start(config).await?;
+                let _ = ready_tx.send(Ok((*node).clone()));
+                let _ = stop_rx.await;
+                node.shutdown().await;
+                Ok(())
+            })
+        };
+        if let Err(e) = run() {
+            let _ = ready_tx.send(Err(e));
+        }
+    });
+    let view = ready_rx.recv().context("node thread ended")??;
+    Ok((view, stop_tx))
+}
+
+/// `bytes` through an origin in namespace `a` over a link of `kind` to an exit in `b`
+/// whose target is a sink in `b`; megabits per second.
+async fn wan_flow(path: &tun_path::TunPath, dir: &Path, kind: &str, bytes: u64) -> Result<f64> {
+    let sink = tun_path::in_netns(path.b(), || Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
+    let sink_addr = sink.local_addr()?;
+    sink.set_nonblocking(true)?;
+    let sink = tokio::net::TcpListener::from_std(sink)?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+            });
+        }
+    });
+    let b_ip = tun_path::TunPath::B_IP;
+    // Ports of their own per transport: the other pair's node b may still be draining.
+    let (udp, tcp) = if kind == "tcp" { (7810, 7811) } else { (7800, 7801) };
+    let b_yaml = format!(
+        "common: {{ node_id: b, region: bench, admin_addr: \"127.0.0.1:0\", log_level: error }}\npeers: [ {{ name: a }} ]\nmesh: {{ bind: \"{b_ip}:{udp}\", tcp_bind: \"{b_ip}:{tcp}\", cert: b.crt, key: b.key, ca: ca.crt, data_dir: data-b }}\nexit_policy: {{ allow: [\"127.0.0.1/32\"] }}\n"
+    );
+    let (_b, stop_b) = node_in_netns(path.b(), dir, b_yaml)?;
+    let port = if kind == "tcp" { tcp } else { udp };
+    let a_yaml = format!(
+        "common: {{ node_id: a, region: bench, admin_addr: \"127.0.0.1:0\", log_level: error }}\nlisteners: [ {{ name: bulk, bind: \"127.0.0.1:0\" }} ]\npeers: [ {{ name: b, type: {kind}, address: \"{b_ip}:{port}\" }} ]\nroutes: [ {{ name: bulk, match: {{ listener: bulk }}, target: \"{sink_addr}\", exit: b }} ]\nmesh: {{ bind: \"{}:0\", tcp_bind: \"off\", cert: a.crt, key: a.key, ca: ca.crt, data_dir: data-a }}\n",
+        tun_path::TunPath::A_IP
+    );
+    let (a, stop_a) = node_in_netns(path.a(), dir, a_yaml)?;
+    if !a.wait_for_link("b", Duration::from_secs(10)).await {
+        bail!("no {kind} link across the path");
+    }
+    let entry = a.listeners().into_iter().find(|l| l.name == "bulk").context("no listener")?.addr;
+    let client = tun_path::in_netns(path.a(), move || Ok(std::net::TcpStream::connect(entry)?))?;
+    client.set_nonblocking(true)?;
+    let mut s = TcpStream::from_std(client)?;
+    let buf = vec![0x5au8; CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(&buf).await?;
+        sent += CHUNK as u64;
+    }
+    s.shutdown().await?;
+    let mut ack = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut ack)).await??;
+    let mbit = sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6;
+    let transport = a.peers().into_iter().find(|p| p.id == "b").and_then(|p| p.transport);
+    if transport != Some(kind) {
+        bail!("the link ran over {transport:?}, not {kind}");
+    }
+    drop(stop_a);
+    drop(stop_b);
+    Ok(mbit)
+}
+
+async fn wan_section(dir: &Path) -> Result<()> {
+    println!();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("3. wan: SKIPPED (network namespaces and TUN devices need root)");
+        return Ok(());
+    }
+    let mib = env_usize("BENCH_WAN_MIB", 48) as u64;
+    let open =
+        tun_path::Impairment { delay: Duration::ZERO, loss: 0.0, rate_bps: None, queue_bytes: 64 << 20 };
+    let wan = tun_path::Impairment {
+        delay: Duration::from_millis(40),
+        loss: 0.001,
+        rate_bps: Some(100_000_000),
+        queue_bytes: 1_000_000,
+    };
+    println!(
+        "3. wan: one flow of {mib} MiB through two nodes in two namespaces joined by TUN devices through this process"
+    );
+    println!("{:<44} {:>14} {:>14} {:>8}", "path", "QUIC link", "TLS/TCP link", "tcp/quic");
+    let cases = [
+        ("the path's ceiling (no delay, loss or limit)", open),
+        ("80 ms, 0.1% loss each way, 100 Mbit/s", wan),
+    ];
+    for (i, (name, imp)) in cases.into_iter().enumerate() {
+        let path = tun_path::TunPath::start(&format!("pxbench{i}"), imp).await?;
+        let quic = wan_flow(&path, dir, "quic", mib << 20).await?;
+        let tcp = wan_flow(&path, dir, "tcp", mib << 20).await?;
+        let c = &path.counters;
+        println!(
+            "{name:<44} {quic:>9.1} Mbit/s {tcp:>9.1} Mbit/s {:>7.2}x   (packets: {} forwarded, {} lost, {} over the queue)",
+            tcp / quic,
+            c.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+            c.lost.load(std::sync::atomic::Ordering::Relaxed),
+            c.overflowed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    println!(
+        "aim: the TLS/TCP link within 20% of the QUIC link on the 80 ms row (kernel TCP runs bbr, the family of the default `model`)"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let dir = common::make_mesh("transports", &["a", "b"])?;
     let bytes = env_usize("BENCH_BULK_MIB", 1024) as u64 * 1024 * 1024;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         println!("proxy link transport benchmark (nodes in this process, loopback)");
-        bulk_section(&dir, bytes).await?;
-        fallback_section(&dir).await
+        if std::env::var("BENCH_SECTIONS").map_or(true, |s| s.contains("bulk")) {
+            bulk_section(&dir, bytes).await?;
+        }
+        if std::env::var("BENCH_SECTIONS").map_or(true, |s| s.contains("fallback")) {
+            fallback_section(&dir).await?;
+        }
+        if std::env::var("BENCH_SECTIONS").map_or(true, |s| s.contains("wan")) {
+            wan_section(&dir).await?;
+        }
+        Ok::<(), anyhow::Error>(())
     });
     let _ = std::fs::remove_dir_all(&dir);
     result
