@@ -484,9 +484,20 @@ impl UdpRelay {
         let blackhole = Arc::new(AtomicBool::new(false));
         let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
         let (f, b, bh, cl) = (front.clone(), back.clone(), blackhole.clone(), client.clone());
+        // An ICMP error is not the end: a packet sent before the target bound its port comes
+        // back as `ConnectionRefused` on the connected socket's next receive, and ending the
+        // relay there cut the path for good in one run of three.
+        let transient = |e: &std::io::Error| {
+            matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset)
+        };
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
-            while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            loop {
+                let (n, from) = match f.recv_from(&mut buf).await {
+                    Ok(got) => got,
+                    Err(e) if transient(&e) => continue,
+                    Err(_) => return,
+                };
                 *cl.lock().expect("lock") = Some(from);
                 if !bh.load(Ordering::Relaxed) {
                     let _ = b.send(&buf[..n]).await;
@@ -496,7 +507,12 @@ impl UdpRelay {
         let bh = blackhole.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
-            while let Ok(n) = back.recv(&mut buf).await {
+            loop {
+                let n = match back.recv(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) if transient(&e) => continue,
+                    Err(_) => return,
+                };
                 let to = *client.lock().expect("lock");
                 if let (Some(to), false) = (to, bh.load(Ordering::Relaxed)) {
                     let _ = front.send_to(&buf[..n], to).await;
