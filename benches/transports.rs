@@ -39,11 +39,9 @@ use proxy::emulator::{LinkEmulator, LinkProfile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CHUNK: usize = 64 * 1024;
+use common::env_usize;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+const CHUNK: usize = 64 * 1024;
 
 /// What one row measures.
 struct Figures {
@@ -57,23 +55,11 @@ fn p50(mut samples: Vec<Duration>) -> Duration {
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
-/// A TCP sink that reads each connection to its end.
+/// A TCP sink on loopback that reads each connection to its end.
 async fn sink_server() -> Result<SocketAddr> {
     let l = proxy::node::bind_listener("127.0.0.1:0".parse()?)?;
     let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = s.write_all(b"k").await;
-            });
-        }
-    });
+    common::serve_sink(l);
     Ok(addr)
 }
 
@@ -297,20 +283,7 @@ async fn wan_flow(path: &tun_path::TunPath, dir: &Path, kind: &str, bytes: u64) 
     let sink = tun_path::in_netns(path.b(), || Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
     let sink_addr = sink.local_addr()?;
     sink.set_nonblocking(true)?;
-    let sink = tokio::net::TcpListener::from_std(sink)?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = sink.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = s.write_all(b"k").await;
-            });
-        }
-    });
+    common::serve_sink(tokio::net::TcpListener::from_std(sink)?);
     let b_ip = tun_path::TunPath::B_IP;
     // Ports of their own per transport: the other pair's node b may still be draining.
     let (udp, tcp) = if kind == "tcp" { (7810, 7811) } else { (7800, 7801) };

@@ -39,6 +39,30 @@ pub async fn node(dir: &Path, id: &str, body: &str, mesh_extra: &str) -> Result<
     Node::start(config).await
 }
 
+/// The number in environment variable `name`, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Reads every connection `listener` accepts to its end, then answers one byte (so the
+/// sender knows all arrived).
+pub fn serve_sink(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+            });
+        }
+    });
+}
+
 /// A TCP echo server on loopback.
 pub async fn echo_server() -> Result<SocketAddr> {
     let l = proxy::node::bind_listener("127.0.0.1:0".parse()?)?;
