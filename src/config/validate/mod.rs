@@ -355,7 +355,13 @@ impl Checker<'_> {
                         .to_owned(),
                 );
             }
-            if peer.tcp_address.is_some() && transport.is_some_and(|t| t != PeerTransport::Auto) {
+            if peer.address.is_none() && peer.tcp_address.is_some() {
+                self.error(
+                    format!("peers[{i}].tcp_address"),
+                    "applies to dialing the peer, and this peer has no `address` (it only dials in)"
+                        .to_owned(),
+                );
+            } else if peer.tcp_address.is_some() && transport.is_some_and(|t| t != PeerTransport::Auto) {
                 self.error(
                     format!("peers[{i}].tcp_address"),
                     "is only for `type: auto` (with `type: tcp`, `address` is the TCP address)".to_owned(),

@@ -193,7 +193,7 @@ fn a_public_admin_address_needs_a_token_of_fair_length() {
 
 #[test]
 fn peers_are_checked_for_names_types_and_addresses() {
-    let peers = "  - name: b\n    type: tcp\n    address: b:443\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n  - name: d\n    type: quic\n  - name: e\n    type: tcp\n    address: e:443\n    tcp_address: e:444\n  - name: f\n    address: f:7800\n    tcp_address: nope\n";
+    let peers = "  - name: b\n    type: tcp\n    address: b:443\n  - name: b\n  - name: a\n  - name: c\n    type: udp\n    address: c:0\n  - name: d\n    type: quic\n  - name: e\n    type: tcp\n    address: e:443\n    tcp_address: e:444\n  - name: f\n    address: f:7800\n    tcp_address: nope\n  - name: g\n    tcp_address: g:443\n";
     let text = with("  - name: b\n    address: \"10.0.0.2:7800\"\n", peers);
     let errors = errors(&text);
     assert_has(&errors, "peers[1].name", "duplicate name `b` (also peers[0])");
@@ -203,6 +203,7 @@ fn peers_are_checked_for_names_types_and_addresses() {
     assert_has(&errors, "peers[4].type", "has no `address`");
     assert_has(&errors, "peers[5].tcp_address", "only for `type: auto`");
     assert_has(&errors, "peers[6].tcp_address", "nope");
+    assert_has(&errors, "peers[7].tcp_address", "has no `address`");
     assert!(!errors.iter().any(|e| e.key == "peers[0].type"), "tcp is a transport: {errors:#?}");
 }
 

@@ -126,11 +126,13 @@ struct Own {
     addresses: Arc<[std::net::IpAddr]>,
 }
 
-/// This node's own service addresses (the admin API, the mesh endpoint): never dialed for
-/// a flow, whatever the policy says, so a flow cannot reach the admin API from inside.
+/// This node's own service addresses (the admin API, the mesh endpoint, the port of links
+/// over TCP): never dialed for a flow, whatever the policy says, so a flow cannot reach
+/// the admin API from inside.
 fn own_services(shared: &Shared) -> Vec<SocketAddr> {
     let mut own = vec![shared.admin_addr];
     own.extend(shared.endpoint.local_addr().ok());
+    own.extend(shared.tcp_links_addr);
     own
 }
 

@@ -37,15 +37,23 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: String, address: String
             return;
         }
         let (kind, tcp_address) = shared.pool.dialing(&peer).unwrap_or_default();
-        if let Some((conn, transport)) = shared.pool.current_with_transport(&peer) {
+        if let Some((conn, transport, initiator)) = shared.pool.current_link(&peer) {
             let since = Instant::now();
-            // A link that fell back to TCP tries QUIC again every probe interval.
-            let probing = kind == PeerTransport::Auto && transport == LinkTransport::Tcp;
+            // A link this node dialed that fell back to TCP tries QUIC again every probe
+            // interval (the side that dialed probes: `type` says how a node dials).
+            let probing = kind == PeerTransport::Auto
+                && transport == LinkTransport::Tcp
+                && initiator == Initiator::Local;
             tokio::select! {
                 _ = conn.closed() => {}
                 _ = crate::shutdown::wait_true(&mut draining) => return,
                 _ = tokio::time::sleep(mesh.quic_probe_interval), if probing => {
-                    probe_quic(&shared, &peer, &address).await;
+                    // A link that dies meanwhile is redialed at once, not after the probe.
+                    tokio::select! {
+                        _ = probe_quic(&shared, &peer, &address) => {}
+                        _ = conn.closed() => {}
+                        _ = crate::shutdown::wait_true(&mut draining) => return,
+                    }
                     continue;
                 }
             }
@@ -145,7 +153,10 @@ async fn dial_auto(
             Err(t) => Err(both_failed(q, t)),
         };
     }
+    // Biased: when both finish in one poll, QUIC is kept (the peer may have installed it
+    // already, and a dropped connection would leave it a dead link).
     tokio::select! {
+        biased;
         r = &mut quic => match r {
             Ok(conn) => Ok((conn, LinkTransport::Quic)),
             Err(q) => match tcp.await {

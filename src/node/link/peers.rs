@@ -69,6 +69,9 @@ struct Slot {
     dialing: RwLock<(PeerTransport, Option<String>)>,
     region: Option<String>,
     link: watch::Sender<Option<Link>>,
+    /// Links over TCP a QUIC link replaced, open until their flows end: removal,
+    /// revocation and shutdown close them with the current link.
+    superseded: Mutex<Vec<Connection>>,
 }
 
 /// Why no connection to a peer is available.
@@ -100,6 +103,8 @@ pub struct PeerInfo {
     pub initiator: Option<&'static str>,
     /// What carries the link: `quic`, or `tcp` (TLS on TCP, where UDP is blocked).
     pub transport: Option<&'static str>,
+    /// Links over TCP a QUIC link replaced that still carry flows started on them.
+    pub draining_links: usize,
     /// Smoothed round-trip time, in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Packets lost over packets sent on the connection.
@@ -129,6 +134,31 @@ impl Slot {
     fn address(&self) -> Option<String> {
         self.address.read().ok().and_then(|a| a.clone())
     }
+
+    /// The current link's connection and the superseded ones still open.
+    fn connections(&self) -> Vec<Connection> {
+        let mut all: Vec<Connection> =
+            self.link.borrow().as_ref().map(|l| l.conn.clone()).into_iter().collect();
+        if let Ok(superseded) = self.superseded.lock() {
+            all.extend(superseded.iter().filter(|c| c.close_reason().is_none()).cloned());
+        }
+        all
+    }
+
+    /// Closes the current link and the superseded ones.
+    fn close(&self, code: VarInt, reason: &[u8]) {
+        for conn in self.connections() {
+            conn.close(code, reason);
+        }
+    }
+
+    /// Keeps `conn`, replaced by a QUIC link, within reach until it closes.
+    fn supersede(&self, conn: Connection) {
+        if let Ok(mut superseded) = self.superseded.lock() {
+            superseded.retain(|c| c.close_reason().is_none());
+            superseded.push(conn);
+        }
+    }
 }
 
 impl PeerPool {
@@ -142,6 +172,7 @@ impl PeerPool {
                     dialing: RwLock::new((p.transport, p.tcp_address.clone())),
                     region: p.region.clone(),
                     link: watch::Sender::new(None),
+                    superseded: Mutex::default(),
                 };
                 (p.name.clone(), Arc::new(slot))
             })
@@ -172,6 +203,7 @@ impl PeerPool {
             dialing: RwLock::new((PeerTransport::Auto, None)),
             region: Some(region.to_string()),
             link: watch::Sender::new(None),
+            superseded: Mutex::default(),
         };
         slots.insert(id.to_string(), Arc::new(slot));
         true
@@ -202,6 +234,7 @@ impl PeerPool {
                     dialing: RwLock::new((peer.transport, peer.tcp_address.clone())),
                     region: peer.region.clone(),
                     link: watch::Sender::new(None),
+                    superseded: Mutex::default(),
                 };
                 slots.insert(peer.name.clone(), Arc::new(slot));
             }
@@ -215,10 +248,8 @@ impl PeerPool {
             removed.insert(id.to_string());
         }
         let removed = self.slots.write().ok().and_then(|mut s| s.remove(id));
-        if let Some(slot) = removed
-            && let Some(link) = slot.link.borrow().as_ref()
-        {
-            link.conn.close(LINK_UNKNOWN_PEER, b"peer removed");
+        if let Some(slot) = removed {
+            slot.close(LINK_UNKNOWN_PEER, b"peer removed");
         }
     }
 
@@ -229,22 +260,16 @@ impl PeerPool {
         let removed = revocations.snapshot().node_ids;
         let mut cut = Vec::new();
         for (id, slot) in self.all() {
-            let refused = slot
-                .link
-                .borrow()
-                .as_ref()
-                .and_then(|l| peer_certificate(&l.conn))
-                .is_some_and(|c| revocations.refuses(&c));
-            if refused && let Some(link) = slot.link.borrow().as_ref() {
-                link.conn.close(LINK_REVOKED, b"certificate revoked");
+            let refused =
+                slot.connections().iter().filter_map(peer_certificate).any(|c| revocations.refuses(&c));
+            if refused {
+                slot.close(LINK_REVOKED, b"certificate revoked");
             }
             if removed.contains(&id) {
                 if let Ok(mut slots) = self.slots.write() {
                     slots.remove(&id);
                 }
-                if let Some(link) = slot.link.borrow().as_ref() {
-                    link.conn.close(LINK_REVOKED, b"node removed from the mesh");
-                }
+                slot.close(LINK_REVOKED, b"node removed from the mesh");
             }
             if refused || removed.contains(&id) {
                 cut.push(id);
@@ -291,9 +316,16 @@ impl PeerPool {
 
     /// The live connection to `id` and what carries it, if any.
     pub(crate) fn current_with_transport(&self, id: &str) -> Option<(Connection, LinkTransport)> {
+        self.current_link(id).map(|(conn, transport, _)| (conn, transport))
+    }
+
+    /// The live connection to `id`, what carries it and who dialed it, if any.
+    pub(crate) fn current_link(&self, id: &str) -> Option<(Connection, LinkTransport, Initiator)> {
         let slot = self.slot(id)?;
         let link = slot.link.borrow();
-        link.as_ref().filter(|l| l.conn.close_reason().is_none()).map(|l| (l.conn.clone(), l.transport))
+        link.as_ref()
+            .filter(|l| l.conn.close_reason().is_none())
+            .map(|l| (l.conn.clone(), l.transport, l.initiator))
     }
 
     /// The live connection to `id`, waiting up to `wait` for one to come up.
@@ -371,6 +403,7 @@ impl PeerPool {
         });
         if let Some(old) = replaced {
             if old.transport != transport && old.conn.close_reason().is_none() {
+                slot.supersede(old.conn.clone());
                 tokio::spawn(close_when_drained(old.conn, old.turns));
             } else {
                 old.conn.close(LINK_DUPLICATE, b"duplicate link");
@@ -436,9 +469,7 @@ impl PeerPool {
     /// Closes every link (shutdown).
     pub(crate) fn close_all(&self) {
         for (_, slot) in self.all() {
-            if let Some(l) = slot.link.borrow().as_ref() {
-                l.conn.close(LINK_SHUTDOWN, b"shutdown");
-            }
+            slot.close(LINK_SHUTDOWN, b"shutdown");
         }
     }
 
@@ -450,17 +481,23 @@ impl PeerPool {
     }
 }
 
-/// Closes a superseded link once no flow stream has been left on it for two checks in a
-/// row (both ends run this; the first to find its side empty closes the link). The second
-/// check leaves time for the last bytes a finished stream sent to be acknowledged.
+/// Closes a superseded link once, for two checks in a row, no flow stream is left on it
+/// and no stream data arrived (both ends run this; the first to find its side quiet closes
+/// the link). Stream data arriving covers a flow the peer opened just before it moved to
+/// QUIC whose first bytes were still on their way; the second check leaves time for the
+/// last bytes a finished stream sent to be acknowledged.
 async fn close_when_drained(conn: Connection, turns: Arc<LinkTurns>) {
     let mut empty_checks = 0;
+    let mut heard = conn.stats().frame_rx.stream;
     loop {
         tokio::select! {
             _ = conn.closed() => return,
             _ = tokio::time::sleep(DRAIN_CHECK) => {}
         }
-        empty_checks = if turns.streams_open() == 0 { empty_checks + 1 } else { 0 };
+        let now_heard = conn.stats().frame_rx.stream;
+        let quiet = turns.streams_open() == 0 && now_heard == heard;
+        heard = now_heard;
+        empty_checks = if quiet { empty_checks + 1 } else { 0 };
         if empty_checks >= 2 {
             conn.close(LINK_SUPERSEDED, b"superseded by a QUIC link");
             return;
@@ -483,6 +520,10 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
             Initiator::Remote => "remote",
         }),
         transport: live.map(|l| l.transport.name()),
+        draining_links: slot
+            .superseded
+            .lock()
+            .map_or(0, |s| s.iter().filter(|c| c.close_reason().is_none()).count()),
         rtt_ms: live.map(|l| l.conn.rtt().as_secs_f64() * 1000.0),
         loss: stats.map(|s| s.path.lost_packets as f64 / s.path.sent_packets.max(1) as f64),
         connected_secs: live.map(|l| l.since.elapsed().as_secs()),

@@ -16,8 +16,9 @@
 //! path (`bbr` when the link runs a model-based controller, else the one named alike);
 //! QUIC's own controller above it sees no loss, only TCP's queue.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,10 +36,15 @@ use crate::node::link::endpoint::tcp_endpoint_config;
 use crate::node::link::peers::LINK_TRANSPORT_LOST;
 use crate::node::link::stream_socket::{StreamEnded, StreamSocket};
 
-/// TCP connections in their handshakes at once; more wait in the kernel's queue. Keeps
-/// a flood of connections from outside the mesh from costing more than this many TLS
-/// handshakes at a time.
+/// TCP connections in their handshakes at once; more are closed at once. Keeps a flood of
+/// connections from outside the mesh from costing more than this many TLS handshakes at a
+/// time.
 const HANDSHAKES: usize = 64;
+/// Handshakes at once from one source address, so one host cannot hold every slot.
+const HANDSHAKES_PER_SOURCE: usize = 4;
+/// Unsent bytes the kernel keeps queued per link beyond what is in flight: a new flow's
+/// opening, which QUIC puts first, waits behind at most this much.
+const NOT_SENT_LOW_WATER: u32 = 128 * 1024;
 /// How long a closed link's endpoint may take to tell the peer before its TCP connection
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -68,15 +74,9 @@ pub(crate) fn bind(tcp_bind: TcpBind, quic: SocketAddr) -> anyhow::Result<Option
 /// Accepts links over TCP until the node drains.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut draining = shared.draining.clone();
     loop {
-        let permit = tokio::select! {
-            p = handshakes.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = crate::shutdown::wait_true(&mut draining) => return,
-        };
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
@@ -88,14 +88,26 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             },
             _ = crate::shutdown::wait_true(&mut draining) => return,
         };
+        // Over either cap the connection is closed at once rather than queued: waiting
+        // connections would hold the slots as well as handshaking ones.
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            debug!(%remote, "TCP link refused: {HANDSHAKES} handshakes in progress");
+            continue;
+        };
+        let Some(source) = SourceSlot::take(&per_source, remote.ip()) else {
+            debug!(%remote, "TCP link refused: {HANDSHAKES_PER_SOURCE} handshakes in progress from this address");
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let deadline = shared.config.limits.connect_timeout;
-            match tokio::time::timeout(deadline, accept(&shared, tcp, remote)).await {
-                Ok(Ok(conn)) => {
-                    drop(permit);
-                    admit(&shared, conn, LinkTransport::Tcp);
+            let accepted = tokio::time::timeout(deadline, accept(&shared, tcp, remote)).await;
+            drop((permit, source));
+            match accepted {
+                Ok(Ok(conn)) if *shared.draining.borrow() => {
+                    conn.close(crate::node::link::peers::LINK_SHUTDOWN, b"shutdown");
                 }
+                Ok(Ok(conn)) => admit(&shared, conn, LinkTransport::Tcp),
                 Ok(Err(e)) => debug!(%remote, error = %format!("{e:#}"), "incoming TCP link failed"),
                 Err(_) => debug!(%remote, "incoming TCP link timed out in its handshake"),
             }
@@ -176,18 +188,60 @@ async fn supervise_endpoint(endpoint: quinn::Endpoint, socket: Arc<StreamSocket>
     socket.close();
 }
 
-/// Socket options of a link's TCP connection: no Nagle delay (QUIC batches already), and
-/// the kernel congestion controller of the link's family when the kernel has it.
+/// One source address's share of the handshake slots, given back when dropped.
+struct SourceSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(Self { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Socket options of a link's TCP connection: no Nagle delay (QUIC batches already), a
+/// small unsent queue in the kernel (so QUIC's priorities still decide what goes next),
+/// and the kernel congestion controller of the link's family, logged (it is the one that
+/// governs the path).
 fn prepare(tcp: &TcpStream, congestion: Congestion) {
     let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(tcp);
+    let _ = socket.set_tcp_notsent_lowat(NOT_SENT_LOW_WATER);
     let name: &[u8] = match congestion {
         Congestion::Model | Congestion::Bbr => b"bbr",
         Congestion::Cubic => b"cubic",
         Congestion::NewReno => b"reno",
     };
-    let socket = socket2::SockRef::from(tcp);
-    if let Err(e) = socket.set_tcp_congestion(name) {
-        debug!(error = %e, controller = %String::from_utf8_lossy(name), "kernel TCP congestion control left as is");
+    let wanted = String::from_utf8_lossy(name);
+    let set = socket.set_tcp_congestion(name);
+    let in_force =
+        socket.tcp_congestion().map(|c| String::from_utf8_lossy(&c).trim_end_matches('\0').to_string());
+    match (set, in_force) {
+        (Ok(()), Ok(c)) => debug!(controller = %c, "kernel TCP congestion control of a link"),
+        (Err(e), in_force) => {
+            let in_force = in_force.unwrap_or_else(|_| "unknown".into());
+            warn!(error = %e, %wanted, %in_force, "link over TCP: kernel congestion control not set; the kernel's is in force")
+        }
+        (Ok(()), Err(_)) => {}
     }
 }
 
