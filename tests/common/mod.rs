@@ -88,6 +88,10 @@ pub struct NodeSpec<'a> {
     pub route_extra: Vec<String>,
     /// The whole `exit_policy` section, instead of one from `allow`.
     pub policy: Option<String>,
+    /// `(listener name, target, exit)` like `routes`, with a `protocol: udp` listener.
+    pub udp_routes: Vec<(&'a str, String, Option<&'a str>)>,
+    /// The port every listener binds on 127.0.0.1 (0: any free one each).
+    pub listen_port: u16,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -107,6 +111,8 @@ impl<'a> NodeSpec<'a> {
             keepalive: "1s",
             route_extra: vec![],
             policy: None,
+            udp_routes: vec![],
+            listen_port: 0,
         }
     }
 
@@ -117,11 +123,15 @@ impl<'a> NodeSpec<'a> {
             self.id
         );
         y += "listeners:\n";
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.udp_routes.is_empty() {
             y += "  []\n";
         }
+        let port = self.listen_port;
         for (name, _, _) in &self.routes {
-            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:0\"\n");
+            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:{port}\"\n");
+        }
+        for (name, _, _) in &self.udp_routes {
+            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:{port}\"\n    protocol: udp\n");
         }
         y += "peers:\n";
         if self.peers.is_empty() {
@@ -134,10 +144,10 @@ impl<'a> NodeSpec<'a> {
             }
         }
         y += "routes:\n";
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.udp_routes.is_empty() {
             y += "  []\n";
         }
-        for (name, target, exit) in &self.routes {
+        for (name, target, exit) in self.routes.iter().chain(&self.udp_routes) {
             y += &format!("  - name: {name}\n    match: {{ listener: {name} }}\n    target: \"{target}\"\n");
             if let Some(e) = exit {
                 y += &format!("    exit: {e}\n");

@@ -1,0 +1,259 @@
+//! Moves one UDP association's datagrams between UDP sockets and its flow stream, both
+//! ways at once.
+//!
+//! On the stream each datagram is one frame (see [`crate::core::datagram`]): 2 bytes of
+//! length, then the payload, so boundaries survive the byte stream, the relays and the
+//! seal. Invariants:
+//! - Datagrams are never merged or split: a frame in is one `send` out.
+//! - Nothing is buffered without bound: datagrams for the stream wait in a queue of
+//!   [`UDP_QUEUE`] at most, filled by the socket's reader with `try_send`; when the stream
+//!   cannot take more (the queue is full), new datagrams are dropped and counted
+//!   `congested`, as a router drops at a full queue. The other way the socket's send
+//!   buffer is the only queue.
+//! - A datagram the socket refuses is dropped and counted (`too_large` for `EMSGSIZE`,
+//!   `send_failed` otherwise); the association goes on, as UDP would.
+//! - UDP has no close: an association ends when it has been idle for
+//!   `limits.udp_idle_timeout` (either end's watchdog resets the stream with the timeout
+//!   code, which is how associations normally end), or on any stream failure, which
+//!   resets both directions as a TCP flow's failure does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use quinn::{RecvStream, WriteError};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::core::datagram::{Deframer, MAX_FRAME_PAYLOAD, put_frame};
+use crate::node::flow::timer::Activity;
+use crate::node::link::credit::StallWatch;
+use crate::node::link::send::LinkSend;
+use crate::node::observe::udp::{UdpCounters, UdpDrop};
+use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
+use crate::node::splice::tcp_stream::{Prelude, read_reply};
+use crate::node::splice::{FlowEnd, FlowEnv, codes, read_error, write_error};
+
+/// Datagrams one association queues for its stream: a burst's worth, so a short stall of
+/// the stream loses nothing, while a long one drops (UDP senders expect loss, not delay).
+pub(crate) const UDP_QUEUE: usize = 64;
+
+/// Frames gathered into one stream write: a burst costs one turn at the link, not one
+/// per datagram.
+const GATHER_BYTES: usize = 64 * 1024;
+
+/// Stream chunks read at once.
+const READ_CHUNKS: usize = 16;
+
+/// Where datagrams from the stream go.
+pub(crate) enum Outgoing {
+    /// Back to a client, through its UDP listener's socket.
+    Client(Arc<UdpSocket>, SocketAddr),
+    /// To the target, through the association's connected socket.
+    Target(Arc<UdpSocket>),
+}
+
+impl Outgoing {
+    /// Sends one datagram, counting it sent or dropped (a failed send ends nothing).
+    pub(crate) async fn send(&self, datagram: &[u8], udp: &UdpCounters) {
+        let sent = match self {
+            Self::Client(socket, client) => socket.send_to(datagram, *client).await,
+            Self::Target(socket) => socket.send(datagram).await,
+        };
+        match sent {
+            Ok(_) => udp.sent(datagram.len()),
+            Err(e) if is_too_large(&e) => udp.drop_one(UdpDrop::TooLarge),
+            Err(_) => udp.drop_one(UdpDrop::SendFailed),
+        }
+    }
+}
+
+/// Whether a send failed because the datagram is larger than the route allows with the
+/// don't-fragment flag set (`EMSGSIZE`).
+#[cfg(target_os = "linux")]
+pub(crate) fn is_too_large(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error())
+}
+
+/// Elsewhere the flag is not set (see `flow::udp_exit`), so no send fails for size alone.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn is_too_large(_: &io::Error) -> bool {
+    false
+}
+
+/// One association's datagrams: the queue of those received (for the stream) and where
+/// those from the stream go.
+pub(crate) struct Datagrams<'a> {
+    /// Received datagrams, waiting for the stream (the caller keeps the queue: after a
+    /// refusal it goes on dropping what arrives).
+    pub incoming: &'a mut mpsc::Receiver<Bytes>,
+    /// Where datagrams from the stream go.
+    pub outgoing: Outgoing,
+}
+
+/// Splices an association with its stream until it is idle past the flow's idle limit,
+/// or either side fails (both are then reset). `force` turning true aborts it.
+pub(crate) async fn splice(
+    mut send: LinkSend,
+    mut recv: RecvStream,
+    datagrams: Datagrams<'_>,
+    prelude: Prelude,
+    seal: FlowSeal,
+    env: FlowEnv,
+) -> FlowEnd {
+    let FlowEnv { timeouts, counters, mut force, route, bytes, answered, .. } = env;
+    let Datagrams { incoming, outgoing } = datagrams;
+    let activity = Activity::counting(bytes);
+    let expects_reply = matches!(prelude, Prelude::ExpectReply);
+    let awaiting_reply = AtomicBool::new(expects_reply);
+    // Datagrams sent ahead of the exit's answer: lost with the flow if it is refused.
+    let unanswered = AtomicU64::new(0);
+    let mut watch = send.stall_watch();
+    let (up_seal, mut down_seal) = seal.split();
+    let end = {
+        let up = to_stream(&mut send, incoming, &up_seal, &activity, (&awaiting_reply, &unanswered));
+        let stream = (&mut recv, &mut watch, &mut down_seal, &up_seal);
+        let down = from_stream(
+            stream,
+            &outgoing,
+            prelude,
+            (&activity, &counters.udp),
+            timeouts.reply,
+            &awaiting_reply,
+        );
+        tokio::select! {
+            r = async { tokio::try_join!(up, down) } => match r {
+                Ok(_) => FlowEnd::Completed,
+                Err(end) => end,
+            },
+            reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
+            _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
+        }
+    };
+    if let Some(answered) = answered
+        && expects_reply
+        && (!awaiting_reply.load(Ordering::Relaxed) || down_seal.answered_sealed())
+    {
+        answered.store(true, Ordering::Relaxed);
+    }
+    if let Some(route) = route {
+        route.bytes.fetch_add(activity.bytes(), Ordering::Relaxed);
+    }
+    if matches!(end, FlowEnd::Refused { .. } | FlowEnd::RefusedAhead) {
+        let lost = unanswered.load(Ordering::Relaxed);
+        counters.udp.dropped_n(UdpDrop::Refused, lost);
+    }
+    if end != FlowEnd::Completed {
+        let _ = send.reset(end.reset_code());
+        let _ = recv.stop(end.reset_code());
+    }
+    end
+}
+
+/// How an association's end counts: idle is how UDP associations end (either side's
+/// watchdog, or the far side's reset for it), not a failure.
+pub(crate) fn association_end(end: FlowEnd) -> FlowEnd {
+    match end {
+        FlowEnd::TimedOut("idle") => FlowEnd::Completed,
+        FlowEnd::PeerReset(code) if code == codes::TIMEOUT.into_inner() => FlowEnd::Completed,
+        other => other,
+    }
+}
+
+/// Frames queued datagrams onto the stream, a burst per write.
+async fn to_stream(
+    send: &mut LinkSend,
+    incoming: &mut mpsc::Receiver<Bytes>,
+    seal: &UpSeal,
+    activity: &Activity,
+    (awaiting_reply, unanswered): (&AtomicBool, &AtomicU64),
+) -> Result<(), FlowEnd> {
+    let mut frames = BytesMut::new();
+    while let Some(first) = incoming.recv().await {
+        // Datagrams past the frame's range were dropped when received (`max_datagram`).
+        put_frame(&mut frames, &first).map_err(|e| FlowEnd::Protocol(e.to_string()))?;
+        let mut n = 1;
+        while frames.len() < GATHER_BYTES
+            && let Ok(next) = incoming.try_recv()
+        {
+            put_frame(&mut frames, &next).map_err(|e| FlowEnd::Protocol(e.to_string()))?;
+            n += 1;
+        }
+        if awaiting_reply.load(Ordering::Relaxed) {
+            unanswered.fetch_add(n, Ordering::Relaxed);
+        }
+        activity.moved(frames.len() as u64);
+        let chunk = seal.seal(frames.split().freeze())?;
+        match send.write_data_moving(chunk, Some(activity)).await {
+            Ok(()) => {}
+            // A refusing node stops our upload and then sends its reply: let the other
+            // direction read why (bounded by the reply timeout and the watchdog).
+            Err(WriteError::Stopped(code))
+                if code == codes::REFUSED && awaiting_reply.load(Ordering::Relaxed) =>
+            {
+                std::future::pending().await
+            }
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    // The queue's sender is gone (the listener closed): no more datagrams this way.
+    if let Some(fin) = seal.fin()? {
+        send.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
+    }
+    activity.half_close();
+    send.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0))
+}
+
+/// The stream side of the downward direction: the stream, its stall watch, and the seal.
+type StreamSide<'a> = (&'a mut RecvStream, &'a mut StallWatch, &'a mut DownSeal, &'a UpSeal);
+
+/// Reads frames off the stream and sends each as one datagram.
+async fn from_stream(
+    (recv, watch, seal, up): StreamSide<'_>,
+    outgoing: &Outgoing,
+    prelude: Prelude,
+    (activity, udp): (&Activity, &UdpCounters),
+    reply_timeout: std::time::Duration,
+    awaiting_reply: &AtomicBool,
+) -> Result<(), FlowEnd> {
+    // The far end checks its own `max_datagram`; a frame is bounded by its length field.
+    let mut deframer = Deframer::new(MAX_FRAME_PAYLOAD);
+    let mut plain = Vec::new();
+    let first = match prelude {
+        Prelude::WriteFirst(bytes) => bytes,
+        Prelude::ExpectReply => {
+            let rest = tokio::time::timeout(reply_timeout, read_reply(recv, seal, up))
+                .await
+                .map_err(|_| FlowEnd::TimedOut("reply"))??;
+            awaiting_reply.store(false, Ordering::Relaxed);
+            rest
+        }
+    };
+    seal.open(first, &mut plain)?;
+    let mut chunks: [Bytes; READ_CHUNKS] = Default::default();
+    loop {
+        for bytes in plain.drain(..) {
+            activity.moved(bytes.len() as u64);
+            deframer.push(&bytes);
+        }
+        while let Some(datagram) = deframer.next_datagram().map_err(|e| FlowEnd::Protocol(e.to_string()))? {
+            outgoing.send(&datagram, udp).await;
+        }
+        match watch.read(recv.read_chunks(&mut chunks)).await {
+            Ok(Some(n)) => {
+                for chunk in &mut chunks[..n] {
+                    seal.open(std::mem::take(chunk), &mut plain)?;
+                }
+            }
+            Ok(None) => {
+                // A sealed stream ends only with its sealed end: anything else was cut.
+                seal.end()?;
+                activity.half_close();
+                return Ok(());
+            }
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+}
