@@ -131,7 +131,8 @@ pub struct ListenerConfig {
 }
 
 /// What a listener accepts (`listeners[].protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ListenerProtocol {
     /// TCP connections, each one flow (`tcp`, the default).
     #[default]

@@ -84,6 +84,8 @@ pub struct ListenerInfo {
     pub name: String,
     /// The address it is bound to (the real port when the config said 0).
     pub addr: SocketAddr,
+    /// What it accepts: `tcp` or `udp`.
+    pub protocol: crate::config::ListenerProtocol,
 }
 
 /// What a graceful shutdown did.
@@ -158,16 +160,18 @@ impl Node {
         let cards = link::cards::CardStore::default();
         cards.set_own(own_card);
         let tls = link::identity::NodeTls::new(identity, transport)?;
-        let mut bound = Vec::new();
+        let mut bound: Vec<(String, flow::listener::Bound, crate::config::ListenerProtocol)> = Vec::new();
         for l in &config.listeners {
             let socket = flow::listener::Bound::bind(l).with_context(|| {
                 format!("listeners.{}: cannot bind {} {}", l.name, l.protocol.as_str().to_uppercase(), l.bind)
             })?;
-            bound.push((l.name.clone(), socket));
+            bound.push((l.name.clone(), socket, l.protocol));
         }
         let listeners: Vec<ListenerInfo> = bound
             .iter()
-            .map(|(name, l)| Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()? }))
+            .map(|(name, l, protocol)| {
+                Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()?, protocol: *protocol })
+            })
             .collect::<std::io::Result<_>>()?;
         let ports: Vec<(String, u16)> = listeners.iter().map(|l| (l.name.clone(), l.addr.port())).collect();
         let instructions = load_instructions(&config);
@@ -242,7 +246,7 @@ impl Node {
                 let task = tokio::spawn(link::connect::dial_loop(shared.clone(), peer.clone(), address));
                 running.dialers.insert(peer, task.abort_handle());
             }
-            for ((name, socket), info) in bound.into_iter().zip(&listeners) {
+            for ((name, socket, _), info) in bound.into_iter().zip(&listeners) {
                 let task = tokio::spawn(socket.serve(shared.clone(), name));
                 running.listeners.push((info.clone(), task.abort_handle()));
             }

@@ -78,7 +78,7 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
         };
         let socket = listener::Bound::bind(l).map_err(failed)?;
         let addr = socket.local_addr().map_err(failed)?;
-        bound.push((ListenerInfo { name: l.name.clone(), addr }, socket));
+        bound.push((ListenerInfo { name: l.name.clone(), addr, protocol: l.protocol }, socket));
     }
     // The route table first, covering the new listeners (their sockets are bound, so the
     // kernel queues connections until their accept loops start), then the listeners.

@@ -286,7 +286,7 @@ fn unreachable_here(shared: &Shared, detail: String) -> FlowEnd {
 async fn hold_refused(shared: &Shared, rx: &mut mpsc::Receiver<Bytes>) {
     let udp = &shared.counters.udp;
     // What was queued while the flow was being opened is lost with it.
-    while let Ok(_) = rx.try_recv() {
+    while rx.try_recv().is_ok() {
         udp.drop_one(UdpDrop::Refused);
     }
     let until = tokio::time::Instant::now() + REFUSED_HOLD;
