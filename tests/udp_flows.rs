@@ -391,3 +391,30 @@ async fn iperf3_udp_through_the_mesh_completes_with_little_loss() {
     assert!(percent < 20.0, "iperf3 reports {percent} % loss through the mesh");
     assert!(a.stats().udp.datagrams_in > 0 && b.stats().udp.datagrams_out > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_a_udp_listener_and_its_route_which_then_carry_datagrams() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let (server, _) = udp_echo_server().await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    let b = b.start(&mesh).await;
+    let mut spec = NodeSpec::new("a");
+    spec.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    spec.udp_routes = vec![("in", server.to_string(), Some("b"))];
+    let a = spec.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    spec.udp_routes.push(("more", server.to_string(), Some("b")));
+    let path = mesh.path("a-reloaded.yaml");
+    std::fs::write(&path, spec.yaml()).expect("write config");
+    let report = a.reload_file(&path).expect("reload");
+    assert!(report.summary.contains("listeners added [more]"), "{}", report.summary);
+    let listeners = a.listeners();
+    assert_eq!(listeners.len(), 2);
+    assert!(listeners.iter().all(|l| l.protocol == proxy::config::ListenerProtocol::Udp));
+    let socket = client([127, 0, 0, 1], listener_addr(&a, "more")).await;
+    echo(&socket, b"through the new listener").await;
+    let first = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
+    echo(&first, b"and the old one").await;
+}
