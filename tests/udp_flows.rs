@@ -418,3 +418,18 @@ async fn a_reload_adds_a_udp_listener_and_its_route_which_then_carry_datagrams()
     let first = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
     echo(&first, b"and the old one").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_ends_its_udp_associations_without_waiting_for_the_deadline() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let (server, _) = udp_echo_server().await;
+    let (a, b) = udp_pair(&mesh, server, "127.0.0.1/32", &["drain_timeout: \"30s\""], &[]).await;
+    let socket = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
+    echo(&socket, b"open").await;
+    let report = a.shutdown().await;
+    assert_eq!(report.open_at_start, 1, "the association is a flow");
+    assert_eq!(report.reset_at_deadline, 0, "UDP has no close to wait for: drained at once");
+    let closed = eventually(Duration::from_secs(10), || b.stats().udp.associations_open == 0).await;
+    assert!(closed, "{:?}", b.stats().udp);
+    assert_eq!(b.stats().flows_reset, 0, "the exit took the origin's end as the association's end");
+}

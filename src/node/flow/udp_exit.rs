@@ -79,7 +79,11 @@ pub(crate) async fn exit_flow(
         shared.config.limits.max_datagram,
     ));
     let env = shared.flow_env(udp_timeouts(&shared, 1), None, &guard);
-    let datagrams = Datagrams { incoming: &mut incoming, outgoing: Outgoing::Target(socket) };
+    let datagrams = Datagrams {
+        incoming: &mut incoming,
+        outgoing: Outgoing::Target(socket),
+        draining: shared.draining.clone(),
+    };
     let end = udp_stream::splice(send, recv, datagrams, Prelude::WriteFirst(rest), seal, env).await;
     reader.abort();
     guard.finish(&association_end(end));
@@ -168,7 +172,11 @@ pub(crate) async fn read_socket(
             }
             // A connected socket reports the target's ICMP errors (port unreachable) on
             // a later call; the datagram they answer is gone, the association goes on.
-            Err(_) => counters.udp.drop_one(UdpDrop::SendFailed),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                counters.udp.drop_one(UdpDrop::SendFailed)
+            }
+            // Anything else: back off rather than spin.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
 }

@@ -48,9 +48,15 @@ type Table = Mutex<AssociationTable<mpsc::Sender<Bytes>>>;
 #[derive(Debug, Default)]
 pub(crate) struct OriginAssociations(AtomicUsize);
 
+/// Receive buffer asked for a UDP listener's socket: a burst from many clients waits in
+/// the kernel while the listener's task hands datagrams on, rather than being dropped
+/// unseen (the kernel may grant less; what it drops is not counted here).
+const LISTENER_RECV_BUFFER: usize = 4 << 20;
+
 /// Binds a UDP listener's socket.
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTENER_RECV_BUFFER);
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
 }
@@ -171,7 +177,7 @@ async fn association(entry: Entry, listener: String, socket: Arc<UdpSocket>, mut
         Exit::Remote { exit, paths } if !route.multipath => {
             let (relays, path) = single_path(&shared, &guard, &route.name, exit, paths);
             let header = new_header(&shared, flow_id, path.hops, Destination::UdpTarget(target));
-            let datagrams = Datagrams { incoming: &mut rx, outgoing };
+            let datagrams = Datagrams { incoming: &mut rx, outgoing, draining: shared.draining.clone() };
             let (end, answer) =
                 remote(&shared, &guard, &path.first_hop, header, datagrams, route.counters.clone())
                     .instrument(span.clone())
@@ -253,6 +259,7 @@ async fn local(shared: &Shared, rx: &mut mpsc::Receiver<Bytes>, back: Outgoing, 
     let to_target = Outgoing::Target(socket.clone());
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut force = shared.force.clone();
+    let mut draining = shared.draining.clone();
     loop {
         let idle = tokio::time::sleep(limits.udp_idle_timeout);
         tokio::select! {
@@ -272,6 +279,7 @@ async fn local(shared: &Shared, rx: &mut mpsc::Receiver<Bytes>, back: Outgoing, 
                 Err(_) => udp.drop_one(UdpDrop::SendFailed),
             },
             _ = idle => return FlowEnd::TimedOut("idle"),
+            _ = crate::shutdown::wait_true(&mut draining) => return FlowEnd::TimedOut("draining"),
             _ = crate::shutdown::wait_true(&mut force) => return FlowEnd::Aborted,
         }
     }

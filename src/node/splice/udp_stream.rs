@@ -13,9 +13,10 @@
 //! - A datagram the socket refuses is dropped and counted (`too_large` for `EMSGSIZE`,
 //!   `send_failed` otherwise); the association goes on, as UDP would.
 //! - UDP has no close: an association ends when it has been idle for
-//!   `limits.udp_idle_timeout` (either end's watchdog resets the stream with the timeout
-//!   code, which is how associations normally end), or on any stream failure, which
-//!   resets both directions as a TCP flow's failure does.
+//!   `limits.udp_idle_timeout` or its node starts draining. That end finishes its
+//!   direction of the stream (with the sealed end record on a sealed flow); the other end,
+//!   seeing the finish, finishes its own: a clean end on both sides. Any stream failure
+//!   resets both directions, as a TCP flow's failure does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ use crate::node::link::send::LinkSend;
 use crate::node::observe::udp::{UdpCounters, UdpDrop};
 use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
 use crate::node::splice::tcp_stream::{Prelude, read_reply};
-use crate::node::splice::{FlowEnd, FlowEnv, codes, read_error, write_error};
+use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
 /// Datagrams one association queues for its stream: a burst's worth, so a short stall of
 /// the stream loses nothing, while a long one drops (UDP senders expect loss, not delay).
@@ -91,6 +92,9 @@ pub(crate) struct Datagrams<'a> {
     pub incoming: &'a mut mpsc::Receiver<Bytes>,
     /// Where datagrams from the stream go.
     pub outgoing: Outgoing,
+    /// The node's draining signal: UDP has no close to wait for, so a draining node ends
+    /// its associations at once (as if idle) instead of holding the drain to its deadline.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Splices an association with its stream until it is idle past the flow's idle limit,
@@ -104,7 +108,7 @@ pub(crate) async fn splice(
     env: FlowEnv,
 ) -> FlowEnd {
     let FlowEnv { timeouts, counters, mut force, route, bytes, answered, .. } = env;
-    let Datagrams { incoming, outgoing } = datagrams;
+    let Datagrams { incoming, outgoing, mut draining } = datagrams;
     let activity = Activity::counting(bytes);
     let expects_reply = matches!(prelude, Prelude::ExpectReply);
     let awaiting_reply = AtomicBool::new(expects_reply);
@@ -123,14 +127,19 @@ pub(crate) async fn splice(
             timeouts.reply,
             &awaiting_reply,
         );
+        // Either direction ending cleanly ends the association: there is no half-open
+        // UDP. Idle and draining end it cleanly from this side.
         tokio::select! {
-            r = async { tokio::try_join!(up, down) } => match r {
-                Ok(_) => FlowEnd::Completed,
-                Err(end) => end,
-            },
-            reason = activity.watchdog(&timeouts) => FlowEnd::TimedOut(reason),
-            _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
+            r = up => r.map(|()| Close::Finished),
+            r = down => r.map(|()| Close::Theirs),
+            _ = activity.watchdog(&timeouts) => Ok(Close::Ours),
+            _ = crate::shutdown::wait_true(&mut draining) => Ok(Close::Ours),
+            _ = crate::shutdown::wait_true(&mut force) => Err(FlowEnd::Aborted),
         }
+    };
+    let end = match end {
+        Ok(close) => close_cleanly(close, &mut send, &up_seal, &activity, timeouts, force.clone()).await,
+        Err(end) => end,
     };
     if let Some(answered) = answered
         && expects_reply
@@ -152,11 +161,53 @@ pub(crate) async fn splice(
     end
 }
 
-/// How an association's end counts: idle is how UDP associations end (either side's
-/// watchdog, or the far side's reset for it), not a failure.
+/// Who ended an association cleanly.
+enum Close {
+    /// This side's queue closed, and `to_stream` already finished the stream.
+    Finished,
+    /// This side: idle past the limit, or the node is draining.
+    Ours,
+    /// The far side finished its direction.
+    Theirs,
+}
+
+/// Ends an association cleanly: finishes this side's direction (the sealed end record,
+/// then the stream finish) unless that is done, and waits while the far end acknowledges
+/// it (as long as the link makes progress, bounded by the flow's limits and `force`), so a
+/// node that closes its links right after, on shutdown, does not cut the finish off.
+async fn close_cleanly(
+    close: Close,
+    send: &mut LinkSend,
+    seal: &UpSeal,
+    activity: &Activity,
+    timeouts: crate::node::flow::timer::FlowTimeouts,
+    force: tokio::sync::watch::Receiver<bool>,
+) -> FlowEnd {
+    if !matches!(close, Close::Finished) {
+        let fin = match seal.fin() {
+            Ok(fin) => fin,
+            Err(end) => return end,
+        };
+        if let Some(fin) = fin
+            && let Err(e) = send.write_data_moving(fin, Some(activity)).await
+        {
+            return write_error(e);
+        }
+        activity.half_close();
+        if send.finish_delivering(activity).is_err() {
+            return FlowEnd::PeerReset(0);
+        }
+    }
+    // A far end that stopped the stream instead has ended the association too.
+    let _ = acknowledged(stop_code(send), activity, timeouts, force).await;
+    FlowEnd::Completed
+}
+
+/// How an association's end counts: idle (or a draining node) is how UDP associations end
+/// (either side's watchdog, or the far side's reset for it), not a failure.
 pub(crate) fn association_end(end: FlowEnd) -> FlowEnd {
     match end {
-        FlowEnd::TimedOut("idle") => FlowEnd::Completed,
+        FlowEnd::TimedOut("idle" | "draining") => FlowEnd::Completed,
         FlowEnd::PeerReset(code) if code == codes::TIMEOUT.into_inner() => FlowEnd::Completed,
         other => other,
     }
