@@ -4,13 +4,13 @@
 //! default), measured in one run against their baselines:
 //! - 64-byte round trip p50/p99: UDP direct, TCP direct, a TCP flow through the two nodes,
 //!   a UDP association through the same two nodes (aim: UDP within 1.5x the TCP flow);
-//! - datagrams per second through the two nodes: one client, and four clients, each
-//!   sending 64-byte datagrams as fast as it can to a counting sink; delivered rate, with
-//!   what was dropped and where (aim: at least 100k/s), and the same sender straight to
-//!   the sink as the baseline.
+//! - datagrams per second through the two nodes: one client and four clients sending
+//!   64-byte datagrams to a counting sink, paced at 50k to 200k datagrams/s in total and
+//!   flat out; delivered rate and loss, with the origin's `congested` drops (aim: at least
+//!   100k/s), and one sender straight to the sink as the baseline.
 //!
-//! Environment: `BENCH_RTT_ROUNDS` (default 10000), `BENCH_DATAGRAMS` (per client, default
-//! 400000).
+//! Environment: `BENCH_RTT_ROUNDS` (default 10000), `BENCH_DATAGRAMS` (per client when
+//! flat out, default 400000), `BENCH_UDP_SECONDS` (per paced run, default 2).
 
 mod common;
 
@@ -111,9 +111,23 @@ async fn tcp_rtt(entry: SocketAddr, rounds: usize) -> Result<(Duration, Duration
     Ok((percentile(&mut samples, 0.5), percentile(&mut samples, 0.99)))
 }
 
-/// `clients` senders, each `per_client` 64-byte datagrams as fast as it can to `entry`;
-/// returns what reached the sink and the delivered rate (first send to last arrival).
-async fn blast(entry: SocketAddr, sink: &Sink, clients: usize, per_client: usize) -> Result<(u64, f64)> {
+/// How `clients` senders send `per_client` 64-byte datagrams each: as fast as they can,
+/// or paced at a total rate (datagrams per second, in bursts once a millisecond).
+#[derive(Clone, Copy)]
+enum Pace {
+    Flat,
+    Rate(usize),
+}
+
+/// `clients` senders, each `per_client` 64-byte datagrams to `entry` at `pace`; returns
+/// what reached the sink and the delivered rate (first send to last arrival).
+async fn blast(
+    entry: SocketAddr,
+    sink: &Sink,
+    clients: usize,
+    per_client: usize,
+    pace: Pace,
+) -> Result<(u64, f64)> {
     let before = sink.count.load(Ordering::Relaxed);
     // One datagram per client first, so associations are open before the clock starts.
     let mut sockets = Vec::new();
@@ -134,11 +148,28 @@ async fn blast(entry: SocketAddr, sink: &Sink, clients: usize, per_client: usize
     for s in sockets {
         tasks.push(tokio::spawn(async move {
             let msg = [1u8; 64];
-            for i in 0..per_client {
-                let _ = s.send(&msg).await;
-                if i % 64 == 63 {
-                    // A sender that never yields would starve the nodes on two cores.
-                    tokio::task::yield_now().await;
+            match pace {
+                Pace::Flat => {
+                    for i in 0..per_client {
+                        let _ = s.send(&msg).await;
+                        if i % 64 == 63 {
+                            // A sender that never yields would starve the nodes on two cores.
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                Pace::Rate(total) => {
+                    let per_ms = (total / clients / 1000).max(1);
+                    let mut tick = tokio::time::interval(Duration::from_millis(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    let mut sent = 0;
+                    while sent < per_client {
+                        tick.tick().await;
+                        for _ in 0..per_ms.min(per_client - sent) {
+                            let _ = s.send(&msg).await;
+                            sent += 1;
+                        }
+                    }
                 }
             }
         }));
@@ -191,33 +222,58 @@ async fn rtt_suite(title: &str, dir: &std::path::Path, rounds: usize) -> Result<
     Ok(())
 }
 
-async fn rate_suite(dir: &std::path::Path, per_client: usize) -> Result<()> {
+async fn rate_suite(dir: &std::path::Path, per_client: usize, seconds: usize) -> Result<()> {
     let tcp_echo = common::echo_server().await?;
     let sink = udp_sink().await?;
     let (a, b) = pair(dir, tcp_echo, sink.addr).await?;
     let udp_entry = entry(&a, "udp")?;
     println!();
     println!(
-        "64-byte datagrams as fast as the senders can, {per_client} per client, tokio 2 worker threads:"
+        "64-byte datagrams to a counting sink, tokio 2 worker threads (senders, sink and both nodes share the 2 cores):"
     );
-    println!("{:<34} {:>12} {:>14}", "", "delivered", "datagrams/s");
-    let (got, rate) = blast(sink.addr, &sink, 1, per_client).await?;
-    println!("{:<34} {:>12} {:>14.0}", "direct, 1 client", got, rate);
+    println!(
+        "{:<44} {:>10} {:>12} {:>8} {:>10} {:>10}",
+        "", "sent", "delivered", "loss", "rate/s", "congested"
+    );
+    let (got, rate) = blast(sink.addr, &sink, 1, per_client, Pace::Flat).await?;
+    println!(
+        "{:<44} {:>10} {:>12} {:>7.1}% {:>10.0} {:>10}",
+        "direct, 1 client, flat out",
+        per_client,
+        got,
+        loss(per_client as u64, got),
+        rate,
+        "-"
+    );
+    let mut runs: Vec<(usize, Pace, String)> = Vec::new();
     for clients in [1, 4] {
-        let before = a.stats().udp;
-        let (got, rate) = blast(udp_entry, &sink, clients, per_client).await?;
-        let after = a.stats().udp;
-        let congested = after.dropped("congested") - before.dropped("congested");
-        let received = after.datagrams_in - before.datagrams_in;
-        let sent = (clients * per_client) as u64;
-        println!("{:<34} {:>12} {:>14.0}", format!("through 2 nodes, {clients} client(s)"), got, rate);
-        println!(
-            "    sent {sent}, taken in by node a {received} (the rest lost in its socket buffer), dropped congested {congested}"
-        );
+        for total in [50_000, 100_000, 150_000, 200_000] {
+            runs.push((
+                clients,
+                Pace::Rate(total),
+                format!("through 2 nodes, {clients} client(s), paced {}k/s", total / 1000),
+            ));
+        }
+        runs.push((clients, Pace::Flat, format!("through 2 nodes, {clients} client(s), flat out")));
+    }
+    for (clients, pace, name) in runs {
+        let n = match pace {
+            Pace::Rate(total) => total * seconds / clients,
+            Pace::Flat => per_client,
+        };
+        let before = a.stats().udp.dropped("congested");
+        let (got, rate) = blast(udp_entry, &sink, clients, n, pace).await?;
+        let congested = a.stats().udp.dropped("congested") - before;
+        let sent = (clients * n) as u64;
+        println!("{name:<44} {sent:>10} {got:>12} {:>7.1}% {rate:>10.0} {congested:>10}", loss(sent, got));
     }
     a.shutdown().await;
     b.shutdown().await;
     Ok(())
+}
+
+fn loss(sent: u64, got: u64) -> f64 {
+    100.0 * sent.saturating_sub(got) as f64 / sent.max(1) as f64
 }
 
 fn entry(node: &proxy::Node, name: &str) -> Result<SocketAddr> {
@@ -262,6 +318,6 @@ fn run(dir: &std::path::Path) -> Result<()> {
     multi.block_on(rtt_suite("tokio, 2 worker threads", dir, rounds))?;
     let single = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     single.block_on(rtt_suite("tokio, 1 thread", dir, rounds))?;
-    multi.block_on(rate_suite(dir, per_client))?;
+    multi.block_on(rate_suite(dir, per_client, env_usize("BENCH_UDP_SECONDS", 2)))?;
     Ok(())
 }

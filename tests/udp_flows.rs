@@ -433,3 +433,20 @@ async fn a_draining_node_ends_its_udp_associations_without_waiting_for_the_deadl
     assert!(closed, "{:?}", b.stats().udp);
     assert_eq!(b.stats().flows_reset, 0, "the exit took the origin's end as the association's end");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_route_that_exits_at_its_own_node_echoes_whole_datagrams() {
+    let mesh = Mesh::new(&["a"]);
+    let (server, seen) = udp_echo_server().await;
+    let mut a = NodeSpec::new("a");
+    a.udp_routes = vec![("in", server.to_string(), None)];
+    let a = a.start(&mesh).await;
+    let socket = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
+    for (i, len) in SIZES.iter().enumerate() {
+        echo(&socket, &payload(3, i as u32, *len)).await;
+    }
+    assert_eq!(seen.load(Ordering::Relaxed), SIZES.len() as u64);
+    let s = a.stats();
+    assert_eq!((s.flows_local, s.udp.associations_total), (1, 1));
+    assert_eq!((s.udp.datagrams_in, s.udp.datagrams_out), (2 * SIZES.len() as u64, 2 * SIZES.len() as u64));
+}
