@@ -359,8 +359,7 @@ impl Default for Limits {
             max_udp_associations: 1024,
             // A 9000-byte jumbo frame's IPv4 UDP payload: anything an ordinary (1500) or
             // jumbo route can carry unfragmented; larger datagrams need IP fragmentation,
-            // which the exit never does (see docs/wire.md). It also bounds what one
-            // association queues (`UDP_QUEUE` datagrams).
+            // which the exit never does (see docs/wire.md).
             max_datagram: 8972,
         }
     }

@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use quinn::RecvStream;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::core::policy::Requester;
@@ -26,7 +25,8 @@ use crate::node::flow::timer::FlowTimeouts;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::udp::{OpenAssociation, UdpCounters, UdpDrop};
 use crate::node::splice::tcp_stream::Prelude;
-use crate::node::splice::udp_stream::{self, Datagrams, Outgoing, UDP_QUEUE, association_end};
+use crate::node::splice::udp_queue::{self, QueueTx, Refused};
+use crate::node::splice::udp_stream::{self, Datagrams, Outgoing, association_end};
 use crate::node::splice::{FlowEnd, codes};
 use crate::node::{FlowGuard, Shared};
 
@@ -71,7 +71,7 @@ pub(crate) async fn exit_flow(
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     let _open = OpenAssociation::new(&shared.counters.udp);
     debug!("UDP flow opened");
-    let (tx, mut incoming) = mpsc::channel(UDP_QUEUE);
+    let (tx, mut incoming) = udp_queue::queue();
     let reader = tokio::spawn(read_socket(
         socket.clone(),
         tx,
@@ -154,7 +154,7 @@ fn forbid_fragments(_: &UdpSocket, _: bool) -> io::Result<()> {
 /// and counted.
 pub(crate) async fn read_socket(
     socket: Arc<UdpSocket>,
-    tx: mpsc::Sender<Bytes>,
+    tx: QueueTx,
     counters: Arc<crate::node::observe::stats::Counters>,
     max_datagram: usize,
 ) {
@@ -183,12 +183,7 @@ pub(crate) async fn read_socket(
 
 /// Counts a received datagram and queues it for the stream, or drops it (too large, or
 /// the queue full); `false` when the queue is closed.
-pub(crate) fn queue(
-    tx: &mpsc::Sender<Bytes>,
-    datagram: &[u8],
-    udp: &UdpCounters,
-    max_datagram: usize,
-) -> bool {
+pub(crate) fn queue(tx: &QueueTx, datagram: &[u8], udp: &UdpCounters, max_datagram: usize) -> bool {
     udp.received(datagram.len());
     if datagram.len() > max_datagram {
         udp.drop_one(UdpDrop::TooLarge);
@@ -196,11 +191,11 @@ pub(crate) fn queue(
     }
     match tx.try_send(Bytes::copy_from_slice(datagram)) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(Refused::Full) => {
             udp.drop_one(UdpDrop::Congested);
             true
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(Refused::Closed) => false,
     }
 }
 
@@ -223,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_and_a_large_datagram_never_queues() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = udp_queue::bounded(1, 100);
         let udp = UdpCounters::default();
         assert!(queue(&tx, b"first", &udp, 10));
         assert!(queue(&tx, b"second", &udp, 10));

@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::core::datagram::{AssociationTable, Lookup};
@@ -33,7 +31,8 @@ use crate::node::observe::udp::{OpenAssociation, UdpDrop};
 use crate::node::splice::FlowEnd;
 use crate::node::splice::sealing::FlowSeal;
 use crate::node::splice::tcp_stream::Prelude;
-use crate::node::splice::udp_stream::{self, Datagrams, Outgoing, UDP_QUEUE, association_end};
+use crate::node::splice::udp_queue::{self, QueueRx, QueueTx};
+use crate::node::splice::udp_stream::{self, Datagrams, Outgoing, association_end};
 use crate::node::{FlowGuard, Shared};
 
 /// How long a refused association keeps dropping its client's datagrams (counted
@@ -42,7 +41,7 @@ use crate::node::{FlowGuard, Shared};
 const REFUSED_HOLD: Duration = Duration::from_secs(1);
 
 /// One listener's table: client address to its association's queue.
-type Table = Mutex<AssociationTable<mpsc::Sender<Bytes>>>;
+type Table = Mutex<AssociationTable<QueueTx>>;
 
 /// Associations this node's UDP listeners hold open (the cap's count).
 #[derive(Debug, Default)]
@@ -120,7 +119,7 @@ fn dispatch(
             return;
         }
     }
-    let (tx, rx) = mpsc::channel(UDP_QUEUE);
+    let (tx, rx) = udp_queue::queue();
     if !queue(&tx, datagram, udp, limits.max_datagram) {
         return;
     }
@@ -146,7 +145,7 @@ impl Drop for Entry {
 }
 
 /// One association: routed like a TCP connection, then spliced until it is idle.
-async fn association(entry: Entry, listener: String, socket: Arc<UdpSocket>, mut rx: mpsc::Receiver<Bytes>) {
+async fn association(entry: Entry, listener: String, socket: Arc<UdpSocket>, mut rx: QueueRx) {
     let shared = entry.shared.clone();
     let _open = OpenAssociation::new(&shared.counters.udp);
     let routes = shared.routes();
@@ -239,7 +238,7 @@ async fn remote(
 
 /// This node is the exit: datagrams go straight to the target from a socket connected
 /// to it, until the association is idle.
-async fn local(shared: &Shared, rx: &mut mpsc::Receiver<Bytes>, back: Outgoing, target: &str) -> FlowEnd {
+async fn local(shared: &Shared, rx: &mut QueueRx, back: Outgoing, target: &str) -> FlowEnd {
     let udp = &shared.counters.udp;
     let limits = &shared.config.limits;
     let connect = async {
@@ -291,10 +290,10 @@ fn unreachable_here(shared: &Shared, detail: String) -> FlowEnd {
 
 /// After a refusal: drops (and counts) what the client sends for [`REFUSED_HOLD`], then
 /// lets the association leave the table.
-async fn hold_refused(shared: &Shared, rx: &mut mpsc::Receiver<Bytes>) {
+async fn hold_refused(shared: &Shared, rx: &mut QueueRx) {
     let udp = &shared.counters.udp;
     // What was queued while the flow was being opened is lost with it.
-    while rx.try_recv().is_ok() {
+    while rx.try_recv().is_some() {
         udp.drop_one(UdpDrop::Refused);
     }
     let until = tokio::time::Instant::now() + REFUSED_HOLD;

@@ -19,6 +19,7 @@ pub(crate) mod streams;
 pub(crate) mod tcp_io;
 pub(crate) mod tcp_pair;
 pub(crate) mod tcp_stream;
+pub(crate) mod udp_queue;
 pub(crate) mod udp_stream;
 
 use std::future::Future;

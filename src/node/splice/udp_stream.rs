@@ -5,10 +5,10 @@
 //! length, then the payload, so boundaries survive the byte stream, the relays and the
 //! seal. Invariants:
 //! - Datagrams are never merged or split: a frame in is one `send` out.
-//! - Nothing is buffered without bound: datagrams for the stream wait in a queue of
-//!   [`UDP_QUEUE`] at most, filled by the socket's reader with `try_send`; when the stream
-//!   cannot take more (the queue is full), new datagrams are dropped and counted
-//!   `congested`, as a router drops at a full queue. The other way the socket's send
+//! - Nothing is buffered without bound: datagrams for the stream wait in a bounded queue
+//!   ([`crate::node::splice::udp_queue`]), filled by the socket's reader without waiting;
+//!   when the stream cannot take more (the queue is full), new datagrams are dropped and
+//!   counted `congested`, as a router drops at a full queue. The other way the socket's send
 //!   buffer is the only queue.
 //! - A datagram the socket refuses is dropped and counted (`too_large` for `EMSGSIZE`,
 //!   `send_failed` otherwise); the association goes on, as UDP would.
@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, WriteError};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 use crate::core::datagram::{Deframer, MAX_FRAME_PAYLOAD, put_frame};
 use crate::node::flow::timer::Activity;
@@ -35,11 +34,8 @@ use crate::node::link::send::LinkSend;
 use crate::node::observe::udp::{UdpCounters, UdpDrop};
 use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
 use crate::node::splice::tcp_stream::{Prelude, read_reply};
+use crate::node::splice::udp_queue::QueueRx;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
-
-/// Datagrams one association queues for its stream: a burst's worth, so a short stall of
-/// the stream loses nothing, while a long one drops (UDP senders expect loss, not delay).
-pub(crate) const UDP_QUEUE: usize = 64;
 
 /// Frames gathered into one stream write: a burst costs one turn at the link, not one
 /// per datagram.
@@ -89,7 +85,7 @@ pub(crate) fn is_too_large(_: &io::Error) -> bool {
 pub(crate) struct Datagrams<'a> {
     /// Received datagrams, waiting for the stream (the caller keeps the queue: after a
     /// refusal it goes on dropping what arrives).
-    pub incoming: &'a mut mpsc::Receiver<Bytes>,
+    pub incoming: &'a mut QueueRx,
     /// Where datagrams from the stream go.
     pub outgoing: Outgoing,
     /// The node's draining signal: UDP has no close to wait for, so a draining node ends
@@ -216,7 +212,7 @@ pub(crate) fn association_end(end: FlowEnd) -> FlowEnd {
 /// Frames queued datagrams onto the stream, a burst per write.
 async fn to_stream(
     send: &mut LinkSend,
-    incoming: &mut mpsc::Receiver<Bytes>,
+    incoming: &mut QueueRx,
     seal: &UpSeal,
     activity: &Activity,
     (awaiting_reply, unanswered): (&AtomicBool, &AtomicU64),
@@ -227,7 +223,7 @@ async fn to_stream(
         put_frame(&mut frames, &first).map_err(|e| FlowEnd::Protocol(e.to_string()))?;
         let mut n = 1;
         while frames.len() < GATHER_BYTES
-            && let Ok(next) = incoming.try_recv()
+            && let Some(next) = incoming.try_recv()
         {
             put_frame(&mut frames, &next).map_err(|e| FlowEnd::Protocol(e.to_string()))?;
             n += 1;
