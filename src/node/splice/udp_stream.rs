@@ -304,3 +304,23 @@ async fn from_stream(
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_send_the_kernel_refuses_for_size_is_counted_too_large() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.connect(target.local_addr().expect("addr")).await.expect("connect");
+        let out = Outgoing::Target(Arc::new(socket));
+        let udp = UdpCounters::default();
+        out.send(b"fits", &udp).await;
+        out.send(&vec![0u8; 65_508], &udp).await;
+        let s = udp.snapshot();
+        assert_eq!((s.datagrams_out, s.bytes_out, s.dropped("too_large")), (1, 4, 1));
+        let mut buf = [0u8; 16];
+        assert_eq!(target.recv(&mut buf).await.expect("recv"), 4, "the datagram that fit arrived whole");
+    }
+}
