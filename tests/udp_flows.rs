@@ -450,3 +450,57 @@ async fn a_udp_route_that_exits_at_its_own_node_echoes_whole_datagrams() {
     assert_eq!((s.flows_local, s.udp.associations_total), (1, 1));
     assert_eq!((s.udp.datagrams_in, s.udp.datagrams_out), (2 * SIZES.len() as u64, 2 * SIZES.len() as u64));
 }
+
+/// Set in the child that runs [`inner_a_datagram_too_large_for_the_exit_route`] inside a
+/// network namespace.
+const IN_NETNS: &str = "PROXY_TEST_IN_NETNS";
+
+#[test]
+fn a_datagram_too_large_for_the_route_to_the_target_is_dropped_and_counted_not_fragmented() {
+    // The exit's route must have a smaller MTU than the datagram: a fresh network
+    // namespace whose loopback has a 1500-byte MTU, with this test binary run inside it.
+    if !have("unshare", "util-linux") || !have("ip", "iproute2") {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(exe)
+        .args(["--exact", "inner_a_datagram_too_large_for_the_exit_route", "--ignored", "--nocapture"])
+        .env(IN_NETNS, "1")
+        .output()
+        .expect("run unshare");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() && text.contains("unshare failed") {
+        assert!(std::env::var("CI").is_err(), "no network namespaces in CI: {text}");
+        eprintln!("SKIPPED: cannot make a network namespace here (unshare -n): {text}");
+        return;
+    }
+    assert!(out.status.success(), "the test in the namespace failed:\n{text}");
+    assert!(text.contains("1 passed"), "the test in the namespace did not run:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside a network namespace, started by the test above"]
+async fn inner_a_datagram_too_large_for_the_exit_route() {
+    if std::env::var(IN_NETNS).is_err() {
+        // It changes loopback's MTU: only ever inside the namespace its outer test made.
+        eprintln!("not run: this test runs only inside the network namespace its outer test makes");
+        return;
+    }
+    let up = Command::new("ip").args(["link", "set", "lo", "up", "mtu", "1500"]).status().expect("ip");
+    assert!(up.success(), "cannot set up loopback in the namespace");
+    let mesh = Mesh::new(&["a", "b"]);
+    let (server, seen) = udp_echo_server().await;
+    let (a, b) = udp_pair(&mesh, server, "127.0.0.1/32", &[], &[]).await;
+    let socket = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
+    // 1472 bytes fill a 1500-byte MTU exactly (IPv4 and UDP headers): carried.
+    echo(&socket, &payload(1, 0, 1472)).await;
+    // 2000 bytes reach node a (the client's own stack may fragment on loopback) and cross
+    // the mesh, but the exit sends with the don't-fragment flag: dropped and counted.
+    socket.send(&payload(1, 1, 2000)).await.expect("send");
+    let counted = eventually(Duration::from_secs(10), || b.stats().udp.dropped("too_large") == 1).await;
+    assert!(counted, "{:?}", b.stats().udp);
+    assert_eq!(seen.load(Ordering::Relaxed), 1, "the large datagram reached the target");
+    echo(&socket, &payload(1, 2, 1000)).await;
+}
