@@ -113,29 +113,59 @@ pub(crate) async fn splice(
     let mut watch = send.stall_watch();
     let (up_seal, mut down_seal) = seal.split();
     let end = {
-        let up = to_stream(&mut send, incoming, &up_seal, &activity, (&awaiting_reply, &unanswered));
+        // Boxed so the upward half can be dropped (giving `send` back) while the downward
+        // half still reads.
+        let mut up =
+            Box::pin(to_stream(&mut send, incoming, &up_seal, &activity, (&awaiting_reply, &unanswered)));
         let stream = (&mut recv, &mut watch, &mut down_seal, &up_seal);
-        let down = from_stream(
+        let mut down = Box::pin(from_stream(
             stream,
             &outgoing,
             prelude,
             (&activity, &counters.udp),
             timeouts.reply,
             &awaiting_reply,
-        );
+        ));
         // Either direction ending cleanly ends the association: there is no half-open
         // UDP. Idle and draining end it cleanly from this side.
-        tokio::select! {
-            r = up => r.map(|()| Close::Finished),
-            r = down => r.map(|()| Close::Theirs),
+        let close = tokio::select! {
+            r = &mut up => r.map(|()| Close::Finished),
+            r = &mut down => r.map(|()| Close::Theirs),
             _ = activity.watchdog(&timeouts) => Ok(Close::Ours),
             _ = crate::shutdown::wait_true(&mut draining) => Ok(Close::Ours),
             _ = crate::shutdown::wait_true(&mut force) => Err(FlowEnd::Aborted),
+        };
+        drop(up);
+        match close {
+            Err(end) => end,
+            // The far end finished after reading all of ours: once it has our finish too,
+            // both sides are done.
+            Ok(Close::Theirs) => match finish(&mut send, &up_seal, &activity).await {
+                Err(end) => end,
+                Ok(()) => {
+                    let _ = acknowledged(stop_code(&send), &activity, timeouts, force.clone()).await;
+                    FlowEnd::Completed
+                }
+            },
+            // This end closes: finish, then wait for the far end's finish, which it sends
+            // once it has read ours. Only then may this node close its links (a draining
+            // node does right after), or the far end could lose the finish it had not read.
+            Ok(close) => {
+                let finished = match close {
+                    Close::Ours => finish(&mut send, &up_seal, &activity).await,
+                    _ => Ok(()),
+                };
+                match finished {
+                    Err(end) => end,
+                    Ok(()) => tokio::select! {
+                        // Whatever the far end does now, the association is over.
+                        _ = &mut down => FlowEnd::Completed,
+                        _ = activity.watchdog(&timeouts) => FlowEnd::Completed,
+                        _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
+                    },
+                }
+            }
         }
-    };
-    let end = match end {
-        Ok(close) => close_cleanly(close, &mut send, &up_seal, &activity, timeouts, force.clone()).await,
-        Err(end) => end,
     };
     if let Some(answered) = answered
         && expects_reply
@@ -159,7 +189,7 @@ pub(crate) async fn splice(
 
 /// Who ended an association cleanly.
 enum Close {
-    /// This side's queue closed, and `to_stream` already finished the stream.
+    /// This side's queue closed, and `to_stream` already finished its direction.
     Finished,
     /// This side: idle past the limit, or the node is draining.
     Ours,
@@ -167,36 +197,14 @@ enum Close {
     Theirs,
 }
 
-/// Ends an association cleanly: finishes this side's direction (the sealed end record,
-/// then the stream finish) unless that is done, and waits while the far end acknowledges
-/// it (as long as the link makes progress, bounded by the flow's limits and `force`), so a
-/// node that closes its links right after, on shutdown, does not cut the finish off.
-async fn close_cleanly(
-    close: Close,
-    send: &mut LinkSend,
-    seal: &UpSeal,
-    activity: &Activity,
-    timeouts: crate::node::flow::timer::FlowTimeouts,
-    force: tokio::sync::watch::Receiver<bool>,
-) -> FlowEnd {
-    if !matches!(close, Close::Finished) {
-        let fin = match seal.fin() {
-            Ok(fin) => fin,
-            Err(end) => return end,
-        };
-        if let Some(fin) = fin
-            && let Err(e) = send.write_data_moving(fin, Some(activity)).await
-        {
-            return write_error(e);
-        }
-        activity.half_close();
-        if send.finish_delivering(activity).is_err() {
-            return FlowEnd::PeerReset(0);
-        }
+/// Finishes this side's direction cleanly: the sealed end record (on a sealed flow), then
+/// the stream finish, whose delivery counts as the flow's progress.
+async fn finish(send: &mut LinkSend, seal: &UpSeal, activity: &Activity) -> Result<(), FlowEnd> {
+    if let Some(fin) = seal.fin()? {
+        send.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
     }
-    // A far end that stopped the stream instead has ended the association too.
-    let _ = acknowledged(stop_code(send), activity, timeouts, force).await;
-    FlowEnd::Completed
+    activity.half_close();
+    send.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0))
 }
 
 /// How an association's end counts: idle (or a draining node) is how UDP associations end
@@ -246,11 +254,7 @@ async fn to_stream(
         }
     }
     // The queue's sender is gone (the listener closed): no more datagrams this way.
-    if let Some(fin) = seal.fin()? {
-        send.write_data_moving(fin, Some(activity)).await.map_err(write_error)?;
-    }
-    activity.half_close();
-    send.finish_delivering(activity).map_err(|_| FlowEnd::PeerReset(0))
+    finish(send, seal, activity).await
 }
 
 /// The stream side of the downward direction: the stream, its stall watch, and the seal.
