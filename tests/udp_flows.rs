@@ -504,3 +504,27 @@ async fn inner_a_datagram_too_large_for_the_exit_route() {
     assert_eq!(seen.load(Ordering::Relaxed), 1, "the large datagram reached the target");
     echo(&socket, &payload(1, 2, 1000)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsealed_flows_carry_datagrams_whole_too() {
+    // `mesh.e2e: off`: frames go on the stream as they are, not inside sealed records.
+    let mesh = Mesh::new(&["a", "b"]);
+    let (server, _) = udp_echo_server().await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec!["127.0.0.1/32".into()];
+    b.mesh_extra = vec!["e2e: \"off\"".into()];
+    let b = b.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.udp_routes = vec![("in", server.to_string(), Some("b"))];
+    a.mesh_extra = vec!["e2e: \"off\"".into()];
+    let a = a.start(&mesh).await;
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+    let socket = client([127, 0, 0, 1], listener_addr(&a, "in")).await;
+    for (i, len) in SIZES.iter().enumerate() {
+        echo(&socket, &payload(9, i as u32, *len)).await;
+    }
+    assert_eq!(a.stats().flows_sealed, 0, "the flow was not sealed");
+    assert_eq!(b.stats().udp.datagrams_out, SIZES.len() as u64);
+}
