@@ -112,6 +112,7 @@ async fn datagrams_of_every_size_echo_through_two_nodes_whole_and_to_the_right_c
     assert_eq!((sa.bytes_in, sa.bytes_out), (bytes, bytes));
     assert!(sa.dropped.iter().all(|(_, n)| *n == 0), "{sa:?}");
     assert_eq!(a.stats().flows_originated, 2);
+    assert_eq!(a.stats().flows_sealed, 2, "associations are sealed end to end by default");
     assert_eq!(b.stats().flows_exited, 2);
     // The admin API and the metrics say the same.
     let metrics = a.metrics();
