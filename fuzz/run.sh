@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds="${SECONDS_EACH:-600}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(flow_header reply control join subflow_frames config_text sealed)
+  targets=(flow_header reply control join subflow_frames config_text sealed datagram_frames)
 fi
 status=0
 for t in "${targets[@]}"; do

@@ -129,6 +129,42 @@ fn frames(pieces: &[&[u8]]) -> (Vec<Frame>, bool) {
     (out, false)
 }
 
+/// UDP datagram frames: the deframer takes stream bytes in arbitrary pieces and yields the
+/// same datagrams as when given them at once, each within its limit, and re-framing what
+/// it yielded gives back the bytes it consumed.
+pub fn datagram_frames(data: &[u8]) {
+    let whole = datagrams(&[data]);
+    let split = data.len() / 3;
+    let pieces = datagrams(&[&data[..split], &data[split..]]);
+    assert_eq!(whole, pieces, "framing does not depend on how the bytes arrive");
+    let mut again = bytes::BytesMut::new();
+    for d in &whole.0 {
+        crate::core::datagram::put_frame(&mut again, d).expect("a yielded datagram fits a frame");
+    }
+    assert_eq!(&again[..], &data[..again.len()], "frames re-encode to the bytes they came from");
+}
+
+fn datagrams(pieces: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+    // A low limit, so the over-limit path is reached by short inputs too.
+    const LIMIT: usize = 300;
+    let mut deframer = crate::core::datagram::Deframer::new(LIMIT);
+    let mut out = Vec::new();
+    for piece in pieces {
+        deframer.push(piece);
+        loop {
+            match deframer.next_datagram() {
+                Ok(Some(d)) => {
+                    assert!(d.len() <= LIMIT);
+                    out.push(d.to_vec());
+                }
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
 /// Config text, node and scheduler: any input is parsed or refused with errors, never a
 /// panic (file checks look under a directory that does not exist).
 pub fn config_text(data: &[u8]) {
@@ -241,6 +277,11 @@ fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut sealer = Sealer::new(DirectionKey::new(&[0; 32], 0));
     let records = [sealer.seal(b"hello").unwrap_or_default(), sealer.fin().unwrap_or_default()].concat();
     out.push(("sealed", records));
+    let mut frames = bytes::BytesMut::new();
+    for d in [&b"query"[..], b"", &[7u8; 300]] {
+        let _ = crate::core::datagram::put_frame(&mut frames, d);
+    }
+    out.push(("datagram_frames", frames.to_vec()));
     out
 }
 
@@ -253,11 +294,12 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "join" => join_messages,
         "subflow_frames" => subflow_frames,
         "config_text" => config_text,
+        "datagram_frames" => datagram_frames,
         "sealed" => sealed,
         _ => return None,
     })
 }
 
 /// Every target's name.
-pub const TARGETS: [&str; 7] =
-    ["flow_header", "reply", "control", "join", "subflow_frames", "config_text", "sealed"];
+pub const TARGETS: [&str; 8] =
+    ["flow_header", "reply", "control", "join", "subflow_frames", "config_text", "sealed", "datagram_frames"];

@@ -50,6 +50,14 @@ async fn every_endpoint_answers_with_its_fields() {
     let listeners = json(admin, "/api/listeners", None).await;
     assert_eq!(listeners[0]["name"], "in");
     assert_eq!(listeners[0]["addr"], listener_addr(&a, "in").to_string());
+    assert_eq!(listeners[0]["protocol"], "tcp");
+    let udp = json(admin, "/api/udp", None).await;
+    assert_eq!(
+        (udp["associations_open"].as_u64(), udp["datagrams_in"].as_u64()),
+        (Some(0), Some(0)),
+        "{udp}"
+    );
+    assert_eq!(stats["udp"], udp, "/api/stats carries the same UDP counters");
     let peers = json(admin, "/api/peers", None).await;
     let peer = &peers[0];
     assert_eq!(

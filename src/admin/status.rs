@@ -122,6 +122,28 @@ pub fn age(secs: f64) -> String {
     }
 }
 
+/// The UDP line under the header, on a node that has carried UDP (empty otherwise, so a
+/// TCP-only node's page stays as it was): associations, datagrams each way, drops.
+fn udp_line(u: &Value) -> String {
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    if num(&u["associations_total"]) == 0 && num(&u["datagrams_in"]) == 0 {
+        return String::new();
+    }
+    let drops: Vec<String> = list(&u["dropped"])
+        .iter()
+        .filter(|d| num(&d[1]) > 0)
+        .map(|d| format!("{} {}", text(&d[0]), num(&d[1])))
+        .collect();
+    format!(
+        "udp  associations open {} (total {})  datagrams in {} out {}  dropped {}\n",
+        num(&u["associations_open"]),
+        num(&u["associations_total"]),
+        num(&u["datagrams_in"]),
+        num(&u["datagrams_out"]),
+        if drops.is_empty() { "none".to_string() } else { drops.join(", ") },
+    )
+}
+
 /// The whole status page.
 pub fn render(input: &StatusInput) -> String {
     let s = &input.stats;
@@ -135,6 +157,7 @@ pub fn render(input: &StatusInput) -> String {
         bytes(num(&s["bytes_out"])),
         num(&s["flows_reset"]),
     );
+    out += &udp_line(&s["udp"]);
     let peers: Vec<Vec<String>> = list(&input.peers)
         .iter()
         .map(|p| {
@@ -365,7 +388,8 @@ mod tests {
     #[test]
     fn a_status_page_shows_every_section() {
         let input = StatusInput {
-            stats: json!({"node_id": "a", "config_version": 3, "flows_current": 1, "bytes_in": 10, "bytes_out": 20, "flows_reset": 0}),
+            stats: json!({"node_id": "a", "config_version": 3, "flows_current": 1, "bytes_in": 10, "bytes_out": 20, "flows_reset": 0,
+                "udp": {"associations_open": 2, "associations_total": 5, "datagrams_in": 40, "datagrams_out": 38, "dropped": [["congested", 0], ["association_cap", 3]]}}),
             peers: json!([{"id": "b", "connected": true, "healthy": true, "rtt_ms": 1.25, "loss": 0.0, "connected_secs": 65, "address": "127.0.0.1:7801"}]),
             listeners: json!([{"name": "web", "addr": "127.0.0.1:8080"}]),
             routes: json!([{"name": "web", "kind": "remote", "exit": "d", "active_path": ["b", "d"], "alternatives": [["b", "d"], ["d"]], "multipath": false, "instructed": true, "instruction_version": 7, "stale": false, "matches": 4, "bytes": 2048}]),
@@ -383,6 +407,7 @@ mod tests {
             "v7",
             "4.0 KiB",
             "BUSIEST FLOWS (1 of 1 open)",
+            "udp  associations open 2 (total 5)  datagrams in 40 out 38  dropped association_cap 3",
         ] {
             assert!(page.contains(needle), "missing {needle:?} in\n{page}");
         }

@@ -81,7 +81,8 @@ pub fn diff(old: &Config, new: &Config) -> Result<ConfigDiff, Vec<&'static str>>
     for l in &new.listeners {
         match old.listeners.iter().find(|o| o.name == l.name) {
             None => d.listeners_added.push(l.clone()),
-            Some(o) if o.bind != l.bind => d.listeners_rebound.push(l.clone()),
+            // A new protocol is a new socket, bound like a new address.
+            Some(o) if o.bind != l.bind || o.protocol != l.protocol => d.listeners_rebound.push(l.clone()),
             Some(_) => {}
         }
     }

@@ -119,13 +119,36 @@ pub enum LogLevel {
     Fatal,
 }
 
-/// One TCP listener.
+/// One listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Unique listener name; routes match on it.
     pub name: String,
     /// Address to bind; port 0 picks a free port.
     pub bind: SocketAddr,
+    /// What it accepts: TCP connections or UDP datagrams.
+    pub protocol: ListenerProtocol,
+}
+
+/// What a listener accepts (`listeners[].protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// TCP connections, each one flow (`tcp`, the default).
+    #[default]
+    Tcp,
+    /// UDP datagrams; each client address is one association, carried as one flow (`udp`).
+    Udp,
+}
+
+impl ListenerProtocol {
+    /// The config's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
 }
 
 /// The `scheduler` section (used from the scheduler issue on; validated now).
@@ -342,6 +365,14 @@ pub struct Limits {
     pub max_lookups: usize,
     /// Target name lookups in flight at once for any one origin.
     pub max_lookups_per_origin: usize,
+    /// A UDP association with no datagram either way for this long is closed.
+    pub udp_idle_timeout: Duration,
+    /// UDP associations open at once on this node (all UDP listeners); past it datagrams
+    /// from new client addresses are dropped and counted (`association_cap`).
+    pub max_udp_associations: usize,
+    /// Largest UDP datagram payload carried; larger ones are dropped and counted
+    /// (`too_large`).
+    pub max_datagram: usize,
 }
 
 impl Default for Limits {
@@ -359,6 +390,12 @@ impl Default for Limits {
             max_buffered_bytes: 2 << 30,
             max_lookups: 64,
             max_lookups_per_origin: 8,
+            udp_idle_timeout: Duration::from_secs(60),
+            max_udp_associations: 1024,
+            // A 9000-byte jumbo frame's IPv4 UDP payload: anything an ordinary (1500) or
+            // jumbo route can carry unfragmented; larger datagrams need IP fragmentation,
+            // which the exit never does (see docs/wire.md).
+            max_datagram: 8972,
         }
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct RawListener {
     pub(crate) name: Option<String>,
     /// `bind`.
     pub(crate) bind: Option<String>,
+    /// `protocol`: `tcp` (the default) or `udp`.
+    pub(crate) protocol: Option<String>,
 }
 
 /// `scheduler`.
@@ -261,6 +263,12 @@ pub(crate) struct RawLimits {
     pub(crate) max_lookups: Option<u64>,
     /// `max_lookups_per_origin`.
     pub(crate) max_lookups_per_origin: Option<u64>,
+    /// `udp_idle_timeout`.
+    pub(crate) udp_idle_timeout: Option<String>,
+    /// `max_udp_associations`.
+    pub(crate) max_udp_associations: Option<u64>,
+    /// `max_datagram`.
+    pub(crate) max_datagram: Option<u64>,
 }
 
 /// `exit_policy`.

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod congestion;
 pub mod control;
+pub mod datagram;
 pub mod enroll;
 pub mod hysteresis;
 pub mod instructions;

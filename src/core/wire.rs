@@ -69,6 +69,10 @@ pub enum Destination {
     /// A proxy chain: the exit routes the flow by its own route for this port, as if the
     /// application had connected to its listener on that port.
     RouteByPort(u16),
+    /// The exit sends UDP datagrams to this `host:port` (subject to its exit policy). The
+    /// stream then carries datagrams framed by [`crate::core::datagram`], both ways.
+    /// Appended last, so the encodings of the other variants are unchanged.
+    UdpTarget(String),
 }
 
 /// The body of a stream header.
@@ -389,13 +393,19 @@ fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError
         }
     }
     match &h.destination {
-        Destination::Target(t) if !is_valid_target(t) => return Err(HeaderError::InvalidField("target")),
+        Destination::Target(t) | Destination::UdpTarget(t) if !is_valid_target(t) => {
+            return Err(HeaderError::InvalidField("target"));
+        }
         Destination::RouteByPort(0) => return Err(HeaderError::InvalidField("port")),
         _ => {}
     }
     if h.subflow.is_some() && matches!(h.destination, Destination::RouteByPort(_)) {
         // A chain node routes by its own table; it cannot keep one flow's subflows together.
         return Err(HeaderError::InvalidField("subflow on a proxy-chain flow"));
+    }
+    if h.subflow.is_some() && matches!(h.destination, Destination::UdpTarget(_)) {
+        // A UDP association is one stream: datagrams are not striped over paths.
+        return Err(HeaderError::InvalidField("subflow on a UDP flow"));
     }
     Ok(())
 }
@@ -727,6 +737,38 @@ mod tests {
         assert!(matches!(
             decode_header(&bytes, &HeaderLimits::default()),
             Err(HeaderError::InvalidField("port"))
+        ));
+    }
+
+    #[test]
+    fn a_udp_header_round_trips_and_keeps_the_other_encodings() {
+        let mut h = header();
+        h.destination = Destination::UdpTarget("127.0.0.1:53".into());
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Ok(Decoded::Complete(h.clone(), bytes.len()))
+        );
+        // Appended last: `Target` is still variant 0 and `RouteByPort` variant 1.
+        let target =
+            bincode::encode_to_vec(Destination::Target("a:1".into()), bincode_config()).expect("encode");
+        let udp =
+            bincode::encode_to_vec(Destination::UdpTarget("a:1".into()), bincode_config()).expect("encode");
+        assert_eq!(target[0], 0);
+        assert_eq!(udp[0], 2);
+        assert_eq!(target[1..], udp[1..]);
+        h.destination = Destination::UdpTarget("no-port".into());
+        let bytes = encode_header(&h).expect("encode");
+        assert!(matches!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Err(HeaderError::InvalidField("target"))
+        ));
+        h.destination = Destination::UdpTarget("127.0.0.1:53".into());
+        h.subflow = Some(Subflow { index: 0, token: 7 });
+        let bytes = encode_header(&h).expect("encode");
+        assert!(matches!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Err(HeaderError::InvalidField("subflow on a UDP flow"))
         ));
     }
 

@@ -38,6 +38,7 @@ fn route(view: &NodeView, request: &Request) -> Response {
             instructions_stale: view.instructions_stale(),
         }),
         "/api/listeners" => Response::json(&view.listeners()),
+        "/api/udp" => Response::json(&view.stats().udp),
         "/api/peers" => Response::json(&view.peers()),
         "/api/flows" => Response::json(&view.busiest_flows(limit(&request.query))),
         "/api/routes" => Response::json(&view.routes()),

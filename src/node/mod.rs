@@ -14,7 +14,7 @@
 //! - `Shared` is what every task holds; [`NodeView`] is what the admin API and
 //!   embedders call; [`Node`] starts and stops it all.
 //!
-//! One QUIC endpoint (peer links, both directions), one TCP listener per configured
+//! One QUIC endpoint (peer links, both directions), one TCP or UDP socket per configured
 //! listener, one dial loop per peer with an address. Every flow is a task holding a
 //! `FlowGuard`, which holds a permit of the node's flow semaphore: the number of flows
 //! is bounded, and shutdown waits for the permits to come back.
@@ -34,6 +34,7 @@ pub use link::peers::PeerInfo;
 pub use observe::flow_registry::{FlowInfo, FlowRole};
 pub use observe::route_view::RouteInfo;
 pub use observe::stats::{BufferStats, MultipathStats, Stats};
+pub use observe::udp::UdpStats;
 
 // For the crate's benches and tests, not the embedding API: the QUIC transport and the
 // congestion controllers a node's links use (benches compare bare quinn with the same
@@ -83,6 +84,8 @@ pub struct ListenerInfo {
     pub name: String,
     /// The address it is bound to (the real port when the config said 0).
     pub addr: SocketAddr,
+    /// What it accepts: `tcp` or `udp`.
+    pub protocol: crate::config::ListenerProtocol,
 }
 
 /// What a graceful shutdown did.
@@ -159,15 +162,18 @@ impl Node {
         let tcp_transport = Arc::new(link::endpoint::tcp_transport_config(&config.mesh, &config.limits));
         let tls = link::identity::NodeTls::new(identity, transport, tcp_transport)?;
         let tcp_links = link::tcp::bind(config.mesh.tcp_bind, endpoint.local_addr()?)?;
-        let mut bound = Vec::new();
+        let mut bound: Vec<(String, flow::listener::Bound, crate::config::ListenerProtocol)> = Vec::new();
         for l in &config.listeners {
-            let tcp = flow::listener::bind(l.bind)
-                .with_context(|| format!("listeners.{}: cannot bind TCP {}", l.name, l.bind))?;
-            bound.push((l.name.clone(), tcp));
+            let socket = flow::listener::Bound::bind(l).with_context(|| {
+                format!("listeners.{}: cannot bind {} {}", l.name, l.protocol.as_str().to_uppercase(), l.bind)
+            })?;
+            bound.push((l.name.clone(), socket, l.protocol));
         }
         let listeners: Vec<ListenerInfo> = bound
             .iter()
-            .map(|(name, l)| Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()? }))
+            .map(|(name, l, protocol)| {
+                Ok(ListenerInfo { name: name.clone(), addr: l.local_addr()?, protocol: *protocol })
+            })
             .collect::<std::io::Result<_>>()?;
         let ports: Vec<(String, u16)> = listeners.iter().map(|l| (l.name.clone(), l.addr.port())).collect();
         let instructions = load_instructions(&config);
@@ -230,6 +236,7 @@ impl Node {
             )),
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
+            udp_associations: Default::default(),
             config,
         });
         tokio::spawn(link::connect::accept_loop(shared.clone()));
@@ -246,8 +253,8 @@ impl Node {
                 let task = tokio::spawn(link::connect::dial_loop(shared.clone(), peer.clone(), address));
                 running.dialers.insert(peer, task.abort_handle());
             }
-            for ((name, tcp), info) in bound.into_iter().zip(&listeners) {
-                let task = tokio::spawn(flow::listener::accept_loop(shared.clone(), name, tcp));
+            for ((name, socket, _), info) in bound.into_iter().zip(&listeners) {
+                let task = tokio::spawn(socket.serve(shared.clone(), name));
                 running.listeners.push((info.clone(), task.abort_handle()));
             }
         }

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(in crate::node) config_changed: tokio::sync::Notify,
     /// The node's runtime, so a reload called from any thread starts its tasks there.
     pub(in crate::node) runtime: tokio::runtime::Handle,
+    /// UDP associations open at this node's UDP listeners (`limits.max_udp_associations`).
+    pub(in crate::node) udp_associations: crate::node::flow::udp_origin::OriginAssociations,
 }
 
 impl Shared {

@@ -93,6 +93,10 @@ pub struct NodeSpec<'a> {
     pub transport: Option<Transport>,
     /// Extra lines for every peer with an address, e.g. `tcp_address: ...`.
     pub peer_extra: Vec<String>,
+    /// `(listener name, target, exit)` like `routes`, with a `protocol: udp` listener.
+    pub udp_routes: Vec<(&'a str, String, Option<&'a str>)>,
+    /// The port every listener binds on 127.0.0.1 (0: any free one each).
+    pub listen_port: u16,
 }
 
 /// A link transport a test runs over.
@@ -156,6 +160,8 @@ impl<'a> NodeSpec<'a> {
             policy: None,
             transport: None,
             peer_extra: vec![],
+            udp_routes: vec![],
+            listen_port: 0,
         }
     }
 
@@ -166,11 +172,15 @@ impl<'a> NodeSpec<'a> {
             self.id
         );
         y += "listeners:\n";
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.udp_routes.is_empty() {
             y += "  []\n";
         }
+        let port = self.listen_port;
         for (name, _, _) in &self.routes {
-            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:0\"\n");
+            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:{port}\"\n");
+        }
+        for (name, _, _) in &self.udp_routes {
+            y += &format!("  - name: {name}\n    bind: \"127.0.0.1:{port}\"\n    protocol: udp\n");
         }
         y += "peers:\n";
         if self.peers.is_empty() {
@@ -189,10 +199,10 @@ impl<'a> NodeSpec<'a> {
             }
         }
         y += "routes:\n";
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.udp_routes.is_empty() {
             y += "  []\n";
         }
-        for (name, target, exit) in &self.routes {
+        for (name, target, exit) in self.routes.iter().chain(&self.udp_routes) {
             y += &format!("  - name: {name}\n    match: {{ listener: {name} }}\n    target: \"{target}\"\n");
             if let Some(e) = exit {
                 y += &format!("    exit: {e}\n");

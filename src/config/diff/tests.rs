@@ -78,3 +78,14 @@ fn reordered_routes_count_as_changed() {
     let d = diff(&config(BASE), &config(&swapped)).expect("no restart");
     assert_eq!(d.routes_changed, ["db", "web"]);
 }
+
+#[test]
+fn a_listener_that_changes_protocol_is_bound_anew() {
+    let new = BASE.replace(
+        "{ name: db, bind: \"127.0.0.1:8081\" }",
+        "{ name: db, bind: \"127.0.0.1:8081\", protocol: udp }",
+    );
+    let d = diff(&config(BASE), &config(&new)).expect("no restart");
+    assert_eq!(d.listeners_rebound.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["db"]);
+    assert!(d.listeners_added.is_empty() && d.listeners_removed.is_empty());
+}

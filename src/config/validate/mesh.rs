@@ -189,6 +189,16 @@ impl Checker<'_> {
             d.max_lookups_per_origin as u64,
             (1, 65_536),
         );
+        let udp_idle_timeout =
+            self.duration("limits.udp_idle_timeout", raw.udp_idle_timeout.as_deref(), d.udp_idle_timeout);
+        let max_udp_associations = self.count(
+            "limits.max_udp_associations",
+            raw.max_udp_associations,
+            d.max_udp_associations as u64,
+            (1, MAX_FLOWS),
+        );
+        let max_datagram =
+            self.count("limits.max_datagram", raw.max_datagram, d.max_datagram as u64, (1, MAX_UDP_PAYLOAD));
         Some(Limits {
             // The ranges checked above make these conversions lossless.
             max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
@@ -203,6 +213,9 @@ impl Checker<'_> {
             max_buffered_bytes: max_buffered?,
             max_lookups: usize::try_from(max_lookups?).ok()?,
             max_lookups_per_origin: usize::try_from(per_origin?).ok()?,
+            udp_idle_timeout: udp_idle_timeout?,
+            max_udp_associations: usize::try_from(max_udp_associations?).ok()?,
+            max_datagram: usize::try_from(max_datagram?).ok()?,
         })
     }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use self::logging::{RawLogKeys, check_log_keys};
 use super::raw::{self, RawConfig, RawMatch, RawRoute, RawTargets};
 use super::{
-    CommonConfig, Config, ConfigError, ListenerConfig, PeerConfig, PeerTransport, RouteConfig, RouteMatch,
-    SchedulerClientConfig, parse_duration,
+    CommonConfig, Config, ConfigError, ListenerConfig, ListenerProtocol, PeerConfig, PeerTransport,
+    RouteConfig, RouteMatch, SchedulerClientConfig, parse_duration,
 };
 
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
@@ -27,6 +27,9 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 /// Most concurrent flows per node: the flow semaphore and the shutdown drain count
 /// permits in a `u32`.
 const MAX_FLOWS: u64 = 1 << 24;
+/// Largest UDP payload IPv4 can carry (65,535 less the IP and UDP headers): the top of
+/// `limits.max_datagram`.
+const MAX_UDP_PAYLOAD: u64 = 65_507;
 /// Largest `limits.max_subflows` (an exit accepts no more per flow).
 const MAX_SUBFLOWS: u64 = crate::core::multipath::MAX_SUBFLOWS as u64;
 /// QUIC encodes flow-control windows as variable-length integers of at most 62 bits;
@@ -279,9 +282,12 @@ impl Checker<'_> {
     fn listeners(&mut self, raw: &[raw::RawListener]) -> Option<Vec<ListenerConfig>> {
         self.duplicates("listeners", raw.iter().map(|l| l.name.as_deref()));
         let mut out = Vec::new();
-        let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+        // TCP and UDP ports are separate: one address may have a listener of each.
+        let mut bound: HashMap<(SocketAddr, ListenerProtocol), usize> = HashMap::new();
         for (i, listener) in raw.iter().enumerate() {
             let name = self.required(format!("listeners[{i}].name"), listener.name.as_deref());
+            let protocol =
+                self.check(format!("listeners[{i}].protocol"), parse_protocol(listener.protocol.as_deref()));
             let key = format!("listeners[{i}].bind");
             let bind = match self.required(key.clone(), listener.bind.as_deref()) {
                 Some(b) => self.socket_addr(key.clone(), Some(b), ""),
@@ -289,17 +295,22 @@ impl Checker<'_> {
             };
             if let Some(addr) = bind.filter(|a| a.port() != 0) {
                 // Two listeners on one address would fail at bind time; say so now.
-                match bound.get(&addr) {
-                    Some(first) => {
-                        self.error(key, format!("address {addr} is already bound by listeners[{first}]"))
-                    }
+                let protocol = protocol.unwrap_or_default();
+                match bound.get(&(addr, protocol)) {
+                    Some(first) => self.error(
+                        key,
+                        format!(
+                            "{} address {addr} is already bound by listeners[{first}]",
+                            protocol.as_str()
+                        ),
+                    ),
                     None => {
-                        bound.insert(addr, i);
+                        bound.insert((addr, protocol), i);
                     }
                 }
             }
-            if let (Some(name), Some(bind)) = (name, bind) {
-                out.push(ListenerConfig { name: name.to_owned(), bind });
+            if let (Some(name), Some(bind), Some(protocol)) = (name, bind, protocol) {
+                out.push(ListenerConfig { name: name.to_owned(), bind, protocol });
             }
         }
         (out.len() == raw.len()).then_some(out)
@@ -397,6 +408,15 @@ fn check_node_id(id: &str) -> Result<&str, String> {
         return Err(format!("`{id}` must not start or end with `-`"));
     }
     Ok(id)
+}
+
+/// `listeners[].protocol`.
+fn parse_protocol(protocol: Option<&str>) -> Result<ListenerProtocol, String> {
+    match protocol {
+        None | Some("tcp") => Ok(ListenerProtocol::Tcp),
+        Some("udp") => Ok(ListenerProtocol::Udp),
+        Some(other) => Err(format!("unknown listener protocol `{other}` (expected tcp or udp)")),
+    }
 }
 
 fn parse_transport(kind: Option<&str>) -> Result<PeerTransport, String> {

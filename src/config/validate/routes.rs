@@ -8,6 +8,8 @@ struct RouteContext<'a> {
     listener_names: HashSet<&'a str>,
     listener_ports: HashSet<u16>,
     peer_names: HashSet<&'a str>,
+    /// The names and nonzero ports of `protocol: udp` listeners.
+    udp_listeners: (HashSet<&'a str>, HashSet<u16>),
     /// With a scheduler, an exit may be any node: the scheduler introduces it.
     has_scheduler: bool,
 }
@@ -19,9 +21,22 @@ impl<'a> RouteContext<'a> {
             listener_names: raw.listeners.iter().filter_map(|l| l.name.as_deref()).collect(),
             listener_ports: listener_ports(raw).collect(),
             peer_names: raw.peers.iter().filter_map(|p| p.name.as_deref()).collect(),
+            udp_listeners: udp_listeners(raw),
             has_scheduler: raw.scheduler.is_some(),
         }
     }
+}
+
+/// The names and nonzero ports of the `protocol: udp` listeners.
+fn udp_listeners(raw: &RawConfig) -> (HashSet<&str>, HashSet<u16>) {
+    let udp = || raw.listeners.iter().filter(|l| l.protocol.as_deref() == Some("udp"));
+    let names = udp().filter_map(|l| l.name.as_deref()).collect();
+    let ports = udp()
+        .filter_map(|l| l.bind.as_deref()?.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|&p| p != 0)
+        .collect();
+    (names, ports)
 }
 
 /// The nonzero ports of listeners whose bind address parses.
@@ -61,6 +76,9 @@ impl Checker<'_> {
             return None;
         }
         let exit = exit?;
+        if carries_udp(raw, ctx) && !self.udp_route_fits(i, raw, chain.is_some()) {
+            return None;
+        }
         let multipath = self.route_multipath(i, raw, ctx, exit.is_some() && chain.is_none(), paths.len())?;
         Some(RouteConfig {
             name: name?.to_owned(),
@@ -191,6 +209,27 @@ impl Checker<'_> {
         (out.len() == raw.map_or(0, RawTargets::len)).then_some(out)
     }
 
+    /// A route for a UDP listener carries each association as one flow to a `host:port`
+    /// target: not a proxy chain (the next node would route by a TCP port), not multipath
+    /// (datagrams are not striped).
+    fn udp_route_fits(&mut self, i: usize, raw: &RawRoute, chain: bool) -> bool {
+        if chain {
+            self.error(
+                format!("routes[{i}].target"),
+                "a route for a UDP listener (`protocol: udp`) needs host:port targets: a proxy chain (`target: <peer>`) carries TCP only",
+            );
+            return false;
+        }
+        if raw.multipath == Some(true) {
+            self.error(
+                format!("routes[{i}].multipath"),
+                "a route for a UDP listener (`protocol: udp`) cannot be multipath: each UDP association is one flow on one path",
+            );
+            return false;
+        }
+        true
+    }
+
     /// `multipath: true` stripes flows over several paths to a remote exit: it needs an
     /// exit at another node and more than one path (static ones, or the scheduler's).
     fn route_multipath(
@@ -243,6 +282,18 @@ impl Checker<'_> {
                 self.error(format!("listeners[{i}]"), "no route matches this listener");
             }
         }
+    }
+}
+
+/// Whether a route matches a UDP listener (by name, or by a port a UDP listener binds).
+fn carries_udp(raw: &RawRoute, ctx: &RouteContext<'_>) -> bool {
+    let (names, ports) = &ctx.udp_listeners;
+    match raw.matcher.as_ref() {
+        Some(RawMatch { listener: Some(name), port: None }) => names.contains(name.as_str()),
+        Some(RawMatch { port: Some(p), listener: None }) => {
+            u16::try_from(*p).is_ok_and(|p| ports.contains(&p))
+        }
+        _ => false,
     }
 }
 

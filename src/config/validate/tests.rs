@@ -483,3 +483,57 @@ fn nameservers_and_lookup_caps_are_checked_and_named() {
     assert_eq!(ok.nameservers, want, "port 53 unless given");
     assert_eq!((ok.limits.max_lookups, ok.limits.max_lookups_per_origin), (64, 8), "defaults");
 }
+
+#[test]
+fn a_udp_listener_is_checked_and_its_limits_default() {
+    let udp = "    bind: \"127.0.0.1:8080\"\n    protocol: udp";
+    let config = run(&with("    bind: \"127.0.0.1:8080\"", udp)).expect("valid");
+    assert_eq!(config.listeners[0].protocol, crate::config::ListenerProtocol::Udp);
+    assert_eq!(config.limits.udp_idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.limits.max_udp_associations, 1024);
+    assert_eq!(config.limits.max_datagram, 8972);
+    let bad = "    bind: \"127.0.0.1:8080\"\n    protocol: sctp";
+    assert_has(
+        &errors(&with("    bind: \"127.0.0.1:8080\"", bad)),
+        "listeners[0].protocol",
+        "unknown listener protocol `sctp` (expected tcp or udp)",
+    );
+    let limits = "limits:\n  udp_idle_timeout: soon\n  max_udp_associations: 0\n  max_datagram: 65508\nmesh:";
+    let errors = errors(&with("mesh:", limits));
+    assert_has(&errors, "limits.udp_idle_timeout", "");
+    assert_has(&errors, "limits.max_udp_associations", "greater than zero");
+    assert_has(&errors, "limits.max_datagram", "at most 65507");
+}
+
+#[test]
+fn a_tcp_and_a_udp_listener_may_share_an_address_but_two_udp_ones_may_not() {
+    let two = "  - name: web\n    bind: \"127.0.0.1:8080\"\n  - name: dns\n    bind: \"127.0.0.1:8080\"\n    protocol: udp";
+    let text = with("  - name: web\n    bind: \"127.0.0.1:8080\"", two).replace(
+        "routes:\n",
+        "routes:\n  - name: r0\n    match: { listener: dns }\n    target: \"10.0.0.5:53\"\n    exit: b\n",
+    );
+    let config = run(&text).expect("tcp and udp on one port");
+    assert_eq!(config.listeners.len(), 2);
+    let text = text.replacen(
+        "    bind: \"127.0.0.1:8080\"\n  - name: dns",
+        "    bind: \"127.0.0.1:8080\"\n    protocol: udp\n  - name: dns",
+        1,
+    );
+    assert_has(
+        &errors(&text),
+        "listeners[1].bind",
+        "udp address 127.0.0.1:8080 is already bound by listeners[0]",
+    );
+}
+
+#[test]
+fn a_udp_route_cannot_be_multipath_or_a_proxy_chain() {
+    let udp = "    bind: \"127.0.0.1:8080\"\n    protocol: udp";
+    let text = with("    bind: \"127.0.0.1:8080\"", udp)
+        .replace("    exit: b\n", "    exit: b\n    via: [c]\n    multipath: true\n")
+        .replace("peers:\n", "peers:\n  - name: c\n    address: \"10.0.0.3:7800\"\n");
+    assert_has(&errors(&text), "routes[0].multipath", "cannot be multipath");
+    let text = with("    bind: \"127.0.0.1:8080\"", udp)
+        .replace("    target: \"10.0.0.5:80\"\n    exit: b\n", "    target: b\n");
+    assert_has(&errors(&text), "routes[0].target", "a proxy chain (`target: <peer>`) carries TCP only");
+}

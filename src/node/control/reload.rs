@@ -35,10 +35,12 @@ pub enum ReloadError {
     #[error("changed settings need a restart: {0}; nothing was applied")]
     NeedsRestart(String),
     /// A new listener could not be bound.
-    #[error("listeners.{name}: cannot bind TCP {addr}: {error}; nothing was applied")]
+    #[error("listeners.{name}: cannot bind {protocol} {addr}: {error}; nothing was applied")]
     Bind {
         /// The listener.
         name: String,
+        /// Its protocol (`TCP` or `UDP`).
+        protocol: &'static str,
         /// Its address.
         addr: std::net::SocketAddr,
         /// Why.
@@ -68,17 +70,15 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
     // Everything that can fail first: new listeners are bound before any old one closes.
     let mut bound = Vec::new();
     for l in diff.listeners_added.iter().chain(&diff.listeners_rebound) {
-        let tcp = listener::bind(l.bind).map_err(|error| ReloadError::Bind {
+        let failed = |error| ReloadError::Bind {
             name: l.name.clone(),
+            protocol: if l.protocol == crate::config::ListenerProtocol::Udp { "UDP" } else { "TCP" },
             addr: l.bind,
             error,
-        })?;
-        let addr = tcp.local_addr().map_err(|error| ReloadError::Bind {
-            name: l.name.clone(),
-            addr: l.bind,
-            error,
-        })?;
-        bound.push((ListenerInfo { name: l.name.clone(), addr }, tcp));
+        };
+        let socket = listener::Bound::bind(l).map_err(failed)?;
+        let addr = socket.local_addr().map_err(failed)?;
+        bound.push((ListenerInfo { name: l.name.clone(), addr, protocol: l.protocol }, socket));
     }
     // The route table first, covering the new listeners (their sockets are bound, so the
     // kernel queues connections until their accept loops start), then the listeners.
@@ -116,7 +116,7 @@ fn apply_listeners(
     shared: &Arc<Shared>,
     running: &mut Running,
     closing: &[&String],
-    bound: Vec<(ListenerInfo, tokio::net::TcpListener)>,
+    bound: Vec<(ListenerInfo, listener::Bound)>,
     order: &[crate::config::ListenerConfig],
 ) {
     // Closing a listener stops new connections only; its open flows are their own tasks.
@@ -127,8 +127,8 @@ fn apply_listeners(
         }
         !close
     });
-    for (info, tcp) in bound {
-        let task = shared.runtime.spawn(listener::accept_loop(shared.clone(), info.name.clone(), tcp));
+    for (info, socket) in bound {
+        let task = shared.runtime.spawn(socket.serve(shared.clone(), info.name.clone()));
         running.listeners.push((info, task.abort_handle()));
     }
     running.listeners.sort_by_key(|(l, _)| order.iter().position(|n| n.name == l.name).unwrap_or(usize::MAX));

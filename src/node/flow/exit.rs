@@ -92,6 +92,22 @@ pub(crate) async fn dial_target(
     target: &str,
     who: &Requester<'_>,
 ) -> Result<TcpStream, (RefuseReason, String)> {
+    let budget = shared.config.limits.connect_timeout;
+    let dial = async { connect_first(allowed_addresses(shared, target, who).await?).await };
+    match tokio::time::timeout(budget, dial).await {
+        Ok(r) => r,
+        Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
+    }
+}
+
+/// The addresses of `target` the exit policy allows `who` to reach, resolved by the
+/// node's resolver (TCP and UDP targets alike); the caller bounds the time. A name is
+/// resolved only when some rule could allow it.
+pub(crate) async fn allowed_addresses(
+    shared: &Shared,
+    target: &str,
+    who: &Requester<'_>,
+) -> Result<Vec<SocketAddr>, (RefuseReason, String)> {
     let policy = shared.exit_policy();
     let (host, port) = split_target(target);
     if !policy.may_allow_for(who, host, port) {
@@ -104,10 +120,7 @@ pub(crate) async fn dial_target(
     // one origin's quota of lookups, so rotating claimed names cannot take the node's.
     let asker = if who.authenticated { who.node } else { "(unsealed flows)" };
     let resolved = shared.resolver.lookup(asker, host, port, budget);
-    match tokio::time::timeout(budget, resolve_and_connect(&policy, who, &own, resolved, host)).await {
-        Ok(r) => r,
-        Err(_) => Err((RefuseReason::TargetUnreachable, format!("no connection within {budget:?}"))),
-    }
+    allowed_of(&policy, who, &own, resolved, host).await
 }
 
 fn split_target(target: &str) -> (&str, u16) {
@@ -163,13 +176,13 @@ fn policy_refusal(policy: &ExitPolicy, shown: &str, who: &Requester<'_>, closest
     }
 }
 
-async fn resolve_and_connect(
+async fn allowed_of(
     policy: &ExitPolicy,
     who: &Requester<'_>,
     own: &Own,
     resolved: impl std::future::Future<Output = Result<Vec<SocketAddr>, (RefuseReason, String)>>,
     host: &str,
-) -> Result<TcpStream, (RefuseReason, String)> {
+) -> Result<Vec<SocketAddr>, (RefuseReason, String)> {
     let resolved = resolved.await?;
     let allowed: Vec<SocketAddr> = resolved
         .iter()
@@ -181,6 +194,11 @@ async fn resolve_and_connect(
         let closest = resolved.iter().find_map(|a| policy.closest_for_at(who, host, *a, &own.addresses));
         return Err((RefuseReason::Policy, policy_refusal(policy, &shown.join(", "), who, closest)));
     }
+    Ok(allowed)
+}
+
+/// Connects to the first of `allowed` that answers.
+async fn connect_first(allowed: Vec<SocketAddr>) -> Result<TcpStream, (RefuseReason, String)> {
     let mut last = String::new();
     for addr in allowed {
         match TcpStream::connect(addr).await {

@@ -17,7 +17,7 @@ use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::link::send::{LinkSend, LinkTurns};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, multipath};
+use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, flow::udp_exit, multipath};
 
 /// Handles one stream opened by `peer`.
 pub(crate) async fn handle_stream(
@@ -121,6 +121,11 @@ pub(crate) async fn handle_stream(
                 let port = *port;
                 relay::chain(shared, guard, header, before, port, rest, (send, recv), seal).await
             }
+            // The header check refuses subflows of UDP flows.
+            Destination::UdpTarget(target) => {
+                let (target, origin) = (target.clone(), header.origin.clone());
+                udp_exit::exit_flow(shared, guard, origin, &target, rest, (send, recv), seal).await
+            }
         }
     };
     flow.instrument(span).await;
@@ -182,7 +187,7 @@ fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
         m.role = match (&header.destination, header.hops.is_empty(), header.subflow) {
             (_, false, _) | (Destination::RouteByPort(_), true, _) => FlowRole::Relay,
             (Destination::Target(_), true, Some(sub)) if !sub.opens() => FlowRole::Subflow,
-            (Destination::Target(_), true, _) => FlowRole::Exit,
+            (Destination::Target(_) | Destination::UdpTarget(_), true, _) => FlowRole::Exit,
         };
         m.path = header
             .passed
@@ -194,6 +199,7 @@ fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
         m.destination = match &header.destination {
             Destination::Target(t) => t.clone(),
             Destination::RouteByPort(p) => format!("port {p}"),
+            Destination::UdpTarget(t) => format!("udp:{t}"),
         };
     });
 }

@@ -1,4 +1,5 @@
-//! TCP listeners: accept application connections and hand each to the origin.
+//! Listeners: TCP ones accept application connections and hand each to the origin; UDP
+//! ones are served by [`crate::node::flow::udp_origin`]. [`Bound`] is either, bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,46 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::warn;
 
+use crate::config::ListenerProtocol;
 use crate::node::{Shared, flow::origin};
 
 /// Accept queue length: a burst of connections must queue in the kernel rather than
 /// overflow it, which with SYN cookies ends in resets the node never sees.
 const BACKLOG: u32 = 4096;
+
+/// A listener's bound socket.
+pub(crate) enum Bound {
+    /// `protocol: tcp`.
+    Tcp(TcpListener),
+    /// `protocol: udp`.
+    Udp(tokio::net::UdpSocket),
+}
+
+impl Bound {
+    /// Binds `listener`'s socket for its protocol.
+    pub(crate) fn bind(listener: &crate::config::ListenerConfig) -> std::io::Result<Self> {
+        match listener.protocol {
+            ListenerProtocol::Tcp => bind(listener.bind).map(Self::Tcp),
+            ListenerProtocol::Udp => crate::node::flow::udp_origin::bind(listener.bind).map(Self::Udp),
+        }
+    }
+
+    /// The address it is bound to.
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr(),
+            Self::Udp(s) => s.local_addr(),
+        }
+    }
+
+    /// Serves it until the node starts draining.
+    pub(crate) async fn serve(self, shared: Arc<Shared>, name: String) {
+        match self {
+            Self::Tcp(l) => accept_loop(shared, name, l).await,
+            Self::Udp(s) => crate::node::flow::udp_origin::serve(shared, name, s).await,
+        }
+    }
+}
 
 /// Binds a listener with a deep accept queue.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

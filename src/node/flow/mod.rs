@@ -9,13 +9,16 @@
 //!
 //! Multipath flows take the same entrances and continue in `node::multipath`.
 //!
-//! - [`listener`]: TCP listeners, one per configured listener;
+//! - [`listener`]: listeners, one per configured listener (TCP accept loops; UDP ones
+//!   are served by [`udp_origin`]);
 //! - [`origin`]: the node where a flow enters: route, path, header, first bytes;
 //! - [`onward`]: opens the stream to the next node and reads its answer;
 //! - [`inbound`]: the stream server of each link: reads a flow's header, checks who sent
 //!   it, hands it to relay or exit;
 //! - [`relay`], [`exit`]: the two ends a header can ask of this node;
-//! - [`timer`]: when a flow last made progress, and its idle and half-closed timeouts.
+//! - [`timer`]: when a flow last made progress, and its idle and half-closed timeouts;
+//! - [`udp_origin`], [`udp_exit`]: UDP associations, each carried as one flow of framed
+//!   datagrams (`splice::udp_stream`).
 
 pub(crate) mod exit;
 pub(crate) mod inbound;
@@ -27,3 +30,5 @@ pub(crate) mod relay;
 pub(crate) mod resolve;
 pub(crate) mod seal;
 pub(crate) mod timer;
+pub(crate) mod udp_exit;
+pub(crate) mod udp_origin;

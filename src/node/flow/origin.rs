@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::core::route::{Exit, path_via, pick_relays};
+use crate::core::route::{ChosenPath, Exit, path_via, pick_relays};
 use crate::core::wire::{self, Destination, FlowHeader, RefuseReason};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::observe::path_outcomes::Answer;
@@ -46,14 +46,7 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
     // `%`: a string in JSON logs, since a random u64 is past what jq or JavaScript hold exactly.
     let span = info_span!("flow", id = %flow_id, route = %route.name);
     let me = shared.id().to_string();
-    let header = |hops: Vec<String>, destination| FlowHeader {
-        flow_id,
-        origin: me.clone(),
-        passed: Vec::new(),
-        hops,
-        destination,
-        subflow: None,
-    };
+    let header = |hops: Vec<String>, destination| new_header(&shared, flow_id, hops, destination);
     guard.describe(|m| {
         m.flow_id = flow_id;
         m.origin = me.clone();
@@ -77,12 +70,7 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
                 .await
         }
         Exit::Remote { exit, paths } => {
-            let candidates = shared.candidates(&route.name, exit, paths);
-            let relays = pick_relays(exit, &candidates, |n| shared.link_usable(n));
-            let path = path_via(exit, &relays);
-            guard.describe(|m| {
-                m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect()
-            });
+            let (relays, path) = single_path(&shared, &guard, &route.name, exit, paths);
             let h = header(path.hops, Destination::Target(target));
             let (end, answer) = open_flow(&shared, &guard, tcp, &path.first_hop, h, index.clone())
                 .instrument(span.clone())
@@ -104,6 +92,39 @@ pub(crate) async fn handle_connection(shared: Arc<Shared>, listener: String, por
     guard.finish(&end);
 }
 
+/// The header of a new flow that this node originates.
+pub(crate) fn new_header(
+    shared: &Shared,
+    flow_id: u64,
+    hops: Vec<String>,
+    destination: Destination,
+) -> FlowHeader {
+    FlowHeader {
+        flow_id,
+        origin: shared.id().to_string(),
+        passed: Vec::new(),
+        hops,
+        destination,
+        subflow: None,
+    }
+}
+
+/// The path a new single-path flow of route `route` takes to `exit`: the relays chosen
+/// (for the route's path outcomes) and the path, which `guard` records.
+pub(crate) fn single_path(
+    shared: &Shared,
+    guard: &FlowGuard,
+    route: &str,
+    exit: &str,
+    paths: &[Vec<String>],
+) -> (Vec<String>, ChosenPath) {
+    let candidates = shared.candidates(route, exit, paths);
+    let relays = pick_relays(exit, &candidates, |n| shared.link_usable(n));
+    let path = path_via(exit, &relays);
+    guard.describe(|m| m.path = std::iter::once(path.first_hop.clone()).chain(path.hops.clone()).collect());
+    (relays, path)
+}
+
 /// Opens the flow's stream to `first_hop`, writes the header and splices without waiting
 /// for the reply; returns how the flow ended and what the exit answered.
 async fn open_flow(
@@ -117,7 +138,7 @@ async fn open_flow(
     // A proxy chain may go on for as long as the hop limit allows.
     let nodes_ahead = match header.destination {
         Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
-        Destination::Target(_) => header.hops.len() + 1,
+        Destination::Target(_) | Destination::UdpTarget(_) => header.hops.len() + 1,
     };
     match seal::open_stream(shared, first_hop, &header, Vec::new()).await {
         Ok((send, recv, seal)) => {

@@ -26,6 +26,30 @@ pub(crate) struct MetricsInput<'a> {
     pub instructions_stale: bool,
 }
 
+/// The UDP families: associations, datagrams and bytes each way, drops by reason.
+fn udp_metrics(out: &mut String, u: &crate::node::observe::udp::UdpStats) {
+    family(out, "proxy_udp_associations_open", "gauge", "UDP associations open now (origin and exit sides).")
+        .sample(&[], u.associations_open as f64);
+    family(out, "proxy_udp_associations_total", "counter", "UDP associations opened since start.")
+        .sample(&[], u.associations_total as f64);
+    let mut f = family(
+        out,
+        "proxy_udp_datagrams_total",
+        "counter",
+        "UDP datagrams through this node's UDP sockets: in = received, out = sent.",
+    );
+    f.sample(&[("direction", "in")], u.datagrams_in as f64);
+    f.sample(&[("direction", "out")], u.datagrams_out as f64);
+    let mut f =
+        family(out, "proxy_udp_bytes_total", "counter", "UDP payload bytes: in = received, out = sent.");
+    f.sample(&[("direction", "in")], u.bytes_in as f64);
+    f.sample(&[("direction", "out")], u.bytes_out as f64);
+    let mut f = family(out, "proxy_udp_dropped_total", "counter", "UDP datagrams dropped, by reason.");
+    for (reason, n) in &u.dropped {
+        f.sample(&[("reason", reason)], *n as f64);
+    }
+}
+
 /// Renders every metric.
 pub(crate) fn render(input: &MetricsInput<'_>) -> String {
     let s = input.stats;
@@ -102,6 +126,7 @@ pub(crate) fn render(input: &MetricsInput<'_>) -> String {
         "Bytes sent again after their subflow was lost.",
     )
     .sample(&[], m.bytes_resent as f64);
+    udp_metrics(&mut out, &s.udp);
     let b = &s.buffers;
     let mut f = family(
         &mut out,

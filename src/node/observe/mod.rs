@@ -7,3 +7,4 @@ pub(crate) mod metrics;
 pub(crate) mod path_outcomes;
 pub(crate) mod route_view;
 pub(crate) mod stats;
+pub(crate) mod udp;

@@ -56,6 +56,8 @@ pub(crate) struct Counters {
     pub multipath_reorder_peak: AtomicU64,
     /// Most unacknowledged bytes one multipath flow held for resending.
     pub multipath_unacked_peak: AtomicU64,
+    /// UDP associations, datagrams and drops.
+    pub udp: super::udp::UdpCounters,
 }
 
 impl Counters {
@@ -84,6 +86,7 @@ impl Counters {
             bytes_resent: AtomicU64::new(0),
             multipath_reorder_peak: AtomicU64::new(0),
             multipath_unacked_peak: AtomicU64::new(0),
+            udp: Default::default(),
         }
     }
 
@@ -150,6 +153,8 @@ pub struct Stats {
     pub multipath: MultipathStats,
     /// Buffered flow data against the node's budget.
     pub buffers: BufferStats,
+    /// UDP associations, datagrams and drops.
+    pub udp: super::udp::UdpStats,
 }
 
 /// The node's buffer budget (`limits.max_buffered_bytes`) and what holds it.
@@ -253,5 +258,6 @@ pub(crate) fn snapshot(
             stalled_flows: budget.stalled_flows(),
             refusals: budget.refusals(),
         },
+        udp: c.udp.snapshot(),
     }
 }

@@ -5,7 +5,8 @@
 //!   target);
 //! - [`streams`]: two QUIC streams (a relay, between the previous node and the next);
 //! - [`tcp_pair`]: two TCP sockets (a route whose exit is this node);
-//! - [`tcp_io`]: the TCP reads and writes they use.
+//! - [`tcp_io`]: the TCP reads and writes they use;
+//! - [`udp_stream`]: a UDP association (framed datagrams) and a QUIC stream.
 //!
 //! All keep the same invariants: a finish crosses as a finish, any failure resets both
 //! sides, and each direction holds at most one chunk of its own (backpressure is the
@@ -18,6 +19,8 @@ pub(crate) mod streams;
 pub(crate) mod tcp_io;
 pub(crate) mod tcp_pair;
 pub(crate) mod tcp_stream;
+pub(crate) mod udp_queue;
+pub(crate) mod udp_stream;
 
 use std::future::Future;
 use std::sync::Arc;
