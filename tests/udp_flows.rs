@@ -82,23 +82,8 @@ async fn udp_pair_over(
     b_limits: &[&str],
     transport: Option<Transport>,
 ) -> (Node, Node) {
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new())];
-    b.allow = vec![allow.to_string()];
-    b.limits = b_limits.iter().map(|s| s.to_string()).collect();
-    b.transport = transport;
-    let b = b.start(mesh).await;
-    let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", link_addr(&b, transport.unwrap_or(Transport::Quic)))];
-    a.udp_routes = vec![("in", target.to_string(), Some("b"))];
-    a.limits = a_limits.iter().map(|s| s.to_string()).collect();
-    a.transport = transport;
-    let a = a.start(mesh).await;
-    assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b did not come up");
-    if let Some(t) = transport {
-        assert_link_transport(&a, "b", t);
-    }
-    (a, b)
+    let routes = |a: &mut NodeSpec| a.udp_routes = vec![("in", target.to_string(), Some("b"))];
+    linked_pair(mesh, allow, (a_limits, b_limits), transport, routes).await
 }
 
 const SIZES: [usize; 7] = [0, 1, 64, 512, 1200, 1472, 8000];

@@ -274,16 +274,30 @@ pub async fn two_nodes_over(
     limits: &[&str],
     transport: Option<Transport>,
 ) -> (Node, Node) {
+    let routes = |a: &mut NodeSpec| a.routes = vec![("in", target.to_string(), Some("b"))];
+    linked_pair(mesh, allow, (limits, limits), transport, routes).await
+}
+
+/// Exit `b` (allowing `allow`) and origin `a`, linked over `transport` (`None`: the
+/// default, `auto`), with `(a, b)` limits; `routes` gives `a` its routes. Checks the link
+/// came up over `transport`.
+pub async fn linked_pair(
+    mesh: &Mesh,
+    allow: &str,
+    (a_limits, b_limits): (&[&str], &[&str]),
+    transport: Option<Transport>,
+    routes: impl FnOnce(&mut NodeSpec),
+) -> (Node, Node) {
     let mut b = NodeSpec::new("b");
     b.peers = vec![("a", String::new())];
     b.allow = vec![allow.to_string()];
-    b.limits = limits.iter().map(|s| s.to_string()).collect();
+    b.limits = b_limits.iter().map(|s| s.to_string()).collect();
     b.transport = transport;
     let b = b.start(mesh).await;
     let mut a = NodeSpec::new("a");
     a.peers = vec![("b", link_addr(&b, transport.unwrap_or(Transport::Quic)))];
-    a.routes = vec![("in", target.to_string(), Some("b"))];
-    a.limits = limits.iter().map(|s| s.to_string()).collect();
+    routes(&mut a);
+    a.limits = a_limits.iter().map(|s| s.to_string()).collect();
     a.transport = transport;
     let a = a.start(mesh).await;
     assert!(a.wait_for_link("b", Duration::from_secs(10)).await, "link a->b did not come up");

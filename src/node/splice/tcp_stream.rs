@@ -208,16 +208,7 @@ async fn stream_to_tcp(
     awaiting_reply: &AtomicBool,
 ) -> Result<(), FlowEnd> {
     let mut plain = Vec::new();
-    let first = match prelude {
-        Prelude::WriteFirst(bytes) => bytes,
-        Prelude::ExpectReply => {
-            let rest = tokio::time::timeout(reply_timeout, read_reply(recv, seal, up))
-                .await
-                .map_err(|_| FlowEnd::TimedOut("reply"))??;
-            awaiting_reply.store(false, Ordering::Relaxed);
-            rest
-        }
-    };
+    let first = first_bytes(prelude, (recv, seal, up), reply_timeout, awaiting_reply).await?;
     seal.open(first, &mut plain)?;
     tcp_io::write_all_vectored(tcp, &mut plain, activity, counters).await?;
     // Chunks arrive about one QUIC packet each; gathering several per writev saves a
@@ -251,6 +242,27 @@ async fn stream_to_tcp(
 
 /// Reads the reply (unsealing it on a sealed flow); returns the bytes that followed it in
 /// the stream, still as they came.
+/// The first bytes of the downward direction: those the caller already holds, or, when a
+/// reply is due, the bytes after the reply (read within `reply_timeout`; then
+/// `awaiting_reply` is cleared).
+pub(crate) async fn first_bytes(
+    prelude: Prelude,
+    (recv, seal, up): (&mut RecvStream, &mut DownSeal, &UpSeal),
+    reply_timeout: std::time::Duration,
+    awaiting_reply: &AtomicBool,
+) -> Result<Bytes, FlowEnd> {
+    match prelude {
+        Prelude::WriteFirst(bytes) => Ok(bytes),
+        Prelude::ExpectReply => {
+            let rest = tokio::time::timeout(reply_timeout, read_reply(recv, seal, up))
+                .await
+                .map_err(|_| FlowEnd::TimedOut("reply"))??;
+            awaiting_reply.store(false, Ordering::Relaxed);
+            Ok(rest)
+        }
+    }
+}
+
 pub(crate) async fn read_reply(
     recv: &mut RecvStream,
     down: &mut DownSeal,

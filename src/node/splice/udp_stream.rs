@@ -33,7 +33,7 @@ use crate::node::link::credit::StallWatch;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::udp::{UdpCounters, UdpDrop};
 use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
-use crate::node::splice::tcp_stream::{Prelude, read_reply};
+use crate::node::splice::tcp_stream::{Prelude, first_bytes};
 use crate::node::splice::udp_queue::QueueRx;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
@@ -272,16 +272,7 @@ async fn from_stream(
     // The far end checks its own `max_datagram`; a frame is bounded by its length field.
     let mut deframer = Deframer::new(MAX_FRAME_PAYLOAD);
     let mut plain = Vec::new();
-    let first = match prelude {
-        Prelude::WriteFirst(bytes) => bytes,
-        Prelude::ExpectReply => {
-            let rest = tokio::time::timeout(reply_timeout, read_reply(recv, seal, up))
-                .await
-                .map_err(|_| FlowEnd::TimedOut("reply"))??;
-            awaiting_reply.store(false, Ordering::Relaxed);
-            rest
-        }
-    };
+    let first = first_bytes(prelude, (recv, seal, up), reply_timeout, awaiting_reply).await?;
     seal.open(first, &mut plain)?;
     let mut chunks: [Bytes; READ_CHUNKS] = Default::default();
     loop {
