@@ -63,9 +63,15 @@ async fn sink_server() -> Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Sends `bytes` to `entry` (a sink), half-closes, waits for the sink's acknowledgement.
+/// Sends `bytes` to `entry` (a sink), half-closes, waits for the sink's acknowledgement;
+/// Gbit/s.
 async fn bulk(entry: SocketAddr, bytes: u64) -> Result<f64> {
-    let mut s = TcpStream::connect(entry).await?;
+    upload(TcpStream::connect(entry).await?, bytes).await
+}
+
+/// Sends `bytes` on `s` (to a sink), half-closes, waits for the sink's acknowledgement;
+/// Gbit/s.
+async fn upload(mut s: TcpStream, bytes: u64) -> Result<f64> {
     let buf = vec![0x5au8; CHUNK];
     let start = Instant::now();
     let mut sent = 0u64;
@@ -75,7 +81,9 @@ async fn bulk(entry: SocketAddr, bytes: u64) -> Result<f64> {
     }
     s.shutdown().await?;
     let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).await.context("no acknowledgement from the sink")?;
+    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut ack))
+        .await
+        .context("no acknowledgement from the sink within 120 s")??;
     Ok(sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9)
 }
 
@@ -303,18 +311,7 @@ async fn wan_flow(path: &tun_path::TunPath, dir: &Path, kind: &str, bytes: u64) 
     let entry = a.listeners().into_iter().find(|l| l.name == "bulk").context("no listener")?.addr;
     let client = tun_path::in_netns(path.a(), move || Ok(std::net::TcpStream::connect(entry)?))?;
     client.set_nonblocking(true)?;
-    let mut s = TcpStream::from_std(client)?;
-    let buf = vec![0x5au8; CHUNK];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < bytes {
-        s.write_all(&buf).await?;
-        sent += CHUNK as u64;
-    }
-    s.shutdown().await?;
-    let mut ack = [0u8; 1];
-    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut ack)).await??;
-    let mbit = sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6;
+    let mbit = upload(TcpStream::from_std(client)?, bytes).await? * 1e3;
     let transport = a.peers().into_iter().find(|p| p.id == "b").and_then(|p| p.transport);
     if transport != Some(kind) {
         bail!("the link ran over {transport:?}, not {kind}");

@@ -55,20 +55,14 @@ pub(crate) async fn reply_and_splice(
     seal: Option<ExitSeal>,
 ) {
     tcp_io::arm_reset_on_drop(&tcp);
-    let (opened, seal) = match opened_reply(seal) {
-        Ok(r) => r,
-        Err(detail) => {
-            splice::tcp_stream::abort(tcp, &mut send, &mut recv, codes::TCP_RESET);
-            guard.finish(&FlowEnd::Protocol(detail));
+    let seal = match send_opened(shared, &mut send, seal).await {
+        Ok(seal) => seal,
+        Err((code, end)) => {
+            splice::tcp_stream::abort(tcp, &mut send, &mut recv, code);
+            guard.finish(&end);
             return;
         }
     };
-    let limit = shared.config.limits.connect_timeout;
-    if !matches!(tokio::time::timeout(limit, send.write_first(&mut [opened])).await, Ok(Ok(()))) {
-        splice::tcp_stream::abort(tcp, &mut send, &mut recv, codes::TIMEOUT);
-        guard.finish(&FlowEnd::TimedOut("reply"));
-        return;
-    }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     debug!("flow opened");
     let env = shared.flow_env(shared.timeouts, route, &guard);
@@ -77,6 +71,22 @@ pub(crate) async fn reply_and_splice(
 }
 
 /// The `Opened` reply, sealed for a sealed flow, and the seal the splice then uses.
+/// Sends `Opened` (sealed when `seal` is there) within `limits.connect_timeout`; on
+/// failure, the code to reset the stream with and how the flow ended.
+pub(crate) async fn send_opened(
+    shared: &Shared,
+    send: &mut LinkSend,
+    seal: Option<ExitSeal>,
+) -> Result<FlowSeal, (quinn::VarInt, FlowEnd)> {
+    let (opened, seal) =
+        opened_reply(seal).map_err(|detail| (codes::TCP_RESET, FlowEnd::Protocol(detail)))?;
+    let limit = shared.config.limits.connect_timeout;
+    match tokio::time::timeout(limit, send.write_first(&mut [opened])).await {
+        Ok(Ok(())) => Ok(seal),
+        _ => Err((codes::TIMEOUT, FlowEnd::TimedOut("reply"))),
+    }
+}
+
 pub(crate) fn opened_reply(seal: Option<ExitSeal>) -> Result<(Bytes, FlowSeal), String> {
     match seal {
         Some(seal) => seal.reply(&Reply::Opened),

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use crate::core::policy::Requester;
 use crate::core::wire::RefuseReason;
 use crate::logging::log_escape;
-use crate::node::flow::exit::{allowed_addresses, opened_reply};
+use crate::node::flow::exit::{allowed_addresses, send_opened};
 use crate::node::flow::inbound::refuse_exit;
 use crate::node::flow::seal::ExitSeal;
 use crate::node::flow::timer::FlowTimeouts;
@@ -27,7 +27,6 @@ use crate::node::observe::udp::{OpenAssociation, UdpCounters, UdpDrop};
 use crate::node::splice::tcp_stream::Prelude;
 use crate::node::splice::udp_queue::{self, QueueTx, Refused};
 use crate::node::splice::udp_stream::{self, Datagrams, Outgoing, association_end};
-use crate::node::splice::{FlowEnd, codes};
 use crate::node::{FlowGuard, Shared};
 
 /// Receive buffer: the largest UDP payload, so no datagram is ever truncated.
@@ -52,22 +51,15 @@ pub(crate) async fn exit_flow(
             return;
         }
     };
-    let (opened, seal) = match opened_reply(seal) {
-        Ok(r) => r,
-        Err(detail) => {
-            let _ = send.reset(codes::TCP_RESET);
-            let _ = recv.stop(codes::TCP_RESET);
-            guard.finish(&FlowEnd::Protocol(detail));
+    let seal = match send_opened(&shared, &mut send, seal).await {
+        Ok(seal) => seal,
+        Err((code, end)) => {
+            let _ = send.reset(code);
+            let _ = recv.stop(code);
+            guard.finish(&end);
             return;
         }
     };
-    let limit = shared.config.limits.connect_timeout;
-    if !matches!(tokio::time::timeout(limit, send.write_first(&mut [opened])).await, Ok(Ok(()))) {
-        let _ = send.reset(codes::TIMEOUT);
-        let _ = recv.stop(codes::TIMEOUT);
-        guard.finish(&FlowEnd::TimedOut("reply"));
-        return;
-    }
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     let _open = OpenAssociation::new(&shared.counters.udp);
     debug!("UDP flow opened");

@@ -175,18 +175,7 @@ async fn tcp_to_stream(
                     if let Some(before) = before {
                         send.write_data_moving(before, Some(activity)).await.map_err(write_error)?;
                     }
-                    match send.write_data_moving(chunk, Some(activity)).await {
-                        Ok(()) => {}
-                        // A refusing node stops our upload and then sends its reply: stop
-                        // sending and let the other direction read why (bounded by the
-                        // reply timeout and the watchdog).
-                        Err(WriteError::Stopped(code))
-                            if code == codes::REFUSED && awaiting_reply.load(Ordering::Relaxed) =>
-                        {
-                            std::future::pending().await
-                        }
-                        Err(e) => return Err(write_error(e)),
-                    }
+                    write_upward(send, chunk, activity, awaiting_reply).await?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(FlowEnd::TcpReset),
@@ -242,6 +231,26 @@ async fn stream_to_tcp(
 
 /// Reads the reply (unsealing it on a sealed flow); returns the bytes that followed it in
 /// the stream, still as they came.
+/// Writes `chunk` of the upward direction. A refusing node stops our upload and then sends
+/// its reply: then this never returns, and the other direction reads why (bounded by the
+/// reply timeout and the watchdog).
+pub(crate) async fn write_upward(
+    send: &mut LinkSend,
+    chunk: Bytes,
+    activity: &Activity,
+    awaiting_reply: &AtomicBool,
+) -> Result<(), FlowEnd> {
+    match send.write_data_moving(chunk, Some(activity)).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Stopped(code))
+            if code == codes::REFUSED && awaiting_reply.load(Ordering::Relaxed) =>
+        {
+            std::future::pending().await
+        }
+        Err(e) => Err(write_error(e)),
+    }
+}
+
 /// The first bytes of the downward direction: those the caller already holds, or, when a
 /// reply is due, the bytes after the reply (read within `reply_timeout`; then
 /// `awaiting_reply` is cleared).

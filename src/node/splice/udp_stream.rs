@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use quinn::{RecvStream, WriteError};
+use quinn::RecvStream;
 use tokio::net::UdpSocket;
 
 use crate::core::datagram::{Deframer, MAX_FRAME_PAYLOAD, put_frame};
@@ -33,7 +33,7 @@ use crate::node::link::credit::StallWatch;
 use crate::node::link::send::LinkSend;
 use crate::node::observe::udp::{UdpCounters, UdpDrop};
 use crate::node::splice::sealing::{DownSeal, FlowSeal, UpSeal};
-use crate::node::splice::tcp_stream::{Prelude, first_bytes};
+use crate::node::splice::tcp_stream::{Prelude, first_bytes, write_upward};
 use crate::node::splice::udp_queue::QueueRx;
 use crate::node::splice::{FlowEnd, FlowEnv, acknowledged, codes, read_error, stop_code, write_error};
 
@@ -241,17 +241,7 @@ async fn to_stream(
         }
         activity.moved(frames.len() as u64);
         let chunk = seal.seal(frames.split().freeze())?;
-        match send.write_data_moving(chunk, Some(activity)).await {
-            Ok(()) => {}
-            // A refusing node stops our upload and then sends its reply: let the other
-            // direction read why (bounded by the reply timeout and the watchdog).
-            Err(WriteError::Stopped(code))
-                if code == codes::REFUSED && awaiting_reply.load(Ordering::Relaxed) =>
-            {
-                std::future::pending().await
-            }
-            Err(e) => return Err(write_error(e)),
-        }
+        write_upward(send, chunk, activity, awaiting_reply).await?;
     }
     // The queue's sender is gone (the listener closed): no more datagrams this way.
     finish(send, seal, activity).await
