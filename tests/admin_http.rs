@@ -20,8 +20,20 @@ struct Server {
 }
 
 fn routes() -> Handler {
-    Arc::new(|request: &Request| match request.path.as_str() {
+    Arc::new(|request: &Request, _: &http::Caller| match request.path.as_str() {
         "/healthz" => Response::text(200, "ok\n"),
+        "/api/console/actions/echo" => Response::json(&serde_json::json!({})),
+        "/v1/stream" => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                for i in 0..3 {
+                    let _ = tx.send(bytes::Bytes::from(format!("data: {i}\n\n"))).await;
+                }
+                // Held open like a live stream until the test ends.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+            Response::event_stream(rx)
+        }
         "/v1/status" => Response::json(&serde_json::json!({"node": "a", "flows": 3})),
         _ => Response::not_found(),
     })
@@ -37,12 +49,33 @@ async fn start(token: Option<&str>, options: ServeOptions) -> Server {
     Server { addr, shutdown, task }
 }
 
-/// Sends `bytes` as they are and reads the answer to the server's close.
+/// Sends `bytes` as they are and reads one answer: to the server's close, or to the end
+/// of its `Content-Length` when the server keeps the connection open (keep-alive).
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(bytes).await.expect("send");
+    let head_only = bytes.starts_with(b"HEAD ");
     let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.expect("answer in time").expect("read");
+    let mut chunk = [0u8; 4096];
+    let read_one = async {
+        loop {
+            let text = String::from_utf8_lossy(&answer).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if length.is_some_and(|n| head_only || answer.len() >= end + 4 + n) {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await.expect("read") {
+                0 => return,
+                n => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read_one).await.expect("answer in time");
     String::from_utf8(answer).expect("utf-8 answer")
 }
 
@@ -61,7 +94,7 @@ async fn json_routes_answer_200_and_unknown_paths_404() {
     assert_eq!(get(&server, "/nope", None).await.0, 404);
 
     let answer = raw(server.addr, b"GET /v1/status HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
     assert!(answer.contains("\r\nContent-Type: application/json\r\n"), "{answer}");
     assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
     assert!(answer.contains(&format!("\r\nContent-Length: {}\r\n", body.len())), "{answer}");
@@ -95,7 +128,7 @@ async fn a_foreign_or_missing_host_header_gets_421() {
             .await;
     assert!(rebound.starts_with("HTTP/1.1 421 "), "{rebound}");
     let none = raw(server.addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
-    assert!(none.starts_with("HTTP/1.1 421 "), "{none}");
+    assert!(none.starts_with("HTTP/1.0 421 "), "{none}");
 }
 
 #[tokio::test]
@@ -107,7 +140,149 @@ async fn the_bearer_token_is_required_when_configured() {
     assert_eq!(get(&server, "/v1/status", Some("s3cret")).await.0, 200);
     assert_eq!(get(&server, "/healthz", Some("s3cret")).await, (200, "ok\n".to_string()));
     let answer = raw(server.addr, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-    assert!(answer.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{answer}");
+    // Header names are case-insensitive; hyper writes this one `Www-Authenticate`.
+    assert!(answer.to_ascii_lowercase().contains("\r\nwww-authenticate: bearer\r\n"), "{answer}");
+}
+
+#[tokio::test]
+async fn one_connection_carries_several_requests() {
+    let server = start(None, ServeOptions::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    for _ in 0..3 {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("send");
+        let mut buf = vec![0u8; 4096];
+        let mut got = String::new();
+        while !got.ends_with("\r\n\r\nok\n") {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("in time").expect("read");
+            assert_ne!(n, 0, "closed after {got:?}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && !got.contains("Connection: close"), "{got}");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_at_the_head_deadline() {
+    let deadline = Duration::from_millis(400);
+    let server = start(None, ServeOptions { head_timeout: deadline, ..ServeOptions::default() }).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "closed within {WAIT:?}, not held open: {read:?}");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK\r\n"));
+}
+
+/// A POST as a browser sends it; `extra` adds header lines (each ending in CRLF).
+fn post(path: &str, body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn cookie_of(answer: &str) -> String {
+    let line = answer.lines().find(|l| l.starts_with("Set-Cookie: ")).expect("a cookie is set");
+    line.trim_start_matches("Set-Cookie: ").split(';').next().expect("name=value").to_string()
+}
+
+fn csrf_of(answer: &str) -> String {
+    let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+    let value: serde_json::Value = serde_json::from_str(body).expect("json");
+    value["csrf"].as_str().expect("a csrf token").to_string()
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_with_the_token_and_gets_a_strict_http_only_cookie() {
+    let server = start(Some("s3cret"), ServeOptions::default()).await;
+    // The page and the session probe are public; the API is not.
+    let page = raw(server.addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("text/html"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'self'"), "{page}");
+    let session = raw(server.addr, b"GET /api/console/session HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        session.contains("\"authenticated\":false") && session.contains("\"login_required\":true"),
+        "{session}"
+    );
+
+    let wrong = raw(server.addr, &post("/console/login", r#"{"token":"nope"}"#, "")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401 ") && !wrong.contains("Set-Cookie"), "{wrong}");
+    let foreign =
+        raw(server.addr, &post("/console/login", r#"{"token":"s3cret"}"#, "Origin: http://evil.example\r\n"))
+            .await;
+    assert!(foreign.starts_with("HTTP/1.1 403 ") && !foreign.contains("Set-Cookie"), "{foreign}");
+    let ok =
+        raw(server.addr, &post("/console/login", r#"{"token":"s3cret"}"#, "Origin: http://localhost\r\n"))
+            .await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    let set_cookie = ok.lines().find(|l| l.starts_with("Set-Cookie: ")).expect("cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = cookie_of(&ok);
+    let csrf = csrf_of(&ok);
+
+    let with_cookie = format!("GET /v1/status HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n");
+    assert!(raw(server.addr, with_cookie.as_bytes()).await.starts_with("HTTP/1.1 200 OK"));
+    let forged = format!("GET /v1/status HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}0\r\n\r\n");
+    assert!(raw(server.addr, forged.as_bytes()).await.starts_with("HTTP/1.1 401 "));
+
+    // An action needs the session's CSRF token and the same origin.
+    let action =
+        |extra: String| post("/api/console/actions/echo", "{}", &format!("Cookie: {cookie}\r\n{extra}"));
+    let done =
+        raw(server.addr, &action(format!("X-CSRF-Token: {csrf}\r\nOrigin: http://localhost\r\n"))).await;
+    assert!(done.starts_with("HTTP/1.1 200 OK\r\n"), "{done}");
+    let no_csrf = raw(server.addr, &action("Origin: http://localhost\r\n".into())).await;
+    assert!(no_csrf.starts_with("HTTP/1.1 403 "), "{no_csrf}");
+    let cross =
+        raw(server.addr, &action(format!("X-CSRF-Token: {csrf}\r\nOrigin: http://evil.example\r\n"))).await;
+    assert!(cross.starts_with("HTTP/1.1 403 "), "{cross}");
+    let anonymous =
+        raw(server.addr, &post("/api/console/actions/echo", "{}", "Origin: http://localhost\r\n")).await;
+    assert!(anonymous.starts_with("HTTP/1.1 401 "), "{anonymous}");
+    // Scripts use the bearer token and need no CSRF token.
+    let script =
+        raw(server.addr, &post("/api/console/actions/echo", "{}", "Authorization: Bearer s3cret\r\n")).await;
+    assert!(script.starts_with("HTTP/1.1 200 OK\r\n"), "{script}");
+}
+
+#[tokio::test]
+async fn post_bodies_are_capped_and_post_is_only_for_console_actions() {
+    let server = start(None, ServeOptions::default()).await;
+    let big = "x".repeat(http::MAX_BODY_BYTES + 1);
+    let session = raw(server.addr, b"GET /api/console/session HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let csrf = csrf_of(&session);
+    let answer =
+        raw(server.addr, &post("/api/console/actions/echo", &big, &format!("X-CSRF-Token: {csrf}\r\n")))
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    let other = raw(server.addr, &post("/v1/status", "{}", &format!("X-CSRF-Token: {csrf}\r\n"))).await;
+    assert!(other.starts_with("HTTP/1.1 405 "), "{other}");
+    let loopback =
+        raw(server.addr, &post("/api/console/actions/echo", "{}", &format!("X-CSRF-Token: {csrf}\r\n")))
+            .await;
+    assert!(loopback.starts_with("HTTP/1.1 200 OK\r\n"), "{loopback}");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_arrives_chunk_by_chunk() {
+    let server = start(None, ServeOptions::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("send");
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("data: 2") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("in time").expect("read");
+        assert_ne!(n, 0, "closed early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        got.contains("Content-Type: text/event-stream") && got.contains("Transfer-Encoding: chunked"),
+        "{got}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,40 @@ use std::net::SocketAddr;
 
 use super::request::Request;
 use super::response::Response;
+use super::session::{COOKIE, SessionKeys, cookie_value};
+
+/// Who a request comes from, as [`AccessRules`] established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No token is configured and the Host header is one of this machine's names.
+    Loopback,
+    /// The request carried the configured bearer token.
+    Bearer,
+    /// A browser logged in with the token; the cookie's value.
+    Session(String),
+    /// Nothing shown, on one of the public paths (the console page and its login).
+    Anonymous,
+}
+
+impl Caller {
+    /// Whether the caller proved it holds the admin token (bearer or login), which
+    /// state-changing actions require.
+    pub fn holds_token(&self) -> bool {
+        matches!(self, Caller::Bearer | Caller::Session(_))
+    }
+}
+
+/// Paths served to anyone who passes the Host check, token or not: the console's page and
+/// assets (nothing secret in them), whether a login is needed, and the login itself.
+pub fn is_public(method: &str, path: &str) -> bool {
+    match method {
+        "GET" | "HEAD" => {
+            matches!(path, "/" | "/index.html" | "/api/console/session") || path.starts_with("/console/")
+        }
+        "POST" => path == "/console/login",
+        _ => false,
+    }
+}
 
 /// What a request must show to be served:
 ///
@@ -32,25 +66,84 @@ pub struct AccessRules {
 
 impl AccessRules {
     /// `None` when `request` may be served; otherwise the refusal to send (421 or 401).
+    /// Console sessions are not looked at: this is the rule for API clients.
     pub fn check(&self, request: &Request) -> Option<Response> {
+        self.admit(request, None, 0).err()
+    }
+
+    /// Who `request` comes from, or the refusal to send (421 or 401): [`AccessRules::check`]
+    /// plus console sessions signed by `sessions` and the public paths.
+    pub fn admit(
+        &self,
+        request: &Request,
+        sessions: Option<&SessionKeys>,
+        now_unix: u64,
+    ) -> Result<Caller, Response> {
         let host = request.header("host").and_then(host_part);
         let allowed = host.is_some_and(|h| self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
         // The Host check stops a web page that rebinds a name to a token-less loopback
         // API; with a token, a page cannot present it, and remote clients (a scraper, a
         // `proxy status` elsewhere) name the node however their DNS does.
         if !allowed && self.token.is_none() {
-            return Some(Response::text(
+            return Err(Response::text(
                 421,
                 "this admin API answers only to its own host names (Host header refused)\n",
             ));
         }
-        if let Some(token) = &self.token {
-            let presented = request.header("authorization").and_then(bearer_token).unwrap_or("");
-            if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-                return Some(Response::text(401, "missing or wrong bearer token\n"));
-            }
+        let Some(token) = &self.token else { return Ok(Caller::Loopback) };
+        let presented = request.header("authorization").and_then(bearer_token).unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            return Ok(Caller::Bearer);
         }
+        let cookie = request.header("cookie").and_then(|c| cookie_value(c, COOKIE));
+        if let (Some(keys), Some(cookie)) = (sessions, cookie)
+            && keys.valid(cookie, now_unix)
+        {
+            return Ok(Caller::Session(cookie.to_string()));
+        }
+        if sessions.is_some() && is_public(&request.method, &request.path) {
+            return Ok(Caller::Anonymous);
+        }
+        Err(Response::text(401, "missing or wrong bearer token\n"))
+    }
+
+    /// Whether the token `presented` at a login is the configured one.
+    pub fn token_matches(&self, presented: &str) -> bool {
+        self.token.as_deref().is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()))
+    }
+}
+
+/// The refusal of a state-changing request (POST) that a page of another origin could have
+/// made the browser send, or `None`:
+///
+/// - an `Origin` header (browsers send one on every POST) must name the same host and port
+///   as the `Host` header, over plain HTTP;
+/// - a browser's request must carry the CSRF token of its session (or, with no token
+///   configured, of loopback callers) in `X-CSRF-Token`; the login itself needs none, and
+///   a bearer token cannot be attached by another page, so bearer callers need none.
+pub fn check_post(request: &Request, caller: &Caller, keys: &SessionKeys) -> Option<Response> {
+    if let Some(origin) = request.header("origin") {
+        let host = request.header("host").unwrap_or("");
+        let same =
+            origin.strip_prefix("http://").is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        if !same {
+            return Some(Response::text(403, "cross-origin request refused (Origin does not match Host)\n"));
+        }
+    }
+    if request.path == "/console/login" {
+        return None;
+    }
+    let expected = match caller {
+        Caller::Bearer => return None,
+        Caller::Session(cookie) => keys.csrf(Some(cookie)),
+        Caller::Loopback => keys.csrf(None),
+        Caller::Anonymous => return Some(Response::text(401, "log in first\n")),
+    };
+    let presented = request.header("x-csrf-token").unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         None
+    } else {
+        Some(Response::text(403, "missing or wrong CSRF token (X-CSRF-Token)\n"))
     }
 }
 
@@ -86,7 +179,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// Compares two byte strings in time that depends on their lengths only, not on where
 /// they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
 }
@@ -101,7 +194,63 @@ mod tests {
             path: "/".into(),
             query: String::new(),
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            body: Default::default(),
         }
+    }
+
+    fn post(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request { method: "POST".into(), path: path.into(), ..request(headers) }
+    }
+
+    #[test]
+    fn a_login_cookie_admits_and_public_paths_need_nothing() {
+        let rules = loopback_rules(Some("s3cret"));
+        let keys = SessionKeys::random();
+        let cookie = keys.issue(100);
+        let with_cookie = request(&[("Host", "localhost"), ("Cookie", &format!("{COOKIE}={cookie}"))]);
+        let api = Request { path: "/api/nodes".into(), ..with_cookie.clone() };
+        assert_eq!(rules.admit(&api, Some(&keys), 100), Ok(Caller::Session(cookie.clone())));
+        assert_eq!(
+            rules.admit(&api, Some(&keys), 100 + super::super::session::SESSION_SECS).map_err(|r| r.status),
+            Err(401)
+        );
+        assert_eq!(
+            rules.admit(&api, None, 100).map_err(|r| r.status),
+            Err(401),
+            "API clients get no sessions"
+        );
+        let page = request(&[("Host", "localhost")]);
+        assert_eq!(rules.admit(&page, Some(&keys), 100), Ok(Caller::Anonymous));
+        let nodes = Request { path: "/api/nodes".into(), ..page };
+        assert_eq!(rules.admit(&nodes, Some(&keys), 100).map_err(|r| r.status), Err(401));
+        assert!(rules.token_matches("s3cret") && !rules.token_matches("s3cre"));
+        assert!(!loopback_rules(None).token_matches(""));
+    }
+
+    #[test]
+    fn posts_need_the_same_origin_and_the_session_csrf_token() {
+        let keys = SessionKeys::random();
+        let cookie = keys.issue(1);
+        let session = Caller::Session(cookie.clone());
+        let csrf = keys.csrf(Some(&cookie));
+        let code = |r: Option<Response>| r.map_or(200, |r| r.status);
+        let host = ("Host", "127.0.0.1:9901");
+        let ok = post("/api/x", &[host, ("Origin", "http://127.0.0.1:9901"), ("X-CSRF-Token", &csrf)]);
+        assert_eq!(code(check_post(&ok, &session, &keys)), 200);
+        let foreign = post("/api/x", &[host, ("Origin", "http://evil.example"), ("X-CSRF-Token", &csrf)]);
+        assert_eq!(code(check_post(&foreign, &session, &keys)), 403);
+        let null = post("/api/x", &[host, ("Origin", "null"), ("X-CSRF-Token", &csrf)]);
+        assert_eq!(code(check_post(&null, &session, &keys)), 403);
+        let no_token = post("/api/x", &[host, ("Origin", "http://127.0.0.1:9901")]);
+        assert_eq!(code(check_post(&no_token, &session, &keys)), 403);
+        let other = post("/api/x", &[host, ("X-CSRF-Token", &keys.csrf(None))]);
+        assert_eq!(code(check_post(&other, &session, &keys)), 403, "loopback's token is not a session's");
+        assert_eq!(code(check_post(&other, &Caller::Loopback, &keys)), 200);
+        assert_eq!(code(check_post(&post("/api/x", &[host]), &Caller::Bearer, &keys)), 200);
+        assert_eq!(code(check_post(&post("/console/login", &[host]), &Caller::Anonymous, &keys)), 200);
+        let foreign_login = post("/console/login", &[host, ("Origin", "http://evil.example")]);
+        assert_eq!(code(check_post(&foreign_login, &Caller::Anonymous, &keys)), 403);
+        assert_eq!(code(check_post(&post("/api/x", &[host]), &Caller::Anonymous, &keys)), 401);
     }
 
     fn status(rules: &AccessRules, headers: &[(&str, &str)]) -> u16 {

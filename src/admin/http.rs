@@ -1,53 +1,64 @@
-//! A small HTTP/1.1 server for the admin API, and the client `proxy status` uses.
+//! The admin HTTP server (on hyper), and the client `proxy status` uses.
 //!
-//! The server is deliberately narrow: one request per connection, answered with
-//! `Connection: close` and a `Content-Length`; GET and HEAD only; no request bodies. It is
-//! bounded everywhere an admin port exposed by mistake could be pushed on:
+//! HTTP/1.1 with keep-alive and streamed answers (the console's live updates), bounded
+//! everywhere an admin port exposed by mistake could be pushed on:
 //!
 //! - at most [`ServeOptions::max_connections`] connections at once (64); a connection
 //!   beyond that is closed as soon as it is accepted;
-//! - the request head must arrive within [`ServeOptions::head_timeout`] (5 s), or the
+//! - each request head must arrive within [`ServeOptions::head_timeout`] (5 s; an idle
+//!   keep-alive connection waits for its next head under the same deadline), or the
 //!   connection is closed without an answer; it may take at most [`MAX_HEAD_BYTES`] and
 //!   [`MAX_HEADERS`] fields (431);
-//! - the answer must be written within [`ServeOptions::write_timeout`];
-//! - after answering, the server reads and drops what the client still sends for at most
-//!   [`LINGER`] (and [`LINGER_BYTES`]) before closing, so the answer is not destroyed by a
-//!   reset when the client had sent more than was read (an oversized head, say).
+//! - a write that makes no progress for [`ServeOptions::write_timeout`] closes the
+//!   connection, streams included;
+//! - request bodies only on POST, at most [`MAX_BODY_BYTES`] (413); a GET with a body
+//!   gets 400;
+//! - at close, the server reads and drops what the client still sends for at most
+//!   [`LINGER`] (and [`LINGER_BYTES`]), so the answer is not destroyed by a reset.
 //!
-//! Every request passes [`AccessRules`] (Host header, bearer token) before its method or
-//! path is looked at. The accepted subset of HTTP is documented on [`parse_request`]; the
-//! whole pipeline from head bytes to answer bytes is [`answer`], which needs no socket.
+//! Every request passes [`AccessRules`] (Host header, bearer token, console session)
+//! before its path is looked at, and every POST passes [`check_post`] (same Origin, CSRF
+//! token). The console's page, assets and login are served here for both the node and the
+//! scheduler; everything else is the [`Handler`]'s.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-pub use super::access::{AccessRules, default_allowed_hosts};
+use super::body::OutBody;
+use super::conn_io::ConnIo;
+pub use super::session::{COOKIE, SESSION_SECS, SessionKeys};
+use crate::clock::unix_now;
+
+pub use super::access::{AccessRules, Caller, check_post, default_allowed_hosts, is_public};
 pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get};
-pub use super::request::{MAX_HEAD_BYTES, MAX_HEADERS, ParseError, Request, parse_request};
+pub use super::conn_io::{LINGER, LINGER_BYTES};
+pub use super::request::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, Request};
 pub use super::response::Response;
 
-/// Answers one request that passed the access rules and whose method is GET or HEAD (the
-/// handler needs not check the method; for HEAD the body it returns is dropped).
-pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
-
-/// How long the server keeps reading after its answer, at most.
-pub const LINGER: Duration = Duration::from_secs(1);
-/// How many bytes the server reads after its answer, at most.
-pub const LINGER_BYTES: usize = 64 * 1024;
+/// Answers one request that passed the access rules: GET and HEAD (for HEAD the body it
+/// returns is dropped), and POST under `/api/console/actions/`. `caller` is who sent it.
+pub type Handler = Arc<dyn Fn(&Request, &Caller) -> Response + Send + Sync>;
 
 /// The server's limits; [`ServeOptions::default`] is what [`serve`] uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// Connections served at once; further ones are closed at once (default 64).
     pub max_connections: usize,
-    /// Time from accepting a connection to the end of its request head (default 5 s).
+    /// Time to receive each request head, from the connection's accept or the previous
+    /// answer (default 5 s).
     pub head_timeout: Duration,
-    /// Time to write the answer (default 10 s).
+    /// Time a write may make no progress (default 10 s).
     pub write_timeout: Duration,
 }
 
@@ -61,9 +72,16 @@ impl Default for ServeOptions {
     }
 }
 
+/// What every connection of one server shares.
+struct Context {
+    rules: AccessRules,
+    handler: Handler,
+    sessions: SessionKeys,
+}
+
 /// Serves `listener` with the default [`ServeOptions`] until `shutdown` turns true (or its
-/// sender is dropped). Connections already accepted finish on their own, each within its
-/// time limits.
+/// sender is dropped). Connections already accepted are then asked to finish, each within
+/// its time limits.
 pub async fn serve(
     listener: TcpListener,
     rules: AccessRules,
@@ -81,7 +99,7 @@ pub async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
-    let rules = Arc::new(rules);
+    let context = Arc::new(Context { rules, handler, sessions: SessionKeys::random() });
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     loop {
@@ -111,168 +129,212 @@ pub async fn serve_with(
             drop(stream);
             continue;
         };
-        let (rules, handler, options) = (rules.clone(), handler.clone(), options.clone());
+        let (context, options, shutdown) = (context.clone(), options.clone(), shutdown.clone());
         tokio::spawn(async move {
-            serve_connection(stream, &rules, &handler, &options).await;
+            serve_connection(stream, context, &options, shutdown).await;
             drop(permit);
         });
     }
 }
 
-/// The answer, as bytes, to the request head `head` (up to its blank line): the parse
-/// error, the access refusal, the 405, or what `handler` says. No I/O.
-pub fn answer(head: &[u8], rules: &AccessRules, handler: &dyn Fn(&Request) -> Response) -> Vec<u8> {
-    let request = match parse_request(head) {
-        Ok(request) => request,
-        Err(e) => return Response::text(e.status(), format!("{e}\n")).encode(false, &[]),
-    };
-    if let Some(refusal) = rules.check(&request) {
-        return refusal.encode(request.method == "HEAD", &[]);
-    }
-    match request.method.as_str() {
-        "GET" => handler(&request).encode(false, &[]),
-        "HEAD" => handler(&request).encode(true, &[]),
-        _ => Response::method_not_allowed().encode(false, &[]),
-    }
-}
-
-/// What reading a request head came to.
-enum Head {
-    /// The bytes up to and including the blank line.
-    Complete(Vec<u8>),
-    /// [`MAX_HEAD_BYTES`] read without a blank line.
-    TooLarge,
-    /// The client closed first.
-    Closed,
-}
-
 async fn serve_connection(
-    mut stream: TcpStream,
-    rules: &AccessRules,
-    handler: &Handler,
+    stream: TcpStream,
+    context: Arc<Context>,
     options: &ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let bytes = match tokio::time::timeout(options.head_timeout, read_head(&mut stream)).await {
-        Ok(Ok(Head::Complete(head))) => answer(&head, rules, handler.as_ref()),
-        Ok(Ok(Head::TooLarge)) => {
-            let e = ParseError::HeadTooLarge;
-            Response::text(e.status(), format!("{e}\n")).encode(false, &[])
+    let io = TokioIo::new(ConnIo::new(stream, options.write_timeout));
+    let service = service_fn(move |request| {
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(respond(request, &context).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .title_case_headers(true)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!("admin API: connection ended: {e}");
+            }
         }
-        Ok(Ok(Head::Closed)) | Ok(Err(_)) => return,
-        Err(_) => {
-            debug!("admin API: no request head within {:?}, closing", options.head_timeout);
-            return;
+        _ = crate::shutdown::wait_true(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(options.write_timeout, connection).await;
+        }
+    }
+}
+
+/// The whole pipeline of one request: body rules, access, CSRF, then the console's own
+/// paths or the handler.
+async fn respond(request: hyper::Request<Incoming>, context: &Context) -> hyper::Response<OutBody> {
+    let (parts, body) = request.into_parts();
+    let closes = wants_close(&parts);
+    let answer = match read_body(&parts, body).await {
+        Ok(body) => dispatch(Request::from_parts(&parts, body), context),
+        Err(refusal) => refusal,
+    };
+    into_hyper(answer, closes)
+}
+
+/// The body of a POST, within [`MAX_BODY_BYTES`]; other methods must send none.
+async fn read_body(parts: &hyper::http::request::Parts, body: Incoming) -> Result<Bytes, Response> {
+    let announced = parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"));
+    if parts.method != hyper::Method::POST {
+        return if announced {
+            Err(Response::text(400, "a request body is accepted on POST only\n"))
+        } else {
+            Ok(Bytes::new())
+        };
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Response::text(413, format!("request body over {MAX_BODY_BYTES} bytes\n")))
+        }
+        Err(e) => Err(Response::text(400, format!("cannot read the request body: {e}\n"))),
+    }
+}
+
+fn dispatch(request: Request, context: &Context) -> Response {
+    let now = unix_now();
+    let caller = match context.rules.admit(&request, Some(&context.sessions), now) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    match request.method.as_str() {
+        "GET" | "HEAD" => {
+            if let Some(asset) = super::assets::asset(&request.path) {
+                return asset;
+            }
+            if request.path == "/api/console/session" {
+                return session_answer(&caller, context);
+            }
+            (context.handler)(&request, &caller)
+        }
+        "POST" => {
+            let console = request.path.starts_with("/api/console/actions/")
+                || matches!(request.path.as_str(), "/console/login" | "/console/logout");
+            if !console {
+                return Response::method_not_allowed();
+            }
+            if let Some(refusal) = check_post(&request, &caller, &context.sessions) {
+                return refusal;
+            }
+            match request.path.as_str() {
+                "/console/login" => login(&request, context, now),
+                "/console/logout" => logout(),
+                _ => (context.handler)(&request, &caller),
+            }
+        }
+        _ => Response::method_not_allowed(),
+    }
+}
+
+/// Whether the page must show its login form, and the CSRF token the caller's POSTs need.
+fn session_answer(caller: &Caller, context: &Context) -> Response {
+    let csrf = match caller {
+        Caller::Session(cookie) => Some(context.sessions.csrf(Some(cookie))),
+        Caller::Loopback => Some(context.sessions.csrf(None)),
+        Caller::Bearer | Caller::Anonymous => None,
+    };
+    Response::json(&serde_json::json!({
+        "authenticated": !matches!(caller, Caller::Anonymous),
+        "login_required": context.rules.token.is_some(),
+        "holds_token": caller.holds_token(),
+        "csrf": csrf,
+    }))
+}
+
+/// `POST /console/login` with `{"token": ...}`: a session cookie when the token is right.
+fn login(request: &Request, context: &Context, now: u64) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Login {
+        token: String,
+    }
+    if context.rules.token.is_none() {
+        return Response::json_error(400, "this API has no token configured: there is nothing to log in to");
+    }
+    let Ok(login) = serde_json::from_slice::<Login>(&request.body) else {
+        return Response::json_error(400, "expected a JSON body {\"token\": \"...\"}");
+    };
+    if !context.rules.token_matches(&login.token) {
+        warn!("admin console: a login with a wrong token was refused");
+        return Response::json_error(401, "wrong token");
+    }
+    let cookie = context.sessions.issue(now);
+    let csrf = context.sessions.csrf(Some(&cookie));
+    info!("admin console: a browser logged in");
+    Response::json(&serde_json::json!({ "csrf": csrf })).with_header(
+        "Set-Cookie",
+        format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}"),
+    )
+}
+
+fn logout() -> Response {
+    Response::json(&serde_json::json!({}))
+        .with_header("Set-Cookie", format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"))
+}
+
+/// Whether the client asked to close after this answer (HTTP/1.0 without keep-alive, or
+/// `Connection: close`).
+fn wants_close(parts: &hyper::http::request::Parts) -> bool {
+    let connection = parts.headers.get(hyper::header::CONNECTION).and_then(|v| v.to_str().ok());
+    let says =
+        |word: &str| connection.is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)));
+    says("close") || (parts.version == hyper::Version::HTTP_10 && !says("keep-alive"))
+}
+
+/// Security headers on every answer: nothing is cached, sniffed, framed or loaded from
+/// elsewhere (the console's page runs under a strict content security policy).
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+];
+
+fn into_hyper(answer: Response, closes: bool) -> hyper::Response<OutBody> {
+    let body = match answer.stream {
+        Some(chunks) => OutBody::Stream(chunks),
+        None => OutBody::Whole(Some(answer.body)),
+    };
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(answer.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
         }
     };
-    let written = tokio::time::timeout(options.write_timeout, async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        return;
+    put("Content-Type", answer.content_type);
+    for (name, value) in SECURITY_HEADERS {
+        put(name, value);
     }
-    let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
-}
-
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Head::Closed);
-        }
-        // The blank line may straddle two reads: look again at the last bytes already held.
-        let from = buf.len().saturating_sub(2);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf, from) {
-            buf.truncate(end);
-            return Ok(Head::Complete(buf));
-        }
-        if buf.len() >= MAX_HEAD_BYTES {
-            return Ok(Head::TooLarge);
-        }
+    if answer.status == 401 {
+        put("WWW-Authenticate", "Bearer");
     }
-}
-
-/// Where the head ends: just past the first empty line at or after `from`, with CRLF or
-/// bare LF line ends (bare LF is found here so that it is refused at once by
-/// [`parse_request`] rather than waited on until the deadline).
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let tail = buf.get(from..)?;
-    (0..tail.len()).find_map(|i| {
-        let rest = &tail[i..];
-        if rest.starts_with(b"\n\r\n") {
-            Some(from + i + 3)
-        } else if rest.starts_with(b"\n\n") {
-            Some(from + i + 2)
-        } else {
-            None
-        }
-    })
-}
-
-/// Reads and drops what the client still sends, up to [`LINGER_BYTES`] or its close.
-async fn drain(stream: &mut TcpStream) {
-    let mut chunk = [0u8; 4096];
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => total += n,
-        }
+    if closes {
+        put("Connection", "close");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(token: Option<&str>) -> AccessRules {
-        AccessRules { token: token.map(String::from), allowed_hosts: vec!["localhost".into()] }
+    for (name, value) in &answer.headers {
+        put(name, value);
     }
-
-    fn route(request: &Request) -> Response {
-        match request.path.as_str() {
-            "/healthz" => Response::text(200, "ok\n"),
-            _ => Response::not_found(),
-        }
-    }
-
-    fn answer_text(head: &str, rules: &AccessRules) -> String {
-        String::from_utf8(answer(head.as_bytes(), rules, &route)).expect("utf-8 answer")
-    }
-
-    #[test]
-    fn head_end_finds_the_blank_line_in_either_form() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody", 0), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nbody", 0), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n", 14), Some(18));
-        assert_eq!(head_end(b"ab", 5), None);
-    }
-
-    #[test]
-    fn answer_runs_parse_access_method_and_handler_in_that_order() {
-        let r = rules(Some("t"));
-        let ok =
-            answer_text("GET /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n", &r);
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nok\n"), "{ok}");
-        let head =
-            answer_text("HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n", &r);
-        assert!(head.contains("Content-Length: 3\r\n") && head.ends_with("\r\n\r\n"), "{head}");
-        let post =
-            answer_text("POST /healthz HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n", &r);
-        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
-        let evil = answer_text("POST /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n", &rules(None));
-        assert!(evil.starts_with("HTTP/1.1 421 "), "{evil}");
-        let anon = answer_text("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
-        assert!(anon.starts_with("HTTP/1.1 401 ") && anon.contains("WWW-Authenticate: Bearer\r\n"), "{anon}");
-        let bad = answer_text("GET /healthz HTTP/1.1\nHost: localhost\n\n", &r);
-        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
-        let missing =
-            answer_text("GET /nope HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n", &r);
-        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
-    }
+    response
 }

@@ -1,20 +1,24 @@
-//! The admin API's HTTP layer, shared by the node and the scheduler: health, status and
-//! metrics for people, scrapers and `proxy status`. Each serves its own routes
-//! (`node::admin_api`, `scheduler::admin`) through it.
+//! The admin API's HTTP layer, shared by the node and the scheduler: health, status,
+//! metrics and the web console, for people, scrapers and `proxy status`. Each serves its
+//! own routes (`node::admin_api`, `scheduler::admin`) through it.
 //!
-//! Everything is in [`http`]: the server ([`http::serve`]), its access rules (Host header
-//! against DNS rebinding, bearer token; the bind rule that keeps a token-less API on
-//! loopback is `config::admin_bind`), and the client. It is written on tokio alone: the API is a handful of GET
-//! routes, one request per connection, and a small server whose every limit is visible
-//! here is easier to keep safe than a general one.
+//! The server is hyper's HTTP/1.1 with this crate's limits and access rules around it
+//! ([`http::serve`]): the Host header against DNS rebinding, the bearer token, the
+//! console's login cookie and CSRF token; the bind rule that keeps a token-less API on
+//! loopback is `config::admin_bind`.
 //!
-//! Layout: `request` parses request heads and `response` encodes answers (both pure);
-//! `access` decides who is served (pure); `http` is the socket shell; `client` is the
-//! client. `http` re-exports what the others make public.
+//! Layout: `request` and `response` are what handlers see; `access` and `session` decide
+//! who is served (pure); `conn_io` and `body` adapt the socket and the answers to hyper;
+//! `assets` embeds the console; `http` is the server; `client` is the client `proxy
+//! status` uses. `http` re-exports what the others make public.
 
 mod access;
+pub mod assets;
+mod body;
 mod client;
+mod conn_io;
 pub mod http;
 mod request;
 mod response;
+mod session;
 pub mod status;

@@ -1,6 +1,9 @@
-//! What a handler answers, and how it is written on the wire (pure).
+//! What a handler answers: a status, a content type, extra header fields, and a body that
+//! is either whole or streamed (the console's live updates).
 
+use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 /// `Content-Type` of JSON answers.
 const JSON: &str = "application/json";
@@ -8,39 +11,66 @@ const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 /// `Content-Type` of the Prometheus text exposition format.
 const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `Content-Type` of Server-Sent Events.
+const EVENT_STREAM: &str = "text/event-stream";
 
-/// One answer: a status, a content type and a body. The server adds the framing headers
-/// (`Content-Length`, `Connection: close`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One answer. The server adds the framing (`Content-Length` or chunks), `Cache-Control:
+/// no-store` and the security headers.
+#[derive(Debug)]
 pub struct Response {
     /// The status code.
     pub status: u16,
     /// The `Content-Type` header.
     pub content_type: &'static str,
     /// The body (not sent in answer to HEAD).
-    pub body: Vec<u8>,
+    pub body: Bytes,
+    /// Further header fields (name, value).
+    pub headers: Vec<(&'static str, String)>,
+    /// When set, the body is what arrives on this channel until it closes, instead of
+    /// [`Response::body`].
+    pub stream: Option<mpsc::Receiver<Bytes>>,
 }
 
 impl Response {
+    /// `status` with `body` of type `content_type`.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+        Response { status, content_type, body: body.into(), headers: Vec::new(), stream: None }
+    }
+
     /// 200 with `value` as JSON and a final newline; 500 if `value` cannot be serialized.
     pub fn json(value: &impl Serialize) -> Response {
+        Response::json_status(200, value)
+    }
+
+    /// `status` with `value` as JSON and a final newline; 500 if it cannot be serialized.
+    pub fn json_status(status: u16, value: &impl Serialize) -> Response {
         match serde_json::to_vec(value) {
             Ok(mut body) => {
                 body.push(b'\n');
-                Response { status: 200, content_type: JSON, body }
+                Response::new(status, JSON, body)
             }
             Err(e) => Response::text(500, format!("cannot encode the answer as JSON: {e}\n")),
         }
     }
 
+    /// `status` with `{"error": message}`: how the console's endpoints refuse.
+    pub fn json_error(status: u16, message: impl Into<String>) -> Response {
+        Response::json_status(status, &serde_json::json!({ "error": message.into() }))
+    }
+
     /// `status` with a plain UTF-8 text body.
     pub fn text(status: u16, body: impl Into<String>) -> Response {
-        Response { status, content_type: TEXT, body: body.into().into_bytes() }
+        Response::new(status, TEXT, body.into())
     }
 
     /// 200 with a body in the Prometheus text format (version 0.0.4).
     pub fn metrics(body: String) -> Response {
-        Response { status: 200, content_type: METRICS, body: body.into_bytes() }
+        Response::new(200, METRICS, body)
+    }
+
+    /// 200 with a Server-Sent Events stream fed by `events` (each item already framed).
+    pub fn event_stream(events: mpsc::Receiver<Bytes>) -> Response {
+        Response { stream: Some(events), ..Response::new(200, EVENT_STREAM, Bytes::new()) }
     }
 
     /// 404 with a short text.
@@ -48,56 +78,20 @@ impl Response {
         Response::text(404, "not found\n")
     }
 
-    /// 405 with a short text (written with `Allow: GET, HEAD`).
+    /// 405 with a short text and `Allow: GET, HEAD`.
     pub fn method_not_allowed() -> Response {
-        Response::text(405, "method not allowed; use GET or HEAD\n")
+        Response::text(405, "method not allowed; use GET or HEAD\n").with_header("Allow", "GET, HEAD")
     }
 
-    /// The whole answer as bytes: status line, headers, then the body unless `head_only`.
-    /// A 401 gets `WWW-Authenticate: Bearer`, a 405 `Allow: GET, HEAD`; `extra` headers are
-    /// written as given (name, value).
-    pub(crate) fn encode(&self, head_only: bool, extra: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\
-             Cache-Control: no-store\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        );
-        match self.status {
-            401 => out.push_str("WWW-Authenticate: Bearer\r\n"),
-            405 => out.push_str("Allow: GET, HEAD\r\n"),
-            _ => {}
-        }
-        for (name, value) in extra {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        if !head_only {
-            bytes.extend_from_slice(&self.body);
-        }
-        bytes
+    /// 405 for a path that only takes POST.
+    pub fn post_only() -> Response {
+        Response::text(405, "method not allowed; use POST\n").with_header("Allow", "POST")
     }
-}
 
-/// The reason phrase for the codes this server sends (clients ignore it; it is for people).
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        421 => "Misdirected Request",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
+    /// The same answer with one more header field.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -106,33 +100,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_answers_are_200_with_a_trailing_newline() {
+    fn json_answers_carry_a_trailing_newline_and_errors_an_error_field() {
         let r = Response::json(&serde_json::json!({"a": 1}));
         assert_eq!((r.status, r.content_type), (200, "application/json"));
-        assert_eq!(r.body, b"{\"a\":1}\n");
+        assert_eq!(&r.body[..], b"{\"a\":1}\n");
+        let e = Response::json_error(403, "no");
+        assert_eq!((e.status, &e.body[..]), (403, &b"{\"error\":\"no\"}\n"[..]));
     }
 
     #[test]
-    fn encoding_frames_the_body_and_head_drops_it() {
-        let r = Response::text(200, "hi");
-        let full = String::from_utf8(r.encode(false, &[])).expect("ascii");
-        assert_eq!(
-            full,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\
-             Connection: close\r\nCache-Control: no-store\r\n\r\nhi"
-        );
-        let head = String::from_utf8(r.encode(true, &[("X-A", "b")])).expect("ascii");
-        assert!(head.ends_with(
-            "Content-Length: 2\r\nConnection: close\r\nCache-Control: no-store\r\nX-A: b\r\n\r\n"
-        ));
-    }
-
-    #[test]
-    fn method_not_allowed_names_the_allowed_methods() {
-        let bytes = Response::method_not_allowed().encode(true, &[]);
-        let text = String::from_utf8(bytes).expect("ascii");
-        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{text}");
-        assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
+    fn method_refusals_name_the_allowed_methods() {
+        let r = Response::method_not_allowed();
+        assert_eq!((r.status, r.headers.as_slice()), (405, &[("Allow", "GET, HEAD".to_string())][..]));
+        assert_eq!(Response::post_only().headers, [("Allow", "POST".to_string())]);
         assert_eq!(Response::metrics(String::new()).content_type, "text/plain; version=0.0.4; charset=utf-8");
         assert_eq!(Response::not_found().status, 404);
     }

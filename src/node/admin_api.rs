@@ -25,7 +25,7 @@ pub(super) struct StatsView {
 
 /// The routes of a node's admin API.
 pub(super) fn node_handler(view: NodeView) -> Handler {
-    Arc::new(move |request: &Request| route(&view, request))
+    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| route(&view, request))
 }
 
 fn route(view: &NodeView, request: &Request) -> Response {

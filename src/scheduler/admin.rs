@@ -20,7 +20,7 @@ use crate::scheduler::state::{LinkState, NodeSnapshot};
 
 /// The routes of the scheduler's admin API.
 pub fn scheduler_handler(view: SchedulerView) -> Handler {
-    Arc::new(move |request: &Request| route(&view, request))
+    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| route(&view, request))
 }
 
 fn route(view: &SchedulerView, request: &Request) -> Response {
