@@ -209,7 +209,10 @@ mod tests {
         let cookie = keys.issue(100);
         let with_cookie = request(&[("Host", "localhost"), ("Cookie", &format!("{COOKIE}={cookie}"))]);
         let api = Request { path: "/api/nodes".into(), ..with_cookie.clone() };
-        assert_eq!(rules.admit(&api, Some(&keys), 100), Ok(Caller::Session(cookie.clone())));
+        assert_eq!(
+            rules.admit(&api, Some(&keys), 100).map_err(|r| r.status),
+            Ok(Caller::Session(cookie.clone()))
+        );
         assert_eq!(
             rules.admit(&api, Some(&keys), 100 + super::super::session::SESSION_SECS).map_err(|r| r.status),
             Err(401)
@@ -220,7 +223,7 @@ mod tests {
             "API clients get no sessions"
         );
         let page = request(&[("Host", "localhost")]);
-        assert_eq!(rules.admit(&page, Some(&keys), 100), Ok(Caller::Anonymous));
+        assert_eq!(rules.admit(&page, Some(&keys), 100).map_err(|r| r.status), Ok(Caller::Anonymous));
         let nodes = Request { path: "/api/nodes".into(), ..page };
         assert_eq!(rules.admit(&nodes, Some(&keys), 100).map_err(|r| r.status), Err(401));
         assert!(rules.token_matches("s3cret") && !rules.token_matches("s3cre"));
