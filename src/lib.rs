@@ -26,6 +26,7 @@ pub mod admin;
 pub mod cli;
 pub(crate) mod clock;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod demo;
 pub mod emulator;

@@ -35,7 +35,8 @@ impl Caller {
 pub fn is_public(method: &str, path: &str) -> bool {
     match method {
         "GET" | "HEAD" => {
-            matches!(path, "/" | "/index.html" | "/api/console/session") || path.starts_with("/console/")
+            matches!(path, "/" | "/index.html" | "/favicon.ico" | "/api/console/session")
+                || path.starts_with("/console/")
         }
         "POST" => path == "/console/login",
         _ => false,
@@ -195,6 +196,7 @@ mod tests {
             query: String::new(),
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             body: Default::default(),
+            peer: None,
         }
     }
 

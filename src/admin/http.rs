@@ -131,7 +131,7 @@ pub async fn serve_with(
         };
         let (context, options, shutdown) = (context.clone(), options.clone(), shutdown.clone());
         tokio::spawn(async move {
-            serve_connection(stream, context, &options, shutdown).await;
+            serve_connection(stream, peer, context, &options, shutdown).await;
             drop(permit);
         });
     }
@@ -139,6 +139,7 @@ pub async fn serve_with(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     context: Arc<Context>,
     options: &ServeOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -146,7 +147,7 @@ async fn serve_connection(
     let io = TokioIo::new(ConnIo::new(stream, options.write_timeout));
     let service = service_fn(move |request| {
         let context = context.clone();
-        async move { Ok::<_, Infallible>(respond(request, &context).await) }
+        async move { Ok::<_, Infallible>(respond(request, peer, &context).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -171,11 +172,15 @@ async fn serve_connection(
 
 /// The whole pipeline of one request: body rules, access, CSRF, then the console's own
 /// paths or the handler.
-async fn respond(request: hyper::Request<Incoming>, context: &Context) -> hyper::Response<OutBody> {
+async fn respond(
+    request: hyper::Request<Incoming>,
+    peer: std::net::SocketAddr,
+    context: &Context,
+) -> hyper::Response<OutBody> {
     let (parts, body) = request.into_parts();
     let closes = wants_close(&parts);
     let answer = match read_body(&parts, body).await {
-        Ok(body) => dispatch(Request::from_parts(&parts, body), context),
+        Ok(body) => dispatch(Request::from_parts(&parts, body, peer), context),
         Err(refusal) => refusal,
     };
     into_hyper(answer, closes)
@@ -215,8 +220,11 @@ fn dispatch(request: Request, context: &Context) -> Response {
             if let Some(asset) = super::assets::asset(&request.path) {
                 return asset;
             }
-            if request.path == "/api/console/session" {
-                return session_answer(&caller, context);
+            match request.path.as_str() {
+                "/api/console/session" => return session_answer(&caller, context),
+                // Browsers ask for it; an empty answer keeps their consoles quiet.
+                "/favicon.ico" => return Response::new(204, "image/x-icon", Bytes::new()),
+                _ => {}
             }
             (context.handler)(&request, &caller)
         }
@@ -249,7 +257,7 @@ fn session_answer(caller: &Caller, context: &Context) -> Response {
     Response::json(&serde_json::json!({
         "authenticated": !matches!(caller, Caller::Anonymous),
         "login_required": context.rules.token.is_some(),
-        "holds_token": caller.holds_token(),
+        "actions": caller.holds_token(),
         "csrf": csrf,
     }))
 }

@@ -26,6 +26,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body (empty but for POST).
     pub body: Bytes,
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -36,7 +38,11 @@ impl Request {
 
     /// The head of a hyper request; header values that are not visible ASCII are dropped,
     /// as no rule or handler reads such a value.
-    pub(super) fn from_parts(parts: &hyper::http::request::Parts, body: Bytes) -> Request {
+    pub(super) fn from_parts(
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+        peer: std::net::SocketAddr,
+    ) -> Request {
         let headers = parts
             .headers
             .iter()
@@ -48,6 +54,7 @@ impl Request {
             query: parts.uri.query().unwrap_or("").to_string(),
             headers,
             body,
+            peer: Some(peer),
         }
     }
 }

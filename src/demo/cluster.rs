@@ -46,6 +46,9 @@ pub struct Cluster {
     links: Vec<((&'static str, &'static str), LinkEmulator)>,
     backend: tokio::task::JoinHandle<()>,
     backend_addr: SocketAddr,
+    /// The scheduler's admin token: the console's login, and `--admin-token` for
+    /// `proxy status --scheduler`.
+    pub console_token: String,
     /// Last field: dropped after the nodes, which may still write to it until they stop.
     workspace: Workspace,
 }
@@ -66,8 +69,12 @@ impl Cluster {
         let workspace = Workspace(dir.clone());
         let (backend_addr, backend) = super::probe::echo_service().await?;
         make_certificates(&dir)?;
+        let mut secret = [0u8; 16];
+        rand::fill(&mut secret);
+        let console_token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let scheduler = Scheduler::start(
-            crate::config::scheduler::parse(&scheduler_yaml(), &dir).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            crate::config::scheduler::parse(&scheduler_yaml(&console_token), &dir)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
         )
         .await?;
         let scheduler_addr = scheduler.local_addr()?.to_string();
@@ -91,7 +98,7 @@ impl Cluster {
             let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             nodes.insert(*id, Node::start(config).await.with_context(|| format!("starting {id}"))?);
         }
-        Ok(Cluster { scheduler, nodes, links, backend, backend_addr, workspace })
+        Ok(Cluster { scheduler, nodes, links, backend, backend_addr, console_token, workspace })
     }
 
     /// Stops every node at once (each closes its links and flows), then the rest.
@@ -221,6 +228,8 @@ fn make_certificates(dir: &Path) -> anyhow::Result<()> {
     let ca = MeshCa::generate("proxy demo CA")?;
     let mut written = Vec::new();
     pki::write_file(&dir.join("ca.crt"), &ca.cert_pem(), false, &mut written)?;
+    // The scheduler signs joins, so a token made in the console enrolls a machine.
+    pki::write_file(&dir.join("ca.key"), &ca.key_pem(), true, &mut written)?;
     for id in NODES.iter().copied().chain(PAIR).chain([crate::core::control::SCHEDULER_ID]) {
         let cert = ca.issue_node_cert(id, 1)?;
         pki::write_file(&dir.join(format!("{id}.crt")), &cert.cert_pem, false, &mut written)?;
@@ -230,8 +239,9 @@ fn make_certificates(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The scheduler: fast enough to follow the demo (recompute every 500 ms, a route moves
-/// after 2 s of a better path), the direct routes pinned as the baseline.
-fn scheduler_yaml() -> String {
+/// after 2 s of a better path), the direct routes pinned as the baseline; its admin token
+/// is the console's login.
+fn scheduler_yaml(admin_token: &str) -> String {
     let pins: Vec<String> = regions::origins()
         .map(|o| format!("  - {{ node: {o}, route: backend-direct, relays: [] }}"))
         .collect();
@@ -239,7 +249,7 @@ fn scheduler_yaml() -> String {
         "bind: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n\
          objective: latency\nrecompute_interval: \"500ms\"\nhysteresis: {{ margin: 0.1, hold: \"2s\" }}\n\
          node_dead_after: \"4s\"\nmax_paths: 3\nadmin_addr: \"127.0.0.1:0\"\nlog_level: error\n\
-         data_dir: state\npins:\n{}\n",
+         data_dir: state\nca_key: ca.key\nadmin_token: \"{admin_token}\"\npins:\n{}\n",
         pins.join("\n")
     )
 }

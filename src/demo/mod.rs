@@ -407,7 +407,11 @@ async fn keep_running(cluster: &Cluster) {
     for (id, node) in &cluster.nodes {
         println!("  {id:<14} {}", node.admin_addr());
     }
-    println!("  scheduler      {}  (`proxy status --scheduler ADDR`)", cluster.scheduler.admin_addr());
+    let scheduler = cluster.scheduler.admin_addr();
+    println!("  scheduler      {scheduler}  (`PROXY_ADMIN_TOKEN=TOKEN proxy status --scheduler ADDR`)");
+    println!("\nWeb console (the whole mesh): http://{scheduler}/");
+    println!("  log in with the scheduler's admin token {} to create join tokens,", cluster.console_token);
+    println!("  remove nodes and pin routes; each node serves its own view at http://ADDR/ above.");
     let _ = tokio::signal::ctrl_c().await;
 }
 

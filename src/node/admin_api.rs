@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::admin::http::{Handler, Request, Response};
+use crate::console::live::Console;
 use crate::node::NodeView;
 use crate::node::Stats;
 
@@ -23,9 +24,14 @@ pub(super) struct StatsView {
     pub instructions_stale: bool,
 }
 
-/// The routes of a node's admin API.
-pub(super) fn node_handler(view: NodeView) -> Handler {
-    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| route(&view, request))
+/// The routes of a node's admin API, its console's among them.
+pub(super) fn node_handler(view: NodeView, console: Arc<Console>) -> Handler {
+    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| {
+        if request.path.starts_with("/api/console/actions/") {
+            return Response::json_error(404, "a node's console has no actions: use the scheduler's");
+        }
+        console.answer(&request.path).unwrap_or_else(|| route(&view, request))
+    })
 }
 
 fn route(view: &NodeView, request: &Request) -> Response {

@@ -20,6 +20,7 @@
 //! is bounded, and shutdown waits for the permits to come back.
 
 mod admin_api;
+mod console;
 pub(crate) mod control;
 pub(crate) mod flow;
 pub(crate) mod link;
@@ -230,6 +231,7 @@ impl Node {
             seal_keys,
             cards,
             relay_tap: Default::default(),
+            events: Default::default(),
             replay: std::sync::Mutex::new(crate::core::seal::replay::ReplayGuard::new(
                 REPLAY_MEMORY,
                 crate::clock::unix_millis(),
@@ -263,10 +265,11 @@ impl Node {
             token: shared.config.common.admin_token.clone(),
             allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
         };
+        let console = console::start(view.clone(), shared.force.clone());
         tokio::spawn(crate::admin::http::serve(
             admin,
             rules,
-            admin_api::node_handler(view),
+            admin_api::node_handler(view, console),
             shared.force.clone(),
         ));
         info!(node = %shared.id(), mesh = %shared.endpoint.local_addr()?, admin = %admin_addr, "node started");

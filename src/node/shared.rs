@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub(in crate::node) runtime: tokio::runtime::Handle,
     /// UDP associations open at this node's UDP listeners (`limits.max_udp_associations`).
     pub(in crate::node) udp_associations: crate::node::flow::udp_origin::OriginAssociations,
+    /// Reloads, renewals and changes, for the console.
+    pub(in crate::node) events: Arc<crate::console::events::EventLog>,
 }
 
 impl Shared {

@@ -54,7 +54,23 @@ impl NodeView {
         &self,
         config: Config,
     ) -> Result<control::reload::ReloadReport, control::reload::ReloadError> {
-        control::reload::apply(&self.shared, config)
+        use crate::console::events::EventKind;
+        let result = control::reload::apply(&self.shared, config);
+        match &result {
+            Ok(report) => self.shared.events.push(EventKind::ReloadApplied, format!("config version {} applied: {}", report.version, report.summary)),
+            Err(e) => self.shared.events.push(EventKind::ReloadRefused, format!("config reload refused: {e}")),
+        }
+        result
+    }
+
+    /// The console's event log.
+    pub(crate) fn events(&self) -> std::sync::Arc<crate::console::events::EventLog> {
+        self.shared.events.clone()
+    }
+
+    /// The node's region label.
+    pub(crate) fn region(&self) -> String {
+        self.shared.config.common.region.clone()
     }
 
     /// Reads, validates and applies the config file at `path` (see [`NodeView::reload`]).

@@ -13,14 +13,18 @@
 
 use std::sync::Arc;
 
-use crate::admin::http::{Handler, Request, Response};
+use crate::admin::http::{Caller, Handler, Request, Response};
+use crate::config::scheduler::SchedulerConfig;
+use crate::console::live::Console;
 use crate::prometheus::family;
 use crate::scheduler::server::{SchedulerView, Snapshot};
 use crate::scheduler::state::{LinkState, NodeSnapshot};
 
-/// The routes of the scheduler's admin API.
-pub fn scheduler_handler(view: SchedulerView) -> Handler {
-    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| route(&view, request))
+/// The routes of the scheduler's admin API, its console's among them.
+pub fn scheduler_handler(view: SchedulerView, console: Arc<Console>, config: Arc<SchedulerConfig>) -> Handler {
+    Arc::new(move |request: &Request, caller: &Caller| {
+        super::console::answer(&console, &view, &config, request, caller).unwrap_or_else(|| route(&view, request))
+    })
 }
 
 fn route(view: &SchedulerView, request: &Request) -> Response {

@@ -185,11 +185,17 @@ async fn answer(
     let from = conn.remote_address().ip();
     let enrollment = enrollment.clone();
     let exchange = async move {
+        let (node, region) = (request.node_id.clone(), request.region.clone());
+        let events = enrollment.events().clone();
         let reply =
             tokio::task::spawn_blocking(move || enrollment.join(&request, from, unix_now(), deadline))
                 .await?;
-        if let JoinReply::Refused { reason } = &reply {
-            info!(from = %from, reason = %reason, "join refused");
+        match &reply {
+            JoinReply::Refused { reason } => info!(from = %from, reason = %reason, "join refused"),
+            JoinReply::Accepted { .. } => events.push(
+                crate::console::events::EventKind::NodeJoined,
+                format!("node {node} joined the mesh (region {region}, from {from})"),
+            ),
         }
         write_reply(&mut send, &reply).await
     };

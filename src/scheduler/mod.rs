@@ -4,6 +4,7 @@
 //! metrics), served like the node's by [`crate::admin::http`].
 
 pub mod admin;
+mod console;
 pub mod enrollment;
 pub mod join_session;
 pub mod server;

@@ -107,6 +107,36 @@ impl SchedulerView {
         *self.shared.recompute.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// For each (node, exit), up to `max` relay-disjoint paths in the current graph.
+    pub fn alternatives(&self, routes: &[(String, String)], max: usize) -> Vec<Vec<Vec<String>>> {
+        self.shared.with_state(|s| s.alternatives(routes, max, Instant::now()))
+    }
+
+    /// Pins a route's relays until the scheduler restarts (see [`MeshState::pin`]).
+    pub fn pin(&self, pin: crate::config::scheduler::Pin) {
+        self.shared.with_state(|s| s.pin(pin));
+    }
+
+    /// Removes a route's pin; `false` when it had none.
+    pub fn unpin(&self, node: &str, route: &str) -> bool {
+        self.shared.with_state(|s| s.unpin(node, route))
+    }
+
+    /// Flows and bytes per route that `node` has reported, since it started.
+    pub fn route_totals(&self, node: &str) -> Vec<(String, u64, u64)> {
+        self.shared.with_state(|s| s.route_totals(node))
+    }
+
+    /// How long issued instructions stay valid.
+    pub fn instruction_ttl(&self) -> Duration {
+        self.shared.with_state(|s| s.instruction_ttl())
+    }
+
+    /// The console's event log (joins, renewals, removals, actions, changes).
+    pub fn events(&self) -> Arc<crate::console::events::EventLog> {
+        self.shared.enrollment.events().clone()
+    }
+
     /// Nodes, links and routes at one instant, with the recompute figures.
     pub fn snapshot(&self) -> Snapshot {
         let connected = self.shared.connected();
@@ -200,7 +230,9 @@ impl Scheduler {
             allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
         };
         let view = SchedulerView { shared: shared.clone() };
-        tokio::spawn(crate::admin::http::serve(admin, rules, super::admin::scheduler_handler(view), stopped));
+        let console = super::console::start(view.clone(), stopped.clone());
+        let handler = super::admin::scheduler_handler(view, console, Arc::new(config.clone()));
+        tokio::spawn(crate::admin::http::serve(admin, rules, handler, stopped));
         info!(addr = %endpoint.local_addr()?, admin = %admin_addr, "scheduler started");
         Ok(Scheduler { endpoint, shared, stop, admin_addr })
     }
@@ -426,7 +458,13 @@ async fn act(
             })
             .await?;
             let reply = match signed {
-                Ok(cert_pem) => ToNode::Renewed { cert_pem },
+                Ok(cert_pem) => {
+                    shared.enrollment.events().push(
+                        crate::console::events::EventKind::CertRenewed,
+                        format!("certificate of node {node} renewed"),
+                    );
+                    ToNode::Renewed { cert_pem }
+                }
                 Err(reason) => {
                     warn!(node = %node, reason = %reason, "renewal refused");
                     ToNode::RenewRefused { reason }
@@ -564,8 +602,15 @@ async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             Err(_) => continue,
         };
         let revoked = registry.revoked();
+        let before = shared.revocations.snapshot().node_ids;
         if !shared.revocations.replace(revoked.clone()) {
             continue;
+        }
+        for id in revoked.node_ids.iter().filter(|id| !before.contains(*id)) {
+            shared.enrollment.events().push(
+                crate::console::events::EventKind::NodeRemoved,
+                format!("node {id} removed from the mesh: its certificates are refused"),
+            );
         }
         let cut: Vec<String> = {
             let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());

@@ -324,6 +324,37 @@ impl MeshState {
         g
     }
 
+    /// For each (node, exit), up to `max` paths under the mesh's objective that share no
+    /// relay, best first, as the console shows a route's alternatives (one graph for all).
+    pub fn alternatives(&self, routes: &[(String, String)], max: usize, now: Instant) -> Vec<Vec<Vec<String>>> {
+        let graph = self.graph(now);
+        let paths = |(node, exit): &(String, String)| {
+            let found = graph.disjoint_paths(node, exit, self.policy.objective, max);
+            found.into_iter().map(|p| p.path.nodes).collect()
+        };
+        routes.iter().map(paths).collect()
+    }
+
+    /// Pins `pin.route` of `pin.node` to `pin.relays` from the next recompute on, replacing
+    /// any pin of that route (an operator's action; it lasts until the scheduler restarts,
+    /// when the config's pins are in force again).
+    pub fn pin(&mut self, pin: Pin) {
+        self.policy.pins.retain(|p| !(p.node == pin.node && p.route == pin.route));
+        self.policy.pins.push(pin);
+    }
+
+    /// Removes the pin of `route` of `node`; `false` when there was none.
+    pub fn unpin(&mut self, node: &str, route: &str) -> bool {
+        let before = self.policy.pins.len();
+        self.policy.pins.retain(|p| !(p.node == node && p.route == route));
+        self.policy.pins.len() != before
+    }
+
+    /// How long issued instructions stay valid on the nodes.
+    pub fn instruction_ttl(&self) -> std::time::Duration {
+        self.policy.ttl
+    }
+
     /// Recomputes every route; returns the instruction sets that changed, by node.
     pub fn recompute(&mut self, now: Instant, now_unix: u64) -> Vec<(String, InstructionSet)> {
         let graph = self.graph(now);

@@ -39,6 +39,8 @@ pub struct Enrollment {
     last_renewal: Mutex<HashMap<String, Instant>>,
     /// Certificates already in the registry, so a reconnect does not touch the disk.
     recorded: Mutex<HashSet<[u8; 32]>>,
+    /// Joins and renewals, for the console.
+    events: std::sync::Arc<crate::console::events::EventLog>,
 }
 
 impl Enrollment {
@@ -67,7 +69,13 @@ impl Enrollment {
             limiter: Mutex::new(FailureLimiter::new(MAX_FAILURES, FAILURE_WINDOW_SECS, FAILURE_TABLE)),
             last_renewal: Mutex::new(HashMap::new()),
             recorded: Mutex::new(HashSet::new()),
+            events: Default::default(),
         })
+    }
+
+    /// The console's event log, where joins and renewals are recorded.
+    pub fn events(&self) -> &std::sync::Arc<crate::console::events::EventLog> {
+        &self.events
     }
 
     /// The registry.

@@ -1,0 +1,217 @@
+//! The console's engine, shared by the node and the scheduler: it samples the state every
+//! [`TICK`], turns what changed into events, keeps the history, and serves
+//! `/api/console/state`, `/api/console/history` and the live stream
+//! `/api/console/live` (Server-Sent Events).
+//!
+//! The stream is coalesced by construction: each subscriber waits on a `watch` of the
+//! latest state, so however often the mesh changes it gets at most one state per tick, and
+//! a slow subscriber skips states instead of queueing them. Each stream holds a channel of
+//! [`STREAM_QUEUE`] messages and the server's write deadline closes one that stops
+//! reading; at most [`MAX_SUBSCRIBERS`] streams are open at once (503 beyond).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::events::EventLog;
+use super::history::{History, INTERVAL, Sample};
+use super::model::{ConsoleState, changes};
+use crate::admin::http::Response;
+
+/// How often the state is sampled for changes.
+pub const TICK: Duration = Duration::from_millis(500);
+/// Live streams open at once.
+pub const MAX_SUBSCRIBERS: usize = 32;
+/// Messages queued per stream before the stream waits (and skips states meanwhile).
+pub const STREAM_QUEUE: usize = 4;
+/// A comment line this often keeps proxies and the browser from timing the stream out,
+/// and finds streams whose client left.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Produces the current state (without events).
+pub type StateSource = Arc<dyn Fn() -> ConsoleState + Send + Sync>;
+
+/// One console: a node's or the scheduler's.
+pub struct Console {
+    source: StateSource,
+    events: Arc<EventLog>,
+    history: Mutex<History>,
+    latest: watch::Sender<Option<Arc<Bytes>>>,
+    sample: watch::Sender<Option<Arc<Bytes>>>,
+    subscribers: Arc<Semaphore>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Console {
+    /// Starts sampling `source` until `stopped` turns true; events derived from changes
+    /// go to `events`, which the caller may also push to.
+    pub fn start(source: StateSource, events: Arc<EventLog>, stopped: watch::Receiver<bool>) -> Arc<Console> {
+        let console = Arc::new(Console {
+            source,
+            events,
+            history: Mutex::new(History::default()),
+            latest: watch::Sender::new(None),
+            sample: watch::Sender::new(None),
+            subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            stopped,
+        });
+        tokio::spawn(sample_loop(Arc::downgrade(&console), console.stopped.clone()));
+        console
+    }
+
+    /// The answer to the console's own paths, or `None` for other paths.
+    pub fn answer(&self, path: &str) -> Option<Response> {
+        match path {
+            "/api/console/state" => {
+                let mut state = (self.source)();
+                state.events = self.events.newest_first();
+                Some(Response::json(&state))
+            }
+            "/api/console/history" => {
+                Some(Response::json(&self.history.lock().unwrap_or_else(|p| p.into_inner()).view()))
+            }
+            "/api/console/live" => Some(self.live()),
+            _ => None,
+        }
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    fn live(&self) -> Response {
+        let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
+            return Response::text(503, format!("{MAX_SUBSCRIBERS} live streams are open; try again later\n"));
+        };
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let first = self.latest.borrow().clone().unwrap_or_else(|| Arc::new(frame("state", &(self.source)())));
+        let mut stream = Subscriber {
+            tx,
+            states: self.latest.subscribe(),
+            samples: self.sample.subscribe(),
+            newest_event: self.events.subscribe(),
+            events: self.events.clone(),
+            seen: 0,
+            stopped: self.stopped.clone(),
+        };
+        tokio::spawn(async move {
+            stream.run(first).await;
+            drop(permit);
+        });
+        Response::event_stream(rx)
+    }
+}
+
+/// One open live stream.
+struct Subscriber {
+    tx: mpsc::Sender<Bytes>,
+    states: watch::Receiver<Option<Arc<Bytes>>>,
+    samples: watch::Receiver<Option<Arc<Bytes>>>,
+    newest_event: watch::Receiver<u64>,
+    events: Arc<EventLog>,
+    seen: u64,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Subscriber {
+    async fn run(&mut self, first: Arc<Bytes>) {
+        self.states.mark_unchanged();
+        self.samples.mark_unchanged();
+        // The browser reconnects by itself after a drop; say how soon.
+        if self.send(Bytes::from_static(b"retry: 2000\n\n")).await.is_err()
+            || self.send((*first).clone()).await.is_err()
+            || self.send_events().await.is_err()
+        {
+            return;
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            let message = tokio::select! {
+                changed = self.states.changed() => match changed {
+                    Ok(()) => self.states.borrow_and_update().clone(),
+                    Err(_) => return,
+                },
+                changed = self.samples.changed() => match changed {
+                    Ok(()) => self.samples.borrow_and_update().clone(),
+                    Err(_) => return,
+                },
+                changed = self.newest_event.changed() => match changed {
+                    Ok(()) => None,
+                    Err(_) => return,
+                },
+                _ = heartbeat.tick() => Some(Arc::new(Bytes::from_static(b": keep-alive\n\n"))),
+                _ = crate::shutdown::wait_true(&mut self.stopped) => return,
+                () = self.tx.closed() => return,
+            };
+            let sent = match message {
+                Some(message) => self.send((*message).clone()).await,
+                None => self.send_events().await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, message: Bytes) -> Result<(), ()> {
+        self.tx.send(message).await.map_err(|_| ())
+    }
+
+    /// The events after the last one sent, oldest first (all kept ones at first).
+    async fn send_events(&mut self) -> Result<(), ()> {
+        self.newest_event.mark_unchanged();
+        let fresh = self.events.since(self.seen);
+        let Some(last) = fresh.last() else { return Ok(()) };
+        self.seen = last.seq;
+        self.send(frame("events", &fresh)).await
+    }
+}
+
+/// One Server-Sent Events message: `event: <name>` and the JSON on one `data:` line.
+fn frame(name: &str, value: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
+}
+
+/// Samples the state every [`TICK`] until stopped or the console is dropped: events from
+/// changes, the latest state for streams when it changed, a history point every
+/// [`INTERVAL`].
+async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_sample = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as u64;
+    let mut previous: Option<ConsoleState> = None;
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::shutdown::wait_true(&mut stopped) => return,
+        }
+        let Some(console) = console.upgrade() else { return };
+        let state = (console.source)();
+        let changed = match &previous {
+            Some(old) => {
+                for (kind, text) in changes(old, &state) {
+                    console.events.push(kind, text);
+                }
+                old.differs_from(&state)
+            }
+            None => true,
+        };
+        if changed {
+            console.latest.send_replace(Some(Arc::new(frame("state", &state))));
+        }
+        if ticks % per_sample == 0 {
+            let sample = Sample::of(&state);
+            console.history.lock().unwrap_or_else(|p| p.into_inner()).record(&sample);
+            console.sample.send_replace(Some(Arc::new(frame("sample", &sample))));
+        }
+        ticks += 1;
+        previous = Some(state);
+    }
+}

@@ -1,0 +1,55 @@
+//! Rates from cumulative counters, measured over at least a span so counters that move in
+//! steps (reports arriving between samples) do not make the rate jump.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Per key, the counters at the last measure and the rates that measure gave.
+#[derive(Debug)]
+pub struct RateMeter<const N: usize> {
+    span: Duration,
+    last: HashMap<String, (Instant, [u64; N], Option<[f64; N]>)>,
+}
+
+impl<const N: usize> RateMeter<N> {
+    /// A meter that measures over at least `span`.
+    pub fn new(span: Duration) -> Self {
+        RateMeter { span, last: HashMap::new() }
+    }
+
+    /// The per-second rates of `counters` for `key`: the last measure's, renewed once
+    /// `span` has passed since it; `None` until the first span has passed.
+    pub fn rates(&mut self, key: &str, counters: [u64; N], now: Instant) -> Option<[f64; N]> {
+        let entry = self.last.entry(key.to_string()).or_insert((now, counters, None));
+        let elapsed = now.duration_since(entry.0);
+        if elapsed >= self.span {
+            let secs = elapsed.as_secs_f64();
+            let rate = std::array::from_fn(|i| counters[i].saturating_sub(entry.1[i]) as f64 / secs);
+            *entry = (now, counters, Some(rate));
+        }
+        entry.2
+    }
+
+    /// Forgets every key for which `keep` is false.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.last.retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_measured_over_the_span_and_kept_between() {
+        let span = Duration::from_secs(5);
+        let mut m = RateMeter::new(span);
+        let t0 = Instant::now();
+        assert_eq!(m.rates("a", [10, 1000], t0), None);
+        assert_eq!(m.rates("a", [12, 3000], t0 + Duration::from_secs(1)), None, "too soon to say");
+        assert_eq!(m.rates("a", [20, 11_000], t0 + span), Some([2.0, 2000.0]));
+        assert_eq!(m.rates("a", [25, 12_000], t0 + span + Duration::from_secs(1)), Some([2.0, 2000.0]));
+        m.retain(|k| k != "a");
+        assert_eq!(m.rates("a", [0, 0], t0 + span * 3), None, "forgotten");
+    }
+}
