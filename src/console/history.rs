@@ -148,7 +148,11 @@ impl History {
             links: self
                 .links
                 .iter()
-                .map(|((a, b), s)| LinkSeries { a: a.clone(), b: b.clone(), points: s.iter().copied().collect() })
+                .map(|((a, b), s)| LinkSeries {
+                    a: a.clone(),
+                    b: b.clone(),
+                    points: s.iter().copied().collect(),
+                })
                 .collect(),
             nodes: self
                 .nodes

@@ -85,10 +85,14 @@ impl Console {
 
     fn live(&self) -> Response {
         let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
-            return Response::text(503, format!("{MAX_SUBSCRIBERS} live streams are open; try again later\n"));
+            return Response::text(
+                503,
+                format!("{MAX_SUBSCRIBERS} live streams are open; try again later\n"),
+            );
         };
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let first = self.latest.borrow().clone().unwrap_or_else(|| Arc::new(frame("state", &(self.source)())));
+        let first =
+            self.latest.borrow().clone().unwrap_or_else(|| Arc::new(frame("state", &(self.source)())));
         let mut stream = Subscriber {
             tx,
             states: self.latest.subscribe(),

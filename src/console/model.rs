@@ -183,7 +183,9 @@ pub fn changes(old: &ConsoleState, new: &ConsoleState) -> Vec<(EventKind, String
     }
     let new_pairs: std::collections::HashSet<(&str, &str)> =
         new.links.iter().map(|l| (l.a.as_str(), l.b.as_str())).collect();
-    for l in old.links.iter().filter(|l| l.state == "up" && !new_pairs.contains(&(l.a.as_str(), l.b.as_str()))) {
+    for l in
+        old.links.iter().filter(|l| l.state == "up" && !new_pairs.contains(&(l.a.as_str(), l.b.as_str())))
+    {
         out.push((EventKind::LinkDown, format!("link {}–{} is gone", l.a, l.b)));
     }
     let old_routes: HashMap<(&str, &str), &RouteRow> =
@@ -194,13 +196,17 @@ pub fn changes(old: &ConsoleState, new: &ConsoleState) -> Vec<(EventKind, String
         if hops(before) == hops(r) || r.paths.is_empty() {
             continue;
         }
-        let show = |r: &RouteRow| {
-            r.paths.iter().map(|p| p.hops.join(" → ")).collect::<Vec<_>>().join(" + ")
-        };
+        let show = |r: &RouteRow| r.paths.iter().map(|p| p.hops.join(" → ")).collect::<Vec<_>>().join(" + ");
         let from = if before.paths.is_empty() { "no path".to_string() } else { show(before) };
         out.push((
             EventKind::RouteMoved,
-            format!("route {} of {} moved from {from} to {}: {}", r.route, r.node, show(r), why(before, r, new)),
+            format!(
+                "route {} of {} moved from {from} to {}: {}",
+                r.route,
+                r.node,
+                show(r),
+                why(before, r, new)
+            ),
         ));
     }
     out
@@ -290,8 +296,12 @@ mod tests {
 
     #[test]
     fn a_dead_link_and_the_route_that_left_it_become_events_with_the_reason() {
-        let before = state(&[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)], &["a", "b", "c"]);
-        let after = state(&[("a", "b", "up", 10.0), ("b", "c", "dead", 10.0), ("a", "c", "up", 50.0)], &["a", "c"]);
+        let before = state(
+            &[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)],
+            &["a", "b", "c"],
+        );
+        let after =
+            state(&[("a", "b", "up", 10.0), ("b", "c", "dead", 10.0), ("a", "c", "up", 50.0)], &["a", "c"]);
         let events = changes(&before, &after);
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0], (EventKind::LinkDown, "link b–c is dead".to_string()));
@@ -302,8 +312,12 @@ mod tests {
 
     #[test]
     fn a_cheaper_path_is_the_reason_when_nothing_died() {
-        let before = state(&[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)], &["a", "c"]);
-        let after = state(&[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)], &["a", "b", "c"]);
+        let before =
+            state(&[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)], &["a", "c"]);
+        let after = state(
+            &[("a", "b", "up", 10.0), ("b", "c", "up", 10.0), ("a", "c", "up", 50.0)],
+            &["a", "b", "c"],
+        );
         let events = changes(&before, &after);
         assert!(events[0].1.ends_with("20.0 ms round trip against 50.0 ms on the old path"), "{events:?}");
     }

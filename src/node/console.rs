@@ -124,9 +124,11 @@ fn state(view: &NodeView, meter: &Mutex<RateMeter<1>>) -> ConsoleState {
     for route in &state.routes {
         for path in &route.paths {
             for w in path.hops.windows(2) {
-                if let Some(link) = state.links.iter_mut().find(|l| {
-                    (l.a == w[0] && l.b == w[1]) || (l.a == w[1] && l.b == w[0])
-                }) {
+                if let Some(link) = state
+                    .links
+                    .iter_mut()
+                    .find(|l| (l.a == w[0] && l.b == w[1]) || (l.a == w[1] && l.b == w[0]))
+                {
                     link.used = true;
                 }
             }

@@ -57,8 +57,13 @@ impl NodeView {
         use crate::console::events::EventKind;
         let result = control::reload::apply(&self.shared, config);
         match &result {
-            Ok(report) => self.shared.events.push(EventKind::ReloadApplied, format!("config version {} applied: {}", report.version, report.summary)),
-            Err(e) => self.shared.events.push(EventKind::ReloadRefused, format!("config reload refused: {e}")),
+            Ok(report) => self.shared.events.push(
+                EventKind::ReloadApplied,
+                format!("config version {} applied: {}", report.version, report.summary),
+            ),
+            Err(e) => {
+                self.shared.events.push(EventKind::ReloadRefused, format!("config reload refused: {e}"))
+            }
         }
         result
     }

@@ -21,9 +21,14 @@ use crate::scheduler::server::{SchedulerView, Snapshot};
 use crate::scheduler::state::{LinkState, NodeSnapshot};
 
 /// The routes of the scheduler's admin API, its console's among them.
-pub fn scheduler_handler(view: SchedulerView, console: Arc<Console>, config: Arc<SchedulerConfig>) -> Handler {
+pub fn scheduler_handler(
+    view: SchedulerView,
+    console: Arc<Console>,
+    config: Arc<SchedulerConfig>,
+) -> Handler {
     Arc::new(move |request: &Request, caller: &Caller| {
-        super::console::answer(&console, &view, &config, request, caller).unwrap_or_else(|| route(&view, request))
+        super::console::answer(&console, &view, &config, request, caller)
+            .unwrap_or_else(|| route(&view, request))
     })
 }
 

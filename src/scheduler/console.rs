@@ -168,7 +168,11 @@ fn pin(view: &SchedulerView, body: &[u8]) -> ActionResult {
         "route {} of {} pinned to {}",
         r.route,
         r.node,
-        if r.relays.is_empty() { "the direct link".to_string() } else { format!("relays {}", r.relays.join(", ")) }
+        if r.relays.is_empty() {
+            "the direct link".to_string()
+        } else {
+            format!("relays {}", r.relays.join(", "))
+        }
     );
     view.pin(Pin { node: r.node, route: r.route, relays: r.relays });
     Ok((Response::json(&serde_json::json!({})), done))
@@ -262,7 +266,11 @@ fn state(view: &SchedulerView, meter: &Mutex<RateMeter<2>>) -> ConsoleState {
         let paths: Vec<PathRow> = r
             .paths
             .iter()
-            .map(|p| PathRow { hops: p.hops.clone(), weight: Some(p.weight), cost_ms: state.rtt_along(&p.hops) })
+            .map(|p| PathRow {
+                hops: p.hops.clone(),
+                weight: Some(p.weight),
+                cost_ms: state.rtt_along(&p.hops),
+            })
             .collect();
         let alternatives = found
             .next()

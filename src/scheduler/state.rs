@@ -326,7 +326,12 @@ impl MeshState {
 
     /// For each (node, exit), up to `max` paths under the mesh's objective that share no
     /// relay, best first, as the console shows a route's alternatives (one graph for all).
-    pub fn alternatives(&self, routes: &[(String, String)], max: usize, now: Instant) -> Vec<Vec<Vec<String>>> {
+    pub fn alternatives(
+        &self,
+        routes: &[(String, String)],
+        max: usize,
+        now: Instant,
+    ) -> Vec<Vec<Vec<String>>> {
         let graph = self.graph(now);
         let paths = |(node, exit): &(String, String)| {
             let found = graph.disjoint_paths(node, exit, self.policy.objective, max);

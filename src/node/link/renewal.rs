@@ -72,7 +72,9 @@ impl Renewal {
             Err(e) => warn!("seal card not renewed: {e}"),
         }
         let not_after = shared.tls.identity().validity().map_or(0, |(_, t)| t);
-        shared.events.push(crate::console::events::EventKind::CertRenewed, "this node's certificate was renewed");
+        shared
+            .events
+            .push(crate::console::events::EventKind::CertRenewed, "this node's certificate was renewed");
         let path = shared.config.mesh.cert.clone();
         if path == shared.config.mesh.key {
             // Writing the certificate alone over a file that also holds the key would lose it.
