@@ -97,6 +97,8 @@ pub struct NodeSpec<'a> {
     pub udp_routes: Vec<(&'a str, String, Option<&'a str>)>,
     /// The port every listener binds on 127.0.0.1 (0: any free one each).
     pub listen_port: u16,
+    /// `common.region` (default `test`).
+    pub region: &'a str,
 }
 
 /// A link transport a test runs over.
@@ -162,14 +164,15 @@ impl<'a> NodeSpec<'a> {
             peer_extra: vec![],
             udp_routes: vec![],
             listen_port: 0,
+            region: "test",
         }
     }
 
     pub fn yaml(&self) -> String {
         let cert = self.cert.unwrap_or(self.id);
         let mut y = format!(
-            "common:\n  node_id: {}\n  region: test\n  log_level: warn\n  admin_addr: \"127.0.0.1:0\"\n",
-            self.id
+            "common:\n  node_id: {}\n  region: {}\n  log_level: warn\n  admin_addr: \"127.0.0.1:0\"\n",
+            self.id, self.region
         );
         y += "listeners:\n";
         if self.routes.is_empty() && self.udp_routes.is_empty() {
