@@ -1,7 +1,8 @@
 //! Test harness: a mesh CA in a temp dir, nodes started in-process on port 0, and TCP
-//! servers (echo, sink, banner) with checksums.
+//! servers (echo, sink, banner) with checksums; headless Chromium in `browser`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dns;
 pub mod process;
 pub mod raw_flow;
