@@ -221,9 +221,9 @@ async fn the_console_shows_the_live_mesh_and_carries_out_actions() {
     drop(d);
     let page2 = page.clone();
     let started = std::time::Instant::now();
-    in_browser(move || page2.wait_for(LINKS_OF_D_DEAD, DEAD_WITHIN)).await.unwrap_or_else(|e| {
-        panic!("d's links not shown dead within {DEAD_WITHIN:?}: {e}")
-    });
+    in_browser(move || page2.wait_for(LINKS_OF_D_DEAD, DEAD_WITHIN))
+        .await
+        .unwrap_or_else(|e| panic!("d's links not shown dead within {DEAD_WITHIN:?}: {e}"));
     println!("d's links shown dead {:?} after it was killed", started.elapsed());
     let page2 = page.clone();
     in_browser(move || {
@@ -256,7 +256,9 @@ async fn the_console_refuses_callers_without_the_token_and_foreign_origins() {
             body.len()
         )
     };
-    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")
+    };
 
     for path in ["/api/console/state", "/api/console/live", "/api/console/history", "/api/nodes"] {
         let answer = send(get(path, "")).await;
@@ -266,7 +268,12 @@ async fn the_console_refuses_callers_without_the_token_and_foreign_origins() {
     let anonymous = send(post("/api/console/actions/token", "", token_body)).await;
     assert!(anonymous.starts_with("HTTP/1.1 401 "), "{anonymous}");
 
-    let login = send(post("/console/login", &format!("Origin: http://{addr}\r\n"), &format!("{{\"token\":\"{TOKEN}\"}}"))).await;
+    let login = send(post(
+        "/console/login",
+        &format!("Origin: http://{addr}\r\n"),
+        &format!("{{\"token\":\"{TOKEN}\"}}"),
+    ))
+    .await;
     assert!(login.starts_with("HTTP/1.1 200 "), "{login}");
     let cookie = login
         .lines()
@@ -281,18 +288,92 @@ async fn the_console_refuses_callers_without_the_token_and_foreign_origins() {
         .to_string();
     let session = format!("Cookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\n");
 
-    let foreign = send(post("/api/console/actions/token", &format!("{session}Origin: http://evil.example\r\n"), token_body)).await;
+    let foreign = send(post(
+        "/api/console/actions/token",
+        &format!("{session}Origin: http://evil.example\r\n"),
+        token_body,
+    ))
+    .await;
     assert!(foreign.starts_with("HTTP/1.1 403 "), "{foreign}");
-    let rebound = send(post("/api/console/actions/token", &format!("{session}Origin: http://evil.example:{}\r\n", addr.port()), token_body)).await;
+    let rebound = send(post(
+        "/api/console/actions/token",
+        &format!("{session}Origin: http://evil.example:{}\r\n", addr.port()),
+        token_body,
+    ))
+    .await;
     assert!(rebound.starts_with("HTTP/1.1 403 "), "{rebound}");
-    let no_csrf = send(post("/api/console/actions/token", &format!("Cookie: {cookie}\r\nOrigin: http://{addr}\r\n"), token_body)).await;
+    let no_csrf = send(post(
+        "/api/console/actions/token",
+        &format!("Cookie: {cookie}\r\nOrigin: http://{addr}\r\n"),
+        token_body,
+    ))
+    .await;
     assert!(no_csrf.starts_with("HTTP/1.1 403 "), "{no_csrf}");
-    let same = send(post("/api/console/actions/token", &format!("{session}Origin: http://{addr}\r\n"), token_body)).await;
+    let same =
+        send(post("/api/console/actions/token", &format!("{session}Origin: http://{addr}\r\n"), token_body))
+            .await;
     assert!(same.starts_with("HTTP/1.1 200 ") && same.contains("\"token\""), "{same}");
-    let bad = send(post("/api/console/actions/token", &format!("{session}Origin: http://{addr}\r\n"), r#"{"ttl_secs":0,"uses":1}"#)).await;
+    let bad = send(post(
+        "/api/console/actions/token",
+        &format!("{session}Origin: http://{addr}\r\n"),
+        r#"{"ttl_secs":0,"uses":1}"#,
+    ))
+    .await;
     assert!(bad.starts_with("HTTP/1.1 400 ") && bad.contains("ttl_secs"), "{bad}");
-    let junk = send(post("/api/console/actions/remove", &format!("{session}Origin: http://{addr}\r\n"), "not json")).await;
+    let junk =
+        send(post("/api/console/actions/remove", &format!("{session}Origin: http://{addr}\r\n"), "not json"))
+            .await;
     assert!(junk.starts_with("HTTP/1.1 400 ") && junk.contains("error"), "{junk}");
     let events = send(get("/api/console/state", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
-    assert!(events.contains("join token created (1 use(s), valid 600 s), by a console login from 127.0.0.1"), "{events}");
+    assert!(
+        events.contains("join token created (1 use(s), valid 600 s), by a console login from 127.0.0.1"),
+        "{events}"
+    );
+}
+
+/// The demo mesh (five regions through emulators, as `proxy demo --keep` runs it) in the
+/// console, with a route selected: the screenshot the README shows. With
+/// `PROXY_UPDATE_DOCS=1` it is also written to `docs/console.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_mesh_in_the_console() {
+    let parent = std::env::temp_dir().join(format!("proxy-console-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&parent).expect("temp dir");
+    let cluster = proxy::demo::cluster::Cluster::start(&parent).await.expect("the demo cluster starts");
+    assert!(eventually(Duration::from_secs(30), || cluster.all_linked()).await, "the demo mesh links up");
+    let nodes = cluster.nodes.len();
+    let links = nodes * (nodes - 1) / 2;
+    let url = format!("http://{}/", cluster.scheduler.admin_addr());
+    let token = cluster.console_token.clone();
+    let path = in_browser(move || {
+        let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+        let page = browser.new_page(1600, 1000).expect("page");
+        page.goto(&url).expect("load the console");
+        wait(&page, "!!document.querySelector('#login-form')");
+        page.fill("#login-token", &token).expect("type the token");
+        page.eval("document.querySelector('#login-form').requestSubmit(); true").expect("submit");
+        let all_up = format!(
+            "document.querySelectorAll('#map g.node').length === {nodes} && \
+             document.querySelectorAll('#map g.link[data-state=\"up\"]').length === {links}"
+        );
+        page.wait_for(&all_up, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        // The multipath route, over several paths, makes the best picture.
+        let multipath = "window.consoleState.routes.find(r => r.route === 'bulk' && r.paths.length >= 2)";
+        page.wait_for(&format!("!!{multipath}"), Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        let node = text(&page, &format!("{multipath}.node"));
+        page.click(&format!("tr[data-route-node=\"{node}\"][data-route=\"bulk\"]")).expect("select");
+        wait(&page, "document.querySelectorAll('#map g.link[data-on-path=\"1\"]').length >= 2");
+        // The history charts have their first points.
+        wait(&page, "document.querySelectorAll('#history svg').length >= 1");
+        shot(&page, "console-demo.png");
+        assert!(page.js_errors().is_empty(), "script errors: {:?}", page.js_errors());
+        screenshots().join("console-demo.png")
+    })
+    .await;
+    if std::env::var_os("PROXY_UPDATE_DOCS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.png");
+        std::fs::copy(&path, &docs).expect("copy the screenshot to docs/");
+        println!("updated {}", docs.display());
+    }
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&parent);
 }

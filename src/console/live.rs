@@ -210,7 +210,7 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
         if changed {
             console.latest.send_replace(Some(Arc::new(frame("state", &state))));
         }
-        if ticks % per_sample == 0 {
+        if ticks.is_multiple_of(per_sample) {
             let sample = Sample::of(&state);
             console.history.lock().unwrap_or_else(|p| p.into_inner()).record(&sample);
             console.sample.send_replace(Some(Arc::new(frame("sample", &sample))));

@@ -228,6 +228,10 @@ fn why(before: &RouteRow, after: &RouteRow, now: &ConsoleState) -> String {
             }
         }
     }
+    if before.paths.first().map(|p| &p.hops) == after.paths.first().map(|p| &p.hops) {
+        let (was, is) = (before.paths.len(), after.paths.len());
+        return format!("the best path stays; {was} path(s) before, {is} now");
+    }
     let best = |r: &RouteRow| r.paths.iter().filter_map(|p| now.rtt_along(&p.hops)).reduce(f64::min);
     match (best(after), best(before)) {
         (Some(new), Some(old)) => format!("{new:.1} ms round trip against {old:.1} ms on the old path"),

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// One key's last measure: when, the counters then, and the rates it gave.
+type Measure<const N: usize> = (Instant, [u64; N], Option<[f64; N]>);
+
 /// Per key, the counters at the last measure and the rates that measure gave.
 #[derive(Debug)]
 pub struct RateMeter<const N: usize> {
     span: Duration,
-    last: HashMap<String, (Instant, [u64; N], Option<[f64; N]>)>,
+    last: HashMap<String, Measure<N>>,
 }
 
 impl<const N: usize> RateMeter<N> {
