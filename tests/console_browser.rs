@@ -45,34 +45,6 @@ async fn start_scheduler(mesh: &Mesh) -> Scheduler {
     Scheduler::start(sched_config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start")
 }
 
-/// a (eu-west), b (us-east), d (ap-south), all linked; a's route `in` exits at d.
-async fn three_nodes(mesh: &Mesh, scheduler: &Scheduler) -> (Node, Node, Node) {
-    let sched = scheduler.local_addr().expect("addr").to_string();
-    let echo = echo_server().await;
-    let mut d = NodeSpec::new("d");
-    d.region = "ap-south";
-    d.peers = vec![("a", String::new()), ("b", String::new())];
-    d.allow = vec!["127.0.0.1/32".into()];
-    d.scheduler = Some(sched.clone());
-    let d = d.start(mesh).await;
-    let d_addr = d.mesh_addr().expect("addr").to_string();
-    let mut b = NodeSpec::new("b");
-    b.region = "us-east";
-    b.peers = vec![("a", String::new()), ("d", d_addr.clone())];
-    b.scheduler = Some(sched.clone());
-    let b = b.start(mesh).await;
-    let mut a = NodeSpec::new("a");
-    a.region = "eu-west";
-    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string()), ("d", d_addr)];
-    a.routes = vec![("in", echo.to_string(), Some("d"))];
-    a.scheduler = Some(sched);
-    let a = a.start(mesh).await;
-    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
-        assert!(n.wait_for_link(p, Duration::from_secs(10)).await, "no link {p}");
-    }
-    (a, b, d)
-}
-
 /// Runs blocking browser steps off the runtime the mesh runs on.
 async fn in_browser<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("browser steps")
@@ -100,7 +72,12 @@ const LINKS_OF_D_DEAD: &str = "(() => { const of_d = [...document.querySelectorA
 async fn the_console_shows_the_live_mesh_and_carries_out_actions() {
     let mesh = Mesh::new(&["a", "b", "d"]);
     let scheduler = start_scheduler(&mesh).await;
-    let (a, b, d) = three_nodes(&mesh, &scheduler).await;
+    let (a, b, d) = scheduled_triangle(
+        &mesh,
+        &scheduler.local_addr().expect("addr").to_string(),
+        ["eu-west", "us-east", "ap-south"],
+    )
+    .await;
     let url = format!("http://{}/", scheduler.admin_addr());
     let node_url = format!("http://{}/", a.admin_addr());
     let browser = in_browser(Browser::launch).await.unwrap_or_else(|e| panic!("{e}"));

@@ -45,30 +45,9 @@ async fn json_when(addr: SocketAddr, path: &str, within: Duration, ready: impl F
     }
 }
 
-/// The three nodes, all on `scheduler`: d accepts a and b; b dials d; a dials b and d and
-/// routes `in` to an echo server at d.
+/// The three nodes, all on `scheduler`, in region `test`.
 async fn three_nodes(mesh: &Mesh, scheduler: &Scheduler) -> (Node, Node, Node) {
-    let sched = scheduler.local_addr().expect("addr").to_string();
-    let echo = echo_server().await;
-    let mut d = NodeSpec::new("d");
-    d.peers = vec![("a", String::new()), ("b", String::new())];
-    d.allow = vec!["127.0.0.1/32".into()];
-    d.scheduler = Some(sched.clone());
-    let d = d.start(mesh).await;
-    let d_addr = d.mesh_addr().expect("addr").to_string();
-    let mut b = NodeSpec::new("b");
-    b.peers = vec![("a", String::new()), ("d", d_addr.clone())];
-    b.scheduler = Some(sched.clone());
-    let b = b.start(mesh).await;
-    let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string()), ("d", d_addr)];
-    a.routes = vec![("in", echo.to_string(), Some("d"))];
-    a.scheduler = Some(sched);
-    let a = a.start(mesh).await;
-    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
-        assert!(n.wait_for_link(p, Duration::from_secs(10)).await, "no link {p}");
-    }
-    (a, b, d)
+    scheduled_triangle(mesh, &scheduler.local_addr().expect("addr").to_string(), ["test"; 3]).await
 }
 
 /// Waits until the scheduler counts the three links and has issued a's route two paths.

@@ -317,6 +317,38 @@ pub fn assert_link_transport(node: &Node, peer: &str, transport: Transport) {
     assert_eq!(info.transport, Some(transport.name()), "the link to {peer} runs over {transport:?}");
 }
 
+/// Three nodes on the scheduler at `scheduler`, all linked, in `regions` (a, b, d): d
+/// accepts a and b; b dials d; a dials b and d and routes `in` to an echo server at d.
+pub async fn scheduled_triangle(
+    mesh: &Mesh,
+    scheduler: &str,
+    regions: [&'static str; 3],
+) -> (Node, Node, Node) {
+    let echo = echo_server().await;
+    let mut d = NodeSpec::new("d");
+    d.region = regions[2];
+    d.peers = vec![("a", String::new()), ("b", String::new())];
+    d.allow = vec!["127.0.0.1/32".into()];
+    d.scheduler = Some(scheduler.to_string());
+    let d = d.start(mesh).await;
+    let d_addr = d.mesh_addr().expect("addr").to_string();
+    let mut b = NodeSpec::new("b");
+    b.region = regions[1];
+    b.peers = vec![("a", String::new()), ("d", d_addr.clone())];
+    b.scheduler = Some(scheduler.to_string());
+    let b = b.start(mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.region = regions[0];
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string()), ("d", d_addr)];
+    a.routes = vec![("in", echo.to_string(), Some("d"))];
+    a.scheduler = Some(scheduler.to_string());
+    let a = a.start(mesh).await;
+    for (n, p) in [(&a, "b"), (&a, "d"), (&b, "d")] {
+        assert!(n.wait_for_link(p, Duration::from_secs(10)).await, "no link {p}");
+    }
+    (a, b, d)
+}
+
 pub fn listener_addr(node: &Node, name: &str) -> SocketAddr {
     node.listeners().into_iter().find(|l| l.name == name).expect("listener").addr
 }
