@@ -209,6 +209,8 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_strict_http_only_cookie() {
 
     let wrong = raw(server.addr, &post("/console/login", r#"{"token":"nope"}"#, "")).await;
     assert!(wrong.starts_with("HTTP/1.1 401 ") && !wrong.contains("Set-Cookie"), "{wrong}");
+    let junk = raw(server.addr, &post("/console/login", "token=s3cret", "")).await;
+    assert!(junk.starts_with("HTTP/1.1 400 ") && junk.contains("error"), "{junk}");
     let foreign =
         raw(server.addr, &post("/console/login", r#"{"token":"s3cret"}"#, "Origin: http://evil.example\r\n"))
             .await;
@@ -247,6 +249,19 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_strict_http_only_cookie() {
     let script =
         raw(server.addr, &post("/api/console/actions/echo", "{}", "Authorization: Bearer s3cret\r\n")).await;
     assert!(script.starts_with("HTTP/1.1 200 OK\r\n"), "{script}");
+}
+
+#[tokio::test]
+async fn guessing_the_token_is_cut_short_after_ten_failures_a_minute() {
+    let server = start(Some("s3cret"), ServeOptions::default()).await;
+    for _ in 0..10 {
+        let wrong = raw(server.addr, &post("/console/login", r#"{"token":"guess"}"#, "")).await;
+        assert!(wrong.starts_with("HTTP/1.1 401 "), "{wrong}");
+    }
+    let held = raw(server.addr, &post("/console/login", r#"{"token":"s3cret"}"#, "")).await;
+    assert!(held.starts_with("HTTP/1.1 429 ") && held.contains("Retry-After: 60"), "{held}");
+    // The bearer token still works for scripts meanwhile.
+    assert_eq!(get(&server, "/healthz", Some("s3cret")).await.0, 200);
 }
 
 #[tokio::test]

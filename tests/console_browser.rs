@@ -115,12 +115,13 @@ async fn the_console_shows_the_live_mesh_and_carries_out_actions() {
     };
     let page = std::sync::Arc::new(page);
 
-    // Selecting a's route highlights the links of its path, and only those.
+    // Selecting a's route (from the keyboard) highlights the links of its path, and only those.
     {
         let page = page.clone();
         in_browser(move || {
             wait(&page, "!!document.querySelector('tr[data-route-node=\"a\"][data-route=\"in\"]')");
-            page.click("tr[data-route-node=\"a\"][data-route=\"in\"]").expect("select the route");
+            // From the keyboard: focus the row, press Enter.
+            page.press_enter("tr[data-route-node=\"a\"][data-route=\"in\"]").expect("select the route");
             wait(&page, "document.querySelectorAll('#map g.link[data-on-path=\"1\"]').length >= 1");
             let expected = page
                 .eval(

@@ -106,6 +106,27 @@ async fn a_bad_or_restart_only_reload_changes_nothing() {
     assert_eq!(node.config_version(), 1);
     assert_eq!(node.listeners(), before);
     echo_once(&node, "web", 3).await;
+
+    // Each refusal is an event on the node's console, with its reason.
+    let (status, body) = proxy::admin::http::get(
+        &node.admin_addr().to_string(),
+        "/api/console/state",
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("console state");
+    assert_eq!(status, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let refused: Vec<&str> = state["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "reload_refused")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused.iter().any(|t| t.contains("need a restart: common")), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,15 @@ struct Context {
     rules: AccessRules,
     handler: Handler,
     sessions: SessionKeys,
+    /// Failed logins in the current window: (window start, count).
+    failed_logins: std::sync::Mutex<(u64, u32)>,
 }
+
+/// Failed logins allowed per [`LOGIN_WINDOW_SECS`], from all clients together: guessing a
+/// token is hopeless anyway, and this keeps a flood of guesses out of the log.
+const MAX_FAILED_LOGINS: u32 = 10;
+/// The window of [`MAX_FAILED_LOGINS`].
+const LOGIN_WINDOW_SECS: u64 = 60;
 
 /// Serves `listener` with the default [`ServeOptions`] until `shutdown` turns true (or its
 /// sender is dropped). Connections already accepted are then asked to finish, each within
@@ -99,7 +107,12 @@ pub async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
-    let context = Arc::new(Context { rules, handler, sessions: SessionKeys::random() });
+    let context = Arc::new(Context {
+        rules,
+        handler,
+        sessions: SessionKeys::random(),
+        failed_logins: std::sync::Mutex::new((0, 0)),
+    });
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     loop {
@@ -274,9 +287,26 @@ fn login(request: &Request, context: &Context, now: u64) -> Response {
     let Ok(login) = serde_json::from_slice::<Login>(&request.body) else {
         return Response::json_error(400, "expected a JSON body {\"token\": \"...\"}");
     };
-    if !context.rules.token_matches(&login.token) {
-        warn!("admin console: a login with a wrong token was refused");
-        return Response::json_error(401, "wrong token");
+    {
+        let mut failed = context.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
+        if now >= failed.0 + LOGIN_WINDOW_SECS {
+            *failed = (now, 0);
+        }
+        if failed.1 >= MAX_FAILED_LOGINS {
+            return Response::json_error(429, "too many failed logins: try again in a minute")
+                .with_header("Retry-After", LOGIN_WINDOW_SECS.to_string());
+        }
+        if !context.rules.token_matches(&login.token) {
+            failed.1 += 1;
+            if failed.1 == MAX_FAILED_LOGINS {
+                warn!(
+                    "admin console: {MAX_FAILED_LOGINS} failed logins within a minute; refusing logins for now"
+                );
+            } else {
+                warn!(from = ?request.peer, "admin console: a login with a wrong token was refused");
+            }
+            return Response::json_error(401, "wrong token");
+        }
     }
     let cookie = context.sessions.issue(now);
     let csrf = context.sessions.csrf(Some(&cookie));

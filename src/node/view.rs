@@ -54,12 +54,19 @@ impl NodeView {
         &self,
         config: Config,
     ) -> Result<control::reload::ReloadReport, control::reload::ReloadError> {
+        self.recorded(control::reload::apply(&self.shared, config))
+    }
+
+    /// `result` of a reload, recorded as an event for the console.
+    fn recorded(
+        &self,
+        result: Result<control::reload::ReloadReport, control::reload::ReloadError>,
+    ) -> Result<control::reload::ReloadReport, control::reload::ReloadError> {
         use crate::console::events::EventKind;
-        let result = control::reload::apply(&self.shared, config);
         match &result {
-            Ok(report) => self.shared.events.push(
+            Ok(r) => self.shared.events.push(
                 EventKind::ReloadApplied,
-                format!("config version {} applied: {}", report.version, report.summary),
+                format!("config version {} applied: {}", r.version, r.summary),
             ),
             Err(e) => {
                 self.shared.events.push(EventKind::ReloadRefused, format!("config reload refused: {e}"))
@@ -83,8 +90,10 @@ impl NodeView {
         &self,
         path: &std::path::Path,
     ) -> Result<control::reload::ReloadReport, control::reload::ReloadError> {
-        let config = crate::config::load(path).map_err(control::reload::ReloadError::Invalid)?;
-        self.reload(config)
+        match crate::config::load(path) {
+            Ok(config) => self.reload(config),
+            Err(e) => self.recorded(Err(control::reload::ReloadError::Invalid(e))),
+        }
     }
 
     /// Makes this node a hostile relay for tests: `tap` sees, and may change, drop, repeat
