@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::browser::{Browser, Page};
 use common::*;
-use proxy::Node;
 use proxy::config::scheduler as sched_config;
 use proxy::scheduler::Scheduler;
 
