@@ -252,6 +252,22 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_strict_http_only_cookie() {
 }
 
 #[tokio::test]
+async fn a_body_is_read_only_after_the_head_is_admitted_and_within_the_deadline() {
+    let deadline = Duration::from_millis(400);
+    let server =
+        start(Some("s3cret"), ServeOptions { head_timeout: deadline, ..ServeOptions::default() }).await;
+    // Without the token: refused from the head alone, the announced body never waited for.
+    let head = "POST /api/console/actions/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 16000\r\n\r\n";
+    let refused = raw(server.addr, head.as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    // With it, a body that never comes is answered 408 at the deadline.
+    let slow = "POST /api/console/actions/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\
+                Content-Length: 16000\r\n\r\n{";
+    let late = raw(server.addr, slow.as_bytes()).await;
+    assert!(late.starts_with("HTTP/1.1 408 "), "{late}");
+}
+
+#[tokio::test]
 async fn guessing_the_token_is_cut_short_after_ten_failures_a_minute() {
     let server = start(Some("s3cret"), ServeOptions::default()).await;
     for _ in 0..10 {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::request::Request;
 use super::response::Response;
-use super::session::{COOKIE, SessionKeys, cookie_value};
+use super::session::{SessionKeys, cookie_value};
 
 /// Who a request comes from, as [`AccessRules`] established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,14 @@ impl Caller {
     /// state-changing actions require.
     pub fn holds_token(&self) -> bool {
         matches!(self, Caller::Bearer | Caller::Session(_))
+    }
+
+    /// When a session's login expires (Unix seconds); `None` for other callers.
+    pub fn session_expiry(&self) -> Option<u64> {
+        match self {
+            Caller::Session(cookie) => super::session::expiry(cookie),
+            _ => None,
+        }
     }
 }
 
@@ -73,11 +81,12 @@ impl AccessRules {
     }
 
     /// Who `request` comes from, or the refusal to send (421 or 401): [`AccessRules::check`]
-    /// plus console sessions signed by `sessions` and the public paths.
+    /// plus console sessions (the keys that sign them, and the cookie's name) and the
+    /// public paths.
     pub fn admit(
         &self,
         request: &Request,
-        sessions: Option<&SessionKeys>,
+        sessions: Option<(&SessionKeys, &str)>,
         now_unix: u64,
     ) -> Result<Caller, Response> {
         let host = request.header("host").and_then(host_part);
@@ -96,8 +105,8 @@ impl AccessRules {
         if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
             return Ok(Caller::Bearer);
         }
-        let cookie = request.header("cookie").and_then(|c| cookie_value(c, COOKIE));
-        if let (Some(keys), Some(cookie)) = (sessions, cookie)
+        if let Some((keys, name)) = sessions
+            && let Some(cookie) = request.header("cookie").and_then(|c| cookie_value(c, name))
             && keys.valid(cookie, now_unix)
         {
             return Ok(Caller::Session(cookie.to_string()));
@@ -118,15 +127,19 @@ impl AccessRules {
 /// made the browser send, or `None`:
 ///
 /// - an `Origin` header (browsers send one on every POST) must name the same host and port
-///   as the `Host` header, over plain HTTP;
+///   as the `Host` header (over HTTP, or HTTPS through a TLS proxy);
 /// - a browser's request must carry the CSRF token of its session (or, with no token
 ///   configured, of loopback callers) in `X-CSRF-Token`; the login itself needs none, and
 ///   a bearer token cannot be attached by another page, so bearer callers need none.
 pub fn check_post(request: &Request, caller: &Caller, keys: &SessionKeys) -> Option<Response> {
     if let Some(origin) = request.header("origin") {
         let host = request.header("host").unwrap_or("");
-        let same =
-            origin.strip_prefix("http://").is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        // https too: behind a TLS reverse proxy that passes `Host` through, the page's
+        // origin is https while this port speaks plain HTTP.
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
         if !same {
             return Some(Response::text(403, "cross-origin request refused (Origin does not match Host)\n"));
         }
@@ -200,6 +213,8 @@ mod tests {
         }
     }
 
+    use super::super::session::COOKIE;
+
     fn post(path: &str, headers: &[(&str, &str)]) -> Request {
         Request { method: "POST".into(), path: path.into(), ..request(headers) }
     }
@@ -212,11 +227,13 @@ mod tests {
         let with_cookie = request(&[("Host", "localhost"), ("Cookie", &format!("{COOKIE}={cookie}"))]);
         let api = Request { path: "/api/nodes".into(), ..with_cookie.clone() };
         assert_eq!(
-            rules.admit(&api, Some(&keys), 100).map_err(|r| r.status),
+            rules.admit(&api, Some((&keys, COOKIE)), 100).map_err(|r| r.status),
             Ok(Caller::Session(cookie.clone()))
         );
         assert_eq!(
-            rules.admit(&api, Some(&keys), 100 + super::super::session::SESSION_SECS).map_err(|r| r.status),
+            rules
+                .admit(&api, Some((&keys, COOKIE)), 100 + super::super::session::SESSION_SECS)
+                .map_err(|r| r.status),
             Err(401)
         );
         assert_eq!(
@@ -225,9 +242,12 @@ mod tests {
             "API clients get no sessions"
         );
         let page = request(&[("Host", "localhost")]);
-        assert_eq!(rules.admit(&page, Some(&keys), 100).map_err(|r| r.status), Ok(Caller::Anonymous));
+        assert_eq!(
+            rules.admit(&page, Some((&keys, COOKIE)), 100).map_err(|r| r.status),
+            Ok(Caller::Anonymous)
+        );
         let nodes = Request { path: "/api/nodes".into(), ..page };
-        assert_eq!(rules.admit(&nodes, Some(&keys), 100).map_err(|r| r.status), Err(401));
+        assert_eq!(rules.admit(&nodes, Some((&keys, COOKIE)), 100).map_err(|r| r.status), Err(401));
         assert!(rules.token_matches("s3cret") && !rules.token_matches("s3cre"));
         assert!(!loopback_rules(None).token_matches(""));
     }
@@ -244,6 +264,11 @@ mod tests {
         assert_eq!(code(check_post(&ok, &session, &keys)), 200);
         let foreign = post("/api/x", &[host, ("Origin", "http://evil.example"), ("X-CSRF-Token", &csrf)]);
         assert_eq!(code(check_post(&foreign, &session, &keys)), 403);
+        let proxied = post("/api/x", &[host, ("Origin", "https://127.0.0.1:9901"), ("X-CSRF-Token", &csrf)]);
+        assert_eq!(code(check_post(&proxied, &session, &keys)), 200);
+        let other_port =
+            post("/api/x", &[host, ("Origin", "http://127.0.0.1:9902"), ("X-CSRF-Token", &csrf)]);
+        assert_eq!(code(check_post(&other_port, &session, &keys)), 403);
         let null = post("/api/x", &[host, ("Origin", "null"), ("X-CSRF-Token", &csrf)]);
         assert_eq!(code(check_post(&null, &session, &keys)), 403);
         let no_token = post("/api/x", &[host, ("Origin", "http://127.0.0.1:9901")]);

@@ -39,6 +39,7 @@ use super::body::OutBody;
 use super::conn_io::ConnIo;
 pub use super::session::{COOKIE, SESSION_SECS, SessionKeys};
 use crate::clock::unix_now;
+use crate::core::join_token::{FailureLimiter, SourcePrefix};
 
 pub use super::access::{AccessRules, Caller, check_post, default_allowed_hosts, is_public};
 pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get};
@@ -77,15 +78,22 @@ struct Context {
     rules: AccessRules,
     handler: Handler,
     sessions: SessionKeys,
-    /// Failed logins in the current window: (window start, count).
-    failed_logins: std::sync::Mutex<(u64, u32)>,
+    /// The session cookie's name: one per port, since browsers share cookies between the
+    /// ports of one host name (a node's console must not log the scheduler's out).
+    cookie: String,
+    /// Failed logins per source address (an IPv4 address or an IPv6 /64).
+    failed_logins: std::sync::Mutex<FailureLimiter>,
+    /// The deadline of a request head, and of a POST's body after it.
+    head_timeout: Duration,
 }
 
-/// Failed logins allowed per [`LOGIN_WINDOW_SECS`], from all clients together: guessing a
-/// token is hopeless anyway, and this keeps a flood of guesses out of the log.
+/// Failed logins allowed per source per [`LOGIN_WINDOW_SECS`]: past it, that source's
+/// logins are refused (429) until the window has passed, whatever token it sends.
 const MAX_FAILED_LOGINS: u32 = 10;
 /// The window of [`MAX_FAILED_LOGINS`].
 const LOGIN_WINDOW_SECS: u64 = 60;
+/// Sources the login limit tracks at most.
+const LOGIN_SOURCES: usize = 4096;
 
 /// Serves `listener` with the default [`ServeOptions`] until `shutdown` turns true (or its
 /// sender is dropped). Connections already accepted are then asked to finish, each within
@@ -107,11 +115,18 @@ pub async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
     let context = Arc::new(Context {
         rules,
         handler,
         sessions: SessionKeys::random(),
-        failed_logins: std::sync::Mutex::new((0, 0)),
+        cookie: format!("{COOKIE}_{port}"),
+        failed_logins: std::sync::Mutex::new(FailureLimiter::new(
+            MAX_FAILED_LOGINS,
+            LOGIN_WINDOW_SECS,
+            LOGIN_SOURCES,
+        )),
+        head_timeout: options.head_timeout,
     });
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections));
@@ -183,7 +198,8 @@ async fn serve_connection(
     }
 }
 
-/// The whole pipeline of one request: body rules, access, CSRF, then the console's own
+/// The whole pipeline of one request: access, method and CSRF on the head; only then the
+/// body (a POST's, within its limits and the head deadline); then the console's own
 /// paths or the handler.
 async fn respond(
     request: hyper::Request<Incoming>,
@@ -191,28 +207,75 @@ async fn respond(
     context: &Context,
 ) -> hyper::Response<OutBody> {
     let (parts, body) = request.into_parts();
-    let closes = wants_close(&parts);
-    let answer = match read_body(&parts, body).await {
-        Ok(body) => dispatch(Request::from_parts(&parts, body, peer), context),
-        Err(refusal) => refusal,
+    let mut closes = wants_close(&parts);
+    let mut request = Request::from_parts(&parts, Bytes::new(), peer);
+    let answer = match admit(&request, &parts, context) {
+        Err(refusal) => {
+            // A body left unread: the connection cannot carry another request.
+            closes |= body_announced(&parts);
+            refusal
+        }
+        Ok(caller) if request.method == "POST" => {
+            match tokio::time::timeout(context.head_timeout, read_body(body)).await {
+                Ok(Ok(bytes)) => {
+                    request.body = bytes;
+                    dispatch(&request, &caller, context)
+                }
+                Ok(Err(refusal)) => {
+                    closes = true;
+                    refusal
+                }
+                Err(_) => {
+                    closes = true;
+                    Response::text(408, "the request body did not arrive in time\n")
+                }
+            }
+        }
+        Ok(caller) => dispatch(&request, &caller, context),
     };
     into_hyper(answer, closes)
 }
 
-/// The body of a POST, within [`MAX_BODY_BYTES`]; other methods must send none.
-async fn read_body(parts: &hyper::http::request::Parts, body: Incoming) -> Result<Bytes, Response> {
-    let announced = parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+/// Whether the head announces a body.
+fn body_announced(parts: &hyper::http::request::Parts) -> bool {
+    parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
         || parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"));
-    if parts.method != hyper::Method::POST {
-        return if announced {
+            .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
+/// Who sent the request, or the refusal, from its head alone: the access rules, the
+/// methods and paths that take a body, and for a POST its origin and CSRF token.
+fn admit(
+    request: &Request,
+    parts: &hyper::http::request::Parts,
+    context: &Context,
+) -> Result<Caller, Response> {
+    let sessions = Some((&context.sessions, context.cookie.as_str()));
+    let caller = context.rules.admit(request, sessions, unix_now())?;
+    match request.method.as_str() {
+        "GET" | "HEAD" if body_announced(parts) => {
             Err(Response::text(400, "a request body is accepted on POST only\n"))
-        } else {
-            Ok(Bytes::new())
-        };
+        }
+        "GET" | "HEAD" => Ok(caller),
+        "POST" => {
+            let console = request.path.starts_with("/api/console/actions/")
+                || matches!(request.path.as_str(), "/console/login" | "/console/logout");
+            if !console {
+                return Err(Response::method_not_allowed());
+            }
+            match check_post(request, &caller, &context.sessions) {
+                Some(refusal) => Err(refusal),
+                None => Ok(caller),
+            }
+        }
+        _ => Err(Response::method_not_allowed()),
     }
+}
+
+/// A POST's body, within [`MAX_BODY_BYTES`].
+async fn read_body(body: Incoming) -> Result<Bytes, Response> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -222,41 +285,23 @@ async fn read_body(parts: &hyper::http::request::Parts, body: Incoming) -> Resul
     }
 }
 
-fn dispatch(request: Request, context: &Context) -> Response {
-    let now = unix_now();
-    let caller = match context.rules.admit(&request, Some(&context.sessions), now) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
-    match request.method.as_str() {
-        "GET" | "HEAD" => {
-            if let Some(asset) = super::assets::asset(&request.path) {
-                return asset;
-            }
-            match request.path.as_str() {
-                "/api/console/session" => return session_answer(&caller, context),
-                // Browsers ask for it; an empty answer keeps their consoles quiet.
-                "/favicon.ico" => return Response::new(204, "image/x-icon", Bytes::new()),
-                _ => {}
-            }
-            (context.handler)(&request, &caller)
-        }
-        "POST" => {
-            let console = request.path.starts_with("/api/console/actions/")
-                || matches!(request.path.as_str(), "/console/login" | "/console/logout");
-            if !console {
-                return Response::method_not_allowed();
-            }
-            if let Some(refusal) = check_post(&request, &caller, &context.sessions) {
-                return refusal;
-            }
-            match request.path.as_str() {
-                "/console/login" => login(&request, context, now),
-                "/console/logout" => logout(),
-                _ => (context.handler)(&request, &caller),
-            }
-        }
-        _ => Response::method_not_allowed(),
+/// The answer to a request [`admit`] let through.
+fn dispatch(request: &Request, caller: &Caller, context: &Context) -> Response {
+    if request.method == "POST" {
+        return match request.path.as_str() {
+            "/console/login" => login(request, context, unix_now()),
+            "/console/logout" => logout(context),
+            _ => (context.handler)(request, caller),
+        };
+    }
+    if let Some(asset) = super::assets::asset(&request.path) {
+        return asset;
+    }
+    match request.path.as_str() {
+        "/api/console/session" => session_answer(caller, context),
+        // Browsers ask for it; an empty answer keeps their consoles quiet.
+        "/favicon.ico" => Response::new(204, "image/x-icon", Bytes::new()),
+        _ => (context.handler)(request, caller),
     }
 }
 
@@ -287,23 +332,22 @@ fn login(request: &Request, context: &Context, now: u64) -> Response {
     let Ok(login) = serde_json::from_slice::<Login>(&request.body) else {
         return Response::json_error(400, "expected a JSON body {\"token\": \"...\"}");
     };
+    let source = request.peer.map(|p| SourcePrefix::of(p.ip()).to_string()).unwrap_or_default();
     {
         let mut failed = context.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
-        if now >= failed.0 + LOGIN_WINDOW_SECS {
-            *failed = (now, 0);
-        }
-        if failed.1 >= MAX_FAILED_LOGINS {
-            return Response::json_error(429, "too many failed logins: try again in a minute")
-                .with_header("Retry-After", LOGIN_WINDOW_SECS.to_string());
+        if !failed.allows(&source, now) {
+            return Response::json_error(
+                429,
+                "too many failed logins from this address: try again in a minute",
+            )
+            .with_header("Retry-After", LOGIN_WINDOW_SECS.to_string());
         }
         if !context.rules.token_matches(&login.token) {
-            failed.1 += 1;
-            if failed.1 == MAX_FAILED_LOGINS {
-                warn!(
-                    "admin console: {MAX_FAILED_LOGINS} failed logins within a minute; refusing logins for now"
-                );
+            failed.failed(&source, now);
+            if failed.allows(&source, now) {
+                warn!(from = %source, "admin console: a login with a wrong token was refused");
             } else {
-                warn!(from = ?request.peer, "admin console: a login with a wrong token was refused");
+                warn!(from = %source, "admin console: {MAX_FAILED_LOGINS} failed logins; refusing logins from there for a minute");
             }
             return Response::json_error(401, "wrong token");
         }
@@ -313,13 +357,13 @@ fn login(request: &Request, context: &Context, now: u64) -> Response {
     info!("admin console: a browser logged in");
     Response::json(&serde_json::json!({ "csrf": csrf })).with_header(
         "Set-Cookie",
-        format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}"),
+        format!("{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}", context.cookie),
     )
 }
 
-fn logout() -> Response {
-    Response::json(&serde_json::json!({}))
-        .with_header("Set-Cookie", format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"))
+fn logout(context: &Context) -> Response {
+    let expired = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", context.cookie);
+    Response::json(&serde_json::json!({})).with_header("Set-Cookie", expired)
 }
 
 /// Whether the client asked to close after this answer (HTTP/1.0 without keep-alive, or

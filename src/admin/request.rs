@@ -36,8 +36,8 @@ impl Request {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// The head of a hyper request; header values that are not visible ASCII are dropped,
-    /// as no rule or handler reads such a value.
+    /// The head of a hyper request; bytes of header values that are not UTF-8 become
+    /// U+FFFD (another site's cookie with such bytes must not hide this server's).
     pub(super) fn from_parts(
         parts: &hyper::http::request::Parts,
         body: Bytes,
@@ -46,7 +46,9 @@ impl Request {
         let headers = parts
             .headers
             .iter()
-            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .map(|(name, value)| {
+                (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+            })
             .collect();
         Request {
             method: parts.method.as_str().to_string(),

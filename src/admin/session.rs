@@ -49,8 +49,9 @@ impl SessionKeys {
 
     /// Whether `cookie` was issued by this server and has not expired.
     pub fn valid(&self, cookie: &str, now_unix: u64) -> bool {
-        let Some((expiry, mac)) = cookie.split_once('.') else { return false };
-        let Ok(until) = u64::from_str_radix(expiry, 16) else { return false };
+        let (Some((expiry, mac)), Some(until)) = (cookie.split_once('.'), self::expiry(cookie)) else {
+            return false;
+        };
         until > now_unix && constant_time_eq(mac.as_bytes(), self.sign("session", expiry).as_bytes())
     }
 
@@ -65,6 +66,12 @@ impl SessionKeys {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// When the session `cookie` expires (Unix seconds), as it says (check it is valid first).
+pub(super) fn expiry(cookie: &str) -> Option<u64> {
+    let (expiry, _) = cookie.split_once('.')?;
+    u64::from_str_radix(expiry, 16).ok()
 }
 
 /// The value of cookie `name` in a `Cookie` header.

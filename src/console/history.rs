@@ -14,6 +14,9 @@ use super::model::ConsoleState;
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Points kept per series: one hour.
 pub const POINTS: usize = 360;
+/// Series kept per kind (links, nodes) at most: the first ones sampled; a mesh with more
+/// links than this shows history for these only (each series takes about 20 KiB).
+pub const MAX_SERIES: usize = 2000;
 
 /// One sample of every series, as the live stream's `sample` message carries it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,6 +121,14 @@ pub struct NodeSeries {
     pub points: Vec<NodeValues>,
 }
 
+/// The series of `key`, made if there is room for one more.
+fn series_for<K: Ord, T>(all: &mut BTreeMap<K, VecDeque<T>>, key: K) -> Option<&mut VecDeque<T>> {
+    if all.len() >= MAX_SERIES && !all.contains_key(&key) {
+        return None;
+    }
+    Some(all.entry(key).or_default())
+}
+
 fn push<T>(series: &mut VecDeque<T>, value: T) {
     if series.len() == POINTS {
         series.pop_front();
@@ -130,11 +141,15 @@ impl History {
     pub fn record(&mut self, sample: &Sample) {
         let t = sample.t_ms;
         for l in &sample.links {
-            let series = self.links.entry((l.a.clone(), l.b.clone())).or_default();
-            push(series, (t, l.rtt_ms, l.loss, l.throughput_bytes_per_sec));
+            let key = (l.a.clone(), l.b.clone());
+            if let Some(series) = series_for(&mut self.links, key) {
+                push(series, (t, l.rtt_ms, l.loss, l.throughput_bytes_per_sec));
+            }
         }
         for n in &sample.nodes {
-            push(self.nodes.entry(n.id.clone()).or_default(), (t, n.flows, n.bytes_per_sec));
+            if let Some(series) = series_for(&mut self.nodes, n.id.clone()) {
+                push(series, (t, n.flows, n.bytes_per_sec));
+            }
         }
         let horizon = t.saturating_sub(INTERVAL.as_millis() as u64 * POINTS as u64);
         self.links.retain(|_, s| s.back().is_some_and(|p| p.0 > horizon));
@@ -195,5 +210,15 @@ mod tests {
         let view = h.view();
         assert_eq!((view.links.len(), view.nodes.len()), (1, 1), "a is gone");
         assert_eq!(view.links[0].a, "b");
+    }
+
+    #[test]
+    fn the_number_of_series_is_capped() {
+        let mut h = History::default();
+        for i in 0..MAX_SERIES + 10 {
+            h.record(&sample(1, &format!("n{i}")));
+        }
+        let view = h.view();
+        assert_eq!((view.links.len(), view.nodes.len()), (MAX_SERIES, MAX_SERIES));
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::events::EventLog;
 use super::history::{History, INTERVAL, Sample};
 use super::model::{ConsoleState, changes};
-use crate::admin::http::Response;
+use crate::admin::http::{Caller, Response};
 
 /// How often the state is sampled for changes.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -31,8 +31,9 @@ pub const STREAM_QUEUE: usize = 4;
 /// and finds streams whose client left.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// Produces the current state (without events).
-pub type StateSource = Arc<dyn Fn() -> ConsoleState + Send + Sync>;
+/// Produces the current state (without events); `true` asks for everything the page
+/// shows, `false` for what events are derived from (cheaper: no route alternatives).
+pub type StateSource = Arc<dyn Fn(bool) -> ConsoleState + Send + Sync>;
 
 /// One console: a node's or the scheduler's.
 pub struct Console {
@@ -62,18 +63,19 @@ impl Console {
         console
     }
 
-    /// The answer to the console's own paths, or `None` for other paths.
-    pub fn answer(&self, path: &str) -> Option<Response> {
+    /// The answer to the console's own paths, or `None` for other paths. `caller`'s login,
+    /// if it has one, bounds its live stream.
+    pub fn answer(&self, path: &str, caller: &Caller) -> Option<Response> {
         match path {
             "/api/console/state" => {
-                let mut state = (self.source)();
+                let mut state = (self.source)(true);
                 state.events = self.events.newest_first();
                 Some(Response::json(&state))
             }
             "/api/console/history" => {
                 Some(Response::json(&self.history.lock().unwrap_or_else(|p| p.into_inner()).view()))
             }
-            "/api/console/live" => Some(self.live()),
+            "/api/console/live" => Some(self.live(caller.session_expiry())),
             _ => None,
         }
     }
@@ -83,7 +85,7 @@ impl Console {
         &self.events
     }
 
-    fn live(&self) -> Response {
+    fn live(&self, until_unix: Option<u64>) -> Response {
         let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
             return Response::text(
                 503,
@@ -91,12 +93,20 @@ impl Console {
             );
         };
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let first =
-            self.latest.borrow().clone().unwrap_or_else(|| Arc::new(frame("state", &(self.source)())));
+        // Subscribed before the first state is read, so no state published in between is lost.
+        let mut states = self.latest.subscribe();
+        let mut samples = self.sample.subscribe();
+        samples.mark_unchanged();
+        let first = states.borrow_and_update().clone();
+        let first = first.unwrap_or_else(|| Arc::new(frame("state", &(self.source)(true))));
+        let until = until_unix.map(|t| {
+            tokio::time::Instant::now() + Duration::from_secs(t.saturating_sub(crate::clock::unix_now()))
+        });
         let mut stream = Subscriber {
             tx,
-            states: self.latest.subscribe(),
-            samples: self.sample.subscribe(),
+            states,
+            samples,
+            until,
             newest_event: self.events.subscribe(),
             events: self.events.clone(),
             seen: 0,
@@ -119,12 +129,12 @@ struct Subscriber {
     events: Arc<EventLog>,
     seen: u64,
     stopped: watch::Receiver<bool>,
+    /// When the caller's login expires, if it is a session.
+    until: Option<tokio::time::Instant>,
 }
 
 impl Subscriber {
     async fn run(&mut self, first: Arc<Bytes>) {
-        self.states.mark_unchanged();
-        self.samples.mark_unchanged();
         // The browser reconnects by itself after a drop; say how soon.
         if self.send(Bytes::from_static(b"retry: 2000\n\n")).await.is_err()
             || self.send((*first).clone()).await.is_err()
@@ -134,6 +144,9 @@ impl Subscriber {
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        // A session's stream ends when its login does; the page then asks to log in again.
+        let forever = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
+        let until = self.until.unwrap_or(forever);
         loop {
             let message = tokio::select! {
                 changed = self.states.changed() => match changed {
@@ -151,6 +164,7 @@ impl Subscriber {
                 _ = heartbeat.tick() => Some(Arc::new(Bytes::from_static(b": keep-alive\n\n"))),
                 _ = crate::shutdown::wait_true(&mut self.stopped) => return,
                 () = self.tx.closed() => return,
+                () = tokio::time::sleep_until(until) => return,
             };
             let sent = match message {
                 Some(message) => self.send((*message).clone()).await,
@@ -197,7 +211,9 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
             _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
         let Some(console) = console.upgrade() else { return };
-        let state = (console.source)();
+        // The full state only while someone watches; events need only the cheap one.
+        let watched = console.subscribers.available_permits() < MAX_SUBSCRIBERS;
+        let state = (console.source)(watched);
         let changed = match &previous {
             Some(old) => {
                 for (kind, text) in changes(old, &state) {

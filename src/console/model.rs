@@ -192,8 +192,14 @@ pub fn changes(old: &ConsoleState, new: &ConsoleState) -> Vec<(EventKind, String
         old.routes.iter().map(|r| ((r.node.as_str(), r.route.as_str()), r)).collect();
     for r in &new.routes {
         let Some(before) = old_routes.get(&(r.node.as_str(), r.route.as_str())) else { continue };
-        let hops = |r: &RouteRow| r.paths.iter().map(|p| p.hops.clone()).collect::<Vec<_>>();
-        if hops(before) == hops(r) || r.paths.is_empty() {
+        // Paths as a set: a multipath route whose paths only change order has not moved.
+        let hops =
+            |r: &RouteRow| r.paths.iter().map(|p| p.hops.clone()).collect::<std::collections::BTreeSet<_>>();
+        if hops(before) == hops(r) {
+            continue;
+        }
+        if r.paths.is_empty() {
+            out.push((EventKind::RouteMoved, format!("route {} of {} has no path now", r.route, r.node)));
             continue;
         }
         let show = |r: &RouteRow| r.paths.iter().map(|p| p.hops.join(" → ")).collect::<Vec<_>>().join(" + ");
@@ -312,6 +318,21 @@ mod tests {
         assert_eq!(events[1].0, EventKind::RouteMoved);
         assert!(events[1].1.contains("from a → b → c to a → c: link b–c is dead"), "{}", events[1].1);
         assert!(changes(&after, &after).is_empty());
+        let mut none = after.clone();
+        none.routes[0].paths.clear();
+        assert_eq!(
+            changes(&after, &none),
+            vec![(EventKind::RouteMoved, "route web of a has no path now".to_string())]
+        );
+        let mut two = after.clone();
+        two.routes[0].paths.push(PathRow {
+            hops: vec!["a".into(), "b".into(), "c".into()],
+            weight: None,
+            cost_ms: None,
+        });
+        let mut swapped = two.clone();
+        swapped.routes[0].paths.reverse();
+        assert!(changes(&two, &swapped).is_empty(), "the same paths in another order");
     }
 
     #[test]

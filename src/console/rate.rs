@@ -33,6 +33,28 @@ impl<const N: usize> RateMeter<N> {
         entry.2
     }
 
+    /// Rates of counters that move in steps (totals reported every few seconds): renewed
+    /// when the counters change, over the time since they last changed (at least `span`);
+    /// zero once they have not changed for `idle`.
+    pub fn rates_on_change(
+        &mut self,
+        key: &str,
+        counters: [u64; N],
+        now: Instant,
+        idle: Duration,
+    ) -> Option<[f64; N]> {
+        let entry = self.last.entry(key.to_string()).or_insert((now, counters, None));
+        let elapsed = now.duration_since(entry.0);
+        if counters != entry.1 && elapsed >= self.span {
+            let secs = elapsed.as_secs_f64();
+            let rate = std::array::from_fn(|i| counters[i].saturating_sub(entry.1[i]) as f64 / secs);
+            *entry = (now, counters, Some(rate));
+        } else if counters == entry.1 && elapsed >= idle {
+            entry.2 = Some([0.0; N]);
+        }
+        entry.2
+    }
+
     /// Forgets every key for which `keep` is false.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.last.retain(|k, _| keep(k));
@@ -53,6 +75,21 @@ mod tests {
         assert_eq!(m.rates("a", [20, 11_000], t0 + span), Some([2.0, 2000.0]));
         assert_eq!(m.rates("a", [25, 12_000], t0 + span + Duration::from_secs(1)), Some([2.0, 2000.0]));
         m.retain(|k| k != "a");
+        assert_eq!(m.rates("a", [0, 0], t0 + span * 3), None, "forgotten");
+    }
+
+    #[test]
+    fn stepped_counters_give_the_rate_between_steps_and_zero_when_idle() {
+        let (span, idle) = (Duration::from_secs(1), Duration::from_secs(25));
+        let mut m = RateMeter::new(span);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(m.rates_on_change("n", [0, 0], t0, idle), None);
+        // A report every 10 s: the rate holds between reports instead of dropping to 0.
+        assert_eq!(m.rates_on_change("n", [10, 1000], at(10), idle), Some([1.0, 100.0]));
+        assert_eq!(m.rates_on_change("n", [10, 1000], at(15), idle), Some([1.0, 100.0]));
+        assert_eq!(m.rates_on_change("n", [30, 3000], at(20), idle), Some([2.0, 200.0]));
+        assert_eq!(m.rates_on_change("n", [30, 3000], at(46), idle), Some([0.0, 0.0]));
         assert_eq!(m.rates("a", [0, 0], t0 + span * 3), None, "forgotten");
     }
 }

@@ -26,11 +26,11 @@ pub(super) struct StatsView {
 
 /// The routes of a node's admin API, its console's among them.
 pub(super) fn node_handler(view: NodeView, console: Arc<Console>) -> Handler {
-    Arc::new(move |request: &Request, _caller: &crate::admin::http::Caller| {
+    Arc::new(move |request: &Request, caller: &crate::admin::http::Caller| {
         if request.path.starts_with("/api/console/actions/") {
             return Response::json_error(404, "a node's console has no actions: use the scheduler's");
         }
-        console.answer(&request.path).unwrap_or_else(|| route(&view, request))
+        console.answer(&request.path, caller).unwrap_or_else(|| route(&view, request))
     })
 }
 

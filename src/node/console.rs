@@ -20,7 +20,7 @@ const RATE_SPAN: Duration = Duration::from_secs(2);
 pub(super) fn start(view: NodeView, stopped: tokio::sync::watch::Receiver<bool>) -> Arc<Console> {
     let meter = Mutex::new(RateMeter::new(RATE_SPAN));
     let events = view.events();
-    let source: StateSource = Arc::new(move || state(&view, &meter));
+    let source: StateSource = Arc::new(move |_full| state(&view, &meter));
     Console::start(source, events, stopped)
 }
 

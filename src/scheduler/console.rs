@@ -19,8 +19,11 @@ use crate::console::live::{Console, StateSource};
 use crate::console::model::{ConsoleState, LinkRow, NodeRow, PathRow, RouteRow};
 use crate::console::rate::RateMeter;
 
-/// The span node rates are measured over: nodes report their totals every few seconds.
-const RATE_SPAN: Duration = Duration::from_secs(5);
+/// The shortest span node rates are measured over.
+const RATE_SPAN: Duration = Duration::from_secs(1);
+/// Totals unchanged this long mean nothing flowed: nodes report every heartbeat (10 s by
+/// default), so a quiet interval between two reports is not mistaken for a stop.
+const RATE_IDLE: Duration = Duration::from_secs(25);
 /// Alternatives shown per route.
 const ALTERNATIVES: usize = 3;
 /// Routes whose alternatives are computed per state (each is a path search).
@@ -34,7 +37,7 @@ const MAX_TOKEN_USES: u32 = 1000;
 pub(super) fn start(view: SchedulerView, stopped: tokio::sync::watch::Receiver<bool>) -> Arc<Console> {
     let meter = Mutex::new(RateMeter::new(RATE_SPAN));
     let events = view.events();
-    let source: StateSource = Arc::new(move || state(&view, &meter));
+    let source: StateSource = Arc::new(move |full| state(&view, &meter, full));
     Console::start(source, events, stopped)
 }
 
@@ -68,7 +71,7 @@ pub(super) fn answer(
             Err((status, message)) => Response::json_error(status, message),
         });
     }
-    console.answer(&request.path)
+    console.answer(&request.path, caller)
 }
 
 /// Who acted, for the log and the event.
@@ -191,8 +194,10 @@ fn unpin(view: &SchedulerView, body: &[u8]) -> ActionResult {
     Ok((Response::json(&serde_json::json!({})), format!("route {} of {} unpinned", r.route, r.node)))
 }
 
-fn state(view: &SchedulerView, meter: &Mutex<RateMeter<2>>) -> ConsoleState {
+/// The mesh as the console shows it; with `full`, each route's alternatives too.
+fn state(view: &SchedulerView, meter: &Mutex<RateMeter<2>>, full: bool) -> ConsoleState {
     let snapshot = view.snapshot();
+    let totals = view.node_totals();
     let now = Instant::now();
     let mut meter = meter.lock().unwrap_or_else(|p| p.into_inner());
     meter.retain(|id| snapshot.nodes.iter().any(|n| n.id == id));
@@ -200,9 +205,8 @@ fn state(view: &SchedulerView, meter: &Mutex<RateMeter<2>>) -> ConsoleState {
         .nodes
         .iter()
         .map(|n| {
-            let (flows, bytes) =
-                view.route_totals(&n.id).iter().fold((0, 0), |(f, b), (_, rf, rb)| (f + rf, b + rb));
-            let rates = meter.rates(&n.id, [flows, bytes], now);
+            let (flows, bytes) = totals.get(&n.id).copied().unwrap_or_default();
+            let rates = meter.rates_on_change(&n.id, [flows, bytes], now, RATE_IDLE);
             NodeRow {
                 id: n.id.clone(),
                 region: n.region.clone(),
@@ -258,7 +262,7 @@ fn state(view: &SchedulerView, meter: &Mutex<RateMeter<2>>) -> ConsoleState {
     let ends: Vec<(String, String)> = snapshot
         .routes
         .iter()
-        .take(ROUTES_WITH_ALTERNATIVES)
+        .take(if full { ROUTES_WITH_ALTERNATIVES } else { 0 })
         .map(|r| (r.node.clone(), r.exit.clone()))
         .collect();
     let mut found = view.alternatives(&ends, ALTERNATIVES + 2).into_iter();

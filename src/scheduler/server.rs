@@ -122,9 +122,9 @@ impl SchedulerView {
         self.shared.with_state(|s| s.unpin(node, route))
     }
 
-    /// Flows and bytes per route that `node` has reported, since it started.
-    pub fn route_totals(&self, node: &str) -> Vec<(String, u64, u64)> {
-        self.shared.with_state(|s| s.route_totals(node))
+    /// Per node, the flows and bytes its routes carried since it started (one lock).
+    pub fn node_totals(&self) -> std::collections::HashMap<String, (u64, u64)> {
+        self.shared.with_state(|s| s.node_totals())
     }
 
     /// How long issued instructions stay valid.

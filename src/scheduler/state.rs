@@ -333,11 +333,19 @@ impl MeshState {
         now: Instant,
     ) -> Vec<Vec<Vec<String>>> {
         let graph = self.graph(now);
+        // As the recompute searches: never through a node that does not relay.
+        let no_relay = |n: &str| self.nodes.get(n).is_some_and(|x| !x.relay);
         let paths = |(node, exit): &(String, String)| {
-            let found = graph.disjoint_paths(node, exit, self.policy.objective, max);
+            let found = graph.disjoint_paths_avoiding(node, exit, self.policy.objective, max, no_relay);
             found.into_iter().map(|p| p.path.nodes).collect()
         };
         routes.iter().map(paths).collect()
+    }
+
+    /// Per node, the flows and bytes its routes carried since it started, as reported.
+    pub fn node_totals(&self) -> HashMap<String, (u64, u64)> {
+        let sum = |n: &NodeState| n.route_totals.values().fold((0, 0), |(f, b), (rf, rb)| (f + rf, b + rb));
+        self.nodes.iter().map(|(id, n)| (id.clone(), sum(n))).collect()
     }
 
     /// Pins `pin.route` of `pin.node` to `pin.relays` from the next recompute on, replacing

@@ -160,7 +160,12 @@
     es = src;
     src.onopen = () => {
       setLive(true);
-      if (dropped) api('/api/console/history').then(loadHistory, () => {});
+      if (dropped) {
+        // Each stream starts with every kept event; the server may have restarted and
+        // numbered them afresh, so rebuild the list from it rather than merge.
+        events = [];
+        api('/api/console/history').then(loadHistory, () => {});
+      }
       dropped = false;
     };
     src.onerror = () => {
@@ -294,10 +299,13 @@
     const sch = scheduler(), can = canAct();
     $('actions-body').hidden = !can;
     $('actions-note').hidden = can;
-    $('actions-login').hidden = can || !sch || !$('login').hidden;
-    setText($('actions-note'), sch
-      ? 'Actions (join tokens, removing nodes, pinning routes) need the scheduler\u2019s admin token: log in with it.'
-      : 'Actions (join tokens, removing nodes, pinning routes) are done on the scheduler\u2019s console.');
+    const noToken = !!session && !session.login_required;
+    $('actions-login').hidden = can || !sch || noToken || !$('login').hidden;
+    setText($('actions-note'), !sch
+      ? 'Actions (join tokens, removing nodes, pinning routes) are done on the scheduler\u2019s console.'
+      : noToken
+        ? 'Actions (join tokens, removing nodes, pinning routes) need an admin token: set admin_token in the scheduler\u2019s config and log in with it.'
+        : 'Actions (join tokens, removing nodes, pinning routes) need the scheduler\u2019s admin token: log in with it.');
   }
 
   // Map ---------------------------------------------------------------------
