@@ -148,8 +148,7 @@ impl Node {
     /// Starts a node with an identity already in memory.
     pub async fn start_with_identity(config: Config, identity: TlsIdentity) -> anyhow::Result<Node> {
         let transport = Arc::new(link::endpoint::transport_config(&config.mesh, &config.limits));
-        let socket = crate::quic::bind_udp(config.mesh.bind, config.mesh.udp_buffer)
-            .with_context(|| format!("mesh.bind: cannot bind UDP {}", config.mesh.bind))?;
+        let (socket, tcp_links) = link::tcp::bind_pair(&config.mesh)?;
         let identity = identity.with_revocations(load_revocations(&config)?);
         let endpoint = crate::quic::build(&identity, transport.clone(), socket)?;
         // The sealing key comes from the TLS key, so it survives restarts unchanged and
@@ -162,7 +161,6 @@ impl Node {
         cards.set_own(own_card);
         let tcp_transport = Arc::new(link::endpoint::tcp_transport_config(&config.mesh, &config.limits));
         let tls = link::identity::NodeTls::new(identity, transport, tcp_transport)?;
-        let tcp_links = link::tcp::bind(config.mesh.tcp_bind, endpoint.local_addr()?)?;
         let mut bound: Vec<(String, flow::listener::Bound, crate::config::ListenerProtocol)> = Vec::new();
         for l in &config.listeners {
             let socket = flow::listener::Bound::bind(l).with_context(|| {

@@ -49,6 +49,37 @@ const NOT_SENT_LOW_WATER: u32 = 128 * 1024;
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Attempts at drawing an ephemeral port free on both UDP and TCP.
+const PAIR_ATTEMPTS: usize = 16;
+
+/// The mesh's UDP socket (at `mesh.bind`) and the TCP listener for links (see [`bind`]).
+/// With an ephemeral port (`:0`) and the default `tcp_bind`, the pair is drawn again when
+/// the UDP port's number is taken on TCP, so such a node always accepts links over TCP.
+pub(crate) fn bind_pair(
+    mesh: &crate::config::MeshConfig,
+) -> anyhow::Result<(std::net::UdpSocket, Option<TcpListener>)> {
+    let redraw = mesh.bind.port() == 0 && matches!(mesh.tcp_bind, TcpBind::SameAsQuic);
+    for _ in 1..PAIR_ATTEMPTS {
+        let socket = bind_udp(mesh)?;
+        let quic = socket.local_addr()?;
+        if !redraw {
+            return Ok((socket, bind(mesh.tcp_bind, quic)?));
+        }
+        if let Ok(listener) = crate::node::flow::listener::bind(quic) {
+            return Ok((socket, Some(listener)));
+        }
+        debug!(port = quic.port(), "the mesh's UDP port is taken on TCP: drawing another");
+    }
+    let socket = bind_udp(mesh)?;
+    let quic = socket.local_addr()?;
+    Ok((socket, bind(mesh.tcp_bind, quic)?))
+}
+
+fn bind_udp(mesh: &crate::config::MeshConfig) -> anyhow::Result<std::net::UdpSocket> {
+    crate::quic::bind_udp(mesh.bind, mesh.udp_buffer)
+        .with_context(|| format!("mesh.bind: cannot bind UDP {}", mesh.bind))
+}
+
 /// Binds the listener for links over TCP (`mesh.tcp_bind`); `quic` is the address the
 /// QUIC endpoint got. `None` with `off`, or when the default port is taken (said in the
 /// log: only an explicit address must bind).
