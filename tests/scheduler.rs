@@ -12,7 +12,7 @@ use proxy::config::scheduler as sched_config;
 use proxy::emulator::{LinkEmulator, LinkProfile};
 use proxy::scheduler::Scheduler;
 use proxy::scheduler::state::LinkState;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The admin API on a free port, so tests can run side by side.
 const ADMIN: &str = "admin_addr: \"127.0.0.1:0\"\n";
@@ -160,6 +160,49 @@ async fn a_node_that_knows_only_the_scheduler_is_introduced_to_its_exit() {
     let _flow = open_echoed_flow(listener_addr(&a, "in"), 9).await;
     assert_eq!(d.stats().flows_exited, 1);
     assert!(d.peers().iter().any(|p| p.id == "a"), "d accepted a as a discovered peer");
+}
+
+/// `scheduler.addresses`: a node takes the first scheduler listed that answers, stays with
+/// it, and moves to the next when it goes away, keeping its flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_moves_to_the_next_scheduler_listed_when_its_own_goes_away() {
+    let mesh = Mesh::new(&["a", "b"]);
+    let (first, first_addr) = scheduler_for(&mesh, "").await;
+    let (second, second_addr) = scheduler_for(&mesh, "").await;
+    // Nothing answers at the head of b's list: it goes on to the next.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let echo = echo_server().await;
+    let mut b = NodeSpec::new("b");
+    b.peers = vec![("a", String::new())];
+    b.allow = vec![echo.to_string()];
+    b.scheduler = Some(format!("{silent_addr},{second_addr}"));
+    let b = b.start(&mesh).await;
+    let mut a = NodeSpec::new("a");
+    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string())];
+    a.routes = vec![("in", echo.to_string(), Some("b"))];
+    a.scheduler = Some(format!("{first_addr},{second_addr}"));
+    let a = a.start(&mesh).await;
+    let has = |s: &Scheduler, id: &str| s.nodes().contains(&id.to_string());
+    assert!(eventually(Duration::from_secs(15), || has(&second, "b")).await, "b skipped the silent address");
+    assert!(eventually(Duration::from_secs(15), || has(&first, "a")).await, "a took the first listed");
+    assert!(!has(&second, "a"), "a stays with its scheduler while it answers");
+    assert!(a.wait_for_link("b", Duration::from_secs(10)).await);
+
+    // A flow open across the move.
+    let entry = listener_addr(&a, "in");
+    let mut flow = connect(entry).await;
+    flow.write_all(b"before").await.expect("write");
+    let mut got = [0u8; 6];
+    flow.read_exact(&mut got).await.expect("echo");
+    drop(first);
+    assert!(
+        eventually(Duration::from_secs(15), || has(&second, "a")).await,
+        "a moved to the second scheduler"
+    );
+    flow.write_all(b"after!").await.expect("write after the move");
+    flow.read_exact(&mut got).await.expect("echo after the move");
+    assert_eq!(&got, b"after!");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,8 +154,10 @@ impl ListenerProtocol {
 /// The `scheduler` section (used from the scheduler issue on; validated now).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerClientConfig {
-    /// `host:port` of the scheduler's QUIC endpoint.
-    pub address: String,
+    /// `host:port` of each scheduler's QUIC endpoint (`address`, or `addresses` when the
+    /// mesh runs several): the node keeps one session, with the first that answers, and
+    /// moves to the next when it fails.
+    pub addresses: Vec<String>,
     /// Time allowed for one connection attempt.
     pub connect_timeout: Duration,
     /// Time allowed for one request.

@@ -90,6 +90,8 @@ pub(crate) struct RawListener {
 pub(crate) struct RawScheduler {
     /// `address`.
     pub(crate) address: Option<String>,
+    /// `addresses`.
+    pub(crate) addresses: Option<Vec<String>>,
     /// `connect_timeout`.
     pub(crate) connect_timeout: Option<String>,
     /// `request_timeout`.

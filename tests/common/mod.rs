@@ -81,7 +81,8 @@ pub struct NodeSpec<'a> {
     pub via: Vec<&'a str>,
     /// Extra lines for the `mesh` section, e.g. `relay: false`.
     pub mesh_extra: Vec<String>,
-    /// The scheduler's address, when the node uses one.
+    /// The scheduler's address, when the node uses one; several, comma-separated, are
+    /// written as `scheduler.addresses`.
     pub scheduler: Option<String>,
     /// `mesh.keepalive_interval`.
     pub keepalive: &'a str,
@@ -229,8 +230,14 @@ impl<'a> NodeSpec<'a> {
             y += &format!("  {l}\n");
         }
         if let Some(addr) = &self.scheduler {
+            let key = if addr.contains(',') {
+                let list: Vec<String> = addr.split(',').map(|a| format!("\"{a}\"")).collect();
+                format!("addresses: [ {} ]", list.join(", "))
+            } else {
+                format!("address: \"{addr}\"")
+            };
             y += &format!(
-                "scheduler:\n  address: \"{addr}\"\n  heartbeat_interval: \"200ms\"\n  retry_interval: \"200ms\"\n  connect_timeout: \"1s\"\n"
+                "scheduler:\n  {key}\n  heartbeat_interval: \"200ms\"\n  retry_interval: \"200ms\"\n  connect_timeout: \"1s\"\n"
             );
         }
         if !self.limits.is_empty() {

@@ -317,8 +317,33 @@ impl Checker<'_> {
     }
 
     fn scheduler(&mut self, raw: &raw::RawScheduler) -> Option<SchedulerClientConfig> {
-        let address = self.required("scheduler.address", raw.address.as_deref());
-        let address = address.and_then(|a| self.host_port("scheduler.address", Some(a))).flatten();
+        let addresses = match (&raw.address, &raw.addresses) {
+            (Some(_), Some(_)) => self.check(
+                "scheduler.addresses",
+                Err::<Vec<String>, _>("give `address` or `addresses`, not both".into()),
+            ),
+            (_, Some(list)) if list.is_empty() => self.check(
+                "scheduler.addresses",
+                Err::<Vec<String>, _>("must name at least one scheduler".into()),
+            ),
+            (_, Some(list)) => {
+                let mut out = Vec::new();
+                for (i, a) in list.iter().enumerate() {
+                    let key = format!("scheduler.addresses[{i}]");
+                    if let Some(Some(a)) = self.host_port(key.clone(), Some(a)) {
+                        if out.contains(&a) {
+                            self.error(key, format!("`{a}` is listed twice"));
+                        }
+                        out.push(a);
+                    }
+                }
+                (out.len() == list.len()).then_some(out)
+            }
+            (address, None) => {
+                let address = self.required("scheduler.address", address.as_deref());
+                address.and_then(|a| self.host_port("scheduler.address", Some(a))).flatten().map(|a| vec![a])
+            }
+        };
         let connect_timeout = self.duration(
             "scheduler.connect_timeout",
             raw.connect_timeout.as_deref(),
@@ -337,7 +362,7 @@ impl Checker<'_> {
             Duration::from_secs(10),
         );
         Some(SchedulerClientConfig {
-            address: address?,
+            addresses: addresses?,
             connect_timeout: connect_timeout?,
             request_timeout: request_timeout?,
             retry_interval: retry_interval?,

@@ -413,10 +413,25 @@ fn the_scheduler_section_needs_an_address() {
     assert_has(&errors(&text), "scheduler.address", "is required");
     let text = with("mesh:", "scheduler:\n  address: sched.example:7900\n  max_retries: 0\nmesh:");
     let scheduler = run(&text).expect("valid").scheduler.expect("present");
-    assert_eq!(scheduler.address, "sched.example:7900");
+    assert_eq!(scheduler.addresses, ["sched.example:7900"]);
     assert_eq!(scheduler.max_retries, 0);
     assert_eq!(scheduler.connect_timeout, Duration::from_secs(5));
     assert_eq!(scheduler.heartbeat_interval, Duration::from_secs(10));
+}
+
+#[test]
+fn several_schedulers_are_listed_under_addresses() {
+    let text = with("mesh:", "scheduler:\n  addresses: [ \"s1.example:7900\", \"10.0.0.2:7900\" ]\nmesh:");
+    let scheduler = run(&text).expect("valid").scheduler.expect("present");
+    assert_eq!(scheduler.addresses, ["s1.example:7900", "10.0.0.2:7900"]);
+    let both = with("mesh:", "scheduler:\n  address: a.example:1\n  addresses: [ \"b.example:1\" ]\nmesh:");
+    assert_has(&errors(&both), "scheduler.addresses", "not both");
+    let empty = with("mesh:", "scheduler:\n  addresses: []\nmesh:");
+    assert_has(&errors(&empty), "scheduler.addresses", "at least one");
+    let bad = with("mesh:", "scheduler:\n  addresses: [ \"ok.example:1\", \"no-port\" ]\nmesh:");
+    assert_has(&errors(&bad), "scheduler.addresses[1]", "");
+    let twice = with("mesh:", "scheduler:\n  addresses: [ \"a.example:1\", \"a.example:1\" ]\nmesh:");
+    assert_has(&errors(&twice), "scheduler.addresses[1]", "listed twice");
 }
 
 #[test]

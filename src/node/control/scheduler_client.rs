@@ -39,13 +39,15 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     let mut meter = LinkMeter::default();
     let mut renewal = Renewal::default();
     let mut failures = 0u32;
+    // Which of `cfg.addresses` the last session had.
+    let mut preferred = 0usize;
     let mut draining = shared.draining.clone();
     loop {
         if *draining.borrow() {
             return;
         }
         let mut connected = false;
-        match session(&shared, &cfg, &mut connected, &mut meter, &mut renewal).await {
+        match session(&shared, &cfg, &mut preferred, &mut connected, &mut meter, &mut renewal).await {
             Ok(()) => failures = 0,
             // A session that got through counts as a success, however it ended.
             Err(_) if connected => failures = 0,
@@ -73,11 +75,12 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
 async fn session(
     shared: &Arc<Shared>,
     cfg: &SchedulerClientConfig,
+    preferred: &mut usize,
     connected: &mut bool,
     meter: &mut LinkMeter,
     renewal: &mut Renewal,
 ) -> anyhow::Result<()> {
-    let conn = connect(shared, cfg).await?;
+    let conn = connect(shared, cfg, preferred).await?;
     let result = registered_session(shared, cfg, &conn, connected, meter, renewal).await;
     // TLS 1.3 lets the client finish its handshake before the server has checked the
     // client's certificate: a refusal shows as the connection's close.
@@ -167,12 +170,42 @@ async fn registered_session(
     }
 }
 
-async fn connect(shared: &Shared, cfg: &SchedulerClientConfig) -> anyhow::Result<Connection> {
-    let addr = crate::node::link::connect::resolve_reachable(shared, &cfg.address, cfg.connect_timeout)
+/// A session with the first scheduler that answers, trying `cfg.addresses` in turn from
+/// `*preferred` (the one the last session had, so a node stays with its scheduler while it
+/// answers); on success `*preferred` names the one that did.
+async fn connect(
+    shared: &Shared,
+    cfg: &SchedulerClientConfig,
+    preferred: &mut usize,
+) -> anyhow::Result<Connection> {
+    let n = cfg.addresses.len();
+    let mut failures = Vec::new();
+    for i in (0..n).map(|k| (*preferred + k) % n) {
+        let address = &cfg.addresses[i];
+        match connect_to(shared, cfg, address).await {
+            Ok(conn) => {
+                if i != *preferred {
+                    info!(scheduler = %address, "moving to the next scheduler listed");
+                }
+                *preferred = i;
+                return Ok(conn);
+            }
+            Err(e) => failures.push(format!("{address}: {e:#}")),
+        }
+    }
+    anyhow::bail!("{}", failures.join("; "))
+}
+
+async fn connect_to(
+    shared: &Shared,
+    cfg: &SchedulerClientConfig,
+    address: &str,
+) -> anyhow::Result<Connection> {
+    let addr = crate::node::link::connect::resolve_reachable(shared, address, cfg.connect_timeout)
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{} resolves to no usable address", cfg.address))?;
+        .ok_or_else(|| anyhow::anyhow!("{address} resolves to no usable address"))?;
     let connecting = shared.tls.connect(&shared.endpoint, addr, SCHEDULER_ID)?;
     Ok(tokio::time::timeout(cfg.connect_timeout, connecting)
         .await
