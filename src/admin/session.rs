@@ -10,6 +10,7 @@
 use ring::hmac;
 
 use super::access::constant_time_eq;
+use crate::core::join_token::hex;
 
 /// The cookie's name.
 pub const COOKIE: &str = "proxy_console";
@@ -62,10 +63,6 @@ impl SessionKeys {
             None => self.sign("csrf-loopback", ""),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// When the session `cookie` expires (Unix seconds), as it says (check it is valid first).

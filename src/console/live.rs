@@ -203,6 +203,7 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let per_sample = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as u64;
+    // The last state, quiet (see `ConsoleState::into_quiet`): what changes are measured from.
     let mut previous: Option<ConsoleState> = None;
     let mut ticks: u64 = 0;
     loop {
@@ -214,15 +215,13 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
         // The full state only while someone watches; events need only the cheap one.
         let watched = console.subscribers.available_permits() < MAX_SUBSCRIBERS;
         let state = (console.source)(watched);
-        let changed = match &previous {
-            Some(old) => {
-                for (kind, text) in changes(old, &state) {
-                    console.events.push(kind, text);
-                }
-                old.differs_from(&state)
+        let quiet = state.clone().into_quiet();
+        if let Some(old) = &previous {
+            for (kind, text) in changes(old, &state) {
+                console.events.push(kind, text);
             }
-            None => true,
-        };
+        }
+        let changed = previous.as_ref() != Some(&quiet);
         if changed {
             console.latest.send_replace(Some(Arc::new(frame("state", &state))));
         }
@@ -232,6 +231,6 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
             console.sample.send_replace(Some(Arc::new(frame("sample", &sample))));
         }
         ticks += 1;
-        previous = Some(state);
+        previous = Some(quiet);
     }
 }

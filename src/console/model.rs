@@ -133,16 +133,18 @@ impl ConsoleState {
     /// Whether `other` shows something different, ignoring the clock-driven fields (ages,
     /// last-seen times) so that a quiet mesh sends nothing.
     pub fn differs_from(&self, other: &ConsoleState) -> bool {
-        let quiet = |s: &ConsoleState| {
-            let mut s = s.clone();
-            s.generated_at_ms = 0;
-            s.events.clear();
-            s.nodes.iter_mut().for_each(|n| n.last_seen_secs = None);
-            s.routes.iter_mut().for_each(|r| r.age_secs = None);
-            s.flows.iter_mut().for_each(|f| f.age_secs = 0.0);
-            s
-        };
-        quiet(self) != quiet(other)
+        self.clone().into_quiet() != other.clone().into_quiet()
+    }
+
+    /// The state without its clock-driven fields (ages, last-seen times, events): two
+    /// quiet states are equal when the page would show nothing new.
+    pub fn into_quiet(mut self) -> ConsoleState {
+        self.generated_at_ms = 0;
+        self.events.clear();
+        self.nodes.iter_mut().for_each(|n| n.last_seen_secs = None);
+        self.routes.iter_mut().for_each(|r| r.age_secs = None);
+        self.flows.iter_mut().for_each(|f| f.age_secs = 0.0);
+        self
     }
 
     /// The sum of the round-trip times along `hops`, when every link on it is up.

@@ -4,6 +4,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// How fast each counter grew from `from` to `to` over `elapsed`.
+fn per_second<const N: usize>(from: [u64; N], to: [u64; N], elapsed: Duration) -> [f64; N] {
+    let secs = elapsed.as_secs_f64();
+    std::array::from_fn(|i| to[i].saturating_sub(from[i]) as f64 / secs)
+}
+
 /// One key's last measure: when, the counters then, and the rates it gave.
 type Measure<const N: usize> = (Instant, [u64; N], Option<[f64; N]>);
 
@@ -26,9 +32,7 @@ impl<const N: usize> RateMeter<N> {
         let entry = self.last.entry(key.to_string()).or_insert((now, counters, None));
         let elapsed = now.duration_since(entry.0);
         if elapsed >= self.span {
-            let secs = elapsed.as_secs_f64();
-            let rate = std::array::from_fn(|i| counters[i].saturating_sub(entry.1[i]) as f64 / secs);
-            *entry = (now, counters, Some(rate));
+            *entry = (now, counters, Some(per_second(entry.1, counters, elapsed)));
         }
         entry.2
     }
@@ -46,9 +50,7 @@ impl<const N: usize> RateMeter<N> {
         let entry = self.last.entry(key.to_string()).or_insert((now, counters, None));
         let elapsed = now.duration_since(entry.0);
         if counters != entry.1 && elapsed >= self.span {
-            let secs = elapsed.as_secs_f64();
-            let rate = std::array::from_fn(|i| counters[i].saturating_sub(entry.1[i]) as f64 / secs);
-            *entry = (now, counters, Some(rate));
+            *entry = (now, counters, Some(per_second(entry.1, counters, elapsed)));
         } else if counters == entry.1 && elapsed >= idle {
             entry.2 = Some([0.0; N]);
         }

@@ -71,7 +71,7 @@ impl Cluster {
         make_certificates(&dir)?;
         let mut secret = [0u8; 16];
         rand::fill(&mut secret);
-        let console_token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let console_token = crate::core::join_token::hex(&secret);
         let scheduler = Scheduler::start(
             crate::config::scheduler::parse(&scheduler_yaml(&console_token), &dir)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?,
