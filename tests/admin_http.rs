@@ -23,6 +23,7 @@ fn routes() -> Handler {
     Arc::new(|request: &Request, _: &http::Caller| match request.path.as_str() {
         "/healthz" => Response::text(200, "ok\n"),
         "/api/console/actions/echo" => Response::json(&serde_json::json!({})),
+        "/v1/big" => Response::text(200, "x".repeat(64 * 1024 * 1024)),
         "/v1/stream" => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tokio::spawn(async move {
@@ -224,6 +225,10 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_strict_http_only_cookie() {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
     let cookie = cookie_of(&ok);
+    assert!(
+        cookie.starts_with(&format!("proxy_console_{}=", server.addr.port())),
+        "named per port: {cookie}"
+    );
     let csrf = csrf_of(&ok);
 
     let with_cookie = format!("GET /v1/status HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n");
@@ -278,6 +283,41 @@ async fn guessing_the_token_is_cut_short_after_ten_failures_a_minute() {
     assert!(held.starts_with("HTTP/1.1 429 ") && held.contains("Retry-After: 60"), "{held}");
     // The bearer token still works for scripts meanwhile.
     assert_eq!(get(&server, "/healthz", Some("s3cret")).await.0, 200);
+    // The limit is per source: another address logs in with the token.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+    let mut other = socket.connect(server.addr).await.expect("connect from 127.0.0.2");
+    other.write_all(&post("/console/login", r#"{"token":"s3cret"}"#, "")).await.expect("send");
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, other.read_to_string(&mut answer)).await.expect("in time").expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_at_the_write_deadline() {
+    let options = ServeOptions {
+        max_connections: 1,
+        write_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    };
+    let server = start(None, options).await;
+    // Asks for 64 MiB and reads none of it: the server's writes stall.
+    let mut stalled = TcpStream::connect(server.addr).await.expect("connect");
+    stalled.write_all(b"GET /v1/big HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("send");
+    // The only connection slot comes free once the server gives up on it.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = match http::get(&server.addr.to_string(), "/healthz", None, WAIT).await {
+            Ok((status, _)) => status,
+            Err(_) => 0,
+        };
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "served once the stalled client was dropped");
+    drop(stalled);
 }
 
 #[tokio::test]

@@ -234,3 +234,43 @@ async fn sample_loop(console: std::sync::Weak<Console>, mut stopped: watch::Rece
         previous = Some(quiet);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty(_: bool) -> ConsoleState {
+        ConsoleState {
+            kind: "node",
+            self_id: None,
+            generated_at_ms: 0,
+            actions: false,
+            nodes: vec![],
+            links: vec![],
+            routes: vec![],
+            flows: vec![],
+            events: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_s_stream_ends_when_its_login_expires() {
+        let (_stop, stopped) = watch::channel(false);
+        let console = Console::start(Arc::new(empty), Arc::default(), stopped);
+        let expiry = crate::clock::unix_now() + 1;
+        let caller = Caller::Session(format!("{expiry:x}.mac"));
+        let mut stream =
+            console.answer("/api/console/live", &caller).and_then(|r| r.stream).expect("a stream");
+        let ended =
+            tokio::time::timeout(Duration::from_secs(30), async { while stream.recv().await.is_some() {} })
+                .await;
+        assert!(ended.is_ok(), "the stream ended");
+        // A bearer caller's stream has no such end: it is still open after the same wait.
+        let mut open =
+            console.answer("/api/console/live", &Caller::Bearer).and_then(|r| r.stream).expect("a stream");
+        let still =
+            tokio::time::timeout(Duration::from_secs(2), async { while open.recv().await.is_some() {} })
+                .await;
+        assert!(still.is_err(), "a bearer stream stays open");
+    }
+}

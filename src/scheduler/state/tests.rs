@@ -585,3 +585,14 @@ fn an_outcome_naming_a_relay_many_times_is_skipped_cheaply() {
     m.outcomes("a", true, vec![outcome(&relays, 9, 9), outcome(&["b", "b"], 9, 9), outcome(&["a"], 9, 9)], t);
     assert!(m.nodes["a"].suspects.avoided(t).is_empty(), "none of them counts");
 }
+
+#[test]
+fn alternatives_shown_avoid_nodes_that_do_not_relay() {
+    let t = Instant::now();
+    let mut m = mesh(10, 80, t);
+    let both = m.alternatives(&[("a".into(), "d".into())], 3, t);
+    assert!(both[0].contains(&vec!["a".to_string(), "b".into(), "d".into()]), "{both:?}");
+    m.outcomes("b", false, vec![], t);
+    let direct = m.alternatives(&[("a".into(), "d".into())], 3, t);
+    assert_eq!(direct, vec![vec![vec!["a".to_string(), "d".into()]]], "b relays no more");
+}
