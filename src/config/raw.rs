@@ -358,9 +358,26 @@ pub(crate) struct RawSchedulerConfig {
     pub(crate) data_dir: Option<String>,
     /// `node_cert_lifetime`.
     pub(crate) node_cert_lifetime: Option<String>,
+    /// `state`.
+    pub(crate) state: Option<RawState>,
     /// The text this was parsed from, kept so validation can give line numbers.
     #[serde(skip)]
     pub(crate) text: String,
+}
+
+/// The scheduler's `state`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `etcd` (a list of endpoints)")]
+pub(crate) struct RawState {
+    /// `etcd`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) etcd: Vec<String>,
+    /// `prefix`.
+    pub(crate) prefix: Option<String>,
+    /// `lease`.
+    pub(crate) lease: Option<String>,
+    /// `name`.
+    pub(crate) name: Option<String>,
 }
 
 /// The scheduler's `hysteresis`.

@@ -24,6 +24,11 @@
 //! ca_key: ca.key                 # the mesh CA's key: signs `mesh join` and renewals
 //! data_dir: state                # the registry: join tokens, members, removals
 //! node_cert_lifetime: "90d"      # certificates it signs; at most 90 days
+//! state:                         # several schedulers, one mesh (default: the file store)
+//!   etcd: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+//!   prefix: /proxy               # keys live under it; one prefix per mesh
+//!   lease: "3s"                  # leadership lease: a dead leader is replaced after this
+//!   name: sched-a                # this scheduler, as the others see it (default: random)
 //! ```
 
 use std::net::SocketAddr;
@@ -78,6 +83,22 @@ pub struct SchedulerConfig {
     pub data_dir: PathBuf,
     /// Lifetime of the certificates it signs (`node_cert_lifetime`, at most 90 days).
     pub node_cert_lifetime: Duration,
+    /// Shared state and leadership in etcd (`state.etcd`); `None`: the registry file in
+    /// `data_dir`, and this scheduler always leads.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `state`: the etcd cluster several schedulers of one mesh share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster's members (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// Every key lives under this prefix (no trailing slash).
+    pub prefix: String,
+    /// The leader's lease: a leader that stops renewing it is replaced this long after.
+    pub lease: Duration,
+    /// This scheduler's name in the leader record.
+    pub name: String,
 }
 
 /// The longest a certificate the scheduler signs may live.

@@ -30,6 +30,9 @@ pub mod close_codes {
     /// Too many failed joins from the joiner's address (IPv4) or /64 (IPv6) lately; it
     /// waits and checks its token.
     pub const HELD_OFF: u32 = 7;
+    /// This scheduler does not lead the mesh now (another of its schedulers does, or one
+    /// is being elected): the node tries the next scheduler it lists at once.
+    pub const STANDBY: u32 = 8;
 }
 
 /// The node id a scheduler's certificate names, and the server name nodes dial it by.

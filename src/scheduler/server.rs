@@ -14,6 +14,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::enrollment::Enrollment;
+use super::enrollment::store::RegistryStore;
+use super::etcd::leadership::{self, Role};
 use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
 use crate::clock::unix_now;
 use crate::config::scheduler::{SCHEDULER_ID, SchedulerConfig};
@@ -168,6 +170,9 @@ struct Shared {
     revocations_changed: watch::Sender<u64>,
     /// Admission to the join service (machines without a certificate).
     join_gate: super::join_session::JoinGate,
+    /// Whether this scheduler leads the mesh (always, without `state.etcd`): only the
+    /// leader keeps node sessions and issues instructions.
+    role: watch::Receiver<Role>,
 }
 
 impl Shared {
@@ -211,6 +216,13 @@ impl Scheduler {
         let admin = bind_admin(&config)?;
         let admin_addr = admin.local_addr()?;
         let endpoint = quic::build_scheduler(&identity, Arc::new(transport), socket)?;
+        let (stop, stopped) = watch::channel(false);
+        let role = match (&config.etcd, enrollment.store()) {
+            (Some(etcd), RegistryStore::Etcd(registry)) => {
+                leadership::start(registry.etcd().clone(), etcd.name.clone(), etcd.lease, stopped.clone())
+            }
+            _ => watch::channel(Role::Leader { term: 0 }).1,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
             sessions: Mutex::new(HashMap::new()),
@@ -220,9 +232,10 @@ impl Scheduler {
             revocations,
             revocations_changed: watch::Sender::new(0),
             join_gate: super::join_session::JoinGate::default(),
+            role,
         });
-        let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tokio::spawn(follow_role(shared.clone(), stopped.clone()));
         tokio::spawn(watch_registry(shared.clone(), stopped.clone()));
         tokio::spawn(recompute_loop(shared.clone(), config.recompute_interval, stopped.clone()));
         let rules = crate::admin::http::AccessRules {
@@ -326,6 +339,10 @@ async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch
             _ = tick.tick() => {}
             _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
+        // A standby issues nothing: two schedulers must never instruct the same mesh.
+        if !shared.role.borrow().is_leader() {
+            continue;
+        }
         let started = Instant::now();
         let changed = shared.with_state(|s| s.recompute(started, unix_now()));
         {
@@ -361,6 +378,12 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             if let Some(older) = older {
                 older.close(VarInt::from_u32(close_codes::REPLACED), b"replaced by a newer session");
             }
+            // Checked after the session is listed, where a step-down would find it.
+            if !shared.role.borrow().is_leader() {
+                shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+                conn.close(VarInt::from_u32(close_codes::STANDBY), b"standby scheduler: try the next one");
+                return;
+            }
             // The handshake may have been checked against revocations that changed before
             // the session was listed (where a change would have found it): check again.
             if peer_certificate(&conn).is_some_and(|c| shared.revocations.refuses(&c.into())) {
@@ -372,6 +395,36 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 info!(node = %node, reason = %e, "node session ended");
             }
         });
+    }
+}
+
+/// Follows this scheduler's role: on stepping down it closes every node session (with
+/// [`close_codes::STANDBY`], so the nodes move on to the leader) and forgets the mesh's
+/// state, which the leader now keeps; on becoming the leader it starts from the nodes
+/// that connect to it, whose subscriptions carry the versions they hold.
+async fn follow_role(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut role = shared.role.clone();
+    loop {
+        tokio::select! {
+            changed = role.changed() => if changed.is_err() { return },
+            _ = crate::shutdown::wait_true(&mut stopped) => return,
+        }
+        let now = role.borrow_and_update().clone();
+        if now.is_leader() {
+            continue;
+        }
+        let sessions: Vec<(String, Connection)> =
+            shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (_, conn) in &sessions {
+            conn.close(VarInt::from_u32(close_codes::STANDBY), b"no longer the leader: try the next scheduler");
+        }
+        shared.with_state(|s| {
+            for id in s.node_ids() {
+                s.remove(&id);
+            }
+        });
+        shared.outboxes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        info!(sessions = sessions.len(), "standing by: node sessions closed");
     }
 }
 
@@ -580,21 +633,29 @@ fn reachable_address(advertised: &str, remote: SocketAddr) -> String {
 /// certificates are refused from now on, the sessions of removed nodes are closed and
 /// they are dropped from the mesh, and every session sends the new list to its node.
 async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut seen = shared.enrollment.store().stamp();
+    let mut seen = None;
     let mut tick = tokio::time::interval(REGISTRY_POLL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
-        let stamp = shared.enrollment.store().stamp();
-        if stamp == seen {
-            continue;
-        }
-        seen = stamp;
         let store = shared.enrollment.store().clone();
-        let registry = match tokio::task::spawn_blocking(move || store.load()).await {
-            Ok(Ok(r)) => r,
+        let known = seen.clone();
+        // Blocking: a file's metadata, or a call to etcd.
+        let read = tokio::task::spawn_blocking(move || {
+            let stamp = store.stamp()?;
+            if known.as_ref() == Some(&stamp) {
+                return Ok(None);
+            }
+            store.load().map(|registry| Some((stamp, registry)))
+        });
+        let registry = match read.await {
+            Ok(Ok(Some((stamp, registry)))) => {
+                seen = Some(stamp);
+                registry
+            }
+            Ok(Ok(None)) => continue,
             Ok(Err(e)) => {
                 warn!("registry: {e}; keeping the revocations in force");
                 continue;

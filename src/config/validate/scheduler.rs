@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::Checker;
 use super::logging::RawLogKeys;
-use crate::config::raw::{RawPin, RawSchedulerConfig};
-use crate::config::scheduler::{DEFAULT_ADMIN_ADDR, MAX_NODE_CERT_LIFETIME, Pin, SchedulerConfig};
+use crate::config::raw::{RawPin, RawSchedulerConfig, RawState};
+use crate::config::scheduler::{DEFAULT_ADMIN_ADDR, EtcdConfig, MAX_NODE_CERT_LIFETIME, Pin, SchedulerConfig};
 use crate::config::{ConfigError, parse_duration};
 use crate::core::pathfind::Objective;
 use crate::core::wire::is_valid_node_id;
@@ -53,6 +53,10 @@ pub(crate) fn validate_scheduler(
     let data_dir = base_dir.join(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     let node_cert_lifetime =
         check.check("node_cert_lifetime", node_cert_lifetime(raw.node_cert_lifetime.as_deref()));
+    let etcd = match &raw.state {
+        None => Some(None),
+        Some(state) => check.etcd(state).map(Some),
+    };
     check.finish(|| {
         Some(SchedulerConfig {
             bind: bind?,
@@ -73,6 +77,7 @@ pub(crate) fn validate_scheduler(
             ca_key: ca_key?,
             data_dir,
             node_cert_lifetime: node_cert_lifetime?,
+            etcd: etcd?,
         })
     })
 }
@@ -108,6 +113,51 @@ impl Checker<'_> {
         pins
     }
 
+    /// `state`: endpoints as URLs (`http://` added to a bare `host:port`), a prefix of
+    /// path segments, a lease etcd can keep (2 s to 60 s), a name fit for a log line.
+    fn etcd(&mut self, raw: &RawState) -> Option<EtcdConfig> {
+        let mut endpoints = Some(Vec::new());
+        if raw.etcd.is_empty() {
+            self.check::<()>("state.etcd", Err("needs at least one endpoint (`http://host:2379`)".into()));
+            endpoints = None;
+        }
+        for (i, e) in raw.etcd.iter().enumerate() {
+            let url = etcd_endpoint(e);
+            let checked = url.and_then(|u| {
+                if endpoints.as_ref().is_some_and(|l: &Vec<String>| l.contains(&u)) {
+                    Err("is listed twice".into())
+                } else {
+                    Ok(u)
+                }
+            });
+            match (self.check(format!("state.etcd[{i}]"), checked), endpoints.as_mut()) {
+                (Some(u), Some(list)) => list.push(u),
+                _ => endpoints = None,
+            }
+        }
+        let prefix = self.check("state.prefix", etcd_prefix(raw.prefix.as_deref().unwrap_or("/proxy")));
+        let lease = self.duration("state.lease", raw.lease.as_deref(), Duration::from_secs(3)).and_then(|d| {
+            let ok = (Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) && d.subsec_nanos() == 0;
+            self.check("state.lease", if ok { Ok(d) } else { Err("must be whole seconds, 2s to 60s".into()) })
+        });
+        let name = match raw.name.as_deref() {
+            Some(n) => self.check(
+                "state.name",
+                if !n.is_empty() && n.len() <= 63 && n.bytes().all(|b| b.is_ascii_graphic()) {
+                    Ok(n.to_owned())
+                } else {
+                    Err("must be 1-63 visible ASCII characters".into())
+                },
+            ),
+            None => {
+                let mut bytes = [0u8; 4];
+                rand::fill(&mut bytes);
+                Some(format!("scheduler-{}", crate::core::join_token::hex(&bytes)))
+            }
+        };
+        Some(EtcdConfig { endpoints: endpoints?, prefix: prefix?, lease: lease?, name: name? })
+    }
+
     /// The logging keys, at the top level of a scheduler config.
     fn scheduler_log(&mut self, raw: &RawSchedulerConfig, base: &Path) -> Option<crate::config::LogConfig> {
         let keys = RawLogKeys {
@@ -118,6 +168,35 @@ impl Checker<'_> {
             keep: raw.log_keep,
         };
         self.log_keys("", keys, base)
+    }
+}
+
+/// An etcd client URL: `http://host:port` (a bare `host:port` gets `http://`). TLS to
+/// etcd is not supported yet, so `https://` is refused rather than ignored.
+fn etcd_endpoint(value: &str) -> Result<String, String> {
+    let rest = match value.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!("`{scheme}://` is not supported: give `http://host:port` (etcd over TLS is not yet)"));
+        }
+        None => value,
+    };
+    let rest = rest.trim_end_matches('/');
+    super::check_host_port(rest).map_err(|e| format!("`{value}`: {e}"))?;
+    Ok(format!("http://{rest}"))
+}
+
+/// `state.prefix`: `/` and then segments of letters, digits, `-`, `_`, `.`; no trailing `/`.
+fn etcd_prefix(value: &str) -> Result<String, String> {
+    let segments_ok = value.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|s| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+    });
+    if segments_ok && value.len() <= 128 {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("`{value}` is not a key prefix: write `/` then segments of letters, digits, `-`, `_`, `.` (e.g. `/proxy/prod`)"))
     }
 }
 

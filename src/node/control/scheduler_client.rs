@@ -29,6 +29,14 @@ const SLOW_FACTOR: u32 = 10;
 /// Longest pause between attempts.
 const SLOWEST: Duration = Duration::from_secs(60);
 
+/// Pause after every listed scheduler said it stands by: about an election's poll.
+const STANDBY_PAUSE: Duration = Duration::from_millis(250);
+
+/// A scheduler closed the session because it does not lead the mesh now.
+#[derive(Debug, thiserror::Error)]
+#[error("the scheduler stands by: another scheduler of the mesh leads it")]
+struct StandbyScheduler;
+
 /// Keeps a session with the scheduler until the node drains.
 pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     // Intros cached on disk from an earlier run: keep links to them too.
@@ -41,13 +49,35 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
     let mut failures = 0u32;
     // Which of `cfg.addresses` the last session had.
     let mut preferred = 0usize;
+    // Schedulers in a row that said they stand by.
+    let mut standing_by = 0usize;
     let mut draining = shared.draining.clone();
     loop {
         if *draining.borrow() {
             return;
         }
         let mut connected = false;
-        match session(&shared, &cfg, &mut preferred, &mut connected, &mut meter, &mut renewal).await {
+        let outcome = session(&shared, &cfg, &mut preferred, &mut connected, &mut meter, &mut renewal).await;
+        if connected {
+            standing_by = 0;
+        }
+        match outcome {
+            // Not the leader: the next one listed at once, and a short pause only once
+            // every one of them said so (an election is under way).
+            Err(e) if e.is::<StandbyScheduler>() => {
+                info!(scheduler = %cfg.addresses[preferred], "that scheduler stands by; trying the next");
+                preferred = (preferred + 1) % cfg.addresses.len();
+                standing_by += 1;
+                if standing_by < cfg.addresses.len() {
+                    continue;
+                }
+                standing_by = 0;
+                tokio::select! {
+                    _ = tokio::time::sleep(STANDBY_PAUSE) => {}
+                    _ = crate::shutdown::wait_true(&mut draining) => return,
+                }
+                continue;
+            }
             Ok(()) => failures = 0,
             // A session that got through counts as a success, however it ended.
             Err(_) if connected => failures = 0,
@@ -82,6 +112,11 @@ async fn session(
 ) -> anyhow::Result<()> {
     let conn = connect(shared, cfg, preferred).await?;
     let result = registered_session(shared, cfg, &conn, connected, meter, renewal).await;
+    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = conn.close_reason()
+        && close.error_code == quinn::VarInt::from_u32(close_codes::STANDBY)
+    {
+        return Err(StandbyScheduler.into());
+    }
     // TLS 1.3 lets the client finish its handshake before the server has checked the
     // client's certificate: a refusal shows as the connection's close.
     if conn.close_reason().is_some_and(|r| r.to_string().contains("Revoked")) {
@@ -206,7 +241,7 @@ async fn connect_to(
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("{address} resolves to no usable address"))?;
-    let connecting = shared.tls.connect(&shared.endpoint, addr, SCHEDULER_ID)?;
+    let connecting = shared.tls.connect_scheduler(&shared.endpoint, addr)?;
     Ok(tokio::time::timeout(cfg.connect_timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("handshake timed out"))??)

@@ -15,6 +15,8 @@ struct InForce {
     identity: Arc<TlsIdentity>,
     /// QUIC on UDP, dialing (the endpoint holds the accepting side).
     quic_client: quinn::ClientConfig,
+    /// QUIC on UDP to the scheduler.
+    scheduler_client: quinn::ClientConfig,
     /// The TLS layer of links over TCP.
     tcp: TcpLinkConfigs,
 }
@@ -82,6 +84,18 @@ impl NodeTls {
         endpoint.connect_with(client, addr, server_name)
     }
 
+    /// Dials the scheduler at `addr` with the identity in force: a session that notices
+    /// a scheduler gone silent within [`SCHEDULER_IDLE`], so the node moves on to the
+    /// next scheduler it lists well before a link's idle timeout would tell it.
+    pub(crate) fn connect_scheduler(
+        &self,
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connecting, quinn::ConnectError> {
+        let client = self.read().scheduler_client.clone();
+        endpoint.connect_with(client, addr, crate::core::control::SCHEDULER_ID)
+    }
+
     /// Puts a renewed certificate (same key) in force for every handshake from now on.
     pub(crate) fn renew(
         &self,
@@ -97,12 +111,28 @@ impl NodeTls {
     }
 }
 
+/// A scheduler session that hears nothing for this long is over (a killed scheduler
+/// sends no close): keepalives go every sixth of it, so only a burst of lost packets
+/// ends a live session, and the node then simply connects again.
+pub(crate) const SCHEDULER_IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The scheduler session's transport: small (control messages only), quick to notice a
+/// silent scheduler.
+fn scheduler_transport() -> Arc<TransportConfig> {
+    let mut transport = TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(SCHEDULER_IDLE / 6))
+        .max_idle_timeout(SCHEDULER_IDLE.try_into().ok());
+    Arc::new(transport)
+}
+
 fn in_force(
     identity: TlsIdentity,
     transport: &Arc<TransportConfig>,
     tcp_transport: &Arc<TransportConfig>,
 ) -> anyhow::Result<InForce> {
     let quic_client = crate::quic::client_config(&identity, transport.clone())?;
+    let scheduler_client = crate::quic::client_config(&identity, scheduler_transport())?;
     let mut quic_server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
     quic_server.transport_config(tcp_transport.clone());
     let tcp = TcpLinkConfigs {
@@ -111,5 +141,5 @@ fn in_force(
         quic_client: crate::quic::client_config(&identity, tcp_transport.clone())?,
         quic_server,
     };
-    Ok(InForce { identity: Arc::new(identity), quic_client, tcp })
+    Ok(InForce { identity: Arc::new(identity), quic_client, scheduler_client, tcp })
 }

@@ -60,8 +60,8 @@ impl Enrollment {
             }
             None => None,
         };
-        let store = RegistryStore::new(&config.data_dir);
-        store.load().context("data_dir")?;
+        let store = RegistryStore::open(config)?;
+        store.load().context(if config.etcd.is_some() { "state.etcd" } else { "data_dir" })?;
         Ok(Self {
             signer,
             store,
@@ -322,10 +322,10 @@ pub fn create_token(
     rand::fill(&mut secret);
     let token = JoinToken { secret, ca_fingerprint };
     let now = crate::clock::unix_now();
-    RegistryStore::new(&config.data_dir).update(|r| {
+    RegistryStore::open(config)?.update(|r| {
         r.purge(now);
-        r.tokens.add(&token, node_id, ttl.as_secs().max(1), uses, now);
-        r.tokens.grant_groups(&token, groups);
+        r.tokens.add(&token, node_id.clone(), ttl.as_secs().max(1), uses, now);
+        r.tokens.grant_groups(&token, groups.clone());
         ((), true)
     })?;
     Ok(token)
@@ -337,7 +337,7 @@ pub fn create_token(
 /// id (the id is refused all the same: it may hold a certificate made by hand).
 pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
     let now = crate::clock::unix_now();
-    Ok(RegistryStore::new(&config.data_dir).update(|r| (r.remove(node_id, now), true))?)
+    Ok(RegistryStore::open(config)?.update(|r| (r.remove(node_id, now), true))?)
 }
 
 /// Records a certificate made by hand (`mesh init --nodes`) as a member's, so the
@@ -345,7 +345,7 @@ pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Op
 pub fn record_certificate(config: &SchedulerConfig, node_id: &str, cert_pem: &str) -> anyhow::Result<()> {
     let (fingerprint, not_after) = cert_facts(cert_pem).map_err(|e| anyhow::anyhow!(e))?;
     let now = crate::clock::unix_now();
-    RegistryStore::new(&config.data_dir).update(|r| {
+    RegistryStore::open(config)?.update(|r| {
         r.record_cert(node_id, "", fingerprint, not_after, now);
         ((), true)
     })?;
