@@ -109,7 +109,8 @@ pub enum MeshCommand {
     /// Enroll this machine: make its key here, get a certificate from the scheduler,
     /// write a node config, and start the node.
     Join {
-        /// The scheduler's QUIC address, `host:port`.
+        /// The scheduler's QUIC address, `host:port`; several comma-separated when the
+        /// mesh has several schedulers (tried in turn).
         #[arg(long)]
         scheduler: String,
         /// The join token (else `--token-file`, else `PROXY_JOIN_TOKEN`; both keep it out of

@@ -30,7 +30,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// What `mesh join` needs.
 #[derive(Clone)]
 pub struct JoinOptions {
-    /// The scheduler's QUIC address, `host:port`.
+    /// The scheduler's QUIC address, `host:port`; several (comma-separated) for a mesh
+    /// with several schedulers, tried in turn.
     pub scheduler: String,
     /// The join token, as printed by `proxy mesh token create`.
     pub token: String,
@@ -138,15 +139,7 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
         region: options.region.clone(),
         csr,
     };
-    let reply =
-        tokio::time::timeout(JOIN_TIMEOUT, exchange(&options.scheduler, token.ca_fingerprint, &request))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the scheduler at {} did not answer within {JOIN_TIMEOUT:?}",
-                    options.scheduler
-                )
-            })??;
+    let reply = ask(&options.scheduler, token.ca_fingerprint, &request).await?;
     let (cert_pem, ca_pem) = match reply {
         JoinReply::Accepted { cert_pem, ca_pem } => (cert_pem, ca_pem),
         JoinReply::Refused { reason } => return Err(JoinError::Refused(reason)),
@@ -181,6 +174,33 @@ fn check_names(options: &JoinOptions) -> Result<(), JoinError> {
     Ok(())
 }
 
+/// Rounds over the schedulers listed before a join gives up.
+const ROUNDS: usize = 2;
+
+/// Sends `request` to the schedulers in `list` (`host:port`, comma-separated) in turn until
+/// one answers. A scheduler that dies mid-join may have enrolled the node already: the
+/// same request sent again to another scheduler is recognised and answered with a
+/// certificate, without using the token a second time, so retrying is always safe.
+async fn ask(list: &str, ca_fingerprint: [u8; 32], request: &JoinRequest) -> Result<JoinReply, JoinError> {
+    let schedulers: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if schedulers.is_empty() {
+        return Err(JoinError::Usage("--scheduler: give host:port (several: comma-separated)".into()));
+    }
+    let mut failures = Vec::new();
+    for scheduler in (0..ROUNDS).flat_map(|_| schedulers.iter()) {
+        match tokio::time::timeout(JOIN_TIMEOUT, exchange(scheduler, ca_fingerprint, request)).await {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(e)) => failures.push(format!("{scheduler}: {e:#}")),
+            Err(_) => failures.push(format!("{scheduler}: did not answer within {JOIN_TIMEOUT:?}")),
+        }
+    }
+    Err(anyhow::anyhow!("no scheduler answered: {}", failures.join("; ")).into())
+}
+
+/// A join connection that hears nothing for this long is over: a scheduler killed in the
+/// middle of a join sends no close, and the joiner moves on to the next one listed.
+const JOIN_IDLE: Duration = Duration::from_secs(3);
+
 async fn exchange(
     scheduler: &str,
     ca_fingerprint: [u8; 32],
@@ -194,7 +214,11 @@ async fn exchange(
     let local: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
     let mut endpoint = quinn::Endpoint::client(local)?;
     let crypto = crate::tls::join_client_config(ca_fingerprint)?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(JOIN_IDLE / 6)).max_idle_timeout(JOIN_IDLE.try_into().ok());
+    client.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(client);
     let conn = endpoint.connect(addr, SCHEDULER_ID)?.await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the scheduler at {addr} ({e}); check --scheduler and that the token is this mesh's"
@@ -275,7 +299,7 @@ mesh:
   data_dir: data
 
 scheduler:
-  address: {scheduler}
+  {scheduler}
 
 # listeners:
 #   - name: web
@@ -294,8 +318,17 @@ exit_policy:
         region = yaml_string(&options.region),
         admin = options.admin_addr,
         bind = options.bind,
-        scheduler = yaml_string(&options.scheduler),
+        scheduler = scheduler_keys(&options.scheduler),
     )
+}
+
+/// The `scheduler` keys for `--scheduler`: `address` for one, `addresses` for several.
+fn scheduler_keys(list: &str) -> String {
+    let all: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(yaml_string).collect();
+    match all.as_slice() {
+        [one] => format!("address: {one}"),
+        _ => format!("addresses: [{}]", all.join(", ")),
+    }
 }
 
 /// `text` as a double-quoted YAML scalar: a JSON string is one, with every character that

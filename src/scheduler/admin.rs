@@ -17,6 +17,7 @@ use crate::admin::http::{Caller, Handler, Request, Response};
 use crate::config::scheduler::SchedulerConfig;
 use crate::console::live::Console;
 use crate::prometheus::family;
+use crate::scheduler::etcd::leadership::Role;
 use crate::scheduler::server::{SchedulerView, Snapshot};
 use crate::scheduler::state::{LinkState, NodeSnapshot};
 
@@ -50,6 +51,14 @@ fn flag(b: bool) -> f64 {
 /// Renders the scheduler's metrics (Prometheus text format, version 0.0.4).
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut out = String::new();
+    let (leader, term) = match s.role {
+        Role::Leader { term } => (1.0, term as f64),
+        Role::Standby { .. } => (0.0, 0.0),
+    };
+    family(&mut out, "proxy_scheduler_leader", "gauge", "1 when this scheduler leads the mesh (issues instructions).")
+        .sample(&[], leader);
+    family(&mut out, "proxy_scheduler_leader_term", "gauge", "The term it leads in (etcd revision; 0 without etcd or when not leading).")
+        .sample(&[], term);
     node_metrics(&mut out, &s.nodes);
     let mut f = family(
         &mut out,
@@ -238,6 +247,7 @@ mod tests {
                 total_duration_secs: 0.5,
                 instruction_sets: 2,
             },
+            role: Role::Leader { term: 42 },
         }
     }
 
@@ -261,6 +271,8 @@ mod tests {
             "proxy_scheduler_recomputes_total 3",
             "proxy_scheduler_recompute_duration_seconds 0.25",
             "# TYPE proxy_scheduler_instruction_sets_total counter",
+            "proxy_scheduler_leader 1",
+            "proxy_scheduler_leader_term 42",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -78,6 +78,8 @@ pub struct Snapshot {
     pub routes: Vec<RouteSnapshot>,
     /// The recompute loop's figures.
     pub recompute: RecomputeStats,
+    /// Whether this scheduler leads the mesh, and in which term.
+    pub role: Role,
 }
 
 /// A read-only handle on a running scheduler's state, for the admin API. It holds the
@@ -102,6 +104,11 @@ impl SchedulerView {
     /// The issued paths per route, by node and route.
     pub fn routes(&self) -> Vec<RouteSnapshot> {
         self.shared.with_state(|s| s.route_snapshots(Instant::now()))
+    }
+
+    /// Whether this scheduler leads the mesh now (always, without `state.etcd`).
+    pub fn role(&self) -> Role {
+        self.shared.role.borrow().clone()
     }
 
     /// The recompute loop's figures.
@@ -150,7 +157,7 @@ impl SchedulerView {
                 s.route_snapshots(now),
             )
         });
-        Snapshot { nodes, links, routes, recompute: self.recompute_stats() }
+        Snapshot { nodes, links, routes, recompute: self.recompute_stats(), role: self.role() }
     }
 }
 

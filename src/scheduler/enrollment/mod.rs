@@ -152,6 +152,9 @@ impl Enrollment {
             .sign_request_with_groups(&request.csr, id, &groups, self.lifetime, floor)
             .map_err(|e| e.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        let join = crate::core::join_token::hex(&crate::core::join_token::sha256(
+            &[&request.secret[..], &request.csr[..]].concat(),
+        ));
         let admitted = self
             .store
             .update(|r| {
@@ -162,11 +165,18 @@ impl Enrollment {
                     );
                 }
                 r.purge(now_unix);
+                // The same request again: its first answer was lost (a scheduler died
+                // after committing). The token was used once, by this join.
+                if r.is_repeated_join(id, &join) {
+                    r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
+                    return (Ok(()), true);
+                }
                 let outcome = r.admit(&token, id, now_unix);
                 if outcome.is_ok() {
                     r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
                     if let Some(member) = r.members.get_mut(id.as_str()) {
                         member.groups = groups.clone();
+                        member.joined_by = Some(join.clone());
                     }
                 }
                 (outcome.map_err(|e: JoinError| e.to_string()), true)

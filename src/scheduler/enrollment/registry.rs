@@ -34,6 +34,11 @@ pub struct Member {
     /// When it last renewed its certificate, Unix seconds (renewals are spaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_renewed_unix: Option<u64>,
+    /// The join that enrolled it (SHA-256, hex, of the token's secret and the request's
+    /// CSR): the same request sent again (its answer was lost with a scheduler) gets a
+    /// certificate again instead of "already in the mesh".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_by: Option<String>,
 }
 
 /// Why a join was refused, in words for the operator.
@@ -97,6 +102,13 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether `join` (see [`Member::joined_by`]) is the request that enrolled `node_id`,
+    /// still a member in good standing: a retry, answered without using the token again.
+    pub fn is_repeated_join(&self, node_id: &str, join: &str) -> bool {
+        !self.removed.contains_key(node_id)
+            && self.members.get(node_id).is_some_and(|m| m.joined_by.as_deref() == Some(join))
+    }
+
     /// The earliest a new certificate for `node_id` may start, so that it is not caught
     /// by the id's last removal (Unix seconds).
     pub fn not_before_floor(&self, node_id: &str) -> Option<i64> {
@@ -134,6 +146,7 @@ impl Registry {
             certs: BTreeMap::new(),
             groups: Vec::new(),
             last_renewed_unix: None,
+            joined_by: None,
         });
         member.certs.insert(hex(&fingerprint), not_after);
         while member.certs.len() > MAX_CERTS_PER_MEMBER {
