@@ -3,6 +3,7 @@
 //! the token carries, before anything is sent), and write the key, the certificate, the CA
 //! and a working node config. Nothing is written unless the scheduler accepted.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,8 +175,14 @@ fn check_names(options: &JoinOptions) -> Result<(), JoinError> {
     Ok(())
 }
 
-/// Rounds over the schedulers listed before a join gives up.
-const ROUNDS: usize = 2;
+/// How long a join keeps trying the schedulers listed (each exchange has its own
+/// [`JOIN_TIMEOUT`]).
+const JOIN_BUDGET: Duration = Duration::from_secs(60);
+
+/// A scheduler turned the join away as busy: the joiner waits a moment and tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("busy with other joins")]
+struct Busy;
 
 /// Sends `request` to the schedulers in `list` (`host:port`, comma-separated) in turn until
 /// one answers. A scheduler that dies mid-join may have enrolled the node already: the
@@ -186,15 +193,27 @@ async fn ask(list: &str, ca_fingerprint: [u8; 32], request: &JoinRequest) -> Res
     if schedulers.is_empty() {
         return Err(JoinError::Usage("--scheduler: give host:port (several: comma-separated)".into()));
     }
-    let mut failures = Vec::new();
-    for scheduler in (0..ROUNDS).flat_map(|_| schedulers.iter()) {
-        match tokio::time::timeout(JOIN_TIMEOUT, exchange(scheduler, ca_fingerprint, request)).await {
+    let give_up = tokio::time::Instant::now() + JOIN_BUDGET;
+    let mut last = HashMap::new();
+    for (attempt, scheduler) in schedulers.iter().cycle().enumerate() {
+        let failure = match tokio::time::timeout(JOIN_TIMEOUT, exchange(scheduler, ca_fingerprint, request)).await {
             Ok(Ok(reply)) => return Ok(reply),
-            Ok(Err(e)) => failures.push(format!("{scheduler}: {e:#}")),
-            Err(_) => failures.push(format!("{scheduler}: did not answer within {JOIN_TIMEOUT:?}")),
+            Ok(Err(e)) if e.is::<Busy>() => "busy with other joins".to_string(),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("did not answer within {JOIN_TIMEOUT:?}"),
+        };
+        last.insert(*scheduler, failure);
+        if tokio::time::Instant::now() >= give_up {
+            break;
+        }
+        // A pause once every scheduler was tried, jittered so joiners turned away
+        // together do not come back together.
+        if (attempt + 1) % schedulers.len() == 0 {
+            tokio::time::sleep(Duration::from_millis(rand::random_range(200..600))).await;
         }
     }
-    Err(anyhow::anyhow!("no scheduler answered: {}", failures.join("; ")).into())
+    let failures: Vec<String> = schedulers.iter().filter_map(|s| Some(format!("{s}: {}", last.get(s)?))).collect();
+    Err(anyhow::anyhow!("no scheduler enrolled this node within {JOIN_BUDGET:?}: {}", failures.join("; ")).into())
 }
 
 /// A join connection that hears nothing for this long is over: a scheduler killed in the
@@ -234,6 +253,7 @@ async fn exchange(
         Ok(reply) => reply,
         // The scheduler turned the connection away before reading the request.
         Err(e) => match refused_by_close(&conn) {
+            Some(_) if closed_with(&conn, control::close_codes::BUSY) => return Err(Busy.into()),
             Some(reason) => JoinReply::Refused { reason },
             None => return Err(e),
         },
@@ -241,6 +261,11 @@ async fn exchange(
     conn.close(quinn::VarInt::from_u32(control::close_codes::DONE), b"done");
     endpoint.wait_idle().await;
     Ok(reply)
+}
+
+/// Whether the scheduler closed `conn` with `code`.
+fn closed_with(conn: &quinn::Connection, code: u32) -> bool {
+    matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(code))
 }
 
 /// The reason the scheduler gave when it closed a join connection without a reply (busy,

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod dns;
+pub mod etcd;
 pub mod process;
 pub mod raw_flow;
 

@@ -83,8 +83,11 @@ impl EtcdRegistry {
     /// The version key's modification revision: changes whenever the registry does.
     pub fn stamp(&self) -> Result<i64, EtcdRegistryError> {
         let key = self.version_key();
-        let answer = self.etcd.call_blocking(move |mut c| async move {
-            c.kv.range(pb::RangeRequest { key, keys_only: true, ..Default::default() }).await
+        let answer = read_retried(|| {
+            let key = key.clone();
+            self.etcd.call_blocking(move |mut c| async move {
+                c.kv.range(pb::RangeRequest { key, keys_only: true, ..Default::default() }).await
+            })
         })?;
         Ok(answer.kvs.first().map_or(0, |kv| kv.mod_revision))
     }
@@ -205,7 +208,10 @@ impl EtcdRegistry {
             ],
             failure: Vec::new(),
         };
-        let answer = self.etcd.call_blocking(move |mut c| async move { c.kv.txn(first).await })?;
+        let answer = read_retried(|| {
+            let first = first.clone();
+            self.etcd.call_blocking(move |mut c| async move { c.kv.txn(first).await })
+        })?;
         let revision = answer.header.as_ref().map_or(0, |h| h.revision);
         let mut ranges = answer.responses.into_iter().filter_map(|r| match r.response {
             Some(pb::response_op::Response::ResponseRange(range)) => Some(range),
@@ -225,11 +231,11 @@ impl EtcdRegistry {
             });
             kvs.extend(page.kvs);
             let (true, Some(key)) = (more, next) else { break };
-            let end = end.clone();
             // The later pages at the first page's revision: one consistent registry.
-            page = self.etcd.call_blocking(move |mut c| async move {
-                c.kv.range(pb::RangeRequest { key, range_end: end, limit: PAGE, revision, ..Default::default() })
-                    .await
+            page = read_retried(|| {
+                let request =
+                    pb::RangeRequest { key: key.clone(), range_end: end.clone(), limit: PAGE, revision, ..Default::default() };
+                self.etcd.call_blocking(move |mut c| async move { c.kv.range(request).await })
             })?;
         }
         let registry = from_entries(&prefix, kvs)?;
@@ -239,6 +245,24 @@ impl EtcdRegistry {
     /// The version key's modification revision as last read (for tests and status).
     pub fn revision(&self) -> Result<i64, EtcdRegistryError> {
         Ok(self.read()?.mod_revision)
+    }
+}
+
+/// Attempts of a read: a call can fail on a member that just died, before the client
+/// stops sending to it, and a read is safe to repeat.
+const READ_ATTEMPTS: u32 = 4;
+
+/// `read`, repeated after a failure up to [`READ_ATTEMPTS`] times.
+fn read_retried<T>(mut read: impl FnMut() -> Result<T, EtcdError>) -> Result<T, EtcdError> {
+    let mut attempt = 1;
+    loop {
+        match read() {
+            Err(_) if attempt < READ_ATTEMPTS => {
+                backoff(attempt);
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
