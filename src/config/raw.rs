@@ -335,6 +335,8 @@ pub(crate) struct RawSchedulerConfig {
     pub(crate) max_paths: Option<u64>,
     /// `node_dead_after`.
     pub(crate) node_dead_after: Option<String>,
+    /// `max_links`.
+    pub(crate) max_links: Option<u64>,
     /// `pins`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) pins: Vec<RawPin>,

@@ -13,6 +13,7 @@
 //! instruction_ttl: "5m"
 //! max_paths: 3                   # primary plus alternatives per route
 //! node_dead_after: "15s"         # no report for this long: the node's links are dead
+//! max_links: 32                  # links a node keeps; a partial mesh past 33 nodes
 //! pins: [ { node: a, route: web, relays: [b] } ]
 //! log_level: info                # the node's `common.log_*` keys, at the top level
 //! log_file: scheduler.log        # default: standard error
@@ -83,6 +84,9 @@ pub struct SchedulerConfig {
     pub data_dir: PathBuf,
     /// Lifetime of the certificates it signs (`node_cert_lifetime`, at most 90 days).
     pub node_cert_lifetime: Duration,
+    /// The most links the scheduler has a node keep (`max_links`): past `max_links + 1`
+    /// nodes the mesh is partial (near peers, a few long-range ones, and what paths use).
+    pub max_links: usize,
     /// Shared state and leadership in etcd (`state.etcd`); `None`: the registry file in
     /// `data_dir`, and this scheduler always leads.
     pub etcd: Option<EtcdConfig>,

@@ -48,6 +48,9 @@ struct NodeState {
     /// The last instruction set issued to it, kept for the admin API (`sent` is cleared
     /// when the node must be sent its set again; this is not).
     issued: Option<Issued>,
+    /// Peers it has measured a link to, with the last RTT (ms): kept after the link is
+    /// retired, so the partial mesh knows who is near.
+    measured: HashMap<String, f64>,
 }
 
 /// An instruction set as issued, for the admin API.
@@ -73,6 +76,9 @@ pub struct Policy {
     pub dead_after: Duration,
     /// Operator pins.
     pub pins: Vec<Pin>,
+    /// The most links a node keeps (`max_links`): a partial mesh past `max_links + 1`
+    /// nodes.
+    pub max_links: usize,
 }
 
 impl From<&SchedulerConfig> for Policy {
@@ -84,6 +90,7 @@ impl From<&SchedulerConfig> for Policy {
             ttl: c.instruction_ttl,
             dead_after: c.node_dead_after,
             pins: c.pins.clone(),
+            max_links: c.max_links,
         }
     }
 }
@@ -94,12 +101,16 @@ pub struct MeshState {
     policy: Policy,
     epoch: Instant,
     nodes: HashMap<String, NodeState>,
+    /// The links each node keeps, as last chosen.
+    topology: topology::Links,
+    /// Recomputes so far (the topology is chosen again every few).
+    recomputes: u64,
 }
 
 impl MeshState {
     /// An empty mesh; `epoch` anchors the hysteresis clock.
     pub fn new(policy: Policy, epoch: Instant) -> Self {
-        Self { policy, epoch, nodes: HashMap::new() }
+        Self { policy, epoch, nodes: HashMap::new(), topology: topology::Links::new(), recomputes: 0 }
     }
 
     /// A node (re-)registered. Its past choices are kept, so a reconnect changes nothing.
@@ -128,6 +139,7 @@ impl MeshState {
                     route_totals: HashMap::new(),
                     last_report: None,
                     issued: None,
+                    measured: HashMap::new(),
                 };
                 self.nodes.insert(id, state);
             }
@@ -176,6 +188,16 @@ impl MeshState {
         if let Some(n) = self.nodes.get_mut(node) {
             n.last_seen = now;
             n.last_report = Some(now);
+            for (peer, (l, _)) in &kept {
+                n.measured.insert(peer.clone(), (l.rtt_us as f64 / 1000.0).max(0.01));
+            }
+            if n.measured.len() > MAX_MEASURED {
+                // The farthest are forgotten first: the nearest are what the mesh keeps.
+                let mut by_rtt: Vec<(String, f64)> = n.measured.drain().collect();
+                by_rtt.sort_by(|x, y| x.1.total_cmp(&y.1));
+                by_rtt.truncate(MAX_MEASURED / 2);
+                n.measured = by_rtt.into_iter().collect();
+            }
             n.links = kept;
             // Only routes the node registered, once each: names in reports cannot grow the
             // state.
@@ -375,10 +397,12 @@ impl MeshState {
         let policy = self.policy.clone();
         let no_relay: HashSet<String> =
             self.nodes.iter().filter(|(_, n)| !n.relay).map(|(id, _)| id.clone()).collect();
-        // Every registered node is introduced to every other that does not have it in its
-        // config: a node that joined with no peers configured gets links, hence
-        // measurements, hence paths, within one recompute. Liveness is left out, so a node
-        // that flaps does not re-version every other node's set.
+        // Every registered node is introduced to those it keeps a link with (all of them
+        // up to `max_links + 1` nodes) that do not have it in their config: a node that
+        // joined with no peers configured gets links, hence measurements, hence paths,
+        // within one recompute. Liveness is left out, so a node that flaps does not
+        // re-version every other node's set.
+        self.choose_topology();
         let mut all_nodes: Vec<NodeIntro> = self
             .nodes
             .iter()
@@ -398,9 +422,11 @@ impl MeshState {
             // other side would only make a second link, and when the tie-break closes it,
             // the flows already on it go down with it. The other node meets the pair when it
             // is dialed (with a scheduler, a node accepts any node of the mesh).
+            let kept = self.topology.get(id);
             let nodes: Vec<NodeIntro> = all_nodes
                 .iter()
                 .filter(|n| n.node_id.as_str() > id.as_str() && !known.contains(&&n.node_id))
+                .filter(|n| kept.is_some_and(|k| k.contains(&n.node_id)))
                 .cloned()
                 .collect();
             // Weights move with every measurement; only a change of paths or nodes is news.
@@ -425,6 +451,56 @@ impl MeshState {
         }
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         changed
+    }
+}
+
+/// Peers a node's RTT memory holds at most (then it keeps the nearest half).
+const MAX_MEASURED: usize = 256;
+/// Recomputes between two choices of the partial mesh (and at once when nodes come or go).
+const TOPOLOGY_EVERY: u64 = 5;
+
+impl MeshState {
+    /// Chooses the links each node keeps, every [`TOPOLOGY_EVERY`] recomputes or when the
+    /// set of nodes changed: static peers and the links of issued paths always, then near,
+    /// long-range and unexplored peers up to `max_links` (see [`topology`]).
+    fn choose_topology(&mut self) {
+        self.recomputes += 1;
+        let same_nodes =
+            self.topology.len() == self.nodes.len() && self.nodes.keys().all(|id| self.topology.contains_key(id));
+        if same_nodes && !self.recomputes.is_multiple_of(TOPOLOGY_EVERY) {
+            return;
+        }
+        let mut ids: Vec<String> = self.nodes.keys().cloned().collect();
+        ids.sort();
+        let mut must = Vec::new();
+        for (id, n) in &self.nodes {
+            for (peer, _) in &n.registration.peers {
+                must.push((id.clone(), peer.clone()));
+            }
+            for route in n.sent.iter().flatten() {
+                for path in &route.paths {
+                    let hops: Vec<&String> =
+                        std::iter::once(id).chain(path.relays.iter()).chain(std::iter::once(&route.exit)).collect();
+                    must.extend(hops.windows(2).map(|w| (w[0].clone(), w[1].clone())));
+                }
+            }
+        }
+        let nodes = &self.nodes;
+        let measured = |id: &str| nodes.get(id).map(|n| &n.measured);
+        let input = topology::TopologyInput {
+            ids: &ids,
+            measured: &measured,
+            must: &must,
+            current: &self.topology,
+            max_links: self.policy.max_links,
+            round: self.recomputes / topology::ROUND,
+        };
+        self.topology = topology::choose(&input);
+    }
+
+    /// The links each node keeps (the partial mesh), by node.
+    pub fn kept_links(&self) -> &topology::Links {
+        &self.topology
     }
 }
 
@@ -602,6 +678,7 @@ fn route_instructions(
 
 mod snapshot;
 pub mod suspects;
+pub mod topology;
 #[cfg(test)]
 mod tests;
 

@@ -42,6 +42,7 @@ pub(crate) fn validate_scheduler(
     let max_paths = check.count("max_paths", raw.max_paths, 3, (1, 4));
     let node_dead_after =
         check.duration("node_dead_after", raw.node_dead_after.as_deref(), Duration::from_secs(15));
+    let max_links = check.count("max_links", raw.max_links, 32, (2, 1024));
     let pins = check.pins(&raw.pins);
     let log = check.scheduler_log(&raw, base_dir);
     let (admin_addr, admin_token) =
@@ -70,6 +71,7 @@ pub(crate) fn validate_scheduler(
             instruction_ttl: instruction_ttl?,
             max_paths: usize::try_from(max_paths?).ok()?,
             node_dead_after: node_dead_after?,
+            max_links: usize::try_from(max_links?).ok()?,
             pins: pins?,
             log: log?,
             admin_addr: admin_addr?,

@@ -165,6 +165,10 @@ async fn registered_session(
                     let tcp = shared.pool.peers_over(crate::core::link_rule::LinkTransport::Tcp);
                     write(&mut send, &ToScheduler::Transports { tcp }, cfg).await?;
                 }
+                // Links left for flows that were still on them.
+                if let Some(listed) = shared.instructions.read().ok().and_then(|c| c.set().map(|s| s.nodes.clone())) {
+                    retire_unlisted(shared, &listed);
+                }
                 let now_unix = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
                 if let Some(csr) = renewal.due(shared, now_unix) {
                     info!("asking the scheduler to renew this node's certificate");
@@ -291,6 +295,7 @@ async fn handle(shared: &Arc<Shared>, message: ToNode, renewal: &mut Renewal) {
                 return;
             }
             meet(shared, &set.nodes);
+            retire_unlisted(shared, &set.nodes);
             info!(version, routes = set.routes.len(), "new instructions");
             let dir = shared.config.mesh.data_dir.clone();
             match tokio::task::spawn_blocking(move || instruction_store::save(&dir, &set)).await {
@@ -338,6 +343,29 @@ fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
                 intro.node_id.clone(),
                 intro.mesh_address.clone(),
             ));
+        }
+    }
+}
+
+/// Retires the links this node dialed for the scheduler that its instructions no longer
+/// list (the scheduler keeps a partial mesh): peers with a higher id (those it is
+/// introduced to), not in its config, dialed by it, idle. A link that still carries flows is retired at a later heartbeat,
+/// once they have ended.
+fn retire_unlisted(shared: &Arc<Shared>, listed: &[NodeIntro]) {
+    let config = shared.running.lock().unwrap_or_else(|p| p.into_inner()).config.clone();
+    let me = config.common.node_id.as_str();
+    for peer in shared.pool.ids() {
+        // Only links this node dialed: one a peer dialed (its static `peers`, say) is
+        // the peer's to keep.
+        let dialed_by_me = peer.as_str() > me
+            && shared
+                .pool
+                .current_link(&peer)
+                .is_none_or(|(_, _, initiator)| initiator == crate::core::link_rule::Initiator::Local);
+        let configured = config.peers.iter().any(|p| p.name == peer);
+        if dialed_by_me && !configured && !listed.iter().any(|n| n.node_id == peer) && shared.pool.retire_if_idle(&peer)
+        {
+            info!(peer = %peer, "link retired: the scheduler no longer has this pair linked");
         }
     }
 }

@@ -31,6 +31,9 @@ pub(crate) const LINK_REVOKED: VarInt = VarInt::from_u32(4);
 pub(crate) const LINK_SUPERSEDED: VarInt = VarInt::from_u32(5);
 /// Connection close code: the TCP connection under a link ended.
 pub(crate) const LINK_TRANSPORT_LOST: VarInt = VarInt::from_u32(6);
+/// Connection close code: the scheduler no longer has this pair linked (a partial mesh),
+/// and no flow was left on the link.
+pub(crate) const LINK_RETIRED: VarInt = VarInt::from_u32(7);
 
 /// How often a superseded link is checked for flows still on it.
 const DRAIN_CHECK: Duration = Duration::from_millis(500);
@@ -297,6 +300,29 @@ impl PeerPool {
         let slot = self.slot(id)?;
         let dialing = slot.dialing.read().ok()?;
         Some(dialing.clone())
+    }
+
+    /// Retires the link to `id` if no flow stream is open on it: the slot is dropped (its
+    /// dial loop ends; unlike [`PeerPool::remove`] the peer is not refused, and the
+    /// scheduler may introduce it again) and the link closed. `false` while it carries
+    /// flows: the caller tries again later.
+    pub(crate) fn retire_if_idle(&self, id: &str) -> bool {
+        let Some(slot) = self.slot(id) else { return true };
+        let busy = slot.link.borrow().as_ref().is_some_and(|l| l.turns.streams_open() > 0)
+            || slot.superseded.lock().is_ok_and(|s| s.iter().any(|c| c.close_reason().is_none()));
+        if busy {
+            return false;
+        }
+        if let Ok(mut slots) = self.slots.write() {
+            slots.remove(id);
+        }
+        slot.close(LINK_RETIRED, b"not in this node's share of the mesh");
+        true
+    }
+
+    /// Every peer id in the pool.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.all().into_iter().map(|(id, _)| id).collect()
     }
 
     /// Whether `id` is a configured peer.

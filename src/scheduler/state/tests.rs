@@ -8,6 +8,7 @@ fn policy() -> Policy {
         ttl: Duration::from_secs(300),
         dead_after: Duration::from_secs(15),
         pins: vec![],
+        max_links: 32,
     }
 }
 
