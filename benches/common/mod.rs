@@ -2,6 +2,8 @@
 //! nodes from short YAML bodies, and an echo service.
 #![allow(dead_code)]
 
+pub mod heap;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -239,7 +239,7 @@ impl MeshGraph {
         } else {
             0.0
         };
-        let tree = self.search_skipping(s, objective, banned, min_width, skip);
+        let tree = self.search_skipping(s, objective, banned, min_width, skip, Some(e));
         self.path_to(&tree, s, e)
     }
 
@@ -268,10 +268,11 @@ impl MeshGraph {
     /// Dijkstra on the objective's additive cost over links at least `min_width` wide,
     /// never relaying through `banned` nodes.
     fn search(&self, s: usize, objective: Objective, banned: &[bool], min_width: f64) -> Tree {
-        self.search_skipping(s, objective, banned, min_width, None)
+        self.search_skipping(s, objective, banned, min_width, None, None)
     }
 
-    /// As [`Self::search`], never using the link `skip`.
+    /// As [`Self::search`], never using the link `skip`; with a `target`, it stops once
+    /// the target's cost is final (the tree is then complete only up to it).
     fn search_skipping(
         &self,
         s: usize,
@@ -279,6 +280,7 @@ impl MeshGraph {
         banned: &[bool],
         min_width: f64,
         skip: Option<(usize, usize)>,
+        target: Option<usize>,
     ) -> Tree {
         let n = self.len();
         let mut tree = Tree { cost: vec![f64::INFINITY; n], prev: vec![NONE; n] };
@@ -287,7 +289,13 @@ impl MeshGraph {
         let mut heap = BinaryHeap::new();
         heap.push(Entry { key: -0.0, node: s });
         while let Some(Entry { node: u, .. }) = heap.pop() {
-            if std::mem::replace(&mut done[u], true) || (u != s && banned[u]) {
+            if std::mem::replace(&mut done[u], true) {
+                continue;
+            }
+            if Some(u) == target {
+                break;
+            }
+            if u != s && banned[u] {
                 // A banned node may end a path (the exit) but never relay one.
                 continue;
             }

@@ -51,6 +51,10 @@ struct NodeState {
     /// Peers it has measured a link to, with the last RTT (ms): kept after the link is
     /// retired, so the partial mesh knows who is near.
     measured: HashMap<String, f64>,
+    /// Per route, the primary path's cost when it was last searched.
+    primary_costs: HashMap<String, f64>,
+    /// Its routes must be searched at the next recompute (a pin changed).
+    dirty: bool,
 }
 
 /// An instruction set as issued, for the admin API.
@@ -140,6 +144,8 @@ impl MeshState {
                     last_report: None,
                     issued: None,
                     measured: HashMap::new(),
+                    primary_costs: HashMap::new(),
+                    dirty: true,
                 };
                 self.nodes.insert(id, state);
             }
@@ -374,12 +380,18 @@ impl MeshState {
     /// any pin of that route (an operator's action; it lasts until the scheduler restarts,
     /// when the config's pins are in force again).
     pub fn pin(&mut self, pin: Pin) {
+        if let Some(n) = self.nodes.get_mut(&pin.node) {
+            n.dirty = true;
+        }
         self.policy.pins.retain(|p| !(p.node == pin.node && p.route == pin.route));
         self.policy.pins.push(pin);
     }
 
     /// Removes the pin of `route` of `node`; `false` when there was none.
     pub fn unpin(&mut self, node: &str, route: &str) -> bool {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.dirty = true;
+        }
         let before = self.policy.pins.len();
         self.policy.pins.retain(|p| !(p.node == node && p.route == route));
         self.policy.pins.len() != before
@@ -414,8 +426,24 @@ impl MeshState {
             .collect();
         all_nodes.sort_by(|x, y| x.node_id.cmp(&y.node_id));
         let mut changed = Vec::new();
+        let sliced = self.nodes.len() > FULL_SEARCH_UP_TO;
+        let round = self.recomputes;
         for (id, node) in self.nodes.iter_mut() {
-            let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock, now);
+            let due = !sliced
+                || node.dirty
+                || (topology::hash_id(id).wrapping_add(round)).is_multiple_of(SEARCH_SLICES)
+                || !paths_hold(id, node, &graph, &policy, &no_relay, now);
+            let routes = if due {
+                node.dirty = false;
+                let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock, now);
+                node.primary_costs = routes
+                    .iter()
+                    .filter_map(|r| Some((r.route.clone(), graph.path_cost(&hops(id, r, r.paths.first()?), policy.objective)?)))
+                    .collect();
+                routes
+            } else {
+                node.sent.clone().unwrap_or_default()
+            };
             let known: Vec<&String> = node.registration.peers.iter().map(|(p, _)| p).collect();
             // A pair is introduced only to its node with the lower id, so it dials once. The
             // link rule keeps the connection the lower id opened anyway: a dial from the
@@ -454,6 +482,45 @@ impl MeshState {
     }
 }
 
+/// Up to this many nodes every route is searched at every recompute.
+const FULL_SEARCH_UP_TO: usize = 200;
+/// Past [`FULL_SEARCH_UP_TO`] nodes, a node's routes are searched every this many
+/// recomputes (nodes take turns), and at once when its paths no longer hold.
+const SEARCH_SLICES: u64 = 5;
+
+/// The nodes of `path` of route `r` from `id`.
+fn hops(id: &str, r: &RouteInstruction, path: &InstructedPath) -> Vec<String> {
+    std::iter::once(id.to_string()).chain(path.relays.iter().cloned()).chain(std::iter::once(r.exit.clone())).collect()
+}
+
+/// Whether the paths last issued to a node still stand, so its routes can wait for their
+/// turn to be searched: every link of every path is up, no relay stopped relaying or
+/// failed its flows, and no primary costs more than the hysteresis margin above what it
+/// cost when chosen. A better path appearing waits for the node's turn (a few
+/// recomputes, about the hysteresis hold); a worse one is acted on at once.
+fn paths_hold(
+    id: &str,
+    node: &NodeState,
+    graph: &MeshGraph,
+    policy: &Policy,
+    no_relay: &HashSet<String>,
+    now: Instant,
+) -> bool {
+    let Some(sent) = &node.sent else { return false };
+    sent.iter().all(|r| {
+        if policy.pins.iter().any(|p| p.node == id && p.route == r.route) {
+            return true;
+        }
+        r.paths.iter().enumerate().all(|(k, p)| {
+            if p.relays.iter().any(|x| no_relay.contains(x) || node.suspects.avoids(&r.exit, x, now)) {
+                return false;
+            }
+            let Some(cost) = graph.path_cost(&hops(id, r, p), policy.objective) else { return false };
+            k > 0 || node.primary_costs.get(&r.route).is_some_and(|c| cost <= c * (1.0 + policy.hysteresis.margin))
+        })
+    })
+}
+
 /// Peers a node's RTT memory holds at most (then it keeps the nearest half).
 const MAX_MEASURED: usize = 256;
 /// Recomputes between two choices of the partial mesh (and at once when nodes come or go).
@@ -473,7 +540,9 @@ impl MeshState {
         let mut ids: Vec<String> = self.nodes.keys().cloned().collect();
         ids.sort();
         let mut must = Vec::new();
+        let mut wanted = Vec::new();
         for (id, n) in &self.nodes {
+            wanted.extend(n.registration.routes.iter().filter_map(|(_, exit)| Some((id.clone(), exit.clone()?))));
             for (peer, _) in &n.registration.peers {
                 must.push((id.clone(), peer.clone()));
             }
@@ -491,6 +560,7 @@ impl MeshState {
             ids: &ids,
             measured: &measured,
             must: &must,
+            wanted: &wanted,
             current: &self.topology,
             max_links: self.policy.max_links,
             round: self.recomputes / topology::ROUND,

@@ -6,7 +6,8 @@
 //! [`LONG_RANGE`] random peers (short paths across the mesh, in the manner of a
 //! small-world graph) and [`EXPLORE`] random peers it has never measured, so every node's
 //! view of who is near fills in over time. The links current paths use and the static
-//! `peers` of node configs are kept whatever they cost. Proposals are taken in that order
+//! `peers` of node configs are kept whatever they cost, and each node's link to the exits
+//! of its routes is proposed first. Proposals are taken in that order
 //! while neither end has `max_links`; then every part of the mesh left apart is joined to
 //! the rest, so every pair has a path.
 //!
@@ -37,6 +38,9 @@ pub struct TopologyInput<'a> {
     pub measured: &'a dyn Fn(&str) -> Option<&'a HashMap<String, f64>>,
     /// Pairs that stay linked whatever they cost (static peers, current paths).
     pub must: &'a [(String, String)],
+    /// Pairs proposed before any other within the cap: a node and the exits of its
+    /// routes, so the direct path is there to be measured and chosen.
+    pub wanted: &'a [(String, String)],
     /// The links kept now.
     pub current: &'a Links,
     /// The most links a node keeps (the `must` pairs may exceed it).
@@ -67,6 +71,11 @@ pub fn choose(input: &TopologyInput<'_>) -> Links {
             proposals.push((0, 0.0, i, j));
         }
     }
+    for (a, b) in input.wanted {
+        if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
+            proposals.push((1, 0.0, i, j));
+        }
+    }
     for (i, id) in ids.iter().enumerate() {
         let kept = input.current.get(id);
         let measured = (input.measured)(id);
@@ -81,7 +90,7 @@ pub fn choose(input: &TopologyInput<'_>) -> Links {
             .collect();
         near.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
         for (rank, (cost, j)) in near.into_iter().take(NEAREST).enumerate() {
-            proposals.push((1 + rank as u32, cost, i, j));
+            proposals.push((2 + rank as u32, cost, i, j));
         }
         let mut seed = mix(hash_id(id) ^ input.round);
         for _ in 0..LONG_RANGE {
@@ -160,7 +169,7 @@ fn join_apart(sets: &mut [BTreeSet<usize>], degree: &[usize]) {
 }
 
 /// A stable hash of a node id (FNV-1a): the same on every scheduler and release.
-fn hash_id(id: &str) -> u64 {
+pub(crate) fn hash_id(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -214,6 +223,7 @@ mod tests {
             ids: &ids,
             measured: &|_| None,
             must: &[],
+            wanted: &[],
             current: &Links::new(),
             max_links: 4,
             round: 0,
@@ -227,7 +237,7 @@ mod tests {
         let measured = line(&ids);
         let must = vec![(ids[0].clone(), ids[299].clone())];
         let lookup = |id: &str| measured.get(id);
-        let input = TopologyInput { ids: &ids, measured: &lookup, must: &must, current: &Links::new(), max_links: 16, round: 1 };
+        let input = TopologyInput { ids: &ids, measured: &lookup, must: &must, wanted: &[], current: &Links::new(), max_links: 16, round: 1 };
         let links = choose(&input);
         assert!(connected(&links), "every pair has a path");
         assert!(links[&ids[0]].contains(&ids[299]), "a must pair is kept");
@@ -246,6 +256,7 @@ mod tests {
             ids: &ids,
             measured: &|_| None,
             must: &[],
+            wanted: &[],
             current: &Links::new(),
             max_links: 8,
             round: 3,
