@@ -122,6 +122,7 @@ fn scheduler_under_report_attack() {
         ttl: Duration::from_secs(300),
         dead_after: Duration::from_secs(15),
         pins: Vec::new(),
+        max_links: 32,
     };
     let start = Instant::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -113,7 +113,13 @@ impl World {
 
 /// Sends every node's report of the links it keeps now; `down` are failed pairs and
 /// `dead` a failed node (its peers stop reporting it; it reports nothing).
-fn report_all(state: &mut MeshState, world: &World, now: Instant, down: &[(usize, usize)], dead: Option<usize>) {
+fn report_all(
+    state: &mut MeshState,
+    world: &World,
+    now: Instant,
+    down: &[(usize, usize)],
+    dead: Option<usize>,
+) {
     let kept = state.kept_links().clone();
     for (i, id) in world.ids.iter().enumerate() {
         if Some(i) == dead {
@@ -238,7 +244,8 @@ fn simulate(n: usize, warm: u64, seconds: u64, max_links: usize) -> Figures {
             .iter()
             .filter(|r| {
                 r.paths.iter().any(|p| {
-                    let hops: Vec<usize> = p.hops.iter().filter_map(|h| world.index.get(h).copied()).collect();
+                    let hops: Vec<usize> =
+                        p.hops.iter().filter_map(|h| world.index.get(h).copied()).collect();
                     hops.windows(2).any(|w| (w[0].min(w[1]), w[0].max(w[1])) == pair)
                 })
             })
@@ -264,7 +271,10 @@ fn simulate(n: usize, warm: u64, seconds: u64, max_links: usize) -> Figures {
         state
             .route_snapshots(Instant::now())
             .iter()
-            .filter(|r| r.node != world.ids[relay] && r.paths.iter().any(|p| p.hops[1..p.hops.len() - 1].contains(&world.ids[relay])))
+            .filter(|r| {
+                r.node != world.ids[relay]
+                    && r.paths.iter().any(|p| p.hops[1..p.hops.len() - 1].contains(&world.ids[relay]))
+            })
             .count()
     };
     let before = crossing(&state);

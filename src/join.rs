@@ -196,12 +196,13 @@ async fn ask(list: &str, ca_fingerprint: [u8; 32], request: &JoinRequest) -> Res
     let give_up = tokio::time::Instant::now() + JOIN_BUDGET;
     let mut last = HashMap::new();
     for (attempt, scheduler) in schedulers.iter().cycle().enumerate() {
-        let failure = match tokio::time::timeout(JOIN_TIMEOUT, exchange(scheduler, ca_fingerprint, request)).await {
-            Ok(Ok(reply)) => return Ok(reply),
-            Ok(Err(e)) if e.is::<Busy>() => "busy with other joins".to_string(),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => format!("did not answer within {JOIN_TIMEOUT:?}"),
-        };
+        let failure =
+            match tokio::time::timeout(JOIN_TIMEOUT, exchange(scheduler, ca_fingerprint, request)).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(e)) if e.is::<Busy>() => "busy with other joins".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => format!("did not answer within {JOIN_TIMEOUT:?}"),
+            };
         last.insert(*scheduler, failure);
         if tokio::time::Instant::now() >= give_up {
             break;
@@ -212,8 +213,10 @@ async fn ask(list: &str, ca_fingerprint: [u8; 32], request: &JoinRequest) -> Res
             tokio::time::sleep(Duration::from_millis(rand::random_range(200..600))).await;
         }
     }
-    let failures: Vec<String> = schedulers.iter().filter_map(|s| Some(format!("{s}: {}", last.get(s)?))).collect();
-    Err(anyhow::anyhow!("no scheduler enrolled this node within {JOIN_BUDGET:?}: {}", failures.join("; ")).into())
+    let failures: Vec<String> =
+        schedulers.iter().filter_map(|s| Some(format!("{s}: {}", last.get(s)?))).collect();
+    Err(anyhow::anyhow!("no scheduler enrolled this node within {JOIN_BUDGET:?}: {}", failures.join("; "))
+        .into())
 }
 
 /// A join connection that hears nothing for this long is over: a scheduler killed in the
@@ -349,7 +352,8 @@ exit_policy:
 
 /// The `scheduler` keys for `--scheduler`: `address` for one, `addresses` for several.
 fn scheduler_keys(list: &str) -> String {
-    let all: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(yaml_string).collect();
+    let all: Vec<String> =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(yaml_string).collect();
     match all.as_slice() {
         [one] => format!("address: {one}"),
         _ => format!("addresses: [{}]", all.join(", ")),

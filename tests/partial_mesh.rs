@@ -42,14 +42,17 @@ fn connected(links: &HashMap<String, BTreeSet<String>>) -> bool {
 }
 
 async fn echo_once(entry: std::net::SocketAddr, payload: &[u8]) -> bool {
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(entry)).await else {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(entry)).await
+    else {
         return false;
     };
     if s.write_all(payload).await.is_err() {
         return false;
     }
     let mut got = vec![0u8; payload.len()];
-    matches!(tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await, Ok(Ok(_))) && got == payload
+    matches!(tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await, Ok(Ok(_)))
+        && got == payload
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +65,8 @@ async fn twelve_nodes_keep_at_most_max_links_and_every_pair_a_path() {
         "bind: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n\
          recompute_interval: \"200ms\"\nnode_dead_after: \"3s\"\nmax_links: {MAX_LINKS}\n"
     );
-    let scheduler = Scheduler::start(sched_config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
+    let scheduler =
+        Scheduler::start(sched_config::parse(&yaml, &mesh.dir).expect("config")).await.expect("start");
     let addr = scheduler.local_addr().expect("addr").to_string();
     let echo = echo_server().await;
     let mut nodes = HashMap::new();
@@ -90,7 +94,12 @@ async fn twelve_nodes_keep_at_most_max_links_and_every_pair_a_path() {
 
     // A flow from n00 to the exit n11 across the partial mesh.
     let entry = listener_addr(&nodes["n00"], "in");
-    assert!(eventually(Duration::from_secs(20), || nodes["n00"].instructions().is_some_and(|s| !s.routes.is_empty())).await);
+    assert!(
+        eventually(Duration::from_secs(20), || nodes["n00"]
+            .instructions()
+            .is_some_and(|s| !s.routes.is_empty()))
+        .await
+    );
     let mut ok = false;
     for _ in 0..40 {
         if echo_once(entry, b"across the partial mesh").await {

@@ -37,7 +37,10 @@ fn ha_mesh(nodes: &[&str]) -> Mesh {
 
 /// `proxy_scheduler_leader` from the admin API at `admin`; `None` while it does not answer.
 async fn leads(admin: SocketAddr) -> Option<bool> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(admin)).await.ok()?.ok()?;
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(admin))
+        .await
+        .ok()?
+        .ok()?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
     let mut body = String::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body)).await.ok()?.ok()?;
@@ -99,12 +102,18 @@ async fn a_killed_leader_is_replaced_and_route_updates_resume() {
     b.scheduler = Some(format!("127.0.0.1:{p1},127.0.0.1:{p2}"));
     let b = b.start(&mesh).await;
     let mut a = NodeSpec::new("a");
-    a.peers = vec![("b", b.mesh_addr().expect("addr").to_string()), ("c", c.mesh_addr().expect("addr").to_string())];
+    a.peers = vec![
+        ("b", b.mesh_addr().expect("addr").to_string()),
+        ("c", c.mesh_addr().expect("addr").to_string()),
+    ];
     a.routes = vec![("in", echo.to_string(), Some("c"))];
     a.scheduler = Some(format!("127.0.0.1:{p1},127.0.0.1:{p2}"));
     let a = a.start(&mesh).await;
     for node in [&a, &c] {
-        assert!(eventually(Duration::from_secs(20), || node.instructions().is_some()).await, "no instructions");
+        assert!(
+            eventually(Duration::from_secs(20), || node.instructions().is_some()).await,
+            "no instructions"
+        );
     }
     let mut flow = connect(listener_addr(&a, "in")).await;
     flow.write_all(b"before").await.expect("write");
@@ -150,9 +159,10 @@ async fn joins_survive_a_killed_scheduler_and_a_killed_etcd_member() {
     let _s2 = spawn_scheduler(&mesh, "s2", &scheduler_yaml("s2", p2, a2, &cluster.endpoints()));
     let config = sched_config::parse(&yaml1, &mesh.dir).expect("config");
     const USES: u32 = 12;
-    let token = proxy::scheduler::enrollment::create_token(&config, None, Vec::new(), Duration::from_secs(600), USES)
-        .expect("token in etcd")
-        .encode();
+    let token =
+        proxy::scheduler::enrollment::create_token(&config, None, Vec::new(), Duration::from_secs(600), USES)
+            .expect("token in etcd")
+            .encode();
 
     let join = |i: usize| {
         let options = proxy::join::JoinOptions {
@@ -193,12 +203,17 @@ async fn joins_survive_a_killed_scheduler_and_a_killed_etcd_member() {
     }
     let records: Vec<proxy::core::join_token::TokenRecord> = registry.tokens.clone().into();
     let uses_left = records.first().map(|r| r.uses_left).expect("the token");
-    assert_eq!(uses_left as usize, USES as usize - joined.len(), "a token use was lost or taken twice: {outcomes:?}");
+    assert_eq!(
+        uses_left as usize,
+        USES as usize - joined.len(),
+        "a token use was lost or taken twice: {outcomes:?}"
+    );
     assert!(joined.len() >= 10, "most joins go through a failover: {outcomes:?}");
     eprintln!("joins across the failover: {} of {} completed", joined.len(), outcomes.len());
 
     // A removal through the survivor's store is in force for the mesh.
-    let removed = proxy::scheduler::enrollment::remove_node(&config, "j0").expect("remove with a member down");
+    let removed =
+        proxy::scheduler::enrollment::remove_node(&config, "j0").expect("remove with a member down");
     assert!(removed.is_some());
     let store = RegistryStore::open(&config).expect("store");
     let registry = tokio::task::spawn_blocking(move || store.load()).await.expect("task").expect("registry");
@@ -213,8 +228,9 @@ async fn token_uses_are_transactions_across_schedulers() {
     let mesh = ha_mesh(&[]);
     let yaml = scheduler_yaml("t", 1, 2, &cluster.endpoints());
     let config = sched_config::parse(&yaml, &mesh.dir).expect("config");
-    let token = proxy::scheduler::enrollment::create_token(&config, None, Vec::new(), Duration::from_secs(600), 5)
-        .expect("token");
+    let token =
+        proxy::scheduler::enrollment::create_token(&config, None, Vec::new(), Duration::from_secs(600), 5)
+            .expect("token");
     let stores = [RegistryStore::open(&config).expect("one"), RegistryStore::open(&config).expect("two")];
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let redeemers: Vec<_> = (0..12)
@@ -254,9 +270,11 @@ async fn a_leader_cut_off_from_etcd_steps_down_without_a_split_brain() {
     }
     let through: Vec<String> = relays.iter().map(TcpRelay::url).collect();
     let (p1, p2) = (common::process::free_port(true), common::process::free_port(true));
-    let s1 = Scheduler::start(sched_config::parse(&scheduler_yaml("s1", p1, 0, &through), &mesh.dir).expect("config"))
-        .await
-        .expect("s1");
+    let s1 = Scheduler::start(
+        sched_config::parse(&scheduler_yaml("s1", p1, 0, &through), &mesh.dir).expect("config"),
+    )
+    .await
+    .expect("s1");
     assert!(eventually(Duration::from_secs(20), || s1.view().role().is_leader()).await, "s1 never led");
     let s2 = Scheduler::start(
         sched_config::parse(&scheduler_yaml("s2", p2, 0, &cluster.endpoints()), &mesh.dir).expect("config"),
@@ -281,6 +299,10 @@ async fn a_leader_cut_off_from_etcd_steps_down_without_a_split_brain() {
     flow.write_all(b"before").await.expect("write");
     let mut got = [0u8; 6];
     flow.read_exact(&mut got).await.expect("echo");
+    // A pin made on the leader (as the console makes it) is in the shared registry.
+    let pin = proxy::config::scheduler::Pin { node: "a".into(), route: "in".into(), relays: Vec::new() };
+    let view = s1.view();
+    tokio::task::spawn_blocking(move || view.pin(pin)).await.expect("task").expect("pin");
 
     for r in &relays {
         r.set_cut(true);
@@ -307,6 +329,13 @@ async fn a_leader_cut_off_from_etcd_steps_down_without_a_split_brain() {
     let held = a.instructions().map_or(0, |s| s.version);
     assert!(eventually(Duration::from_secs(20), || a.instructions().is_some_and(|s| s.version > held)).await);
     eprintln!("partition: s1 stepped down {} ms after the cut (lease 2 s)", stepped_down.as_millis());
+    let pinned = |v: &proxy::scheduler::SchedulerView| {
+        v.routes().iter().any(|r| r.node == "a" && r.route == "in" && r.pinned)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || pinned(&v2)).await,
+        "the new leader has the pin made on the old"
+    );
     assert_eq!(Some(v1.recompute_stats().recomputes), issued_after, "the cut-off scheduler kept computing");
     flow.write_all(b"after!").await.expect("write after");
     flow.read_exact(&mut got).await.expect("echo after");

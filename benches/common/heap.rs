@@ -28,4 +28,3 @@ unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
 pub fn heap_mib() -> f64 {
     HEAP_BYTES.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
 }
-

@@ -55,10 +55,20 @@ pub fn render_metrics(s: &Snapshot) -> String {
         Role::Leader { term } => (1.0, term as f64),
         Role::Standby { .. } => (0.0, 0.0),
     };
-    family(&mut out, "proxy_scheduler_leader", "gauge", "1 when this scheduler leads the mesh (issues instructions).")
-        .sample(&[], leader);
-    family(&mut out, "proxy_scheduler_leader_term", "gauge", "The term it leads in (etcd revision; 0 without etcd or when not leading).")
-        .sample(&[], term);
+    family(
+        &mut out,
+        "proxy_scheduler_leader",
+        "gauge",
+        "1 when this scheduler leads the mesh (issues instructions).",
+    )
+    .sample(&[], leader);
+    family(
+        &mut out,
+        "proxy_scheduler_leader_term",
+        "gauge",
+        "The term it leads in (etcd revision; 0 without etcd or when not leading).",
+    )
+    .sample(&[], term);
     node_metrics(&mut out, &s.nodes);
     let mut f = family(
         &mut out,

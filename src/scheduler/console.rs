@@ -103,15 +103,15 @@ fn node_id(id: &str) -> Result<(), (u16, String)> {
 
 fn act(action: &str, view: &SchedulerView, config: &SchedulerConfig, body: &[u8]) -> ActionResult {
     match action {
-        "token" => create_token(config, body),
-        "remove" => remove(config, body),
+        "token" => create_token(view, config, body),
+        "remove" => remove(view, body),
         "pin" => pin(view, body),
         "unpin" => unpin(view, body),
         _ => Err((404, format!("no action {action:?}: token, remove, pin or unpin"))),
     }
 }
 
-fn create_token(config: &SchedulerConfig, body: &[u8]) -> ActionResult {
+fn create_token(view: &SchedulerView, config: &SchedulerConfig, body: &[u8]) -> ActionResult {
     #[derive(Deserialize)]
     struct TokenRequest {
         ttl_secs: u64,
@@ -130,8 +130,9 @@ fn create_token(config: &SchedulerConfig, body: &[u8]) -> ActionResult {
     if let Some(node) = &node {
         node_id(node)?;
     }
-    let token = super::enrollment::create_token(config, node.clone(), Vec::new(), ttl, r.uses)
-        .map_err(|e| (500, format!("cannot create the token: {e:#}")))?;
+    let token =
+        super::enrollment::create_token_in(&view.registry(), config, node.clone(), Vec::new(), ttl, r.uses)
+            .map_err(|e| (500, format!("cannot create the token: {e:#}")))?;
     let expires_at_unix = unix_now() + ttl.as_secs();
     let bound = node.map(|n| format!(" for node {n}")).unwrap_or_default();
     let answer = Response::json(&serde_json::json!({
@@ -141,14 +142,14 @@ fn create_token(config: &SchedulerConfig, body: &[u8]) -> ActionResult {
     Ok((answer, format!("join token created ({} use(s), valid {} s{bound})", r.uses, ttl.as_secs())))
 }
 
-fn remove(config: &SchedulerConfig, body: &[u8]) -> ActionResult {
+fn remove(view: &SchedulerView, body: &[u8]) -> ActionResult {
     #[derive(Deserialize)]
     struct RemoveRequest {
         node: String,
     }
     let r: RemoveRequest = parse(body)?;
     node_id(&r.node)?;
-    let member = super::enrollment::remove_node(config, &r.node)
+    let member = super::enrollment::remove_node_in(&view.registry(), &r.node)
         .map_err(|e| (500, format!("cannot remove {}: {e:#}", r.node)))?;
     let answer = Response::json(&serde_json::json!({ "removed": r.node, "was_member": member.is_some() }));
     Ok((answer, format!("node {} removed", r.node)))
@@ -177,7 +178,8 @@ fn pin(view: &SchedulerView, body: &[u8]) -> ActionResult {
             format!("relays {}", r.relays.join(", "))
         }
     );
-    view.pin(Pin { node: r.node, route: r.route, relays: r.relays });
+    view.pin(Pin { node: r.node, route: r.route, relays: r.relays })
+        .map_err(|e| (500, format!("cannot pin: {e}")))?;
     Ok((Response::json(&serde_json::json!({})), done))
 }
 
@@ -188,7 +190,7 @@ fn unpin(view: &SchedulerView, body: &[u8]) -> ActionResult {
         route: String,
     }
     let r: UnpinRequest = parse(body)?;
-    if !view.unpin(&r.node, &r.route) {
+    if !view.unpin(&r.node, &r.route).map_err(|e| (500, format!("cannot unpin: {e}")))? {
         return Err((404, format!("route {:?} of {} is not pinned", r.route, r.node)));
     }
     Ok((Response::json(&serde_json::json!({})), format!("route {} of {} unpinned", r.route, r.node)))

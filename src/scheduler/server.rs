@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::enrollment::Enrollment;
-use super::enrollment::store::RegistryStore;
+use super::enrollment::registry::StoredPin;
+use super::enrollment::store::{RegistryStore, StoreError};
 use super::etcd::leadership::{self, Role};
 use super::state::{LinkSnapshot, MeshState, NodeSnapshot, Policy, RouteSnapshot};
 use crate::clock::unix_now;
@@ -121,14 +122,31 @@ impl SchedulerView {
         self.shared.with_state(|s| s.alternatives(routes, max, Instant::now()))
     }
 
-    /// Pins a route's relays until the scheduler restarts (see [`MeshState::pin`]).
-    pub fn pin(&self, pin: crate::config::scheduler::Pin) {
+    /// Pins a route's relays (blocking: written to the registry, so every scheduler of
+    /// the mesh has it and it outlasts a restart), in force here at once.
+    pub fn pin(&self, pin: crate::config::scheduler::Pin) -> Result<(), StoreError> {
+        let stored =
+            StoredPin { node: pin.node.clone(), route: pin.route.clone(), relays: pin.relays.clone() };
+        let key = StoredPin::key(&pin.node, &pin.route);
+        self.registry().update(|r| (r.pins.insert(key.clone(), stored.clone()), true))?;
         self.shared.with_state(|s| s.pin(pin));
+        Ok(())
     }
 
-    /// Removes a route's pin; `false` when it had none.
-    pub fn unpin(&self, node: &str, route: &str) -> bool {
-        self.shared.with_state(|s| s.unpin(node, route))
+    /// Removes a route's run-time pin (blocking, from the registry too); `false` when it
+    /// had none.
+    pub fn unpin(&self, node: &str, route: &str) -> Result<bool, StoreError> {
+        let key = StoredPin::key(node, route);
+        let stored = self.registry().update(|r| {
+            let had = r.pins.remove(&key).is_some();
+            (had, had)
+        })?;
+        Ok(self.shared.with_state(|s| s.unpin(node, route)) || stored)
+    }
+
+    /// The registry this scheduler uses (a file, or etcd).
+    pub fn registry(&self) -> RegistryStore {
+        self.shared.enrollment.store().clone()
     }
 
     /// Per node, the flows and bytes its routes carried since it started (one lock).
@@ -210,7 +228,8 @@ impl Scheduler {
     /// refused.
     pub async fn start(config: SchedulerConfig) -> anyhow::Result<Scheduler> {
         let enrollment = Arc::new(Enrollment::open(&config)?);
-        let revocations = Revocations::new(enrollment.store().load()?.revoked());
+        let registry = enrollment.store().load()?;
+        let revocations = Revocations::new(registry.revoked());
         let identity = TlsIdentity::load(&config.cert, &config.key, &config.ca, SCHEDULER_ID)?
             .with_revocations(revocations.clone());
         let mut transport = TransportConfig::default();
@@ -230,8 +249,10 @@ impl Scheduler {
             }
             _ => watch::channel(Role::Leader { term: 0 }).1,
         };
+        let mut state = MeshState::new(Policy::from(&config), Instant::now());
+        state.set_shared_pins(shared_pins(&registry));
         let shared = Arc::new(Shared {
-            state: Mutex::new(MeshState::new(Policy::from(&config), Instant::now())),
+            state: Mutex::new(state),
             sessions: Mutex::new(HashMap::new()),
             outboxes: Mutex::new(HashMap::new()),
             recompute: Mutex::new(RecomputeStats::default()),
@@ -423,7 +444,10 @@ async fn follow_role(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         let sessions: Vec<(String, Connection)> =
             shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
         for (_, conn) in &sessions {
-            conn.close(VarInt::from_u32(close_codes::STANDBY), b"no longer the leader: try the next scheduler");
+            conn.close(
+                VarInt::from_u32(close_codes::STANDBY),
+                b"no longer the leader: try the next scheduler",
+            );
         }
         shared.with_state(|s| {
             for id in s.node_ids() {
@@ -433,6 +457,19 @@ async fn follow_role(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         shared.outboxes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         info!(sessions = sessions.len(), "standing by: node sessions closed");
     }
+}
+
+/// The registry's run-time pins, as the computation takes them.
+fn shared_pins(registry: &super::enrollment::registry::Registry) -> Vec<crate::config::scheduler::Pin> {
+    registry
+        .pins
+        .values()
+        .map(|p| crate::config::scheduler::Pin {
+            node: p.node.clone(),
+            route: p.route.clone(),
+            relays: p.relays.clone(),
+        })
+        .collect()
 }
 
 /// What a session knows of its node beyond the id.
@@ -669,6 +706,9 @@ async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             }
             Err(_) => continue,
         };
+        if shared.with_state(|s| s.set_shared_pins(shared_pins(&registry))) {
+            info!(pins = registry.pins.len(), "run-time pins updated from the registry");
+        }
         let revoked = registry.revoked();
         let before = shared.revocations.snapshot().node_ids;
         if !shared.revocations.replace(revoked.clone()) {

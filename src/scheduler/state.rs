@@ -109,12 +109,22 @@ pub struct MeshState {
     topology: topology::Links,
     /// Recomputes so far (the topology is chosen again every few).
     recomputes: u64,
+    /// The config's pins; `policy.pins` holds them with the registry's (run-time) pins.
+    config_pins: Vec<Pin>,
 }
 
 impl MeshState {
     /// An empty mesh; `epoch` anchors the hysteresis clock.
     pub fn new(policy: Policy, epoch: Instant) -> Self {
-        Self { policy, epoch, nodes: HashMap::new(), topology: topology::Links::new(), recomputes: 0 }
+        let config_pins = policy.pins.clone();
+        Self {
+            policy,
+            epoch,
+            nodes: HashMap::new(),
+            topology: topology::Links::new(),
+            recomputes: 0,
+            config_pins,
+        }
     }
 
     /// A node (re-)registered. Its past choices are kept, so a reconnect changes nothing.
@@ -377,14 +387,36 @@ impl MeshState {
     }
 
     /// Pins `pin.route` of `pin.node` to `pin.relays` from the next recompute on, replacing
-    /// any pin of that route (an operator's action; it lasts until the scheduler restarts,
-    /// when the config's pins are in force again).
+    /// any pin of that route (an operator's action, which the registry keeps too, see
+    /// [`MeshState::set_shared_pins`]).
     pub fn pin(&mut self, pin: Pin) {
         if let Some(n) = self.nodes.get_mut(&pin.node) {
             n.dirty = true;
         }
         self.policy.pins.retain(|p| !(p.node == pin.node && p.route == pin.route));
         self.policy.pins.push(pin);
+    }
+
+    /// Puts the registry's run-time pins in force with the config's (a run-time pin of a
+    /// route replaces the config's); returns whether anything changed.
+    pub fn set_shared_pins(&mut self, shared: Vec<Pin>) -> bool {
+        let mut pins: Vec<Pin> = self
+            .config_pins
+            .iter()
+            .filter(|c| !shared.iter().any(|s| s.node == c.node && s.route == c.route))
+            .cloned()
+            .collect();
+        pins.extend(shared);
+        if pins == self.policy.pins {
+            return false;
+        }
+        for p in self.policy.pins.iter().chain(pins.iter()) {
+            if let Some(n) = self.nodes.get_mut(&p.node) {
+                n.dirty = true;
+            }
+        }
+        self.policy.pins = pins;
+        true
     }
 
     /// Removes the pin of `route` of `node`; `false` when there was none.
@@ -438,7 +470,12 @@ impl MeshState {
                 let routes = route_instructions(id, node, &graph, &policy, &no_relay, clock, now);
                 node.primary_costs = routes
                     .iter()
-                    .filter_map(|r| Some((r.route.clone(), graph.path_cost(&hops(id, r, r.paths.first()?), policy.objective)?)))
+                    .filter_map(|r| {
+                        Some((
+                            r.route.clone(),
+                            graph.path_cost(&hops(id, r, r.paths.first()?), policy.objective)?,
+                        ))
+                    })
                     .collect();
                 routes
             } else {
@@ -490,7 +527,10 @@ const SEARCH_SLICES: u64 = 5;
 
 /// The nodes of `path` of route `r` from `id`.
 fn hops(id: &str, r: &RouteInstruction, path: &InstructedPath) -> Vec<String> {
-    std::iter::once(id.to_string()).chain(path.relays.iter().cloned()).chain(std::iter::once(r.exit.clone())).collect()
+    std::iter::once(id.to_string())
+        .chain(path.relays.iter().cloned())
+        .chain(std::iter::once(r.exit.clone()))
+        .collect()
 }
 
 /// Whether the paths last issued to a node still stand, so its routes can wait for their
@@ -516,7 +556,11 @@ fn paths_hold(
                 return false;
             }
             let Some(cost) = graph.path_cost(&hops(id, r, p), policy.objective) else { return false };
-            k > 0 || node.primary_costs.get(&r.route).is_some_and(|c| cost <= c * (1.0 + policy.hysteresis.margin))
+            k > 0
+                || node
+                    .primary_costs
+                    .get(&r.route)
+                    .is_some_and(|c| cost <= c * (1.0 + policy.hysteresis.margin))
         })
     })
 }
@@ -532,8 +576,8 @@ impl MeshState {
     /// long-range and unexplored peers up to `max_links` (see [`topology`]).
     fn choose_topology(&mut self) {
         self.recomputes += 1;
-        let same_nodes =
-            self.topology.len() == self.nodes.len() && self.nodes.keys().all(|id| self.topology.contains_key(id));
+        let same_nodes = self.topology.len() == self.nodes.len()
+            && self.nodes.keys().all(|id| self.topology.contains_key(id));
         if same_nodes && !self.recomputes.is_multiple_of(TOPOLOGY_EVERY) {
             return;
         }
@@ -542,14 +586,18 @@ impl MeshState {
         let mut must = Vec::new();
         let mut wanted = Vec::new();
         for (id, n) in &self.nodes {
-            wanted.extend(n.registration.routes.iter().filter_map(|(_, exit)| Some((id.clone(), exit.clone()?))));
+            wanted.extend(
+                n.registration.routes.iter().filter_map(|(_, exit)| Some((id.clone(), exit.clone()?))),
+            );
             for (peer, _) in &n.registration.peers {
                 must.push((id.clone(), peer.clone()));
             }
             for route in n.sent.iter().flatten() {
                 for path in &route.paths {
-                    let hops: Vec<&String> =
-                        std::iter::once(id).chain(path.relays.iter()).chain(std::iter::once(&route.exit)).collect();
+                    let hops: Vec<&String> = std::iter::once(id)
+                        .chain(path.relays.iter())
+                        .chain(std::iter::once(&route.exit))
+                        .collect();
                     must.extend(hops.windows(2).map(|w| (w[0].clone(), w[1].clone())));
                 }
             }
@@ -748,9 +796,9 @@ fn route_instructions(
 
 mod snapshot;
 pub mod suspects;
-pub mod topology;
 #[cfg(test)]
 mod tests;
+pub mod topology;
 
 use suspects::Suspects;
 

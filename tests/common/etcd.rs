@@ -53,7 +53,9 @@ impl EtcdCluster {
             if std::env::var("CI").is_ok() {
                 panic!("etcd is not installed: .ci/run installs it (apt-get install -y etcd-server)");
             }
-            eprintln!("SKIPPED: etcd is not installed (apt-get install -y etcd-server); this test did not run");
+            eprintln!(
+                "SKIPPED: etcd is not installed (apt-get install -y etcd-server); this test did not run"
+            );
             return None;
         };
         let dir = std::env::temp_dir().join(format!("proxy-etcd-{tag}-{}", std::process::id()));
@@ -139,14 +141,19 @@ impl EtcdCluster {
                 let key = etcd.key("probe");
                 let put = etcd
                     .call(move |mut c| async move {
-                        c.kv.put(etcdv3client::pb::PutRequest { key, value: b"1".to_vec(), ..Default::default() })
-                            .await
+                        c.kv.put(etcdv3client::pb::PutRequest {
+                            key,
+                            value: b"1".to_vec(),
+                            ..Default::default()
+                        })
+                        .await
                     })
                     .await;
                 if put.is_ok() {
                     break;
                 }
-                if let Some(status) = self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                if let Some(status) = self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+                {
                     panic!("etcd member {i} exited ({status}):\n{}", self.log_tail(i));
                 }
                 assert!(Instant::now() < deadline, "etcd member {i} never served:\n{}", self.log_tail(i));
@@ -156,7 +163,8 @@ impl EtcdCluster {
     }
 
     fn log_tail(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{}.log", self.members[i].name))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.dir.join(format!("{}.log", self.members[i].name)))
+            .unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::Checker;
 use super::logging::RawLogKeys;
 use crate::config::raw::{RawPin, RawSchedulerConfig, RawState};
-use crate::config::scheduler::{DEFAULT_ADMIN_ADDR, EtcdConfig, MAX_NODE_CERT_LIFETIME, Pin, SchedulerConfig};
+use crate::config::scheduler::{
+    DEFAULT_ADMIN_ADDR, EtcdConfig, MAX_NODE_CERT_LIFETIME, Pin, SchedulerConfig,
+};
 use crate::config::{ConfigError, parse_duration};
 use crate::core::pathfind::Objective;
 use crate::core::wire::is_valid_node_id;
@@ -138,10 +140,15 @@ impl Checker<'_> {
             }
         }
         let prefix = self.check("state.prefix", etcd_prefix(raw.prefix.as_deref().unwrap_or("/proxy")));
-        let lease = self.duration("state.lease", raw.lease.as_deref(), Duration::from_secs(3)).and_then(|d| {
-            let ok = (Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) && d.subsec_nanos() == 0;
-            self.check("state.lease", if ok { Ok(d) } else { Err("must be whole seconds, 2s to 60s".into()) })
-        });
+        let lease =
+            self.duration("state.lease", raw.lease.as_deref(), Duration::from_secs(3)).and_then(|d| {
+                let ok =
+                    (Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) && d.subsec_nanos() == 0;
+                self.check(
+                    "state.lease",
+                    if ok { Ok(d) } else { Err("must be whole seconds, 2s to 60s".into()) },
+                )
+            });
         let name = match raw.name.as_deref() {
             Some(n) => self.check(
                 "state.name",
@@ -179,7 +186,9 @@ fn etcd_endpoint(value: &str) -> Result<String, String> {
     let rest = match value.split_once("://") {
         Some(("http", rest)) => rest,
         Some((scheme, _)) => {
-            return Err(format!("`{scheme}://` is not supported: give `http://host:port` (etcd over TLS is not yet)"));
+            return Err(format!(
+                "`{scheme}://` is not supported: give `http://host:port` (etcd over TLS is not yet)"
+            ));
         }
         None => value,
     };
@@ -198,7 +207,9 @@ fn etcd_prefix(value: &str) -> Result<String, String> {
     if segments_ok && value.len() <= 128 {
         Ok(value.to_owned())
     } else {
-        Err(format!("`{value}` is not a key prefix: write `/` then segments of letters, digits, `-`, `_`, `.` (e.g. `/proxy/prod`)"))
+        Err(format!(
+            "`{value}` is not a key prefix: write `/` then segments of letters, digits, `-`, `_`, `.` (e.g. `/proxy/prod`)"
+        ))
     }
 }
 

@@ -363,7 +363,10 @@ fn retire_unlisted(shared: &Arc<Shared>, listed: &[NodeIntro]) {
                 .current_link(&peer)
                 .is_none_or(|(_, _, initiator)| initiator == crate::core::link_rule::Initiator::Local);
         let configured = config.peers.iter().any(|p| p.name == peer);
-        if dialed_by_me && !configured && !listed.iter().any(|n| n.node_id == peer) && shared.pool.retire_if_idle(&peer)
+        if dialed_by_me
+            && !configured
+            && !listed.iter().any(|n| n.node_id == peer)
+            && shared.pool.retire_if_idle(&peer)
         {
             info!(peer = %peer, "link retired: the scheduler no longer has this pair linked");
         }

@@ -120,9 +120,7 @@ pub(crate) const SCHEDULER_IDLE: std::time::Duration = std::time::Duration::from
 /// silent scheduler.
 fn scheduler_transport() -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(SCHEDULER_IDLE / 6))
-        .max_idle_timeout(SCHEDULER_IDLE.try_into().ok());
+    transport.keep_alive_interval(Some(SCHEDULER_IDLE / 6)).max_idle_timeout(SCHEDULER_IDLE.try_into().ok());
     Arc::new(transport)
 }
 

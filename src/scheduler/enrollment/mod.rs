@@ -324,6 +324,18 @@ pub fn create_token(
     ttl: Duration,
     uses: u32,
 ) -> anyhow::Result<JoinToken> {
+    create_token_in(&RegistryStore::open(config)?, config, node_id, groups, ttl, uses)
+}
+
+/// [`create_token`] in an open `store` (a running scheduler's).
+pub fn create_token_in(
+    store: &RegistryStore,
+    config: &SchedulerConfig,
+    node_id: Option<String>,
+    groups: Vec<String>,
+    ttl: Duration,
+    uses: u32,
+) -> anyhow::Result<JoinToken> {
     let ca_pem = std::fs::read_to_string(&config.ca)
         .with_context(|| format!("ca: cannot read {}", config.ca.display()))?;
     let ca_fingerprint = crate::pki::fingerprint(&ca_pem)
@@ -332,7 +344,7 @@ pub fn create_token(
     rand::fill(&mut secret);
     let token = JoinToken { secret, ca_fingerprint };
     let now = crate::clock::unix_now();
-    RegistryStore::open(config)?.update(|r| {
+    store.update(|r| {
         r.purge(now);
         r.tokens.add(&token, node_id.clone(), ttl.as_secs().max(1), uses, now);
         r.tokens.grant_groups(&token, groups.clone());
@@ -346,8 +358,13 @@ pub fn create_token(
 /// within a second. Returns the member, or `None` when the registry had no member by that
 /// id (the id is refused all the same: it may hold a certificate made by hand).
 pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
+    remove_node_in(&RegistryStore::open(config)?, node_id)
+}
+
+/// [`remove_node`] in an open `store` (a running scheduler's).
+pub fn remove_node_in(store: &RegistryStore, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
     let now = crate::clock::unix_now();
-    Ok(RegistryStore::open(config)?.update(|r| (r.remove(node_id, now), true))?)
+    Ok(store.update(|r| (r.remove(node_id, now), true))?)
 }
 
 /// Records a certificate made by hand (`mesh init --nodes`) as a member's, so the

@@ -81,6 +81,29 @@ pub struct Registry {
     /// expired anyway.
     #[serde(default)]
     pub revoked_certs: BTreeMap<String, i64>,
+    /// Pins made at run time (the console), by `node/route`: shared by every scheduler
+    /// of the mesh and kept across restarts. The config's `pins` stay in the config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, StoredPin>,
+}
+
+/// A pin made at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredPin {
+    /// The node whose route is pinned.
+    pub node: String,
+    /// The route.
+    pub route: String,
+    /// Its relays (empty: direct).
+    pub relays: Vec<String>,
+}
+
+impl StoredPin {
+    /// Its key in [`Registry::pins`] (node ids hold no `/`, so the first one splits).
+    pub fn key(node: &str, route: &str) -> String {
+        format!("{node}/{route}")
+    }
 }
 
 impl Registry {

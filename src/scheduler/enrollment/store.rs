@@ -36,8 +36,8 @@ pub enum StoreError {
 pub enum RegistryStore {
     /// `registry.json` in `data_dir`.
     File(FileStore),
-    /// Keys in etcd under `state.prefix`.
-    Etcd(EtcdRegistry),
+    /// Keys in etcd under `state.prefix` (boxed: the client is large, and cloned often).
+    Etcd(Box<EtcdRegistry>),
 }
 
 /// What changes whenever the registry does: polled to notice others' changes.
@@ -53,7 +53,9 @@ impl RegistryStore {
     /// The store `config` names: etcd with `state.etcd`, else the file in `data_dir`.
     pub fn open(config: &SchedulerConfig) -> anyhow::Result<Self> {
         Ok(match &config.etcd {
-            Some(etcd) => Self::Etcd(EtcdRegistry::new(crate::scheduler::etcd::Etcd::connect(etcd)?)),
+            Some(etcd) => {
+                Self::Etcd(Box::new(EtcdRegistry::new(crate::scheduler::etcd::Etcd::connect(etcd)?)))
+            }
             None => Self::File(FileStore::new(&config.data_dir)),
         })
     }

@@ -55,7 +55,12 @@ impl Role {
 /// Starts campaigning as `name`; the role is published on the returned channel. The
 /// campaign stops, and a held lease is given back so another scheduler takes over at
 /// once, when `stopped` turns true.
-pub fn start(etcd: Etcd, name: String, lease: Duration, stopped: watch::Receiver<bool>) -> watch::Receiver<Role> {
+pub fn start(
+    etcd: Etcd,
+    name: String,
+    lease: Duration,
+    stopped: watch::Receiver<bool>,
+) -> watch::Receiver<Role> {
     let (role, watcher) = watch::channel(Role::Standby { leader: None });
     tokio::spawn(campaign(etcd, name, lease, role, stopped));
     watcher
@@ -84,10 +89,16 @@ async fn campaign(
                 role.send_replace(Role::Standby { leader: None });
                 // Given back so a standby takes over without waiting out the lease; when
                 // etcd is out of reach this fails and the lease lapses instead.
-                let _ = etcd.call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await }).await;
+                let _ = etcd
+                    .call(move |mut c| async move {
+                        c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
+                    })
+                    .await;
                 match outcome {
                     Stepped::Stopped => return,
-                    Stepped::Lost(why) => warn!(term, reason = %why, "this scheduler no longer leads the mesh"),
+                    Stepped::Lost(why) => {
+                        warn!(term, reason = %why, "this scheduler no longer leads the mesh")
+                    }
                 }
             }
             Ok(Attempt::Lost { leader }) => {
@@ -130,13 +141,17 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
     // A cheap read first: a standby polling a held key takes no lease each time.
     let read_key = key.to_vec();
     let held = etcd
-        .call(move |mut c| async move { c.kv.range(pb::RangeRequest { key: read_key, ..Default::default() }).await })
+        .call(move |mut c| async move {
+            c.kv.range(pb::RangeRequest { key: read_key, ..Default::default() }).await
+        })
         .await?;
     if let Some(kv) = held.kvs.first() {
         return Ok(Attempt::Lost { leader: Some(String::from_utf8_lossy(&kv.value).into_owned()) });
     }
     let sent = Instant::now();
-    let granted = etcd.call(move |mut c| async move { c.lease.lease_grant(pb::LeaseGrantRequest { ttl, id: 0 }).await }).await?;
+    let granted = etcd
+        .call(move |mut c| async move { c.lease.lease_grant(pb::LeaseGrantRequest { ttl, id: 0 }).await })
+        .await?;
     let lease_id = granted.id;
     let txn = pb::TxnRequest {
         compare: vec![version_is(key.to_vec(), 0)],
@@ -146,7 +161,11 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
     let answer = match etcd.call(move |mut c| async move { c.kv.txn(txn).await }).await {
         Ok(a) => a,
         Err(e) => {
-            let _ = etcd.call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await }).await;
+            let _ = etcd
+                .call(move |mut c| async move {
+                    c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
+                })
+                .await;
             return Err(e);
         }
     };
@@ -155,7 +174,9 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
         let granted_for = Duration::from_secs(u64::try_from(granted.ttl).unwrap_or(0));
         return Ok(Attempt::Won { lease_id, term, deadline: sent + granted_for });
     }
-    let _ = etcd.call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await }).await;
+    let _ = etcd
+        .call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await })
+        .await;
     let leader = answer.responses.into_iter().find_map(|r| match r.response {
         Some(pb::response_op::Response::ResponseRange(range)) => {
             range.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
@@ -204,7 +225,12 @@ async fn lead(
 
 /// Renews the lease once and checks the leader key is still this term's; `None` when
 /// the lease or the key is gone.
-async fn renew(etcd: &Etcd, key: &[u8], lease_id: i64, term: i64) -> Result<Option<Duration>, super::EtcdError> {
+async fn renew(
+    etcd: &Etcd,
+    key: &[u8],
+    lease_id: i64,
+    term: i64,
+) -> Result<Option<Duration>, super::EtcdError> {
     let ttl = etcd
         .call(move |mut c| async move {
             // A stream of one renewal each time: each goes to a member that answers now.
@@ -216,7 +242,8 @@ async fn renew(etcd: &Etcd, key: &[u8], lease_id: i64, term: i64) -> Result<Opti
     if ttl <= 0 {
         return Ok(None);
     }
-    let check = pb::TxnRequest { compare: vec![created_at(key.to_vec(), term)], success: vec![], failure: vec![] };
+    let check =
+        pb::TxnRequest { compare: vec![created_at(key.to_vec(), term)], success: vec![], failure: vec![] };
     let still = etcd.call(move |mut c| async move { c.kv.txn(check).await }).await?;
     Ok(still.succeeded.then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(0))))
 }

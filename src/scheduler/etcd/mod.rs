@@ -147,7 +147,12 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// A put as a transaction operation.
 pub fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64) -> pb::RequestOp {
     pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest { key, value, lease, ..Default::default() })),
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        })),
     }
 }
 

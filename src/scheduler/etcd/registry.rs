@@ -43,7 +43,9 @@ pub enum EtcdRegistryError {
     #[error("registry in etcd: {MAX_ATTEMPTS} attempts lost to concurrent changes; try again")]
     Contended,
     /// The change touches more keys than one transaction may.
-    #[error("registry in etcd: one change would write {0} keys, more than a transaction takes ({MAX_TXN_OPS})")]
+    #[error(
+        "registry in etcd: one change would write {0} keys, more than a transaction takes ({MAX_TXN_OPS})"
+    )]
     TooLarge(usize),
 }
 
@@ -99,7 +101,10 @@ impl EtcdRegistry {
 
     /// Changes the registry: `change` may run more than once (again after another writer
     /// won), each time on the registry as it is then; its last result is returned.
-    pub fn update<R>(&self, mut change: impl FnMut(&mut Registry) -> (R, bool)) -> Result<R, EtcdRegistryError> {
+    pub fn update<R>(
+        &self,
+        mut change: impl FnMut(&mut Registry) -> (R, bool),
+    ) -> Result<R, EtcdRegistryError> {
         let mut purged = false;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -233,8 +238,13 @@ impl EtcdRegistry {
             let (true, Some(key)) = (more, next) else { break };
             // The later pages at the first page's revision: one consistent registry.
             page = read_retried(|| {
-                let request =
-                    pb::RangeRequest { key: key.clone(), range_end: end.clone(), limit: PAGE, revision, ..Default::default() };
+                let request = pb::RangeRequest {
+                    key: key.clone(),
+                    range_end: end.clone(),
+                    limit: PAGE,
+                    revision,
+                    ..Default::default()
+                };
                 self.etcd.call_blocking(move |mut c| async move { c.kv.range(request).await })
             })?;
         }
@@ -295,6 +305,9 @@ fn entries(registry: &Registry) -> BTreeMap<String, Vec<u8>> {
     for (fingerprint, not_after) in &registry.revoked_certs {
         out.insert(format!("revoked_certs/{fingerprint}"), json(not_after));
     }
+    for (key, pin) in &registry.pins {
+        out.insert(format!("pins/{key}"), json(pin));
+    }
     out
 }
 
@@ -314,7 +327,9 @@ fn from_entries(prefix: &[u8], kvs: Vec<etcdv3client::pb::KeyValue>) -> Result<R
         match section {
             "tokens" => tokens.push(serde_json::from_slice::<TokenRecord>(value).map_err(bad)?),
             "members" => {
-                registry.members.insert(name.to_owned(), serde_json::from_slice::<Member>(value).map_err(bad)?);
+                registry
+                    .members
+                    .insert(name.to_owned(), serde_json::from_slice::<Member>(value).map_err(bad)?);
             }
             "removed" => {
                 registry.removed.insert(name.to_owned(), serde_json::from_slice(value).map_err(bad)?);
@@ -325,6 +340,9 @@ fn from_entries(prefix: &[u8], kvs: Vec<etcdv3client::pb::KeyValue>) -> Result<R
             "revoked_certs" => {
                 registry.revoked_certs.insert(name.to_owned(), serde_json::from_slice(value).map_err(bad)?);
             }
+            "pins" => {
+                registry.pins.insert(name.to_owned(), serde_json::from_slice(value).map_err(bad)?);
+            }
             other => return Err(corrupt(format!("unknown section `{other}` (written by a newer release?)"))),
         }
     }
@@ -333,7 +351,11 @@ fn from_entries(prefix: &[u8], kvs: Vec<etcdv3client::pb::KeyValue>) -> Result<R
 }
 
 /// The operations that turn `before` into `after`, keys under `prefix`.
-fn diff(prefix: &[u8], before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>) -> Vec<pb::RequestOp> {
+fn diff(
+    prefix: &[u8],
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+) -> Vec<pb::RequestOp> {
     let key = |k: &str| [prefix, k.as_bytes()].concat();
     let mut ops: Vec<pb::RequestOp> = after
         .iter()
@@ -361,7 +383,11 @@ mod tests {
         let prefix = b"/p/registry/".to_vec();
         let kvs = before
             .iter()
-            .map(|(k, v)| pb::KeyValue { key: [&prefix[..], k.as_bytes()].concat(), value: v.clone(), ..Default::default() })
+            .map(|(k, v)| pb::KeyValue {
+                key: [&prefix[..], k.as_bytes()].concat(),
+                value: v.clone(),
+                ..Default::default()
+            })
             .collect();
         let back = from_entries(&prefix, kvs).expect("read back");
         assert_eq!(entries(&back), before, "every section round-trips");
@@ -372,9 +398,17 @@ mod tests {
         let ops = diff(&prefix, &before, &entries(&changed));
         assert_eq!(ops.len(), 1, "one new member, nothing else rewritten");
 
-        let junk = vec![pb::KeyValue { key: b"/p/registry/pins/x".to_vec(), value: b"{}".to_vec(), ..Default::default() }];
+        let junk = vec![pb::KeyValue {
+            key: b"/p/registry/routes/x".to_vec(),
+            value: b"{}".to_vec(),
+            ..Default::default()
+        }];
         assert!(matches!(from_entries(&prefix, junk), Err(EtcdRegistryError::Corrupt { .. })));
-        let bad = vec![pb::KeyValue { key: b"/p/registry/members/x".to_vec(), value: b"{".to_vec(), ..Default::default() }];
+        let bad = vec![pb::KeyValue {
+            key: b"/p/registry/members/x".to_vec(),
+            value: b"{".to_vec(),
+            ..Default::default()
+        }];
         assert!(matches!(from_entries(&prefix, bad), Err(EtcdRegistryError::Corrupt { .. })));
     }
 }

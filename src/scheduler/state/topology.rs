@@ -196,7 +196,11 @@ mod tests {
         ids.iter()
             .enumerate()
             .map(|(i, a)| {
-                let row = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(j, b)| (b.clone(), (i as f64 - j as f64).abs()));
+                let row = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(j, b)| (b.clone(), (i as f64 - j as f64).abs()));
                 (a.clone(), row.collect())
             })
             .collect()
@@ -237,7 +241,15 @@ mod tests {
         let measured = line(&ids);
         let must = vec![(ids[0].clone(), ids[299].clone())];
         let lookup = |id: &str| measured.get(id);
-        let input = TopologyInput { ids: &ids, measured: &lookup, must: &must, wanted: &[], current: &Links::new(), max_links: 16, round: 1 };
+        let input = TopologyInput {
+            ids: &ids,
+            measured: &lookup,
+            must: &must,
+            wanted: &[],
+            current: &Links::new(),
+            max_links: 16,
+            round: 1,
+        };
         let links = choose(&input);
         assert!(connected(&links), "every pair has a path");
         assert!(links[&ids[0]].contains(&ids[299]), "a must pair is kept");
@@ -262,6 +274,10 @@ mod tests {
             round: 3,
         });
         assert!(connected(&links));
-        assert!(links.values().all(|p| !p.is_empty() && p.len() <= 9), "{:?}", links.values().map(BTreeSet::len).collect::<Vec<_>>());
+        assert!(
+            links.values().all(|p| !p.is_empty() && p.len() <= 9),
+            "{:?}",
+            links.values().map(BTreeSet::len).collect::<Vec<_>>()
+        );
     }
 }
