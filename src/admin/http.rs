@@ -219,7 +219,7 @@ async fn respond(
             match tokio::time::timeout(context.head_timeout, read_body(body)).await {
                 Ok(Ok(bytes)) => {
                     request.body = bytes;
-                    dispatch(&request, &caller, context)
+                    dispatch_post(request, caller, context).await
                 }
                 Ok(Err(refusal)) => {
                     closes = true;
@@ -285,15 +285,24 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response> {
     }
 }
 
-/// The answer to a request [`admit`] let through.
-fn dispatch(request: &Request, caller: &Caller, context: &Context) -> Response {
-    if request.method == "POST" {
-        return match request.path.as_str() {
-            "/console/login" => login(request, context, unix_now()),
-            "/console/logout" => logout(context),
-            _ => (context.handler)(request, caller),
-        };
+/// The answer to a POST [`admit`] let through. Actions run on a blocking thread: they
+/// write the registry (a file under its lock, or etcd, which may take seconds to fail),
+/// and the runtime's threads must go on serving sessions and renewing leadership.
+async fn dispatch_post(request: Request, caller: Caller, context: &Context) -> Response {
+    match request.path.as_str() {
+        "/console/login" => login(&request, context, unix_now()),
+        "/console/logout" => logout(context),
+        _ => {
+            let handler = context.handler.clone();
+            tokio::task::spawn_blocking(move || handler(&request, &caller))
+                .await
+                .unwrap_or_else(|_| Response::text(500, "the action failed\n"))
+        }
     }
+}
+
+/// The answer to a GET [`admit`] let through.
+fn dispatch(request: &Request, caller: &Caller, context: &Context) -> Response {
     if let Some(asset) = super::assets::asset(&request.path) {
         return asset;
     }

@@ -52,8 +52,8 @@ fn flag(b: bool) -> f64 {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut out = String::new();
     let (leader, term) = match s.role {
-        Role::Leader { term } => (1.0, term as f64),
-        Role::Standby { .. } => (0.0, 0.0),
+        Role::Leader { term, .. } if s.role.is_leader() => (1.0, term as f64),
+        _ => (0.0, 0.0),
     };
     family(
         &mut out,
@@ -257,7 +257,7 @@ mod tests {
                 total_duration_secs: 0.5,
                 instruction_sets: 2,
             },
-            role: Role::Leader { term: 42 },
+            role: Role::Leader { term: 42, until: None },
         }
     }
 

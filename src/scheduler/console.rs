@@ -191,7 +191,13 @@ fn unpin(view: &SchedulerView, body: &[u8]) -> ActionResult {
     }
     let r: UnpinRequest = parse(body)?;
     if !view.unpin(&r.node, &r.route).map_err(|e| (500, format!("cannot unpin: {e}")))? {
-        return Err((404, format!("route {:?} of {} is not pinned", r.route, r.node)));
+        return Err((
+            404,
+            format!(
+                "route {:?} of {} has no pin made here (a pin in the config is changed in the config)",
+                r.route, r.node
+            ),
+        ));
     }
     Ok((Response::json(&serde_json::json!({})), format!("route {} of {} unpinned", r.route, r.node)))
 }

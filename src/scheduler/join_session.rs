@@ -184,12 +184,22 @@ async fn answer(
 ) {
     let from = conn.remote_address().ip();
     let enrollment = enrollment.clone();
+    let closer = conn.clone();
     let exchange = async move {
         let (node, region) = (request.node_id.clone(), request.region.clone());
         let events = enrollment.events().clone();
-        let reply =
+        let answer =
             tokio::task::spawn_blocking(move || enrollment.join(&request, from, unix_now(), deadline))
                 .await?;
+        let reply = match answer {
+            Ok(reply) => reply,
+            // Safe to send again whether or not it was committed: the joiner does so.
+            Err(reason) => {
+                info!(from = %from, reason = %reason, "join deferred: registry unavailable");
+                closer.close(VarInt::from_u32(close_codes::BUSY), reason.as_bytes());
+                return Ok(());
+            }
+        };
         match &reply {
             JoinReply::Refused { reason } => info!(from = %from, reason = %reason, "join refused"),
             JoinReply::Accepted { .. } => events.push(

@@ -133,15 +133,18 @@ impl SchedulerView {
         Ok(())
     }
 
-    /// Removes a route's run-time pin (blocking, from the registry too); `false` when it
-    /// had none.
+    /// Removes a route's run-time pin (blocking, from the registry, so from every
+    /// scheduler); `false` when it had none. A pin in the config is changed in the config.
     pub fn unpin(&self, node: &str, route: &str) -> Result<bool, StoreError> {
         let key = StoredPin::key(node, route);
         let stored = self.registry().update(|r| {
             let had = r.pins.remove(&key).is_some();
             (had, had)
         })?;
-        Ok(self.shared.with_state(|s| s.unpin(node, route)) || stored)
+        if stored {
+            self.shared.with_state(|s| s.unpin(node, route));
+        }
+        Ok(stored)
     }
 
     /// The registry this scheduler uses (a file, or etcd).
@@ -247,8 +250,9 @@ impl Scheduler {
             (Some(etcd), RegistryStore::Etcd(registry)) => {
                 leadership::start(registry.etcd().clone(), etcd.name.clone(), etcd.lease, stopped.clone())
             }
-            _ => watch::channel(Role::Leader { term: 0 }).1,
+            _ => watch::channel(Role::Leader { term: 0, until: None }).1,
         };
+        enrollment.remember_all(&registry);
         let mut state = MeshState::new(Policy::from(&config), Instant::now());
         state.set_shared_pins(shared_pins(&registry));
         let shared = Arc::new(Shared {
@@ -432,13 +436,19 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
 /// that connect to it, whose subscriptions carry the versions they hold.
 async fn follow_role(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut role = shared.role.clone();
+    let mut led = role.borrow().term();
     loop {
         tokio::select! {
             changed = role.changed() => if changed.is_err() { return },
             _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
-        let now = role.borrow_and_update().clone();
-        if now.is_leader() {
+        let term = role.borrow_and_update().term();
+        // Renewals within one term change nothing; a new term after a step-down the
+        // channel folded away (standby, then leader again) starts afresh all the same.
+        let same_term = term.is_some() && term == led;
+        let first_term = led.is_none() && term.is_some();
+        led = term;
+        if same_term || first_term {
             continue;
         }
         let sessions: Vec<(String, Connection)> =
@@ -706,6 +716,7 @@ async fn watch_registry(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             }
             Err(_) => continue,
         };
+        shared.enrollment.remember_all(&registry);
         if shared.with_state(|s| s.set_shared_pins(shared_pins(&registry))) {
             info!(pins = registry.pins.len(), "run-time pins updated from the registry");
         }

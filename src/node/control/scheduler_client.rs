@@ -79,8 +79,13 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: SchedulerClientConfig) {
                 continue;
             }
             Ok(()) => failures = 0,
-            // A session that got through counts as a success, however it ended.
-            Err(_) if connected => failures = 0,
+            // A session that got through counts as a success, however it ended; the next
+            // attempt starts with the next scheduler listed, not the one that just failed
+            // (a dead one would cost a whole `connect_timeout` first).
+            Err(_) if connected => {
+                failures = 0;
+                preferred = (preferred + 1) % cfg.addresses.len();
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if failures <= cfg.max_retries {
@@ -136,6 +141,7 @@ async fn registered_session(
     renewal: &mut Renewal,
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
+    shared.pool.hold_retirements(SESSION_SETTLE);
     write(&mut send, &ToScheduler::Register(registration(shared)), cfg).await?;
     write(&mut send, &ToScheduler::Subscribe { since_version: shared.instruction_version() }, cfg).await?;
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
@@ -347,11 +353,22 @@ fn meet(shared: &Arc<Shared>, nodes: &[NodeIntro]) {
     }
 }
 
-/// Retires the links this node dialed for the scheduler that its instructions no longer
-/// list (the scheduler keeps a partial mesh): peers with a higher id (those it is
-/// introduced to), not in its config, dialed by it, idle. A link that still carries flows is retired at a later heartbeat,
-/// once they have ended.
+/// How long a peer must stay out of the instructions before its link is retired: a path's
+/// new link is listed at the scheduler's next choice of links.
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
+/// No link is retired within this long of a new scheduler session: a scheduler that just
+/// started or took over lists only the nodes that have reconnected so far.
+const SESSION_SETTLE: Duration = Duration::from_secs(30);
+
+/// Retires the links this node dialed for the scheduler that its instructions have not
+/// listed for [`RETIRE_AFTER`], past [`SESSION_SETTLE`] of the session (the scheduler keeps
+/// a partial mesh): peers with a higher
+/// id (those it is introduced to), not in its config, dialed by it, idle. A link that
+/// still carries flows is retired at a later heartbeat, once they have ended.
 fn retire_unlisted(shared: &Arc<Shared>, listed: &[NodeIntro]) {
+    if shared.pool.retirements_held() {
+        return;
+    }
     let config = shared.running.lock().unwrap_or_else(|p| p.into_inner()).config.clone();
     let me = config.common.node_id.as_str();
     for peer in shared.pool.ids() {
@@ -363,11 +380,8 @@ fn retire_unlisted(shared: &Arc<Shared>, listed: &[NodeIntro]) {
                 .current_link(&peer)
                 .is_none_or(|(_, _, initiator)| initiator == crate::core::link_rule::Initiator::Local);
         let configured = config.peers.iter().any(|p| p.name == peer);
-        if dialed_by_me
-            && !configured
-            && !listed.iter().any(|n| n.node_id == peer)
-            && shared.pool.retire_if_idle(&peer)
-        {
+        let kept = !dialed_by_me || configured || listed.iter().any(|n| n.node_id == peer);
+        if shared.pool.unlisted_for(&peer, kept) >= RETIRE_AFTER && shared.pool.retire_if_idle(&peer) {
             info!(peer = %peer, "link retired: the scheduler no longer has this pair linked");
         }
     }

@@ -108,6 +108,8 @@ pub struct PeerInfo {
     pub transport: Option<&'static str>,
     /// Links over TCP a QUIC link replaced that still carry flows started on them.
     pub draining_links: usize,
+    /// The scheduler no longer lists this peer: its link is retired once idle.
+    pub retiring: bool,
     /// Smoothed round-trip time, in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Packets lost over packets sent on the connection.
@@ -131,6 +133,10 @@ pub(crate) struct PeerPool {
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     /// Peers a reload removed: discovery does not bring them back until the config does.
     removed: RwLock<std::collections::HashSet<String>>,
+    /// Since when each peer has been left out of the scheduler's instructions.
+    unlisted: Mutex<HashMap<String, Instant>>,
+    /// No link is retired before this (a new scheduler session is settling).
+    retire_from: Mutex<Option<Instant>>,
 }
 
 impl Slot {
@@ -180,7 +186,14 @@ impl PeerPool {
                 (p.name.clone(), Arc::new(slot))
             })
             .collect();
-        Self { local_id: local_id.to_string(), settle, slots: RwLock::new(slots), removed: RwLock::default() }
+        Self {
+            local_id: local_id.to_string(),
+            settle,
+            slots: RwLock::new(slots),
+            removed: RwLock::default(),
+            unlisted: Mutex::default(),
+            retire_from: Mutex::default(),
+        }
     }
 
     fn slot(&self, id: &str) -> Option<Arc<Slot>> {
@@ -316,8 +329,35 @@ impl PeerPool {
         if let Ok(mut slots) = self.slots.write() {
             slots.remove(id);
         }
+        if let Ok(mut unlisted) = self.unlisted.lock() {
+            unlisted.remove(id);
+        }
         slot.close(LINK_RETIRED, b"not in this node's share of the mesh");
         true
+    }
+
+    /// Holds retirements for `settle` from now: a scheduler that just started, or just
+    /// took over, lists only the nodes that have reconnected so far.
+    pub(crate) fn hold_retirements(&self, settle: Duration) {
+        if let Ok(mut from) = self.retire_from.lock() {
+            *from = Some(Instant::now() + settle);
+        }
+    }
+
+    /// Whether retirements are held now.
+    pub(crate) fn retirements_held(&self) -> bool {
+        self.retire_from.lock().is_ok_and(|f| f.is_some_and(|t| Instant::now() < t))
+    }
+
+    /// How long `id` has been left out of the instructions (counted from now when it was
+    /// listed until now); `listed` clears it.
+    pub(crate) fn unlisted_for(&self, id: &str, listed: bool) -> Duration {
+        let Ok(mut unlisted) = self.unlisted.lock() else { return Duration::ZERO };
+        if listed {
+            unlisted.remove(id);
+            return Duration::ZERO;
+        }
+        unlisted.entry(id.to_string()).or_insert_with(Instant::now).elapsed()
     }
 
     /// Every peer id in the pool.
@@ -501,7 +541,13 @@ impl PeerPool {
 
     /// A snapshot of every peer, sorted by id.
     pub(crate) fn snapshot(&self) -> Vec<PeerInfo> {
-        let mut out: Vec<PeerInfo> = self.all().iter().map(|(id, slot)| peer_info(id, slot)).collect();
+        let unlisted: std::collections::HashSet<String> =
+            self.unlisted.lock().map(|u| u.keys().cloned().collect()).unwrap_or_default();
+        let mut out: Vec<PeerInfo> = self
+            .all()
+            .iter()
+            .map(|(id, slot)| PeerInfo { retiring: unlisted.contains(id), ..peer_info(id, slot) })
+            .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -550,6 +596,7 @@ fn peer_info(id: &str, slot: &Slot) -> PeerInfo {
             .superseded
             .lock()
             .map_or(0, |s| s.iter().filter(|c| c.close_reason().is_none()).count()),
+        retiring: false,
         rtt_ms: live.map(|l| l.conn.rtt().as_secs_f64() * 1000.0),
         loss: stats.map(|s| s.path.lost_packets as f64 / s.path.sent_packets.max(1) as f64),
         connected_secs: live.map(|l| l.since.elapsed().as_secs()),

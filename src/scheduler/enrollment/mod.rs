@@ -85,21 +85,30 @@ impl Enrollment {
 
     /// Answers a join request from `from` (blocking: signs and writes the registry). Past
     /// `deadline` nothing is committed: the requester has given up, and its token keeps
-    /// its use.
-    pub fn join(&self, request: &JoinRequest, from: IpAddr, now_unix: u64, deadline: Instant) -> JoinReply {
+    /// its use. `Err` means the registry could not be used: the joiner should send the
+    /// same request again (to this scheduler or another), which is safe whether or not
+    /// the join was committed.
+    pub fn join(
+        &self,
+        request: &JoinRequest,
+        from: IpAddr,
+        now_unix: u64,
+        deadline: Instant,
+    ) -> Result<JoinReply, String> {
         let source = source_key(from);
         if !self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allows(&source, now_unix) {
-            return JoinReply::Refused { reason: Self::held_off_reason(from) };
+            return Ok(JoinReply::Refused { reason: Self::held_off_reason(from) });
         }
         match self.admit(request, now_unix, deadline) {
             Ok(reply) => {
                 self.limiter.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&source);
-                reply
+                Ok(reply)
             }
-            Err(reason) => {
+            Err(Refusal::Final(reason)) => {
                 self.limiter.lock().unwrap_or_else(|p| p.into_inner()).failed(&source, now_unix);
-                JoinReply::Refused { reason }
+                Ok(JoinReply::Refused { reason })
             }
+            Err(Refusal::Retry(reason)) => Err(reason),
         }
     }
 
@@ -123,13 +132,14 @@ impl Enrollment {
         )
     }
 
-    fn admit(&self, request: &JoinRequest, now_unix: u64, deadline: Instant) -> Result<JoinReply, String> {
+    fn admit(&self, request: &JoinRequest, now_unix: u64, deadline: Instant) -> Result<JoinReply, Refusal> {
         let id = &request.node_id;
         if !crate::core::wire::is_valid_node_id(id) || id == SCHEDULER_ID {
             return Err(format!(
                 "`{}` is not a usable node id: use 1-63 of a-z, 0-9 and '-', not `{SCHEDULER_ID}`",
                 crate::logging::log_escape(id)
-            ));
+            )
+            .into());
         }
         if !crate::core::enroll::is_valid_region(&request.region) {
             return Err("the region must be 1-63 of letters, digits, '-', '_' and '.'".into());
@@ -139,7 +149,7 @@ impl Enrollment {
         };
         let registry_error = |e: store::StoreError| {
             tracing::error!("registry: {e}");
-            "the scheduler cannot read or write its registry; try again later".to_string()
+            Refusal::Retry("the scheduler cannot read or write its registry now; try again".to_string())
         };
         let token = JoinToken { secret: request.secret, ca_fingerprint: [0; 32] };
         let registry = self.store.load().map_err(registry_error)?;
@@ -158,6 +168,12 @@ impl Enrollment {
         let admitted = self
             .store
             .update(|r| {
+                // The same request again: its first answer was lost (a scheduler died
+                // after committing). The token was used once, by this join.
+                if r.is_repeated_join(id, &join) {
+                    r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
+                    return (Ok(()), true);
+                }
                 if Instant::now() > deadline {
                     return (
                         Err("the join took too long; the token was not used, try again".to_string()),
@@ -165,12 +181,6 @@ impl Enrollment {
                     );
                 }
                 r.purge(now_unix);
-                // The same request again: its first answer was lost (a scheduler died
-                // after committing). The token was used once, by this join.
-                if r.is_repeated_join(id, &join) {
-                    r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
-                    return (Ok(()), true);
-                }
                 let outcome = r.admit(&token, id, now_unix);
                 if outcome.is_ok() {
                     r.record_cert(id, &request.region, fingerprint, not_after, now_unix);
@@ -182,7 +192,7 @@ impl Enrollment {
                 (outcome.map_err(|e: JoinError| e.to_string()), true)
             })
             .map_err(registry_error)?;
-        admitted?;
+        admitted.map_err(Refusal::Final)?;
         self.remember(fingerprint);
         tracing::info!(node = %id, region = %crate::logging::log_escape(&request.region), "node joined the mesh");
         Ok(JoinReply::Accepted { cert_pem, ca_pem: ca_pem.clone() })
@@ -260,8 +270,37 @@ impl Enrollment {
         }
     }
 
+    /// Notes every certificate `registry` holds, so nodes reconnecting to this scheduler
+    /// (after a restart or a failover) are not each looked up in the registry.
+    pub fn remember_all(&self, registry: &registry::Registry) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        for member in registry.members.values() {
+            recorded.extend(member.certs.keys().filter_map(|fp| crate::core::join_token::unhex(fp).ok()));
+        }
+    }
+
     fn remember(&self, fingerprint: [u8; 32]) {
         self.recorded.lock().unwrap_or_else(|p| p.into_inner()).insert(fingerprint);
+    }
+}
+
+/// Why a join was not answered with a certificate.
+enum Refusal {
+    /// Refused: the joiner is told why, and counts a failure.
+    Final(String),
+    /// The registry could not be used: the joiner sends the same request again.
+    Retry(String),
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Final(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal::Final(reason.to_string())
     }
 }
 

@@ -33,10 +33,13 @@ const SAFETY_MARGIN: Duration = Duration::from_millis(250);
 /// What this scheduler does in its mesh now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// It leads: computes paths and sends instructions, in this term.
+    /// It leads: computes paths and sends instructions, in this term, until `until`
+    /// (when its lease could lapse; `None`: for good, a scheduler without etcd).
     Leader {
         /// The leader key's creation revision.
         term: i64,
+        /// When it must stop leading unless the lease was renewed by then.
+        until: Option<Instant>,
     },
     /// It does not lead; `leader` names the scheduler that does, when known.
     Standby {
@@ -46,9 +49,18 @@ pub enum Role {
 }
 
 impl Role {
-    /// Whether it leads.
+    /// Whether it leads now: checked against the lease's deadline, so a scheduler whose
+    /// runtime stalled past it issues nothing before its campaign task notices.
     pub fn is_leader(&self) -> bool {
-        matches!(self, Role::Leader { .. })
+        matches!(self, Role::Leader { until, .. } if until.is_none_or(|t| Instant::now() < t))
+    }
+
+    /// Its term while it leads.
+    pub fn term(&self) -> Option<i64> {
+        match self {
+            Role::Leader { term, .. } => Some(*term),
+            Role::Standby { .. } => None,
+        }
     }
 }
 
@@ -84,8 +96,8 @@ async fn campaign(
             Ok(Attempt::Won { lease_id, term, deadline }) => {
                 warned = false;
                 info!(term, name = %name, "this scheduler now leads the mesh");
-                role.send_replace(Role::Leader { term });
-                let outcome = lead(&etcd, &key, lease_id, term, deadline, lease, &mut stopped).await;
+                role.send_replace(Role::Leader { term, until: Some(stop_time(deadline)) });
+                let outcome = lead(&etcd, &key, lease_id, term, deadline, lease, &role, &mut stopped).await;
                 role.send_replace(Role::Standby { leader: None });
                 // Given back so a standby takes over without waiting out the lease; when
                 // etcd is out of reach this fails and the lease lapses instead.
@@ -172,7 +184,17 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
     if answer.succeeded {
         let term = answer.header.as_ref().map_or(0, |h| h.revision);
         let granted_for = Duration::from_secs(u64::try_from(granted.ttl).unwrap_or(0));
-        return Ok(Attempt::Won { lease_id, term, deadline: sent + granted_for });
+        let deadline = sent + granted_for;
+        // Won, but so late that the lease may lapse before it could lead: give it back.
+        if Instant::now() >= stop_time(deadline) {
+            let _ = etcd
+                .call(move |mut c| async move {
+                    c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
+                })
+                .await;
+            return Ok(Attempt::Lost { leader: None });
+        }
+        return Ok(Attempt::Won { lease_id, term, deadline });
     }
     let _ = etcd
         .call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await })
@@ -191,8 +213,14 @@ enum Stepped {
     Lost(String),
 }
 
+/// When a leader whose lease lapses at `deadline` stops leading.
+fn stop_time(deadline: Instant) -> Instant {
+    deadline.checked_sub(SAFETY_MARGIN).unwrap_or(deadline)
+}
+
 /// Leads until the lease cannot be kept (or the key is no longer this term's), or until
-/// `stopped`.
+/// `stopped`; each renewal moves the role's deadline on.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     etcd: &Etcd,
     key: &[u8],
@@ -200,11 +228,12 @@ async fn lead(
     term: i64,
     mut deadline: Instant,
     lease: Duration,
+    role: &watch::Sender<Role>,
     stopped: &mut watch::Receiver<bool>,
 ) -> Stepped {
     let renew_every = lease / 3;
     loop {
-        let stop_at = deadline.checked_sub(SAFETY_MARGIN).unwrap_or(deadline);
+        let stop_at = stop_time(deadline);
         tokio::select! {
             _ = tokio::time::sleep(renew_every) => {}
             _ = tokio::time::sleep_until(stop_at.into()) => {
@@ -215,7 +244,10 @@ async fn lead(
         let sent = Instant::now();
         let renewal = tokio::time::timeout_at(stop_at.into(), renew(etcd, key, lease_id, term));
         match renewal.await {
-            Ok(Ok(Some(granted))) => deadline = sent + granted,
+            Ok(Ok(Some(granted))) => {
+                deadline = sent + granted;
+                role.send_replace(Role::Leader { term, until: Some(stop_time(deadline)) });
+            }
             Ok(Ok(None)) => return Stepped::Lost("its lease or leader key is gone".into()),
             // Not answered: tried again next round, until the deadline.
             Ok(Err(_)) | Err(_) => {}

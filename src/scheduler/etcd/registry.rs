@@ -136,8 +136,11 @@ impl EtcdRegistry {
     }
 
     /// Commits `ops` if the version key is still at `version`; `false` when another writer
-    /// was first. An answer lost on the way (a member died mid-call) is settled by reading
-    /// the version key back: it holds this commit's nonce only if the commit landed.
+    /// was first. An answer lost on the way (a member died mid-call) is settled by
+    /// [`EtcdRegistry::landed`]. A commit etcd applies after even that read (still in
+    /// flight) is harmless: the caller retries, its CAS fails, and the change runs again
+    /// on the registry that holds it (every change the scheduler makes is idempotent:
+    /// a join sent again is recognised, a token or removal written again is the same).
     fn commit(&self, version: i64, mut ops: Vec<pb::RequestOp>) -> Result<bool, EtcdRegistryError> {
         let mut nonce = [0u8; 8];
         rand::fill(&mut nonce);
@@ -150,19 +153,35 @@ impl EtcdRegistry {
         };
         match self.etcd.call_blocking(move |mut c| async move { c.kv.txn(txn).await }) {
             Ok(answer) => Ok(answer.succeeded),
-            Err(lost) => {
-                for attempt in 1..=5 {
-                    let key = self.version_key();
-                    match self.etcd.call_blocking(move |mut c| async move {
-                        c.kv.range(pb::RangeRequest { key, ..Default::default() }).await
-                    }) {
-                        Ok(answer) => return Ok(answer.kvs.first().is_some_and(|kv| kv.value == stamp)),
-                        Err(_) => backoff(attempt),
-                    }
-                }
-                Err(lost.into())
-            }
+            Err(lost) => self.landed(version + 1, &stamp).map_err(|_| lost.into()),
         }
+    }
+
+    /// Whether the commit that wrote `stamp` as version `count` of the version key landed:
+    /// the key's history is walked back (each value names its count) to the value of that
+    /// count, which is this commit's only if it landed (one commit per count, by the CAS).
+    fn landed(&self, count: i64, stamp: &[u8]) -> Result<bool, EtcdRegistryError> {
+        let mut revision = 0;
+        for _ in 0..64 {
+            let key = self.version_key();
+            let answer = read_retried(|| {
+                let request = pb::RangeRequest { key: key.clone(), revision, ..Default::default() };
+                self.etcd.call_blocking(move |mut c| async move { c.kv.range(request).await })
+            })?;
+            let Some(kv) = answer.kvs.first() else { return Ok(false) };
+            if kv.value == stamp {
+                return Ok(true);
+            }
+            let seen: i64 = std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|v| v.split(' ').next()?.parse().ok())
+                .unwrap_or(0);
+            if seen <= count {
+                return Ok(false);
+            }
+            revision = kv.mod_revision - 1;
+        }
+        Err(EtcdError::Call("could not tell whether a commit landed: too many commits since".into()).into())
     }
 
     /// Drops what has expired, in transactions small enough for etcd.

@@ -133,8 +133,10 @@ pub fn choose(input: &TopologyInput<'_>) -> Links {
 }
 
 /// Joins every connected part of the mesh to the one holding node 0: its node with the
-/// fewest links to the main part's node with the fewest.
+/// fewest links to the main part's node with the fewest at that moment, so the joins
+/// spread over the main part instead of piling on one node.
 fn join_apart(sets: &mut [BTreeSet<usize>], degree: &[usize]) {
+    let mut degree = degree.to_vec();
     let n = sets.len();
     let mut part = vec![usize::MAX; n];
     let mut parts: Vec<Vec<usize>> = Vec::new();
@@ -159,12 +161,16 @@ fn join_apart(sets: &mut [BTreeSet<usize>], degree: &[usize]) {
         parts.push(members);
     }
     let Some((main, rest)) = parts.split_first() else { return };
-    let Some(&hub) = main.iter().min_by_key(|&&i| (degree[i], i)) else { return };
     for other in rest {
-        if let Some(&node) = other.iter().min_by_key(|&&i| (degree[i], i)) {
-            sets[node].insert(hub);
-            sets[hub].insert(node);
-        }
+        let (Some(&hub), Some(&node)) =
+            (main.iter().min_by_key(|&&i| (degree[i], i)), other.iter().min_by_key(|&&i| (degree[i], i)))
+        else {
+            continue;
+        };
+        sets[node].insert(hub);
+        sets[hub].insert(node);
+        degree[node] += 1;
+        degree[hub] += 1;
     }
 }
 
