@@ -49,6 +49,17 @@ fn connected(links: &HashMap<String, BTreeSet<String>>) -> bool {
     seen.len() == links.len()
 }
 
+/// Whether an echo flow through `entry` gets `payload` back within about 10 s of tries.
+async fn echo_eventually(entry: std::net::SocketAddr, payload: &[u8]) -> bool {
+    for _ in 0..40 {
+        if echo_once(entry, payload).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 async fn echo_once(entry: std::net::SocketAddr, payload: &[u8]) -> bool {
     let Ok(Ok(mut s)) =
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(entry)).await
@@ -109,15 +120,7 @@ async fn twelve_nodes_keep_at_most_max_links_and_every_pair_a_path() {
             .is_some_and(|s| !s.routes.is_empty()))
         .await
     );
-    let mut ok = false;
-    for _ in 0..40 {
-        if echo_once(entry, b"across the partial mesh").await {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(ok, "no flow across the partial mesh");
+    assert!(echo_eventually(entry, b"across the partial mesh").await, "no flow across the partial mesh");
 
     // Kill a relay of the route's paths (the primary's if it has one, else an
     // alternative's): every path of the route moves off it and new flows get through.
@@ -140,15 +143,7 @@ async fn twelve_nodes_keep_at_most_max_links_and_every_pair_a_path() {
     let moved =
         eventually(Duration::from_secs(30), || relays_of(&nodes).is_some_and(|r| !r.contains(&victim))).await;
     assert!(moved, "the route still names the dead relay {victim}");
-    let mut ok = false;
-    for _ in 0..40 {
-        if echo_once(entry, b"after the relay died").await {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(ok, "no flow after the relay died");
+    assert!(echo_eventually(entry, b"after the relay died").await, "no flow after the relay died");
     let after = live_links(&nodes);
     assert!(eventually(Duration::from_secs(30), || connected(&live_links(&nodes))).await, "{after:?}");
 }

@@ -55,12 +55,10 @@ pub struct EtcdRegistry {
     etcd: Etcd,
 }
 
-/// What one read saw: the registry, and the version key's version (0: never written) and
-/// modification revision.
+/// What one read saw: the registry, and the version key's version (0: never written).
 struct Read {
     registry: Registry,
     version: i64,
-    mod_revision: i64,
 }
 
 impl EtcdRegistry {
@@ -110,14 +108,10 @@ impl EtcdRegistry {
             if attempt > 0 {
                 backoff(attempt);
             }
-            let read = self.read()?;
-            let before = entries(&read.registry);
-            let mut registry = read.registry;
-            let (result, changed) = change(&mut registry);
+            let (version, (result, changed), ops) = self.apply(&mut change)?;
             if !changed {
                 return Ok(result);
             }
-            let ops = diff(&self.entries_prefix(), &before, &entries(&registry));
             if ops.len() > MAX_TXN_OPS {
                 // Almost always a purge that was due long ago: commit it on its own, in
                 // pieces (it only drops what has expired, so any order is safe), then retry.
@@ -128,7 +122,7 @@ impl EtcdRegistry {
                 purged = true;
                 continue;
             }
-            if self.commit(read.version, ops)? {
+            if self.commit(version, ops)? {
                 return Ok(result);
             }
         }
@@ -191,12 +185,7 @@ impl EtcdRegistry {
             if attempt > 0 {
                 backoff(attempt);
             }
-            let read = self.read()?;
-            let before = entries(&read.registry);
-            let mut registry = read.registry;
-            registry.purge(now);
-            let mut ops = diff(&self.entries_prefix(), &before, &entries(&registry));
-            let mut version = read.version;
+            let (mut version, (), mut ops) = self.apply(&mut |r: &mut Registry| r.purge(now))?;
             let mut lost = false;
             while !ops.is_empty() {
                 let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
@@ -211,6 +200,19 @@ impl EtcdRegistry {
             }
         }
         Err(EtcdRegistryError::Contended)
+    }
+
+    /// Reads the registry, applies `change` to it, and returns the version read, the
+    /// change's result and the operations that would commit it.
+    fn apply<R>(
+        &self,
+        change: &mut impl FnMut(&mut Registry) -> R,
+    ) -> Result<(i64, R, Vec<pb::RequestOp>), EtcdRegistryError> {
+        let read = self.read()?;
+        let before = entries(&read.registry);
+        let mut registry = read.registry;
+        let result = change(&mut registry);
+        Ok((read.version, result, diff(&self.entries_prefix(), &before, &entries(&registry))))
     }
 
     /// Everything under the registry prefix and the version key, at one revision.
@@ -244,7 +246,7 @@ impl EtcdRegistry {
         let (Some(version), Some(mut page)) = (ranges.next(), ranges.next()) else {
             return Err(EtcdError::Call("a read transaction answered without its ranges".into()).into());
         };
-        let (version, mod_revision) = version.kvs.first().map_or((0, 0), |kv| (kv.version, kv.mod_revision));
+        let version = version.kvs.first().map_or(0, |kv| kv.version);
         let mut kvs = Vec::new();
         loop {
             let more = page.more;
@@ -268,12 +270,7 @@ impl EtcdRegistry {
             })?;
         }
         let registry = from_entries(&prefix, kvs)?;
-        Ok(Read { registry, version, mod_revision })
-    }
-
-    /// The version key's modification revision as last read (for tests and status).
-    pub fn revision(&self) -> Result<i64, EtcdRegistryError> {
-        Ok(self.read()?.mod_revision)
+        Ok(Read { registry, version })
     }
 }
 

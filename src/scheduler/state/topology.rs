@@ -226,18 +226,22 @@ mod tests {
         seen.len() == links.len()
     }
 
-    #[test]
-    fn a_small_mesh_is_a_full_mesh() {
-        let ids = ids(5);
-        let links = choose(&TopologyInput {
-            ids: &ids,
+    /// The links of `ids` when nothing has been measured yet.
+    fn unmeasured(ids: &[String], max_links: usize, round: u64) -> Links {
+        choose(&TopologyInput {
+            ids,
             measured: &|_| None,
             must: &[],
             wanted: &[],
             current: &Links::new(),
-            max_links: 4,
-            round: 0,
-        });
+            max_links,
+            round,
+        })
+    }
+
+    #[test]
+    fn a_small_mesh_is_a_full_mesh() {
+        let links = unmeasured(&ids(5), 4, 0);
         assert!(links.values().all(|p| p.len() == 4));
     }
 
@@ -269,16 +273,7 @@ mod tests {
 
     #[test]
     fn unmeasured_nodes_are_explored_and_long_range_links_shorten_paths() {
-        let ids = ids(200);
-        let links = choose(&TopologyInput {
-            ids: &ids,
-            measured: &|_| None,
-            must: &[],
-            wanted: &[],
-            current: &Links::new(),
-            max_links: 8,
-            round: 3,
-        });
+        let links = unmeasured(&ids(200), 8, 3);
         assert!(connected(&links));
         assert!(
             links.values().all(|p| !p.is_empty() && p.len() <= 9),
