@@ -194,6 +194,8 @@ impl Registry {
     /// removals, not with how often the removed nodes renewed.
     pub fn remove(&mut self, node_id: &str, now_unix: u64) -> Option<Member> {
         let member = self.members.remove(node_id);
+        // Its routes' pins go with it: the id may be enrolled again for another machine.
+        self.pins.retain(|_, p| p.node != node_id);
         self.removed.insert(node_id.to_string(), now_unix);
         self.issued_before.insert(node_id.to_string(), i64::try_from(now_unix).unwrap_or(i64::MAX));
         member
@@ -281,8 +283,12 @@ mod tests {
         let mut r = Registry::default();
         r.record_cert("a", "eu", [1; 32], 1000, 0);
         r.record_cert("a", "eu", [2; 32], 2000, 0);
+        let pin = StoredPin { node: "a".into(), route: "web".into(), relays: vec![] };
+        r.pins.insert(StoredPin::key("a", "web"), pin.clone());
+        r.pins.insert(StoredPin::key("b", "web"), StoredPin { node: "b".into(), ..pin });
         assert!(r.remove("x", 5).is_none(), "an id the registry never saw is refused too");
         assert!(r.remove("a", 5).is_some());
+        assert_eq!(r.pins.keys().collect::<Vec<_>>(), ["b/web"], "its pins go with it");
         let revoked = r.revoked();
         assert!(revoked.node_ids.contains("a") && revoked.node_ids.contains("x"));
         assert!(revoked.certs.is_empty(), "refused by date, not listed one by one");
