@@ -24,10 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use proxy::core::control::{LinkReport, Registration};
-use proxy::core::hysteresis::Hysteresis;
-use proxy::core::pathfind::Objective;
 use proxy::core::wire::{self, Destination, FlowHeader, RefuseReason, Reply};
-use proxy::scheduler::state::{MeshState, Policy};
+use proxy::scheduler::state::MeshState;
 
 mod common;
 #[path = "../tests/common/dns.rs"]
@@ -35,16 +33,7 @@ mod dns;
 #[path = "../tests/common/raw_flow.rs"]
 mod raw_flow;
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use common::rng::Rng;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -115,15 +104,7 @@ fn scheduler_under_report_attack() {
     let n = env("BENCH_NODES", 100).max(3);
     let intervals = env("BENCH_INTERVALS", 15).max(1);
     // The scheduler's defaults.
-    let policy = Policy {
-        objective: Objective::Latency,
-        max_paths: 3,
-        hysteresis: Hysteresis { margin: 0.1, hold: Duration::from_secs(5) },
-        ttl: Duration::from_secs(300),
-        dead_after: Duration::from_secs(15),
-        pins: Vec::new(),
-        max_links: 32,
-    };
+    let policy = common::scheduler_policy();
     let start = Instant::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut m = MeshState::new(policy, start);

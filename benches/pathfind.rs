@@ -10,26 +10,16 @@ use std::time::{Duration, Instant};
 
 use proxy::core::pathfind::{LinkMetrics, MeshGraph, Objective};
 
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+use common::rng::Rng;
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn metrics(&mut self) -> LinkMetrics {
-        LinkMetrics {
-            rtt_ms: 1.0 + self.below(300) as f64,
-            loss: self.below(50) as f64 / 1000.0,
-            bandwidth_mbps: 10.0 + self.below(990) as f64,
-        }
+/// Random link metrics: RTT 1-300 ms, loss under 5%, 10-1000 Mbit/s.
+fn metrics(rng: &mut Rng) -> LinkMetrics {
+    LinkMetrics {
+        rtt_ms: 1.0 + rng.below(300) as f64,
+        loss: rng.below(50) as f64 / 1000.0,
+        bandwidth_mbps: 10.0 + rng.below(990) as f64,
     }
 }
 
@@ -49,7 +39,7 @@ fn mesh(n: usize, degree: usize, rng: &mut Rng) -> MeshGraph {
             }
         }
         for j in peers {
-            let m = rng.metrics();
+            let m = metrics(rng);
             g.set_link(&names[i], &names[j], m);
             g.set_link(&names[j], &names[i], m);
         }
@@ -85,7 +75,7 @@ fn main() {
         for _ in 0..changes {
             let (i, j) = (rng.below(n as u64) as usize, (rng.below(n as u64) as usize + 1) % n);
             let (a, b) = (format!("n{i}"), format!("n{j}"));
-            let m = rng.metrics();
+            let m = metrics(&mut rng);
             g.set_link(&a, &b, m);
             recomputed += tables.link_changed(&g, &a, &b);
         }

@@ -22,8 +22,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proxy::core::control::{self, LinkReport, Registration, ToNode};
-use proxy::core::hysteresis::Hysteresis;
-use proxy::core::pathfind::Objective;
 use proxy::scheduler::state::{MeshState, Policy};
 
 #[global_allocator]
@@ -43,20 +41,7 @@ const CITIES: [(f64, f64); 10] = [
     (25.2, 55.3),   // Dubai
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0
-    }
-}
+use common::rng::Rng;
 
 /// A synthetic mesh: node ids, positions and routes.
 struct World {
@@ -184,15 +169,7 @@ fn simulate(n: usize, warm: u64, seconds: u64, max_links: usize) -> Figures {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
     let world = World::new(n, &mut rng);
     let epoch = Instant::now();
-    let policy = Policy {
-        objective: Objective::Latency,
-        max_paths: 3,
-        hysteresis: Hysteresis { margin: 0.1, hold: Duration::from_secs(5) },
-        ttl: Duration::from_secs(300),
-        dead_after: Duration::from_secs(15),
-        pins: Vec::new(),
-        max_links,
-    };
+    let policy = Policy { max_links, ..common::scheduler_policy() };
     let mut state = MeshState::new(policy, epoch);
     for i in 0..n {
         state.register(world.registration(i), epoch);

@@ -3,6 +3,23 @@
 #![allow(dead_code)]
 
 pub mod heap;
+pub mod rng;
+
+/// The scheduler's defaults as a `Policy` (what `config::scheduler` fills in).
+pub fn scheduler_policy() -> proxy::scheduler::state::Policy {
+    proxy::scheduler::state::Policy {
+        objective: proxy::core::pathfind::Objective::Latency,
+        max_paths: 3,
+        hysteresis: proxy::core::hysteresis::Hysteresis {
+            margin: 0.1,
+            hold: std::time::Duration::from_secs(5),
+        },
+        ttl: std::time::Duration::from_secs(300),
+        dead_after: std::time::Duration::from_secs(15),
+        pins: Vec::new(),
+        max_links: 32,
+    }
+}
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

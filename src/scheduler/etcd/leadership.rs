@@ -101,11 +101,7 @@ async fn campaign(
                 role.send_replace(Role::Standby { leader: None });
                 // Given back so a standby takes over without waiting out the lease; when
                 // etcd is out of reach this fails and the lease lapses instead.
-                let _ = etcd
-                    .call(move |mut c| async move {
-                        c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
-                    })
-                    .await;
+                revoke(&etcd, lease_id).await;
                 match outcome {
                     Stepped::Stopped => return,
                     Stepped::Lost(why) => {
@@ -143,6 +139,13 @@ async fn campaign(
     }
 }
 
+/// Gives a lease back (best effort: when etcd is out of reach the lease lapses instead).
+async fn revoke(etcd: &Etcd, lease_id: i64) {
+    let _ = etcd
+        .call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await })
+        .await;
+}
+
 enum Attempt {
     Won { lease_id: i64, term: i64, deadline: Instant },
     Lost { leader: Option<String> },
@@ -173,11 +176,7 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
     let answer = match etcd.call(move |mut c| async move { c.kv.txn(txn).await }).await {
         Ok(a) => a,
         Err(e) => {
-            let _ = etcd
-                .call(move |mut c| async move {
-                    c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
-                })
-                .await;
+            revoke(etcd, lease_id).await;
             return Err(e);
         }
     };
@@ -187,18 +186,12 @@ async fn try_to_lead(etcd: &Etcd, key: &[u8], name: &str, ttl: i64) -> Result<At
         let deadline = sent + granted_for;
         // Won, but so late that the lease may lapse before it could lead: give it back.
         if Instant::now() >= stop_time(deadline) {
-            let _ = etcd
-                .call(move |mut c| async move {
-                    c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await
-                })
-                .await;
+            revoke(etcd, lease_id).await;
             return Ok(Attempt::Lost { leader: None });
         }
         return Ok(Attempt::Won { lease_id, term, deadline });
     }
-    let _ = etcd
-        .call(move |mut c| async move { c.lease.lease_revoke(pb::LeaseRevokeRequest { id: lease_id }).await })
-        .await;
+    revoke(etcd, lease_id).await;
     let leader = answer.responses.into_iter().find_map(|r| match r.response {
         Some(pb::response_op::Response::ResponseRange(range)) => {
             range.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())

@@ -175,23 +175,22 @@ pub fn get_op(key: Vec<u8>) -> pb::RequestOp {
 
 /// "`key`'s version is `version`" (0: the key does not exist).
 pub fn version_is(key: Vec<u8>, version: i64) -> pb::Compare {
-    pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Version as i32,
-        key,
-        range_end: Vec::new(),
-        target_union: Some(pb::compare::TargetUnion::Version(version)),
-    }
+    equal(key, pb::compare::CompareTarget::Version, pb::compare::TargetUnion::Version(version))
 }
 
 /// "`key` was created at `revision`": the key is still the one a leader wrote.
 pub fn created_at(key: Vec<u8>, revision: i64) -> pb::Compare {
+    equal(key, pb::compare::CompareTarget::Create, pb::compare::TargetUnion::CreateRevision(revision))
+}
+
+/// "`key`'s `target` equals `value`".
+fn equal(key: Vec<u8>, target: pb::compare::CompareTarget, value: pb::compare::TargetUnion) -> pb::Compare {
     pb::Compare {
         result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Create as i32,
+        target: target as i32,
         key,
         range_end: Vec::new(),
-        target_union: Some(pb::compare::TargetUnion::CreateRevision(revision)),
+        target_union: Some(value),
     }
 }
 
