@@ -230,6 +230,42 @@ mod tests {
     }
 
     #[test]
+    fn the_etcd_state_and_max_links_are_checked_with_their_keys() {
+        let c = parse(FILES, &base()).expect("valid");
+        assert_eq!((c.etcd, c.max_links), (None, 32), "the file store and 32 links by default");
+        let ok = format!(
+            "{FILES}max_links: 8\nstate:\n  etcd: [\"10.0.0.1:2379\", \"http://10.0.0.2:2379/\"]\n  name: s1\n"
+        );
+        let c = parse(&ok, &base()).expect("valid");
+        let etcd = c.etcd.expect("etcd");
+        assert_eq!(etcd.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(
+            (etcd.prefix.as_str(), etcd.lease, etcd.name.as_str(), c.max_links),
+            ("/proxy", Duration::from_secs(3), "s1", 8)
+        );
+        let bad = format!(
+            "{FILES}max_links: 1\nstate:\n  etcd: [\"https://a:2379\", \"b:2379\", \"http://b:2379\", \"nohost\"]\n  prefix: proxy/\n  lease: 1500ms\n  name: \"has space\"\n"
+        );
+        let errors = parse(&bad, &base()).expect_err("invalid");
+        let found: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "max_links",
+            "state.etcd[0]",
+            "state.etcd[2]",
+            "state.etcd[3]",
+            "state.prefix",
+            "state.lease",
+            "state.name",
+        ] {
+            assert!(found.contains(&key), "{key} missing from {errors:?}");
+        }
+        assert!(errors.iter().any(|e| e.message.contains("not supported")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.message.contains("listed twice")), "{errors:?}");
+        let empty = parse(&format!("{FILES}state: {{ etcd: [] }}\n"), &base()).expect_err("no endpoint");
+        assert_eq!(empty[0].key, "state.etcd");
+    }
+
+    #[test]
     fn the_admin_api_defaults_to_loopback_without_a_token() {
         let c = parse(FILES, &base()).expect("valid");
         assert_eq!(c.admin_addr, DEFAULT_ADMIN_ADDR.parse().expect("addr"));

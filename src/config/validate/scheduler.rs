@@ -125,12 +125,15 @@ impl Checker<'_> {
             self.check::<()>("state.etcd", Err("needs at least one endpoint (`http://host:2379`)".into()));
             endpoints = None;
         }
+        // Every valid URL, so a repeat is found even after an error elsewhere in the list.
+        let mut seen: Vec<String> = Vec::new();
         for (i, e) in raw.etcd.iter().enumerate() {
             let url = etcd_endpoint(e);
             let checked = url.and_then(|u| {
-                if endpoints.as_ref().is_some_and(|l: &Vec<String>| l.contains(&u)) {
+                if seen.contains(&u) {
                     Err("is listed twice".into())
                 } else {
+                    seen.push(u.clone());
                     Ok(u)
                 }
             });
