@@ -1,22 +1,33 @@
-//! The command line: `run`, `check`, `status`, `scheduler`, and `mesh` (`init`,
-//! `token create`, `join`, `remove`). Exit codes: 0 success, 2 bad usage or bad config,
+//! The command line: `run`, `check`, `status`, `scheduler`, `demo`, `mesh` (`init`,
+//! `token create`, `join`, `remove`), `completions` and `man`. Exit codes: 0 success, 2 bad usage or bad config,
 //! 1 runtime failure.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::{self, Config, LogConfig};
+use crate::config::{self, Config, LogConfig, LogFilter};
+use crate::logging::LiveLog;
 use crate::node::Node;
+
+/// The version `--version` prints: the package's, the git commit and its date (build.rs).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("PROXY_GIT_COMMIT"), " ", env!("PROXY_BUILD_DATE"), ")");
 
 /// `proxy`: an overlay mesh for TCP over QUIC.
 #[derive(Debug, Parser)]
-#[command(name = "proxy", version, about)]
+#[command(name = "proxy", version = VERSION, about)]
 pub struct Cli {
     /// Node config file (same as `proxy run -c FILE`).
     #[arg(short = 'c', long = "config")]
     pub config: Option<PathBuf>,
+    /// Log filter for `run`, `scheduler` and `demo`, in place of the config's `log_level`:
+    /// a level (trace, debug, info, warn, error, fatal), or a level and per-module levels,
+    /// e.g. `info,proxy::node::link=debug,quinn=warn`. It holds until the config file's
+    /// own `log_level` is changed and reloaded.
+    #[arg(long, global = true, env = "RUST_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
+    pub log_level: Option<LogFilter>,
     /// What to do; without one, run a node from `-c FILE` or `config.yaml`.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -78,6 +89,19 @@ pub enum Command {
         #[command(subcommand)]
         command: MeshCommand,
     },
+    /// Print a shell completion script, e.g. `proxy completions bash >
+    /// /etc/bash_completion.d/proxy`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or with `--dir` write one page per command there.
+    Man {
+        /// Write `proxy.1`, `proxy-run.1`, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `proxy mesh ...`
@@ -113,12 +137,12 @@ pub enum MeshCommand {
         /// mesh has several schedulers (tried in turn).
         #[arg(long)]
         scheduler: String,
-        /// The join token (else `--token-file`, else `PROXY_JOIN_TOKEN`; both keep it out of
-        /// the process list).
-        #[arg(long)]
+        /// The join token: better from `PROXY_JOIN_TOKEN` or `--token-file`, which keep it
+        /// out of the process list.
+        #[arg(long, env = "PROXY_JOIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// A file holding the join token.
-        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        /// A file holding the join token (wins over `PROXY_JOIN_TOKEN`).
+        #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
         /// This node's id: 1-63 of a-z, 0-9 and '-'.
         #[arg(long)]
@@ -181,10 +205,11 @@ pub enum TokenCommand {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = cli.log_level.as_ref();
     match cli.command {
-        Some(Command::Run { config }) => run(&config),
+        Some(Command::Run { config }) => run(&config, filter),
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Scheduler { config }) => run_scheduler(&config),
+        Some(Command::Scheduler { config }) => run_scheduler(&config, filter),
         Some(Command::Status { admin, scheduler, token_file, token }) => {
             match admin_token(token_file.as_deref(), token) {
                 Ok(token) => status(&admin, scheduler.as_deref(), token),
@@ -194,10 +219,37 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Mesh { command }) => mesh(command),
-        Some(Command::Demo { quick, keep }) => demo(crate::demo::DemoOptions { quick, keep }),
-        None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
+        Some(Command::Mesh { command }) => mesh(command, filter),
+        Some(Command::Demo { quick, keep }) => demo(crate::demo::DemoOptions { quick, keep }, filter),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "proxy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man { dir }) => man(dir.as_deref()),
+        None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml")), filter),
     }
+}
+
+/// `proxy man`: the page on standard output, or every command's page into `dir`.
+fn man(dir: Option<&Path>) -> ExitCode {
+    let written = match dir {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy man: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--log-level` (or `RUST_LOG`) as a filter, or clap's error with what is wrong.
+fn parse_log_filter(text: &str) -> Result<LogFilter, String> {
+    text.parse()
 }
 
 /// The admin token for `proxy status`: from `--token-file`, else `--token` (with a
@@ -247,10 +299,10 @@ fn status(admin: &str, scheduler: Option<&str>, token: Option<String>) -> ExitCo
     }
 }
 
-fn demo(options: crate::demo::DemoOptions) -> ExitCode {
-    // The nodes' own logs would bury the demo's tables: errors only.
-    let quiet = LogConfig { level: config::LogLevel::Error, ..LogConfig::default() };
-    if let Err(code) = start_logging(&quiet, "log") {
+fn demo(options: crate::demo::DemoOptions, filter: Option<&LogFilter>) -> ExitCode {
+    // The nodes' own logs would bury the demo's tables: errors only, unless asked.
+    let quiet = LogConfig { level: config::LogLevel::Error.into(), ..LogConfig::default() };
+    if let Err(code) = start_logging(&quiet, "log", filter) {
         return code;
     }
     let runtime = match start_runtime(true, "proxy demo") {
@@ -304,7 +356,7 @@ fn config_refused(errors: &config::ConfigErrors, what: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn mesh(command: MeshCommand) -> ExitCode {
+fn mesh(command: MeshCommand, filter: Option<&LogFilter>) -> ExitCode {
     match command {
         MeshCommand::Init { dir, nodes, token_ttl, token_uses } => {
             mesh_init(&dir, &nodes, &token_ttl, token_uses)
@@ -341,26 +393,35 @@ fn mesh(command: MeshCommand) -> ExitCode {
                 advertise,
                 admin_addr,
             };
-            mesh_join(&options, no_start)
+            mesh_join(&options, no_start, filter)
         }
         MeshCommand::Remove { node_id, config } => mesh_remove(&config, &node_id),
     }
 }
 
-/// The join token from `--token`, `--token-file` or `PROXY_JOIN_TOKEN`, in that order.
+/// The join token from `--token-file`, else `--token` or `PROXY_JOIN_TOKEN`.
 fn join_token(token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
-    if let Some(t) = token {
-        eprintln!(
-            "proxy mesh join: warning: --token shows the token to every local user in the process list; \
-             use --token-file FILE or PROXY_JOIN_TOKEN"
-        );
-        return Ok(t);
+    let typed = token.as_deref().is_some_and(|t| !from_env("PROXY_JOIN_TOKEN", t));
+    if typed && file.is_some() {
+        return Err("give --token or --token-file, not both".into());
     }
     if let Some(file) = file {
         return std::fs::read_to_string(&file).map_err(|e| format!("--token-file {}: {e}", file.display()));
     }
-    std::env::var("PROXY_JOIN_TOKEN")
-        .map_err(|_| "give --token, --token-file, or set PROXY_JOIN_TOKEN".into())
+    if typed {
+        eprintln!(
+            "proxy mesh join: warning: --token shows the token to every local user in the process list; \
+             use --token-file FILE or PROXY_JOIN_TOKEN"
+        );
+    }
+    token.ok_or_else(|| "give --token-file FILE, or set PROXY_JOIN_TOKEN (or --token)".into())
+}
+
+/// Whether `value` is what the environment variable `var` holds: clap fills one field from
+/// the command line or the environment, and only a value typed on the command line is
+/// shown to every local user in the process list.
+fn from_env(var: &str, value: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == value)
 }
 
 /// A token's lifetime and uses from the command line: 1 s to 365 days, 1 to 10,000 uses.
@@ -467,7 +528,7 @@ fn mesh_remove(config_path: &Path, node_id: &str) -> ExitCode {
     }
 }
 
-fn mesh_join(options: &crate::join::JoinOptions, no_start: bool) -> ExitCode {
+fn mesh_join(options: &crate::join::JoinOptions, no_start: bool, filter: Option<&LogFilter>) -> ExitCode {
     let who = "proxy mesh join";
     let runtime = match start_runtime(false, who) {
         Ok(r) => r,
@@ -494,19 +555,20 @@ fn mesh_join(options: &crate::join::JoinOptions, no_start: bool) -> ExitCode {
         println!("start the node with: proxy run -c {}", joined.config.display());
         return ExitCode::SUCCESS;
     }
-    start_joined_node(&joined.config)
+    start_joined_node(&joined.config, filter)
 }
 
 /// Becomes `proxy run -c CONFIG`: a fresh process image, so the token given on the
 /// command line or in the environment is not left readable in `/proc` while the node
 /// runs for months.
-fn start_joined_node(config: &Path) -> ExitCode {
+fn start_joined_node(config: &Path, filter: Option<&LogFilter>) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let error = match std::env::current_exe() {
         Ok(exe) => std::process::Command::new(exe)
             .arg("run")
             .arg("-c")
             .arg(config)
+            .args(filter.map(|f| format!("--log-level={f}")))
             .env_remove("PROXY_JOIN_TOKEN")
             .exec(),
         Err(e) => e,
@@ -571,21 +633,22 @@ fn mesh_init(dir: &Path, nodes: &[String], token_ttl: &str, token_uses: u32) -> 
     }
 }
 
-fn run(path: &Path) -> ExitCode {
+fn run(path: &Path, filter: Option<&LogFilter>) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    if let Err(code) = start_logging(&config.common.log, "common.log_file") {
-        return code;
-    }
+    let log = match start_logging(&config.common.log, "common.log_file", filter) {
+        Ok(log) => log,
+        Err(code) => return code,
+    };
     let runtime = match start_runtime(true, "proxy") {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(run_node(config, path)) {
+    match runtime.block_on(run_node(config, path, &log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -595,23 +658,36 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
-fn run_scheduler(path: &Path) -> ExitCode {
+fn run_scheduler(path: &Path, filter: Option<&LogFilter>) -> ExitCode {
     let config = match config::scheduler::load(path) {
         Ok(c) => c,
         Err(errors) => {
             return config_refused(&errors, &format!("proxy: refusing to start {}", path.display()));
         }
     };
-    if let Err(code) = start_logging(&config.log, "log_file") {
-        return code;
-    }
+    let log = match start_logging(&config.log, "log_file", filter) {
+        Ok(log) => log,
+        Err(code) => return code,
+    };
     let runtime = match start_runtime(true, "proxy") {
         Ok(r) => r,
         Err(code) => return code,
     };
     let run = async {
+        use tokio::signal::unix::{SignalKind, signal};
         let scheduler = crate::scheduler::Scheduler::start(config).await?;
-        wait_for_signal().await?;
+        let (mut term, mut int, mut hup) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        );
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => reload_scheduler(&scheduler, &log, path),
+            }
+        }
         drop(scheduler);
         anyhow::Ok(())
     };
@@ -628,7 +704,7 @@ fn run_scheduler(path: &Path) -> ExitCode {
 /// How often the config file is checked for changes.
 const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
+async fn run_node(config: Config, path: &Path, log: &LiveLog) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let node = Node::start(config).await?;
     for l in node.listeners() {
@@ -662,7 +738,7 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
                 "config file changed"
             }
         };
-        match node.reload_file(path) {
+        match reload_node(&node, log, path) {
             Ok(report) => {
                 tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied")
             }
@@ -674,22 +750,38 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// Reloads a node's config file: the log settings are checked (a new log file opened)
+/// first, then the node applies the rest or refuses it all, then the log settings apply.
+fn reload_node(node: &Node, log: &LiveLog, path: &Path) -> Result<crate::node::ReloadReport, String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    let change = log.prepare(&config.common.log).map_err(|e| format!("common.log_file: {e}"))?;
+    let report = node.reload(config).map_err(|e| e.to_string())?;
+    log.apply(change);
+    Ok(report)
+}
+
+/// `SIGHUP` to the scheduler: re-reads its config and applies what changes live, or
+/// refuses the whole file with a log line; the running config stays then.
+fn reload_scheduler(scheduler: &crate::scheduler::Scheduler, log: &LiveLog, path: &Path) {
+    let applied = config::scheduler::load(path).map_err(|e| e.to_string()).and_then(|config| {
+        let change = log.prepare(&config.log).map_err(|e| format!("log_file: {e}"))?;
+        let mut changes = scheduler.reload(config).map_err(|e| e.to_string())?;
+        changes.extend(change.summary.iter().cloned());
+        log.apply(change);
+        Ok(changes)
+    });
+    match applied {
+        Ok(changes) if changes.is_empty() => tracing::info!("SIGHUP: config re-read, nothing changed"),
+        Ok(changes) => tracing::info!(changes = %changes.join("; "), "SIGHUP: config applied"),
+        Err(e) => tracing::error!("SIGHUP: config refused, the running one stays: {e}"),
     }
-    Ok(())
 }
 
 /// Installs the logger; a log file that cannot be opened is a config problem (exit 2),
 /// reported under `key`.
-fn start_logging(log: &LogConfig, key: &str) -> Result<(), ExitCode> {
-    match crate::logging::init(log) {
-        Ok(()) => Ok(()),
+fn start_logging(log: &LogConfig, key: &str, filter: Option<&LogFilter>) -> Result<LiveLog, ExitCode> {
+    match LiveLog::install(log, filter) {
+        Ok(live) => Ok(live),
         Err(e @ crate::logging::LogError::Open { .. }) => {
             eprintln!("proxy: {key}: {e}");
             Err(ExitCode::from(2))

@@ -58,7 +58,7 @@ mod tests {
         std::fs::write(&ca_file, ca.cert_pem()).expect("write");
         let log = dir.join("node.log");
         let config = crate::config::LogConfig {
-            level: crate::config::LogLevel::Warn,
+            level: crate::config::LogLevel::Warn.into(),
             file: Some(log.clone()),
             ..crate::config::LogConfig::default()
         };

@@ -46,7 +46,7 @@ async fn start(token: Option<&str>, options: ServeOptions) -> Server {
     let rules =
         AccessRules { token: token.map(String::from), allowed_hosts: http::default_allowed_hosts(addr) };
     let (shutdown, watch) = watch::channel(false);
-    let task = tokio::spawn(http::serve_with(listener, rules, routes(), watch, options));
+    let task = tokio::spawn(http::serve_with(listener, watch::channel(rules).1, routes(), watch, options));
     Server { addr, shutdown, task }
 }
 

@@ -75,9 +75,8 @@ impl Default for ServeOptions {
 
 /// What every connection of one server shares.
 struct Context {
-    rules: AccessRules,
+    access: LiveAccess,
     handler: Handler,
-    sessions: SessionKeys,
     /// The session cookie's name: one per port, since browsers share cookies between the
     /// ports of one host name (a node's console must not log the scheduler's out).
     cookie: String,
@@ -85,6 +84,35 @@ struct Context {
     failed_logins: std::sync::Mutex<FailureLimiter>,
     /// The deadline of a request head, and of a POST's body after it.
     head_timeout: Duration,
+}
+
+/// The access rules in force, which a config reload may change (a new admin token).
+struct LiveAccess {
+    state: std::sync::Mutex<(watch::Receiver<AccessRules>, Arc<Access>)>,
+}
+
+/// The rules, and the keys of the console's sessions under them.
+struct Access {
+    rules: AccessRules,
+    sessions: SessionKeys,
+}
+
+impl LiveAccess {
+    fn new(rules: watch::Receiver<AccessRules>) -> LiveAccess {
+        let access = Arc::new(Access { rules: rules.borrow().clone(), sessions: SessionKeys::random() });
+        LiveAccess { state: std::sync::Mutex::new((rules, access)) }
+    }
+
+    /// The rules for the next request. New rules come with new session keys: a changed
+    /// token logs every browser out, so a leaked old token stops working in the console too.
+    fn current(&self) -> Arc<Access> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0.has_changed().unwrap_or(false) {
+            let rules = state.0.borrow_and_update().clone();
+            state.1 = Arc::new(Access { rules, sessions: SessionKeys::random() });
+        }
+        state.1.clone()
+    }
 }
 
 /// Failed logins allowed per source per [`LOGIN_WINDOW_SECS`]: past it, that source's
@@ -97,10 +125,11 @@ const LOGIN_SOURCES: usize = 4096;
 
 /// Serves `listener` with the default [`ServeOptions`] until `shutdown` turns true (or its
 /// sender is dropped). Connections already accepted are then asked to finish, each within
-/// its time limits.
+/// its time limits. A request is checked against the rules `rules` holds when it arrives
+/// (a reload may send new ones).
 pub async fn serve(
     listener: TcpListener,
-    rules: AccessRules,
+    rules: watch::Receiver<AccessRules>,
     handler: Handler,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -110,16 +139,15 @@ pub async fn serve(
 /// [`serve`] with explicit limits.
 pub async fn serve_with(
     listener: TcpListener,
-    rules: AccessRules,
+    rules: watch::Receiver<AccessRules>,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     let context = Arc::new(Context {
-        rules,
+        access: LiveAccess::new(rules),
         handler,
-        sessions: SessionKeys::random(),
         cookie: format!("{COOKIE}_{port}"),
         failed_logins: std::sync::Mutex::new(FailureLimiter::new(
             MAX_FAILED_LOGINS,
@@ -209,7 +237,8 @@ async fn respond(
     let (parts, body) = request.into_parts();
     let mut closes = wants_close(&parts);
     let mut request = Request::from_parts(&parts, Bytes::new(), peer);
-    let answer = match admit(&request, &parts, context) {
+    let access = context.access.current();
+    let answer = match admit(&request, &parts, context, &access) {
         Err(refusal) => {
             // A body left unread: the connection cannot carry another request.
             closes |= body_announced(&parts);
@@ -219,7 +248,7 @@ async fn respond(
             match tokio::time::timeout(context.head_timeout, read_body(body)).await {
                 Ok(Ok(bytes)) => {
                     request.body = bytes;
-                    dispatch_post(request, caller, context).await
+                    dispatch_post(request, caller, context, &access).await
                 }
                 Ok(Err(refusal)) => {
                     closes = true;
@@ -231,7 +260,7 @@ async fn respond(
                 }
             }
         }
-        Ok(caller) => dispatch(&request, &caller, context),
+        Ok(caller) => dispatch(&request, &caller, context, &access),
     };
     into_hyper(answer, closes)
 }
@@ -251,9 +280,10 @@ fn admit(
     request: &Request,
     parts: &hyper::http::request::Parts,
     context: &Context,
+    access: &Access,
 ) -> Result<Caller, Response> {
-    let sessions = Some((&context.sessions, context.cookie.as_str()));
-    let caller = context.rules.admit(request, sessions, unix_now())?;
+    let sessions = Some((&access.sessions, context.cookie.as_str()));
+    let caller = access.rules.admit(request, sessions, unix_now())?;
     match request.method.as_str() {
         "GET" | "HEAD" if body_announced(parts) => {
             Err(Response::text(400, "a request body is accepted on POST only\n"))
@@ -265,7 +295,7 @@ fn admit(
             if !console {
                 return Err(Response::method_not_allowed());
             }
-            match check_post(request, &caller, &context.sessions) {
+            match check_post(request, &caller, &access.sessions) {
                 Some(refusal) => Err(refusal),
                 None => Ok(caller),
             }
@@ -288,9 +318,9 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response> {
 /// The answer to a POST [`admit`] let through. Actions run on a blocking thread: they
 /// write the registry (a file under its lock, or etcd, which may take seconds to fail),
 /// and the runtime's threads must go on serving sessions and renewing leadership.
-async fn dispatch_post(request: Request, caller: Caller, context: &Context) -> Response {
+async fn dispatch_post(request: Request, caller: Caller, context: &Context, access: &Access) -> Response {
     match request.path.as_str() {
-        "/console/login" => login(&request, context, unix_now()),
+        "/console/login" => login(&request, context, access, unix_now()),
         "/console/logout" => logout(context),
         _ => {
             let handler = context.handler.clone();
@@ -302,12 +332,12 @@ async fn dispatch_post(request: Request, caller: Caller, context: &Context) -> R
 }
 
 /// The answer to a GET [`admit`] let through.
-fn dispatch(request: &Request, caller: &Caller, context: &Context) -> Response {
+fn dispatch(request: &Request, caller: &Caller, context: &Context, access: &Access) -> Response {
     if let Some(asset) = super::assets::asset(&request.path) {
         return asset;
     }
     match request.path.as_str() {
-        "/api/console/session" => session_answer(caller, context),
+        "/api/console/session" => session_answer(caller, access),
         // Browsers ask for it; an empty answer keeps their consoles quiet.
         "/favicon.ico" => Response::new(204, "image/x-icon", Bytes::new()),
         _ => (context.handler)(request, caller),
@@ -315,27 +345,27 @@ fn dispatch(request: &Request, caller: &Caller, context: &Context) -> Response {
 }
 
 /// Whether the page must show its login form, and the CSRF token the caller's POSTs need.
-fn session_answer(caller: &Caller, context: &Context) -> Response {
+fn session_answer(caller: &Caller, access: &Access) -> Response {
     let csrf = match caller {
-        Caller::Session(cookie) => Some(context.sessions.csrf(Some(cookie))),
-        Caller::Loopback => Some(context.sessions.csrf(None)),
+        Caller::Session(cookie) => Some(access.sessions.csrf(Some(cookie))),
+        Caller::Loopback => Some(access.sessions.csrf(None)),
         Caller::Bearer | Caller::Anonymous => None,
     };
     Response::json(&serde_json::json!({
         "authenticated": !matches!(caller, Caller::Anonymous),
-        "login_required": context.rules.token.is_some(),
+        "login_required": access.rules.token.is_some(),
         "actions": caller.holds_token(),
         "csrf": csrf,
     }))
 }
 
 /// `POST /console/login` with `{"token": ...}`: a session cookie when the token is right.
-fn login(request: &Request, context: &Context, now: u64) -> Response {
+fn login(request: &Request, context: &Context, access: &Access, now: u64) -> Response {
     #[derive(serde::Deserialize)]
     struct Login {
         token: String,
     }
-    if context.rules.token.is_none() {
+    if access.rules.token.is_none() {
         return Response::json_error(400, "this API has no token configured: there is nothing to log in to");
     }
     let Ok(login) = serde_json::from_slice::<Login>(&request.body) else {
@@ -351,7 +381,7 @@ fn login(request: &Request, context: &Context, now: u64) -> Response {
             )
             .with_header("Retry-After", LOGIN_WINDOW_SECS.to_string());
         }
-        if !context.rules.token_matches(&login.token) {
+        if !access.rules.token_matches(&login.token) {
             failed.failed(&source, now);
             if failed.allows(&source, now) {
                 warn!(from = %source, "admin console: a login with a wrong token was refused");
@@ -361,8 +391,8 @@ fn login(request: &Request, context: &Context, now: u64) -> Response {
             return Response::json_error(401, "wrong token");
         }
     }
-    let cookie = context.sessions.issue(now);
-    let csrf = context.sessions.csrf(Some(&cookie));
+    let cookie = access.sessions.issue(now);
+    let csrf = access.sessions.csrf(Some(&cookie));
     info!("admin console: a browser logged in");
     Response::json(&serde_json::json!({ "csrf": csrf })).with_header(
         "Set-Cookie",

@@ -23,6 +23,11 @@ pub struct ConfigDiff {
     pub routes_changed: Vec<String>,
     /// Whether the exit policy changes.
     pub exit_policy_changed: bool,
+    /// Whether `common.log_*` changes. The process's logger applies it (`proxy run` does;
+    /// a program embedding a node owns its logger and applies it itself).
+    pub log_changed: bool,
+    /// Whether `common.admin_token` changes (the admin API checks the new one at once).
+    pub admin_token_changed: bool,
 }
 
 impl ConfigDiff {
@@ -52,6 +57,12 @@ impl ConfigDiff {
         if self.exit_policy_changed {
             parts.push("exit policy changed".into());
         }
+        if self.log_changed {
+            parts.push("log settings changed".into());
+        }
+        if self.admin_token_changed {
+            parts.push("admin token changed".into());
+        }
         if parts.is_empty() { "no change".into() } else { parts.join("; ") }
     }
 }
@@ -59,7 +70,13 @@ impl ConfigDiff {
 /// The changes from `old` to `new`, or the settings that changed and need a restart.
 pub fn diff(old: &Config, new: &Config) -> Result<ConfigDiff, Vec<&'static str>> {
     let mut restart = Vec::new();
-    if old.common != new.common {
+    // Of `common`, the log settings and the admin token change live.
+    let live = crate::config::CommonConfig {
+        log: old.common.log.clone(),
+        admin_token: old.common.admin_token.clone(),
+        ..new.common.clone()
+    };
+    if old.common != live {
         restart.push("common");
     }
     if old.mesh != new.mesh {
@@ -77,7 +94,11 @@ pub fn diff(old: &Config, new: &Config) -> Result<ConfigDiff, Vec<&'static str>>
     if !restart.is_empty() {
         return Err(restart);
     }
-    let mut d = ConfigDiff::default();
+    let mut d = ConfigDiff {
+        log_changed: old.common.log != new.common.log,
+        admin_token_changed: old.common.admin_token != new.common.admin_token,
+        ..ConfigDiff::default()
+    };
     for l in &new.listeners {
         match old.listeners.iter().find(|o| o.name == l.name) {
             None => d.listeners_added.push(l.clone()),

@@ -8,6 +8,7 @@
 pub mod admin_bind;
 pub mod diff;
 mod duration;
+mod log_filter;
 mod raw;
 pub mod scheduler;
 mod validate;
@@ -20,6 +21,7 @@ use crate::core::policy::ExitPolicy;
 
 pub use crate::core::route::{RouteConfig, RouteMatch};
 pub use duration::parse_duration;
+pub use log_filter::LogFilter;
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +67,8 @@ pub struct CommonConfig {
 /// Where and how a process logs: the node's `common.log_*` keys, the scheduler's `log_*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Least severe level written.
-    pub level: LogLevel,
+    /// Least severe level written, for everything or per module (`log_level`).
+    pub level: LogFilter,
     /// Append to this file (rotated by size); `None` writes to standard error.
     pub file: Option<PathBuf>,
     /// Text or JSON lines.
@@ -81,7 +83,7 @@ impl Default for LogConfig {
     /// The defaults of the config keys: `info`, standard error, text, 64 MiB, 5 files.
     fn default() -> Self {
         Self {
-            level: LogLevel::Info,
+            level: LogFilter::from(LogLevel::Info),
             file: None,
             format: LogFormat::Text,
             max_bytes: DEFAULT_LOG_MAX_BYTES,
@@ -104,9 +106,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// The seed's five log levels.
+/// The log levels: the seed's five, and `trace` for a module's finest detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// Finer than debug: libraries' protocol detail (`quinn=trace`).
+    Trace,
     /// Everything, including per-flow detail.
     Debug,
     /// Normal operation.

@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(c.log, LogConfig::default());
         assert_eq!(
             (c.log.level, c.log.format, c.log.max_bytes, c.log.keep),
-            (LogLevel::Info, LogFormat::Text, 64 << 20, 5)
+            (LogLevel::Info.into(), LogFormat::Text, 64 << 20, 5)
         );
         assert_eq!(c.log.file, None);
     }
@@ -175,7 +175,7 @@ mod tests {
         let log = c.log;
         assert_eq!(
             (log.level, log.format, log.max_bytes, log.keep),
-            (LogLevel::Debug, LogFormat::Json, 2 << 20, 9)
+            (LogLevel::Debug.into(), LogFormat::Json, 2 << 20, 9)
         );
         assert_eq!(log.file, Some(base().join("scheduler.log")));
     }

@@ -226,6 +226,10 @@ impl Node {
                 dialers: std::collections::HashMap::new(),
             }),
             admin_addr,
+            admin_rules: watch::Sender::new(crate::admin::http::AccessRules {
+                token: config.common.admin_token.clone(),
+                allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
+            }),
             seal_keys,
             cards,
             relay_tap: Default::default(),
@@ -259,10 +263,7 @@ impl Node {
             }
         }
         let view = NodeView { shared: shared.clone() };
-        let rules = crate::admin::http::AccessRules {
-            token: shared.config.common.admin_token.clone(),
-            allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
-        };
+        let rules = shared.admin_rules.subscribe();
         let console = console::start(view.clone(), shared.force.clone());
         tokio::spawn(crate::admin::http::serve(
             admin,

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(in crate::node) running: std::sync::Mutex<control::reload::Running>,
     /// Where the admin API answers.
     pub(in crate::node) admin_addr: SocketAddr,
+    /// Who the admin API answers (a reload may change `common.admin_token`).
+    pub(in crate::node) admin_rules: tokio::sync::watch::Sender<crate::admin::http::AccessRules>,
     /// This node's static sealing key (end-to-end flows).
     pub(in crate::node) seal_keys: crate::core::seal::StaticKeys,
     /// The seal cards known: this node's and other members'.

@@ -54,7 +54,7 @@ pub(super) fn answer(
             return Some(Response::post_only());
         }
         if !caller.holds_token() {
-            let why = if config.admin_token.is_some() {
+            let why = if view.admin_token_set() {
                 "actions need the admin token: log in, or send it as a bearer token"
             } else {
                 "actions need an admin token: set admin_token in the scheduler's config"

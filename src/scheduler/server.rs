@@ -53,6 +53,8 @@ pub struct Scheduler {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     admin_addr: SocketAddr,
+    /// The config in force (a reload compares against it).
+    config: Mutex<SchedulerConfig>,
 }
 
 /// How the recompute loop has been doing, for the admin API's metrics.
@@ -157,6 +159,11 @@ impl SchedulerView {
         self.shared.with_state(|s| s.node_totals())
     }
 
+    /// Whether the admin API requires a token now (`admin_token`, as last reloaded).
+    pub fn admin_token_set(&self) -> bool {
+        self.shared.admin_rules.borrow().token.is_some()
+    }
+
     /// How long issued instructions stay valid.
     pub fn instruction_ttl(&self) -> Duration {
         self.shared.with_state(|s| s.instruction_ttl())
@@ -201,6 +208,10 @@ struct Shared {
     /// Whether this scheduler leads the mesh (always, without `state.etcd`): only the
     /// leader keeps node sessions and issues instructions.
     role: watch::Receiver<Role>,
+    /// Who the admin API answers (a reload may change `admin_token`).
+    admin_rules: watch::Sender<crate::admin::http::AccessRules>,
+    /// How often paths are recomputed (a reload may change `recompute_interval`).
+    recompute_every: watch::Sender<Duration>,
 }
 
 impl Shared {
@@ -265,21 +276,47 @@ impl Scheduler {
             revocations_changed: watch::Sender::new(0),
             join_gate: super::join_session::JoinGate::default(),
             role,
+            admin_rules: watch::Sender::new(crate::admin::http::AccessRules {
+                token: config.admin_token.clone(),
+                allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
+            }),
+            recompute_every: watch::Sender::new(config.recompute_interval),
         });
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         tokio::spawn(follow_role(shared.clone(), stopped.clone()));
         tokio::spawn(watch_registry(shared.clone(), stopped.clone()));
-        tokio::spawn(recompute_loop(shared.clone(), config.recompute_interval, stopped.clone()));
-        let rules = crate::admin::http::AccessRules {
-            token: config.admin_token.clone(),
-            allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
-        };
+        tokio::spawn(recompute_loop(shared.clone(), stopped.clone()));
+        let rules = shared.admin_rules.subscribe();
         let view = SchedulerView { shared: shared.clone() };
         let console = super::console::start(view.clone(), stopped.clone());
         let handler = super::admin::scheduler_handler(view, console, Arc::new(config.clone()));
         tokio::spawn(crate::admin::http::serve(admin, rules, handler, stopped));
         info!(addr = %endpoint.local_addr()?, admin = %admin_addr, "scheduler started");
-        Ok(Scheduler { endpoint, shared, stop, admin_addr })
+        Ok(Scheduler { endpoint, shared, stop, admin_addr, config: Mutex::new(config) })
+    }
+
+    /// Applies a reloaded config: the objective, hysteresis, paths, pins, intervals and
+    /// the admin token change at once (routes are searched anew at the next recompute);
+    /// a change to anything built at start (the endpoint, identity, admin address,
+    /// signer, registry) refuses the whole reload and changes nothing. Returns what
+    /// changed, one `key old -> new` each. The log keys are the caller's: the process's
+    /// logger is not the scheduler's.
+    pub fn reload(&self, new: SchedulerConfig) -> Result<Vec<String>, super::reload::NeedsRestart> {
+        let mut config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let changes = super::reload::changes(&config, &new)?;
+        if !changes.is_empty() {
+            self.shared.with_state(|s| s.set_policy(Policy::from(&new)));
+            self.shared.recompute_every.send_if_modified(|every| {
+                std::mem::replace(every, new.recompute_interval) != new.recompute_interval
+            });
+            let token = new.admin_token.clone();
+            self.shared
+                .admin_rules
+                .send_if_modified(|rules| std::mem::replace(&mut rules.token, token) != new.admin_token);
+            info!(changes = %changes.join("; "), "config reloaded");
+        }
+        *config = new;
+        Ok(changes)
     }
 
     /// Where the admin API answers (`admin_addr`, with the real port when it said 0).
@@ -364,11 +401,16 @@ fn registration_within_limits(r: &crate::core::control::Registration) -> bool {
         && r.routes.iter().all(|(n, e)| label(n) && e.as_ref().is_none_or(node))
 }
 
-async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
+async fn recompute_loop(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut every = shared.recompute_every.subscribe();
+    let mut tick = tokio::time::interval(*every.borrow_and_update());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Ok(()) = every.changed() => {
+                tick = tokio::time::interval(*every.borrow_and_update());
+                continue;
+            }
             _ = crate::shutdown::wait_true(&mut stopped) => return,
         }
         // A standby issues nothing: two schedulers must never instruct the same mesh.
@@ -384,6 +426,7 @@ async fn recompute_loop(shared: Arc<Shared>, every: Duration, mut stopped: watch
             stats.last_duration_secs = Some(took);
             stats.total_duration_secs += took;
             stats.instruction_sets += changed.len() as u64;
+            tracing::debug!(took_ms = took * 1e3, changed = changed.len(), "recompute");
         }
         for (node, set) in changed {
             info!(node = %node, version = set.version, routes = set.routes.len(), "new instructions");

@@ -111,6 +111,8 @@ pub struct MeshState {
     recomputes: u64,
     /// The config's pins; `policy.pins` holds them with the registry's (run-time) pins.
     config_pins: Vec<Pin>,
+    /// The registry's (run-time) pins, as last set.
+    shared_pins: Vec<Pin>,
 }
 
 impl MeshState {
@@ -124,6 +126,7 @@ impl MeshState {
             topology: topology::Links::new(),
             recomputes: 0,
             config_pins,
+            shared_pins: Vec::new(),
         }
     }
 
@@ -400,13 +403,8 @@ impl MeshState {
     /// Puts the registry's run-time pins in force with the config's (a run-time pin of a
     /// route replaces the config's); returns whether anything changed.
     pub fn set_shared_pins(&mut self, shared: Vec<Pin>) -> bool {
-        let mut pins: Vec<Pin> = self
-            .config_pins
-            .iter()
-            .filter(|c| !shared.iter().any(|s| s.node == c.node && s.route == c.route))
-            .cloned()
-            .collect();
-        pins.extend(shared);
+        self.shared_pins = shared;
+        let pins = self.pins_in_force();
         if pins == self.policy.pins {
             return false;
         }
@@ -417,6 +415,31 @@ impl MeshState {
         }
         self.policy.pins = pins;
         true
+    }
+
+    /// The config's pins, less those a run-time pin replaces, then the run-time pins.
+    fn pins_in_force(&self) -> Vec<Pin> {
+        let shared = &self.shared_pins;
+        let mut pins: Vec<Pin> = self
+            .config_pins
+            .iter()
+            .filter(|c| !shared.iter().any(|s| s.node == c.node && s.route == c.route))
+            .cloned()
+            .collect();
+        pins.extend(shared.iter().cloned());
+        pins
+    }
+
+    /// Puts a reloaded config's policy in force (objective, hysteresis, paths, pins, ...).
+    /// Run-time pins stay over the new config's; every node's routes are searched anew at
+    /// the next recompute, under the new rules.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.config_pins = policy.pins.clone();
+        self.policy = policy;
+        self.policy.pins = self.pins_in_force();
+        for node in self.nodes.values_mut() {
+            node.dirty = true;
+        }
     }
 
     /// Removes the pin of `route` of `node`; `false` when there was none.

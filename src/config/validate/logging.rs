@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, LogConfig, LogFormat, LogLevel};
+use crate::config::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, LogConfig, LogFilter, LogFormat};
 
 /// Smallest `log_max_bytes`: below this a busy node would rotate every few seconds.
 const LOG_MAX_BYTES_MIN: u64 = 1 << 20;
@@ -37,7 +37,7 @@ pub(crate) fn check_log_keys(
     base: &Path,
     report: &mut dyn FnMut(&'static str, String),
 ) -> Option<LogConfig> {
-    let level = reported(report, "log_level", parse_log_level(raw.level.unwrap_or("info")));
+    let level = reported(report, "log_level", raw.level.unwrap_or("info").parse::<LogFilter>());
     let file = match raw.file {
         None => Some(None),
         Some(f) => reported(report, "log_file", check_log_file(f, base).map(Some)),
@@ -67,18 +67,6 @@ fn reported<T>(
     result: Result<T, String>,
 ) -> Option<T> {
     result.map_err(|message| report(key, message)).ok()
-}
-
-/// One of the seed's five levels.
-fn parse_log_level(level: &str) -> Result<LogLevel, String> {
-    match level {
-        "debug" => Ok(LogLevel::Debug),
-        "info" => Ok(LogLevel::Info),
-        "warn" => Ok(LogLevel::Warn),
-        "error" => Ok(LogLevel::Error),
-        "fatal" => Ok(LogLevel::Fatal),
-        other => Err(format!("unknown log level `{other}` (expected debug, info, warn, error or fatal)")),
-    }
 }
 
 fn parse_log_format(format: &str) -> Result<LogFormat, String> {

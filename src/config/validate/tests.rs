@@ -56,7 +56,7 @@ fn with(from: &str, to: &str) -> String {
 #[test]
 fn a_valid_config_gets_every_default() {
     let config = run(VALID).expect("VALID is valid");
-    assert_eq!(config.common.log.level, LogLevel::Info);
+    assert_eq!(config.common.log.level, LogLevel::Info.into());
     assert_eq!(config.common.log.file, None);
     assert_eq!(config.common.log.format, LogFormat::Text);
     assert_eq!((config.common.log.max_bytes, config.common.log.keep), (64 * MIB, 5));
@@ -114,7 +114,7 @@ fn logging_keys_take_json_and_their_bounds() {
     );
     let config = run(&text).expect("valid");
     let log = config.common.log.clone();
-    assert_eq!((log.level, log.format), (LogLevel::Fatal, LogFormat::Json));
+    assert_eq!((log.level, log.format), (LogLevel::Fatal.into(), LogFormat::Json));
     assert_eq!(log.file, Some(base().join("node.log")));
     assert_eq!((log.max_bytes, log.keep), (MIB, 100));
     let text = with("  region: eu", "  region: eu\n  log_max_bytes: 1099511627776\n  log_keep: 1");

@@ -99,6 +99,10 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
     if diff.exit_policy_changed {
         *shared.exit_policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.exit_policy.clone());
     }
+    if diff.admin_token_changed {
+        let token = new.common.admin_token.clone();
+        shared.admin_rules.send_modify(|rules| rules.token = token);
+    }
     running.config = new;
     let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
     shared.config_changed.notify_waiters();

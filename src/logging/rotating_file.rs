@@ -1,5 +1,4 @@
-//! Logging for the node and the scheduler: a level, standard error or a file rotated by
-//! size, and text or JSON lines.
+//! A log file rotated by size.
 //!
 //! Invariants of a log file ([`RotatingFile`]):
 //! - it is opened for append and never truncated, so a restart continues it;
@@ -17,76 +16,11 @@
 //! a crash loses nothing already logged.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
-
-use crate::config::{LogConfig, LogFormat, LogLevel};
-
-/// Why logging could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LogError {
-    /// The log file could not be opened (or created) for append.
-    #[error("cannot open `{}`: {source}", path.display())]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
-    /// A global logger was installed before; the process logs through that one.
-    #[error("a global logger is already installed")]
-    AlreadySet,
-}
-
-/// Installs the process-wide logger described by `config`. Call once, before the runtime
-/// starts; a second call fails with [`LogError::AlreadySet`].
-pub(crate) fn init(config: &LogConfig) -> Result<(), LogError> {
-    tracing::dispatcher::set_global_default(dispatch(config)?).map_err(|_| LogError::AlreadySet)
-}
-
-/// Builds the logger described by `config` without installing it (tests install one for a
-/// scope with [`tracing::dispatcher::with_default`]).
-///
-/// Text lines carry colours only on a terminal (and not when `NO_COLOR` is set); JSON
-/// lines are objects with `timestamp`, `level`, `target`, `fields` (the event's, with
-/// `message`), and, inside a span, `span` (the innermost span's name and fields, such as a
-/// flow's `id`) and `spans` (every open span, outermost first).
-pub(crate) fn dispatch(config: &LogConfig) -> Result<Dispatch, LogError> {
-    let (writer, terminal) = match &config.file {
-        Some(path) => {
-            let file = RotatingFile::open(path, config.max_bytes, config.keep)
-                .map_err(|source| LogError::Open { path: path.clone(), source })?;
-            (BoxMakeWriter::new(file), false)
-        }
-        None => (BoxMakeWriter::new(io::stderr), io::stderr().is_terminal()),
-    };
-    let colours = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt().with_max_level(level(config.level)).with_writer(writer);
-    let dispatch = match config.format {
-        LogFormat::Text => Dispatch::new(builder.with_target(false).with_ansi(colours).finish()),
-        LogFormat::Json => Dispatch::new(
-            builder.json().with_current_span(true).with_span_list(true).with_ansi(false).finish(),
-        ),
-    };
-    Ok(dispatch)
-}
-
-/// The most verbose level written for a config level; `fatal` has no tracing level of
-/// its own and writes errors only.
-fn level(level: LogLevel) -> tracing::Level {
-    match level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error | LogLevel::Fatal => tracing::Level::ERROR,
-    }
-}
 
 /// A log file rotated by size, shared by every thread that logs (a [`MakeWriter`]).
 #[derive(Debug)]
@@ -205,16 +139,6 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-/// Escapes and caps a string that came from the network before it is logged.
-pub(crate) fn log_escape(s: &str) -> String {
-    const CAP: usize = 256;
-    let mut out: String = s.chars().take(CAP).flat_map(char::escape_debug).collect();
-    if s.chars().count() > CAP {
-        out.push_str("...");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -377,80 +301,6 @@ mod tests {
             }
         }
         assert_eq!(count, 800);
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    fn file_config(path: &Path, level: LogLevel, format: LogFormat) -> LogConfig {
-        LogConfig { level, file: Some(path.to_path_buf()), format, ..LogConfig::default() }
-    }
-
-    #[test]
-    fn json_lines_carry_the_flow_span_fields() {
-        let dir = temp("json");
-        let path = dir.join("node.log");
-        let dispatch = dispatch(&file_config(&path, LogLevel::Info, LogFormat::Json)).expect("logger");
-        tracing::dispatcher::with_default(&dispatch, || {
-            tracing::info!(listener = "web", "listening");
-            let span = tracing::info_span!("flow", id = 42u64, route = "web");
-            let _entered = span.enter();
-            tracing::warn!(reason = "no_route", "flow refused");
-        });
-        let text = read(&path);
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[0]["level"], "INFO");
-        assert_eq!(lines[0]["fields"]["message"], "listening");
-        assert_eq!(lines[0]["fields"]["listener"], "web");
-        assert!(lines[0].get("span").is_none());
-        assert_eq!(lines[1]["level"], "WARN");
-        assert_eq!(lines[1]["fields"]["reason"], "no_route");
-        assert_eq!(lines[1]["span"]["name"], "flow");
-        assert_eq!(lines[1]["span"]["id"], 42);
-        assert_eq!(lines[1]["span"]["route"], "web");
-        assert_eq!(lines[1]["spans"][0]["id"], 42);
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn text_in_a_file_has_no_colours_and_honours_the_level() {
-        let dir = temp("text");
-        let path = dir.join("node.log");
-        let dispatch = dispatch(&file_config(&path, LogLevel::Warn, LogFormat::Text)).expect("logger");
-        tracing::dispatcher::with_default(&dispatch, || {
-            tracing::info!("not written");
-            tracing::warn!(peer = "b", "link lost");
-        });
-        let text = read(&path);
-        assert!(!text.contains('\u{1b}'), "ANSI escape in {text:?}");
-        assert!(!text.contains("not written"), "{text}");
-        assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.contains("WARN") && text.contains("link lost") && text.contains("peer=\"b\""), "{text}");
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn fatal_writes_errors_only() {
-        let dir = temp("fatal");
-        let path = dir.join("node.log");
-        let dispatch = dispatch(&file_config(&path, LogLevel::Fatal, LogFormat::Json)).expect("logger");
-        tracing::dispatcher::with_default(&dispatch, || {
-            tracing::warn!("not written");
-            tracing::error!("written");
-        });
-        let text = read(&path);
-        assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.contains("\"written\""), "{text}");
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
-        let dir = temp("unopenable");
-        let path = dir.join("missing-dir").join("node.log");
-        let err = dispatch(&file_config(&path, LogLevel::Info, LogFormat::Text)).expect_err("refused");
-        assert!(matches!(&err, LogError::Open { path: p, .. } if *p == path));
-        assert!(err.to_string().contains("missing-dir"), "{err}");
         let _ = fs::remove_dir_all(&dir);
     }
 }
