@@ -160,3 +160,37 @@ async fn a_reload_adds_a_peer_and_a_route_through_it() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!a.peers().iter().any(|p| p.id == "b") && b.peers().iter().all(|p| !p.connected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_admin_token_and_the_log_settings_live() {
+    let mesh = Mesh::new(&["a"]);
+    let echo = echo_server().await;
+    let good = yaml(&mesh, &[("web", echo)]);
+    let node = Node::start(proxy::config::load(&write(&mesh, &good)).expect("config")).await.expect("start");
+    let admin = node.admin_addr().to_string();
+    let status = |token: Option<&'static str>| {
+        let admin = admin.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&admin).await.expect("admin API");
+            let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let request =
+                format!("GET /api/stats HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
+            s.write_all(request.as_bytes()).await.expect("write");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).await.expect("read");
+            answer.split_whitespace().nth(1).unwrap_or_default().to_string()
+        }
+    };
+    assert_eq!(status(None).await, "200");
+    let token = "a-new-admin-token-0123";
+    let with_token = good.replace(
+        "log_level: warn }",
+        &format!("log_level: \"warn,proxy::node=debug\", admin_token: {token} }}"),
+    );
+    let report = node.reload_file(&write(&mesh, &with_token)).expect("applied");
+    assert!(report.summary.contains("admin token changed"), "{}", report.summary);
+    assert!(report.summary.contains("log settings changed"), "{}", report.summary);
+    assert_eq!(status(None).await, "401", "the new token is required at once");
+    assert_eq!(status(Some(token)).await, "200");
+    echo_once(&node, "web", 3).await;
+}
