@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `status`, `scheduler`, and `mesh` (`init`,
-//! `token create`, `join`, `remove`). Exit codes: 0 success, 2 bad usage or bad config,
+//! The command line: `run`, `check`, `status`, `ping`, `trace`, `scheduler`, and `mesh`
+//! (`init`, `token create`, `join`, `remove`). Exit codes: 0 success, 2 bad usage or bad config,
 //! 1 runtime failure.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, LogConfig};
 use crate::node::Node;
+
+mod probe;
 
 /// `proxy`: an overlay mesh for TCP over QUIC.
 #[derive(Debug, Parser)]
@@ -62,6 +64,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
     },
+    /// Round trips to a node over the path a new flow to it takes now, with real probe
+    /// flows through the mesh (sent by the local node, asked through its admin API).
+    Ping(probe::ProbeArgs),
+    /// The path a new flow to a node takes now, and the round trip to each hop of it,
+    /// with real probe flows (sent by the local node, asked through its admin API).
+    Trace(probe::ProbeArgs),
     /// A five-region mesh on loopback that shows routing, failover and multipath live
     /// (no config, no root; about 20 seconds).
     Demo {
@@ -195,6 +203,8 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::Mesh { command }) => mesh(command),
+        Some(Command::Ping(args)) => probe::run(crate::node::probe::ProbeMode::Ping, args),
+        Some(Command::Trace(args)) => probe::run(crate::node::probe::ProbeMode::Trace, args),
         Some(Command::Demo { quick, keep }) => demo(crate::demo::DemoOptions { quick, keep }),
         None => run(cli.config.as_deref().unwrap_or(Path::new("config.yaml"))),
     }
