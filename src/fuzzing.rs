@@ -194,8 +194,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("flow_header", wire::encode_header(&header).unwrap_or_default()),
         (
             "flow_header",
-            wire::encode_header(&FlowHeader { destination: Destination::Echo, subflow: None, ..header.clone() })
-                .unwrap_or_default(),
+            wire::encode_header(&FlowHeader {
+                destination: Destination::Echo,
+                subflow: None,
+                ..header.clone()
+            })
+            .unwrap_or_default(),
         ),
         ("reply", wire::encode_reply(&Reply::Opened)),
         ("reply", wire::encode_reply(&Reply::refused(RefuseReason::Policy, "b", "not allowed"))),

@@ -71,9 +71,7 @@ async fn chain(mesh_extra: &[&str]) -> Chain {
 
 /// Runs the `proxy` binary with `args` (off the runtime, which serves the nodes).
 async fn run(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || proxy().args(&args).output().expect("run proxy"))
-        .await
-        .expect("join")
+    tokio::task::spawn_blocking(move || proxy().args(&args).output().expect("run proxy")).await.expect("join")
 }
 
 fn args(node: &Node, list: &[&str]) -> Vec<String> {
@@ -95,7 +93,10 @@ fn millis(d: Duration) -> f64 {
 
 /// `measured` is within 20% of `expected` (milliseconds).
 fn near(measured: f64, expected: f64, what: &str) {
-    assert!((measured - expected).abs() <= expected * 0.2, "{what}: measured {measured:.1} ms, emulated {expected:.1} ms");
+    assert!(
+        (measured - expected).abs() <= expected * 0.2,
+        "{what}: measured {measured:.1} ms, emulated {expected:.1} ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,8 +141,13 @@ async fn trace_and_ping_report_the_emulated_round_trips_through_the_mesh() {
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert!(stdout.starts_with("PING c over b -> c (route to-c, sealed)\n"), "{stdout}");
         for seq in 1..=3 {
-            let line = stdout.lines().find(|l| l.starts_with(&format!("seq={seq} rtt="))).expect("probe line");
-            let rtt: f64 = line.trim_start_matches(&format!("seq={seq} rtt=")).trim_end_matches(" ms").parse().expect("rtt");
+            let line =
+                stdout.lines().find(|l| l.starts_with(&format!("seq={seq} rtt="))).expect("probe line");
+            let rtt: f64 = line
+                .trim_start_matches(&format!("seq={seq} rtt="))
+                .trim_end_matches(" ms")
+                .parse()
+                .expect("rtt");
             assert!(rtt >= ab + bc, "an echo cannot beat the emulated delay: {line}");
         }
         assert!(stdout.contains("--- c: 3 sent, 3 received, 0% loss; rtt min/avg/max = "), "{stdout}");
@@ -150,7 +156,10 @@ async fn trace_and_ping_report_the_emulated_round_trips_through_the_mesh() {
         let out = run(args(&chain.a, &["ping", "b", "-c", "3", "-i", "50ms", "--json"])).await;
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
         let report = json(&out);
-        assert_eq!((report["route"].clone(), report["path"].clone()), (Value::Null, serde_json::json!(["b"])));
+        assert_eq!(
+            (report["route"].clone(), report["path"].clone()),
+            (Value::Null, serde_json::json!(["b"]))
+        );
         near(report["hops"][0]["min_ms"].as_f64().expect("min"), ab, "ping b");
 
         // Probes are counted where they start and where they are answered.
@@ -201,6 +210,12 @@ async fn bad_usage_unknown_nodes_and_no_path_exit_with_a_clear_error() {
             assert_eq!(out.status.code(), Some(code), "{list:?}: {stdout} {stderr}");
             assert!(stderr.contains(says), "{list:?}: {stderr}");
         }
+        // The path to d goes through e, which does not exist: the trace stops there and says why.
+        let out = run(args(a, &["trace", "d", "-i", "20ms"])).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+        assert!(stdout.starts_with("TRACE d over b -> e -> d (route far, sealed)\n"), "{stdout}");
+        assert!(stdout.contains("stopped at hop 2 (e): refused by "), "{stdout}");
         // Nothing listens there: a runtime failure.
         let out = run(vec!["ping".into(), "c".into(), "--admin".into(), "127.0.0.1:1".into()]).await;
         assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
@@ -226,8 +241,9 @@ async fn a_probe_is_a_post_with_the_csrf_token_never_a_get() {
             proxy::admin::http::get(&addr, "/api/console/session", None, wait).await.expect("session");
         let session: Value = serde_json::from_str(&session).expect("json");
         let csrf = session["csrf"].as_str().expect("csrf");
-        let (status, text) =
-            proxy::admin::http::post(&addr, "/api/probe", None, (body, Some(csrf)), wait).await.expect("post");
+        let (status, text) = proxy::admin::http::post(&addr, "/api/probe", None, (body, Some(csrf)), wait)
+            .await
+            .expect("post");
         assert_eq!(status, 200, "{text}");
         let bad = r#"{"node":"b","mode":"ping","count":1,"extra":1}"#;
         let (status, text) =

@@ -84,7 +84,8 @@ pub async fn post(
     (body, csrf): (&str, Option<&str>),
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    let request = build_request(addr, path, token, Some((body, csrf))).map_err(ClientError::InvalidRequest)?;
+    let request =
+        build_request(addr, path, token, Some((body, csrf))).map_err(ClientError::InvalidRequest)?;
     exchange(addr, request, timeout).await
 }
 
@@ -147,7 +148,8 @@ fn build_request(
                 }
                 request.push_str(&format!("X-CSRF-Token: {csrf}\r\n"));
             }
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            request
+                .push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
             body
         }
         None => "",
@@ -247,7 +249,12 @@ mod tests {
         assert!(!anon.contains("Authorization"), "{anon}");
         let post = build_request("127.0.0.1:1", "/api/probe", None, Some(("{}", Some("c5")))).expect("valid");
         assert!(post.starts_with("POST /api/probe HTTP/1.1\r\n"), "{post}");
-        assert!(post.ends_with("X-CSRF-Token: c5\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"), "{post}");
+        assert!(
+            post.ends_with(
+                "X-CSRF-Token: c5\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            ),
+            "{post}"
+        );
         assert!(build_request("127.0.0.1:1", "/", None, Some(("{}", Some("a\r\nX: y")))).is_err());
     }
 

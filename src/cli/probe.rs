@@ -86,7 +86,8 @@ pub(crate) fn run(mode: ProbeMode, args: ProbeArgs) -> ExitCode {
     // The node bounds each flow: opening, each echo, the end; this only stops a wait on
     // an admin API that never answers.
     let per_flow = Duration::from_secs(20) + (every + Duration::from_secs(2)) * count;
-    let flows = if mode == ProbeMode::Trace { crate::core::wire::HeaderLimits::default().max_hops } else { 1 };
+    let flows =
+        if mode == ProbeMode::Trace { crate::core::wire::HeaderLimits::default().max_hops } else { 1 };
     let timeout = per_flow * flows as u32 + Duration::from_secs(5);
     let answer = runtime.block_on(ask(&args.admin.admin, token.as_deref(), &request, timeout));
     let (status, body) = match answer {
@@ -135,7 +136,8 @@ async fn ask(
     if status != 200 {
         return Err(format!("/api/console/session: HTTP {status}: {}", body.trim()));
     }
-    let session: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("/api/console/session: {e}"))?;
+    let session: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("/api/console/session: {e}"))?;
     let csrf = session.get("csrf").and_then(|c| c.as_str());
     let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
     post(addr, "/api/probe", token, (&json, csrf), timeout).await.map_err(|e| e.to_string())
@@ -145,10 +147,15 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
 }
 
-/// How the path was chosen, e.g. `route web, sealed`.
-fn how(report: &ProbeReport, sealed: bool) -> String {
+/// How the path was chosen, and whether its flows were sealed (when one opened), e.g.
+/// `route web, sealed`.
+fn how(report: &ProbeReport) -> String {
     let route = report.route.as_ref().map_or_else(|| "direct link".to_string(), |r| format!("route {r}"));
-    format!("{route}, {}", if sealed { "sealed" } else { "unsealed" })
+    match report.hops.iter().find(|h| h.open_ms.is_some()) {
+        Some(h) if h.sealed => format!("{route}, sealed"),
+        Some(_) => format!("{route}, unsealed"),
+        None => route,
+    }
 }
 
 /// A ping's text: a head line, one line per probe, a summary.
@@ -156,7 +163,7 @@ pub(crate) fn render_ping(report: &ProbeReport) -> String {
     use crate::logging::log_escape;
     let Some(hop) = report.hops.first() else { return String::new() };
     let path = report.path.iter().map(|n| log_escape(n)).collect::<Vec<_>>().join(" -> ");
-    let mut out = format!("PING {} over {path} ({})\n", log_escape(&report.node), how(report, hop.sealed));
+    let mut out = format!("PING {} over {path} ({})\n", log_escape(&report.node), how(report));
     for (seq, rtt) in hop.probes.iter().enumerate() {
         match rtt {
             Some(rtt) => out.push_str(&format!("seq={} rtt={rtt:.1} ms\n", seq + 1)),
@@ -166,7 +173,8 @@ pub(crate) fn render_ping(report: &ProbeReport) -> String {
     if let Some(e) = &hop.error {
         out.push_str(&format!("error: {}\n", log_escape(e)));
     }
-    let loss = if hop.sent == 0 { 100.0 } else { 100.0 * f64::from(hop.sent - hop.received) / f64::from(hop.sent) };
+    let loss =
+        if hop.sent == 0 { 100.0 } else { 100.0 * f64::from(hop.sent - hop.received) / f64::from(hop.sent) };
     out.push_str(&format!(
         "--- {}: {} sent, {} received, {loss:.0}% loss; rtt min/avg/max = {}/{}/{} ms; flow opened in {} ms\n",
         log_escape(&report.node),
@@ -183,10 +191,11 @@ pub(crate) fn render_ping(report: &ProbeReport) -> String {
 /// A trace's text: a head line, a table of hops, and where it stopped.
 pub(crate) fn render_trace(report: &ProbeReport) -> String {
     use crate::logging::log_escape;
-    let sealed = report.hops.first().is_some_and(|h| h.sealed);
     let path = report.path.iter().map(|n| log_escape(n)).collect::<Vec<_>>().join(" -> ");
-    let mut out = format!("TRACE {} over {path} ({})\n", log_escape(&report.node), how(report, sealed));
-    let mut lines = vec![["HOP", "NODE", "SENT", "RECV", "RTT MS", "DELTA MS", "BEST", "WORST"].map(String::from).to_vec()];
+    let mut out = format!("TRACE {} over {path} ({})\n", log_escape(&report.node), how(report));
+    let mut lines = vec![
+        ["HOP", "NODE", "SENT", "RECV", "RTT MS", "DELTA MS", "BEST", "WORST"].map(String::from).to_vec(),
+    ];
     for (i, hop) in report.hops.iter().enumerate() {
         lines.push(vec![
             (i + 1).to_string(),

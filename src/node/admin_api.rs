@@ -70,9 +70,10 @@ fn probe(view: &NodeView, request: &Request) -> Response {
     let view = view.clone();
     match runtime.block_on(runtime.spawn(async move { view.probe(&probe).await })) {
         Ok(Ok(report)) => Response::json(&report),
-        Ok(Err(e)) => {
-            Response::json_status(e.status(), &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }))
-        }
+        Ok(Err(e)) => Response::json_status(
+            e.status(),
+            &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }),
+        ),
         Err(_) => Response::json_error(500, "the probe failed"),
     }
 }

@@ -78,7 +78,12 @@ pub(crate) async fn answer(
 
 /// Echoes what arrives until the origin's clean end, then ends this direction the same
 /// way; an error past [`ECHO_MAX_BYTES`] or on a broken stream.
-async fn echo(send: &mut LinkSend, recv: &mut RecvStream, seal: FlowSeal, rest: Bytes) -> Result<(), FlowEnd> {
+async fn echo(
+    send: &mut LinkSend,
+    recv: &mut RecvStream,
+    seal: FlowSeal,
+    rest: Bytes,
+) -> Result<(), FlowEnd> {
     let (up, mut down) = seal.split();
     let mut received = 0usize;
     let mut plain = Vec::new();

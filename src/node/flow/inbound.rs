@@ -188,7 +188,9 @@ fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
         m.role = match (&header.destination, header.hops.is_empty(), header.subflow) {
             (_, false, _) | (Destination::RouteByPort(_), true, _) => FlowRole::Relay,
             (Destination::Target(_), true, Some(sub)) if !sub.opens() => FlowRole::Subflow,
-            (Destination::Target(_) | Destination::UdpTarget(_) | Destination::Echo, true, _) => FlowRole::Exit,
+            (Destination::Target(_) | Destination::UdpTarget(_) | Destination::Echo, true, _) => {
+                FlowRole::Exit
+            }
         };
         m.path = header
             .passed

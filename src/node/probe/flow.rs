@@ -42,7 +42,12 @@ struct Open {
 
 /// Opens a probe flow along `path` (the nodes after this one, its exit last), sends
 /// `count` probes `interval` apart and reports their round trips.
-pub(crate) async fn measure(shared: &Arc<Shared>, path: &[String], count: u32, interval: Duration) -> HopReport {
+pub(crate) async fn measure(
+    shared: &Arc<Shared>,
+    path: &[String],
+    count: u32,
+    interval: Duration,
+) -> HopReport {
     let (Some(first), Some(exit)) = (path.first(), path.last()) else {
         return HopReport::new("");
     };
@@ -64,9 +69,12 @@ pub(crate) async fn measure(shared: &Arc<Shared>, path: &[String], count: u32, i
     let started = Instant::now();
     let limit = shared.timeouts_for(path.len()).reply.min(OPEN_LIMIT);
     let opened = async {
-        let (send, mut recv, seal) = seal::open_stream(shared, first, &header, Vec::new()).await.map_err(|e| {
-            FlowEnd::Refused { reason: e.reason, hop: e.hop.unwrap_or_else(|| shared.id().to_string()), detail: e.detail }
-        })?;
+        let (send, mut recv, seal) =
+            seal::open_stream(shared, first, &header, Vec::new()).await.map_err(|e| FlowEnd::Refused {
+                reason: e.reason,
+                hop: e.hop.unwrap_or_else(|| shared.id().to_string()),
+                detail: e.detail,
+            })?;
         let (up, mut down) = seal.split();
         let rest = read_reply(&mut recv, &mut down, &up).await?;
         Ok::<_, FlowEnd>(Open { send, recv, up, down, rest })

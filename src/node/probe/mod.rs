@@ -10,7 +10,9 @@ mod flow;
 mod path;
 mod report;
 
-pub use report::{HopReport, MAX_COUNT, MAX_INTERVAL_MS, MIN_INTERVAL_MS, ProbeMode, ProbeReport, ProbeRequest};
+pub use report::{
+    HopReport, MAX_COUNT, MAX_INTERVAL_MS, MIN_INTERVAL_MS, ProbeMode, ProbeReport, ProbeRequest,
+};
 
 use std::sync::Arc;
 

@@ -54,7 +54,9 @@ impl ProbeRequest {
             return Err(format!("count must be 1 to {MAX_COUNT}, not {count}"));
         }
         if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&interval) {
-            return Err(format!("interval_ms must be {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS}, not {interval}"));
+            return Err(format!(
+                "interval_ms must be {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS}, not {interval}"
+            ));
         }
         Ok((count, Duration::from_millis(interval)))
     }
