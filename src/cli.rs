@@ -1,5 +1,6 @@
-//! The command line: `run`, `check`, `status`, `scheduler`, `demo`, `mesh` (`init`,
-//! `token create`, `join`, `remove`), `completions` and `man`. Exit codes: 0 success, 2 bad usage or bad config,
+//! The command line: `run`, `check`, `status`, `ping`, `trace`, `scheduler`, `demo`, `mesh`
+//! (`init`, `token create`, `join`, `remove`), `completions` and `man`. Exit codes: 0
+//! success, 2 bad usage or bad config,
 //! 1 runtime failure.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::config::{self, Config, LogConfig, LogFilter};
 use crate::logging::LiveLog;
 use crate::node::Node;
+
+mod probe;
 
 /// The version `--version` prints: the package's, the git commit and its date (build.rs).
 pub const VERSION: &str =
@@ -73,6 +76,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
     },
+    /// Round trips to a node over the path a new flow to it takes now, with real probe
+    /// flows through the mesh (sent by the local node, asked through its admin API).
+    Ping(probe::ProbeArgs),
+    /// The path a new flow to a node takes now, and the round trip to each hop of it,
+    /// with real probe flows (sent by the local node, asked through its admin API).
+    Trace(probe::ProbeArgs),
     /// A five-region mesh on loopback that shows routing, failover and multipath live
     /// (no config, no root; about 20 seconds).
     Demo {
@@ -220,6 +229,8 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::Mesh { command }) => mesh(command, filter),
+        Some(Command::Ping(args)) => probe::run(crate::node::probe::ProbeMode::Ping, args),
+        Some(Command::Trace(args)) => probe::run(crate::node::probe::ProbeMode::Trace, args),
         Some(Command::Demo { quick, keep }) => demo(crate::demo::DemoOptions { quick, keep }, filter),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "proxy", &mut std::io::stdout());

@@ -192,6 +192,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = sealed_seeds();
     out.extend([
         ("flow_header", wire::encode_header(&header).unwrap_or_default()),
+        (
+            "flow_header",
+            wire::encode_header(&FlowHeader {
+                destination: Destination::Echo,
+                subflow: None,
+                ..header.clone()
+            })
+            .unwrap_or_default(),
+        ),
         ("reply", wire::encode_reply(&Reply::Opened)),
         ("reply", wire::encode_reply(&Reply::refused(RefuseReason::Policy, "b", "not allowed"))),
     ]);

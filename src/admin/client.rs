@@ -1,4 +1,5 @@
-//! The admin client `proxy status` uses: one GET on a fresh connection, one answer.
+//! The admin client `proxy status`, `ping` and `trace` use: one GET or POST on a fresh
+//! connection, one answer.
 //!
 //! It speaks just enough HTTP/1.1 for this crate's admin server: it sends
 //! `Connection: close`, reads the answer to its `Content-Length` (or to the server's close
@@ -69,7 +70,28 @@ pub async fn get(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
-    let request = build_request(addr, path, token).map_err(ClientError::InvalidRequest)?;
+    let request = build_request(addr, path, token, None).map_err(ClientError::InvalidRequest)?;
+    exchange(addr, request, timeout).await
+}
+
+/// Sends `POST path` with a JSON `body` (and `X-CSRF-Token: csrf` when given: what a
+/// token-less admin API asks of loopback callers, from `GET /api/console/session`), like
+/// [`get`] otherwise.
+pub async fn post(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    (body, csrf): (&str, Option<&str>),
+    timeout: Duration,
+) -> Result<(u16, String), ClientError> {
+    let request =
+        build_request(addr, path, token, Some((body, csrf))).map_err(ClientError::InvalidRequest)?;
+    exchange(addr, request, timeout).await
+}
+
+/// Sends `request` on a fresh connection to `addr` and reads the answer, all within
+/// `timeout`.
+async fn exchange(addr: &str, request: String, timeout: Duration) -> Result<(u16, String), ClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let connect = |source| ClientError::Connect { addr: addr.to_string(), source };
     let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
@@ -91,8 +113,14 @@ pub async fn get(
     }
 }
 
-/// The request bytes; refuses what would break the request's framing.
-fn build_request(addr: &str, path: &str, token: Option<&str>) -> Result<String, String> {
+/// The request bytes (a GET, or a POST of a JSON body with its CSRF token); refuses what
+/// would break the request's framing.
+fn build_request(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    post: Option<(&str, Option<&str>)>,
+) -> Result<String, String> {
     let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
     if !path.starts_with('/') || !visible(path) {
         return Err(format!("path {path:?} must start with '/' and hold visible ASCII only"));
@@ -100,8 +128,9 @@ fn build_request(addr: &str, path: &str, token: Option<&str>) -> Result<String, 
     if !visible(addr) {
         return Err(format!("address {addr:?} must be host:port"));
     }
+    let method = if post.is_some() { "POST" } else { "GET" };
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: proxy/{}\r\nAccept: */*\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: proxy/{}\r\nAccept: */*\r\n\
          Connection: close\r\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -111,7 +140,22 @@ fn build_request(addr: &str, path: &str, token: Option<&str>) -> Result<String, 
         }
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
+    let body = match post {
+        Some((body, csrf)) => {
+            if let Some(csrf) = csrf {
+                if !visible(csrf) {
+                    return Err("the CSRF token must be visible ASCII".into());
+                }
+                request.push_str(&format!("X-CSRF-Token: {csrf}\r\n"));
+            }
+            request
+                .push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            body
+        }
+        None => "",
+    };
     request.push_str("\r\n");
+    request.push_str(body);
     Ok(request)
 }
 
@@ -197,21 +241,30 @@ mod tests {
 
     #[test]
     fn the_request_names_host_and_token() {
-        let r = build_request("127.0.0.1:9901", "/v1/status", Some("t0k")).expect("valid");
+        let r = build_request("127.0.0.1:9901", "/v1/status", Some("t0k"), None).expect("valid");
         assert!(r.starts_with("GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n"), "{r}");
         assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
         assert!(r.ends_with("\r\nAuthorization: Bearer t0k\r\n\r\n"), "{r}");
-        let anon = build_request("[::1]:9901", "/healthz", None).expect("valid");
+        let anon = build_request("[::1]:9901", "/healthz", None, None).expect("valid");
         assert!(!anon.contains("Authorization"), "{anon}");
+        let post = build_request("127.0.0.1:1", "/api/probe", None, Some(("{}", Some("c5")))).expect("valid");
+        assert!(post.starts_with("POST /api/probe HTTP/1.1\r\n"), "{post}");
+        assert!(
+            post.ends_with(
+                "X-CSRF-Token: c5\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            ),
+            "{post}"
+        );
+        assert!(build_request("127.0.0.1:1", "/", None, Some(("{}", Some("a\r\nX: y")))).is_err());
     }
 
     #[test]
     fn requests_that_would_break_framing_are_refused() {
-        assert!(build_request("127.0.0.1:1", "healthz", None).is_err());
-        assert!(build_request("127.0.0.1:1", "/a b", None).is_err());
-        assert!(build_request("127.0.0.1:1", "/a\r\nX: y", None).is_err());
-        assert!(build_request("127.0.0.1:1", "/", Some("t\r\nX: y")).is_err());
-        assert!(build_request("", "/", None).is_err());
+        assert!(build_request("127.0.0.1:1", "healthz", None, None).is_err());
+        assert!(build_request("127.0.0.1:1", "/a b", None, None).is_err());
+        assert!(build_request("127.0.0.1:1", "/a\r\nX: y", None, None).is_err());
+        assert!(build_request("127.0.0.1:1", "/", Some("t\r\nX: y"), None).is_err());
+        assert!(build_request("", "/", None, None).is_err());
     }
 
     #[test]

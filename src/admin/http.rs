@@ -42,13 +42,14 @@ use crate::clock::unix_now;
 use crate::core::join_token::{FailureLimiter, SourcePrefix};
 
 pub use super::access::{AccessRules, Caller, check_post, default_allowed_hosts, is_public};
-pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get};
+pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get, post};
 pub use super::conn_io::{LINGER, LINGER_BYTES};
 pub use super::request::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, Request};
 pub use super::response::Response;
 
 /// Answers one request that passed the access rules: GET and HEAD (for HEAD the body it
-/// returns is dropped), and POST under `/api/console/actions/`. `caller` is who sent it.
+/// returns is dropped), and POST under `/api/console/actions/` and to `/api/probe`.
+/// `caller` is who sent it.
 pub type Handler = Arc<dyn Fn(&Request, &Caller) -> Response + Send + Sync>;
 
 /// The server's limits; [`ServeOptions::default`] is what [`serve`] uses.
@@ -292,7 +293,7 @@ fn admit(
         "POST" => {
             let console = request.path.starts_with("/api/console/actions/")
                 || matches!(request.path.as_str(), "/console/login" | "/console/logout");
-            if !console {
+            if !console && !ACTION_PATHS.contains(&request.path.as_str()) {
                 return Err(Response::method_not_allowed());
             }
             match check_post(request, &caller, &access.sessions) {
@@ -303,6 +304,11 @@ fn admit(
         _ => Err(Response::method_not_allowed()),
     }
 }
+
+/// Paths outside the console that take a POST (with the same origin and CSRF checks):
+/// actions that make the node send traffic, which a page must not trigger with a
+/// cross-site GET.
+const ACTION_PATHS: &[&str] = &["/api/probe"];
 
 /// A POST's body, within [`MAX_BODY_BYTES`].
 async fn read_body(body: Incoming) -> Result<Bytes, Response> {

@@ -73,6 +73,10 @@ pub enum Destination {
     /// stream then carries datagrams framed by [`crate::core::datagram`], both ways.
     /// Appended last, so the encodings of the other variants are unchanged.
     UdpTarget(String),
+    /// A probe (`proxy ping`, `proxy trace`): the exit itself answers, echoing the bytes
+    /// it receives within small bounds (see `node::flow::echo`); nothing is dialed.
+    /// Appended last, so the encodings of the other variants are unchanged.
+    Echo,
 }
 
 /// The body of a stream header.
@@ -407,6 +411,10 @@ fn check_header(h: &FlowHeader, limits: &HeaderLimits) -> Result<(), HeaderError
         // A UDP association is one stream: datagrams are not striped over paths.
         return Err(HeaderError::InvalidField("subflow on a UDP flow"));
     }
+    if h.subflow.is_some() && h.destination == Destination::Echo {
+        // A probe measures one path: it is never striped.
+        return Err(HeaderError::InvalidField("subflow on a probe flow"));
+    }
     Ok(())
 }
 
@@ -737,6 +745,24 @@ mod tests {
         assert!(matches!(
             decode_header(&bytes, &HeaderLimits::default()),
             Err(HeaderError::InvalidField("port"))
+        ));
+    }
+
+    #[test]
+    fn an_echo_header_round_trips_is_variant_3_and_takes_no_subflow() {
+        let mut h = header();
+        h.destination = Destination::Echo;
+        let bytes = encode_header(&h).expect("encode");
+        assert_eq!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Ok(Decoded::Complete(h.clone(), bytes.len()))
+        );
+        assert_eq!(bincode::encode_to_vec(Destination::Echo, bincode_config()).expect("encode"), [3]);
+        h.subflow = Some(Subflow { index: 0, token: 7 });
+        let bytes = encode_header(&h).expect("encode");
+        assert!(matches!(
+            decode_header(&bytes, &HeaderLimits::default()),
+            Err(HeaderError::InvalidField("subflow on a probe flow"))
         ));
     }
 

@@ -48,8 +48,33 @@ fn route(view: &NodeView, request: &Request) -> Response {
         "/api/peers" => Response::json(&view.peers()),
         "/api/flows" => Response::json(&view.busiest_flows(limit(&request.query))),
         "/api/routes" => Response::json(&view.routes()),
+        "/api/probe" => probe(view, request),
         "/metrics" => Response::metrics(view.metrics()),
         _ => Response::not_found(),
+    }
+}
+
+/// `POST /api/probe`: a ping or a trace (body: a [`crate::node::probe::ProbeRequest`]).
+/// POST only, so a page in a browser cannot make the node send probes with a cross-site
+/// GET. POSTs are handled on a blocking thread (see `admin::http`), which waits here
+/// while the probe runs as a task of the node's runtime.
+fn probe(view: &NodeView, request: &Request) -> Response {
+    if request.method != "POST" {
+        return Response::post_only();
+    }
+    let probe: crate::node::probe::ProbeRequest = match serde_json::from_slice(&request.body) {
+        Ok(p) => p,
+        Err(e) => return Response::json_error(400, format!("expected a JSON probe request: {e}")),
+    };
+    let runtime = view.shared.runtime.clone();
+    let view = view.clone();
+    match runtime.block_on(runtime.spawn(async move { view.probe(&probe).await })) {
+        Ok(Ok(report)) => Response::json(&report),
+        Ok(Err(e)) => Response::json_status(
+            e.status(),
+            &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }),
+        ),
+        Err(_) => Response::json_error(500, "the probe failed"),
     }
 }
 

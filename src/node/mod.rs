@@ -11,6 +11,7 @@
 //! - `multipath`: flows striped over several paths at once;
 //! - `control`: the scheduler session, the instruction cache on disk, config reloads;
 //! - `observe`: counters, open flows, routes, metrics;
+//! - `probe`: `proxy ping` and `proxy trace`, probe flows along the path to a node;
 //! - `Shared` is what every task holds; [`NodeView`] is what the admin API and
 //!   embedders call; [`Node`] starts and stops it all.
 //!
@@ -26,6 +27,7 @@ pub(crate) mod flow;
 pub(crate) mod link;
 pub(crate) mod multipath;
 pub(crate) mod observe;
+pub mod probe;
 mod shared;
 pub(crate) mod splice;
 mod view;
@@ -241,6 +243,8 @@ impl Node {
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             udp_associations: Default::default(),
+            echo_permits: Arc::new(Semaphore::new(flow::echo::MAX_ECHO_FLOWS)),
+            probe_runs: Arc::new(Semaphore::new(probe::MAX_RUNS)),
             config,
         });
         tokio::spawn(link::connect::accept_loop(shared.clone()));

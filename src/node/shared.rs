@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub(in crate::node) udp_associations: crate::node::flow::udp_origin::OriginAssociations,
     /// Reloads, renewals and changes, for the console.
     pub(in crate::node) events: Arc<crate::console::events::EventLog>,
+    /// Probe flows this node may answer at once (`flow::echo`).
+    pub(in crate::node) echo_permits: Arc<Semaphore>,
+    /// Pings and traces this node may run at once for its admin API (`probe`).
+    pub(in crate::node) probe_runs: Arc<Semaphore>,
 }
 
 impl Shared {

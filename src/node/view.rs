@@ -208,6 +208,16 @@ impl NodeView {
         self.shared.instructions.read().is_ok_and(|c| c.is_stale(unix_now()))
     }
 
+    /// Runs a ping or a trace (see [`crate::node::probe`]): real probe flows along the
+    /// path a new flow to the node takes now. Takes at most about `count` times the
+    /// interval per hop, plus bounded waits for each flow to open and end.
+    pub async fn probe(
+        &self,
+        request: &crate::node::probe::ProbeRequest,
+    ) -> Result<crate::node::probe::ProbeReport, crate::node::probe::ProbeError> {
+        crate::node::probe::run(self.shared.clone(), request).await
+    }
+
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
     pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
         self.shared.pool.connection(peer, timeout).await.is_ok()

@@ -17,7 +17,7 @@ use crate::node::flow::seal::{self, ExitSeal};
 use crate::node::link::send::{LinkSend, LinkTurns};
 use crate::node::observe::flow_registry::FlowRole;
 use crate::node::splice::codes;
-use crate::node::{FlowGuard, Shared, flow::exit, flow::relay, flow::udp_exit, multipath};
+use crate::node::{FlowGuard, Shared, flow::echo, flow::exit, flow::relay, flow::udp_exit, multipath};
 
 /// Handles one stream opened by `peer`.
 pub(crate) async fn handle_stream(
@@ -126,6 +126,7 @@ pub(crate) async fn handle_stream(
                 let (target, origin) = (target.clone(), header.origin.clone());
                 udp_exit::exit_flow(shared, guard, origin, &target, rest, (send, recv), seal).await
             }
+            Destination::Echo => echo::answer(shared, guard, rest, (send, recv), seal).await,
         }
     };
     flow.instrument(span).await;
@@ -187,7 +188,9 @@ fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
         m.role = match (&header.destination, header.hops.is_empty(), header.subflow) {
             (_, false, _) | (Destination::RouteByPort(_), true, _) => FlowRole::Relay,
             (Destination::Target(_), true, Some(sub)) if !sub.opens() => FlowRole::Subflow,
-            (Destination::Target(_) | Destination::UdpTarget(_), true, _) => FlowRole::Exit,
+            (Destination::Target(_) | Destination::UdpTarget(_) | Destination::Echo, true, _) => {
+                FlowRole::Exit
+            }
         };
         m.path = header
             .passed
@@ -200,6 +203,7 @@ fn describe(guard: &FlowGuard, origin: &str, header: &FlowHeader, me: &str) {
             Destination::Target(t) => t.clone(),
             Destination::RouteByPort(p) => format!("port {p}"),
             Destination::UdpTarget(t) => format!("udp:{t}"),
+            Destination::Echo => "echo (probe)".into(),
         };
     });
 }

@@ -16,10 +16,12 @@
 //! - [`inbound`]: the stream server of each link: reads a flow's header, checks who sent
 //!   it, hands it to relay or exit;
 //! - [`relay`], [`exit`]: the two ends a header can ask of this node;
+//! - [`echo`]: the exit of a probe flow (`proxy ping`, `proxy trace`), answered here;
 //! - [`timer`]: when a flow last made progress, and its idle and half-closed timeouts;
 //! - [`udp_origin`], [`udp_exit`]: UDP associations, each carried as one flow of framed
 //!   datagrams (`splice::udp_stream`).
 
+pub(crate) mod echo;
 pub(crate) mod exit;
 pub(crate) mod inbound;
 pub(crate) mod listener;

@@ -138,7 +138,7 @@ async fn open_flow(
     // A proxy chain may go on for as long as the hop limit allows.
     let nodes_ahead = match header.destination {
         Destination::RouteByPort(_) => wire::HeaderLimits::default().max_hops - 1,
-        Destination::Target(_) | Destination::UdpTarget(_) => header.hops.len() + 1,
+        Destination::Target(_) | Destination::UdpTarget(_) | Destination::Echo => header.hops.len() + 1,
     };
     match seal::open_stream(shared, first_hop, &header, Vec::new()).await {
         Ok((send, recv, seal)) => {

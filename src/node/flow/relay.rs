@@ -146,7 +146,7 @@ async fn reseal(
 ) {
     let nodes_ahead = match leg.destination {
         Destination::RouteByPort(_) => crate::core::wire::HeaderLimits::default().max_hops - 1,
-        Destination::Target(_) | Destination::UdpTarget(_) => leg.hops.len() + 1,
+        Destination::Target(_) | Destination::UdpTarget(_) | Destination::Echo => leg.hops.len() + 1,
     };
     match seal::open_stream(&shared, next, &leg, before).await {
         Ok((mut ahead_send, ahead_recv, ahead_seal)) => {

@@ -78,6 +78,14 @@ pub(crate) fn render(input: &MetricsInput<'_>) -> String {
     );
     f.sample(&[("seal", "sealed")], s.flows_sealed as f64);
     f.sample(&[("seal", "unsealed")], s.flows_unsealed as f64);
+    let mut f = family(
+        &mut out,
+        "proxy_probe_flows_total",
+        "counter",
+        "Probe flows (proxy ping, proxy trace): role=origin opened here, role=exit answered here.",
+    );
+    f.sample(&[("role", "origin")], s.probes_sent as f64);
+    f.sample(&[("role", "exit")], s.probes_answered as f64);
     family(&mut out, "proxy_flows_reset_total", "counter", "Flows that ended in a reset or timeout.")
         .sample(&[], s.flows_reset as f64);
     let mut f = family(

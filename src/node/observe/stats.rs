@@ -58,6 +58,10 @@ pub(crate) struct Counters {
     pub multipath_unacked_peak: AtomicU64,
     /// UDP associations, datagrams and drops.
     pub udp: super::udp::UdpCounters,
+    /// Probe flows (`proxy ping`, `proxy trace`) opened here.
+    pub probes_sent: AtomicU64,
+    /// Probe flows answered here (this node was their exit).
+    pub probes_answered: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +76,8 @@ impl Counters {
             bytes_relayed: AtomicU64::new(0),
             flows_sealed: AtomicU64::new(0),
             flows_unsealed: AtomicU64::new(0),
+            probes_sent: AtomicU64::new(0),
+            probes_answered: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             refused_at_origin: Default::default(),
@@ -129,6 +135,10 @@ pub struct Stats {
     pub bytes_relayed: u64,
     /// Flow streams opened sealed end to end.
     pub flows_sealed: u64,
+    /// Probe flows (`proxy ping`, `proxy trace`) opened here.
+    pub probes_sent: u64,
+    /// Probe flows answered here.
+    pub probes_answered: u64,
     /// Unsealed flow streams opened or accepted.
     pub flows_unsealed: u64,
     /// Bytes read from TCP sockets.
@@ -232,6 +242,8 @@ pub(crate) fn snapshot(
         flows_relayed: load(&c.flows_relayed),
         bytes_relayed: load(&c.bytes_relayed),
         flows_sealed: load(&c.flows_sealed),
+        probes_sent: load(&c.probes_sent),
+        probes_answered: load(&c.probes_answered),
         flows_unsealed: load(&c.flows_unsealed),
         bytes_in: load(&c.bytes_in),
         bytes_out: load(&c.bytes_out),
