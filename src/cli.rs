@@ -470,7 +470,8 @@ fn token_create(
         Ok(token) => {
             println!("{}", token.encode());
             let bound = node_id.map_or_else(String::new, |id| format!(", for node `{id}` only")) + &granted;
-            let id = crate::core::join_token::hex(&token.hash())[..crate::core::join_token::TOKEN_ID_LEN].to_string();
+            let id = crate::core::join_token::hex(&token.hash())[..crate::core::join_token::TOKEN_ID_LEN]
+                .to_string();
             eprintln!(
                 "join token {id} valid for {ttl:?}, {uses} use(s){bound}; only its hash is stored (revoke: proxy mesh token revoke {id})"
             );

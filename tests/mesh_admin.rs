@@ -32,7 +32,19 @@ impl LiveMesh {
         let init = proxy().args(["mesh", "init", "--dir"]).arg(dir.join("mesh")).output().expect("run");
         assert!(init.status.success(), "mesh init: {}", text(&init.stderr));
         let yaml = dir.join("mesh/scheduler.yaml");
-        let original = std::fs::read_to_string(&yaml).expect("read");
+        // A top-level key `settings` sets replaces the one `mesh init` wrote.
+        let overridden: Vec<String> = settings
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split(':').next())
+            .map(|k| format!("{k}:"))
+            .collect();
+        let original: String = std::fs::read_to_string(&yaml)
+            .expect("read")
+            .lines()
+            .filter(|l| !overridden.iter().any(|k| l.starts_with(k.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let changed = original
             .replace("0.0.0.0:7900", "127.0.0.1:0")
             .replace("127.0.0.1:9900", "127.0.0.1:0")
@@ -192,7 +204,8 @@ async fn tokens_are_listed_and_revoked_and_nodes_listed_with_expiry_and_last_see
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(text(&output.stderr).contains(says), "{args:?}: {}", text(&output.stderr));
     }
-    let missing = proxy().args(["mesh", "nodes", "-c"]).arg(mesh.dir.join("none.yaml")).output().expect("run");
+    let missing =
+        proxy().args(["mesh", "nodes", "-c"]).arg(mesh.dir.join("none.yaml")).output().expect("run");
     assert_eq!(missing.status.code(), Some(2), "a config that is not there: {}", text(&missing.stderr));
 
     // Both nodes run: `mesh nodes` lists them with address, expiry and last seen.
@@ -206,22 +219,34 @@ async fn tokens_are_listed_and_revoked_and_nodes_listed_with_expiry_and_last_see
     assert_eq!(node_a["region"], "region-a");
     assert!(node_a["address"].as_str().is_some_and(|x| x.starts_with("127.0.0.1:")), "{nodes}");
     assert_eq!(node_a["groups"], serde_json::json!(["backend"]));
-    assert_eq!(node_a["cert_expires_unix"].as_i64(), Some(not_after(&joined_a.config.with_file_name("node.crt"))));
+    assert_eq!(
+        node_a["cert_expires_unix"].as_i64(),
+        Some(not_after(&joined_a.config.with_file_name("node.crt")))
+    );
     assert!((node_a["last_seen_unix"].as_i64().expect("seen") - now()).abs() < 60, "{nodes}");
     assert_eq!(node_a["removed_unix"], Value::Null);
     let table = text(&mesh.run(&["mesh", "nodes"]).stdout);
-    assert!(table.starts_with("ID ") && table.contains("CERT EXPIRES") && table.contains("connected"), "{table}");
+    assert!(
+        table.starts_with("ID ") && table.contains("CERT EXPIRES") && table.contains("connected"),
+        "{table}"
+    );
 
     // `status --json` against a live node and the live scheduler.
-    let status = proxy().args(["status", "--json", "--admin"]).arg(a.admin_addr().to_string()).output().expect("run");
+    let status =
+        proxy().args(["status", "--json", "--admin"]).arg(a.admin_addr().to_string()).output().expect("run");
     assert!(status.status.success(), "{}", text(&status.stderr));
     let doc: Value = serde_json::from_slice(&status.stdout).expect("status --json is JSON");
     assert_eq!((doc["format"].as_u64(), doc["node_id"].as_str()), (Some(1), Some("a")));
-    assert!(doc["config_version"].as_u64().is_some() && doc["peers"].is_array() && doc["busiest_flows"].is_array());
+    assert!(
+        doc["config_version"].as_u64().is_some()
+            && doc["peers"].is_array()
+            && doc["busiest_flows"].is_array()
+    );
     let admin = mesh.scheduler.admin_addr().to_string();
     let doc = nodes_of_scheduler(&admin).await;
     assert_eq!(doc["format"], 1);
-    let ids: Vec<&str> = doc["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        doc["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_str()).collect();
     assert!(ids.contains(&"a") && ids.contains(&"b"), "{doc}");
     assert!(doc["links"].is_array() && doc["routes"].is_array());
     let bad = proxy().args(["status", "--json", "--admin", "127.0.0.1:1"]).output().expect("run");
@@ -233,7 +258,8 @@ async fn tokens_are_listed_and_revoked_and_nodes_listed_with_expiry_and_last_see
     let expected = not_after(&joined_a.config.with_file_name("node.crt")) - now();
     assert!((left - expected as f64).abs() <= 5.0, "node: {left} against {expected}");
     assert!(sample(&node_metrics, "proxy_cert_expiry_seconds", &[("cert", "ca")]) > left);
-    let (status, body) = proxy::admin::http::get(&admin, "/metrics", None, Duration::from_secs(5)).await.expect("metrics");
+    let (status, body) =
+        proxy::admin::http::get(&admin, "/metrics", None, Duration::from_secs(5)).await.expect("metrics");
     assert_eq!(status, 200);
     let scheduler_metrics = scrape(&body);
     let left = sample(&scheduler_metrics, "proxy_cert_expiry_seconds", &[("cert", "scheduler")]);
@@ -282,7 +308,8 @@ async fn the_certificate_expiry_metric_follows_a_renewal() {
     assert!((left - (not_after(&cert) - now()) as f64).abs() <= 2.0, "{left}");
     // Renewal at two thirds of 12 s; the renewed certificate is put in force, then written.
     assert!(
-        eventually(Duration::from_secs(20), || std::fs::read_to_string(&cert).is_ok_and(|c| c != first)).await,
+        eventually(Duration::from_secs(20), || std::fs::read_to_string(&cert).is_ok_and(|c| c != first))
+            .await,
         "the certificate was renewed"
     );
     let renewed = not_after(&cert);

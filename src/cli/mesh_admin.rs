@@ -66,7 +66,8 @@ fn load(config_path: &Path, who: &str) -> Option<SchedulerConfig> {
     }
 }
 
-type State = (crate::scheduler::enrollment::registry::Registry, crate::scheduler::enrollment::presence::Presence);
+type State =
+    (crate::scheduler::enrollment::registry::Registry, crate::scheduler::enrollment::presence::Presence);
 
 /// The registry and presence record; `None` for a bad config (exit 2), `Some(Err)` when
 /// they could not be read (reported here; exit 1).
@@ -93,9 +94,8 @@ fn print_json_or<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce(
 }
 
 fn tokens_table(list: &TokenList, now: u64) -> String {
-    let mut lines = vec![
-        ["ID", "STATE", "NODE", "GROUPS", "USES LEFT", "EXPIRES", "CREATED"].map(String::from).to_vec(),
-    ];
+    let mut lines =
+        vec![["ID", "STATE", "NODE", "GROUPS", "USES LEFT", "EXPIRES", "CREATED"].map(String::from).to_vec()];
     for t in &list.tokens {
         lines.push(vec![
             t.id.clone(),
@@ -117,9 +117,8 @@ fn tokens_table(list: &TokenList, now: u64) -> String {
 }
 
 fn nodes_table(list: &NodeList, now: u64) -> String {
-    let mut lines = vec![
-        ["ID", "REGION", "ADDRESS", "CERT EXPIRES", "LAST SEEN", "REMOVED"].map(String::from).to_vec(),
-    ];
+    let mut lines =
+        vec![["ID", "REGION", "ADDRESS", "CERT EXPIRES", "LAST SEEN", "REMOVED"].map(String::from).to_vec()];
     for n in &list.nodes {
         lines.push(vec![
             n.id.clone(),
@@ -164,7 +163,11 @@ fn relative(at: i64, now: u64) -> String {
         3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
     };
-    if at >= now { format!("in {}", span(at.abs_diff(now))) } else { format!("{} ago", span(at.abs_diff(now))) }
+    if at > now {
+        format!("in {}", span(at.abs_diff(now)))
+    } else {
+        format!("{} ago", span(at.abs_diff(now)))
+    }
 }
 
 #[cfg(test)]
@@ -177,5 +180,6 @@ mod tests {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13Z");
         assert_eq!(relative(100, 40), "in 1m0s");
         assert_eq!(relative(0, 90_000), "1d1h ago");
+        assert_eq!(relative(5, 5), "0s ago");
     }
 }

@@ -136,7 +136,9 @@ pub enum TokenIdError {
     #[error("`{0}` is not a token id: give the id `mesh token list` shows ({TOKEN_ID_LEN} hex digits)")]
     Malformed(String),
     /// No token has it.
-    #[error("no token has the id `{0}` (see `proxy mesh token list`; expired tokens are forgotten a day after)")]
+    #[error(
+        "no token has the id `{0}` (see `proxy mesh token list`; expired tokens are forgotten a day after)"
+    )]
     Unknown(String),
     /// Several tokens start with it.
     #[error("`{0}` names several tokens: give more of the id")]

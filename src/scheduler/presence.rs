@@ -103,10 +103,16 @@ pub async fn write_loop(
             let now = unix_now();
             let mut presence = store.load_presence()?;
             for (node, o) in open {
-                presence.note(&node, Seen { last_seen_unix: now, session_open: true, address: o.address, region: o.region });
+                presence.note(
+                    &node,
+                    Seen { last_seen_unix: now, session_open: true, address: o.address, region: o.region },
+                );
             }
             for (node, o, at) in ended {
-                presence.note(&node, Seen { last_seen_unix: at, session_open: false, address: o.address, region: o.region });
+                presence.note(
+                    &node,
+                    Seen { last_seen_unix: at, session_open: false, address: o.address, region: o.region },
+                );
             }
             presence.forget_old(now);
             store.save_presence(&presence)
@@ -114,7 +120,9 @@ pub async fn write_loop(
         .await;
         match written {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("presence record: {e}; `mesh nodes` shows older sightings until the next write"),
+            Ok(Err(e)) => {
+                warn!("presence record: {e}; `mesh nodes` shows older sightings until the next write")
+            }
             Err(e) => warn!("presence record: the write task failed: {e}"),
         }
         tokio::select! {

@@ -459,7 +459,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 info!(node = %node, reason = %e, "node session ended");
             }
             // A session replaced by a newer one of the same node has not ended for it.
-            let current = shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&node).map(|c| c.stable_id());
+            let current =
+                shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&node).map(|c| c.stable_id());
             if current.is_none_or(|id| id == conn.stable_id()) {
                 shared.presence.ended(&node);
             }

@@ -184,7 +184,10 @@ mod tests {
             Err(super::super::registry::JoinError::Token(crate::core::join_token::JoinRefusal::Revoked)),
             "a revoked token is refused though it has a use left"
         );
-        assert_eq!(r.tokens.revoke(&hash, 1_004).map(|(t, again)| (t.revoked_unix, again)), Some((Some(1_002), true)));
+        assert_eq!(
+            r.tokens.revoke(&hash, 1_004).map(|(t, again)| (t.revoked_unix, again)),
+            Some((Some(1_002), true))
+        );
         let list = tokens(&r, 1_050);
         let state = |seed| list.tokens.iter().find(|t| t.id == id(seed)).map(|t| t.state);
         assert_eq!(
@@ -192,7 +195,10 @@ mod tests {
             [Some(TokenState::Revoked), Some(TokenState::Expired), Some(TokenState::UsedUp)]
         );
         let revoked = list.tokens.iter().find(|t| t.id == id(1)).expect("listed");
-        assert_eq!((revoked.uses_total, revoked.created_unix, revoked.revoked_unix), (Some(2), Some(1_000), Some(1_002)));
+        assert_eq!(
+            (revoked.uses_total, revoked.created_unix, revoked.revoked_unix),
+            (Some(2), Some(1_000), Some(1_002))
+        );
         assert_eq!(list.tokens[0].node_id.as_deref(), Some("b"), "the soonest to expire first");
         assert_eq!(r.tokens.find("zz"), Err(crate::core::join_token::TokenIdError::Malformed("zz".into())));
         assert!(matches!(r.tokens.find("00000000"), Err(crate::core::join_token::TokenIdError::Unknown(_))));
@@ -202,13 +208,32 @@ mod tests {
         r.record_cert("c", "", [3; 32], 5_000, 1_001);
         r.remove("c", 1_100);
         let mut p = Presence::default();
-        p.note("a", Seen { last_seen_unix: 1_000, session_open: true, address: "10.0.0.1:7800".into(), region: "eu".into() });
-        p.note("c", Seen { last_seen_unix: 1_090, session_open: false, address: "10.0.0.3:7800".into(), region: "us".into() });
+        p.note(
+            "a",
+            Seen {
+                last_seen_unix: 1_000,
+                session_open: true,
+                address: "10.0.0.1:7800".into(),
+                region: "eu".into(),
+            },
+        );
+        p.note(
+            "c",
+            Seen {
+                last_seen_unix: 1_090,
+                session_open: false,
+                address: "10.0.0.3:7800".into(),
+                region: "us".into(),
+            },
+        );
         let list = nodes(&r, &p, 1_010);
         assert_eq!(list.nodes.len(), 2);
         let (a, c) = (&list.nodes[0], &list.nodes[1]);
         assert_eq!((a.cert_expires_unix, a.connected, a.removed_unix), (Some(9_000), true, None));
         assert_eq!((c.region.as_str(), c.removed_unix, c.connected), ("us", Some(1_100), false));
-        assert!(!nodes(&r, &p, 1_000 + STALE_AFTER_SECS + 1).nodes[0].connected, "an old note is not a session");
+        assert!(
+            !nodes(&r, &p, 1_000 + STALE_AFTER_SECS + 1).nodes[0].connected,
+            "an old note is not a session"
+        );
     }
 }

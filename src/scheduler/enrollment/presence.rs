@@ -58,7 +58,8 @@ mod tests {
     #[test]
     fn nodes_not_seen_for_long_are_forgotten() {
         let mut p = Presence::default();
-        let seen = |t| Seen { last_seen_unix: t, session_open: true, address: "a:1".into(), region: "eu".into() };
+        let seen =
+            |t| Seen { last_seen_unix: t, session_open: true, address: "a:1".into(), region: "eu".into() };
         p.note("a", seen(100));
         p.note("b", seen(10));
         p.forget_old(10 + FORGET_AFTER_SECS + 1);

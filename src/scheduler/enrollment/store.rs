@@ -87,10 +87,11 @@ impl RegistryStore {
 
     /// Replaces the presence record (blocking; no lock: see `presence`).
     pub fn save_presence(&self, presence: &Presence) -> Result<(), StoreError> {
-        Ok(match self {
+        match self {
             Self::File(f) => f.save_presence(presence)?,
             Self::Etcd(e) => e.save_presence(presence)?,
-        })
+        }
+        Ok(())
     }
 
     /// Changes the registry (blocking): `change` returns its result and whether it changed
