@@ -1,6 +1,6 @@
 //! The command line: `run`, `check`, `status`, `ping`, `trace`, `scheduler`, `demo`, `mesh`
-//! (`init`, `token create`, `join`, `remove`), `completions` and `man`. Exit codes: 0
-//! success, 2 bad usage or bad config,
+//! (`init`, `token create|list|revoke`, `join`, `nodes`, `remove`), `completions` and `man`.
+//! Exit codes: 0 success, 2 bad usage or bad config,
 //! 1 runtime failure.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use crate::config::{self, Config, LogConfig, LogFilter};
 use crate::logging::LiveLog;
 use crate::node::Node;
 
+mod mesh_admin;
 mod probe;
 
 /// The version `--version` prints: the package's, the git commit and its date (build.rs).
@@ -75,6 +76,9 @@ pub enum Command {
         /// user can read it in the process list.
         #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
+        /// Print one JSON document (stable field names; see README) instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Round trips to a node over the path a new flow to it takes now, with real probe
     /// flows through the mesh (sent by the local node, asked through its admin API).
@@ -176,6 +180,15 @@ pub enum MeshCommand {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_addr: std::net::SocketAddr,
     },
+    /// List the mesh's nodes: region, address, certificate expiry, last seen, removal.
+    Nodes {
+        /// The scheduler's config file (run this where the scheduler runs).
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+        /// Print JSON (stable field names; see README) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a node from the mesh: the scheduler revokes it, every node drops its links
     /// to it and refuses its certificate from then on.
     Remove {
@@ -209,6 +222,23 @@ pub enum TokenCommand {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// List the join tokens: id, state, node binding, groups, uses, expiry, creation.
+    List {
+        /// The scheduler's config file (run this where the scheduler runs).
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+        /// Print JSON (stable field names; see README) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token: every join with it is refused from now on.
+    Revoke {
+        /// The token's id, as `mesh token list` shows it (or a longer prefix of its hash).
+        id: String,
+        /// The scheduler's config file (run this where the scheduler runs).
+        #[arg(short = 'c', long = "config", default_value = "scheduler.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -219,9 +249,9 @@ pub fn main() -> ExitCode {
         Some(Command::Run { config }) => run(&config, filter),
         Some(Command::Check { config }) => check(&config),
         Some(Command::Scheduler { config }) => run_scheduler(&config, filter),
-        Some(Command::Status { admin, scheduler, token_file, token }) => {
+        Some(Command::Status { admin, scheduler, token_file, token, json }) => {
             match admin_token(token_file.as_deref(), token) {
-                Ok(token) => status(&admin, scheduler.as_deref(), token),
+                Ok(token) => status(&admin, scheduler.as_deref(), token, json),
                 Err(e) => {
                     eprintln!("proxy status: {e}");
                     ExitCode::from(2)
@@ -286,17 +316,25 @@ fn admin_token(file: Option<&Path>, token: Option<String>) -> Result<Option<Stri
     Ok(std::env::var("PROXY_ADMIN_TOKEN").ok())
 }
 
-fn status(admin: &str, scheduler: Option<&str>, token: Option<String>) -> ExitCode {
+fn status(admin: &str, scheduler: Option<&str>, token: Option<String>, json: bool) -> ExitCode {
     let runtime = match start_runtime(false, "proxy status") {
         Ok(r) => r,
         Err(code) => return code,
     };
-    use crate::admin::status;
-    let page = match scheduler {
-        Some(addr) => runtime
+    use crate::admin::{status, status_json};
+    let page = match (scheduler, json) {
+        (Some(addr), false) => runtime
             .block_on(status::fetch_scheduler(addr, token.as_deref()))
             .map(|input| status::render_scheduler(&input)),
-        None => runtime.block_on(status::fetch(admin, token.as_deref())).map(|input| status::render(&input)),
+        (Some(addr), true) => runtime
+            .block_on(status::fetch_scheduler(addr, token.as_deref()))
+            .and_then(|input| status_json::scheduler_document(&input)),
+        (None, false) => {
+            runtime.block_on(status::fetch(admin, token.as_deref())).map(|input| status::render(&input))
+        }
+        (None, true) => runtime
+            .block_on(status::fetch(admin, token.as_deref()))
+            .and_then(|input| status_json::node_document(&input)),
     };
     match page {
         Ok(page) => {
@@ -375,6 +413,13 @@ fn mesh(command: MeshCommand, filter: Option<&LogFilter>) -> ExitCode {
         MeshCommand::Token { command: TokenCommand::Create { config, node_id, ttl, uses, groups } } => {
             token_create(&config, node_id, groups, &ttl, uses)
         }
+        MeshCommand::Token { command: TokenCommand::List { config, json } } => {
+            mesh_admin::token_list(&config, json)
+        }
+        MeshCommand::Token { command: TokenCommand::Revoke { id, config } } => {
+            mesh_admin::token_revoke(&config, &id)
+        }
+        MeshCommand::Nodes { config, json } => mesh_admin::nodes(&config, json),
         MeshCommand::Join {
             scheduler,
             token,
@@ -496,7 +541,11 @@ fn token_create(
         Ok(token) => {
             println!("{}", token.encode());
             let bound = node_id.map_or_else(String::new, |id| format!(", for node `{id}` only")) + &granted;
-            eprintln!("join token valid for {ttl:?}, {uses} use(s){bound}; only its hash is stored");
+            let id = crate::core::join_token::hex(&token.hash())[..crate::core::join_token::TOKEN_ID_LEN]
+                .to_string();
+            eprintln!(
+                "join token {id} valid for {ttl:?}, {uses} use(s){bound}; only its hash is stored (revoke: proxy mesh token revoke {id})"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

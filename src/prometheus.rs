@@ -31,6 +31,24 @@ pub(crate) fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, he
     Family { out, name }
 }
 
+/// `proxy_cert_expiry_seconds{cert=...}`: seconds from `now_unix` until each certificate's
+/// not-after (negative once expired); `certs` are (label, validity), and one whose
+/// validity is unknown is left out.
+pub(crate) fn cert_expiry(out: &mut String, certs: &[(&str, Option<(i64, i64)>)], now_unix: u64) {
+    let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+    let mut f = family(
+        out,
+        "proxy_cert_expiry_seconds",
+        "gauge",
+        "Seconds until the certificate expires (negative once expired), by certificate.",
+    );
+    for (cert, validity) in certs {
+        if let Some((_, not_after)) = validity {
+            f.sample(&[("cert", cert)], not_after.saturating_sub(now) as f64);
+        }
+    }
+}
+
 /// Label values escape backslash, double quote and newline.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")

@@ -22,3 +22,4 @@ mod request;
 mod response;
 mod session;
 pub mod status;
+pub mod status_json;

@@ -105,6 +105,44 @@ pub struct TokenRecord {
     /// Groups the certificates it enrolls name (`mesh token create --groups`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Unix time it was made (absent in tokens made by releases before `mesh token list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_unix: Option<u64>,
+    /// Enrollments it allowed when made (absent, as above, in older tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_total: Option<u32>,
+    /// Unix time it was revoked (`mesh token revoke`): refused from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_unix: Option<u64>,
+}
+
+/// How many hex digits of a token's hash make its id.
+pub const TOKEN_ID_LEN: usize = 12;
+/// The fewest hex digits `mesh token revoke` takes as an id prefix.
+pub const TOKEN_ID_MIN: usize = 8;
+
+impl TokenRecord {
+    /// The token's id, safe to print: the first [`TOKEN_ID_LEN`] hex digits of the hash of
+    /// its secret (the hash itself is stored; a prefix of it tells nothing of the secret).
+    pub fn id(&self) -> String {
+        hex(&self.hash)[..TOKEN_ID_LEN].to_string()
+    }
+}
+
+/// Why an id given to `mesh token revoke` names no single token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenIdError {
+    /// Not 8 to 64 hex digits.
+    #[error("`{0}` is not a token id: give the id `mesh token list` shows ({TOKEN_ID_LEN} hex digits)")]
+    Malformed(String),
+    /// No token has it.
+    #[error(
+        "no token has the id `{0}` (see `proxy mesh token list`; expired tokens are forgotten a day after)"
+    )]
+    Unknown(String),
+    /// Several tokens start with it.
+    #[error("`{0}` names several tokens: give more of the id")]
+    Ambiguous(String),
 }
 
 /// Why a token was refused; each says what to do about it.
@@ -122,6 +160,9 @@ pub enum JoinRefusal {
     /// Bound to another node id.
     #[error("the join token is for node `{0}`, not this one")]
     WrongNode(String),
+    /// Revoked by `mesh token revoke`.
+    #[error("the join token was revoked: ask the mesh's operator for a new one")]
+    Revoked,
 }
 
 /// The scheduler's tokens, by hash (stored as a list of records).
@@ -181,6 +222,9 @@ impl TokenStore {
             expires_unix: now_unix.saturating_add(ttl_secs),
             uses_left: uses,
             groups: Vec::new(),
+            created_unix: Some(now_unix),
+            uses_total: Some(uses),
+            revoked_unix: None,
         };
         self.records.insert(record.hash, record);
     }
@@ -206,6 +250,9 @@ impl TokenStore {
     /// Used-up and expired tokens are kept until purged, so their refusals say why.
     pub fn check(&self, token: &JoinToken, node_id: &str, now_unix: u64) -> Result<(), JoinRefusal> {
         let record = self.records.get(&token.hash()).ok_or(JoinRefusal::Unknown)?;
+        if record.revoked_unix.is_some() {
+            return Err(JoinRefusal::Revoked);
+        }
         if now_unix > record.expires_unix {
             return Err(JoinRefusal::Expired);
         }
@@ -232,6 +279,34 @@ impl TokenStore {
         let before = self.records.len();
         self.records.retain(|_, r| r.expires_unix >= now_unix);
         before - self.records.len()
+    }
+
+    /// Every token held, the soonest to expire first.
+    pub fn records(&self) -> Vec<TokenRecord> {
+        Vec::from(self.clone())
+    }
+
+    /// The hash of the one token whose id (see [`TokenRecord::id`]) starts with `id`.
+    pub fn find(&self, id: &str) -> Result<[u8; 32], TokenIdError> {
+        let id = id.trim().to_ascii_lowercase();
+        if !(TOKEN_ID_MIN..=64).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TokenIdError::Malformed(id));
+        }
+        let mut found = self.records.keys().filter(|h| hex(&h[..]).starts_with(&id));
+        match (found.next(), found.next()) {
+            (Some(hash), None) => Ok(*hash),
+            (None, _) => Err(TokenIdError::Unknown(id)),
+            (Some(_), Some(_)) => Err(TokenIdError::Ambiguous(id)),
+        }
+    }
+
+    /// Revokes the token with `hash` at `now_unix`; returns its record, and whether it was
+    /// revoked already (then its first revocation time stays).
+    pub fn revoke(&mut self, hash: &[u8; 32], now_unix: u64) -> Option<(TokenRecord, bool)> {
+        let record = self.records.get_mut(hash)?;
+        let before = record.revoked_unix.is_some();
+        record.revoked_unix.get_or_insert(now_unix);
+        Some((record.clone(), before))
     }
 
     /// Whether a token's secret hashes to a held record (no use taken).

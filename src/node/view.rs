@@ -139,6 +139,10 @@ impl NodeView {
             config_version: self.config_version(),
             instruction_version: self.shared.instruction_version(),
             instructions_stale: self.instructions_stale(),
+            certs: {
+                let identity = self.shared.tls.identity();
+                [("node", identity.validity()), ("ca", identity.ca_validity())]
+            },
         })
     }
 

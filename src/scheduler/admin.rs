@@ -69,6 +69,11 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "The term it leads in (etcd revision; 0 without etcd or when not leading).",
     )
     .sample(&[], term);
+    crate::prometheus::cert_expiry(
+        &mut out,
+        &[("scheduler", s.certs.scheduler), ("ca", s.certs.ca)],
+        crate::clock::unix_now(),
+    );
     node_metrics(&mut out, &s.nodes);
     let mut f = family(
         &mut out,
@@ -258,6 +263,7 @@ mod tests {
                 instruction_sets: 2,
             },
             role: Role::Leader { term: 42, until: None },
+            certs: crate::scheduler::server::CertValidity { scheduler: Some((0, 1)), ca: None },
         }
     }
 
@@ -283,9 +289,13 @@ mod tests {
             "# TYPE proxy_scheduler_instruction_sets_total counter",
             "proxy_scheduler_leader 1",
             "proxy_scheduler_leader_term 42",
+            "# TYPE proxy_cert_expiry_seconds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+        let expiry = text.lines().find(|l| l.starts_with("proxy_cert_expiry_seconds{cert=\"scheduler\"} -"));
+        assert!(expiry.is_some(), "an expired certificate counts below zero:\n{text}");
+        assert!(!text.contains("cert=\"ca\""), "an unknown validity is left out");
         // Only counted links have measurements in the metrics.
         assert!(!text.contains("proxy_scheduler_link_rtt_seconds{a=\"a\",b=\"m\"}"), "{text}");
     }

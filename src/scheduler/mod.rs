@@ -9,6 +9,7 @@ mod console;
 pub mod enrollment;
 pub mod etcd;
 pub mod join_session;
+pub mod presence;
 pub mod reload;
 pub mod server;
 pub mod state;

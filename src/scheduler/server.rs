@@ -83,6 +83,8 @@ pub struct Snapshot {
     pub recompute: RecomputeStats,
     /// Whether this scheduler leads the mesh, and in which term.
     pub role: Role,
+    /// Validity of its certificate and the CA's.
+    pub certs: CertValidity,
 }
 
 /// A read-only handle on a running scheduler's state, for the admin API. It holds the
@@ -185,7 +187,14 @@ impl SchedulerView {
                 s.route_snapshots(now),
             )
         });
-        Snapshot { nodes, links, routes, recompute: self.recompute_stats(), role: self.role() }
+        Snapshot {
+            nodes,
+            links,
+            routes,
+            recompute: self.recompute_stats(),
+            role: self.role(),
+            certs: self.shared.cert_validity,
+        }
     }
 }
 
@@ -212,6 +221,20 @@ struct Shared {
     admin_rules: watch::Sender<crate::admin::http::AccessRules>,
     /// How often paths are recomputed (a reload may change `recompute_interval`).
     recompute_every: watch::Sender<Duration>,
+    /// Sessions starting and ending, for the presence record (`mesh nodes`).
+    presence: Arc<super::presence::Tracker>,
+    /// Validity (Unix seconds) of this scheduler's certificate and of the CA, for
+    /// `proxy_cert_expiry_seconds`.
+    cert_validity: CertValidity,
+}
+
+/// Validity (not before, not after; Unix seconds) of the certificates a scheduler holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CertValidity {
+    /// Its own.
+    pub scheduler: Option<(i64, i64)>,
+    /// The mesh CA's.
+    pub ca: Option<(i64, i64)>,
 }
 
 impl Shared {
@@ -246,6 +269,7 @@ impl Scheduler {
         let revocations = Revocations::new(registry.revoked());
         let identity = TlsIdentity::load(&config.cert, &config.key, &config.ca, SCHEDULER_ID)?
             .with_revocations(revocations.clone());
+        let cert_validity = CertValidity { scheduler: identity.validity(), ca: identity.ca_validity() };
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(4))
@@ -275,13 +299,21 @@ impl Scheduler {
             revocations,
             revocations_changed: watch::Sender::new(0),
             join_gate: super::join_session::JoinGate::default(),
-            role,
+            role: role.clone(),
+            presence: Arc::default(),
+            cert_validity,
             admin_rules: watch::Sender::new(crate::admin::http::AccessRules {
                 token: config.admin_token.clone(),
                 allowed_hosts: crate::admin::http::default_allowed_hosts(admin_addr),
             }),
             recompute_every: watch::Sender::new(config.recompute_interval),
         });
+        tokio::spawn(super::presence::write_loop(
+            shared.presence.clone(),
+            shared.enrollment.store().clone(),
+            role,
+            stopped.clone(),
+        ));
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         tokio::spawn(follow_role(shared.clone(), stopped.clone()));
         tokio::spawn(watch_registry(shared.clone(), stopped.clone()));
@@ -469,6 +501,12 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             if let Err(e) = session(&shared, &node, &conn).await {
                 info!(node = %node, reason = %e, "node session ended");
             }
+            // A session replaced by a newer one of the same node has not ended for it.
+            let current =
+                shared.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&node).map(|c| c.stable_id());
+            if current.is_none_or(|id| id == conn.stable_id()) {
+                shared.presence.ended(&node);
+            }
         });
     }
 }
@@ -508,6 +546,7 @@ async fn follow_role(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
             }
         });
         shared.outboxes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        shared.presence.all_ended();
         info!(sessions = sessions.len(), "standing by: node sessions closed");
     }
 }
@@ -684,6 +723,7 @@ fn handle(
             registration.mesh_address = reachable_address(&registration.mesh_address, state.remote);
             info!(node = %node, region = %log_escape(&registration.region), address = %log_escape(&registration.mesh_address), "node registered");
             state.region = Some(registration.region.clone());
+            shared.presence.started(node, &registration.mesh_address, &registration.region);
             shared.with_state(|s| s.register(registration, now));
             Some(Action::Registered)
         }

@@ -131,6 +131,11 @@ impl TlsIdentity {
         crate::pki::validity_der(self.chain.first()?.as_ref())
     }
 
+    /// The (first) mesh CA certificate's validity, Unix seconds (not before, not after).
+    pub fn ca_validity(&self) -> Option<(i64, i64)> {
+        crate::pki::validity_der(self.ca_certs.first()?.as_ref())
+    }
+
     /// This identity's own certificate (DER), first in its chain.
     pub fn certificate(&self) -> Option<&CertificateDer<'static>> {
         self.chain.first()

@@ -24,6 +24,9 @@ pub(crate) struct MetricsInput<'a> {
     pub instruction_version: u64,
     /// Whether it is past its TTL.
     pub instructions_stale: bool,
+    /// Validity (Unix seconds) of the certificate in force (the renewed one after a
+    /// renewal) and of the mesh CA.
+    pub certs: [(&'static str, Option<(i64, i64)>); 2],
 }
 
 /// The UDP families: associations, datagrams and bytes each way, drops by reason.
@@ -175,6 +178,7 @@ pub(crate) fn render(input: &MetricsInput<'_>) -> String {
     .sample(&[], version as f64);
     family(&mut out, "proxy_instructions_stale", "gauge", "1 when the instructions held are past their TTL.")
         .sample(&[], if stale { 1.0 } else { 0.0 });
+    crate::prometheus::cert_expiry(&mut out, &input.certs, crate::clock::unix_now());
     out
 }
 

@@ -5,6 +5,8 @@
 //! nodes removed by the `proxy mesh` commands, which write the same registry, count at
 //! once.
 
+pub mod listing;
+pub mod presence;
 pub mod registry;
 pub mod store;
 
@@ -404,6 +406,34 @@ pub fn remove_node(config: &SchedulerConfig, node_id: &str) -> anyhow::Result<Op
 pub fn remove_node_in(store: &RegistryStore, node_id: &str) -> anyhow::Result<Option<registry::Member>> {
     let now = crate::clock::unix_now();
     Ok(store.update(|r| (r.remove(node_id, now), true))?)
+}
+
+/// Revokes the token whose id starts with `id` (`proxy mesh token revoke`): every join
+/// with it is refused from now on, by a running scheduler too (a join reads the registry).
+/// The outer `Err` is a registry failure; the inner one says `id` names no single token.
+/// Returns the token and whether it was revoked already.
+pub fn revoke_token(
+    config: &SchedulerConfig,
+    id: &str,
+) -> anyhow::Result<Result<(crate::core::join_token::TokenRecord, bool), crate::core::join_token::TokenIdError>>
+{
+    let now = crate::clock::unix_now();
+    Ok(RegistryStore::open(config)?.update(|r| match r.tokens.find(id) {
+        Ok(hash) => match r.tokens.revoke(&hash, now) {
+            Some((record, already)) => (Ok((record, already)), !already),
+            None => (Err(crate::core::join_token::TokenIdError::Unknown(id.to_string())), false),
+        },
+        Err(e) => (Err(e), false),
+    })?)
+}
+
+/// The registry and the presence record of the mesh of `config`, as `mesh token list`
+/// and `mesh nodes` read them (the registry under its lock, or at one etcd revision).
+pub fn read_state(config: &SchedulerConfig) -> anyhow::Result<(registry::Registry, presence::Presence)> {
+    let store = RegistryStore::open(config)?;
+    let registry = store.load()?;
+    let presence = store.load_presence()?;
+    Ok((registry, presence))
 }
 
 /// Records a certificate made by hand (`mesh init --nodes`) as a member's, so the

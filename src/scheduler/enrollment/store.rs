@@ -13,6 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::presence::Presence;
 use super::registry::Registry;
 use crate::config::scheduler::SchedulerConfig;
 use crate::scheduler::etcd::registry::{EtcdRegistry, EtcdRegistryError};
@@ -76,6 +77,23 @@ impl RegistryStore {
         })
     }
 
+    /// Reads the presence record (blocking; empty when none was written yet).
+    pub fn load_presence(&self) -> Result<Presence, StoreError> {
+        Ok(match self {
+            Self::File(f) => f.load_presence()?,
+            Self::Etcd(e) => e.load_presence()?,
+        })
+    }
+
+    /// Replaces the presence record (blocking; no lock: see `presence`).
+    pub fn save_presence(&self, presence: &Presence) -> Result<(), StoreError> {
+        match self {
+            Self::File(f) => f.save_presence(presence)?,
+            Self::Etcd(e) => e.save_presence(presence)?,
+        }
+        Ok(())
+    }
+
     /// Changes the registry (blocking): `change` returns its result and whether it changed
     /// anything (only then is anything written). It may run more than once with etcd (again
     /// on the registry as another scheduler left it); the result of the run that counted
@@ -130,6 +148,26 @@ impl FileStore {
             self.write(&registry)?;
         }
         Ok(result)
+    }
+
+    fn presence_file(&self) -> PathBuf {
+        self.dir.join("presence.json")
+    }
+
+    /// Reads `presence.json` (empty when there is none yet).
+    pub fn load_presence(&self) -> Result<Presence, FileError> {
+        let path = self.presence_file();
+        match crate::state_file::read(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| FileError::corrupt(&path, e)),
+            None => Ok(Presence::default()),
+        }
+    }
+
+    /// Replaces `presence.json` whole (renamed into place: a reader sees the old or the new).
+    pub fn save_presence(&self, presence: &Presence) -> Result<(), FileError> {
+        let path = self.presence_file();
+        let text = serde_json::to_vec(presence).map_err(|e| FileError::corrupt(&path, e))?;
+        crate::state_file::replace(&path, &text, Some(0o600)).map_err(FileError::io(&path))
     }
 
     fn lock(&self, exclusive: bool) -> Result<fs::File, FileError> {

@@ -16,6 +16,7 @@ use etcdv3client::pb;
 
 use super::{Etcd, EtcdError, delete_op, get_op, prefix_end, put_op, version_is};
 use crate::core::join_token::{TokenRecord, TokenStore, hex};
+use crate::scheduler::enrollment::presence::Presence;
 use crate::scheduler::enrollment::registry::{Member, Registry};
 
 /// etcd refuses transactions of more than 128 operations by default (`--max-txn-ops`).
@@ -90,6 +91,38 @@ impl EtcdRegistry {
             })
         })?;
         Ok(answer.kvs.first().map_or(0, |kv| kv.mod_revision))
+    }
+
+    fn presence_key(&self) -> Vec<u8> {
+        self.etcd.key("presence")
+    }
+
+    /// Reads the presence record, one key outside the registry's (empty when none yet).
+    pub fn load_presence(&self) -> Result<Presence, EtcdRegistryError> {
+        let key = self.presence_key();
+        let answer = read_retried(|| {
+            let key = key.clone();
+            self.etcd.call_blocking(move |mut c| async move {
+                c.kv.range(pb::RangeRequest { key, ..Default::default() }).await
+            })
+        })?;
+        match answer.kvs.first() {
+            Some(kv) => serde_json::from_slice(&kv.value).map_err(|e| EtcdRegistryError::Corrupt {
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                message: e.to_string(),
+            }),
+            None => Ok(Presence::default()),
+        }
+    }
+
+    /// Replaces the presence record: a plain put, outside the registry's transactions and
+    /// its version key, so it wakes no scheduler's registry poll.
+    pub fn save_presence(&self, presence: &Presence) -> Result<(), EtcdRegistryError> {
+        // Plain data (strings, numbers, maps of them) always serialises.
+        let value = serde_json::to_vec(presence).unwrap_or_default();
+        let request = pb::PutRequest { key: self.presence_key(), value, ..Default::default() };
+        self.etcd.call_blocking(move |mut c| async move { c.kv.put(request).await })?;
+        Ok(())
     }
 
     /// Reads the registry (empty when none was ever written).
