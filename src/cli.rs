@@ -129,6 +129,10 @@ pub enum MeshCommand {
         /// Where to write node.key, node.crt, ca.crt and config.yaml.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Where to put what the node rewrites while it runs (node.crt, renewed in place,
+        /// and its data directory), so `--dir` can stay read-only; default: `--dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Write the files but do not start the node.
         #[arg(long)]
         no_start: bool,
@@ -319,6 +323,7 @@ fn mesh(command: MeshCommand) -> ExitCode {
             node_id,
             region,
             dir,
+            state_dir,
             no_start,
             bind,
             advertise,
@@ -337,6 +342,7 @@ fn mesh(command: MeshCommand) -> ExitCode {
                 node_id,
                 region,
                 dir,
+                state_dir,
                 bind,
                 advertise,
                 admin_addr,
@@ -611,7 +617,9 @@ fn run_scheduler(path: &Path) -> ExitCode {
     };
     let run = async {
         let scheduler = crate::scheduler::Scheduler::start(config).await?;
+        crate::service_notify::ready(&format!("scheduling; admin API on {}", scheduler.admin_addr()));
         wait_for_signal().await?;
+        crate::service_notify::stopping("stopping");
         drop(scheduler);
         anyhow::Ok(())
     };
@@ -634,6 +642,8 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
     for l in node.listeners() {
         tracing::info!(listener = %l.name, addr = %l.addr, "listening");
     }
+    // Node::start returns with every socket bound and the admin API served.
+    crate::service_notify::ready(&serving_status(&node));
     let (mut term, mut int, mut hup) =
         (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
     // A change is applied once the file has looked the same for a whole poll, so a file
@@ -662,16 +672,33 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
                 "config file changed"
             }
         };
-        match node.reload_file(path) {
+        crate::service_notify::reloading(&format!("reloading the config ({why})"));
+        let status = match node.reload_file(path) {
             Ok(report) => {
-                tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied")
+                tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied");
+                serving_status(&node)
             }
-            Err(e) => tracing::error!("{why}: config refused, the running one stays: {e}"),
-        }
+            Err(e) => {
+                tracing::error!("{why}: config refused, the running one stays: {e}");
+                format!("{}; the last reload was refused (see the log)", serving_status(&node))
+            }
+        };
+        crate::service_notify::ready(&status);
     }
+    crate::service_notify::stopping(&format!("draining {} open flow(s)", node.stats().flows_current));
     let report = node.shutdown().await;
     tracing::info!(open = report.open_at_start, reset = report.reset_at_deadline, "shutdown complete");
     Ok(())
+}
+
+/// The node's line in `systemctl status`.
+fn serving_status(node: &Node) -> String {
+    format!(
+        "serving: config version {}, {} listener(s), admin API on {}",
+        node.config_version(),
+        node.listeners().len(),
+        node.admin_addr()
+    )
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -1,0 +1,213 @@
+//! The `proxy` binary under systemd: the readiness notifications it sends to
+//! `NOTIFY_SOCKET` (`Type=notify`), in order and only once it serves, and the unit files in
+//! packaging/systemd, which `systemd-analyze verify` must accept.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{KillOnDrop, free_port, proxy, temp};
+
+/// How long a test waits for one notification.
+const NOTIFY_WAIT: Duration = Duration::from_secs(20);
+
+/// The next datagram on `socket`, as text; fails the test after [`NOTIFY_WAIT`].
+fn next_notification(socket: &UnixDatagram, child: &mut Child) -> String {
+    socket.set_read_timeout(Some(NOTIFY_WAIT)).expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    match socket.recv(&mut buf) {
+        Ok(n) => String::from_utf8(buf[..n].to_vec()).expect("a notification is UTF-8"),
+        Err(e) => {
+            let exited = child.try_wait().ok().flatten();
+            panic!("no notification within {NOTIFY_WAIT:?} ({e}); the process exited: {exited:?}")
+        }
+    }
+}
+
+/// The `KEY=VALUE` lines of a notification.
+fn assignments(message: &str) -> Vec<(&str, &str)> {
+    message.lines().map(|l| l.split_once('=').unwrap_or_else(|| panic!("not KEY=VALUE: {l:?}"))).collect()
+}
+
+fn value<'a>(message: &'a str, key: &str) -> Option<&'a str> {
+    assignments(message).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// The admin address a `STATUS=` line names ("... admin API on ADDR").
+fn admin_addr(message: &str) -> std::net::SocketAddr {
+    let status = value(message, "STATUS").unwrap_or_else(|| panic!("no STATUS in {message:?}"));
+    let addr = status.rsplit(' ').next().expect("a word");
+    addr.parse().unwrap_or_else(|e| panic!("no admin address at the end of {status:?}: {e}"))
+}
+
+/// One GET of `/healthz`, no retry: the status line of the answer.
+fn healthz_once(addr: std::net::SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("the admin API accepts at once");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+fn kill(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+}
+
+/// Waits, bounded, for the exit code.
+fn exit_code(child: &mut Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the process did not exit");
+}
+
+/// A node config with one listener on `port`, its admin API on a port the OS picks.
+fn node_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let cfg = dir.join("a.yaml");
+    let text = format!(
+        "common: {{ node_id: a, region: test, admin_addr: \"127.0.0.1:0\" }}\n\
+         listeners: [ {{ name: web, bind: \"127.0.0.1:{port}\" }} ]\n\
+         routes: [ {{ name: web, match: {{ listener: web }}, target: \"127.0.0.1:9\" }} ]\n\
+         mesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
+    );
+    std::fs::write(&cfg, text).expect("write");
+    cfg
+}
+
+fn init_mesh(dir: &Path, nodes: &str) {
+    let mut init = proxy();
+    init.args(["mesh", "init", "--dir"]).arg(dir);
+    if !nodes.is_empty() {
+        init.args(["--nodes", nodes]);
+    }
+    let out = init.output().expect("init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_node_notifies_ready_once_it_serves_then_reloading_and_stopping() {
+    let dir = temp("notify-node");
+    init_mesh(&dir, "a");
+    let port = free_port(false);
+    let cfg = node_config(&dir, port);
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let mut node = KillOnDrop(
+        proxy()
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+
+    // The first notification is READY=1, and by then the node serves: the admin API
+    // and the listener answer at the first try.
+    let ready = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&ready, "READY"), Some("1"), "{ready:?}");
+    let status = value(&ready, "STATUS").expect("a status");
+    assert!(status.starts_with("serving: config version 1, 1 listener(s)"), "{status}");
+    let admin = admin_addr(&ready);
+    assert!(healthz_once(admin).contains(" 200 "), "the admin API did not answer /healthz with 200");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the listener accepts at once");
+
+    // SIGHUP: RELOADING=1 with the monotonic clock, then READY=1 once applied.
+    kill(&node.0, "HUP");
+    let reloading = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&reloading, "RELOADING"), Some("1"), "{reloading:?}");
+    let usec = value(&reloading, "MONOTONIC_USEC").expect("MONOTONIC_USEC with RELOADING=1");
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "MONOTONIC_USEC={usec}");
+    assert!(value(&reloading, "STATUS").is_some_and(|s| s.contains("SIGHUP")), "{reloading:?}");
+    let reloaded = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&reloaded, "READY"), Some("1"), "{reloaded:?}");
+    assert!(value(&reloaded, "STATUS").is_some_and(|s| s.starts_with("serving: config version 2")));
+
+    // A config the node refuses still ends the reload with READY=1, and says so.
+    std::fs::write(&cfg, "common: { node_id: a }\n").expect("write");
+    kill(&node.0, "HUP");
+    let reloading = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&reloading, "RELOADING"), Some("1"), "{reloading:?}");
+    let refused = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&refused, "READY"), Some("1"), "{refused:?}");
+    assert!(value(&refused, "STATUS").is_some_and(|s| s.contains("refused")), "{refused:?}");
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    kill(&node.0, "TERM");
+    let stopping = next_notification(&socket, &mut node.0);
+    assert_eq!(value(&stopping, "STOPPING"), Some("1"), "{stopping:?}");
+    assert_eq!(exit_code(&mut node.0), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_scheduler_notifies_ready_and_stopping_on_an_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = temp("notify-sched");
+    init_mesh(&dir, "");
+    let cfg = dir.join("scheduler.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("read")
+        .replace("0.0.0.0:7900", "127.0.0.1:0")
+        .replace("127.0.0.1:9900", "127.0.0.1:0");
+    std::fs::write(&cfg, text).expect("write");
+    let name = format!("proxy-test-notify-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+    let socket = UnixDatagram::bind_addr(&address).expect("bind the abstract notify socket");
+    let mut scheduler = KillOnDrop(
+        proxy()
+            .args(["scheduler", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", format!("@{name}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let ready = next_notification(&socket, &mut scheduler.0);
+    assert_eq!(value(&ready, "READY"), Some("1"), "{ready:?}");
+    assert!(healthz_once(admin_addr(&ready)).contains(" 200 "), "the admin API did not answer");
+    kill(&scheduler.0, "TERM");
+    let stopping = next_notification(&socket, &mut scheduler.0);
+    assert_eq!(value(&stopping, "STOPPING"), Some("1"), "{stopping:?}");
+    assert_eq!(exit_code(&mut scheduler.0), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_notify_socket_that_is_not_there_does_not_stop_the_node() {
+    let dir = temp("notify-missing");
+    init_mesh(&dir, "a");
+    let port = free_port(false);
+    let cfg = node_config(&dir, port);
+    let mut node = KillOnDrop(
+        proxy()
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", dir.join("no-such.sock"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + NOTIFY_WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the node never served");
+        assert!(node.0.try_wait().expect("wait").is_none(), "the node exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(&node.0, "TERM");
+    assert_eq!(exit_code(&mut node.0), Some(0));
+    let mut stderr = String::new();
+    let _ = node.0.stderr.take().expect("stderr").read_to_string(&mut stderr);
+    assert!(stderr.contains("cannot notify the service manager"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
