@@ -616,9 +616,11 @@ fn run_scheduler(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let run = async {
+        // Handled from before READY=1, else a SIGTERM right after it would kill the process.
+        let stop = stop_signal()?;
         let scheduler = crate::scheduler::Scheduler::start(config).await?;
         crate::service_notify::ready(&format!("scheduling; admin API on {}", scheduler.admin_addr()));
-        wait_for_signal().await?;
+        stop.await;
         crate::service_notify::stopping("stopping");
         drop(scheduler);
         anyhow::Ok(())
@@ -638,14 +640,15 @@ const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handled from before READY=1: a SIGHUP's default action would end the process.
+    let (mut term, mut int, mut hup) =
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
     let node = Node::start(config).await?;
     for l in node.listeners() {
         tracing::info!(listener = %l.name, addr = %l.addr, "listening");
     }
     // Node::start returns with every socket bound and the admin API served.
     crate::service_notify::ready(&serving_status(&node));
-    let (mut term, mut int, mut hup) =
-        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
     // A change is applied once the file has looked the same for a whole poll, so a file
     // being written (a copy, an editor's save) is not read half done.
     let stamp = || std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
@@ -667,12 +670,14 @@ async fn run_node(config: Config, path: &Path) -> anyhow::Result<()> {
                     settling = Some(now);
                     continue;
                 }
-                seen = now;
-                settling = None;
                 "config file changed"
             }
         };
         crate::service_notify::reloading(&format!("reloading the config ({why})"));
+        // The file as read now is the one applied, whatever asked: the poll does not
+        // apply it a second time after a SIGHUP.
+        seen = stamp();
+        settling = None;
         let status = match node.reload_file(path) {
             Ok(report) => {
                 tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied");
@@ -701,15 +706,17 @@ fn serving_status(node: &Node) -> String {
     )
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Handles SIGTERM and SIGINT from now on; the future ends at the first.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }
 
 /// Installs the logger; a log file that cannot be opened is a config problem (exit 2),

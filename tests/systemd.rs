@@ -15,17 +15,26 @@ use common::process::{KillOnDrop, free_port, proxy, temp};
 /// How long a test waits for one notification.
 const NOTIFY_WAIT: Duration = Duration::from_secs(20);
 
-/// The next datagram on `socket`, as text; fails the test after [`NOTIFY_WAIT`].
-fn next_notification(socket: &UnixDatagram, child: &mut Child) -> String {
+/// The next datagram on `socket`, as text; fails the test after [`NOTIFY_WAIT`], with
+/// what the process wrote to `stderr_file`.
+fn next_notification(socket: &UnixDatagram, child: &mut Child, stderr_file: &Path) -> String {
     socket.set_read_timeout(Some(NOTIFY_WAIT)).expect("timeout");
     let mut buf = vec![0u8; 4096];
     match socket.recv(&mut buf) {
         Ok(n) => String::from_utf8(buf[..n].to_vec()).expect("a notification is UTF-8"),
         Err(e) => {
             let exited = child.try_wait().ok().flatten();
-            panic!("no notification within {NOTIFY_WAIT:?} ({e}); the process exited: {exited:?}")
+            let said = std::fs::read_to_string(stderr_file).unwrap_or_default();
+            panic!(
+                "no notification within {NOTIFY_WAIT:?} ({e}); the process exited: {exited:?}; its stderr:\n{said}"
+            )
         }
     }
+}
+
+/// A file for a child's stderr.
+fn stderr_to(path: &Path) -> Stdio {
+    Stdio::from(std::fs::File::create(path).expect("create the stderr file"))
 }
 
 /// The `KEY=VALUE` lines of a notification.
@@ -71,15 +80,21 @@ fn exit_code(child: &mut Child) -> Option<i32> {
     panic!("the process did not exit");
 }
 
-/// A node config with one listener on `port`, its admin API on a port the OS picks.
-fn node_config(dir: &Path, port: u16) -> std::path::PathBuf {
+/// A node config with a listener on each of `ports`, its admin API on a port the OS
+/// picks.
+fn node_config(dir: &Path, ports: &[u16]) -> std::path::PathBuf {
     let cfg = dir.join("a.yaml");
-    let text = format!(
-        "common: {{ node_id: a, region: test, admin_addr: \"127.0.0.1:0\" }}\n\
-         listeners: [ {{ name: web, bind: \"127.0.0.1:{port}\" }} ]\n\
-         routes: [ {{ name: web, match: {{ listener: web }}, target: \"127.0.0.1:9\" }} ]\n\
-         mesh: {{ bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }}\n"
-    );
+    let mut text = String::from("common: { node_id: a, region: test, admin_addr: \"127.0.0.1:0\" }\n");
+    text += "listeners:\n";
+    for port in ports {
+        text += &format!("  - {{ name: l{port}, bind: \"127.0.0.1:{port}\" }}\n");
+    }
+    text += "routes:\n";
+    for port in ports {
+        text +=
+            &format!("  - {{ name: l{port}, match: {{ listener: l{port} }}, target: \"127.0.0.1:9\" }}\n");
+    }
+    text += "mesh: { bind: \"127.0.0.1:0\", cert: a.crt, key: a.key, ca: ca.crt }\n";
     std::fs::write(&cfg, text).expect("write");
     cfg
 }
@@ -99,52 +114,64 @@ fn a_node_notifies_ready_once_it_serves_then_reloading_and_stopping() {
     let dir = temp("notify-node");
     init_mesh(&dir, "a");
     let port = free_port(false);
-    let cfg = node_config(&dir, port);
+    let cfg = node_config(&dir, &[port]);
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let log = dir.join("stderr.log");
     let mut node = KillOnDrop(
         proxy()
             .args(["run", "-c"])
             .arg(&cfg)
             .env("NOTIFY_SOCKET", &socket_path)
-            .stderr(Stdio::null())
+            .stderr(stderr_to(&log))
             .spawn()
             .expect("spawn"),
     );
 
     // The first notification is READY=1, and by then the node serves: the admin API
-    // and the listener answer at the first try.
-    let ready = next_notification(&socket, &mut node.0);
+    // and the listener answer at the first try, and a SIGHUP at once is a reload (its
+    // default action would end the process).
+    let ready = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&ready, "READY"), Some("1"), "{ready:?}");
+    kill(&node.0, "HUP");
+    let reloading = next_notification(&socket, &mut node.0, &log);
+    assert_eq!(value(&reloading, "RELOADING"), Some("1"), "{reloading:?}");
+    let unchanged = next_notification(&socket, &mut node.0, &log);
+    assert_eq!(value(&unchanged, "READY"), Some("1"), "{unchanged:?}");
     let status = value(&ready, "STATUS").expect("a status");
     assert!(status.starts_with("serving: config version 1, 1 listener(s)"), "{status}");
     let admin = admin_addr(&ready);
     assert!(healthz_once(admin).contains(" 200 "), "the admin API did not answer /healthz with 200");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("the listener accepts at once");
 
-    // SIGHUP: RELOADING=1 with the monotonic clock, then READY=1 once applied.
+    // SIGHUP after adding a listener: RELOADING=1 with the monotonic clock, then READY=1
+    // once the new config is in force.
+    let second = free_port(false);
+    node_config(&dir, &[port, second]);
     kill(&node.0, "HUP");
-    let reloading = next_notification(&socket, &mut node.0);
+    let reloading = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&reloading, "RELOADING"), Some("1"), "{reloading:?}");
     let usec = value(&reloading, "MONOTONIC_USEC").expect("MONOTONIC_USEC with RELOADING=1");
     assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "MONOTONIC_USEC={usec}");
     assert!(value(&reloading, "STATUS").is_some_and(|s| s.contains("SIGHUP")), "{reloading:?}");
-    let reloaded = next_notification(&socket, &mut node.0);
+    let reloaded = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&reloaded, "READY"), Some("1"), "{reloaded:?}");
-    assert!(value(&reloaded, "STATUS").is_some_and(|s| s.starts_with("serving: config version 2")));
+    let status = value(&reloaded, "STATUS").expect("a status");
+    assert!(status.starts_with("serving: config version 2, 2 listener(s)"), "{status}");
+    std::net::TcpStream::connect(("127.0.0.1", second)).expect("the new listener accepts at READY=1");
 
     // A config the node refuses still ends the reload with READY=1, and says so.
     std::fs::write(&cfg, "common: { node_id: a }\n").expect("write");
     kill(&node.0, "HUP");
-    let reloading = next_notification(&socket, &mut node.0);
+    let reloading = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&reloading, "RELOADING"), Some("1"), "{reloading:?}");
-    let refused = next_notification(&socket, &mut node.0);
+    let refused = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&refused, "READY"), Some("1"), "{refused:?}");
     assert!(value(&refused, "STATUS").is_some_and(|s| s.contains("refused")), "{refused:?}");
 
     // SIGTERM: STOPPING=1, then a clean exit.
     kill(&node.0, "TERM");
-    let stopping = next_notification(&socket, &mut node.0);
+    let stopping = next_notification(&socket, &mut node.0, &log);
     assert_eq!(value(&stopping, "STOPPING"), Some("1"), "{stopping:?}");
     assert_eq!(exit_code(&mut node.0), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -164,20 +191,21 @@ fn the_scheduler_notifies_ready_and_stopping_on_an_abstract_socket() {
     let name = format!("proxy-test-notify-{}", std::process::id());
     let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
     let socket = UnixDatagram::bind_addr(&address).expect("bind the abstract notify socket");
+    let log = dir.join("stderr.log");
     let mut scheduler = KillOnDrop(
         proxy()
             .args(["scheduler", "-c"])
             .arg(&cfg)
             .env("NOTIFY_SOCKET", format!("@{name}"))
-            .stderr(Stdio::null())
+            .stderr(stderr_to(&log))
             .spawn()
             .expect("spawn"),
     );
-    let ready = next_notification(&socket, &mut scheduler.0);
+    let ready = next_notification(&socket, &mut scheduler.0, &log);
     assert_eq!(value(&ready, "READY"), Some("1"), "{ready:?}");
     assert!(healthz_once(admin_addr(&ready)).contains(" 200 "), "the admin API did not answer");
     kill(&scheduler.0, "TERM");
-    let stopping = next_notification(&socket, &mut scheduler.0);
+    let stopping = next_notification(&socket, &mut scheduler.0, &log);
     assert_eq!(value(&stopping, "STOPPING"), Some("1"), "{stopping:?}");
     assert_eq!(exit_code(&mut scheduler.0), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,7 +216,7 @@ fn a_notify_socket_that_is_not_there_does_not_stop_the_node() {
     let dir = temp("notify-missing");
     init_mesh(&dir, "a");
     let port = free_port(false);
-    let cfg = node_config(&dir, port);
+    let cfg = node_config(&dir, &[port]);
     let mut node = KillOnDrop(
         proxy()
             .args(["run", "-c"])
@@ -209,5 +237,76 @@ fn a_notify_socket_that_is_not_there_does_not_stop_the_node() {
     let mut stderr = String::new();
     let _ = node.0.stderr.take().expect("stderr").read_to_string(&mut stderr);
     assert!(stderr.contains("cannot notify the service manager"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `systemd-analyze`, where this machine has it.
+fn systemd_analyze() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/bin"), std::path::PathBuf::from("/bin")])
+        .map(|d| d.join("systemd-analyze"))
+        .find(|p| p.is_file())
+}
+
+/// The packaged units, with `ExecStart=` pointed at the binary these tests built
+/// (`systemd-analyze verify` checks that the program exists), written into `dir`.
+fn units_for_verify(dir: &Path) -> Vec<std::path::PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    let mut written = Vec::new();
+    for name in ["proxy-node.service", "proxy-scheduler.service"] {
+        let text = std::fs::read_to_string(source.join(name)).expect("read a unit");
+        let path = dir.join(name);
+        std::fs::write(&path, text.replace("/usr/bin/proxy", env!("CARGO_BIN_EXE_proxy"))).expect("write");
+        written.push(path);
+    }
+    written
+}
+
+/// What `systemd-analyze verify` says about `units` (stdout and stderr), and whether it
+/// exited 0.
+fn verify(analyze: &Path, units: &[std::path::PathBuf]) -> (bool, String) {
+    let out =
+        Command::new(analyze).args(["verify", "--man=no"]).args(units).output().expect("run systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+#[test]
+fn the_units_pass_systemd_analyze_verify_and_keep_the_layout() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    for name in ["proxy-node.service", "proxy-scheduler.service"] {
+        let text = std::fs::read_to_string(source.join(name)).expect("read a unit");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for wanted in [
+            "Type=notify",
+            "User=proxy",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "CapabilityBoundingSet=",
+        ] {
+            assert!(lines.contains(&wanted), "{name}: no `{wanted}`");
+        }
+        assert!(lines.iter().any(|l| l.starts_with("StateDirectory=proxy")), "{name}: no StateDirectory=");
+        // Nothing the services write is under /etc: the config stays read-only.
+        assert!(!lines.iter().any(|l| l.starts_with("ReadWritePaths=")), "{name}: writes outside its state");
+    }
+
+    let Some(analyze) = systemd_analyze() else {
+        eprintln!("skipped: systemd-analyze is not on this machine, so the units are not verified");
+        return;
+    };
+    let dir = temp("units");
+    let units = units_for_verify(&dir);
+    let (ok, said) = verify(&analyze, &units);
+    assert!(ok, "systemd-analyze verify refused the units:\n{said}");
+    let ours: Vec<&str> = said.lines().filter(|l| l.contains("proxy-")).collect();
+    assert!(ours.is_empty(), "systemd-analyze verify complained about the units:\n{}", ours.join("\n"));
+
+    // The check has teeth: a misspelt key in one of them is reported.
+    let broken = std::fs::read_to_string(&units[0]).expect("read").replace("ProtectSystem=", "ProtectSytem=");
+    std::fs::write(&units[0], broken).expect("write");
+    let (_, said) = verify(&analyze, &units);
+    assert!(said.contains("ProtectSytem"), "a misspelt key went unreported:\n{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
