@@ -310,3 +310,113 @@ fn the_units_pass_systemd_analyze_verify_and_keep_the_layout() {
     assert!(said.contains("ProtectSytem"), "a misspelt key went unreported:\n{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The system calls in a `systemd-analyze syscall-filter` group, its nested groups
+/// expanded.
+fn syscall_group(analyze: &Path, group: &str, seen: &mut Vec<String>) -> Vec<String> {
+    let out = Command::new(analyze).args(["syscall-filter", group]).output().expect("syscall-filter");
+    let mut names = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1).map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('@') {
+            if !seen.iter().any(|g| g == line) {
+                seen.push(line.to_string());
+                names.extend(syscall_group(analyze, line, seen));
+            }
+        } else {
+            names.push(line.to_string());
+        }
+    }
+    names
+}
+
+/// Runs a node under strace through a start, a flow, a reload and a stop, and checks
+/// that every system call it made is one the units allow (`SystemCallFilter=
+/// @system-service` less `@privileged`) and every socket family one of
+/// `RestrictAddressFamilies=`: the sandbox blocks nothing the node needs.
+#[test]
+fn the_node_needs_nothing_the_units_sandbox_blocks() {
+    let (Some(analyze), true) =
+        (systemd_analyze(), Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()))
+    else {
+        eprintln!("skipped: this needs strace and systemd-analyze");
+        return;
+    };
+    let dir = temp("sandbox");
+    init_mesh(&dir, "a");
+    let port = free_port(false);
+    let cfg = node_config(&dir, &[port]);
+    let trace = dir.join("strace.out");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let log = dir.join("stderr.log");
+    let mut node = KillOnDrop(
+        Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_proxy"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(stderr_to(&log))
+            .spawn()
+            .expect("spawn strace"),
+    );
+    let ready = next_notification(&socket, &mut node.0, &log);
+    assert_eq!(value(&ready, "READY"), Some("1"), "{ready:?}");
+    // A flow (its target refuses), the admin API, a reload, a stop.
+    let mut flow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the listener accepts");
+    let _ = flow.write_all(b"hello");
+    let _ = flow.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = flow.read(&mut [0u8; 16]);
+    assert!(healthz_once(admin_addr(&ready)).contains(" 200 "));
+    // strace passes signals on to the traced process: the node's pid is strace's child.
+    let pid = || {
+        let children = std::fs::read_to_string(format!("/proc/{}/task/{0}/children", node.0.id()))
+            .expect("strace's children");
+        children.split_whitespace().next().expect("the traced node").to_string()
+    };
+    let node_pid = pid();
+    for sig in ["HUP", "TERM"] {
+        assert!(Command::new("kill").args(["-s", sig, &node_pid]).status().expect("kill").success());
+        let _ = next_notification(&socket, &mut node.0, &log);
+    }
+    assert_eq!(exit_code(&mut node.0), Some(0));
+
+    let text = std::fs::read_to_string(&trace).expect("read the trace");
+    let mut used: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.trim_start()))
+        .filter_map(|rest| rest.split_once('(').map(|(name, _)| name))
+        .filter(|name| {
+            !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.contains(&"socket") && used.contains(&"bind"), "the trace looks empty: {used:?}");
+    let allowed = syscall_group(&analyze, "@system-service", &mut Vec::new());
+    let privileged = syscall_group(&analyze, "@privileged", &mut Vec::new());
+    let blocked: Vec<&&str> = used
+        .iter()
+        .filter(|s| !allowed.iter().any(|a| a == **s) || privileged.iter().any(|p| p == **s))
+        .collect();
+    assert!(blocked.is_empty(), "system calls the units' filter blocks: {blocked:?}");
+    let mut families: Vec<&str> = text
+        .match_indices("socket(AF_")
+        .map(|(i, _)| text[i + 7..].split([',', ')']).next().unwrap_or(""))
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    for family in &families {
+        assert!(
+            ["AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"].contains(family),
+            "socket family {family} is not allowed"
+        );
+    }
+    eprintln!("{} distinct system calls, socket families {families:?}: all allowed", used.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
