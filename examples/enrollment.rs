@@ -58,6 +58,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
             node_id: id.to_string(),
             region: format!("region-{id}"),
             dir: dir.join(id),
+            state_dir: None,
             bind: "127.0.0.1:0".parse()?,
             advertise: None,
             admin_addr: "127.0.0.1:0".parse()?,

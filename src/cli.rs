@@ -166,6 +166,10 @@ pub enum MeshCommand {
         /// Where to write node.key, node.crt, ca.crt and config.yaml.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Where to put what the node rewrites while it runs (node.crt, renewed in place,
+        /// and its data directory), so `--dir` can stay read-only; default: `--dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Write the files but do not start the node.
         #[arg(long)]
         no_start: bool,
@@ -274,10 +278,8 @@ pub fn main() -> ExitCode {
 /// `proxy man`: the page on standard output, or every command's page into `dir`.
 fn man(dir: Option<&Path>) -> ExitCode {
     let written = match dir {
-        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
-        Some(dir) => {
-            std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
-        }
+        None => clap_mangen::Man::new(man_command()).render(&mut std::io::stdout()),
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(man_command(), dir)),
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,6 +288,12 @@ fn man(dir: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command as the man pages show it: the release's version without the commit, so
+/// the pages packaged from the repository (packaging/man) change only with the options.
+fn man_command() -> clap::Command {
+    Cli::command().version(env!("CARGO_PKG_VERSION"))
 }
 
 /// `--log-level` (or `RUST_LOG`) as a filter, or clap's error with what is wrong.
@@ -427,6 +435,7 @@ fn mesh(command: MeshCommand, filter: Option<&LogFilter>) -> ExitCode {
             node_id,
             region,
             dir,
+            state_dir,
             no_start,
             bind,
             advertise,
@@ -445,6 +454,7 @@ fn mesh(command: MeshCommand, filter: Option<&LogFilter>) -> ExitCode {
                 node_id,
                 region,
                 dir,
+                state_dir,
                 bind,
                 advertise,
                 admin_addr,
@@ -735,19 +745,26 @@ fn run_scheduler(path: &Path, filter: Option<&LogFilter>) -> ExitCode {
     };
     let run = async {
         use tokio::signal::unix::{SignalKind, signal};
-        let scheduler = crate::scheduler::Scheduler::start(config).await?;
+        // Handled from before READY=1, else a signal right after it would kill the process.
         let (mut term, mut int, mut hup) = (
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
         );
+        let scheduler = crate::scheduler::Scheduler::start(config).await?;
+        crate::service_notify::ready(&format!("scheduling; admin API on {}", scheduler.admin_addr()));
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
-                _ = hup.recv() => reload_scheduler(&scheduler, &log, path),
+                _ = hup.recv() => {
+                    crate::service_notify::reloading("reloading the config (SIGHUP)");
+                    reload_scheduler(&scheduler, &log, path);
+                    crate::service_notify::ready(&format!("scheduling; admin API on {}", scheduler.admin_addr()));
+                }
             }
         }
+        crate::service_notify::stopping("stopping");
         drop(scheduler);
         anyhow::Ok(())
     };
@@ -766,12 +783,15 @@ const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run_node(config: Config, path: &Path, log: &LiveLog) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handled from before READY=1: a SIGHUP's default action would end the process.
+    let (mut term, mut int, mut hup) =
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
     let node = Node::start(config).await?;
     for l in node.listeners() {
         tracing::info!(listener = %l.name, addr = %l.addr, "listening");
     }
-    let (mut term, mut int, mut hup) =
-        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?);
+    // Node::start returns with every socket bound and the admin API served.
+    crate::service_notify::ready(&serving_status(&node));
     // A change is applied once the file has looked the same for a whole poll, so a file
     // being written (a copy, an editor's save) is not read half done.
     let stamp = || std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
@@ -793,18 +813,27 @@ async fn run_node(config: Config, path: &Path, log: &LiveLog) -> anyhow::Result<
                     settling = Some(now);
                     continue;
                 }
-                seen = now;
-                settling = None;
                 "config file changed"
             }
         };
-        match reload_node(&node, log, path) {
+        crate::service_notify::reloading(&format!("reloading the config ({why})"));
+        // The file as read now is the one applied, whatever asked: the poll does not
+        // apply it a second time after a SIGHUP.
+        seen = stamp();
+        settling = None;
+        let status = match reload_node(&node, log, path) {
             Ok(report) => {
-                tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied")
+                tracing::info!(version = report.version, changes = %report.summary, "{why}: config applied");
+                serving_status(&node)
             }
-            Err(e) => tracing::error!("{why}: config refused, the running one stays: {e}"),
-        }
+            Err(e) => {
+                tracing::error!("{why}: config refused, the running one stays: {e}");
+                format!("{}; the last reload was refused (see the log)", serving_status(&node))
+            }
+        };
+        crate::service_notify::ready(&status);
     }
+    crate::service_notify::stopping(&format!("draining {} open flow(s)", node.stats().flows_current));
     let report = node.shutdown().await;
     tracing::info!(open = report.open_at_start, reset = report.reset_at_deadline, "shutdown complete");
     Ok(())
@@ -835,6 +864,16 @@ fn reload_scheduler(scheduler: &crate::scheduler::Scheduler, log: &LiveLog, path
         Ok(changes) => tracing::info!(changes = %changes.join("; "), "SIGHUP: config applied"),
         Err(e) => tracing::error!("SIGHUP: config refused, the running one stays: {e}"),
     }
+}
+
+/// The node's line in `systemctl status`.
+fn serving_status(node: &Node) -> String {
+    format!(
+        "serving: config version {}, {} listener(s), admin API on {}",
+        node.config_version(),
+        node.listeners().len(),
+        node.admin_addr()
+    )
 }
 
 /// Installs the logger; a log file that cannot be opened is a config problem (exit 2),

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub const CERT_FILE: &str = "node.crt";
 pub const CA_FILE: &str = "ca.crt";
 /// The node config.
 pub const CONFIG_FILE: &str = "config.yaml";
+/// The node's `mesh.data_dir` in the config a join writes (in `--state-dir` if given).
+const DATA_DIR: &str = "data";
 
 /// How long the whole exchange with the scheduler may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,6 +44,10 @@ pub struct JoinOptions {
     pub region: String,
     /// Where to write the key, certificates and config.
     pub dir: PathBuf,
+    /// Where to put what the node itself rewrites while it runs, its certificate (renewed
+    /// in place) and `mesh.data_dir`, so `dir` can stay read-only (e.g. `/etc/proxy`
+    /// with this `/var/lib/proxy`); `None`: in `dir`.
+    pub state_dir: Option<PathBuf>,
     /// `mesh.bind` of the written config.
     pub bind: SocketAddr,
     /// `mesh.advertise` of the written config, if given.
@@ -58,6 +64,7 @@ impl std::fmt::Debug for JoinOptions {
             .field("node_id", &self.node_id)
             .field("region", &self.region)
             .field("dir", &self.dir)
+            .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +116,7 @@ pub struct Joined {
 ///         node_id: "edge-1".into(),
 ///         region: "eu".into(),
 ///         dir: dir.join("edge-1"),
+///         state_dir: None,
 ///         bind: "127.0.0.1:0".parse()?,
 ///         advertise: None,
 ///         admin_addr: "127.0.0.1:0".parse()?,
@@ -125,10 +133,12 @@ pub struct Joined {
 pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     let token = JoinToken::parse(&options.token).map_err(|e| JoinError::Usage(format!("--token: {e}")))?;
     check_names(options)?;
-    let targets = [KEY_FILE, CERT_FILE, CA_FILE, CONFIG_FILE].map(|f| options.dir.join(f));
+    let state_dir = options.state_dir.as_ref().unwrap_or(&options.dir);
+    let targets = [KEY_FILE, CA_FILE, CONFIG_FILE].map(|f| options.dir.join(f));
+    let targets = targets.into_iter().chain([state_dir.join(CERT_FILE)]).collect::<Vec<_>>();
     if let Some(existing) = targets.iter().find(|p| p.exists()) {
         return Err(JoinError::Usage(format!(
-            "{} already exists: this directory holds a node already; use another --dir",
+            "{} already exists: this directory holds a node already; use another --dir (or --state-dir)",
             existing.display()
         )));
     }
@@ -288,10 +298,21 @@ fn refused_by_close(conn: &quinn::Connection) -> Option<String> {
 fn write_files(options: &JoinOptions, key_pem: &str, cert_pem: &str, ca_pem: &str) -> anyhow::Result<Joined> {
     let dir = &options.dir;
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--dir {}: {e}", dir.display()))?;
+    // The config names state files by absolute path: relative ones are read from the
+    // config's own directory.
+    let state = match &options.state_dir {
+        Some(state) => Some(
+            std::fs::create_dir_all(state)
+                .and_then(|()| std::fs::canonicalize(state))
+                .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", state.display()))?,
+        ),
+        None => None,
+    };
     let mut files = Vec::new();
-    let config = node_config(options);
+    let config = node_config(options, state.as_deref());
     crate::pki::write_file(&dir.join(KEY_FILE), key_pem, true, &mut files)?;
-    crate::pki::write_file(&dir.join(CERT_FILE), cert_pem, false, &mut files)?;
+    let cert_file = state.as_deref().unwrap_or(dir).join(CERT_FILE);
+    crate::pki::write_file(&cert_file, cert_pem, false, &mut files)?;
     crate::pki::write_file(&dir.join(CA_FILE), ca_pem, false, &mut files)?;
     crate::pki::write_file(&dir.join(CONFIG_FILE), &config, false, &mut files)?;
     Ok(Joined { config: dir.join(CONFIG_FILE), files })
@@ -299,7 +320,15 @@ fn write_files(options: &JoinOptions, key_pem: &str, cert_pem: &str, ca_pem: &st
 
 /// The node config a join writes: the identity and the scheduler, no listeners, routes or
 /// exits yet (the operator adds those), so it starts as a relay the scheduler can use.
-fn node_config(options: &JoinOptions) -> String {
+/// With `state`, the certificate and data directory are there (absolute paths).
+fn node_config(options: &JoinOptions, state: Option<&Path>) -> String {
+    let (cert, data_dir) = match state {
+        Some(state) => (
+            yaml_string(&state.join(CERT_FILE).to_string_lossy()),
+            yaml_string(&state.join(DATA_DIR).to_string_lossy()),
+        ),
+        None => (CERT_FILE.to_string(), DATA_DIR.to_string()),
+    };
     let advertise = match &options.advertise {
         Some(a) => format!("  advertise: {}\n", yaml_string(a)),
         None => {
@@ -321,10 +350,10 @@ common:
 
 mesh:
   bind: \"{bind}\"
-{advertise}  cert: {CERT_FILE}
+{advertise}  cert: {cert}
   key: {KEY_FILE}
   ca: {CA_FILE}
-  data_dir: data
+  data_dir: {data_dir}
 
 scheduler:
   {scheduler}

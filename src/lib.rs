@@ -41,6 +41,7 @@ pub(crate) mod prometheus;
 #[doc(hidden)]
 pub mod quic;
 pub mod scheduler;
+pub(crate) mod service_notify;
 pub(crate) mod shutdown;
 pub(crate) mod state_file;
 pub(crate) mod text_table;

@@ -137,3 +137,35 @@ fn a_join_token_from_the_environment_is_not_warned_about_and_two_sources_are_ref
     assert_ne!(out.status.code(), Some(0), "a malformed token is refused: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The man pages and completion scripts the Debian package installs are generated files in
+/// the repository (so `cargo deb` needs no built binary first); they must match what the
+/// binary generates now.
+#[test]
+fn the_packaged_man_pages_and_completions_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let regenerate = "regenerate: proxy man --dir packaging/man; proxy completions bash > packaging/completions/proxy.bash; \
+                      ... zsh > packaging/completions/_proxy; ... fish > packaging/completions/proxy.fish";
+    let dir = temp("man-current");
+    let (code, _, err) = run(&["man", "--dir", &dir.display().to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let names = |d: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), names(&root.join("man")), "{regenerate}");
+    for page in names(&dir) {
+        let now = std::fs::read_to_string(dir.join(&page)).expect("generated");
+        let packaged = std::fs::read_to_string(root.join("man").join(&page)).unwrap_or_default();
+        assert!(now == packaged, "packaging/man/{page} is out of date; {regenerate}");
+    }
+    for (shell, file) in [("bash", "proxy.bash"), ("zsh", "_proxy"), ("fish", "proxy.fish")] {
+        let (_, now, _) = run(&["completions", shell]);
+        let packaged = std::fs::read_to_string(root.join("completions").join(file)).unwrap_or_default();
+        assert!(now == packaged, "packaging/completions/{file} is out of date; {regenerate}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,6 +167,7 @@ async fn the_console_shows_the_live_mesh_and_carries_out_actions() {
         node_id: "e".into(),
         region: "eu-north".into(),
         dir: mesh.path("joined-e"),
+        state_dir: None,
         bind: "127.0.0.1:0".parse().expect("addr"),
         advertise: None,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -65,6 +65,7 @@ impl FreshMesh {
             node_id: id.to_string(),
             region: format!("region-{id}"),
             dir: self.dir.join(dir),
+            state_dir: None,
             bind: "127.0.0.1:0".parse().expect("addr"),
             advertise: None,
             admin_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -454,4 +455,45 @@ fn groups(cert_pem: &str) -> Vec<String> {
     use rustls::pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
     proxy::pki::groups_in_cert(&der)
+}
+
+/// `mesh join --state-dir`: the config directory gets only what the operator owns (the
+/// key, the CA, the config); the certificate the node renews in place and its data
+/// directory are in the state directory, so the config directory can be read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joined_with_a_state_dir_renews_its_certificate_there_and_writes_nothing_in_its_config_dir() {
+    let mesh = FreshMesh::start("node_cert_lifetime: \"12s\"\n").await;
+    let token = mesh.token(None, HOUR, 1);
+    let (etc, state) = (mesh.dir.join("etc-s"), mesh.dir.join("state-s"));
+    let options = JoinOptions { state_dir: Some(state.clone()), ..mesh.options("s", &token, "etc-s") };
+    let joined = proxy::join::join(&options).await.expect("s joins");
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&etc), ["ca.crt", "config.yaml", "node.key"]);
+    assert_eq!(listing(&state), ["node.crt"]);
+    let config = proxy::config::load(&joined.config).expect("the written config is valid");
+    let state = std::fs::canonicalize(&state).expect("canonical");
+    assert_eq!(config.mesh.cert, state.join("node.crt"));
+    assert_eq!(config.mesh.data_dir, state.join("data"));
+
+    let first = std::fs::read_to_string(state.join("node.crt")).expect("cert");
+    let node = mesh.start_node(&joined, "", "", "1s").await;
+    // Renewal is due after two thirds of the 12 s lifetime.
+    let renewed = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(state.join("node.crt")).is_ok_and(|now| now != first)
+    })
+    .await;
+    assert!(renewed, "the certificate in the state directory was not renewed");
+    assert_eq!(
+        listing(&etc),
+        ["ca.crt", "config.yaml", "node.key"],
+        "the node wrote in its config directory"
+    );
+    node.shutdown().await;
 }

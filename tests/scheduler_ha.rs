@@ -171,6 +171,7 @@ async fn joins_survive_a_killed_scheduler_and_a_killed_etcd_member() {
             node_id: format!("j{i}"),
             region: "eu".into(),
             dir: mesh.path(&format!("join-{i}")),
+            state_dir: None,
             bind: "127.0.0.1:0".parse().expect("addr"),
             advertise: None,
             admin_addr: "127.0.0.1:0".parse().expect("addr"),
