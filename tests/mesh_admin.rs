@@ -84,6 +84,7 @@ impl LiveMesh {
             node_id: id.to_string(),
             region: format!("region-{id}"),
             dir: self.dir.join(id),
+            state_dir: None,
             bind: "127.0.0.1:0".parse().expect("addr"),
             advertise: None,
             admin_addr: "127.0.0.1:0".parse().expect("addr"),
