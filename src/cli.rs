@@ -68,13 +68,13 @@ pub enum Command {
         /// 127.0.0.1:9900) instead of a node.
         #[arg(long, value_name = "ADDR", conflicts_with = "admin")]
         scheduler: Option<String>,
-        /// A file holding the admin token, when the node or scheduler requires one (else
-        /// `PROXY_ADMIN_TOKEN`; both keep it out of the process list).
+        /// A file holding the admin token, when the node or scheduler requires one (wins
+        /// over `PROXY_ADMIN_TOKEN`; both keep it out of the process list).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
-        /// The admin token on the command line: works, with a warning, since every local
+        /// The admin token: on the command line it works with a warning, since every local
         /// user can read it in the process list.
-        #[arg(long, conflicts_with = "token_file")]
+        #[arg(long, env = "PROXY_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Print one JSON document (stable field names; see README) instead of tables.
         #[arg(long)]
@@ -301,9 +301,26 @@ fn parse_log_filter(text: &str) -> Result<LogFilter, String> {
     text.parse()
 }
 
-/// The admin token for `proxy status`: from `--token-file`, else `--token` (with a
-/// warning), else `PROXY_ADMIN_TOKEN`, else none.
+/// The admin token for `proxy status`, `ping` and `trace`: from `--token-file`, else
+/// `--token` or `PROXY_ADMIN_TOKEN`, else none.
 fn admin_token(file: Option<&Path>, token: Option<String>) -> Result<Option<String>, String> {
+    secret(file, token, "PROXY_ADMIN_TOKEN", "proxy status")
+}
+
+/// A secret from `--token-file` (surrounding space trimmed; empty is an error), else from
+/// `--token` or the environment variable `var`, which clap fills into the same field. A
+/// value typed on the command line gets a warning (every local user sees it in the process
+/// list), and with `--token-file` as well it is refused.
+fn secret(
+    file: Option<&Path>,
+    token: Option<String>,
+    var: &str,
+    who: &str,
+) -> Result<Option<String>, String> {
+    let typed = token.as_deref().is_some_and(|t| !from_env(var, t));
+    if typed && file.is_some() {
+        return Err("give --token or --token-file, not both".into());
+    }
     if let Some(file) = file {
         let text =
             std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
@@ -314,14 +331,13 @@ fn admin_token(file: Option<&Path>, token: Option<String>) -> Result<Option<Stri
         }
         return Ok(Some(token.to_string()));
     }
-    if token.is_some() {
+    if typed {
         eprintln!(
-            "proxy status: warning: --token shows the token to every local user in the process list; \
-             use --token-file FILE or PROXY_ADMIN_TOKEN"
+            "{who}: warning: --token shows the token to every local user in the process list; \
+             use --token-file FILE or {var}"
         );
-        return Ok(token);
     }
-    Ok(std::env::var("PROXY_ADMIN_TOKEN").ok())
+    Ok(token)
 }
 
 fn status(admin: &str, scheduler: Option<&str>, token: Option<String>, json: bool) -> ExitCode {
@@ -467,20 +483,8 @@ fn mesh(command: MeshCommand, filter: Option<&LogFilter>) -> ExitCode {
 
 /// The join token from `--token-file`, else `--token` or `PROXY_JOIN_TOKEN`.
 fn join_token(token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
-    let typed = token.as_deref().is_some_and(|t| !from_env("PROXY_JOIN_TOKEN", t));
-    if typed && file.is_some() {
-        return Err("give --token or --token-file, not both".into());
-    }
-    if let Some(file) = file {
-        return std::fs::read_to_string(&file).map_err(|e| format!("--token-file {}: {e}", file.display()));
-    }
-    if typed {
-        eprintln!(
-            "proxy mesh join: warning: --token shows the token to every local user in the process list; \
-             use --token-file FILE or PROXY_JOIN_TOKEN"
-        );
-    }
-    token.ok_or_else(|| "give --token-file FILE, or set PROXY_JOIN_TOKEN (or --token)".into())
+    secret(file.as_deref(), token, "PROXY_JOIN_TOKEN", "proxy mesh join")?
+        .ok_or_else(|| "give --token-file FILE, or set PROXY_JOIN_TOKEN (or --token)".into())
 }
 
 /// Whether `value` is what the environment variable `var` holds: clap fills one field from

@@ -105,6 +105,10 @@ fn a_typo_gets_a_suggestion_and_help_names_the_environment() {
     assert!(err.contains("--config"), "{err}");
     let (_, help, _) = run(&["mesh", "join", "--help"]);
     assert!(help.contains("PROXY_JOIN_TOKEN"), "{help}");
+    for command in ["status", "ping", "trace"] {
+        let (_, help, _) = run(&[command, "--help"]);
+        assert!(help.contains("PROXY_ADMIN_TOKEN"), "{command}: {help}");
+    }
     let (_, help, _) = run(&["run", "--help"]);
     assert!(help.contains("RUST_LOG"), "{help}");
 }

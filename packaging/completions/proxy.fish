@@ -50,24 +50,24 @@ complete -c proxy -n "__fish_proxy_using_subcommand check" -l log-level -d 'Log 
 complete -c proxy -n "__fish_proxy_using_subcommand check" -s h -l help -d 'Print help'
 complete -c proxy -n "__fish_proxy_using_subcommand status" -l admin -d 'The node\'s admin address (`common.admin_addr`)' -r
 complete -c proxy -n "__fish_proxy_using_subcommand status" -l scheduler -d 'Ask the scheduler whose admin API is at ADDR (its `admin_addr`, e.g. 127.0.0.1:9900) instead of a node' -r
-complete -c proxy -n "__fish_proxy_using_subcommand status" -l token-file -d 'A file holding the admin token, when the node or scheduler requires one (else `PROXY_ADMIN_TOKEN`; both keep it out of the process list)' -r -F
-complete -c proxy -n "__fish_proxy_using_subcommand status" -l token -d 'The admin token on the command line: works, with a warning, since every local user can read it in the process list' -r
+complete -c proxy -n "__fish_proxy_using_subcommand status" -l token-file -d 'A file holding the admin token, when the node or scheduler requires one (wins over `PROXY_ADMIN_TOKEN`; both keep it out of the process list)' -r -F
+complete -c proxy -n "__fish_proxy_using_subcommand status" -l token -d 'The admin token: on the command line it works with a warning, since every local user can read it in the process list' -r
 complete -c proxy -n "__fish_proxy_using_subcommand status" -l log-level -d 'Log filter for `run`, `scheduler` and `demo`, in place of the config\'s `log_level`: a level (trace, debug, info, warn, error, fatal), or a level and per-module levels, e.g. `info,proxy::node::link=debug,quinn=warn`. It holds until the config file\'s own `log_level` is changed and reloaded' -r
 complete -c proxy -n "__fish_proxy_using_subcommand status" -l json -d 'Print one JSON document (stable field names; see README) instead of tables'
 complete -c proxy -n "__fish_proxy_using_subcommand status" -s h -l help -d 'Print help'
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -s c -l count -d 'Probes to send (a trace: per hop), 1 to 50 [default: 5 for ping, 3 for trace]' -r
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -s i -l interval -d 'Time between probes, 10ms to 1s, e.g. `200ms` [default: 1s for ping, 100ms for trace]' -r
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -l admin -d 'The local node\'s admin address (`common.admin_addr`)' -r
-complete -c proxy -n "__fish_proxy_using_subcommand ping" -l token-file -d 'A file holding the admin token, when the node requires one (else `PROXY_ADMIN_TOKEN`)' -r -F
-complete -c proxy -n "__fish_proxy_using_subcommand ping" -l token -d 'The admin token on the command line (visible to every local user; prefer `--token-file` or `PROXY_ADMIN_TOKEN`)' -r
+complete -c proxy -n "__fish_proxy_using_subcommand ping" -l token-file -d 'A file holding the admin token, when the node requires one (wins over `PROXY_ADMIN_TOKEN`)' -r -F
+complete -c proxy -n "__fish_proxy_using_subcommand ping" -l token -d 'The admin token (on the command line it is visible to every local user; prefer `--token-file` or `PROXY_ADMIN_TOKEN`)' -r
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -l log-level -d 'Log filter for `run`, `scheduler` and `demo`, in place of the config\'s `log_level`: a level (trace, debug, info, warn, error, fatal), or a level and per-module levels, e.g. `info,proxy::node::link=debug,quinn=warn`. It holds until the config file\'s own `log_level` is changed and reloaded' -r
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -l json -d 'Print the admin API\'s JSON answer instead of the text'
 complete -c proxy -n "__fish_proxy_using_subcommand ping" -s h -l help -d 'Print help'
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -s c -l count -d 'Probes to send (a trace: per hop), 1 to 50 [default: 5 for ping, 3 for trace]' -r
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -s i -l interval -d 'Time between probes, 10ms to 1s, e.g. `200ms` [default: 1s for ping, 100ms for trace]' -r
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -l admin -d 'The local node\'s admin address (`common.admin_addr`)' -r
-complete -c proxy -n "__fish_proxy_using_subcommand trace" -l token-file -d 'A file holding the admin token, when the node requires one (else `PROXY_ADMIN_TOKEN`)' -r -F
-complete -c proxy -n "__fish_proxy_using_subcommand trace" -l token -d 'The admin token on the command line (visible to every local user; prefer `--token-file` or `PROXY_ADMIN_TOKEN`)' -r
+complete -c proxy -n "__fish_proxy_using_subcommand trace" -l token-file -d 'A file holding the admin token, when the node requires one (wins over `PROXY_ADMIN_TOKEN`)' -r -F
+complete -c proxy -n "__fish_proxy_using_subcommand trace" -l token -d 'The admin token (on the command line it is visible to every local user; prefer `--token-file` or `PROXY_ADMIN_TOKEN`)' -r
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -l log-level -d 'Log filter for `run`, `scheduler` and `demo`, in place of the config\'s `log_level`: a level (trace, debug, info, warn, error, fatal), or a level and per-module levels, e.g. `info,proxy::node::link=debug,quinn=warn`. It holds until the config file\'s own `log_level` is changed and reloaded' -r
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -l json -d 'Print the admin API\'s JSON answer instead of the text'
 complete -c proxy -n "__fish_proxy_using_subcommand trace" -s h -l help -d 'Print help'

@@ -16,13 +16,13 @@ pub struct AdminArgs {
     /// The local node's admin address (`common.admin_addr`).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: String,
-    /// A file holding the admin token, when the node requires one (else
+    /// A file holding the admin token, when the node requires one (wins over
     /// `PROXY_ADMIN_TOKEN`).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// The admin token on the command line (visible to every local user; prefer
+    /// The admin token (on the command line it is visible to every local user; prefer
     /// `--token-file` or `PROXY_ADMIN_TOKEN`).
-    #[arg(long, conflicts_with = "token_file")]
+    #[arg(long, env = "PROXY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
