@@ -29,8 +29,9 @@ pub struct Cli {
     /// Log filter for `run`, `scheduler` and `demo`, in place of the config's `log_level`:
     /// a level (trace, debug, info, warn, error, fatal), or a level and per-module levels,
     /// e.g. `info,proxy::node::link=debug,quinn=warn`. It holds until the config file's
-    /// own `log_level` is changed and reloaded.
-    #[arg(long, global = true, env = "RUST_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
+    /// own `log_level` is changed and reloaded. Without it, `RUST_LOG` is used when it
+    /// parses (else it is ignored with a warning).
+    #[arg(long, global = true, value_name = "FILTER", value_parser = parse_log_filter)]
     pub log_level: Option<LogFilter>,
     /// What to do; without one, run a node from `-c FILE` or `config.yaml`.
     #[command(subcommand)]
@@ -248,7 +249,13 @@ pub enum TokenCommand {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = cli.log_level.as_ref();
+    // Only the commands that log read RUST_LOG.
+    let logs = matches!(
+        cli.command,
+        None | Some(Command::Run { .. } | Command::Scheduler { .. } | Command::Demo { .. })
+    );
+    let filter = cli.log_level.clone().or_else(|| if logs { rust_log() } else { None });
+    let filter = filter.as_ref();
     match cli.command {
         Some(Command::Run { config }) => run(&config, filter),
         Some(Command::Check { config }) => check(&config),
@@ -296,7 +303,19 @@ fn man_command() -> clap::Command {
     Cli::command().version(env!("CARGO_PKG_VERSION"))
 }
 
-/// `--log-level` (or `RUST_LOG`) as a filter, or clap's error with what is wrong.
+/// `RUST_LOG` as a filter, when it is set and parses. It is read only by the commands that
+/// log, and a value meant for another program (span filters, say) is ignored with a
+/// warning rather than stopping `proxy`.
+fn rust_log() -> Option<LogFilter> {
+    let text = std::env::var("RUST_LOG").ok().filter(|t| !t.trim().is_empty())?;
+    text.parse()
+        .map_err(|e| {
+            eprintln!("proxy: warning: RUST_LOG is ignored: `{}` {e}", crate::logging::log_escape(&text))
+        })
+        .ok()
+}
+
+/// `--log-level` as a filter, or clap's error with what is wrong.
 fn parse_log_filter(text: &str) -> Result<LogFilter, String> {
     text.parse()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{KillOnDrop, free_port, proxy};
+use common::process::{KillOnDrop, proxy};
 use common::*;
 use proxy::Node;
 use proxy::emulator::{LinkEmulator, LinkProfile};
@@ -78,23 +78,31 @@ async fn admin_status(addr: &str, path: &str, token: Option<&str>) -> u16 {
 async fn sighup_moves_routes_to_a_new_objective_and_refuses_a_new_bind() {
     let mesh = Mesh::new(&["a", "b", "d"]);
     mesh.issue("scheduler", "scheduler");
-    let (port, admin_port) = (free_port(true), free_port(false));
-    let admin = format!("127.0.0.1:{admin_port}");
     let log = mesh.path("scheduler.log");
-    let config = |objective: &str, bind_port: u16, extra: &str| {
+    // Port 0 for both (a port picked by the test could be taken before the process binds
+    // it); the real ones are in the start line.
+    let config = |objective: &str, bind: &str, extra: &str| {
         format!(
-            "bind: \"127.0.0.1:{bind_port}\"\nadmin_addr: \"{admin}\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n\
+            "bind: \"{bind}\"\nadmin_addr: \"127.0.0.1:0\"\ncert: scheduler.crt\nkey: scheduler.key\nca: ca.crt\n\
              objective: {objective}\nrecompute_interval: 200ms\nhysteresis: {{ margin: 0.1, hold: 400ms }}\n\
              node_dead_after: 3s\nlog_file: scheduler.log\n{extra}"
         )
     };
     let file = mesh.path("scheduler.yaml");
-    std::fs::write(&file, config("latency", port, "")).expect("write");
+    std::fs::write(&file, config("latency", "127.0.0.1:0", "")).expect("write");
     let scheduler = KillOnDrop(
         proxy().args(["scheduler", "-c"]).arg(&file).stderr(Stdio::null()).spawn().expect("scheduler"),
     );
     assert!(logged(&log, "scheduler started").await, "{}", read(&log));
-    let sched_addr = format!("127.0.0.1:{port}");
+    let started = read(&log);
+    let field = |name: &str| {
+        started
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(|a| a.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{name} in the start line: {started}"))
+    };
+    let (sched_addr, admin) = (field("addr="), field("admin="));
 
     // a reaches d directly over a fast link that loses 2% of its packets, and through b
     // over a slower, clean one: latency picks the direct link, loss picks b.
@@ -138,8 +146,11 @@ async fn sighup_moves_routes_to_a_new_objective_and_refuses_a_new_bind() {
 
     // New objective, an admin token and a debug log level; the scheduler stays up.
     let token = "0123456789abcdef-reloaded";
-    std::fs::write(&file, config("loss", port, &format!("admin_token: {token}\nlog_level: debug\n")))
-        .expect("write");
+    std::fs::write(
+        &file,
+        config("loss", "127.0.0.1:0", &format!("admin_token: {token}\nlog_level: debug\n")),
+    )
+    .expect("write");
     hangup(&scheduler);
     assert!(logged(&log, "SIGHUP: config applied").await, "{}", read(&log));
     let text = read(&log);
@@ -161,7 +172,7 @@ async fn sighup_moves_routes_to_a_new_objective_and_refuses_a_new_bind() {
     assert!(logged(&log, "DEBUG").await, "debug lines after the reload");
 
     // A new bind needs a restart: refused whole, logged, and the process goes on.
-    std::fs::write(&file, config("latency", free_port(true), &format!("admin_token: {token}\n")))
+    std::fs::write(&file, config("latency", "127.0.0.1:1", &format!("admin_token: {token}\n")))
         .expect("write");
     hangup(&scheduler);
     assert!(logged(&log, "need a restart: bind").await, "{}", read(&log));
@@ -195,12 +206,19 @@ async fn a_node_applies_a_new_log_level_on_reload_and_the_command_line_filter_at
     );
     assert!(!read(&log).contains("DEBUG"), "info hides debug lines:\n{}", read(&log));
 
-    // debug for the scheduler session only; the reload makes the node register anew,
-    // which it logs at debug.
-    std::fs::write(&file, with_level("\"info,proxy::node::control=debug\"")).expect("write");
+    // debug for the admin API only: it logs each request at debug.
+    let started = read(&log);
+    let admin = started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin="))
+        .map(|a| a.trim_matches('"').to_string())
+        .expect("the admin address in the start line");
+    std::fs::write(&file, with_level("\"info,proxy::admin=debug\"")).expect("write");
     hangup(&node);
-    assert!(logged(&log, "registered with the scheduler").await, "{}", read(&log));
-    assert!(read(&log).contains("log settings changed"), "{}", read(&log));
+    assert!(logged(&log, "log settings changed").await, "{}", read(&log));
+    assert_eq!(admin_status(&admin, "/healthz", None).await, 200);
+    assert!(logged(&log, "admin API request").await, "{}", read(&log));
+    assert!(!read(&log).contains("registered with the scheduler"), "proxy::node stays at info");
     drop(node);
 
     // `--log-level` wins at start over the file's level; RUST_LOG does the same.
@@ -237,11 +255,12 @@ fn a_bad_log_filter_is_refused_with_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown log level `loud`"), "{stderr}");
-    let out = proxy()
-        .args(["check", "-c", "/nonexistent.yaml"])
-        .env("RUST_LOG", "a b=debug")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a module path"));
+    // RUST_LOG may be meant for another program: a value that does not parse is ignored
+    // with a warning by the commands that log, and not read at all by the others.
+    let out =
+        proxy().args(["run", "-c", "/nonexistent.yaml"]).env("RUST_LOG", "a b=debug").output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("RUST_LOG is ignored") && stderr.contains("not a module path"), "{stderr}");
+    let out = proxy().args(["completions", "bash"]).env("RUST_LOG", "a b=debug").output().expect("run");
+    assert!(out.status.success() && out.stderr.is_empty());
 }

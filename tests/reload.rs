@@ -182,6 +182,13 @@ async fn a_reload_changes_the_admin_token_and_the_log_settings_live() {
         }
     };
     assert_eq!(status(None).await, "200");
+    // A console live stream opened under the old rules ends when they change.
+    let mut live = tokio::net::TcpStream::connect(&admin).await.expect("admin API");
+    let request = format!("GET /api/console/live HTTP/1.1\r\nHost: {admin}\r\n\r\n");
+    live.write_all(request.as_bytes()).await.expect("write");
+    let mut first = vec![0u8; 4096];
+    let n = live.read(&mut first).await.expect("the stream's first bytes");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     let token = "a-new-admin-token-0123";
     let with_token = good.replace(
         "log_level: warn }",
@@ -192,5 +199,8 @@ async fn a_reload_changes_the_admin_token_and_the_log_settings_live() {
     assert!(report.summary.contains("log settings changed"), "{}", report.summary);
     assert_eq!(status(None).await, "401", "the new token is required at once");
     assert_eq!(status(Some(token)).await, "200");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), live.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the live stream must end when the token changes");
     echo_once(&node, "web", 3).await;
 }

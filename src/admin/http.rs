@@ -35,6 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
+use crate::logging::log_escape;
+
 use super::body::OutBody;
 use super::conn_io::ConnIo;
 pub use super::session::{COOKIE, SESSION_SECS, SessionKeys};
@@ -238,6 +240,7 @@ async fn respond(
     let (parts, body) = request.into_parts();
     let mut closes = wants_close(&parts);
     let mut request = Request::from_parts(&parts, Bytes::new(), peer);
+    let (method, path) = (request.method.clone(), log_escape(&request.path));
     let access = context.access.current();
     let answer = match admit(&request, &parts, context, &access) {
         Err(refusal) => {
@@ -263,6 +266,8 @@ async fn respond(
         }
         Ok(caller) => dispatch(&request, &caller, context, &access),
     };
+    // An access log at debug: the path only (a query may be long), never a header.
+    debug!(%method, %path, status = answer.status, "admin API request");
     into_hyper(answer, closes)
 }
 

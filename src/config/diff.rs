@@ -36,6 +36,18 @@ impl ConfigDiff {
         *self == ConfigDiff::default()
     }
 
+    /// Whether the node's registration with the scheduler (listeners, peers, routes)
+    /// changes.
+    pub fn changes_registration(&self) -> bool {
+        !(self.listeners_added.is_empty()
+            && self.listeners_removed.is_empty()
+            && self.listeners_rebound.is_empty()
+            && self.peers_added.is_empty()
+            && self.peers_removed.is_empty()
+            && self.peers_changed.is_empty()
+            && self.routes_changed.is_empty())
+    }
+
     /// One line for the log.
     pub fn summary(&self) -> String {
         let names = |v: &[String]| v.join(",");

@@ -82,6 +82,7 @@ impl LogLevel {
     /// The level as written in a config.
     pub fn name(self) -> &'static str {
         match self {
+            LogLevel::Off => "off",
             LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
@@ -94,13 +95,16 @@ impl LogLevel {
 
 fn parse_level(level: &str) -> Result<LogLevel, String> {
     match level.to_ascii_lowercase().as_str() {
+        "off" => Ok(LogLevel::Off),
         "trace" => Ok(LogLevel::Trace),
         "debug" => Ok(LogLevel::Debug),
         "info" => Ok(LogLevel::Info),
         "warn" => Ok(LogLevel::Warn),
         "error" => Ok(LogLevel::Error),
         "fatal" => Ok(LogLevel::Fatal),
-        _ => Err(format!("unknown log level `{level}` (expected trace, debug, info, warn, error or fatal)")),
+        _ => Err(format!(
+            "unknown log level `{level}` (expected trace, debug, info, warn, error, fatal or off)"
+        )),
     }
 }
 

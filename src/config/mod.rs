@@ -111,6 +111,8 @@ pub enum LogFormat {
 pub enum LogLevel {
     /// Finer than debug: libraries' protocol detail (`quinn=trace`).
     Trace,
+    /// Nothing at all (`hyper=off`).
+    Off,
     /// Everything, including per-flow detail.
     Debug,
     /// Normal operation.

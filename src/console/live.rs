@@ -9,6 +9,7 @@
 //! [`STREAM_QUEUE`] messages and the server's write deadline closes one that stops
 //! reading; at most [`MAX_SUBSCRIBERS`] streams are open at once (503 beyond).
 
+use crate::admin::http::AccessRules;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,12 +45,21 @@ pub struct Console {
     sample: watch::Sender<Option<Arc<Bytes>>>,
     subscribers: Arc<Semaphore>,
     stopped: watch::Receiver<bool>,
+    /// The admin API's access rules: every live stream ends when they change (a new
+    /// token), so a stream opened under the old one does not outlive it.
+    access: watch::Receiver<AccessRules>,
 }
 
 impl Console {
     /// Starts sampling `source` until `stopped` turns true; events derived from changes
-    /// go to `events`, which the caller may also push to.
-    pub fn start(source: StateSource, events: Arc<EventLog>, stopped: watch::Receiver<bool>) -> Arc<Console> {
+    /// go to `events`, which the caller may also push to. Live streams end when `access`
+    /// changes.
+    pub fn start(
+        source: StateSource,
+        events: Arc<EventLog>,
+        stopped: watch::Receiver<bool>,
+        access: watch::Receiver<AccessRules>,
+    ) -> Arc<Console> {
         let console = Arc::new(Console {
             source,
             events,
@@ -58,6 +68,7 @@ impl Console {
             sample: watch::Sender::new(None),
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             stopped,
+            access,
         });
         tokio::spawn(sample_loop(Arc::downgrade(&console), console.stopped.clone()));
         console
@@ -111,7 +122,9 @@ impl Console {
             events: self.events.clone(),
             seen: 0,
             stopped: self.stopped.clone(),
+            access: self.access.clone(),
         };
+        stream.access.mark_unchanged();
         tokio::spawn(async move {
             stream.run(first).await;
             drop(permit);
@@ -129,6 +142,7 @@ struct Subscriber {
     events: Arc<EventLog>,
     seen: u64,
     stopped: watch::Receiver<bool>,
+    access: watch::Receiver<AccessRules>,
     /// When the caller's login expires, if it is a session.
     until: Option<tokio::time::Instant>,
 }
@@ -163,6 +177,8 @@ impl Subscriber {
                 },
                 _ = heartbeat.tick() => Some(Arc::new(Bytes::from_static(b": keep-alive\n\n"))),
                 _ = crate::shutdown::wait_true(&mut self.stopped) => return,
+                // New rules: the caller reconnects and is checked against them.
+                _ = self.access.changed() => return,
                 () = self.tx.closed() => return,
                 () = tokio::time::sleep_until(until) => return,
             };
@@ -256,7 +272,8 @@ mod tests {
     #[tokio::test]
     async fn a_session_s_stream_ends_when_its_login_expires() {
         let (_stop, stopped) = watch::channel(false);
-        let console = Console::start(Arc::new(empty), Arc::default(), stopped);
+        let rules = AccessRules { token: None, allowed_hosts: Vec::new() };
+        let console = Console::start(Arc::new(empty), Arc::default(), stopped, watch::channel(rules).1);
         let expiry = crate::clock::unix_now() + 1;
         let caller = Caller::Session(format!("{expiry:x}.mac"));
         let mut stream =

@@ -114,6 +114,7 @@ fn level(level: LogLevel) -> LevelFilter {
         LogLevel::Info => LevelFilter::INFO,
         LogLevel::Warn => LevelFilter::WARN,
         LogLevel::Error | LogLevel::Fatal => LevelFilter::ERROR,
+        LogLevel::Off => LevelFilter::OFF,
     }
 }
 

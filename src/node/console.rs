@@ -16,12 +16,16 @@ const FLOWS_SHOWN: usize = 20;
 /// The span rates are measured over.
 const RATE_SPAN: Duration = Duration::from_secs(2);
 
-/// Starts the node's console until `stopped`.
-pub(super) fn start(view: NodeView, stopped: tokio::sync::watch::Receiver<bool>) -> Arc<Console> {
+/// Starts the node's console until `stopped`; live streams end when `access` changes.
+pub(super) fn start(
+    view: NodeView,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    access: tokio::sync::watch::Receiver<crate::admin::http::AccessRules>,
+) -> Arc<Console> {
     let meter = Mutex::new(RateMeter::new(RATE_SPAN));
     let events = view.events();
     let source: StateSource = Arc::new(move |_full| state(&view, &meter));
-    Console::start(source, events, stopped)
+    Console::start(source, events, stopped, access)
 }
 
 /// `hops` as a whole path from this node: route and flow views leave out the node itself.

@@ -268,7 +268,7 @@ impl Node {
         }
         let view = NodeView { shared: shared.clone() };
         let rules = shared.admin_rules.subscribe();
-        let console = console::start(view.clone(), shared.force.clone());
+        let console = console::start(view.clone(), shared.force.clone(), shared.admin_rules.subscribe());
         tokio::spawn(crate::admin::http::serve(
             admin,
             rules,

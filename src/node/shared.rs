@@ -68,7 +68,7 @@ pub(crate) struct Shared {
     pub(in crate::node) relay_tap: splice::relay_tap::TapSlot,
     /// Sealed openings seen lately (an exit refuses a replayed one).
     pub(in crate::node) replay: std::sync::Mutex<crate::core::seal::replay::ReplayGuard>,
-    /// Woken by every applied reload (the scheduler session registers anew).
+    /// Woken by a reload that changes the registration (the scheduler session registers anew).
     pub(in crate::node) config_changed: tokio::sync::Notify,
     /// The node's runtime, so a reload called from any thread starts its tasks there.
     pub(in crate::node) runtime: tokio::runtime::Handle,

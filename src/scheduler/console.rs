@@ -33,12 +33,17 @@ const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The most uses a console token may have.
 const MAX_TOKEN_USES: u32 = 1000;
 
-/// Starts the scheduler's console on `view` until `stopped`.
-pub(super) fn start(view: SchedulerView, stopped: tokio::sync::watch::Receiver<bool>) -> Arc<Console> {
+/// Starts the scheduler's console on `view` until `stopped`; live streams end when
+/// `access` changes.
+pub(super) fn start(
+    view: SchedulerView,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    access: tokio::sync::watch::Receiver<crate::admin::http::AccessRules>,
+) -> Arc<Console> {
     let meter = Mutex::new(RateMeter::new(RATE_SPAN));
     let events = view.events();
     let source: StateSource = Arc::new(move |full| state(&view, &meter, full));
-    Console::start(source, events, stopped)
+    Console::start(source, events, stopped, access)
 }
 
 /// The console's routes on the scheduler: the shared ones, and the actions.

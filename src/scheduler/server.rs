@@ -320,7 +320,7 @@ impl Scheduler {
         tokio::spawn(recompute_loop(shared.clone(), stopped.clone()));
         let rules = shared.admin_rules.subscribe();
         let view = SchedulerView { shared: shared.clone() };
-        let console = super::console::start(view.clone(), stopped.clone());
+        let console = super::console::start(view.clone(), stopped.clone(), shared.admin_rules.subscribe());
         let handler = super::admin::scheduler_handler(view, console, Arc::new(config.clone()));
         tokio::spawn(crate::admin::http::serve(admin, rules, handler, stopped));
         info!(addr = %endpoint.local_addr()?, admin = %admin_addr, "scheduler started");

@@ -105,7 +105,11 @@ pub(crate) fn apply(shared: &Arc<Shared>, new: Config) -> Result<ReloadReport, R
     }
     running.config = new;
     let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
-    shared.config_changed.notify_waiters();
+    // The scheduler session registers anew only for what its registration names. One
+    // waiter (the session): `notify_one` keeps the wakeup if it is busy writing a report.
+    if diff.changes_registration() {
+        shared.config_changed.notify_one();
+    }
     let summary = diff.summary();
     info!(version, changes = %summary, "config reloaded");
     Ok(ReloadReport { version, summary })
