@@ -108,20 +108,38 @@ async fn exchange(mut open: Open, count: u32, interval: Duration, report: &mut H
     let mut pending = Some(std::mem::take(&mut open.rest));
     for seq in 0..count {
         let sent_at = Instant::now();
-        let sent = async {
+        // The write has a deadline of its own and is never cut by the echo's: a record cut
+        // half sent (its nonce used) would break every later one, so a stalled write ends
+        // the flow instead.
+        let written = async {
             let data = open.up.seal(Bytes::copy_from_slice(&probe(seq)))?;
-            open.send.write_data(data).await.map_err(write_error)?;
-            echo_of(seq, (&mut open.recv, &mut open.down), &mut echoed, &mut pending).await
+            match tokio::time::timeout(ECHO_WAIT, open.send.write_data(data)).await {
+                Ok(written) => written.map_err(write_error),
+                Err(_) => Err(FlowEnd::TimedOut("probe write")),
+            }
         };
-        match tokio::time::timeout(ECHO_WAIT, sent).await {
-            Ok(Ok(())) => report.probes.push(Some(millis(sent_at.elapsed()))),
-            Ok(Err(end)) => {
-                report.probes.extend((seq..count).map(|_| None));
+        let answered = match written.await {
+            Ok(()) => {
+                let echo = echo_of(seq, (&mut open.recv, &mut open.down), &mut echoed, &mut pending);
+                // A late echo is matched by its sequence number while waiting for the next.
+                match tokio::time::timeout(ECHO_WAIT, echo).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(end)) => Err(Some(end)),
+                    Err(_) => Err(None),
+                }
+            }
+            Err(end) => Err(Some(end)),
+        };
+        match answered {
+            Ok(()) => report.probes.push(Some(millis(sent_at.elapsed()))),
+            Err(None) => report.probes.push(None),
+            Err(Some(end)) => {
+                // Only probes sent count: this one is lost, the rest were never sent.
+                report.probes.push(None);
                 report.error = Some(describe(&end));
                 reset(&mut open, &end);
                 return end;
             }
-            Err(_) => report.probes.push(None),
         }
         if seq + 1 < count {
             tokio::time::sleep_until((sent_at + interval).into()).await;

@@ -40,9 +40,15 @@ pub struct Seen {
 }
 
 impl Presence {
-    /// Notes what was seen of `node`.
+    /// Notes what was seen of `node`, unless a later sighting is recorded already (a
+    /// scheduler that stepped down may write late; its older note must not win).
     pub fn note(&mut self, node: &str, seen: Seen) {
-        self.nodes.insert(node.to_string(), seen);
+        match self.nodes.get(node) {
+            Some(known) if known.last_seen_unix > seen.last_seen_unix => {}
+            _ => {
+                self.nodes.insert(node.to_string(), seen);
+            }
+        }
     }
 
     /// Forgets nodes not seen within [`FORGET_AFTER_SECS`] of `now_unix`.
@@ -66,5 +72,21 @@ mod tests {
         assert_eq!(p.nodes.keys().collect::<Vec<_>>(), ["a"]);
         let text = serde_json::to_string(&p).expect("json");
         assert_eq!(serde_json::from_str::<Presence>(&text).expect("parse"), p);
+    }
+
+    #[test]
+    fn an_older_sighting_does_not_replace_a_newer_one() {
+        let seen = |at, open| Seen {
+            last_seen_unix: at,
+            session_open: open,
+            address: "a:1".into(),
+            region: "r".into(),
+        };
+        let mut p = Presence::default();
+        p.note("a", seen(200, true));
+        p.note("a", seen(100, false));
+        assert_eq!(p.nodes["a"], seen(200, true));
+        p.note("a", seen(200, false));
+        assert_eq!(p.nodes["a"], seen(200, false), "the same second: the later write wins");
     }
 }
