@@ -243,7 +243,7 @@ impl Node {
             config_changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             udp_associations: Default::default(),
-            echo_permits: Arc::new(Semaphore::new(flow::echo::MAX_ECHO_FLOWS)),
+            echo_slots: Arc::default(),
             probe_runs: Arc::new(Semaphore::new(probe::MAX_RUNS)),
             config,
         });

@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     /// Reloads, renewals and changes, for the console.
     pub(in crate::node) events: Arc<crate::console::events::EventLog>,
     /// Probe flows this node may answer at once (`flow::echo`).
-    pub(in crate::node) echo_permits: Arc<Semaphore>,
+    pub(in crate::node) echo_slots: Arc<crate::node::flow::echo::EchoSlots>,
     /// Pings and traces this node may run at once for its admin API (`probe`).
     pub(in crate::node) probe_runs: Arc<Semaphore>,
 }

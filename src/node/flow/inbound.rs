@@ -126,7 +126,10 @@ pub(crate) async fn handle_stream(
                 let (target, origin) = (target.clone(), header.origin.clone());
                 udp_exit::exit_flow(shared, guard, origin, &target, rest, (send, recv), seal).await
             }
-            Destination::Echo => echo::answer(shared, guard, rest, (send, recv), seal).await,
+            Destination::Echo => {
+                let origin = header.origin.clone();
+                echo::answer(shared, guard, &origin, rest, (send, recv), seal).await
+            }
         }
     };
     flow.instrument(span).await;
