@@ -265,14 +265,14 @@ mod tests {
     use super::*;
 
     /// A fresh directory for one test.
-    fn temp(tag: &str) -> PathBuf {
+    pub(super) fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("proxy-logging-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create temp dir");
         dir
     }
 
-    fn read(path: &Path) -> String {
+    pub(super) fn read(path: &Path) -> String {
         fs::read_to_string(path).unwrap_or_default()
     }
 

@@ -144,18 +144,7 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh directory for one test.
-    fn temp(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("proxy-logging-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    }
-
-    fn read(path: &Path) -> String {
-        fs::read_to_string(path).unwrap_or_default()
-    }
+    use crate::logging::tests::{read, temp};
 
     /// Writes `line` as one event would: one writer from the MakeWriter, one `write_all`.
     fn log(file: &RotatingFile, line: &str) {
