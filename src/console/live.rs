@@ -177,8 +177,9 @@ impl Subscriber {
                 },
                 _ = heartbeat.tick() => Some(Arc::new(Bytes::from_static(b": keep-alive\n\n"))),
                 _ = crate::shutdown::wait_true(&mut self.stopped) => return,
-                // New rules: the caller reconnects and is checked against them.
-                _ = self.access.changed() => return,
+                // New rules: the caller reconnects and is checked against them. Rules
+                // whose sender is gone can no longer change, so that is no reason to end.
+                Ok(()) = self.access.changed() => return,
                 () = self.tx.closed() => return,
                 () = tokio::time::sleep_until(until) => return,
             };
@@ -269,25 +270,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_session_s_stream_ends_when_its_login_expires() {
+    fn no_rules() -> AccessRules {
+        AccessRules { token: None, allowed_hosts: Vec::new() }
+    }
+
+    async fn ends(stream: &mut mpsc::Receiver<Bytes>, within: Duration) -> bool {
+        tokio::time::timeout(within, async { while stream.recv().await.is_some() {} }).await.is_ok()
+    }
+
+    // Virtual time: the login's end and the heartbeats arrive without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_s_stream_ends_when_its_login_expires_and_a_bearer_s_does_not() {
         let (_stop, stopped) = watch::channel(false);
-        let rules = AccessRules { token: None, allowed_hosts: Vec::new() };
-        let console = Console::start(Arc::new(empty), Arc::default(), stopped, watch::channel(rules).1);
-        let expiry = crate::clock::unix_now() + 1;
+        let (_rules, access) = watch::channel(no_rules());
+        let console = Console::start(Arc::new(empty), Arc::default(), stopped, access);
+        let expiry = crate::clock::unix_now() + 60;
         let caller = Caller::Session(format!("{expiry:x}.mac"));
-        let mut stream =
+        let mut session =
             console.answer("/api/console/live", &caller).and_then(|r| r.stream).expect("a stream");
-        let ended =
-            tokio::time::timeout(Duration::from_secs(30), async { while stream.recv().await.is_some() {} })
-                .await;
-        assert!(ended.is_ok(), "the stream ended");
-        // A bearer caller's stream has no such end: it is still open after the same wait.
-        let mut open =
+        let mut bearer =
             console.answer("/api/console/live", &Caller::Bearer).and_then(|r| r.stream).expect("a stream");
-        let still =
-            tokio::time::timeout(Duration::from_secs(2), async { while open.recv().await.is_some() {} })
-                .await;
-        assert!(still.is_err(), "a bearer stream stays open");
+        assert!(!ends(&mut session, Duration::from_secs(30)).await, "open before the login expires");
+        assert!(ends(&mut session, Duration::from_secs(60)).await, "ended when the login expired");
+        assert!(!ends(&mut bearer, Duration::from_secs(600)).await, "a bearer stream stays open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_end_when_the_rules_change_but_not_when_their_sender_is_gone() {
+        let (_stop, stopped) = watch::channel(false);
+        let (rules, access) = watch::channel(no_rules());
+        let console = Console::start(Arc::new(empty), Arc::default(), stopped.clone(), access);
+        let mut stream =
+            console.answer("/api/console/live", &Caller::Bearer).and_then(|r| r.stream).expect("a stream");
+        assert!(!ends(&mut stream, Duration::from_secs(5)).await, "open while the rules hold");
+        rules.send_replace(AccessRules { token: Some("new".into()), allowed_hosts: Vec::new() });
+        assert!(ends(&mut stream, Duration::from_secs(5)).await, "ended by the new rules");
+
+        let console = Console::start(Arc::new(empty), Arc::default(), stopped, watch::channel(no_rules()).1);
+        let mut stream =
+            console.answer("/api/console/live", &Caller::Bearer).and_then(|r| r.stream).expect("a stream");
+        assert!(!ends(&mut stream, Duration::from_secs(60)).await, "rules that cannot change end nothing");
     }
 }
