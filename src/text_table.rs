@@ -5,11 +5,20 @@
 /// (which may come from a peer: a region, an address, a route name) are shown escaped,
 /// so no cell can move the cursor or rewrite the operator's terminal.
 pub(crate) fn align(lines: &[Vec<String>]) -> String {
+    align_to(lines, &[])
+}
+
+/// Like [`align`], with each column at least as wide as `widths` says: rows printed one
+/// at a time (a trace's hops as they come) line up when given the same widths.
+pub(crate) fn align_to(lines: &[Vec<String>], widths: &[usize]) -> String {
     let lines: Vec<Vec<String>> = lines.iter().map(|l| l.iter().map(|c| printable(c)).collect()).collect();
     let lines = &lines[..];
     let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            let widest = lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max();
+            widest.unwrap_or(0).max(widths.get(c).copied().unwrap_or(0))
+        })
         .collect();
     let mut out = String::new();
     for line in lines {

@@ -261,17 +261,34 @@ async fn a_probe_is_a_post_with_the_csrf_token_never_a_get() {
 async fn a_dead_hop_stops_the_trace_there_without_hanging() {
     timeout(TEST_BOUND, async {
         let mut chain = chain(&[]).await;
+        let b_addr = chain.b.as_ref().and_then(|b| b.mesh_addr().ok()).expect("b's address");
         drop(chain.b.take());
         let out = run(args(&chain.a, &["trace", "c", "-i", "20ms"])).await;
         let (stdout, stderr) = text(&out);
         println!("{stdout}{stderr}");
         assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
         assert!(stdout.contains("stopped at hop 1 (b): "), "{stdout}");
+        // The link is named as gone, or as lost when its close is still on its way.
+        let named = stdout.contains("no link to next hop `b`") || stdout.contains("link lost");
+        assert!(named && !stdout.contains("seal card"), "the dead link is named: {stdout}");
         let out = run(args(&chain.a, &["ping", "c", "-c", "1", "--json"])).await;
         assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
         let report = json(&out);
         assert_eq!(report["reached"], false);
         assert!(report["hops"][0]["error"].is_string(), "{report}");
+
+        // A node that never had a link to b has no card for c either: still, the dead
+        // link is what it names, not the card it could not get.
+        let mut e = NodeSpec::new("e");
+        e.peers = vec![("b", b_addr.to_string())];
+        e.routes = vec![("to-c", "127.0.0.1:9".into(), Some("c"))];
+        e.via = vec!["b"];
+        e.limits = vec!["connect_timeout: \"1s\"".into()];
+        let e = e.start(&chain._mesh).await;
+        let out = run(args(&e, &["ping", "c", "-c", "1"])).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+        assert!(stdout.contains("no link to next hop `b`") && !stdout.contains("seal card"), "{stdout}");
     })
     .await
     .expect("test bound");
@@ -287,32 +304,19 @@ async fn a_probe_flow_past_its_bounds_is_closed() {
         let ep = raw_client(&dir.join("e.crt"), &dir.join("e.key"), &dir.join("ca.crt"));
         let c_addr = chain.c.mesh_addr().expect("addr");
         let conn = ep.connect(c_addr, "c").expect("connect").await.expect("handshake");
-        let header = FlowHeader {
-            flow_id: 7,
-            origin: "e".into(),
-            passed: vec![],
-            hops: vec![],
-            destination: Destination::Echo,
-            subflow: None,
-        };
-        let (mut send, mut recv) = conn.open_bi().await.expect("open");
-        send.write_all(&wire::encode_header(&header).expect("encode")).await.expect("header");
-        let mut echoed = Vec::new();
+        let (mut send, mut recv, reply) = raw_echo_flow(&conn, 7).await;
+        assert_eq!(reply, Reply::Opened);
         // Within the bound: the whole of it comes back.
         send.write_all(&[1u8; 1000]).await.expect("write");
-        let reply_and_echo = async {
-            loop {
-                let chunk = recv.read_chunk(65_536, true).await.expect("read").expect("open stream");
-                echoed.extend_from_slice(&chunk.bytes);
-                if let Ok(Decoded::Complete(reply, used)) = wire::decode_reply(&echoed)
-                    && echoed.len() - used == 1000
-                {
-                    return reply;
-                }
+        let mut echoed = 0usize;
+        let echo = async {
+            while echoed < 1000 {
+                echoed +=
+                    recv.read_chunk(65_536, true).await.expect("read").expect("open stream").bytes.len();
             }
         };
-        let reply = timeout(Duration::from_secs(10), reply_and_echo).await.expect("echo in time");
-        assert_eq!(reply, Reply::Opened);
+        timeout(Duration::from_secs(10), echo).await.expect("echo in time");
+        assert_eq!(echoed, 1000);
         // Past it: the flow is reset, whatever more is sent.
         let _ = send.write_all(&[2u8; 16 * 1024]).await;
         let mut more = 0usize;
@@ -329,6 +333,124 @@ async fn a_probe_flow_past_its_bounds_is_closed() {
         assert!(matches!(end, Err(quinn::ReadError::Reset(_))), "{end:?}");
         assert!(1000 + more <= 8 * 1024, "echoed {} bytes", 1000 + more);
         assert_eq!(chain.c.stats().probes_answered, 1);
+    })
+    .await
+    .expect("test bound");
+}
+
+/// Opens a plain probe flow from a raw connection and reads the exit's reply.
+async fn raw_echo_flow(
+    conn: &quinn::Connection,
+    flow_id: u64,
+) -> (quinn::SendStream, quinn::RecvStream, Reply) {
+    let header = FlowHeader {
+        flow_id,
+        origin: "e".into(),
+        passed: vec![],
+        hops: vec![],
+        destination: Destination::Echo,
+        subflow: None,
+    };
+    let (mut send, mut recv) = conn.open_bi().await.expect("open");
+    send.write_all(&wire::encode_header(&header).expect("encode")).await.expect("header");
+    let mut got = Vec::new();
+    let reply = loop {
+        let chunk = recv.read_chunk(65_536, true).await.expect("read").expect("open stream");
+        got.extend_from_slice(&chunk.bytes);
+        if let Ok(Decoded::Complete(reply, _)) = wire::decode_reply(&got) {
+            break reply;
+        }
+    };
+    (send, recv, reply)
+}
+
+/// A hostile member ("e", by hand) that opens probe flows and sends nothing: it gets its
+/// share of the exit's slots and no more, pings from others still get through, and its
+/// silent flows are reset once idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_s_silent_probe_flows_are_capped_and_reset_when_idle() {
+    timeout(TEST_BOUND, async {
+        let chain = chain(&["e2e: preferred"]).await;
+        let dir = &chain._mesh.dir;
+        let ep = raw_client(&dir.join("e.crt"), &dir.join("e.key"), &dir.join("ca.crt"));
+        let c_addr = chain.c.mesh_addr().expect("addr");
+        let conn = ep.connect(c_addr, "c").expect("connect").await.expect("handshake");
+        let mut silent = Vec::new();
+        for id in 1..=4 {
+            let (send, recv, reply) = raw_echo_flow(&conn, id).await;
+            assert_eq!(reply, Reply::Opened, "flow {id} is within e's share");
+            silent.push((send, recv));
+        }
+        let (_, _, fifth) = raw_echo_flow(&conn, 5).await;
+        assert!(
+            matches!(&fifth, Reply::Refused { reason: wire::RefuseReason::Overloaded, .. }),
+            "past its share: {fifth:?}"
+        );
+        let out = run(args(&chain.a, &["ping", "c", "-c", "2", "-i", "10ms"])).await;
+        assert_eq!(out.status.code(), Some(0), "a's ping gets through: {:?}", text(&out));
+        // Echo's idle limit is 10 s; the test bound is well past it.
+        for (_send, mut recv) in silent {
+            let end = loop {
+                match recv.read_chunk(65_536, true).await {
+                    Ok(Some(_)) => continue,
+                    other => break other.map(|_| ()),
+                }
+            };
+            // 2: the flow timed out.
+            assert!(matches!(end, Err(quinn::ReadError::Reset(code)) if code.into_inner() == 2), "{end:?}");
+        }
+        let (_, _, again) = raw_echo_flow(&conn, 6).await;
+        assert_eq!(again, Reply::Opened, "the idle flows gave their slots back");
+    })
+    .await
+    .expect("test bound");
+}
+
+/// `proxy ping` prints each probe as its echo comes, not at the end: once the first line
+/// is out, the path is cut, and a later probe of the same run shows as lost (a ping that
+/// printed at its end would have had every echo before anything was read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_prints_each_probe_while_the_run_goes_on() {
+    use std::io::BufRead;
+    timeout(TEST_BOUND, async {
+        let chain = chain(&[]).await;
+        let mut child = common::process::KillOnDrop(
+            proxy()
+                .args(args(&chain.a, &["ping", "c", "-c", "5", "-i", "1s"]))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("run proxy"),
+        );
+        let stdout = child.0.stdout.take().expect("stdout");
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        while let Some(line) = lines.recv().await {
+            let first = line.starts_with("seq=1 ");
+            seen.push(line);
+            if first {
+                break;
+            }
+        }
+        assert!(seen.last().is_some_and(|l| l.starts_with("seq=1 rtt=")), "{seen:?}");
+        // The run has four more probes, a second apart: cut the path now.
+        chain._emulators.1.set_both(LinkProfile::blackholed());
+        while let Some(line) = lines.recv().await {
+            seen.push(line);
+        }
+        let status = tokio::task::spawn_blocking(move || child.0.wait()).await.expect("join").expect("wait");
+        println!("{}", seen.join("\n"));
+        // The cut loses the probes after it, or ends the flow (its link lost) before them.
+        let summary = seen.iter().find_map(|l| l.strip_prefix("--- c: ")).expect("a summary");
+        let counts: Vec<u32> = summary.split([' ', ',']).filter_map(|w| w.parse().ok()).take(2).collect();
+        assert!(matches!(counts[..], [sent, received] if received >= 1 && received < sent), "{seen:?}");
+        assert_eq!(status.code(), Some(0), "c answered before the cut");
     })
     .await
     .expect("test bound");

@@ -2,9 +2,10 @@
 //! connection, one answer.
 //!
 //! It speaks just enough HTTP/1.1 for this crate's admin server: it sends
-//! `Connection: close`, reads the answer to its `Content-Length` (or to the server's close
-//! when there is none), and refuses chunked answers. The whole exchange, connecting
-//! included, shares one deadline.
+//! `Connection: close` and reads the answer to its `Content-Length`, to its last chunk
+//! (`Transfer-Encoding: chunked`, how the server sends a stream), or to the server's close.
+//! A streamed answer can be read as it arrives ([`post_streamed`]). The whole exchange,
+//! connecting included, shares one deadline.
 
 use std::io;
 use std::time::Duration;
@@ -14,6 +15,9 @@ use tokio::net::TcpStream;
 
 /// The largest answer [`get`] reads, head included.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where a streamed answer's body goes as it arrives, piece by piece.
+pub type BodySink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
 
 /// Why an admin request got no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +75,7 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<(u16, String), ClientError> {
     let request = build_request(addr, path, token, None).map_err(ClientError::InvalidRequest)?;
-    exchange(addr, request, timeout).await
+    exchange(addr, request, timeout, None).await
 }
 
 /// Sends `POST path` with a JSON `body` (and `X-CSRF-Token: csrf` when given: what a
@@ -86,12 +90,32 @@ pub async fn post(
 ) -> Result<(u16, String), ClientError> {
     let request =
         build_request(addr, path, token, Some((body, csrf))).map_err(ClientError::InvalidRequest)?;
-    exchange(addr, request, timeout).await
+    exchange(addr, request, timeout, None).await
+}
+
+/// Like [`post`], and hands each piece of the body to `on_body` as it arrives (the whole
+/// body is still returned at the end): for answers streamed as they happen.
+pub async fn post_streamed(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    (body, csrf): (&str, Option<&str>),
+    timeout: Duration,
+    on_body: BodySink<'_>,
+) -> Result<(u16, String), ClientError> {
+    let request =
+        build_request(addr, path, token, Some((body, csrf))).map_err(ClientError::InvalidRequest)?;
+    exchange(addr, request, timeout, Some(on_body)).await
 }
 
 /// Sends `request` on a fresh connection to `addr` and reads the answer, all within
 /// `timeout`.
-async fn exchange(addr: &str, request: String, timeout: Duration) -> Result<(u16, String), ClientError> {
+async fn exchange(
+    addr: &str,
+    request: String,
+    timeout: Duration,
+    on_body: Option<BodySink<'_>>,
+) -> Result<(u16, String), ClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let connect = |source| ClientError::Connect { addr: addr.to_string(), source };
     let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
@@ -105,7 +129,7 @@ async fn exchange(addr: &str, request: String, timeout: Duration) -> Result<(u16
     let exchange = async {
         let io_error = |source| ClientError::Io { addr: addr.to_string(), source };
         stream.write_all(request.as_bytes()).await.map_err(io_error)?;
-        read_response(&mut stream, addr).await
+        read_response(&mut stream, addr, on_body).await
     };
     match tokio::time::timeout_at(deadline, exchange).await {
         Ok(result) => result,
@@ -159,47 +183,146 @@ fn build_request(
     Ok(request)
 }
 
-async fn read_response(stream: &mut TcpStream, addr: &str) -> Result<(u16, String), ClientError> {
+async fn read_response(
+    stream: &mut TcpStream,
+    addr: &str,
+    mut on_body: Option<BodySink<'_>>,
+) -> Result<(u16, String), ClientError> {
     let bad = |reason: String| ClientError::BadResponse { addr: addr.to_string(), reason };
-    let mut buf = Vec::new();
+    let too_large = || ClientError::TooLarge { addr: addr.to_string() };
     let mut chunk = vec![0u8; 16 * 1024];
-    // (status, head length, Content-Length) once the head is in.
-    let mut head: Option<(u16, usize, Option<usize>)> = None;
-    loop {
-        if let Some((status, head_len, Some(length))) = head
-            && buf.len() >= head_len + length
-        {
-            return body(&buf[head_len..head_len + length]).map(|b| (status, b)).map_err(bad);
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|source| ClientError::Io { addr: addr.to_string(), source })?;
-        if n == 0 {
-            return match head {
-                None => Err(bad("connection closed before the end of the headers".into())),
-                Some((_, _, Some(_))) => Err(bad("connection closed before the end of the body".into())),
-                Some((status, head_len, None)) => body(&buf[head_len..]).map(|b| (status, b)).map_err(bad),
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(ClientError::TooLarge { addr: addr.to_string() });
-        }
-        if head.is_none()
-            && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
-        {
-            let (status, length) = parse_response_head(&buf[..end]).map_err(bad)?;
-            if length.is_some_and(|l| end + 4 + l > MAX_RESPONSE_BYTES) {
-                return Err(ClientError::TooLarge { addr: addr.to_string() });
+    let io_error = |source| ClientError::Io { addr: addr.to_string(), source };
+    // The head, and what came behind it.
+    let mut raw = Vec::new();
+    let (status, framing, mut pending) = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let (status, framing) = parse_response_head(&raw[..end]).map_err(bad)?;
+            if let Framing::Length(length) = framing
+                && end + 4 + length > MAX_RESPONSE_BYTES
+            {
+                return Err(too_large());
             }
-            head = Some((status, end + 4, length));
+            break (status, framing, raw.split_off(end + 4));
         }
+        let n = stream.read(&mut chunk).await.map_err(io_error)?;
+        if n == 0 {
+            return Err(bad("connection closed before the end of the headers".into()));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+    };
+    let mut chunks = Dechunk::default();
+    let mut body = Vec::new();
+    loop {
+        let fresh = match framing {
+            Framing::Chunked => chunks.take(&mut pending).map_err(bad)?,
+            Framing::Length(length) => {
+                let n = pending.len().min(length - body.len());
+                pending.drain(..n).collect()
+            }
+            Framing::Close => std::mem::take(&mut pending),
+        };
+        if body.len() + fresh.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        if !fresh.is_empty() {
+            if let Some(on_body) = on_body.as_mut() {
+                on_body(&fresh);
+            }
+            body.extend_from_slice(&fresh);
+        }
+        let complete = match framing {
+            Framing::Chunked => chunks.done,
+            Framing::Length(length) => body.len() >= length,
+            Framing::Close => false,
+        };
+        if complete {
+            break;
+        }
+        let n = stream.read(&mut chunk).await.map_err(io_error)?;
+        if n == 0 {
+            if framing == Framing::Close {
+                break;
+            }
+            return Err(bad("connection closed before the end of the body".into()));
+        }
+        pending.extend_from_slice(&chunk[..n]);
+        if pending.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+    }
+    String::from_utf8(body).map(|b| (status, b)).map_err(|_| bad("body is not UTF-8".into()))
+}
+
+/// How an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// After this many bytes.
+    Length(usize),
+    /// At its last, empty chunk.
+    Chunked,
+    /// When the server closes the connection.
+    Close,
+}
+
+/// Reads a chunked body as it arrives; the size lines are read by `httparse` (hyper's
+/// own parser, already built for the admin server).
+#[derive(Debug, Default)]
+struct Dechunk {
+    /// Data bytes of the current chunk still to come.
+    left: u64,
+    /// The CRLF after a chunk's data is still to come.
+    crlf: bool,
+    /// The last chunk came (trailers, if any, are not read: the server closes).
+    done: bool,
+}
+
+impl Dechunk {
+    /// Takes what it can from the front of `raw`: the data bytes, as far as they came.
+    fn take(&mut self, raw: &mut Vec<u8>) -> Result<Vec<u8>, String> {
+        let mut data = Vec::new();
+        let mut used = 0;
+        while !self.done {
+            let rest = &raw[used..];
+            if self.left > 0 {
+                let n = rest.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&rest[..n]);
+                used += n;
+                self.left -= n as u64;
+                self.crlf = self.left == 0;
+            } else if self.crlf {
+                match rest {
+                    [b'\r', b'\n', ..] => {
+                        used += 2;
+                        self.crlf = false;
+                    }
+                    [] | [b'\r'] => break,
+                    _ => return Err("a chunk's data is not followed by CRLF".into()),
+                }
+            } else {
+                match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((line, size))) => {
+                        used += line;
+                        self.left = size;
+                        self.done = size == 0;
+                    }
+                    Ok(httparse::Status::Partial) => break,
+                    Err(_) => return Err("bad chunk size line".into()),
+                }
+            }
+        }
+        raw.drain(..used);
+        Ok(data)
     }
 }
 
-/// The status and the `Content-Length` (if any) of an answer's head, without its blank line.
-fn parse_response_head(head: &[u8]) -> Result<(u16, Option<usize>), String> {
+/// The status and the body's framing of an answer's head, without its blank line.
+fn parse_response_head(head: &[u8]) -> Result<(u16, Framing), String> {
     let text = std::str::from_utf8(head).map_err(|_| "head is not UTF-8".to_string())?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -214,11 +337,16 @@ fn parse_response_head(head: &[u8]) -> Result<(u16, Option<usize>), String> {
         _ => return Err(format!("bad status code in {status_line:?}")),
     };
     let mut length = None;
+    let mut chunked = false;
     for line in lines {
         let (name, value) = line.split_once(':').ok_or_else(|| format!("bad header line {line:?}"))?;
         let value = value.trim_matches([' ', '\t']);
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!("Transfer-Encoding {value:?} is not supported"));
+            if !value.eq_ignore_ascii_case("chunked") {
+                return Err(format!("Transfer-Encoding {value:?} is not supported"));
+            }
+            chunked = true;
+            continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
             let parsed = value.parse::<usize>().map_err(|_| format!("bad Content-Length {value:?}"))?;
@@ -228,11 +356,12 @@ fn parse_response_head(head: &[u8]) -> Result<(u16, Option<usize>), String> {
             length = Some(parsed);
         }
     }
-    Ok((status, length))
-}
-
-fn body(bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "body is not UTF-8".to_string())
+    match (chunked, length) {
+        (true, Some(_)) => Err("both Transfer-Encoding and Content-Length".into()),
+        (true, None) => Ok((status, Framing::Chunked)),
+        (false, Some(length)) => Ok((status, Framing::Length(length))),
+        (false, None) => Ok((status, Framing::Close)),
+    }
 }
 
 #[cfg(test)]
@@ -268,17 +397,38 @@ mod tests {
     }
 
     #[test]
-    fn response_heads_give_status_and_length() {
-        assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12"), Ok((200, Some(12))));
-        assert_eq!(parse_response_head(b"HTTP/1.0 404"), Ok((404, None)));
+    fn response_heads_give_status_and_framing() {
+        let head = parse_response_head;
+        assert_eq!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 12"), Ok((200, Framing::Length(12))));
+        assert_eq!(head(b"HTTP/1.0 404"), Ok((404, Framing::Close)));
         assert_eq!(
-            parse_response_head(b"HTTP/1.1 421 Misdirected Request\r\ncontent-length:0\r\nX: y"),
-            Ok((421, Some(0)))
+            head(b"HTTP/1.1 421 Misdirected Request\r\ncontent-length:0\r\nX: y"),
+            Ok((421, Framing::Length(0)))
         );
+        assert_eq!(head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"), Ok((200, Framing::Chunked)));
+        assert!(head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip").is_err());
+        assert!(head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3").is_err());
         assert!(parse_response_head(b"HTTP/2 200 OK").is_err());
         assert!(parse_response_head(b"HTTP/1.1 2000 OK").is_err());
-        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
         assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2").is_err());
         assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1").is_err());
+    }
+
+    #[test]
+    fn a_chunked_body_is_read_whatever_the_pieces_it_arrives_in() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        for cut in 1..wire.len() {
+            let (mut chunks, mut raw, mut data) = (Dechunk::default(), Vec::new(), Vec::new());
+            for piece in wire.chunks(cut) {
+                raw.extend_from_slice(piece);
+                data.extend(chunks.take(&mut raw).expect("valid"));
+            }
+            assert_eq!(data, b"hello, world", "pieces of {cut}");
+            assert!(chunks.done, "pieces of {cut}");
+        }
+        let mut raw = b"3\r\nabcX\r\n".to_vec();
+        assert!(Dechunk::default().take(&mut raw).is_err(), "data longer than its size");
+        let mut raw = b"zz\r\n".to_vec();
+        assert!(Dechunk::default().take(&mut raw).is_err(), "a size that is not hex");
     }
 }

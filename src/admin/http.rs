@@ -44,7 +44,7 @@ use crate::clock::unix_now;
 use crate::core::join_token::{FailureLimiter, SourcePrefix};
 
 pub use super::access::{AccessRules, Caller, check_post, default_allowed_hosts, is_public};
-pub use super::client::{ClientError, MAX_RESPONSE_BYTES, get, post};
+pub use super::client::{BodySink, ClientError, MAX_RESPONSE_BYTES, get, post, post_streamed};
 pub use super::conn_io::{LINGER, LINGER_BYTES};
 pub use super::request::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, Request};
 pub use super::response::Response;

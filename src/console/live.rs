@@ -208,7 +208,7 @@ impl Subscriber {
 }
 
 /// One Server-Sent Events message: `event: <name>` and the JSON on one `data:` line.
-fn frame(name: &str, value: &impl Serialize) -> Bytes {
+pub(crate) fn frame(name: &str, value: &impl Serialize) -> Bytes {
     let json = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }

@@ -54,7 +54,9 @@ fn route(view: &NodeView, request: &Request) -> Response {
     }
 }
 
-/// `POST /api/probe`: a ping or a trace (body: a [`crate::node::probe::ProbeRequest`]).
+/// `POST /api/probe`: a ping or a trace (body: a [`crate::node::probe::ProbeRequest`]),
+/// answered with its report, or with its steps as Server-Sent Events when it asks for a
+/// stream.
 /// POST only, so a page in a browser cannot make the node send probes with a cross-site
 /// GET. POSTs are handled on a blocking thread (see `admin::http`), which waits here
 /// while the probe runs as a task of the node's runtime.
@@ -66,15 +68,46 @@ fn probe(view: &NodeView, request: &Request) -> Response {
         Ok(p) => p,
         Err(e) => return Response::json_error(400, format!("expected a JSON probe request: {e}")),
     };
+    let refused = |e: crate::node::probe::ProbeError| {
+        Response::json_status(e.status(), &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }))
+    };
     let runtime = view.shared.runtime.clone();
+    if probe.stream {
+        let mut events = match view.probe_streamed(&probe) {
+            Ok(events) => events,
+            Err(e) => return refused(e),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        runtime.spawn(async move {
+            while let Some(event) = events.recv().await {
+                let name = event_name(&event);
+                if tx.send(crate::console::live::frame(name, &event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        return Response::event_stream(rx);
+    }
     let view = view.clone();
     match runtime.block_on(runtime.spawn(async move { view.probe(&probe).await })) {
         Ok(Ok(report)) => Response::json(&report),
-        Ok(Err(e)) => Response::json_status(
-            e.status(),
-            &serde_json::json!({ "error": e.to_string(), "kind": e.kind() }),
-        ),
+        Ok(Err(e)) => refused(e),
         Err(_) => Response::json_error(500, "the probe failed"),
+    }
+}
+
+/// Frames a streamed probe holds for a slow reader; the run itself never waits on them.
+const STREAM_QUEUE: usize = 16;
+
+/// The Server-Sent Event name of a probe step: its `event` field.
+fn event_name(event: &crate::node::probe::ProbeEvent) -> &'static str {
+    use crate::node::probe::ProbeEvent;
+    match event {
+        ProbeEvent::Path { .. } => "path",
+        ProbeEvent::Opened { .. } => "opened",
+        ProbeEvent::Probe { .. } => "probe",
+        ProbeEvent::Hop { .. } => "hop",
+        ProbeEvent::Report(_) => "report",
     }
 }
 

@@ -222,6 +222,22 @@ impl NodeView {
         crate::node::probe::run(self.shared.clone(), request).await
     }
 
+    /// Starts a ping or a trace on the node's runtime and returns its steps as they
+    /// happen, the full report last; what is wrong with the request is known at once.
+    pub fn probe_streamed(
+        &self,
+        request: &crate::node::probe::ProbeRequest,
+    ) -> Result<
+        tokio::sync::mpsc::UnboundedReceiver<crate::node::probe::ProbeEvent>,
+        crate::node::probe::ProbeError,
+    > {
+        use crate::node::probe::{Progress, plan};
+        let planned = plan(self.shared.clone(), request)?;
+        let (progress, events) = Progress::channel();
+        self.shared.runtime.spawn(planned.run(progress));
+        Ok(events)
+    }
+
     /// Waits until a live link to `peer` exists; false on timeout or unknown peer.
     pub async fn wait_for_link(&self, peer: &str, timeout: Duration) -> bool {
         self.shared.pool.connection(peer, timeout).await.is_ok()

@@ -4,18 +4,20 @@
 //! reaches no one but this node.
 //!
 //! A member could open probe flows just to make this node work, so each is held small:
-//! at most [`MAX_ECHO_FLOWS`] at once on this node and [`MAX_ECHO_FLOWS_PER_ORIGIN`] from
-//! one origin (more are refused `overloaded`), at
-//! most [`ECHO_MAX_BYTES`] received per flow and at most [`ECHO_LIFETIME`] per flow (past
-//! either, the flow is reset). Every echo is no larger than what came in, so a probe
-//! never amplifies traffic.
+//! at most [`MAX_ECHO_FLOWS`] at once on this node, shared fairly between origins (see
+//! [`EchoSlots`]), and [`MAX_ECHO_FLOWS_PER_ORIGIN`] from one origin (more are refused
+//! `overloaded`); at most [`ECHO_MAX_BYTES`] received per flow, [`ECHO_LIFETIME`] per flow
+//! and [`ECHO_IDLE`] without a byte (past any, the flow is reset). Every echo is no larger
+//! than what came in, so a probe never amplifies traffic.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::RecvStream;
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::core::wire::RefuseReason;
@@ -29,53 +31,113 @@ use crate::node::{FlowGuard, Shared};
 
 /// Probe flows this node answers at once.
 pub(crate) const MAX_ECHO_FLOWS: usize = 16;
-/// Probe flows one origin may hold at once, so one member cannot take every slot and
-/// keep everyone else's pings out.
+/// Probe flows one origin may hold at once.
 pub(crate) const MAX_ECHO_FLOWS_PER_ORIGIN: usize = 4;
 
-/// The probe flows this node answers now, in all and per origin.
+/// The probe flows this node answers now, by who is accountable for them.
+///
+/// Shared max-min fair: when every slot is taken, a newcomer takes the oldest slot of the
+/// origin holding the most, as long as that origin would still hold more than the
+/// newcomer. So colluding members that fill the node can delay a ping but never keep one
+/// out: with `n` origins asking, each is sure of `MAX_ECHO_FLOWS / n` slots.
 #[derive(Debug, Default)]
 pub(crate) struct EchoSlots {
-    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    held: std::sync::Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    next_id: u64,
+    /// Per origin, its slots oldest first: an id and the signal that takes it back.
+    by_origin: HashMap<String, VecDeque<(u64, Arc<Notify>)>>,
+}
+
+impl Held {
+    fn total(&self) -> usize {
+        self.by_origin.values().map(VecDeque::len).sum()
+    }
+
+    fn count(&self, origin: &str) -> usize {
+        self.by_origin.get(origin).map_or(0, VecDeque::len)
+    }
+
+    /// Takes back the oldest slot of the origin holding the most, if it holds more than
+    /// `than` after giving it up.
+    fn evict_from_largest(&mut self, than: usize) -> bool {
+        let Some((origin, held)) = self.by_origin.iter_mut().max_by_key(|(_, held)| held.len()) else {
+            return false;
+        };
+        if held.len() <= than + 1 {
+            return false;
+        }
+        if let Some((_, evicted)) = held.pop_front() {
+            // A stored permit: the flow sees it even if it is not waiting yet.
+            evicted.notify_one();
+        }
+        debug!(origin = %crate::logging::log_escape(origin), "probe flow slot taken back for a newcomer");
+        true
+    }
+
+    fn remove(&mut self, origin: &str, id: u64) {
+        if let Some(held) = self.by_origin.get_mut(origin) {
+            held.retain(|(slot, _)| *slot != id);
+            if held.is_empty() {
+                self.by_origin.remove(origin);
+            }
+        }
+    }
 }
 
 /// One probe flow's slot, given back when dropped.
 pub(crate) struct EchoSlot {
     slots: Arc<EchoSlots>,
     origin: String,
+    id: u64,
+    evicted: Arc<Notify>,
 }
 
 impl EchoSlots {
-    /// A slot for a probe flow from `origin`, or `None` when the node or that origin is at
-    /// its limit.
+    /// A slot for a probe flow from `origin`, or `None` when that origin is at its limit,
+    /// or the node is full and no origin holds more than `origin` would.
     pub(crate) fn take(self: &Arc<Self>, origin: &str) -> Option<EchoSlot> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = held.values().sum();
-        let mine = held.get(origin).copied().unwrap_or(0);
-        if total >= MAX_ECHO_FLOWS || mine >= MAX_ECHO_FLOWS_PER_ORIGIN {
+        let mine = held.count(origin);
+        if mine >= MAX_ECHO_FLOWS_PER_ORIGIN {
             return None;
         }
-        held.insert(origin.to_string(), mine + 1);
-        Some(EchoSlot { slots: self.clone(), origin: origin.to_string() })
+        if held.total() >= MAX_ECHO_FLOWS && !held.evict_from_largest(mine) {
+            return None;
+        }
+        held.next_id += 1;
+        let id = held.next_id;
+        let evicted = Arc::new(Notify::new());
+        held.by_origin.entry(origin.to_string()).or_default().push_back((id, evicted.clone()));
+        Some(EchoSlot { slots: self.clone(), origin: origin.to_string(), id, evicted })
+    }
+}
+
+impl EchoSlot {
+    /// Returns when the slot was taken back for another origin's probe flow.
+    pub(crate) async fn taken_back(&self) {
+        self.evicted.notified().await
     }
 }
 
 impl Drop for EchoSlot {
     fn drop(&mut self) {
-        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.origin) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.origin);
-            }
-        }
+        self.slots.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.origin, self.id);
     }
 }
+
 /// Bytes one probe flow may send this node, as they come off the stream (records and
 /// all): 50 probes of 16 bytes, sealed, take under 2 KiB.
 pub(crate) const ECHO_MAX_BYTES: usize = 8 * 1024;
 /// How long one probe flow may last.
 pub(crate) const ECHO_LIFETIME: Duration = Duration::from_secs(60);
+/// How long one probe flow may send nothing: an origin sends a probe at least every
+/// interval (1 s at most) or after a 2 s wait for an echo, so a flow this quiet holds a
+/// slot for nothing.
+pub(crate) const ECHO_IDLE: Duration = Duration::from_secs(10);
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1024;
 
@@ -88,7 +150,7 @@ pub(crate) async fn answer(
     (mut send, mut recv): (LinkSend, RecvStream),
     seal: Option<ExitSeal>,
 ) {
-    let Some(_slot) = shared.echo_slots.take(origin) else {
+    let Some(slot) = shared.echo_slots.take(origin) else {
         let detail = format!(
             "probe flows are being answered already ({MAX_ECHO_FLOWS} at most, {MAX_ECHO_FLOWS_PER_ORIGIN} per origin)"
         );
@@ -109,6 +171,7 @@ pub(crate) async fn answer(
     let end = tokio::select! {
         r = echo(&mut send, &mut recv, seal, rest) => r.err().unwrap_or(FlowEnd::Completed),
         _ = tokio::time::sleep(ECHO_LIFETIME) => FlowEnd::TimedOut("probe lifetime"),
+        () = slot.taken_back() => FlowEnd::TimedOut("probe slot taken back for another origin"),
         _ = crate::shutdown::wait_true(&mut force) => FlowEnd::Aborted,
     };
     match &end {
@@ -137,16 +200,17 @@ async fn echo(
     loop {
         let chunk = match next.take() {
             Some(bytes) => bytes,
-            None => match recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => chunk.bytes,
-                Ok(None) => {
+            None => match tokio::time::timeout(ECHO_IDLE, recv.read_chunk(READ_CHUNK, true)).await {
+                Err(_) => return Err(FlowEnd::TimedOut("probe idle")),
+                Ok(Ok(Some(chunk))) => chunk.bytes,
+                Ok(Ok(None)) => {
                     down.end()?;
                     if let Some(fin) = up.fin()? {
                         send.write_data(fin).await.map_err(write_error)?;
                     }
                     return send.finish().map_err(|_| FlowEnd::PeerReset(0));
                 }
-                Err(e) => return Err(read_error(e)),
+                Ok(Err(e)) => return Err(read_error(e)),
             },
         };
         received += chunk.len();
@@ -170,11 +234,46 @@ mod tests {
         let a: Vec<EchoSlot> = (0..MAX_ECHO_FLOWS_PER_ORIGIN).filter_map(|_| slots.take("a")).collect();
         assert_eq!(a.len(), MAX_ECHO_FLOWS_PER_ORIGIN);
         assert!(slots.take("a").is_none(), "a is at its share");
-        let others: Vec<EchoSlot> =
-            (0..MAX_ECHO_FLOWS).filter_map(|i| slots.take(&format!("n{}", i % 4))).collect();
-        assert_eq!(others.len(), MAX_ECHO_FLOWS - MAX_ECHO_FLOWS_PER_ORIGIN, "the node's total holds");
-        assert!(slots.take("z").is_none());
         drop(a);
-        assert!(slots.take("a").is_some() && slots.take("z").is_some(), "dropped slots come back");
+        assert_eq!(slots.held.lock().unwrap().total(), 0, "dropped slots come back");
+        assert!(slots.take("a").is_some());
+    }
+
+    /// Whether `slot` was taken back: a stored permit makes the wait ready at once.
+    async fn taken_back(slot: &EchoSlot) -> bool {
+        tokio::time::timeout(Duration::ZERO, slot.taken_back()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn colluders_that_fill_the_node_give_way_to_a_newcomer_down_to_a_fair_share() {
+        let slots = Arc::new(EchoSlots::default());
+        let colluders: Vec<EchoSlot> = (0..MAX_ECHO_FLOWS)
+            .filter_map(|i| slots.take(&format!("c{}", i / MAX_ECHO_FLOWS_PER_ORIGIN)))
+            .collect();
+        assert_eq!(colluders.len(), MAX_ECHO_FLOWS, "four colluders fill the node");
+        let newcomer: Vec<EchoSlot> = std::iter::from_fn(|| slots.take("n")).take(8).collect();
+        // Each slot comes from an origin holding 4, and stops when the largest holds 4
+        // and the newcomer would: 4, 3, 3, 3 and 3.
+        assert_eq!(newcomer.len(), 3, "the newcomer takes slots down to a fair share");
+        let mut evicted = Vec::new();
+        for slot in &colluders {
+            if taken_back(slot).await {
+                evicted.push(slot);
+            }
+        }
+        assert_eq!(evicted.len(), 3, "one slot taken back per slot given");
+        for slot in &evicted {
+            let oldest = colluders.iter().filter(|s| s.origin == slot.origin).map(|s| s.id).min();
+            assert_eq!(Some(slot.id), oldest, "an origin gives up its oldest slot");
+        }
+        let origins: std::collections::HashSet<&str> = evicted.iter().map(|s| s.origin.as_str()).collect();
+        assert_eq!(origins.len(), 3, "from three origins, never below another's share");
+        assert_eq!(slots.held.lock().unwrap().total(), MAX_ECHO_FLOWS, "the total holds");
+        // A second newcomer still gets in, from the one origin left at 4.
+        let late = [slots.take("m"), slots.take("m")];
+        assert!(late.iter().all(Option::is_some), "from the origin at 4, then one at 3");
+        assert!(slots.take("m").is_none(), "2 against at most 3: no more is taken");
+        drop((newcomer, late, colluders));
+        assert_eq!(slots.held.lock().unwrap().total(), 0, "dropped slots come back");
     }
 }

@@ -127,8 +127,11 @@ pub(crate) async fn handle_stream(
                 udp_exit::exit_flow(shared, guard, origin, &target, rest, (send, recv), seal).await
             }
             Destination::Echo => {
-                let origin = header.origin.clone();
-                echo::answer(shared, guard, &origin, rest, (send, recv), seal).await
+                // The fair share goes by who surely sent the flow: a sealed origin is
+                // authenticated by its seal, a plain one only when it is the neighbour,
+                // so a relayed plain probe counts against the relay that handed it on.
+                let accountable = if seal.is_some() { header.origin.clone() } else { peer.clone() };
+                echo::answer(shared, guard, &accountable, rest, (send, recv), seal).await
             }
         }
     };

@@ -28,6 +28,11 @@ impl OpenError {
     }
 }
 
+/// The refusal for a flow whose next hop has no link.
+pub(crate) fn no_link(next: &str, why: impl std::fmt::Display) -> OpenError {
+    OpenError::here(RefuseReason::NoRoute, format!("no link to next hop `{next}`: {why}"))
+}
+
 /// Opens a stream to `next`, writes `header` and then `leading` (bytes that arrived behind
 /// an inbound header), without waiting for any reply. The whole of it is bounded by one
 /// `limits.connect_timeout`, so each node on a path adds at most that to the time an
@@ -38,16 +43,14 @@ pub(crate) async fn open_stream(
     header: &AnyHeader,
     leading: Bytes,
 ) -> Result<(LinkSend, RecvStream), OpenError> {
-    let no_link =
-        |e: String| OpenError::here(RefuseReason::NoRoute, format!("no link to next hop `{next}`: {e}"));
     let late = || OpenError::here(RefuseReason::Overloaded, format!("no stream to `{next}` in time"));
     // One deadline for all of it; the write has its own timeout (not an outer one) so a
     // stream that runs out of time is reset, never dropped (which would finish it).
     let limit = shared.config.limits.connect_timeout;
     let deadline = tokio::time::Instant::now() + limit;
-    let link = shared.pool.connection(next, limit).await.map_err(|e| no_link(e.to_string()))?;
+    let link = shared.pool.connection(next, limit).await.map_err(|e| no_link(next, e))?;
     let (send, mut recv) = match tokio::time::timeout_at(deadline, link.conn.open_bi()).await {
-        Ok(opened) => opened.map_err(|e| no_link(e.to_string()))?,
+        Ok(opened) => opened.map_err(|e| no_link(next, e))?,
         Err(_) => return Err(late()),
     };
     let mut send = LinkSend::new(send, link.turns);
@@ -75,7 +78,7 @@ pub(crate) async fn open_stream(
         }
         Ok(Err(e)) => {
             let _ = send.reset(codes::PEER_RESET);
-            Err(no_link(e.to_string()))
+            Err(no_link(next, e))
         }
         Err(_) => {
             // Reset, not finish (which dropping the stream would do): the next node must

@@ -65,10 +65,22 @@ async fn seal_header(
         _ if mode == E2eMode::Off => None,
         Some(card) => Some(card),
         None if wait.is_zero() => None,
-        None => shared.cards.wait_for(exit, wait).await,
+        None => {
+            // With no link to the first hop the card cannot come, nor could the flow go:
+            // the link is what to name, not the card.
+            let started = tokio::time::Instant::now();
+            if let Err(e) = shared.pool.connection(first_hop, wait).await {
+                return Err(onward::no_link(first_hop, e));
+            }
+            shared.cards.wait_for(exit, wait.saturating_sub(started.elapsed())).await
+        }
     };
     let Some(card) = card else {
         if mode == E2eMode::Required {
+            // A link that went down while the card was awaited is the cause to name.
+            if shared.pool.current_link(first_hop).is_none() {
+                return Err(onward::no_link(first_hop, "it went down"));
+            }
             return Err(OpenError::here(
                 RefuseReason::NoRoute,
                 format!("no seal card for exit `{}` (it has not been seen on any link)", log_escape(exit)),

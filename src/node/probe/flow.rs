@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn::RecvStream;
 
-use super::report::HopReport;
+use super::Progress;
+use super::report::{HopReport, ProbeEvent};
 use crate::core::wire::Destination;
 use crate::node::flow::origin::new_header;
 use crate::node::flow::seal;
@@ -41,16 +42,19 @@ struct Open {
 }
 
 /// Opens a probe flow along `path` (the nodes after this one, its exit last), sends
-/// `count` probes `interval` apart and reports their round trips.
+/// `count` probes `interval` apart and reports their round trips, telling `progress` of
+/// the opening and of each probe as they happen.
 pub(crate) async fn measure(
     shared: &Arc<Shared>,
     path: &[String],
     count: u32,
     interval: Duration,
+    progress: &Progress,
 ) -> HopReport {
     let (Some(first), Some(exit)) = (path.first(), path.last()) else {
         return HopReport::new("");
     };
+    let hop = path.len() - 1;
     let mut report = HopReport::new(exit);
     let Some(guard) = FlowGuard::try_new(shared) else {
         report.error = Some("this node is at its flow limit (limits.max_flows)".into());
@@ -89,9 +93,15 @@ pub(crate) async fn measure(
             end
         }
         Ok(Ok(open)) => {
-            report.open_ms = Some(millis(started.elapsed()));
+            let open_ms = millis(started.elapsed());
+            report.open_ms = Some(open_ms);
             report.sealed = open.up.is_sealed();
-            exchange(open, count, interval, &mut report).await
+            let sealed = report.sealed;
+            progress.send(|| ProbeEvent::Opened { hop, node: exit.clone(), open_ms, sealed });
+            let told = |seq: u32, rtt_ms: Option<f64>| {
+                progress.send(|| ProbeEvent::Probe { hop, node: exit.clone(), seq: seq + 1, rtt_ms })
+            };
+            exchange(open, (count, interval), &mut report, told).await
         }
     };
     if let FlowEnd::Refused { reason, .. } = &end {
@@ -103,7 +113,12 @@ pub(crate) async fn measure(
 }
 
 /// Sends the probes and reads their echoes; then ends the flow cleanly.
-async fn exchange(mut open: Open, count: u32, interval: Duration, report: &mut HopReport) -> FlowEnd {
+async fn exchange(
+    mut open: Open,
+    (count, interval): (u32, Duration),
+    report: &mut HopReport,
+    told: impl Fn(u32, Option<f64>),
+) -> FlowEnd {
     let mut echoed: Vec<u8> = Vec::new();
     let mut pending = Some(std::mem::take(&mut open.rest));
     for seq in 0..count {
@@ -131,11 +146,19 @@ async fn exchange(mut open: Open, count: u32, interval: Duration, report: &mut H
             Err(end) => Err(Some(end)),
         };
         match answered {
-            Ok(()) => report.probes.push(Some(millis(sent_at.elapsed()))),
-            Err(None) => report.probes.push(None),
+            Ok(()) => {
+                let rtt = millis(sent_at.elapsed());
+                report.probes.push(Some(rtt));
+                told(seq, Some(rtt));
+            }
+            Err(None) => {
+                report.probes.push(None);
+                told(seq, None);
+            }
             Err(Some(end)) => {
                 // Only probes sent count: this one is lost, the rest were never sent.
                 report.probes.push(None);
+                told(seq, None);
                 report.error = Some(describe(&end));
                 reset(&mut open, &end);
                 return end;

@@ -11,10 +11,13 @@ mod path;
 mod report;
 
 pub use report::{
-    HopReport, MAX_COUNT, MAX_INTERVAL_MS, MIN_INTERVAL_MS, ProbeMode, ProbeReport, ProbeRequest,
+    HopReport, MAX_COUNT, MAX_INTERVAL_MS, MIN_INTERVAL_MS, ProbeEvent, ProbeMode, ProbeReport, ProbeRequest,
 };
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::node::Shared;
 
@@ -69,36 +72,94 @@ impl ProbeError {
     }
 }
 
-/// Runs a ping or a trace from this node.
-pub(crate) async fn run(shared: Arc<Shared>, request: &ProbeRequest) -> Result<ProbeReport, ProbeError> {
+/// Where a streamed run sends its steps as they happen; nowhere when only the report is
+/// wanted. Unbounded on purpose: a run sends at most `MAX_COUNT + 2` events per hop plus
+/// two, all small, and must never wait on a slow reader between probes (that would skew
+/// the round trips it measures).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress(Option<mpsc::UnboundedSender<ProbeEvent>>);
+
+impl Progress {
+    /// Progress sent to a new channel, and its receiving end.
+    pub(crate) fn channel() -> (Progress, mpsc::UnboundedReceiver<ProbeEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Progress(Some(tx)), rx)
+    }
+
+    /// Sends the event `make` builds, if anyone listens (a reader that left is no error:
+    /// the run goes on to its bounded end).
+    pub(crate) fn send(&self, make: impl FnOnce() -> ProbeEvent) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(make());
+        }
+    }
+}
+
+/// A ping or trace that may run: its path is chosen and it holds one of [`MAX_RUNS`].
+pub(crate) struct Planned {
+    shared: Arc<Shared>,
+    node: String,
+    mode: ProbeMode,
+    count: u32,
+    interval: Duration,
+    chosen: path::Chosen,
+    _run: OwnedSemaphorePermit,
+}
+
+/// Checks a request and chooses its path, without sending anything yet: what is wrong with
+/// it is known before any answer starts.
+pub(crate) fn plan(shared: Arc<Shared>, request: &ProbeRequest) -> Result<Planned, ProbeError> {
     let (count, interval) = request.checked().map_err(ProbeError::Invalid)?;
     if *shared.draining.borrow() {
         return Err(ProbeError::Draining);
     }
-    let _run = shared.probe_runs.clone().try_acquire_owned().map_err(|_| ProbeError::Busy)?;
+    let run = shared.probe_runs.clone().try_acquire_owned().map_err(|_| ProbeError::Busy)?;
     let node = request.node.clone();
     let chosen = path::to(&shared, &node).map_err(|e| match e {
         path::NoPath::Itself => ProbeError::Itself(node.clone()),
         path::NoPath::Unknown => ProbeError::UnknownNode(node.clone()),
         path::NoPath::RelayOnly(route) => ProbeError::NoPath(node.clone(), route),
     })?;
-    let hops = match request.mode {
-        ProbeMode::Ping => vec![flow::measure(&shared, &chosen.path, count, interval).await],
-        ProbeMode::Trace => {
-            let mut hops: Vec<HopReport> = Vec::new();
-            for end in 1..=chosen.path.len() {
-                let mut hop = flow::measure(&shared, &chosen.path[..end], count, interval).await;
+    Ok(Planned { shared, node, mode: request.mode, count, interval, chosen, _run: run })
+}
+
+impl Planned {
+    /// Sends the probes, telling `progress` each step, and reports.
+    pub(crate) async fn run(self, progress: Progress) -> ProbeReport {
+        let Planned { shared, node, mode, count, interval, chosen, _run } = self;
+        progress.send(|| ProbeEvent::Path {
+            node: node.clone(),
+            mode,
+            route: chosen.route.clone(),
+            path: chosen.path.clone(),
+        });
+        let ends: Vec<usize> = match mode {
+            ProbeMode::Ping => vec![chosen.path.len()],
+            ProbeMode::Trace => (1..=chosen.path.len()).collect(),
+        };
+        let mut hops: Vec<HopReport> = Vec::new();
+        for end in ends {
+            let mut hop = flow::measure(&shared, &chosen.path[..end], count, interval, &progress).await;
+            if mode == ProbeMode::Trace {
                 let before = hops.last().map_or(Some(0.0), |h| h.avg_ms);
                 hop.delta_ms = hop.avg_ms.zip(before).map(|(now, then)| now - then);
-                let answered = hop.received > 0;
-                hops.push(hop);
-                if !answered {
-                    break;
-                }
             }
-            hops
+            progress.send(|| ProbeEvent::Hop { hop: end - 1, report: hop.clone() });
+            let answered = hop.received > 0;
+            hops.push(hop);
+            // A trace stops at the first hop that answers nothing.
+            if !answered {
+                break;
+            }
         }
-    };
-    let reached = hops.last().is_some_and(|h| h.node == node && h.received > 0);
-    Ok(ProbeReport { node, mode: request.mode, route: chosen.route, path: chosen.path, hops, reached })
+        let reached = hops.last().is_some_and(|h| h.node == node && h.received > 0);
+        let report = ProbeReport { node, mode, route: chosen.route, path: chosen.path, hops, reached };
+        progress.send(|| ProbeEvent::Report(report.clone()));
+        report
+    }
+}
+
+/// Runs a ping or a trace from this node.
+pub(crate) async fn run(shared: Arc<Shared>, request: &ProbeRequest) -> Result<ProbeReport, ProbeError> {
+    Ok(plan(shared, request)?.run(Progress::default()).await)
 }

@@ -38,6 +38,10 @@ pub struct ProbeRequest {
     /// [`MIN_INTERVAL_MS`] to [`MAX_INTERVAL_MS`].
     #[serde(default)]
     pub interval_ms: Option<u64>,
+    /// Answer with a stream of [`ProbeEvent`]s as the probes happen (Server-Sent Events,
+    /// the full report last) instead of the report alone at the end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 impl ProbeRequest {
@@ -78,6 +82,55 @@ pub struct ProbeReport {
     pub hops: Vec<HopReport>,
     /// Whether the node itself answered at least one probe.
     pub reached: bool,
+}
+
+/// One step of a streamed ping or trace, sent as it happens: the data of one
+/// Server-Sent Event named after its `event` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum ProbeEvent {
+    /// The path chosen, before any flow opens.
+    Path {
+        /// The node probed.
+        node: String,
+        /// Ping or trace.
+        mode: ProbeMode,
+        /// As in [`ProbeReport::route`].
+        route: Option<String>,
+        /// As in [`ProbeReport::path`].
+        path: Vec<String>,
+    },
+    /// A probe flow opened to `path[hop]`.
+    Opened {
+        /// The index in the path of the flow's last node.
+        hop: usize,
+        /// That node.
+        node: String,
+        /// As in [`HopReport::open_ms`].
+        open_ms: f64,
+        /// As in [`HopReport::sealed`].
+        sealed: bool,
+    },
+    /// One probe's round trip.
+    Probe {
+        /// The index in the path of the flow's last node.
+        hop: usize,
+        /// That node.
+        node: String,
+        /// The probe's number in its flow, from 1.
+        seq: u32,
+        /// Milliseconds; `null`: no echo in time.
+        rtt_ms: Option<f64>,
+    },
+    /// A flow's probes are done (for a trace, `delta_ms` is filled).
+    Hop {
+        /// The index in the path of the flow's last node.
+        hop: usize,
+        /// The flow's figures.
+        report: HopReport,
+    },
+    /// The whole answer, last.
+    Report(ProbeReport),
 }
 
 /// The probes of one flow, ending at `node`.
@@ -142,7 +195,7 @@ mod tests {
     use super::*;
 
     fn request(mode: ProbeMode, count: Option<u32>, interval_ms: Option<u64>) -> ProbeRequest {
-        ProbeRequest { node: "c".into(), mode, count, interval_ms }
+        ProbeRequest { node: "c".into(), mode, count, interval_ms, stream: false }
     }
 
     #[test]
@@ -168,5 +221,20 @@ mod tests {
         none.probes = vec![None];
         none.summarise();
         assert_eq!((none.received, none.avg_ms), (0, None));
+    }
+
+    #[test]
+    fn events_name_themselves_and_read_back() {
+        let event = ProbeEvent::Probe { hop: 1, node: "c".into(), seq: 2, rtt_ms: None };
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"event": "probe", "hop": 1, "node": "c", "seq": 2, "rtt_ms": null})
+        );
+        assert_eq!(serde_json::from_value::<ProbeEvent>(json).expect("back"), event);
+        let hop = ProbeEvent::Hop { hop: 0, report: HopReport::new("b") };
+        let back: ProbeEvent =
+            serde_json::from_str(&serde_json::to_string(&hop).expect("json")).expect("back");
+        assert_eq!(back, hop);
     }
 }
