@@ -28,9 +28,9 @@ use proxy::core::wire::{self, Destination, FlowHeader, RefuseReason, Reply};
 use proxy::scheduler::state::MeshState;
 
 mod common;
-#[path = "../tests/common/dns.rs"]
+#[path = "../tests/integration/common/dns.rs"]
 mod dns;
-#[path = "../tests/common/raw_flow.rs"]
+#[path = "../tests/integration/common/raw_flow.rs"]
 mod raw_flow;
 
 use common::rng::Rng;

@@ -1,7 +1,7 @@
 //! Entry points for fuzzing: each takes arbitrary bytes and feeds them to one decoder the
 //! network or a file reaches, checking what must hold for any input. The cargo-fuzz
 //! targets in `fuzz/` call these, and `cargo test` replays the committed corpora through
-//! them (`tests/fuzz_corpus.rs`), so a crash once found stays fixed.
+//! them (`tests/integration/fuzz_corpus.rs`), so a crash once found stays fixed.
 //!
 //! Each entry point panics only when an invariant is broken (that is the finding); any
 //! input may be refused with an error.

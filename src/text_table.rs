@@ -31,7 +31,7 @@ pub(crate) fn align_to(lines: &[Vec<String>], widths: &[usize]) -> String {
 }
 
 /// `s` with its control characters escaped (`\u{1b}`, `\n`).
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }

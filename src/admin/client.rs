@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 /// The largest answer [`get`] reads, head included.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Where a streamed answer's body goes as it arrives, piece by piece.
+/// Where a streamed answer's body goes as it arrives, piece by piece (a 2xx answer's
+/// only). It runs inside the exchange: time it takes counts against the deadline.
 pub type BodySink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
 
 /// Why an admin request got no usable answer.
@@ -198,7 +199,7 @@ async fn read_response(
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             let (status, framing) = parse_response_head(&raw[..end]).map_err(bad)?;
             if let Framing::Length(length) = framing
-                && end + 4 + length > MAX_RESPONSE_BYTES
+                && length > MAX_RESPONSE_BYTES.saturating_sub(end + 4)
             {
                 return Err(too_large());
             }
@@ -228,7 +229,8 @@ async fn read_response(
             return Err(too_large());
         }
         if !fresh.is_empty() {
-            if let Some(on_body) = on_body.as_mut() {
+            // Only a success is a stream worth following; an error's body is read whole.
+            if let Some(on_body) = on_body.as_mut().filter(|_| (200..300).contains(&status)) {
                 on_body(&fresh);
             }
             body.extend_from_slice(&fresh);

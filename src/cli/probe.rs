@@ -13,6 +13,7 @@ use crate::logging::log_escape;
 use crate::node::probe::{
     HopReport, MAX_COUNT, MAX_INTERVAL_MS, MIN_INTERVAL_MS, ProbeEvent, ProbeMode, ProbeReport, ProbeRequest,
 };
+use crate::text_table::printable;
 
 /// How to reach the local node's admin API.
 #[derive(Debug, clap::Args)]
@@ -104,7 +105,14 @@ pub(crate) fn run(mode: ProbeMode, args: ProbeArgs) -> ExitCode {
         let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
     };
     let on_body: Option<BodySink<'_>> = if args.json { None } else { Some(&mut print_steps) };
-    let answer = runtime.block_on(ask(&args.admin.admin, token.as_deref(), &request, timeout, on_body));
+    let mut answer = runtime.block_on(ask(&args.admin.admin, token.as_deref(), &request, timeout, on_body));
+    // A node from before streamed probes refuses the field: ask it for the report alone,
+    // and print that the same way once it is in.
+    let unstreamed = matches!(&answer, Ok((400, body)) if body.contains("unknown field `stream`"));
+    if unstreamed {
+        let request = ProbeRequest { stream: false, ..request };
+        answer = runtime.block_on(ask(&args.admin.admin, token.as_deref(), &request, timeout, None));
+    }
     let (status, body) = match answer {
         Ok(a) => a,
         Err(e) => {
@@ -120,10 +128,14 @@ pub(crate) fn run(mode: ProbeMode, args: ProbeArgs) -> ExitCode {
         eprintln!("{who}: {message}");
         return if status == 400 { ExitCode::from(2) } else { ExitCode::FAILURE };
     }
-    let report = if args.json {
+    let report = if args.json || unstreamed {
         match serde_json::from_str::<ProbeReport>(&body) {
-            Ok(report) => {
+            Ok(report) if args.json => {
                 println!("{}", body.trim());
+                report
+            }
+            Ok(report) => {
+                print!("{}", printer.replay(&report));
                 report
             }
             Err(e) => {
@@ -224,6 +236,33 @@ impl LivePrinter {
         out
     }
 
+    /// The text for a whole report (from a node that does not stream), as if its steps
+    /// had come one by one.
+    pub(crate) fn replay(&mut self, report: &ProbeReport) -> String {
+        let mut steps = vec![ProbeEvent::Path {
+            node: report.node.clone(),
+            mode: report.mode,
+            route: report.route.clone(),
+            path: report.path.clone(),
+        }];
+        for (i, hop) in report.hops.iter().enumerate() {
+            let index = match report.mode {
+                ProbeMode::Ping => report.path.len().saturating_sub(1),
+                ProbeMode::Trace => i,
+            };
+            let node = || hop.node.clone();
+            if let Some(open_ms) = hop.open_ms {
+                steps.push(ProbeEvent::Opened { hop: index, node: node(), open_ms, sealed: hop.sealed });
+            }
+            for (seq, rtt_ms) in (1..).zip(&hop.probes) {
+                steps.push(ProbeEvent::Probe { hop: index, node: node(), seq, rtt_ms: *rtt_ms });
+            }
+            steps.push(ProbeEvent::Hop { hop: index, report: hop.clone() });
+        }
+        steps.push(ProbeEvent::Report(report.clone()));
+        steps.into_iter().map(|step| self.step(step)).collect()
+    }
+
     /// The text for one step.
     fn step(&mut self, event: ProbeEvent) -> String {
         match event {
@@ -286,7 +325,7 @@ impl LivePrinter {
     /// The trace table's column widths: the node column fits every node on the path.
     fn widths(&self) -> Vec<usize> {
         let mut widths = TRACE_WIDTHS.to_vec();
-        widths[1] = self.path.iter().map(|n| log_escape(n).chars().count()).fold(widths[1], usize::max);
+        widths[1] = self.path.iter().map(|n| printable(n).chars().count()).fold(widths[1], usize::max);
         widths
     }
 }
@@ -410,6 +449,7 @@ mod tests {
             assert_eq!(text, expected, "pieces of {cut}");
             assert_eq!(got.as_ref(), Some(&report));
         }
+        assert_eq!(LivePrinter::new(ProbeMode::Ping).replay(&report), expected, "a report alone");
         // Only the steps so far: the probe line is out before the flow ends.
         let mut printer = LivePrinter::new(ProbeMode::Ping);
         let first: String = stream(&events[..3], 4096).iter().map(|p| printer.feed(p)).collect();
@@ -418,7 +458,8 @@ mod tests {
 
     #[test]
     fn a_trace_prints_a_row_per_hop_and_where_it_stopped() {
-        let b = hop("b", vec![Some(50.0)], Some(50.0));
+        let mut b = hop("b", vec![Some(50.0)], Some(50.0));
+        b.sealed = false;
         let mut c = HopReport::new("c");
         c.error = Some("refused by c: overloaded".into());
         let report = ProbeReport {
@@ -437,13 +478,15 @@ mod tests {
             ProbeEvent::Hop { hop: 1, report: c },
             ProbeEvent::Report(report),
         ];
-        let (text, _) = printed(ProbeMode::Trace, &events, 5);
+        let (text, got) = printed(ProbeMode::Trace, &events, 5);
+        let replayed = got.map(|report| LivePrinter::new(ProbeMode::Trace).replay(&report));
         let expected = "TRACE c over b -> c (route to-c, unsealed)\n\
             HOP  NODE  SENT  RECV  RTT MS  DELTA MS  BEST    WORST\n\
             1    b     1     1     50.0    50.0      50.0    50.0\n\
             2    c     0     0     -       -         -       -\n\
             stopped at hop 2 (c): refused by c: overloaded\n";
         assert_eq!(text, expected);
+        assert_eq!(replayed.as_deref(), Some(expected), "a report alone");
     }
 
     #[test]

@@ -79,9 +79,11 @@ fn probe(view: &NodeView, request: &Request) -> Response {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         runtime.spawn(async move {
+            // A reader that left drops `events`, which stops the run.
             while let Some(event) = events.recv().await {
-                let name = event_name(&event);
-                if tx.send(crate::console::live::frame(name, &event)).await.is_err() {
+                let event = serde_json::to_value(&event).unwrap_or_default();
+                let name = event.get("event").and_then(|n| n.as_str()).unwrap_or("step").to_string();
+                if tx.send(crate::console::live::frame(&name, &event)).await.is_err() {
                     return;
                 }
             }
@@ -98,18 +100,6 @@ fn probe(view: &NodeView, request: &Request) -> Response {
 
 /// Frames a streamed probe holds for a slow reader; the run itself never waits on them.
 const STREAM_QUEUE: usize = 16;
-
-/// The Server-Sent Event name of a probe step: its `event` field.
-fn event_name(event: &crate::node::probe::ProbeEvent) -> &'static str {
-    use crate::node::probe::ProbeEvent;
-    match event {
-        ProbeEvent::Path { .. } => "path",
-        ProbeEvent::Opened { .. } => "opened",
-        ProbeEvent::Probe { .. } => "probe",
-        ProbeEvent::Hop { .. } => "hop",
-        ProbeEvent::Report(_) => "report",
-    }
-}
 
 /// Most flows `/api/flows` lists; `?limit=N` asks for fewer (the busiest).
 pub(super) const MAX_FLOWS_LISTED: usize = 10_000;

@@ -224,6 +224,7 @@ impl NodeView {
 
     /// Starts a ping or a trace on the node's runtime and returns its steps as they
     /// happen, the full report last; what is wrong with the request is known at once.
+    /// Dropping the receiver stops the run (its flows end, its slot is free again).
     pub fn probe_streamed(
         &self,
         request: &crate::node::probe::ProbeRequest,
@@ -234,7 +235,13 @@ impl NodeView {
         use crate::node::probe::{Progress, plan};
         let planned = plan(self.shared.clone(), request)?;
         let (progress, events) = Progress::channel();
-        self.shared.runtime.spawn(planned.run(progress));
+        let reader = progress.clone();
+        self.shared.runtime.spawn(async move {
+            tokio::select! {
+                _ = planned.run(progress) => {}
+                () = reader.reader_gone() => {}
+            }
+        });
         Ok(events)
     }
 

@@ -36,10 +36,13 @@ pub(crate) const MAX_ECHO_FLOWS_PER_ORIGIN: usize = 4;
 
 /// The probe flows this node answers now, by who is accountable for them.
 ///
-/// Shared max-min fair: when every slot is taken, a newcomer takes the oldest slot of the
-/// origin holding the most, as long as that origin would still hold more than the
-/// newcomer. So colluding members that fill the node can delay a ping but never keep one
-/// out: with `n` origins asking, each is sure of `MAX_ECHO_FLOWS / n` slots.
+/// Shared max-min fair: when every slot is taken, a newcomer takes the youngest slot of
+/// the origin holding the most, as long as that origin then still holds at least as many
+/// as the newcomer. So colluding members that fill the node can delay a ping but never
+/// keep one out: an origin that asks while `n` origins hold slots gets one as long as it
+/// holds fewer than `min(MAX_ECHO_FLOWS_PER_ORIGIN, MAX_ECHO_FLOWS / n)`. The youngest
+/// goes because it has done the least: an origin that keeps coming back to evict costs
+/// its victims a run just started, not one nearly done.
 #[derive(Debug, Default)]
 pub(crate) struct EchoSlots {
     held: std::sync::Mutex<Held>,
@@ -61,8 +64,8 @@ impl Held {
         self.by_origin.get(origin).map_or(0, VecDeque::len)
     }
 
-    /// Takes back the oldest slot of the origin holding the most, if it holds more than
-    /// `than` after giving it up.
+    /// Takes back the youngest slot of the origin holding the most, if that origin still
+    /// holds more than `than` after giving it up.
     fn evict_from_largest(&mut self, than: usize) -> bool {
         let Some((origin, held)) = self.by_origin.iter_mut().max_by_key(|(_, held)| held.len()) else {
             return false;
@@ -70,7 +73,7 @@ impl Held {
         if held.len() <= than + 1 {
             return false;
         }
-        if let Some((_, evicted)) = held.pop_front() {
+        if let Some((_, evicted)) = held.pop_back() {
             // A stored permit: the flow sees it even if it is not waiting yet.
             evicted.notify_one();
         }
@@ -134,9 +137,9 @@ impl Drop for EchoSlot {
 pub(crate) const ECHO_MAX_BYTES: usize = 8 * 1024;
 /// How long one probe flow may last.
 pub(crate) const ECHO_LIFETIME: Duration = Duration::from_secs(60);
-/// How long one probe flow may send nothing: an origin sends a probe at least every
-/// interval (1 s at most) or after a 2 s wait for an echo, so a flow this quiet holds a
-/// slot for nothing.
+/// How long one probe flow may send nothing: an origin sends its next probe within the
+/// interval (1 s at most) or its 2 s wait for an echo, and a write may take 2 s more, so
+/// a flow this quiet holds a slot for nothing.
 pub(crate) const ECHO_IDLE: Duration = Duration::from_secs(10);
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1024;
@@ -263,8 +266,8 @@ mod tests {
         }
         assert_eq!(evicted.len(), 3, "one slot taken back per slot given");
         for slot in &evicted {
-            let oldest = colluders.iter().filter(|s| s.origin == slot.origin).map(|s| s.id).min();
-            assert_eq!(Some(slot.id), oldest, "an origin gives up its oldest slot");
+            let youngest = colluders.iter().filter(|s| s.origin == slot.origin).map(|s| s.id).max();
+            assert_eq!(Some(slot.id), youngest, "an origin gives up its youngest slot");
         }
         let origins: std::collections::HashSet<&str> = evicted.iter().map(|s| s.origin.as_str()).collect();
         assert_eq!(origins.len(), 3, "from three origins, never below another's share");

@@ -86,11 +86,18 @@ impl Progress {
         (Progress(Some(tx)), rx)
     }
 
-    /// Sends the event `make` builds, if anyone listens (a reader that left is no error:
-    /// the run goes on to its bounded end).
+    /// Sends the event `make` builds, if anyone listens.
     pub(crate) fn send(&self, make: impl FnOnce() -> ProbeEvent) {
         if let Some(tx) = &self.0 {
             let _ = tx.send(make());
+        }
+    }
+
+    /// Returns once the receiving end is gone (never, for progress sent nowhere).
+    pub(crate) async fn reader_gone(&self) {
+        match &self.0 {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
         }
     }
 }
