@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::core::wire::RefuseReason;
-use crate::node::flow::exit::send_opened;
+use crate::node::flow::exit::send_opened_or_reset;
 use crate::node::flow::inbound::refuse_exit;
 use crate::node::flow::seal::ExitSeal;
 use crate::node::link::send::LinkSend;
@@ -160,14 +160,9 @@ pub(crate) async fn answer(
         refuse_exit(&shared, (&mut send, &mut recv), seal, RefuseReason::Overloaded, &detail).await;
         return;
     };
-    let seal = match send_opened(&shared, &mut send, seal).await {
+    let seal = match send_opened_or_reset(&shared, (&mut send, &mut recv), seal).await {
         Ok(seal) => seal,
-        Err((code, end)) => {
-            let _ = send.reset(code);
-            let _ = recv.stop(code);
-            guard.finish(&end);
-            return;
-        }
+        Err(end) => return guard.finish(&end),
     };
     shared.counters.probes_answered.fetch_add(1, Ordering::Relaxed);
     let mut force = shared.force.clone();

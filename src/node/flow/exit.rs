@@ -87,6 +87,20 @@ pub(crate) async fn send_opened(
     }
 }
 
+/// [`send_opened`] for an exit with no connection of its own to abort (UDP, echo): on
+/// failure both directions of the stream are reset, and the flow's end is returned.
+pub(crate) async fn send_opened_or_reset(
+    shared: &Shared,
+    (send, recv): (&mut LinkSend, &mut RecvStream),
+    seal: Option<ExitSeal>,
+) -> Result<FlowSeal, FlowEnd> {
+    send_opened(shared, send, seal).await.map_err(|(code, end)| {
+        let _ = send.reset(code);
+        let _ = recv.stop(code);
+        end
+    })
+}
+
 pub(crate) fn opened_reply(seal: Option<ExitSeal>) -> Result<(Bytes, FlowSeal), String> {
     match seal {
         Some(seal) => seal.reply(&Reply::Opened),

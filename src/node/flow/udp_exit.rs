@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use crate::core::policy::Requester;
 use crate::core::wire::RefuseReason;
 use crate::logging::log_escape;
-use crate::node::flow::exit::{allowed_addresses, send_opened};
+use crate::node::flow::exit::{allowed_addresses, send_opened_or_reset};
 use crate::node::flow::inbound::refuse_exit;
 use crate::node::flow::seal::ExitSeal;
 use crate::node::flow::timer::FlowTimeouts;
@@ -51,14 +51,9 @@ pub(crate) async fn exit_flow(
             return;
         }
     };
-    let seal = match send_opened(&shared, &mut send, seal).await {
+    let seal = match send_opened_or_reset(&shared, (&mut send, &mut recv), seal).await {
         Ok(seal) => seal,
-        Err((code, end)) => {
-            let _ = send.reset(code);
-            let _ = recv.stop(code);
-            guard.finish(&end);
-            return;
-        }
+        Err(end) => return guard.finish(&end),
     };
     shared.counters.flows_exited.fetch_add(1, Ordering::Relaxed);
     let _open = OpenAssociation::new(&shared.counters.udp);
