@@ -422,7 +422,7 @@ async fn ping_prints_each_probe_while_the_run_goes_on() {
         let chain = chain(&[]).await;
         let mut child = common::process::KillOnDrop(
             proxy()
-                .args(args(&chain.a, &["ping", "c", "-c", "5", "-i", "1s"]))
+                .args(args(&chain.a, &["ping", "c", "-c", "10", "-i", "1s"]))
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .expect("run proxy"),
@@ -445,7 +445,8 @@ async fn ping_prints_each_probe_while_the_run_goes_on() {
             }
         }
         assert!(seen.last().is_some_and(|l| l.starts_with("seq=1 rtt=")), "{seen:?}");
-        // The run has four more probes, a second apart: cut the path now.
+        // The run has nine more probes, a second apart (this test has 9 s to act, and the
+        // run ends sooner once the path is cut): cut it now.
         chain._emulators.1.set_both(LinkProfile::blackholed());
         while let Some(line) = lines.recv().await {
             seen.push(line);
