@@ -162,10 +162,7 @@ fn the_scheduler_runs_from_its_config_and_exits_0_on_sigterm() {
     let init = proxy().args(["mesh", "init", "--dir"]).arg(&dir).output().expect("init");
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let cfg = dir.join("scheduler.yaml");
-    let text = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace("0.0.0.0:7900", "127.0.0.1:0")
-        .replace("127.0.0.1:9900", "127.0.0.1:0");
+    let text = common::scheduler_config::on_loopback(&std::fs::read_to_string(&cfg).expect("read"));
     std::fs::write(&cfg, text).expect("write");
     let mut child = proxy().args(["scheduler", "-c"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
     std::thread::sleep(Duration::from_millis(500));
@@ -289,10 +286,7 @@ fn the_scheduler_logs_to_its_own_log_file() {
     let cfg = dir.join("scheduler.yaml");
     let text = std::fs::read_to_string(&cfg).expect("read");
     assert!(text.contains("log_format: text"), "mesh init's scheduler.yaml shows the logging keys");
-    let text = text
-        .replace("0.0.0.0:7900", "127.0.0.1:0")
-        .replace("127.0.0.1:9900", "127.0.0.1:0")
-        .replace("log_format: text", "log_format: json")
+    let text = common::scheduler_config::on_loopback(&text).replace("log_format: text", "log_format: json")
         + "log_file: scheduler.log\n";
     std::fs::write(&cfg, text).expect("write");
     let log = dir.join("scheduler.log");

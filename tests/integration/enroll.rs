@@ -29,18 +29,9 @@ impl FreshMesh {
         let dir = std::env::temp_dir().join(format!("proxy-enroll-{}-{}", std::process::id(), rand_suffix()));
         proxy::pki::init_mesh(&dir.join("mesh"), &[]).expect("mesh init");
         let yaml_path = dir.join("mesh/scheduler.yaml");
-        let overridden: Vec<&str> = settings.lines().filter_map(|l| l.split(':').next()).collect();
-        let yaml: String = std::fs::read_to_string(&yaml_path)
-            .expect("read")
-            .lines()
-            .filter(|l| !overridden.iter().any(|k| l.starts_with(&format!("{k}:"))))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let yaml = yaml
-            .replace("0.0.0.0:7900", "127.0.0.1:0")
-            .replace("127.0.0.1:9900", "127.0.0.1:0")
-            .replace("recompute_interval: \"1s\"", "recompute_interval: \"200ms\"");
-        std::fs::write(&yaml_path, format!("{yaml}{settings}")).expect("write");
+        let original = std::fs::read_to_string(&yaml_path).expect("read");
+        let yaml = common::scheduler_config::with_settings(&original, settings);
+        std::fs::write(&yaml_path, yaml).expect("write");
         let config = sched_config::load(&yaml_path).expect("scheduler config");
         let scheduler = Scheduler::start(config.clone()).await.expect("scheduler");
         let addr = scheduler.local_addr().expect("addr").to_string();

@@ -32,24 +32,9 @@ impl LiveMesh {
         let init = proxy().args(["mesh", "init", "--dir"]).arg(dir.join("mesh")).output().expect("run");
         assert!(init.status.success(), "mesh init: {}", text(&init.stderr));
         let yaml = dir.join("mesh/scheduler.yaml");
-        // A top-level key `settings` sets replaces the one `mesh init` wrote.
-        let overridden: Vec<String> = settings
-            .lines()
-            .filter(|l| !l.starts_with(' '))
-            .filter_map(|l| l.split(':').next())
-            .map(|k| format!("{k}:"))
-            .collect();
-        let original: String = std::fs::read_to_string(&yaml)
-            .expect("read")
-            .lines()
-            .filter(|l| !overridden.iter().any(|k| l.starts_with(k.as_str())))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let changed = original
-            .replace("0.0.0.0:7900", "127.0.0.1:0")
-            .replace("127.0.0.1:9900", "127.0.0.1:0")
-            .replace("recompute_interval: \"1s\"", "recompute_interval: \"200ms\"");
-        std::fs::write(&yaml, format!("{changed}{settings}")).expect("write");
+        let original = std::fs::read_to_string(&yaml).expect("read");
+        let changed = common::scheduler_config::with_settings(&original, settings);
+        std::fs::write(&yaml, changed).expect("write");
         let config = sched_config::load(&yaml).expect("scheduler config");
         let scheduler = Scheduler::start(config).await.expect("scheduler");
         let addr = scheduler.local_addr().expect("addr").to_string();

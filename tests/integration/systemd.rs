@@ -183,10 +183,7 @@ fn the_scheduler_notifies_ready_and_stopping_on_an_abstract_socket() {
     let dir = temp("notify-sched");
     init_mesh(&dir, "");
     let cfg = dir.join("scheduler.yaml");
-    let text = std::fs::read_to_string(&cfg)
-        .expect("read")
-        .replace("0.0.0.0:7900", "127.0.0.1:0")
-        .replace("127.0.0.1:9900", "127.0.0.1:0");
+    let text = common::scheduler_config::on_loopback(&std::fs::read_to_string(&cfg).expect("read"));
     std::fs::write(&cfg, text).expect("write");
     let name = format!("proxy-test-notify-{}", std::process::id());
     let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");

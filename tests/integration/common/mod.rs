@@ -7,6 +7,7 @@ pub mod dns;
 pub mod etcd;
 pub mod process;
 pub mod raw_flow;
+pub mod scheduler_config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
